@@ -1,0 +1,1 @@
+"""Failover: end-to-end probes, per-uplink decisions and route control."""

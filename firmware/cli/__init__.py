@@ -1,0 +1,1 @@
+"""The `storebox` command line."""

@@ -1,0 +1,118 @@
+"""Render the status document for a technician, in the manner of `mmcli -m 0`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_GREEN, _YELLOW, _RED, _DIM, _RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[0m"
+_COLOURS = {
+    "up": _GREEN, "running": _GREEN, "online": _GREEN, "on": _GREEN, "yes": _GREEN,
+    "wired": _GREEN, "degraded": _YELLOW, "standby": _YELLOW, "restarting": _YELLOW,
+    "blink": _YELLOW, "lte": _YELLOW, "offline": _YELLOW, "starting": _YELLOW,
+    "down": _RED, "failed": _RED, "none": _RED, "no": _RED, "stopping": _YELLOW,
+    "unknown": _DIM, "off": _DIM,
+}
+_RULE = "  " + "-" * 46
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def _or_unknown(value: Any, suffix: str = "") -> str:
+    return "unknown" if value is None else f"{value}{suffix}"
+
+
+class _Layout:
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+        self.lines: list[str] = []
+
+    def paint(self, word: str) -> str:
+        code = _COLOURS.get(word)
+        return f"{code}{word}{_RESET}" if self.colour and code else word
+
+    def section(self, title: str, rows: list[tuple[str, str]]) -> None:
+        self.lines.append(_RULE)
+        for i, (label, value) in enumerate(rows):
+            head = title if i == 0 else ""
+            self.lines.append(f"  {head:<10} | {label:>18}: {value}")
+
+
+def _link_row(layout: _Layout, link: dict[str, Any]) -> str:
+    parts = [layout.paint(str(link.get("state", "unknown")))]
+    if link.get("interface"):
+        parts.append(str(link["interface"]))
+    if link.get("latency_ms") is not None:
+        parts.append(f"{link['latency_ms']:.0f} ms")
+    if link.get("loss_pct") is not None:
+        parts.append(f"{link['loss_pct']:.0f}% loss")
+    if link.get("reason"):
+        parts.append(f"({link['reason']})")
+    return "  ".join(parts)
+
+
+def render_status(doc: dict[str, Any], colour: bool = False) -> str:
+    """The status document as a sectioned, aligned text block."""
+    layout = _Layout(colour)
+    layout.section("Box", [
+        ("device id", doc["device_id"]),
+        ("version", doc["version"]),
+        ("phase", layout.paint(doc.get("phase", "unknown"))),
+        ("uptime", _duration(doc.get("uptime_s"))),
+    ])
+    up = doc["uplink"]
+    since = f" since {up['since']}" if up.get("since") else ""
+    layout.section("Uplink", [
+        ("active", layout.paint(up["active"]) + since),
+        ("wired", _link_row(layout, up["wired"])),
+        ("lte", _link_row(layout, up["lte"])),
+        ("failovers", f"{up.get('failovers_total', 0)}  failbacks: "
+                      f"{up.get('failbacks_total', 0)}"),
+    ])
+    m = doc["modem"]
+    operator = _or_unknown(m.get("operator"))
+    if m.get("mcc_mnc"):
+        operator += f" ({m['mcc_mnc']})"
+    rows = [
+        ("registered", layout.paint(_yes_no(m.get("registered")))
+         + (f" ({m['registration']})" if m.get("registration") else "")),
+        ("operator", operator),
+        ("access tech", _or_unknown(m.get("rat"))),
+        ("signal", _or_unknown(m.get("signal_dbm"), " dBm")),
+        ("sim", _or_unknown(m.get("sim"))),
+    ]
+    if m.get("same_carrier_as_wired"):
+        rows.append(("WARNING", layout.paint("down") + " SIM is on the wired line's carrier"))
+    layout.section("Modem", rows)
+    p = doc["payments"]
+    layout.section("Payments", [
+        ("mode", layout.paint(p.get("mode", "unknown"))),
+        ("queued", f"{p['queued']} ({p['queued_amount']} minor units)"),
+        ("oldest queued", _duration(p.get("oldest_queued_age_s"))),
+        ("forwarded", str(p["forwarded_total"])),
+        ("declined after", str(p["declined_after_offline_total"])),
+        ("dead", str(p.get("dead", 0))),
+    ])
+    leds = doc.get("leds") or {}
+    layout.section("LEDs", [(name, layout.paint(state)) for name, state in sorted(leds.items())]
+                   or [("panel", "unknown")])
+    comps = doc.get("components") or {}
+    layout.section("Components", [
+        (name, layout.paint(c["state"]) + (f"  restarts: {c['restarts']}" if c["restarts"] else "")
+         + (f"  last error: {c['last_error']}" if c.get("last_error") else ""))
+        for name, c in comps.items()
+    ] or [("components", "none")])
+    layout.lines.append(_RULE)
+    return "\n".join(layout.lines)

@@ -1,0 +1,6 @@
+"""Configuration: a typed schema for every section of CONTRACTS §2, loaded from TOML."""
+
+from firmware.config.loader import DEFAULT_PATH, load_config, load_config_text
+from firmware.config.schema import Config
+
+__all__ = ["DEFAULT_PATH", "Config", "load_config", "load_config_text"]

@@ -1,0 +1,161 @@
+"""Load and validate a TOML configuration, reporting every problem at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from firmware.config.locate import key_lines
+from firmware.config.schema import Config
+from firmware.errors import ConfigError, Problem
+
+DEFAULT_PATH = "/etc/storebox/storebox.toml"
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the file at `path`; raise `ConfigError` listing every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([Problem(name, 0, "<file>", f"cannot read: {reason}")]) from exc
+    return load_config_text(text, name)
+
+
+def load_config_text(text: str, name: str = "<string>") -> Config:
+    """Validate TOML `text` as a configuration; `name` is used in problem reports."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _decode_error_line(str(exc))
+        raise ConfigError([Problem(name, line, "<toml>", f"not valid TOML: {exc}")]) from exc
+    validator = _Validator(name, key_lines(text))
+    config = validator.build(Config, data, "")
+    if validator.problems:
+        raise ConfigError(sorted(validator.problems, key=lambda p: (p.line, p.key)))
+    assert isinstance(config, Config)
+    return dataclasses.replace(config, source=name)
+
+
+def _decode_error_line(message: str) -> int:
+    marker = "at line "
+    if marker in message:
+        digits = message.split(marker, 1)[1].split(",", 1)[0].split(")", 1)[0]
+        if digits.strip().isdigit():
+            return int(digits)
+    return 1
+
+
+class _Validator:
+    def __init__(self, name: str, lines: dict[str, int]) -> None:
+        self.name = name
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def line_of(self, key: str) -> int:
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key.rpartition(".")[0]
+        return 1
+
+    def report(self, key: str, message: str) -> None:
+        self.problems.append(Problem(self.name, self.line_of(key), key, message))
+
+    def build(self, cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+        values: dict[str, Any] = {}
+        for key in data:
+            if key not in fields:
+                self.unknown(f"{prefix}{key}", key, list(fields))
+        for fname, f in fields.items():
+            key = f"{prefix}{fname}"
+            hint = hints[fname]
+            if dataclasses.is_dataclass(hint):
+                section = data.get(fname, {})
+                if not isinstance(section, dict):
+                    self.report(key, f"must be a table [{key}], got {section!r}")
+                    section = {}
+                if fname not in data and _has_required(hint):
+                    self.report(key, f"required table [{key}] is missing")
+                values[fname] = self.build(hint, section, f"{key}.")
+            elif fname in data:
+                values[fname] = self.check_value(key, data[fname], hint, f)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if prefix.rstrip(".") in self.lines or not prefix:
+                    self.report(key, "required key is missing")
+                values[fname] = None
+        if any(v is None and fields[k].default is dataclasses.MISSING
+               and fields[k].default_factory is dataclasses.MISSING
+               for k, v in values.items()):
+            return None
+        try:
+            return cls(**{k: v for k, v in values.items() if v is not _BAD})
+        except TypeError:
+            return None
+
+    def unknown(self, key: str, name: str, known: list[str]) -> None:
+        hint = difflib.get_close_matches(name, known, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(known)}"
+        self.report(key, f"unknown key {name!r}{suggestion}")
+
+    def check_value(self, key: str, value: Any, hint: Any, f: dataclasses.Field[Any]) -> Any:
+        error = _type_error(value, hint)
+        if error:
+            self.report(key, error)
+            return _BAD
+        check = f.metadata.get("check")
+        if check is not None:
+            message = check(value)
+            if message:
+                self.report(key, message)
+                return _BAD
+        if hint is float and isinstance(value, int):
+            return float(value)
+        return value
+
+
+_BAD: Any = object()
+
+
+def _has_required(cls: type[Any]) -> bool:
+    return any(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in dataclasses.fields(cls))
+
+
+def _type_error(value: Any, hint: Any) -> str | None:
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return f"must be a list of {_TYPE_NAMES[item]}s, got {value!r}"
+        for element in value:
+            if _type_error(element, item):
+                return f"must be a list of {_TYPE_NAMES[item]}s, got element {element!r}"
+        return None
+    if origin in (typing.Union, types.UnionType):
+        return None if any(_type_error(value, a) is None for a in typing.get_args(hint)) else (
+            f"has the wrong type, got {value!r}")
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, hint)
+    return None if ok else f"must be {_TYPE_NAMES.get(hint, hint.__name__)}, got {value!r}"

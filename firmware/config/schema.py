@@ -1,0 +1,221 @@
+"""The configuration schema: one frozen dataclass per TOML table.
+
+Every field carries its documentation in ``metadata["doc"]``; a field without a
+default is required. Extra checks live in ``metadata["check"]``: a function that
+returns an error message for a bad value, or ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Check = Callable[[Any], str | None]
+
+
+def doc(text: str, default: Any = ..., check: Check | None = None) -> Any:
+    """A dataclass field with documentation, an optional default and an optional check."""
+    meta: dict[str, Any] = {"doc": text}
+    if check is not None:
+        meta["check"] = check
+    if default is ...:
+        return field(metadata=meta)
+    if isinstance(default, list):
+        frozen = list(default)
+        return field(default_factory=lambda: list(frozen), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be greater than 0, got {value!r}"
+
+
+def non_negative(value: Any) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, got {value!r}"
+
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def device_id(value: str) -> str | None:
+    if _DEVICE_ID.match(value):
+        return None
+    return (f"must be 1-64 letters, digits, '.', '_' or '-' (it is an MQTT topic level), "
+            f"got {value!r}")
+
+
+def listen_address(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"must be HOST:PORT with a port from 1 to 65535, got {value!r}"
+    return None
+
+
+def http_url(value: str) -> str | None:
+    if re.match(r"^https?://[^/\s]+", value):
+        return None
+    return f"must be an http:// or https:// URL, got {value!r}"
+
+
+def mqtt_url(value: str) -> str | None:
+    if value == "" or re.match(r"^mqtts?://[^/\s]+", value):
+        return None
+    return f"must be an mqtt:// or mqtts:// URL, or \"\" to disable the fleet agent, got {value!r}"
+
+
+def interface_name(value: str) -> str | None:
+    if re.match(r"^[A-Za-z0-9_.:@-]{1,15}$", value):
+        return None
+    return f"must be a network interface name of 1-15 characters, got {value!r}"
+
+
+def probe_target(value: list[str]) -> str | None:
+    pattern = re.compile(
+        r"^(tcp:[^:\s]+:\d{1,5}|dns:[^:\s]+:[^:\s]+|icmp:[^:\s]+|https?://\S+)$"
+    )
+    for target in value:
+        if not pattern.match(target):
+            return (f"target {target!r} is not one of tcp:HOST:PORT, dns:SERVER:NAME, "
+                    f"icmp:HOST or an http(s):// URL")
+    return None
+
+
+def bins(value: list[str]) -> str | None:
+    for item in value:
+        lo, _, hi = item.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()) or not 1 <= len(lo) <= 8:
+            return f"entry {item!r} must be a BIN prefix of 1-8 digits or a range LOW-HIGH"
+    return None
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Who this box is and where it keeps its state."""
+
+    id: str = doc("Fleet identity; also the MQTT topic level storebox/<id>/.", check=device_id)
+    state_dir: str = doc("SQLite database and key material live here.", "/var/lib/storebox")
+    log_level: Literal["debug", "info", "warning", "error"] = doc(
+        "Lowest log priority written to stderr (reloadable with SIGHUP).", "info")
+
+
+@dataclass(frozen=True)
+class WiredConfig:
+    """The shop's ISP line."""
+
+    interface: str = doc("Network interface of the wired uplink.", "eth0", interface_name)
+    carrier: str = doc(
+        "Name of the wired ISP's carrier (e.g. \"KT\"); storebox warns when the LTE SIM "
+        "belongs to the same carrier.", "")
+
+
+@dataclass(frozen=True)
+class LteConfig:
+    """The LTE modem: its AT control port and its data interface."""
+
+    interface: str = doc("The modem's data interface (ECM/QMI/PPP).", "wwan0", interface_name)
+    port: str = doc("AT control port: a device path or any pyserial URL.", "/dev/ttyUSB2")
+    apn: str = doc("Access point name for the data call.", "internet")
+    pin: str = doc("SIM PIN, if the SIM has one; never retried blindly.", "")
+    baudrate: int = doc("Serial speed of the AT port.", 115200, positive)
+    power_pin: str = doc("GPIO (gpiozero name, e.g. \"GPIO17\") wired to the modem's "
+                         "power key; \"\" when not wired.", "")
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """How storebox moves traffic between uplinks."""
+
+    backend: Literal["netlink", "networkmanager", "none"] = doc(
+        "\"netlink\" (kernel routes via netlink), \"networkmanager\" (D-Bus), or \"none\" "
+        "(observe only; used when not root).", "netlink")
+    wired_metric: int = doc("Default-route metric of the wired uplink while it is active.",
+                            100, non_negative)
+    lte_metric: int = doc("Default-route metric of the LTE uplink while it is standby.",
+                          600, non_negative)
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    """End-to-end probes bound to each uplink."""
+
+    targets: list[str] = doc(
+        "Probe targets: tcp:HOST:PORT, dns:SERVER:NAME, icmp:HOST or http(s):// URLs.",
+        ["tcp:203.0.113.10:443"], probe_target)
+    interval_s: float = doc("Seconds between probe rounds on the active uplink.", 1.0, positive)
+    timeout_s: float = doc("Deadline of one probe.", 1.0, positive)
+
+
+@dataclass(frozen=True)
+class PaymentsConfig:
+    """Online authorization and offline stand-in."""
+
+    gateway_url: str = doc("Base URL of the payment gateway (CONTRACTS §5).", check=http_url)
+    merchant_id: str = doc("Merchant id sent with every authorization.", "merchant-0001")
+    merchant_key_file: str = doc("File holding the gateway bearer key (0600).",
+                                 "/etc/storebox/merchant-key")
+    offline_max_amount: int = doc("Largest offline payment, minor units.", 50000, positive)
+    offline_max_total: int = doc("All queued payments together, minor units.", 2000000, positive)
+    offline_max_count: int = doc("Most payments queued at once.", 500, positive)
+    online_deadline_s: float = doc("Overall deadline of an online attempt.", 3.0, positive)
+    offline_max_age_s: int = doc(
+        "No more offline approvals once the oldest queued payment is this old.", 86400, positive)
+    velocity_window_s: int = doc("Window of the per-card velocity rule.", 3600, positive)
+    velocity_max_count: int = doc("Offline payments per card within the window.", 3, positive)
+    velocity_max_amount: int = doc("Offline amount per card within the window, minor units.",
+                                   100000, positive)
+    blocked_bins: list[str] = doc("BIN prefixes or ranges LOW-HIGH never approved offline.",
+                                  [], bins)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The local HTTP API for the POS, the technician and Prometheus."""
+
+    listen: str = doc("HOST:PORT of the POS-facing HTTP API.", "0.0.0.0:8470", listen_address)
+    tokens_file: str = doc("One bearer token per line (0600).", "/etc/storebox/pos-tokens")
+    admin_socket: str = doc(
+        "Unix socket serving the same API for `storebox status` on the box (also across "
+        "network namespaces); \"\" disables it.", "/run/storebox/api.sock")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Remote fleet management over MQTT."""
+
+    mqtt_url: str = doc("Broker URL; \"\" disables the fleet agent.", "", mqtt_url)
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """Local hardware: the LED panel and GPIO."""
+
+    pin_factory: Literal["mock", "lgpio", "rpigpio", "pigpio", "native"] = doc(
+        "gpiozero pin factory: \"mock\" off-target, \"lgpio\" on a Pi.", "mock")
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    """Development aids; leave empty on a shop's box."""
+
+    extra_components: list[str] = doc(
+        "Extra supervised components as \"module:factory\"; the factory is called with "
+        "the box context.", [])
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; `source` is the file it came from."""
+
+    device: DeviceConfig
+    payments: PaymentsConfig
+    wired: WiredConfig = field(default_factory=WiredConfig)
+    lte: LteConfig = field(default_factory=LteConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    hw: HwConfig = field(default_factory=HwConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    source: str = "<defaults>"

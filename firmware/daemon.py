@@ -1,0 +1,239 @@
+"""The daemon: the composition root that builds every component and runs them on one loop.
+
+One asyncio event loop; one `asyncio.TaskGroup` owns every long-running task.
+SIGTERM/SIGINT stop accepting work, let in-flight requests finish, stop the
+components, and exit 0 within `SHUTDOWN_TIMEOUT_S`. SIGHUP reloads what can be
+reloaded safely (log level, API tokens, and whatever reload hooks components
+register); anything else is reported as needing a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from firmware import __version__
+from firmware.api import build_app
+from firmware.config import Config, load_config
+from firmware.errors import ConfigError, FirmwareError
+from firmware.logs import set_level
+from firmware.metrics import registry_for
+from firmware.sdnotify import Notifier, watchdog_interval_s
+from firmware.state import BoxState
+from firmware.status import status_line
+from firmware.supervisor import Component, Supervisor
+from firmware.tokens import TokenStore
+
+log = logging.getLogger("storebox.daemon")
+
+SHUTDOWN_TIMEOUT_S = 4.0
+#: Config sections whose changes SIGHUP applies without a restart.
+RELOADABLE = {"device.log_level", "api.tokens_file"}
+
+
+class ComponentLoadError(FirmwareError):
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+        super().__init__(f"cannot load component {spec!r}: {reason}")
+
+
+@dataclass
+class BoxContext:
+    """What the composition root hands to every component factory."""
+
+    config: Config
+    state: BoxState
+    tokens: TokenStore
+    app: web.Application
+    reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+def load_component(spec: str, context: BoxContext) -> Component:
+    """Build a component from a "module:factory" spec (debug.extra_components)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ComponentLoadError(spec, str(exc)) from exc
+    component: Component = factory(context)
+    return component
+
+
+class Daemon:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.state = BoxState(config.device.id, __version__)
+        self.state.uplink.wired.interface = config.wired.interface
+        self.state.uplink.lte.interface = config.lte.interface
+        self.tokens = TokenStore(config.api.tokens_file)
+        self.app = build_app(self.state, self.tokens, registry_for(self.state))
+        self.context = BoxContext(config, self.state, self.tokens, self.app)
+        self.components: list[Component] = [
+            load_component(spec, self.context) for spec in config.debug.extra_components
+        ]
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested")
+            self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply what is safe to apply."""
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            return
+        changed = _changed_keys(self.config, new)
+        restart_needed = sorted(k for k in changed if k not in RELOADABLE)
+        if new.device.log_level != self.config.device.log_level:
+            set_level(new.device.log_level)
+        self.tokens.path = new.api.tokens_file
+        count = self.tokens.reload()
+        for hook in self.context.reload_hooks:
+            hook(new)
+        self.config = self.context.config = _with_keys(self.config, new, changed - set(
+            restart_needed))
+        log.info("configuration reloaded (%d API tokens)%s", count,
+                 f"; needs a restart to apply: {', '.join(restart_needed)}"
+                 if restart_needed else "")
+        self.state.events.emit("config_reloaded", "configuration reloaded",
+                               tokens=count, restart_needed=restart_needed)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self._serve()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            for cleanup in reversed(self.context.cleanups):
+                cleanup()
+            self.notifier.close()
+        log.info("stopped")
+        return 0
+
+    async def _serve(self) -> None:
+        _ensure_state_dir(self.config.device.state_dir)
+        await self._start_api()
+        supervisor = Supervisor(self.state)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(supervisor.supervise(c), name=f"component:{c.name}")
+                     for c in self.components]
+            tasks.append(tg.create_task(self._report_status(), name="sd-status"))
+            interval = watchdog_interval_s()
+            if interval:
+                tasks.append(tg.create_task(self._watchdog(interval), name="sd-watchdog"))
+            self.state.phase = "running"
+            self.state.touch()
+            self.state.events.emit("started", f"storebox {__version__} serving")
+            self.notifier.notify(READY=1, STATUS=status_line(self.state))
+            log.info("serving; device %s, version %s", self.config.device.id, __version__)
+            await self._stop.wait()
+            self.state.phase = "stopping"
+            self.state.events.emit("stopping", "shutting down")
+            self.notifier.notify(STOPPING=1, STATUS="stopping")
+            try:
+                async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                    await self._stop_api()
+            except TimeoutError:
+                log.warning("in-flight requests did not finish within %.1fs", SHUTDOWN_TIMEOUT_S)
+            for task in tasks:
+                task.cancel()
+
+    async def _start_api(self) -> None:
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                               shutdown_timeout=SHUTDOWN_TIMEOUT_S - 1)
+        await runner.setup()
+        self._runner = runner
+        host, _, port = self.config.api.listen.rpartition(":")
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        sock = self.config.api.admin_socket
+        if sock:
+            Path(sock).parent.mkdir(parents=True, exist_ok=True)
+            Path(sock).unlink(missing_ok=True)
+            await web.UnixSite(runner, sock).start()
+            os.chmod(sock, 0o600)
+            self.context.cleanups.append(lambda: Path(sock).unlink(missing_ok=True))
+        log.info("API listening on %s%s", self.config.api.listen,
+                 f" and {sock}" if sock else "")
+
+    async def _stop_api(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _report_status(self) -> None:
+        """Keep systemd's STATUS= line in step with the box state, at most once a second."""
+        seen = self.state.revision
+        last = ""
+        while True:
+            seen = await self.state.wait_changed(seen)
+            line = status_line(self.state)
+            if line != last:
+                self.notifier.notify(STATUS=line)
+                last = line
+            await asyncio.sleep(1.0)
+
+    async def _watchdog(self, interval: float) -> None:
+        """Send WATCHDOG=1 only while the loop keeps time and the API is serving."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(interval)
+            lag = loop.time() - before - interval
+            if lag > interval / 2:
+                log.warning("event loop stalled for %.2fs; withholding watchdog ping", lag)
+            elif self._runner is None:
+                log.warning("API not serving; withholding watchdog ping")
+            else:
+                self.notifier.notify(WATCHDOG=1)
+
+
+def _ensure_state_dir(path: str) -> None:
+    Path(path).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _changed_keys(old: Config, new: Config) -> set[str]:
+    changed = set()
+    for section in dataclasses.fields(old):
+        if section.name == "source":
+            continue
+        a, b = getattr(old, section.name), getattr(new, section.name)
+        for f in dataclasses.fields(a):
+            if getattr(a, f.name) != getattr(b, f.name):
+                changed.add(f"{section.name}.{f.name}")
+    return changed
+
+
+def _with_keys(old: Config, new: Config, keys: set[str]) -> Config:
+    """`old` with just the dotted `keys` taken from `new`."""
+    sections: dict[str, object] = {}
+    for key in keys:
+        section, name = key.split(".", 1)
+        current = sections.get(section, getattr(old, section))
+        sections[section] = dataclasses.replace(current, **{name: getattr(
+            getattr(new, section), name)})  # type: ignore[type-var]
+    return dataclasses.replace(old, **sections)  # type: ignore[arg-type]
+
+
+async def run_daemon(config: Config) -> int:
+    return await Daemon(config).run()

@@ -1,0 +1,97 @@
+"""Prometheus view of `BoxState`: a collector that reads the state at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from firmware.state import BoxState
+
+_LINK_STATES = ("up", "degraded", "down", "standby", "unknown")
+_UPLINKS = ("wired", "lte", "none")
+
+
+class BoxStateCollector(Collector):
+    """Every metric is derived from the state when Prometheus asks, never stored twice."""
+
+    def __init__(self, state: BoxState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        s = self.state
+        info = InfoMetricFamily("storebox_build", "storebox version and device id")
+        info.add_metric([], {"version": s.version, "device_id": s.device_id})
+        yield info
+
+        now = s.wall()
+        uptime = GaugeMetricFamily("storebox_uptime_seconds", "Seconds since the daemon started")
+        uptime.add_metric([], (now - s.started_at).total_seconds())
+        yield uptime
+
+        active = GaugeMetricFamily("storebox_uplink_active",
+                                   "1 for the uplink currently carrying traffic",
+                                   labels=["uplink"])
+        for name in _UPLINKS:
+            active.add_metric([name], 1.0 if s.uplink.active == name else 0.0)
+        yield active
+
+        health = GaugeMetricFamily("storebox_uplink_state",
+                                   "1 for each uplink's current health state",
+                                   labels=["uplink", "state"])
+        for name, link in (("wired", s.uplink.wired), ("lte", s.uplink.lte)):
+            for st in _LINK_STATES:
+                health.add_metric([name, st], 1.0 if link.state == st else 0.0)
+        yield health
+
+        for metric, help_text, value in (
+            ("storebox_failovers", "Failovers from wired to another uplink",
+             s.uplink.failovers_total),
+            ("storebox_failbacks", "Failbacks to the wired uplink", s.uplink.failbacks_total),
+            ("storebox_modem_resets", "Modem recovery actions taken", s.modem.resets_total),
+            ("storebox_payments_forwarded", "Offline payments forwarded to the gateway",
+             s.payments.forwarded_total),
+            ("storebox_payments_declined_after_offline",
+             "Offline-approved payments the gateway declined",
+             s.payments.declined_after_offline_total),
+        ):
+            counter = CounterMetricFamily(metric, help_text)
+            counter.add_metric([], float(value))
+            yield counter
+
+        queued = GaugeMetricFamily("storebox_payments_queued", "Payments waiting to be forwarded")
+        queued.add_metric([], float(s.payments.queued))
+        yield queued
+        amount = GaugeMetricFamily("storebox_payments_queued_amount",
+                                   "Sum of queued payments, minor units")
+        amount.add_metric([], float(s.payments.queued_amount))
+        yield amount
+        age = GaugeMetricFamily("storebox_payments_oldest_queued_age_seconds",
+                                "Age of the oldest queued payment (0 when none)")
+        oldest = s.payments.oldest_queued_at
+        age.add_metric([], (now - oldest).total_seconds() if oldest else 0.0)
+        yield age
+
+        if s.modem.signal_dbm is not None:
+            signal = GaugeMetricFamily("storebox_modem_signal_dbm", "LTE signal strength, dBm")
+            signal.add_metric([], float(s.modem.signal_dbm))
+            yield signal
+
+        restarts = CounterMetricFamily("storebox_component_restarts",
+                                       "Times a component crashed and was restarted",
+                                       labels=["component"])
+        running = GaugeMetricFamily("storebox_component_up", "1 while a component is running",
+                                    labels=["component"])
+        for name, comp in sorted(s.components.items()):
+            restarts.add_metric([name], float(comp.restarts))
+            running.add_metric([name], 1.0 if comp.state == "running" else 0.0)
+        yield restarts
+        yield running
+
+
+def registry_for(state: BoxState) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BoxStateCollector(state))
+    return registry

@@ -1,0 +1,140 @@
+"""The one box state model.
+
+Every component writes into `BoxState`; the status API, `/metrics`, the LEDs,
+the systemd STATUS line and the fleet agent are *views* computed from it on
+demand, never copies. Writers call `update()` so that watchers (LEDs, fleet)
+wake on change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from firmware.events import EventBus
+
+UplinkName = Literal["wired", "lte", "none"]
+LinkState = Literal["up", "degraded", "down", "standby", "unknown"]
+LedState = Literal["off", "on", "blink"]
+
+
+@dataclass
+class LinkHealth:
+    state: LinkState = "unknown"
+    interface: str = ""
+    carrier: bool | None = None
+    latency_ms: float | None = None
+    loss_pct: float | None = None
+    since: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass
+class UplinkState:
+    active: UplinkName = "none"
+    since: datetime | None = None
+    wired: LinkHealth = field(default_factory=LinkHealth)
+    lte: LinkHealth = field(default_factory=LinkHealth)
+    failovers_total: int = 0
+    failbacks_total: int = 0
+
+
+@dataclass
+class ModemState:
+    present: bool | None = None
+    registered: bool | None = None
+    registration: str | None = None
+    operator: str | None = None
+    mcc_mnc: str | None = None
+    rat: str | None = None
+    signal_dbm: int | None = None
+    sim: str | None = None
+    same_carrier_as_wired: bool | None = None
+    recovery_step: str | None = None
+    resets_total: int = 0
+
+
+@dataclass
+class PaymentsState:
+    queued: int = 0
+    queued_amount: int = 0
+    oldest_queued_at: datetime | None = None
+    forwarded_total: int = 0
+    declined_after_offline_total: int = 0
+    dead: int = 0
+    quarantined: int = 0
+    mode: Literal["online", "offline", "unknown"] = "unknown"
+
+
+@dataclass
+class ComponentState:
+    state: Literal["starting", "running", "restarting", "stopped", "failed"] = "starting"
+    restarts: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+class BoxState:
+    """The single source of truth about the box, shared by every component."""
+
+    def __init__(self, device_id: str, version: str,
+                 wall: Callable[[], datetime] | None = None) -> None:
+        self.device_id = device_id
+        self.version = version
+        self.wall = wall or (lambda: datetime.now(UTC))
+        self.started_at = self.wall()
+        self.phase: Literal["starting", "running", "stopping"] = "starting"
+        self.uplink = UplinkState()
+        self.modem = ModemState()
+        self.payments = PaymentsState()
+        self.leds: dict[str, LedState] = {}
+        self.components: dict[str, ComponentState] = {}
+        self.events = EventBus(wall=self.wall)
+        self.revision = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._listeners: list[Callable[[], None]] = []
+
+    def update(self, section: Any, **values: Any) -> bool:
+        """Set fields on one of the state's sections; wake watchers if anything changed."""
+        names = {f.name for f in fields(section)}
+        changed = False
+        for name, value in values.items():
+            if name not in names:
+                raise AttributeError(f"{type(section).__name__} has no field {name!r}")
+            if getattr(section, name) != value:
+                setattr(section, name, value)
+                changed = True
+        if changed:
+            self.touch()
+        return changed
+
+    def touch(self) -> None:
+        """Record that something changed and wake everyone waiting for a change."""
+        self.revision += 1
+        for listener in self._listeners:
+            listener()
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` synchronously after every change (used by cheap views)."""
+        self._listeners.append(listener)
+
+    async def wait_changed(self, seen: int) -> int:
+        """Wait until the revision moves past `seen`; return the new revision."""
+        while self.revision == seen:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
+        return self.revision
+
+    def component(self, name: str) -> ComponentState:
+        return self.components.setdefault(name, ComponentState())

@@ -1,0 +1,68 @@
+"""The status document (CONTRACTS §4): a view of `BoxState`, computed on demand."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from firmware.state import BoxState, LinkHealth
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _link(health: LinkHealth) -> dict[str, Any]:
+    doc = asdict(health)
+    doc["since"] = _iso(health.since)
+    return doc
+
+
+def status_document(state: BoxState) -> dict[str, Any]:
+    """Every binding field of CONTRACTS §4; values are null/"unknown" until known."""
+    now = state.wall()
+    pay = state.payments
+    oldest_age = (round((now - pay.oldest_queued_at).total_seconds(), 1)
+                  if pay.oldest_queued_at else None)
+    components = {
+        name: {"state": c.state, "restarts": c.restarts, "last_error": c.last_error,
+               "last_error_at": _iso(c.last_error_at)}
+        for name, c in sorted(state.components.items())
+    }
+    return {
+        "device_id": state.device_id,
+        "version": state.version,
+        "phase": state.phase,
+        "started_at": _iso(state.started_at),
+        "uptime_s": round((now - state.started_at).total_seconds(), 1),
+        "uplink": {
+            "active": state.uplink.active,
+            "since": _iso(state.uplink.since),
+            "wired": _link(state.uplink.wired),
+            "lte": _link(state.uplink.lte),
+            "failovers_total": state.uplink.failovers_total,
+            "failbacks_total": state.uplink.failbacks_total,
+        },
+        "modem": asdict(state.modem),
+        "payments": {
+            "queued": pay.queued,
+            "queued_amount": pay.queued_amount,
+            "oldest_queued_age_s": oldest_age,
+            "forwarded_total": pay.forwarded_total,
+            "declined_after_offline_total": pay.declined_after_offline_total,
+            "dead": pay.dead,
+            "quarantined": pay.quarantined,
+            "mode": pay.mode,
+        },
+        "leds": dict(state.leds),
+        "components": components,
+        "recent_events": [e.to_json() for e in state.events.recent()[-10:]],
+    }
+
+
+def status_line(state: BoxState) -> str:
+    """The one-line summary for systemd's STATUS= (shown by `systemctl status`)."""
+    pay = state.payments
+    return (f"{state.phase}; uplink {state.uplink.active}; wired {state.uplink.wired.state}; "
+            f"lte {state.uplink.lte.state}; queued {pay.queued}")

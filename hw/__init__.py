@@ -1,0 +1,1 @@
+"""Hardware: the LTE modem AT driver and its simulator, LEDs and GPIO."""

@@ -1,0 +1,1 @@
+"""Offline payments: encrypted store-and-forward, risk rules, POS API and forwarder."""
