@@ -1,0 +1,46 @@
+# storebox: `make run` (the box on this machine) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Debian packages the tests and `make run` use (real kernel tools, NetworkManager, mosquitto).
+APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus
+PYTEST_ARGS ?=
+DRILL_ARGS ?=
+
+.PHONY: deps system-deps run test bench lint clean
+
+deps: system-deps $(VENV)/.installed
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing (run 'sudo make deps')"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: deps
+	@bash scripts/run-box.sh $(DRILL_ARGS)
+
+test: deps
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) -m pytest -q -s benchmarks $(PYTEST_ARGS)
+
+lint: deps
+	$(VENV)/bin/ruff check firmware failover payments_cache hw tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) run .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,84 @@
+"""The one exception base of `payments_cache`; every error carries the fields it is about."""
+
+from __future__ import annotations
+
+
+class PaymentsError(Exception):
+    """Base of every error raised by `payments_cache`."""
+
+
+class InvalidRequest(PaymentsError):
+    """A POS request failed validation; maps to 400 with `code`, `field` and `message`."""
+
+    def __init__(self, code: str, field: str | None, message: str) -> None:
+        self.code = code
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class StorageUnavailable(PaymentsError):
+    """The store could not durably commit (disk full, I/O error); maps to 503."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"cannot {operation}: {reason}")
+
+
+class RecordQuarantined(PaymentsError):
+    """A stored ciphertext failed authentication (tampered, or a wrong key)."""
+
+    def __init__(self, payment_id: str, field: str, reason: str) -> None:
+        self.payment_id = payment_id
+        self.field = field
+        self.reason = reason
+        super().__init__(f"payment {payment_id!r} field {field!r} quarantined: {reason}")
+
+
+class KeyMaterialError(PaymentsError):
+    """Key material is missing, unreadable, has unsafe permissions or does not fit."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"key file {path!r}: {reason}")
+
+
+class GatewayError(PaymentsError):
+    """Base of the errors talking to the upstream gateway (CONTRACTS §5)."""
+
+
+class GatewayUnavailable(GatewayError):
+    """Transient: connection refused, 5xx, 409 in progress or 429; retry later.
+
+    The request is known *not* to have been processed (or to be safely replayable
+    under the same Idempotency-Key). `retry_after_s` comes from Retry-After.
+    """
+
+    def __init__(self, payment_id: str, reason: str, retry_after_s: float | None = None,
+                 status: int | None = None) -> None:
+        self.payment_id = payment_id
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.status = status
+        super().__init__(f"gateway unavailable for {payment_id!r}: {reason}")
+
+
+class UnknownOutcome(GatewayError):
+    """The request may have reached the gateway but its answer was lost (timeout, reset)."""
+
+    def __init__(self, payment_id: str, reason: str) -> None:
+        self.payment_id = payment_id
+        self.reason = reason
+        super().__init__(f"outcome unknown for {payment_id!r}: {reason}")
+
+
+class GatewayRejected(GatewayError):
+    """Permanent: a 4xx other than 409/429 (e.g. 400, 422); the payment goes to `dead`."""
+
+    def __init__(self, payment_id: str, status: int, reason: str) -> None:
+        self.payment_id = payment_id
+        self.status = status
+        self.reason = reason
+        super().__init__(f"gateway rejected {payment_id!r} with {status}: {reason}")

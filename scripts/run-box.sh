@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make run`: the box on this machine with the example config and embedded defaults.
+# As root it runs the daemon inside a network namespace of its own ("storebox-run"), so the
+# host's routes and interfaces are never touched; without root it runs with route control off.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+run=$top/run
+mkdir -p "$run/state"
+chmod 700 "$run" "$run/state"
+[ -s "$run/pos-tokens" ] || { umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$run/pos-tokens"; }
+[ -s "$run/merchant-key" ] || { umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$run/merchant-key"; }
+sed -e "s#^state_dir = .*#state_dir = \"$run/state\"#" \
+    -e "s#^tokens_file = .*#tokens_file = \"$run/pos-tokens\"#" \
+    -e "s#^admin_socket = .*#admin_socket = \"$run/api.sock\"#" \
+    -e "s#^merchant_key_file = .*#merchant_key_file = \"$run/merchant-key\"#" \
+    -e "s#^listen = .*#listen = \"127.0.0.1:8470\"#" \
+    -e "s#^backend = .*#backend = \"none\"#" \
+    firmware/data/example.toml > "$run/storebox.toml"
+.venv/bin/storebox config check --config "$run/storebox.toml"
+
+cat <<MSG
+
+  storebox is starting with $run/storebox.toml
+  In another terminal, look at the box with:
+
+      $top/.venv/bin/storebox status --config $run/storebox.toml
+
+  (add --json for the status document). Ctrl-C stops it.
+
+MSG
+
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
+  ns=storebox-run
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+  ip -n "$ns" link set lo up
+  ip netns exec "$ns" "$top/.venv/bin/storebox" run --config "$run/storebox.toml"
+else
+  echo "not root: running without a network namespace and with route control off"
+  exec "$top/.venv/bin/storebox" run --config "$run/storebox.toml"
+fi
