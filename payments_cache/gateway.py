@@ -1,0 +1,59 @@
+"""What the payments side needs from the upstream gateway (CONTRACTS §5), as a protocol.
+
+`gateway_client.HttpGateway` implements it over HTTP; tests may hand in any
+object with the same two methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from payments_cache.models import Card, GatewayResult
+
+
+@dataclass(frozen=True)
+class AuthorizationPayload:
+    """The body of `POST /v1/authorizations`. Deterministic: the same payment always
+    serialises to the same JSON, so a retry under the same Idempotency-Key is a replay."""
+
+    payment_id: str
+    amount: int
+    currency: str
+    card: Card
+    merchant_id: str
+    offline: bool
+    captured_at: datetime
+    terminal_id: str | None = None
+    reference: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        card: dict[str, Any] = {"pan": self.card.pan, "exp_month": self.card.exp_month,
+                                "exp_year": self.card.exp_year}
+        if self.card.cvc is not None and not self.offline:
+            card["cvc"] = self.card.cvc
+        return {
+            "payment_id": self.payment_id, "amount": self.amount, "currency": self.currency,
+            "card": card, "terminal_id": self.terminal_id, "reference": self.reference,
+            "merchant_id": self.merchant_id, "offline": self.offline,
+            "captured_at": self.captured_at.isoformat(timespec="milliseconds"),
+        }
+
+
+class Gateway(Protocol):
+    async def authorize(self, payload: AuthorizationPayload, timeout_s: float) -> GatewayResult:
+        """POST the authorization with `Idempotency-Key: payload.payment_id`.
+
+        Raises `GatewayUnavailable` (not processed, or safely replayable: connection
+        refused, 5xx, 409, 429 with `retry_after_s`), `UnknownOutcome` (sent, answer
+        lost: timeout or reset after sending) or `GatewayRejected` (any other 4xx).
+        """
+        ...
+
+    async def lookup(self, payment_id: str, timeout_s: float) -> GatewayResult | None:
+        """GET the stored result; None when the gateway never received the payment (404).
+
+        Raises `GatewayUnavailable` when the gateway cannot be asked right now.
+        """
+        ...
