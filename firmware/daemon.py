@@ -168,8 +168,7 @@ class Daemon:
         await web.TCPSite(runner, host.strip("[]"), int(port)).start()
         sock = self.config.api.admin_socket
         if sock:
-            Path(sock).parent.mkdir(parents=True, exist_ok=True)
-            Path(sock).unlink(missing_ok=True)
+            _prepare_socket_path(sock)
             await web.UnixSite(runner, sock).start()
             os.chmod(sock, 0o600)
             self.context.cleanups.append(lambda: Path(sock).unlink(missing_ok=True))
@@ -206,6 +205,11 @@ class Daemon:
                 log.warning("API not serving; withholding watchdog ping")
             else:
                 self.notifier.notify(WATCHDOG=1)
+
+
+def _prepare_socket_path(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).unlink(missing_ok=True)
 
 
 def _ensure_state_dir(path: str) -> None:

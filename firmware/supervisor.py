@@ -35,7 +35,7 @@ class Backoff:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         ceiling = min(self.cap_s, self.initial_s * (2 ** max(0, attempt - 1)))
-        return ceiling / 2 + rand() * ceiling / 2
+        return float(ceiling / 2 + rand() * ceiling / 2)
 
 
 class Supervisor:

@@ -80,7 +80,7 @@ class _Validator:
         for fname, f in fields.items():
             key = f"{prefix}{fname}"
             hint = hints[fname]
-            if dataclasses.is_dataclass(hint):
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
                 section = data.get(fname, {})
                 if not isinstance(section, dict):
                     self.report(key, f"must be a table [{key}], got {section!r}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 
 def _split_key(raw: str) -> list[str]:
@@ -61,8 +62,9 @@ def key_lines(text: str) -> dict[str, int]:
         key = _KEY.match(line)
         if not key:
             continue
-        path = ".".join([*table, *_split_key(key.group(1))])
-        lines.setdefault(path, number)
+        parts = [*table, *_split_key(key.group(1))]
+        for end in range(len(table) + 1, len(parts) + 1):
+            lines.setdefault(".".join(parts[:end]), number)
         value = line[key.end():]
         for delim in ('"""', "'''"):
             if value.count(delim) % 2 == 1:

@@ -1,0 +1,106 @@
+"""Run the real daemon as a subprocess inside a test's network namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware.cli.client import get_json
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-0123456789abcdef"
+
+
+def write_config(tmp: Path, extra: str = "", port: int = 18470) -> Path:
+    (tmp / "state").mkdir(exist_ok=True)
+    tokens = tmp / "pos-tokens"
+    tokens.write_text(f"# POS tokens\n{TOKEN}\n")
+    tokens.chmod(0o600)
+    config = tmp / "storebox.toml"
+    config.write_text(f"""\
+[device]
+id = "store-test"
+state_dir = "{tmp / 'state'}"
+
+[payments]
+gateway_url = "http://127.0.0.1:9"
+
+[routing]
+backend = "none"
+
+[api]
+listen = "127.0.0.1:{port}"
+tokens_file = "{tokens}"
+admin_socket = "{tmp / 'api.sock'}"
+{extra}""")
+    return config
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[dict[str, str]] = []
+
+    def wait_for(self, key: str, value: str | None = None, timeout: float = 10.0) -> dict[str, str]:
+        """Block on the socket until a datagram carrying KEY(=VALUE) arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {key}={value} from the daemon; got {self.messages}")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(4096).decode()
+            message = dict(line.split("=", 1) for line in data.splitlines() if "=" in line)
+            self.messages.append(message)
+            if key in message and (value is None or message[key] == value):
+                return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class DaemonProcess:
+    def __init__(self, netns: str, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.notify = NotifySocket(config.parent / "notify.sock")
+        self.stderr_path = config.parent / "daemon.log"
+        full_env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path),
+                        PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(env or {}))
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "firmware", "run",
+             "--config", str(config)],
+            stderr=self.stderr_path.open("wb"), stdout=subprocess.DEVNULL, env=full_env)
+
+    @property
+    def socket_address(self) -> str:
+        return f"unix:{self.config.parent / 'api.sock'}"
+
+    def get(self, path: str, token: str = TOKEN) -> dict[str, Any]:
+        return get_json(self.socket_address, path, token)
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.notify.close()
