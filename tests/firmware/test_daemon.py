@@ -176,3 +176,15 @@ def test_bad_config_exits_2_without_starting(netns: str, tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "hw.pin_factory: must be one of 'mock'" in proc.stderr
+
+
+def test_tcp_listener_from_a_test_thread_inside_the_namespace(daemon: DaemonProcess,
+                                                              netns: str) -> None:
+    from tests.support.netns import inside
+
+    with inside(netns):
+        doc = get_json("http://127.0.0.1:18470", "/v1/status", TOKEN)
+    assert doc["device_id"] == "store-test"
+    # back home: the daemon's port is not reachable from the host namespace
+    with pytest.raises(ApiClientError):
+        get_json("http://127.0.0.1:18470", "/v1/status", TOKEN, timeout=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import subprocess
@@ -25,3 +26,27 @@ def namespace(prefix: str = "sbxt") -> Iterator[str]:
         yield name
     finally:
         run("ip", "netns", "del", name, check=False)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Run the calling thread inside namespace `name`: sockets it opens live there.
+
+    Only the calling thread moves (setns(2)); it is moved back on exit.
+    """
+    with open("/proc/self/ns/net") as home, open(f"/run/netns/{name}") as target:
+        _setns(target.fileno())
+        try:
+            yield
+        finally:
+            _setns(home.fileno())
