@@ -188,3 +188,16 @@ def test_tcp_listener_from_a_test_thread_inside_the_namespace(daemon: DaemonProc
     # back home: the daemon's port is not reachable from the host namespace
     with pytest.raises(ApiClientError):
         get_json("http://127.0.0.1:18470", "/v1/status", TOKEN, timeout=1)
+
+
+def test_watchdog_is_withheld_while_the_loop_is_stalled(netns: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, extra="[debug]\nextra_components = "
+                                          "[\"tests.support.components:blocking\"]\n")
+    proc = DaemonProcess(netns, config, env={"WATCHDOG_USEC": "400000"})
+    try:
+        proc.notify.wait_for("READY", "1")
+        proc.notify.wait_for("WATCHDOG", "1", timeout=3)
+        assert "event loop stalled" in proc.log()
+        assert "withholding watchdog ping" in proc.log()
+    finally:
+        assert proc.stop() == 0

@@ -23,3 +23,23 @@ class Crashing:
 
 def crashing(context: Any) -> Crashing:
     return Crashing()
+
+
+class Blocking:
+    """Blocks the event loop once for `seconds` (a bug the watchdog must notice)."""
+
+    name = "blocker"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def run(self) -> None:
+        import time
+
+        await asyncio.sleep(0)
+        time.sleep(self.seconds)  # deliberately blocking
+        await asyncio.Event().wait()
+
+
+def blocking(context: Any) -> Blocking:
+    return Blocking(1.0)
