@@ -82,3 +82,40 @@ class GatewayRejected(GatewayError):
         self.status = status
         self.reason = reason
         super().__init__(f"gateway rejected {payment_id!r} with {status}: {reason}")
+
+
+class PaymentNotFound(PaymentsError):
+    """No stored payment has this id."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+        super().__init__(f"no payment {payment_id!r}")
+
+
+class DuplicatePayment(PaymentsError):
+    """A payment under this Idempotency-Key is already stored; maps to 409 or a replay."""
+
+    def __init__(self, idempotency_key: str) -> None:
+        self.idempotency_key = idempotency_key
+        super().__init__(f"a payment with idempotency key {idempotency_key!r} already exists")
+
+
+class InvalidTransition(PaymentsError):
+    """The payment is not in a state that allows `operation` (e.g. settling a settled one)."""
+
+    def __init__(self, payment_id: str, operation: str, status: str, forward_state: str) -> None:
+        self.payment_id = payment_id
+        self.operation = operation
+        self.status = status
+        self.forward_state = forward_state
+        super().__init__(f"cannot {operation} payment {payment_id!r}: status {status!r}, "
+                         f"forward state {forward_state!r}")
+
+
+class MigrationFailed(PaymentsError):
+    """A schema migration failed and was rolled back; the database is as it was before it."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"migration {name!r} failed: {reason}")
