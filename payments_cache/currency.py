@@ -168,7 +168,7 @@ MINOR_UNITS: Final[dict[str, int]] = {
     "TJS": 2,  # Somoni
     "TMT": 2,  # Turkmenistan New Manat
     "TND": 3,  # Tunisian Dinar
-    "TOP": 2,  # Pa’anga
+    "TOP": 2,  # Pa'anga
     "TRY": 2,  # Turkish Lira
     "TTD": 2,  # Trinidad and Tobago Dollar
     "TWD": 2,  # New Taiwan Dollar

@@ -6,32 +6,32 @@
 fields are checked in the order amount, currency, card (pan, exp_month, exp_year,
 expiry, cvc), terminal_id, reference, after the body-level checks.
 
-Error codes (stable; the POS may switch on them):
+Error codes (stable; the POS may switch on them), with the `field` they carry:
 
-| code             | field                         | when                                      |
-|------------------|-------------------------------|-------------------------------------------|
-| `body_too_large` | null                          | body over `MAX_BODY_BYTES` (16 KiB)       |
-| `invalid_json`   | null                          | not UTF-8, not JSON, duplicate keys,      |
-|                  |                               | NaN/Infinity, too deep, or not an object  |
-| `unknown_field`  | the path, e.g. `card.pin`     | a key the contract does not define        |
-| `missing_field`  | the path, e.g. `card.pan`     | a required key is absent (or null)        |
-| `invalid_field`  | the path                      | wrong type or range: `card` not an        |
-|                  |                               | object, exp_month/exp_year, cvc,          |
-|                  |                               | terminal_id, reference                    |
-| `invalid_amount` | `amount`                      | not an integer (bool, float, string...),  |
-|                  |                               | <= 0 or >= `MAX_AMOUNT`                   |
-| `invalid_currency` | `currency`                  | not an active ISO 4217 code, uppercase    |
-| `invalid_pan`    | `card.pan`                    | not 12-19 ASCII digits, or fails Luhn     |
-| `card_expired`   | `card.exp_year` if the year   | the expiry month is over                  |
-|                  | is past, else `card.exp_month`|                                           |
+- `body_too_large` (null): the body is over `MAX_BODY_BYTES` (16 KiB).
+- `invalid_json` (null): not UTF-8, not JSON, a duplicate key, NaN/Infinity, nested
+  too deeply, an integer beyond the interpreter's digit limit, or not an object.
+- `unknown_field` (its path, e.g. `card.pin`): a key the contract does not define.
+- `missing_field` (its path, e.g. `card.pan`): a required key is absent or null.
+- `invalid_field` (its path): `card` not an object; `card.exp_month` not an integer
+  1..12; `card.exp_year` not a 4-digit integer; `card.cvc` not 3-4 digits in a
+  string; `terminal_id` / `reference` not a string of at most 64 printable
+  characters.
+- `invalid_amount` (`amount`): not an integer (bool, float, string, ...), <= 0 or
+  >= `MAX_AMOUNT` (10**12).
+- `invalid_currency` (`currency`): not an active ISO 4217 code with a minor unit,
+  exactly as ISO writes it (uppercase).
+- `invalid_pan` (`card.pan`): not a string of 12-19 ASCII digits, or fails Luhn.
+- `card_expired` (`card.exp_year` when the year is past, else `card.exp_month`): the
+  expiry month is over.
 
-`parse_idempotency_key` uses `missing_field` / `invalid_field` with field
-`Idempotency-Key`.
+`parse_idempotency_key` uses `missing_field` (absent) and `invalid_field` (empty, too
+long, bad character) with field `Idempotency-Key`.
 
 Messages name the field and show the offending value with `repr`, shortened to
-`_SHOW_MAX` characters and with any run of 12 or more digits masked, so that a PAN
-pasted into the wrong field never reaches a log. The values of `card.pan` and
-`card.cvc` are never shown at all.
+`_SHOW_MAX` characters and with any run of 12 or more digits (also when grouped by
+spaces or dashes) masked, so that a PAN pasted into the wrong field never reaches a
+log. The values of `card.pan` and `card.cvc` are never shown at all.
 """
 
 from __future__ import annotations
@@ -57,15 +57,19 @@ TOP_FIELDS: Final = frozenset({"amount", "currency", "card", "terminal_id", "ref
 CARD_FIELDS: Final = frozenset({"pan", "exp_month", "exp_year", "cvc"})
 
 _SHOW_MAX: Final = 40
-_LONG_DIGITS = re.compile(r"\d{12,}")
+# 12+ digits, optionally grouped by single spaces or dashes ("4111 1111 1111 1111").
+_LONG_DIGITS = re.compile(r"\d(?:[ -]?\d){11,}")
+
+
+def _redact(text: str) -> str:
+    """Client-chosen text fit for an error: runs of 12+ digits (a PAN?) masked, capped."""
+    text = _LONG_DIGITS.sub(lambda m: "#" * len(m.group()), text)
+    return text if len(text) <= _SHOW_MAX else text[:_SHOW_MAX - 3] + "..."
 
 
 def _show(value: object) -> str:
-    """`repr(value)` fit for a message: PAN-like digit runs masked, length capped."""
-    text = _LONG_DIGITS.sub(lambda m: "#" * len(m.group()), repr(value))
-    if len(text) > _SHOW_MAX:
-        text = text[:_SHOW_MAX - 3] + "..."
-    return text
+    """`repr(value)` fit for a message (see `_redact`)."""
+    return _redact(repr(value))
 
 
 def _type_name(value: object) -> str:
@@ -128,8 +132,9 @@ def _load_object(body: bytes) -> dict[str, Any]:
 def _check_known(obj: dict[str, Any], allowed: frozenset[str], prefix: str) -> None:
     for key in obj:
         if key not in allowed:
-            _fail("unknown_field", prefix + key,
-                  f"unknown field {_show(prefix + key)}; allowed: "
+            path = prefix + _redact(key)
+            _fail("unknown_field", path,
+                  f"unknown field {path!r}; allowed: "
                   f"{', '.join(prefix + k for k in sorted(allowed))}")
 
 
@@ -148,8 +153,9 @@ def _amount(value: Any) -> int:
     if value <= 0:
         _fail("invalid_amount", "amount", f"amount must be positive, got {_show(value)}")
     if value >= MAX_AMOUNT:
+        # The bound is spelled as a digit count: a 12-digit literal could be a PAN.
         _fail("invalid_amount", "amount",
-              f"amount must be below {MAX_AMOUNT}, got {_show(value)}")
+              f"amount must be at most {len(str(MAX_AMOUNT - 1))} digits, got {_show(value)}")
     return value
 
 
