@@ -33,7 +33,7 @@ def kek(tmp_path: Path) -> Kek:
 def ring(kek: Kek) -> KeyRing:
     ring = KeyRing(kek, [])
     for purpose in ("data", "hmac"):
-        ring.activate(ring.generate(purpose, 0))  # type: ignore[arg-type]
+        ring.activate(ring.generate(purpose, 0))
     return ring
 
 

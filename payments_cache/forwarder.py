@@ -1,0 +1,370 @@
+"""Forwards offline payments to the gateway, exactly once in effect (CONTRACTS §5).
+
+* Oldest first, at most `concurrency` requests in flight; each payment has its own
+  ``next_attempt_at``, so one that keeps failing never holds back the others.
+* A payment is claimed by at most one in-flight attempt: an in-memory claim set, then
+  a re-read of its state after claiming (a row fetched before another attempt finished
+  with it is skipped), then compare-and-set updates in the store.
+* Forward state UNKNOWN (an online attempt's answer was lost, or the box restarted
+  mid-attempt): ``gateway.lookup`` first. Found → that result is recorded. Not found →
+  an offline approval is authorized normally (and stays UNKNOWN until a definite
+  answer, so every later attempt looks it up again); an offline decline or an
+  interrupted PENDING row is closed with nothing owed.
+* Authorization: ``offline=True``, ``captured_at=created_at``, no CVC, the payment id
+  as Idempotency-Key, so every retry sends an identical body (a replay at the gateway).
+  200 → FORWARDED (card erased); `GatewayUnavailable` / `UnknownOutcome` → retry with
+  capped exponential backoff and jitter, never sooner than Retry-After (429/503 with
+  Retry-After also hold *all* new requests until then); `GatewayRejected` → looked up
+  once more (a 422 can mean the gateway already holds this id), then DEAD and reported.
+* Events (`on_event(kind, **fields)`): ``declined_after_offline``, ``fault`` (dead,
+  quarantined, outcome surprises, internal errors) and ``queue_drained``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from payments_cache.errors import (
+    GatewayError,
+    GatewayRejected,
+    GatewayUnavailable,
+    RecordQuarantined,
+    UnknownOutcome,
+)
+from payments_cache.gateway import AuthorizationPayload, Gateway
+from payments_cache.models import ForwardState, GatewayResult, PaymentStatus
+from payments_cache.store import AsyncStore, Payment
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[..., None]
+
+#: Statuses whose Retry-After speaks for the whole gateway, not just one payment.
+_GLOBAL_HOLD_STATUSES = (429, 503)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter: ``min(cap, base * 2**(n-1))``, less up to
+    `jitter` of it at random, and never less than a (bounded) Retry-After."""
+
+    base_s: float = 2.0
+    cap_s: float = 300.0
+    jitter: float = 0.5
+    max_retry_after_s: float = 3600.0
+
+    def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
+        exp = min(self.cap_s, self.base_s * 2.0 ** max(0, attempt - 1))
+        delay = exp * (1 - self.jitter * rng.random())
+        if retry_after_s is not None:
+            delay = max(delay, self.retry_after(retry_after_s))
+        return delay
+
+    def retry_after(self, retry_after_s: float) -> float:
+        return min(max(0.0, retry_after_s), self.max_retry_after_s)
+
+
+@dataclass
+class Counters:
+    """Totals since the forwarder started (the store holds the durable ones)."""
+
+    forwarded: int = 0
+    declined_after_offline: int = 0
+    resolved: int = 0
+    retried: int = 0
+    dead: int = 0
+    quarantined: int = 0
+    errors: int = 0
+
+
+@dataclass
+class DrainReport:
+    """One `drain_once` pass: the ids in the order their attempts started, and outcomes."""
+
+    started: list[str] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> int:
+        return Counter(self.outcomes.values())[outcome]
+
+
+class Forwarder:
+    def __init__(self, store: AsyncStore, gateway: Gateway, merchant_id: str, *,
+                 concurrency: int = 8, backoff: Backoff | None = None,
+                 authorize_timeout_s: float = 15.0, lookup_timeout_s: float = 10.0,
+                 idle_poll_s: float = 30.0, min_poll_s: float = 0.25,
+                 stale_pending_after_s: float = 300.0,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: random.Random | None = None,
+                 on_event: EventCallback | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+        self._store = store
+        self._gateway = gateway
+        self._merchant_id = merchant_id
+        self._concurrency = concurrency
+        self._backoff = backoff or Backoff()
+        self._authorize_timeout_s = authorize_timeout_s
+        self._lookup_timeout_s = lookup_timeout_s
+        self._idle_poll_s = idle_poll_s
+        self._min_poll_s = min_poll_s
+        self._stale_after = timedelta(seconds=stale_pending_after_s)
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._on_event = on_event
+        self._slots = asyncio.Semaphore(concurrency)
+        self._claimed: set[str] = set()
+        self._wake = asyncio.Event()
+        self._force_next = False
+        self._hold_until = 0.0
+        self._drained_owed = False
+        self.counters = Counters()
+
+    # control
+
+    def wake(self) -> None:
+        """An uplink came back: drain now, without waiting out per-payment backoff
+        (Retry-After holds and the grace period of interrupted payments still apply)."""
+        self._force_next = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Drain, wait for the next due payment or `wake()`, repeat; until cancelled."""
+        while True:
+            try:
+                await self.drain_once()
+                delay = await self._next_delay()
+            except Exception as exc:  # a storage failure must not stop the forwarder
+                log.exception("forwarder pass failed")
+                self._emit("fault", reason="forwarder_pass_failed", error=str(exc))
+                delay = self._idle_poll_s
+            await self._idle(delay)
+
+    async def drain_once(self) -> DrainReport:
+        """Attempt every payment due now once (oldest first), including ones that become
+        due or are stored while this pass runs; return when none is left in flight."""
+        force, self._force_next = self._force_next, False
+        self._wake.clear()
+        await self._store.recover_stale_pending(self._now() - self._stale_after)
+        report = DrainReport()
+        running: set[asyncio.Task[None]] = set()
+        try:
+            await self._drain(force, report, running)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        await self._announce_if_drained()
+        return report
+
+    async def _drain(self, force: bool, report: DrainReport,
+                     running: set[asyncio.Task[None]]) -> None:
+        seen: set[str] = set()
+        while True:
+            rows = [] if self._held() else await self._store.due_for_forwarding(
+                self._now(), limit=self._concurrency, exclude=seen | self._claimed,
+                ignore_backoff=force)
+            if not rows and not running:
+                return
+            if not rows:
+                _, pending = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.intersection_update(pending)
+                continue
+            for payment in rows:
+                seen.add(payment.id)
+                await self._slots.acquire()
+                if self._held():
+                    self._slots.release()
+                    break
+                report.started.append(payment.id)
+                running.add(asyncio.create_task(self._attempt(payment, force, report)))
+            running.difference_update({t for t in running if t.done()})
+
+    # one payment
+
+    async def _attempt(self, payment: Payment, force: bool, report: DrainReport) -> None:
+        """Claim, re-check, forward; release the slot and the claim whatever happens."""
+        try:
+            if payment.id in self._claimed:
+                report.outcomes[payment.id] = "skipped"
+                return
+            self._claimed.add(payment.id)
+            try:
+                report.outcomes[payment.id] = await self._claimed_attempt(payment.id, force)
+            finally:
+                self._claimed.discard(payment.id)
+        except Exception as exc:
+            log.exception("forwarding %s failed", payment.id)
+            self.counters.errors += 1
+            report.outcomes[payment.id] = "error"
+            self._emit("fault", reason="forwarding_error", payment_id=payment.id, error=str(exc))
+        finally:
+            self._slots.release()
+
+    async def _claimed_attempt(self, payment_id: str, force: bool) -> str:
+        current = await self._store.get(payment_id)
+        if current is None or not self._still_due(current, force):
+            return "skipped"
+        return await self._forward(current)
+
+    def _still_due(self, payment: Payment, force: bool) -> bool:
+        if payment.forward_state not in (ForwardState.QUEUED, ForwardState.UNKNOWN):
+            return False
+        if payment.quarantined:
+            return False
+        if force and payment.status is not PaymentStatus.PENDING:
+            return True
+        return payment.next_attempt_at is None or payment.next_attempt_at <= self._now()
+
+    async def _forward(self, payment: Payment) -> str:
+        try:
+            if payment.forward_state is ForwardState.UNKNOWN:
+                found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
+                if found is not None:
+                    return await self._resolved(payment, found)
+                if payment.status is not PaymentStatus.APPROVED_OFFLINE:
+                    return await self._unreceived(payment)
+            return await self._authorize(payment)
+        except (GatewayUnavailable, UnknownOutcome) as exc:
+            return await self._retry(payment, exc)
+        except GatewayRejected as exc:
+            return await self._rejected(payment, exc)
+        except RecordQuarantined as exc:
+            return self._quarantined(payment, exc)
+
+    async def _authorize(self, payment: Payment) -> str:
+        card = await self._store.card_for_forwarding(payment.id)
+        payload = AuthorizationPayload(
+            payment_id=payment.id, amount=payment.amount, currency=payment.currency,
+            card=card, merchant_id=self._merchant_id, offline=True,
+            captured_at=payment.created_at, terminal_id=payment.terminal_id,
+            reference=payment.reference)
+        result = await self._gateway.authorize(payload, self._authorize_timeout_s)
+        return await self._resolved(payment, result)
+
+    # outcomes
+
+    async def _resolved(self, payment: Payment, result: GatewayResult) -> str:
+        if await self._store.record_forward_result(payment.id, result, expect=payment) is None:
+            return "skipped"
+        self._drained_owed = True
+        if payment.status is PaymentStatus.APPROVED_OFFLINE:
+            return self._forwarded(payment, result)
+        self.counters.resolved += 1
+        if result.status == "approved":
+            self._emit("fault", reason=f"approved_after_{payment.status.value}",
+                       payment_id=payment.id, amount=payment.amount, currency=payment.currency,
+                       message="the gateway approved a payment the POS was not told "
+                               "was approved; check for a double payment")
+        return "resolved"
+
+    def _forwarded(self, payment: Payment, result: GatewayResult) -> str:
+        self.counters.forwarded += 1
+        if result.status == "declined":
+            self.counters.declined_after_offline += 1
+            self._emit("declined_after_offline", payment_id=payment.id, amount=payment.amount,
+                       currency=payment.currency, decline_code=result.decline_code)
+        return "forwarded"
+
+    async def _unreceived(self, payment: Payment) -> str:
+        if await self._store.close_unreceived(payment.id, expect=payment) is None:
+            return "skipped"
+        self._drained_owed = True
+        self.counters.resolved += 1
+        return "resolved"
+
+    async def _retry(self, payment: Payment, exc: GatewayError, unknown: bool = False) -> str:
+        retry_after = exc.retry_after_s if isinstance(exc, GatewayUnavailable) else None
+        if isinstance(exc, GatewayUnavailable) and retry_after is not None \
+                and exc.status in _GLOBAL_HOLD_STATUSES:
+            self._hold_until = max(self._hold_until,
+                                   self._clock() + self._backoff.retry_after(retry_after))
+        delay = self._backoff.delay(payment.attempts + 1, self._rng, retry_after)
+        await self._store.schedule_retry(
+            payment.id, expect=payment, at=self._now() + timedelta(seconds=delay),
+            error=str(exc), unknown=unknown)
+        self.counters.retried += 1
+        return "retry"
+
+    async def _rejected(self, payment: Payment, exc: GatewayRejected) -> str:
+        """Before declaring a payment dead, ask whether the gateway holds it after all."""
+        try:
+            found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
+        except (GatewayUnavailable, UnknownOutcome) as lookup_exc:
+            return await self._retry(payment, lookup_exc, unknown=True)
+        except GatewayRejected:
+            found = None
+        if found is not None:
+            return await self._resolved(payment, found)
+        error = f"gateway rejected with {exc.status}: {exc.reason}"
+        if await self._store.mark_dead(payment.id, expect=payment, error=error) is None:
+            return "skipped"
+        self._drained_owed = True
+        self.counters.dead += 1
+        self._emit("fault", reason="payment_dead", payment_id=payment.id, status=exc.status,
+                   error=exc.reason, amount=payment.amount, currency=payment.currency)
+        return "dead"
+
+    def _quarantined(self, payment: Payment, exc: RecordQuarantined) -> str:
+        self.counters.quarantined += 1
+        self._emit("fault", reason="record_quarantined", payment_id=payment.id,
+                   field=exc.field, error=exc.reason)
+        return "quarantined"
+
+    # timing
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _held(self) -> bool:
+        return self._clock() < self._hold_until
+
+    async def _next_delay(self) -> float:
+        due = await self._store.next_due_at()
+        now = self._clock()
+        delay = self._idle_poll_s if due is None else due.timestamp() - now
+        delay = max(delay, self._hold_until - now)
+        return min(max(delay, self._min_poll_s), self._idle_poll_s)
+
+    async def _idle(self, delay: float) -> None:
+        if self._wake.is_set():
+            return
+        waker = asyncio.ensure_future(self._wake.wait())
+        napper = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait({waker, napper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waker, napper):
+                task.cancel()
+            await asyncio.gather(waker, napper, return_exceptions=True)
+
+    # events
+
+    async def _announce_if_drained(self) -> None:
+        if not self._drained_owed:
+            return
+        stats = await self._store.queue_stats()
+        if stats.count == 0 and self._drained_owed:
+            self._drained_owed = False
+            self._emit("queue_drained", forwarded_total=self.counters.forwarded,
+                       declined_after_offline_total=self.counters.declined_after_offline,
+                       dead=stats.by_state.get("dead", 0),
+                       quarantined=stats.by_state.get("quarantined", 0))
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, **fields)
+        except Exception:
+            log.exception("event callback failed for %r", kind)

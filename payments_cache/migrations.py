@@ -1,0 +1,154 @@
+"""The store's schema, as an ordered list of recorded migrations.
+
+Each migration is a function applied in a transaction of its own together with the
+row that records it in `migrations`; a migration that raises is rolled back entirely
+(SQLite DDL is transactional) and `MigrationFailed` is raised. As a second guard, a
+migration that would leave fewer rows in any table that held payment data than
+before it is rolled back as well: a migration never loses a payment.
+
+Migrations must use `conn.execute` only (never `executescript`, which commits), must
+never be edited once released, and are only ever appended to `MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from payments_cache.errors import MigrationFailed
+
+#: Tables whose row counts a migration may never reduce.
+GUARDED_TABLES = ("payments", "keys")
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _m0001_initial(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE keys (
+            key_id      TEXT PRIMARY KEY,
+            purpose     TEXT NOT NULL CHECK (purpose IN ('data', 'hmac')),
+            state       TEXT NOT NULL CHECK (state IN ('active', 'previous', 'retired')),
+            wrapped     BLOB,               -- AES-256-GCM under the KEK; NULL once retired
+            created_at  INTEGER NOT NULL,   -- UTC ms
+            retired_at  INTEGER
+        )""")
+    conn.execute("CREATE UNIQUE INDEX keys_one_active ON keys (purpose) "
+                  "WHERE state = 'active'")
+    conn.execute("""
+        CREATE TABLE payments (
+            id                TEXT PRIMARY KEY,
+            idempotency_key   TEXT NOT NULL UNIQUE,
+            request_hash      TEXT NOT NULL,     -- keyed HMAC of the canonical request
+            created_at        INTEGER NOT NULL,  -- UTC ms
+            updated_at        INTEGER NOT NULL,
+            amount            INTEGER NOT NULL CHECK (amount > 0),
+            currency          TEXT NOT NULL,
+            terminal_id       TEXT,
+            reference         TEXT,
+            brand             TEXT NOT NULL,
+            first6            TEXT NOT NULL,
+            last4             TEXT NOT NULL,
+            fingerprint       TEXT NOT NULL,     -- keyed HMAC of the PAN
+            card_blob         BLOB,              -- sealed PAN + expiry; NULL once erased
+            key_id            TEXT REFERENCES keys (key_id),
+            status            TEXT NOT NULL CHECK (status IN ('pending', 'approved',
+                                  'declined', 'approved_offline', 'declined_offline')),
+            forward_state     TEXT NOT NULL CHECK (forward_state IN ('none', 'unknown',
+                                  'queued', 'forwarded', 'dead')),
+            attempts          INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at   INTEGER,           -- UTC ms
+            final_status      TEXT CHECK (final_status IN ('approved', 'declined')),
+            auth_code         TEXT,
+            decline_reason    TEXT,
+            last_error        TEXT,
+            response_json     TEXT,              -- the answer given to the POS (masked)
+            quarantined       INTEGER NOT NULL DEFAULT 0 CHECK (quarantined IN (0, 1)),
+            quarantine_reason TEXT,
+            CHECK ((card_blob IS NULL) = (key_id IS NULL))
+        )""")
+
+
+def _m0002_queue_indexes(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE INDEX payments_forward_queue ON payments "
+                 "(forward_state, quarantined, created_at)")
+    conn.execute("CREATE INDEX payments_card_velocity ON payments "
+                 "(fingerprint, status, created_at)")
+    conn.execute("CREATE INDEX payments_status ON payments (status)")
+    conn.execute("CREATE INDEX payments_key ON payments (key_id) WHERE key_id IS NOT NULL")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_initial", _m0001_initial),
+    Migration("0002_queue_indexes", _m0002_queue_indexes),
+)
+
+
+def applied_migrations(conn: sqlite3.Connection) -> list[str]:
+    _ensure_migrations_table(conn)
+    return [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY id")]
+
+
+def apply_migrations(conn: sqlite3.Connection,
+                     migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+    """Apply every migration not yet recorded, in order; return the names applied.
+
+    `conn` must be in autocommit mode (``isolation_level=None``). Refuses a database
+    that records a migration this code does not know (it is newer than the firmware).
+    """
+    done = applied_migrations(conn)
+    known = [m.name for m in migrations]
+    unknown = [name for name in done if name not in known]
+    if unknown:
+        raise MigrationFailed(unknown[0], "the database was migrated by newer firmware "
+                              f"(unknown migrations {unknown!r})")
+    applied = []
+    for migration in migrations:
+        if migration.name not in done:
+            _apply_one(conn, migration)
+            applied.append(migration.name)
+    return applied
+
+
+def _ensure_migrations_table(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS migrations ("
+                 "id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+                 "applied_at INTEGER NOT NULL)")
+
+
+def _apply_one(conn: sqlite3.Connection, migration: Migration) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = _row_counts(conn)
+        migration.apply(conn)
+        _check_no_rows_lost(migration.name, before, _row_counts(conn))
+        conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
+                     (migration.name, int(time.time() * 1000)))
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, MigrationFailed):
+            raise
+        if isinstance(exc, Exception):
+            raise MigrationFailed(migration.name, f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+            for t in GUARDED_TABLES if t in present}
+
+
+def _check_no_rows_lost(name: str, before: dict[str, int], after: dict[str, int]) -> None:
+    for table, count in before.items():
+        if after.get(table, 0) < count:
+            raise MigrationFailed(name, f"table {table!r} would go from {count} rows to "
+                                  f"{after.get(table, 0)}; rolled back")

@@ -1,0 +1,892 @@
+"""The durable, encrypted payment store (SQLite) and its asyncio facade.
+
+Durability: WAL journal with ``synchronous=FULL`` (every commit is fsync'd before the
+method returns), ``secure_delete=ON`` (erased card data is overwritten, not just
+unlinked), ``foreign_keys=ON``. Every change is one ``BEGIN IMMEDIATE`` transaction;
+any SQLite storage error (disk full, I/O error, locked) rolls it back and raises
+`StorageUnavailable`, so nothing is ever half-written and the same `Store` works again
+once the cause is gone. After card data is erased the WAL is checkpointed and truncated
+so no old page image holding a ciphertext stays behind.
+
+Threading: a `Store` owns one `sqlite3` connection that may only be used from the
+thread that opened it (SQLite's own check enforces this). `AsyncStore` runs a `Store`
+on a one-thread executor so the event loop never blocks.
+
+Life of a payment (`status` is what the POS was told; `forward_state` is the upstream side):
+
+* `begin_online` — PENDING / NONE, card sealed, *before* the online attempt;
+* `settle_online` — APPROVED or DECLINED / NONE, card erased;
+* `stand_in` — APPROVED_OFFLINE / QUEUED (UNKNOWN if an online attempt was sent and its
+  answer lost), or DECLINED_OFFLINE / NONE (UNKNOWN likewise), card erased if declined;
+* the forwarder — QUEUED/UNKNOWN → FORWARDED (card erased) or DEAD (card kept for the
+  operator), see `forwarder.py`.
+
+Crash recovery — a PENDING row found at open (the process died during an online
+attempt, before the POS got any answer) becomes PENDING / UNKNOWN with
+``next_attempt_at = now + pending_grace_s``. What a POS retry under the same
+Idempotency-Key then gets, through `lookup_idempotency` in the API layer:
+
+* within the grace period the row is still PENDING / UNKNOWN (`Payment.interrupted`),
+  with no stored response. The API re-drives it: it repeats the online attempt with
+  the identical body (same payment id as Idempotency-Key, ``captured_at=created_at``),
+  which the gateway treats as a replay or as the first request, then calls
+  `settle_online`, or `stand_in` if the gateway cannot be reached (the forward state
+  then stays UNKNOWN whatever the decision says, so the forwarder looks the payment up
+  before it forwards anything);
+* after the grace period the forwarder resolves it with a lookup: if the gateway has
+  it, the row becomes APPROVED / DECLINED (the online result, auth code included), and
+  that is the answer the retry gets; if the gateway never received it, the row becomes
+  DECLINED_OFFLINE with ``decline_reason="abandoned_after_restart"`` and the card is
+  erased. Nobody was charged; the retry gets that decline and the cashier takes the
+  payment again under a new key.
+
+A PENDING row whose forward state is NONE is an attempt in progress in this process
+(the API should answer 409 to a concurrent duplicate). `recover_stale_pending` treats
+one older than a cut-off as interrupted too (e.g. the answer could not be stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from payments_cache.crypto import (
+    KeyRecord,
+    KeyRing,
+    Purpose,
+    blob_key_id,
+    card_from_plaintext,
+    card_plaintext,
+    fsync_dir,
+    load_or_create_kek,
+)
+from payments_cache.errors import (
+    DuplicatePayment,
+    InvalidTransition,
+    PaymentNotFound,
+    RecordQuarantined,
+    StorageUnavailable,
+)
+from payments_cache.migrations import MIGRATIONS, Migration, apply_migrations
+from payments_cache.models import (
+    Card,
+    ForwardState,
+    GatewayResult,
+    PaymentRequest,
+    PaymentStatus,
+    QueueStats,
+)
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "payments.sqlite3"
+CARD_FIELD = "card"
+ABANDONED_REASON = "abandoned_after_restart"
+_FORWARDABLE = (ForwardState.QUEUED.value, ForwardState.UNKNOWN.value)
+
+_COLUMNS = """id, idempotency_key, created_at, amount, currency, terminal_id, reference,
+    brand, first6, last4, fingerprint, card_blob IS NOT NULL AS has_card, key_id, status,
+    forward_state, attempts, next_attempt_at, final_status, auth_code, decline_reason,
+    last_error, response_json, quarantined, quarantine_reason"""
+
+_INSERT_PAYMENT = (  # the only interpolation is the constant column list
+    "INSERT INTO payments (id, idempotency_key, request_hash, created_at, updated_at, amount, "  # noqa: S608
+    "currency, terminal_id, reference, brand, first6, last4, fingerprint, card_blob, key_id, "
+    "status, forward_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', "
+    f"'none') RETURNING {_COLUMNS}")
+
+
+# --- value types -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StandInDecision:
+    """The offline risk rules' verdict for a payment the gateway could not answer."""
+
+    approved: bool
+    reason: str | None = None          # the decline reason when not approved
+    outcome_unknown: bool = False      # an online attempt was sent and its answer lost
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A stored payment as the rest of the box sees it: masked, never the PAN or CVC."""
+
+    id: str
+    idempotency_key: str
+    created_at: datetime
+    amount: int
+    currency: str
+    terminal_id: str | None
+    reference: str | None
+    brand: str
+    first6: str
+    last4: str
+    fingerprint: str
+    has_card: bool
+    key_id: str | None
+    status: PaymentStatus
+    forward_state: ForwardState
+    attempts: int
+    next_attempt_at: datetime | None
+    final_status: str | None
+    auth_code: str | None
+    decline_reason: str | None
+    last_error: str | None
+    response_json: str | None
+    quarantined: bool
+    quarantine_reason: str | None
+
+    @property
+    def interrupted(self) -> bool:
+        """The online attempt was cut short (crash, or stale) before the POS got an answer."""
+        return self.status is PaymentStatus.PENDING and self.forward_state is ForwardState.UNKNOWN
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    """What `Store.open` found and did."""
+
+    applied_migrations: list[str]
+    recovered_pending: list[str]       # PENDING rows turned into interrupted ones
+    unusable_keys: list[str]           # keys this KEK cannot unwrap
+    quarantined: list[str]             # payments quarantined because of those keys
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    new_key_id: str
+    reencrypted: int
+    retired_keys: list[str]
+    quarantined: list[str]             # records that failed authentication on the way
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def new_payment_id() -> str:
+    """``pay_`` + 26 lower-case base32 characters (128 random bits)."""
+    return "pay_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+
+
+def card_brand(pan: str) -> str:
+    """The card scheme from the PAN's leading digits (for display and the POS answer)."""
+    two, four = int(pan[:2] or 0), int(pan[:4] or 0)
+    if pan.startswith("4"):
+        return "visa"
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return "mastercard"
+    if two in (34, 37):
+        return "amex"
+    if pan.startswith(("6011", "65")) or 644 <= int(pan[:3] or 0) <= 649:
+        return "discover"
+    if 3528 <= four <= 3589:
+        return "jcb"
+    if two == 62:
+        return "unionpay"
+    return "unknown"
+
+
+def to_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _payment(row: sqlite3.Row) -> Payment:
+    created = from_ms(row["created_at"])
+    assert created is not None
+    return Payment(
+        id=row["id"], idempotency_key=row["idempotency_key"], created_at=created,
+        amount=row["amount"], currency=row["currency"], terminal_id=row["terminal_id"],
+        reference=row["reference"], brand=row["brand"], first6=row["first6"],
+        last4=row["last4"], fingerprint=row["fingerprint"], has_card=bool(row["has_card"]),
+        key_id=row["key_id"], status=PaymentStatus(row["status"]),
+        forward_state=ForwardState(row["forward_state"]), attempts=row["attempts"],
+        next_attempt_at=from_ms(row["next_attempt_at"]), final_status=row["final_status"],
+        auth_code=row["auth_code"], decline_reason=row["decline_reason"],
+        last_error=row["last_error"], response_json=row["response_json"],
+        quarantined=bool(row["quarantined"]), quarantine_reason=row["quarantine_reason"])
+
+
+def _storage_reason(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{name}: {exc}" if name else str(exc)
+
+
+_PAN_LIKE = re.compile(r"(?<!\d)\d{12,19}(?!\d)")
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+class Store:
+    """The payment store. Open with `Store.open`; use from one thread only."""
+
+    def __init__(self, conn: sqlite3.Connection, ring: KeyRing, clock: Callable[[], float],
+                 pending_grace_s: float) -> None:
+        self._conn = conn
+        self._ring = ring
+        self._clock = clock
+        self._grace_ms = int(pending_grace_s * 1000)
+        self.report = OpenReport([], [], [], [])
+
+    # open / close
+
+    @classmethod
+    def open(cls, directory: str | Path, kek_path: str | Path, *,
+             clock: Callable[[], float] = time.time, pending_grace_s: float = 120.0,
+             migrations: Sequence[Migration] = MIGRATIONS) -> Store:
+        """Open (creating if needed) the store in `directory`, keyed by the KEK file.
+
+        Raises `KeyMaterialError` (KEK file unsafe), `MigrationFailed` or
+        `StorageUnavailable`. Keys the KEK cannot unwrap do not stop it: the payments
+        sealed under them are quarantined and listed in `report`.
+        """
+        kek = load_or_create_kek(kek_path)
+        conn = _connect(_prepare_db_file(Path(directory)))
+        try:
+            applied = apply_migrations(conn, migrations)
+            ring = KeyRing(kek, _load_key_records(conn))
+            store = cls(conn, ring, clock, pending_grace_s)
+            store._start(applied)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _start(self, applied: list[str]) -> None:
+        self._ensure_active_keys()
+        quarantined = self._quarantine_unusable_keys()
+        recovered = self.recover_stale_pending(None)
+        self.report = OpenReport(applied, recovered, sorted(self._ring.unusable), quarantined)
+        if quarantined or self._ring.unusable:
+            log.error("store opened with %d unusable keys; %d payments quarantined",
+                      len(self._ring.unusable), len(quarantined))
+        self._scrub()
+
+    def close(self) -> None:
+        with self._guard("close the store"):
+            self._conn.close()
+
+    # transactions
+
+    @contextlib.contextmanager
+    def _guard(self, operation: str) -> Iterator[None]:
+        """Map SQLite storage failures to `StorageUnavailable`; programming errors pass."""
+        try:
+            yield
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StorageUnavailable(operation, _storage_reason(exc)) from exc
+
+    @contextlib.contextmanager
+    def _tx(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed (and fsync'd) on exit, rolled back on error."""
+        with self._guard(operation):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+
+    def _scrub(self) -> None:
+        """Checkpoint and truncate the WAL so erased ciphertexts leave no old page image."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint after erasing card data failed: %s", exc)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # keys
+
+    def _ensure_active_keys(self) -> None:
+        current: list[tuple[Purpose, str | None]] = [
+            ("data", self._ring.active_data_key_id), ("hmac", self._ring.hmac_key_id)]
+        needed = [purpose for purpose, key_id in current if key_id is None]
+        if not needed:
+            return
+        records = [self._ring.generate(p, self._now_ms()) for p in needed]
+        try:
+            with self._tx("create keys") as conn:
+                for record in records:
+                    conn.execute("UPDATE keys SET state = 'previous' "
+                                 "WHERE purpose = ? AND state = 'active'", (record.purpose,))
+                    _insert_key(conn, record)
+        except BaseException:
+            for record in records:
+                self._ring.forget(record.key_id)
+            raise
+        for record in records:
+            self._ring.activate(record)
+
+    def _quarantine_unusable_keys(self) -> list[str]:
+        unusable = sorted(self._ring.unusable)
+        if not unusable:
+            return []
+        with self._tx("quarantine payments under unusable keys") as conn:
+            rows = conn.execute(
+                "UPDATE payments SET quarantined = 1, quarantine_reason = ?, updated_at = ? "
+                "WHERE quarantined = 0 AND key_id IN (SELECT value FROM json_each(?)) "
+                "RETURNING id", ("data key cannot be unwrapped with this KEK",
+                                 self._now_ms(), json.dumps(unusable))).fetchall()
+        return sorted(r[0] for r in rows)
+
+    # hashing
+
+    def request_hash(self, request: PaymentRequest) -> str:
+        """The keyed hash `lookup_idempotency` returns for the same request (CVC excluded)."""
+        return self._ring.request_hash(request)
+
+    def fingerprint(self, pan: str) -> str:
+        return self._ring.fingerprint(pan)
+
+    # POS-side operations
+
+    def lookup_idempotency(self, key: str) -> tuple[Payment, str] | None:
+        with self._guard("look up an idempotency key"):
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS}, request_hash FROM payments "  # noqa: S608
+                "WHERE idempotency_key = ?", (key,)).fetchone()
+        return None if row is None else (_payment(row), row["request_hash"])
+
+    def begin_online(self, idempotency_key: str, request: PaymentRequest, *,
+                     brand: str | None = None) -> Payment:
+        """Store a PENDING payment with its sealed card, before the online attempt."""
+        pid = new_payment_id()
+        card = request.card
+        blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card))
+        now = self._now_ms()
+        with self._tx("store the payment") as conn:
+            if conn.execute("SELECT 1 FROM payments WHERE idempotency_key = ?",
+                            (idempotency_key,)).fetchone():
+                raise DuplicatePayment(idempotency_key)
+            rows = conn.execute(
+                _INSERT_PAYMENT,
+                (pid, idempotency_key, self._ring.request_hash(request), now, now,
+                 request.amount, request.currency, request.terminal_id, request.reference,
+                 brand or card_brand(card.pan), card.first6, card.last4,
+                 self._ring.fingerprint(card.pan), blob, self._ring.active_data_key_id),
+            ).fetchall()
+        return _payment(rows[0])
+
+    def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
+        """The gateway answered the online attempt: APPROVED/DECLINED, card erased."""
+        with self._tx("settle the payment") as conn:
+            self._require_pending(conn, payment_id, "settle")
+            payment = self._update(conn, payment_id, status=result.status,
+                                   forward_state=ForwardState.NONE,
+                                   final_status=result.status, auth_code=result.auth_code,
+                                   decline_reason=result.decline_code, card_blob=None,
+                                   key_id=None, next_attempt_at=None)
+        self._scrub()
+        return payment
+
+    def stand_in(self, payment_id: str, decision: StandInDecision) -> Payment:
+        """The box decided offline: APPROVED_OFFLINE (queued) or DECLINED_OFFLINE."""
+        with self._tx("store the offline decision") as conn:
+            current = self._require_pending(conn, payment_id, "stand in for")
+            unknown = decision.outcome_unknown or current.interrupted
+            if decision.approved:
+                payment = self._update(
+                    conn, payment_id, status=PaymentStatus.APPROVED_OFFLINE,
+                    forward_state=ForwardState.UNKNOWN if unknown else ForwardState.QUEUED,
+                    next_attempt_at=self._now_ms())
+            else:
+                payment = self._update(
+                    conn, payment_id, status=PaymentStatus.DECLINED_OFFLINE,
+                    forward_state=ForwardState.UNKNOWN if unknown else ForwardState.NONE,
+                    decline_reason=decision.reason, card_blob=None, key_id=None,
+                    next_attempt_at=self._now_ms() if unknown else None)
+        if not decision.approved:
+            self._scrub()
+        return payment
+
+    def record_response(self, payment_id: str, response: Mapping[str, Any] | str) -> str:
+        """Keep the answer given to the POS; the first one recorded wins and is returned.
+
+        Refuses (``ValueError``) a response carrying card data beyond brand and last4.
+        """
+        text = response if isinstance(response, str) else json.dumps(
+            response, separators=(",", ":"), sort_keys=True)
+        with self._tx("store the response") as conn:
+            current = self._require(conn, payment_id)
+            self._check_masked(current, text)
+            if current.response_json is not None:
+                return current.response_json
+            self._update(conn, payment_id, response_json=text)
+        return text
+
+    def _check_masked(self, payment: Payment, text: str) -> None:
+        card = json.loads(text).get("card") or {}
+        if set(card) - {"brand", "last4"}:
+            raise ValueError(f"response for {payment.id!r} has card fields "
+                             f"{sorted(set(card) - {'brand', 'last4'})!r}")
+        if any(self._ring.fingerprint(m) == payment.fingerprint
+               for m in _PAN_LIKE.findall(text)):
+            raise ValueError(f"response for {payment.id!r} contains the card number")
+
+    def get(self, payment_id: str) -> Payment | None:
+        with self._guard("read the payment"):
+            return self._get(self._conn, payment_id)
+
+    # queue views
+
+    def queue_stats(self) -> QueueStats:
+        """Queued = forward state QUEUED or UNKNOWN and not quarantined.
+
+        `by_state` counts every payment by forward state, plus ``quarantined`` and
+        ``declined_after_offline`` (approved offline, then declined by the gateway).
+        """
+        with self._guard("read queue statistics"):
+            count, amount, oldest = self._conn.execute(
+                "SELECT count(*), coalesce(sum(amount), 0), min(created_at) FROM payments "
+                "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0").fetchone()
+            by_state = {s.value: 0 for s in ForwardState}
+            by_state.update(self._conn.execute(
+                "SELECT forward_state, count(*) FROM payments GROUP BY forward_state"))
+            by_state["quarantined"], by_state["declined_after_offline"] = self._conn.execute(
+                "SELECT coalesce(sum(quarantined), 0), coalesce(sum(status = "
+                "'approved_offline' AND final_status = 'declined'), 0) FROM payments"
+            ).fetchone()
+        return QueueStats(count, amount, from_ms(oldest), by_state)
+
+    def card_velocity(self, fingerprint: str, since: datetime) -> tuple[int, int]:
+        """(count, amount) of offline-approved payments on this card since `since`."""
+        with self._guard("read card velocity"):
+            count, amount = self._conn.execute(
+                "SELECT count(*), coalesce(sum(amount), 0) FROM payments WHERE fingerprint = ? "
+                "AND status = 'approved_offline' AND created_at >= ?",
+                (fingerprint, to_ms(since))).fetchone()
+        return int(count), int(amount)
+
+    def list_queue(self, limit: int = 100) -> list[Payment]:
+        """Masked rows still owed to the gateway (queued, unknown) or dead; oldest first."""
+        with self._guard("list the queue"):
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM payments "  # noqa: S608
+                "WHERE forward_state IN ('queued', 'unknown', 'dead') "
+                "ORDER BY created_at, id LIMIT ?", (limit,)).fetchall()
+        return [_payment(r) for r in rows]
+
+    # forwarder-side operations
+
+    def due_for_forwarding(self, now: datetime, *, limit: int, exclude: Collection[str] = (),
+                           ignore_backoff: bool = False) -> list[Payment]:
+        """Forwardable payments due at `now`, oldest first.
+
+        `ignore_backoff` makes every row due (an uplink just came back) except interrupted
+        PENDING rows, whose grace period is never cut short.
+        """
+        with self._guard("read the forwarding queue"):
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM payments "  # noqa: S608
+                "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0 "
+                "AND (coalesce(next_attempt_at, 0) <= ? OR (? AND status <> 'pending')) "
+                "AND id NOT IN (SELECT value FROM json_each(?)) "
+                "ORDER BY created_at, id LIMIT ?",
+                (to_ms(now), ignore_backoff, json.dumps(list(exclude)), limit)).fetchall()
+        return [_payment(r) for r in rows]
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest forwardable payment becomes due (None: nothing to forward)."""
+        with self._guard("read the forwarding queue"):
+            (ms,) = self._conn.execute(
+                "SELECT min(coalesce(next_attempt_at, 0)) FROM payments "
+                "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0").fetchone()
+        return from_ms(ms)
+
+    def card_for_forwarding(self, payment_id: str) -> Card:
+        """Unseal the card (no CVC). A record that fails authentication is quarantined
+        (excluded from forwarding, counted) and `RecordQuarantined` is raised."""
+        with self._guard("read the sealed card"):
+            row = self._conn.execute(  # CAST: a tampered value may not even be a blob
+                "SELECT CAST(card_blob AS BLOB) AS card_blob, key_id, status, forward_state "
+                "FROM payments WHERE id = ?", (payment_id,)).fetchone()
+        if row is None:
+            raise PaymentNotFound(payment_id)
+        if row["card_blob"] is None:
+            raise InvalidTransition(payment_id, "forward (card erased)", row["status"],
+                                    row["forward_state"])
+        try:
+            return self._unseal(payment_id, row["card_blob"], row["key_id"])
+        except RecordQuarantined as exc:
+            self._mark_quarantined(payment_id, exc.reason)
+            raise
+
+    def _unseal(self, payment_id: str, blob: bytes, key_id: str | None) -> Card:
+        if blob_key_id(blob) != key_id:
+            raise RecordQuarantined(payment_id, CARD_FIELD, "key id does not match the record")
+        return card_from_plaintext(payment_id, self._ring.decrypt(payment_id, CARD_FIELD, blob))
+
+    def _mark_quarantined(self, payment_id: str, reason: str) -> None:
+        log.error("payment %s quarantined: %s", payment_id, reason)
+        try:
+            with self._tx("quarantine the payment") as conn:
+                self._update(conn, payment_id, quarantined=1, quarantine_reason=reason)
+        except StorageUnavailable:
+            log.exception("could not persist the quarantine of %s", payment_id)
+
+    def record_forward_result(self, payment_id: str, result: GatewayResult, *,
+                              expect: Payment) -> Payment | None:
+        """The gateway has the payment with `result`: card erased, outcome kept.
+
+        An interrupted PENDING row takes the result as its online outcome (APPROVED or
+        DECLINED); an offline one becomes FORWARDED with `final_status`. Returns None
+        (and changes nothing) when the row is no longer in the state `expect` shows.
+        """
+        fields: dict[str, Any] = dict(
+            final_status=result.status, auth_code=result.auth_code, card_blob=None,
+            key_id=None, next_attempt_at=None, last_error=None,
+            forward_state=ForwardState.FORWARDED)
+        if result.decline_code is not None:
+            fields["decline_reason"] = result.decline_code
+        if expect.status is PaymentStatus.PENDING:
+            fields.update(status=result.status, forward_state=ForwardState.NONE)
+        return self._forwarder_update("record the gateway result", expect, fields, erase=True)
+
+    def close_unreceived(self, payment_id: str, *, expect: Payment) -> Payment | None:
+        """The gateway never received a payment that must not be forwarded: nothing owed.
+
+        Interrupted PENDING → DECLINED_OFFLINE ``abandoned_after_restart``; DECLINED_OFFLINE
+        (unknown outcome) → forward state NONE. Card erased.
+        """
+        fields: dict[str, Any] = dict(forward_state=ForwardState.NONE, card_blob=None,
+                                      key_id=None, next_attempt_at=None)
+        if expect.status is PaymentStatus.PENDING:
+            fields.update(status=PaymentStatus.DECLINED_OFFLINE, decline_reason=ABANDONED_REASON)
+        elif expect.status is not PaymentStatus.DECLINED_OFFLINE:
+            raise InvalidTransition(payment_id, "close as unreceived", expect.status,
+                                    expect.forward_state)
+        return self._forwarder_update("close the payment", expect, fields, erase=True)
+
+    def schedule_retry(self, payment_id: str, *, expect: Payment, at: datetime, error: str,
+                       unknown: bool = False) -> Payment | None:
+        """Try again at `at`; `unknown` makes the next attempt look the payment up first."""
+        fields: dict[str, Any] = dict(next_attempt_at=to_ms(at), last_error=error)
+        if unknown:
+            fields["forward_state"] = ForwardState.UNKNOWN
+        return self._forwarder_update("schedule a retry", expect, fields)
+
+    def mark_dead(self, payment_id: str, *, expect: Payment, error: str) -> Payment | None:
+        """Permanently refused: DEAD, reported; the sealed card is kept for the operator."""
+        return self._forwarder_update("mark the payment dead", expect, dict(
+            forward_state=ForwardState.DEAD, next_attempt_at=None, last_error=error))
+
+    def _forwarder_update(self, operation: str, expect: Payment, fields: dict[str, Any],
+                          erase: bool = False) -> Payment | None:
+        with self._tx(operation) as conn:
+            current = self._get(conn, expect.id)
+            if current is None:
+                raise PaymentNotFound(expect.id)
+            if (current.status, current.forward_state) != (expect.status, expect.forward_state):
+                log.warning("payment %s changed under the forwarder (%s/%s), not updated",
+                            expect.id, current.status, current.forward_state)
+                return None
+            payment = self._update(conn, expect.id, attempts=current.attempts + 1, **fields)
+        if erase:
+            self._scrub()
+        return payment
+
+    def recover_stale_pending(self, older_than: datetime | None) -> list[str]:
+        """PENDING rows with no attempt running (created before `older_than`; None: all)
+        become interrupted: forward state UNKNOWN, due after the grace period."""
+        now = self._now_ms()
+        cutoff = None if older_than is None else to_ms(older_than)
+        with self._tx("recover interrupted payments") as conn:
+            rows = conn.execute(
+                "UPDATE payments SET forward_state = 'unknown', next_attempt_at = ?, "
+                "last_error = 'interrupted before the POS got an answer', updated_at = ? "
+                "WHERE status = 'pending' AND forward_state = 'none' "
+                "AND (? IS NULL OR created_at < ?) RETURNING id",
+                (now + self._grace_ms, now, cutoff, cutoff)).fetchall()
+        recovered = sorted(r[0] for r in rows)
+        if recovered:
+            log.warning("%d interrupted payments will be resolved: %s", len(recovered),
+                        ", ".join(recovered))
+        return recovered
+
+    # key rotation
+
+    def rotate_keys(self) -> RotationReport:
+        """Re-seal every stored card under a new data key and retire the keys no longer
+        used, all in one transaction. Statuses and forward states are untouched; a record
+        that fails authentication is quarantined and keeps its old key."""
+        new = self._ring.generate("data", self._now_ms())
+        try:
+            with self._tx("rotate keys") as conn:
+                conn.execute("UPDATE keys SET state = 'previous' "
+                             "WHERE purpose = 'data' AND state = 'active'")
+                _insert_key(conn, new)
+                count, quarantined = self._reseal_all(conn, new.key_id)
+                retired = self._retire_unused_keys(conn)
+        except BaseException:
+            self._ring.forget(new.key_id)
+            raise
+        self._ring.activate(new)
+        for key_id in retired:
+            self._ring.forget(key_id)
+        self._scrub()
+        log.info("data key rotated to %s: %d records re-sealed, %d keys retired",
+                 new.key_id, count, len(retired))
+        return RotationReport(new.key_id, count, retired, quarantined)
+
+    def _reseal_all(self, conn: sqlite3.Connection, key_id: str) -> tuple[int, list[str]]:
+        count, quarantined = 0, []
+        rows = conn.execute("SELECT id, CAST(card_blob AS BLOB) AS card_blob, key_id "
+                            "FROM payments WHERE card_blob IS NOT NULL AND quarantined = 0"
+                            ).fetchall()
+        for row in rows:
+            pid = row["id"]
+            try:
+                card = self._unseal(pid, row["card_blob"], row["key_id"])
+            except RecordQuarantined as exc:
+                self._update(conn, pid, quarantined=1, quarantine_reason=exc.reason)
+                quarantined.append(pid)
+                continue
+            blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card), key_id)
+            conn.execute("UPDATE payments SET card_blob = ?, key_id = ? WHERE id = ?",
+                         (blob, key_id, pid))
+            count += 1
+        return count, quarantined
+
+    def _retire_unused_keys(self, conn: sqlite3.Connection) -> list[str]:
+        rows = conn.execute(
+            "UPDATE keys SET state = 'retired', wrapped = NULL, retired_at = ? "
+            "WHERE purpose = 'data' AND state = 'previous' AND key_id NOT IN "
+            "(SELECT key_id FROM payments WHERE key_id IS NOT NULL) RETURNING key_id",
+            (self._now_ms(),)).fetchall()
+        return sorted(r[0] for r in rows)
+
+    # row access
+
+    def _get(self, conn: sqlite3.Connection, payment_id: str) -> Payment | None:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM payments WHERE id = ?",  # noqa: S608
+                           (payment_id,)).fetchone()
+        return None if row is None else _payment(row)
+
+    def _require(self, conn: sqlite3.Connection, payment_id: str) -> Payment:
+        payment = self._get(conn, payment_id)
+        if payment is None:
+            raise PaymentNotFound(payment_id)
+        return payment
+
+    def _require_pending(self, conn: sqlite3.Connection, payment_id: str,
+                         operation: str) -> Payment:
+        payment = self._require(conn, payment_id)
+        if payment.status is not PaymentStatus.PENDING:
+            raise InvalidTransition(payment_id, operation, payment.status,
+                                    payment.forward_state)
+        return payment
+
+    def _update(self, conn: sqlite3.Connection, payment_id: str, **fields: Any) -> Payment:
+        fields["updated_at"] = self._now_ms()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        rows = conn.execute(
+            f"UPDATE payments SET {assignments} WHERE id = ? RETURNING {_COLUMNS}",  # noqa: S608
+            (*(_sql_value(v) for v in fields.values()), payment_id)).fetchall()
+        return _payment(rows[0])
+
+
+def _sql_value(value: Any) -> Any:
+    return value.value if isinstance(value, ForwardState | PaymentStatus) else value
+
+
+# --- opening the database --------------------------------------------------------------
+
+
+def _prepare_db_file(directory: Path) -> Path:
+    """The database file, created 0600 inside a 0700 directory (WAL/SHM inherit 0600)."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / DB_NAME
+        created = not path.exists()
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.chmod(path, 0o600)
+        if created:
+            fsync_dir(directory)
+    except OSError as exc:
+        raise StorageUnavailable("create the database", str(exc)) from exc
+    return path
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    except sqlite3.Error as exc:
+        raise StorageUnavailable("open the database", _storage_reason(exc)) from exc
+    conn.row_factory = sqlite3.Row
+    try:
+        _configure(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageUnavailable("open the database", _storage_reason(exc)) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA busy_timeout = 5000")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
+    for pragma in ("synchronous = FULL", "secure_delete = ON", "foreign_keys = ON",
+                   "trusted_schema = OFF"):
+        conn.execute(f"PRAGMA {pragma}")
+    checks = {"synchronous": 2, "secure_delete": 1, "foreign_keys": 1}
+    for name, expected in checks.items():
+        if conn.execute(f"PRAGMA {name}").fetchone()[0] != expected:
+            raise sqlite3.OperationalError(f"PRAGMA {name} could not be set")
+
+
+def _load_key_records(conn: sqlite3.Connection) -> list[KeyRecord]:
+    rows = conn.execute("SELECT key_id, purpose, state, wrapped, created_at FROM keys").fetchall()
+    return [KeyRecord(r["key_id"], r["purpose"], r["state"], r["wrapped"], r["created_at"])
+            for r in rows]
+
+
+def _insert_key(conn: sqlite3.Connection, record: KeyRecord) -> None:
+    conn.execute("INSERT INTO keys (key_id, purpose, state, wrapped, created_at) "
+                 "VALUES (?, ?, ?, ?, ?)", (record.key_id, record.purpose, record.state,
+                                            record.wrapped, record.created_at))
+
+
+# --- the asyncio facade ----------------------------------------------------------------
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class AsyncStore:
+    """`Store` for asyncio: every call runs on one dedicated thread, in order."""
+
+    def __init__(self, store: Store, executor: ThreadPoolExecutor) -> None:
+        self._store = store
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, directory: str | Path, kek_path: str | Path, *,
+                   clock: Callable[[], float] = time.time, pending_grace_s: float = 120.0,
+                   migrations: Sequence[Migration] = MIGRATIONS) -> AsyncStore:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-store")
+        opener = functools.partial(Store.open, directory, kek_path, clock=clock,
+                                   pending_grace_s=pending_grace_s, migrations=migrations)
+        try:
+            store = await asyncio.get_running_loop().run_in_executor(executor, opener)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(store, executor)
+
+    @property
+    def report(self) -> OpenReport:
+        return self._store.report
+
+    async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def close(self) -> None:
+        try:
+            await self._call(self._store.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    async def request_hash(self, request: PaymentRequest) -> str:
+        return await self._call(self._store.request_hash, request)
+
+    async def fingerprint(self, pan: str) -> str:
+        return await self._call(self._store.fingerprint, pan)
+
+    async def lookup_idempotency(self, key: str) -> tuple[Payment, str] | None:
+        return await self._call(self._store.lookup_idempotency, key)
+
+    async def begin_online(self, idempotency_key: str, request: PaymentRequest, *,
+                           brand: str | None = None) -> Payment:
+        return await self._call(self._store.begin_online, idempotency_key, request, brand=brand)
+
+    async def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
+        return await self._call(self._store.settle_online, payment_id, result)
+
+    async def stand_in(self, payment_id: str, decision: StandInDecision) -> Payment:
+        return await self._call(self._store.stand_in, payment_id, decision)
+
+    async def record_response(self, payment_id: str, response: Mapping[str, Any] | str) -> str:
+        return await self._call(self._store.record_response, payment_id, response)
+
+    async def get(self, payment_id: str) -> Payment | None:
+        return await self._call(self._store.get, payment_id)
+
+    async def queue_stats(self) -> QueueStats:
+        return await self._call(self._store.queue_stats)
+
+    async def card_velocity(self, fingerprint: str, since: datetime) -> tuple[int, int]:
+        return await self._call(self._store.card_velocity, fingerprint, since)
+
+    async def list_queue(self, limit: int = 100) -> list[Payment]:
+        return await self._call(self._store.list_queue, limit)
+
+    async def due_for_forwarding(self, now: datetime, *, limit: int,
+                                 exclude: Collection[str] = (),
+                                 ignore_backoff: bool = False) -> list[Payment]:
+        return await self._call(self._store.due_for_forwarding, now, limit=limit,
+                                exclude=tuple(exclude), ignore_backoff=ignore_backoff)
+
+    async def next_due_at(self) -> datetime | None:
+        return await self._call(self._store.next_due_at)
+
+    async def card_for_forwarding(self, payment_id: str) -> Card:
+        return await self._call(self._store.card_for_forwarding, payment_id)
+
+    async def record_forward_result(self, payment_id: str, result: GatewayResult, *,
+                                    expect: Payment) -> Payment | None:
+        return await self._call(self._store.record_forward_result, payment_id, result,
+                                expect=expect)
+
+    async def close_unreceived(self, payment_id: str, *, expect: Payment) -> Payment | None:
+        return await self._call(self._store.close_unreceived, payment_id, expect=expect)
+
+    async def schedule_retry(self, payment_id: str, *, expect: Payment, at: datetime,
+                             error: str, unknown: bool = False) -> Payment | None:
+        return await self._call(self._store.schedule_retry, payment_id, expect=expect, at=at,
+                                error=error, unknown=unknown)
+
+    async def mark_dead(self, payment_id: str, *, expect: Payment, error: str) -> Payment | None:
+        return await self._call(self._store.mark_dead, payment_id, expect=expect, error=error)
+
+    async def recover_stale_pending(self, older_than: datetime | None) -> list[str]:
+        return await self._call(self._store.recover_stale_pending, older_than)
+
+    async def rotate_keys(self) -> RotationReport:
+        return await self._call(self._store.rotate_keys)
