@@ -63,8 +63,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
+from payments_cache.cards import brand as card_brand
 from payments_cache.crypto import (
     KeyRecord,
     KeyRing,
@@ -114,13 +115,22 @@ _INSERT_PAYMENT = (  # the only interpolation is the constant column list
 # --- value types -----------------------------------------------------------------------
 
 
+class OfflineDecision(Protocol):
+    """The offline risk rules' verdict (e.g. `risk.RiskDecision`)."""
+
+    @property
+    def approved(self) -> bool: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class StandInDecision:
-    """The offline risk rules' verdict for a payment the gateway could not answer."""
+    """A plain `OfflineDecision`."""
 
     approved: bool
     reason: str | None = None          # the decline reason when not approved
-    outcome_unknown: bool = False      # an online attempt was sent and its answer lost
 
 
 @dataclass(frozen=True)
@@ -182,24 +192,6 @@ class RotationReport:
 def new_payment_id() -> str:
     """``pay_`` + 26 lower-case base32 characters (128 random bits)."""
     return "pay_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
-
-
-def card_brand(pan: str) -> str:
-    """The card scheme from the PAN's leading digits (for display and the POS answer)."""
-    two, four = int(pan[:2] or 0), int(pan[:4] or 0)
-    if pan.startswith("4"):
-        return "visa"
-    if 51 <= two <= 55 or 2221 <= four <= 2720:
-        return "mastercard"
-    if two in (34, 37):
-        return "amex"
-    if pan.startswith(("6011", "65")) or 644 <= int(pan[:3] or 0) <= 649:
-        return "discover"
-    if 3528 <= four <= 3589:
-        return "jcb"
-    if two == 62:
-        return "unionpay"
-    return "unknown"
 
 
 def to_ms(at: datetime) -> int:
@@ -411,11 +403,18 @@ class Store:
         self._scrub()
         return payment
 
-    def stand_in(self, payment_id: str, decision: StandInDecision) -> Payment:
-        """The box decided offline: APPROVED_OFFLINE (queued) or DECLINED_OFFLINE."""
+    def stand_in(self, payment_id: str, decision: OfflineDecision, *,
+                 outcome_unknown: bool = False) -> Payment:
+        """The box decided offline: APPROVED_OFFLINE (queued) or DECLINED_OFFLINE.
+
+        `outcome_unknown`: an online attempt was sent and its answer lost, so the
+        forwarder must look the payment up before anything else (forward state UNKNOWN,
+        also for a decline: the gateway may have approved it). Always so for an
+        interrupted payment.
+        """
         with self._tx("store the offline decision") as conn:
             current = self._require_pending(conn, payment_id, "stand in for")
-            unknown = decision.outcome_unknown or current.interrupted
+            unknown = outcome_unknown or current.interrupted
             if decision.approved:
                 payment = self._update(
                     conn, payment_id, status=PaymentStatus.APPROVED_OFFLINE,
@@ -839,8 +838,10 @@ class AsyncStore:
     async def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
         return await self._call(self._store.settle_online, payment_id, result)
 
-    async def stand_in(self, payment_id: str, decision: StandInDecision) -> Payment:
-        return await self._call(self._store.stand_in, payment_id, decision)
+    async def stand_in(self, payment_id: str, decision: OfflineDecision, *,
+                       outcome_unknown: bool = False) -> Payment:
+        return await self._call(self._store.stand_in, payment_id, decision,
+                                outcome_unknown=outcome_unknown)
 
     async def record_response(self, payment_id: str, response: Mapping[str, Any] | str) -> str:
         return await self._call(self._store.record_response, payment_id, response)
