@@ -15,7 +15,7 @@ import importlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,11 @@ log = logging.getLogger("storebox.daemon")
 
 SHUTDOWN_TIMEOUT_S = 4.0
 #: Config sections whose changes SIGHUP applies without a restart.
-RELOADABLE = {"device.log_level", "api.tokens_file"}
+RELOADABLE = {"device.log_level", "api.tokens_file", "payments.offline_max_amount",
+              "payments.offline_max_total", "payments.offline_max_count",
+              "payments.online_deadline_s", "payments.offline_max_age_s",
+              "payments.velocity_window_s", "payments.velocity_max_count",
+              "payments.velocity_max_amount", "payments.blocked_bins"}
 
 
 class ComponentLoadError(FirmwareError):
@@ -57,6 +61,20 @@ class BoxContext:
     app: web.Application
     reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    #: Closed in reverse order after every component task has stopped (e.g. the database).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+#: Built-in component factories, in start order. Each may add HTTP routes to
+#: `context.app` (before it starts serving), open resources (registering closers) and
+#: return the component to supervise, or None when it has nothing to run.
+ComponentFactory = Callable[[BoxContext], Awaitable[Component | None]]
+
+
+def builtin_factories() -> list[ComponentFactory]:
+    from firmware.payments import build_payments
+
+    return [build_payments]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:
@@ -80,9 +98,8 @@ class Daemon:
         self.tokens = TokenStore(config.api.tokens_file)
         self.app = build_app(self.state, self.tokens, registry_for(self.state))
         self.context = BoxContext(config, self.state, self.tokens, self.app)
-        self.components: list[Component] = [
-            load_component(spec, self.context) for spec in config.debug.extra_components
-        ]
+        self.factories = builtin_factories()
+        self.components: list[Component] = []
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -131,9 +148,31 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    async def _build(self) -> None:
+        for factory in self.factories:
+            component = await factory(self.context)
+            if component is not None:
+                self.components.append(component)
+        self.components += [load_component(spec, self.context)
+                            for spec in self.config.debug.extra_components]
+
+    async def _close(self) -> None:
+        for closer in reversed(self.context.closers):
+            try:
+                await closer()
+            except Exception:
+                log.exception("error while closing")
+
     async def _serve(self) -> None:
         _ensure_state_dir(self.config.device.state_dir)
-        await self._start_api()
+        try:
+            await self._build()
+            await self._start_api()
+            await self._run_components()
+        finally:
+            await self._close()
+
+    async def _run_components(self) -> None:
         supervisor = Supervisor(self.state)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(supervisor.supervise(c), name=f"component:{c.name}")

@@ -49,8 +49,9 @@ def read_token(config: Config | None) -> str:
     return next((t.strip() for t in lines if t.strip() and not t.startswith("#")), "")
 
 
-def get_json(address: str, path: str, token: str, timeout: float = 5.0) -> dict[str, Any]:
-    """GET `path` from the API at `address` (http://HOST:PORT or unix:/PATH)."""
+def get_json(address: str, path: str, token: str, timeout: float = 5.0,
+             method: str = "GET") -> dict[str, Any]:
+    """GET (or `method`) `path` from the API at `address` (http://HOST:PORT or unix:/PATH)."""
     conn: http.client.HTTPConnection
     if address.startswith("unix:"):
         conn = _UnixConnection(address[5:], timeout)
@@ -62,7 +63,7 @@ def get_json(address: str, path: str, token: str, timeout: float = 5.0) -> dict[
         conn = cls(parts.hostname, parts.port, timeout=timeout)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        conn.request("GET", path, headers=headers)
+        conn.request(method, path, headers=headers)
         response = conn.getresponse()
         body = response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -71,7 +72,7 @@ def get_json(address: str, path: str, token: str, timeout: float = 5.0) -> dict[
         conn.close()
     if response.status == 401:
         raise ApiClientError(address, "401 unauthorized: no valid token (check api.tokens_file)")
-    if response.status != 200:
+    if response.status not in (200, 202):
         raise ApiClientError(address, f"HTTP {response.status} for {path}")
     try:
         data: dict[str, Any] = json.loads(body)

@@ -7,9 +7,10 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from firmware.cli.client import api_address, get_json, read_token
-from firmware.cli.status_view import render_status
+from firmware.cli.status_view import render_queue_list, render_queue_stats, render_status
 from firmware.config import DEFAULT_PATH, Config, load_config
 from firmware.errors import ApiClientError, ConfigError
 
@@ -27,6 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status document")
     status.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
     status.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
+
+    queue = sub.add_parser("queue", help="the offline payment queue")
+    queue.add_argument("action", choices=["stats", "list", "drain"],
+                       help="stats: totals by state; list: queued payments (masked); "
+                            "drain: forward now")
+    queue.add_argument("--json", action="store_true", help="print JSON")
+    queue.add_argument("--limit", type=int, default=100, help="rows for list (default 100)")
+    queue.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
+    queue.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -59,18 +69,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _api_call(args: argparse.Namespace, path: str, method: str = "GET") -> dict[str, Any] | int:
+    """Call the daemon's API as the CLI does: address and token from the config."""
     config = None
     if args.config or args.api is None:
         config = _load_or_report(args.config or DEFAULT_PATH)
         if config is None and args.api is None:
             return EXIT_CONFIG
-    address = api_address(config, args.api)
     try:
-        doc = get_json(address, "/v1/status", read_token(config))
+        return get_json(api_address(config, args.api), path, read_token(config), method=method)
     except ApiClientError as exc:
-        print(f"storebox status: {exc}", file=sys.stderr)
+        print(f"storebox {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAIL
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    if args.action == "drain":
+        result = _api_call(args, "/v1/queue/drain", method="POST")
+        if isinstance(result, int):
+            return result
+        print("forwarding the queue now")
+        return EXIT_OK
+    doc = _api_call(args, f"/v1/queue?limit={max(1, args.limit)}")
+    if isinstance(doc, int):
+        return doc
+    if args.json:
+        print(json.dumps(doc["stats"] if args.action == "stats" else doc["payments"], indent=2))
+    elif args.action == "stats":
+        print(render_queue_stats(doc["stats"]))
+    else:
+        print(render_queue_list(doc["payments"]))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    doc = _api_call(args, "/v1/status")
+    if isinstance(doc, int):
+        return doc
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -92,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "queue":
+        return cmd_queue(args)
     if args.command == "config":
         return cmd_config_check(args)
     raise AssertionError(args.command)

@@ -116,3 +116,27 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
     ] or [("components", "none")])
     layout.lines.append(_RULE)
     return "\n".join(layout.lines)
+
+
+def render_queue_stats(stats: dict[str, Any]) -> str:
+    layout = _Layout(False)
+    oldest = stats.get("oldest_created_at") or "-"
+    rows = [("queued", str(stats["count"])), ("amount", f"{stats['amount']} minor units"),
+            ("oldest", oldest)]
+    rows += [(f"state {name}", str(count)) for name, count in sorted(stats["by_state"].items())]
+    layout.section("Queue", rows)
+    layout.lines.append(_RULE)
+    return "\n".join(layout.lines)
+
+
+def render_queue_list(payments: list[dict[str, Any]]) -> str:
+    if not payments:
+        return "no queued payments"
+    header = f"{'id':<32} {'created':<25} {'amount':>10} {'cur':<4} {'card':<12} " \
+             f"{'state':<10} {'tries':>5}  last error"
+    lines = [header]
+    for p in payments:
+        lines.append(f"{p['id']:<32} {p['created_at']:<25} {p['amount']:>10} {p['currency']:<4} "
+                     f"{p['card']:<12} {p['forward_state']:<10} {p['attempts']:>5}  "
+                     f"{p.get('last_error') or ''}")
+    return "\n".join(lines)

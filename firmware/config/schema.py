@@ -155,6 +155,8 @@ class PaymentsConfig:
     merchant_id: str = doc("Merchant id sent with every authorization.", "merchant-0001")
     merchant_key_file: str = doc("File holding the gateway bearer key (0600).",
                                  "/etc/storebox/merchant-key")
+    kek_file: str = doc("Key-encryption key (0600, created if absent); \"\" means "
+                        "<state_dir>/kek. Keep it off the database's filesystem if you can.", "")
     offline_max_amount: int = doc("Largest offline payment, minor units.", 50000, positive)
     offline_max_total: int = doc("All queued payments together, minor units.", 2000000, positive)
     offline_max_count: int = doc("Most payments queued at once.", 500, positive)
@@ -167,6 +169,7 @@ class PaymentsConfig:
                                    100000, positive)
     blocked_bins: list[str] = doc("BIN prefixes or ranges LOW-HIGH never approved offline.",
                                   [], bins)
+    forward_concurrency: int = doc("Offline payments forwarded at once.", 8, positive)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,18 @@ from firmware.cli.client import get_json
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
+MERCHANT_KEY = "merchant-key-for-tests"
 
 
-def write_config(tmp: Path, extra: str = "", port: int = 18470) -> Path:
+def write_config(tmp: Path, extra: str = "", port: int = 18470,
+                 gateway_url: str = "http://127.0.0.1:9") -> Path:
     (tmp / "state").mkdir(exist_ok=True)
     tokens = tmp / "pos-tokens"
     tokens.write_text(f"# POS tokens\n{TOKEN}\n")
     tokens.chmod(0o600)
+    merchant_key = tmp / "merchant-key"
+    merchant_key.write_text(MERCHANT_KEY + "\n")
+    merchant_key.chmod(0o600)
     config = tmp / "storebox.toml"
     config.write_text(f"""\
 [device]
@@ -29,7 +34,8 @@ id = "store-test"
 state_dir = "{tmp / 'state'}"
 
 [payments]
-gateway_url = "http://127.0.0.1:9"
+gateway_url = "{gateway_url}"
+merchant_key_file = "{merchant_key}"
 
 [routing]
 backend = "none"

@@ -1,0 +1,252 @@
+"""Taking a payment: idempotency, online first within a deadline, else the box stands in.
+
+The order of durable steps is what makes every answer safe to give:
+
+1. `begin_online` commits the payment (card sealed, no CVC) *before* any byte goes to
+   the gateway, so an answer lost mid-attempt can always be resolved later.
+2. Online: the payment id is the gateway Idempotency-Key for every attempt, and the
+   body is identical each time (``captured_at`` is the stored creation time), so a
+   retry is a replay, never a second charge.
+3. No answer in time, or no uplink: the risk rules decide, and `stand_in` commits
+   (fsync'd) *before* the POS hears ``approved_offline``. An attempt whose answer was
+   lost is stood in with an unknown outcome: the forwarder looks it up before it sends
+   anything else.
+
+The answer to the POS is a pure function of the stored row, so a replay under the same
+Idempotency-Key returns exactly the first answer, also after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from payments_cache.errors import (
+    GatewayRejected,
+    GatewayUnavailable,
+    InvalidTransition,
+    PaymentsError,
+    UnknownOutcome,
+)
+from payments_cache.gateway import AuthorizationPayload, Gateway
+from payments_cache.models import ForwardState, PaymentRequest, PaymentStatus
+from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskLimits, evaluate
+from payments_cache.store import AsyncStore, Payment
+from payments_cache.uplinks import UplinkSignal
+from payments_cache.validation import parse_idempotency_key, parse_payment_request
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[..., None]
+
+
+class IdempotencyConflict(PaymentsError):
+    """The Idempotency-Key was used before with a different body (409)."""
+
+    def __init__(self, key: str, payment_id: str) -> None:
+        self.key = key
+        self.payment_id = payment_id
+        super().__init__(f"Idempotency-Key {key!r} was used for another request ({payment_id})")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    merchant_id: str
+    online_deadline_s: float = 3.0
+    limits: RiskLimits = field(default_factory=RiskLimits)
+
+
+_FORWARDING = {ForwardState.QUEUED: "queued", ForwardState.UNKNOWN: "queued",
+               ForwardState.FORWARDED: "forwarded", ForwardState.DEAD: "dead"}
+_ONLINE = (PaymentStatus.APPROVED, PaymentStatus.DECLINED)
+
+
+def answer(payment: Payment) -> dict[str, Any]:
+    """The POS answer (CONTRACTS §3), derived from the stored row alone."""
+    return {
+        "id": payment.id,
+        "status": payment.status.value,
+        "mode": "online" if payment.status in _ONLINE else "offline",
+        "auth_code": payment.auth_code if payment.status in _ONLINE else None,
+        "decline_reason": payment.decline_reason if payment.status in (
+            PaymentStatus.DECLINED, PaymentStatus.DECLINED_OFFLINE) else None,
+        "card": {"brand": payment.brand, "last4": payment.last4},
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "reference": payment.reference,
+        "created_at": payment.created_at.isoformat(timespec="milliseconds"),
+    }
+
+
+def detail(payment: Payment) -> dict[str, Any]:
+    """`GET /v1/payments/{id}`: the answer plus how forwarding stands."""
+    doc = answer(payment)
+    state = _FORWARDING.get(payment.forward_state)
+    if payment.status is PaymentStatus.APPROVED_OFFLINE or state is not None:
+        doc["forwarding"] = {
+            "state": state or "queued",
+            "final_status": payment.final_status if state in ("forwarded", "dead") else None,
+            "attempts": payment.attempts,
+        }
+    else:
+        doc["forwarding"] = None
+    if payment.status is PaymentStatus.PENDING:
+        doc["status"] = "pending"
+    return doc
+
+
+class _KeyLocks:
+    """One asyncio.Lock per Idempotency-Key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class PaymentService:
+    def __init__(self, store: AsyncStore, gateway: Gateway, uplinks: UplinkSignal,
+                 settings: ServiceSettings, *,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_event: EventCallback | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.uplinks = uplinks
+        self.settings = settings
+        self._now = now
+        self._on_event = on_event
+        self._on_change = on_change
+        self._keys = _KeyLocks()
+        self._stand_in_lock = asyncio.Lock()
+        self.last_mode: str = "unknown"
+
+    def reconfigure(self, settings: ServiceSettings) -> None:
+        """Apply new limits and deadline (SIGHUP); payments in flight keep the old ones."""
+        self.settings = settings
+
+    async def submit(self, idempotency_key: str | None, body: bytes) -> dict[str, Any]:
+        """Take one payment; raises InvalidRequest, IdempotencyConflict, StorageUnavailable."""
+        key = parse_idempotency_key(idempotency_key)
+        request = parse_payment_request(body, self._today())
+        async with self._keys.hold(key):
+            found = await self.store.lookup_idempotency(key)
+            if found is not None:
+                payment, stored_hash = found
+                if stored_hash != await self.store.request_hash(request):
+                    raise IdempotencyConflict(key, payment.id)
+                if payment.status is not PaymentStatus.PENDING:
+                    return answer(payment)
+                log.info("payment %s: resuming an interrupted attempt", payment.id)
+            else:
+                payment = await self.store.begin_online(key, request)
+            payment = await self._decide(payment, request)
+        self._changed()
+        return answer(payment)
+
+    async def get(self, payment_id: str) -> dict[str, Any] | None:
+        payment = await self.store.get(payment_id)
+        return None if payment is None else detail(payment)
+
+    async def _decide(self, payment: Payment, request: PaymentRequest) -> Payment:
+        maybe_sent = payment.interrupted
+        if self.uplinks.worth_trying():
+            outcome = await self._online(payment, request)
+            if isinstance(outcome, Payment):
+                return outcome
+            maybe_sent = maybe_sent or outcome
+        return await self._stand_in(payment, request, maybe_sent)
+
+    async def _online(self, payment: Payment, request: PaymentRequest) -> Payment | bool:
+        """The settled payment, or whether the attempt may have reached the gateway."""
+        payload = AuthorizationPayload(
+            payment_id=payment.id, amount=request.amount, currency=request.currency,
+            card=request.card, merchant_id=self.settings.merchant_id, offline=False,
+            captured_at=payment.created_at, terminal_id=request.terminal_id,
+            reference=request.reference)
+        try:
+            result = await self.gateway.authorize(payload, self.settings.online_deadline_s)
+        except GatewayUnavailable as exc:
+            log.info("payment %s: gateway unavailable online (%s)", payment.id, exc.reason)
+            return False
+        except UnknownOutcome as exc:
+            log.warning("payment %s: online answer lost (%s)", payment.id, exc.reason)
+            return True
+        except GatewayRejected as exc:
+            log.error("payment %s: gateway refused the online request with %d (%s)",
+                      payment.id, exc.status, exc.reason)
+            return True
+        if self.last_mode == "offline":
+            self._emit("offline_mode", message="gateway reachable again: online", online=True,
+                       payment_id=payment.id)
+        self.last_mode = "online"
+        try:
+            return await self.store.settle_online(payment.id, result)
+        except InvalidTransition:
+            return await self._current(payment.id)
+
+    async def _stand_in(self, payment: Payment, request: PaymentRequest,
+                        maybe_sent: bool) -> Payment:
+        async with self._stand_in_lock:
+            decision = await self._risk(request)
+            try:
+                stored = await self.store.stand_in(payment.id, decision,
+                                                   outcome_unknown=maybe_sent)
+            except InvalidTransition:  # resolved meanwhile (forwarder lookup)
+                return await self._current(payment.id)
+        if self.last_mode != "offline":
+            self._emit("offline_mode", message="no uplink reaches the gateway: standing in",
+                       payment_id=stored.id)
+        self.last_mode = "offline"
+        if decision.approved:
+            log.info("payment %s approved offline (%d %s)", stored.id, stored.amount,
+                     stored.currency)
+        else:
+            log.info("payment %s declined offline: %s", stored.id, decision.reason)
+        return stored
+
+    async def _risk(self, request: PaymentRequest) -> RiskDecision:
+        limits = self.settings.limits
+        now = self._now()
+        stats = await self.store.queue_stats()
+        oldest = (now - stats.oldest_created_at).total_seconds() \
+            if stats.oldest_created_at else None
+        fingerprint = await self.store.fingerprint(request.card.pan)
+        count, amount = await self.store.card_velocity(
+            fingerprint, now - timedelta(seconds=limits.velocity_window_s))
+        return evaluate(request, limits, QueueSnapshot(stats.count, stats.amount,
+                                                       max(0.0, oldest) if oldest else oldest),
+                        CardVelocity(count, amount), self._today())
+
+    async def _current(self, payment_id: str) -> Payment:
+        payment = await self.store.get(payment_id)
+        assert payment is not None
+        return payment
+
+    def _today(self) -> date:
+        return self._now().date()
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(kind, **fields)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
