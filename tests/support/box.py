@@ -1,0 +1,100 @@
+"""A store in a namespace: the real daemon, the gateway simulator and a POS client."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from payments_cache.gateway_sim import Faults, GatewaySimulator
+from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
+from tests.support.netns import inside
+
+API = "http://127.0.0.1:18470"
+_keys = itertools.count(1)
+
+VISA = "4111111111111111"
+MASTERCARD = "5555555555554444"
+
+
+def payment_body(amount: int = 12500, pan: str = VISA, cvc: str | None = "123",
+                 reference: str | None = None) -> dict[str, Any]:
+    card: dict[str, Any] = {"pan": pan, "exp_month": 12, "exp_year": 2030}
+    if cvc is not None:
+        card["cvc"] = cvc
+    return {"amount": amount, "currency": "KRW", "card": card, "terminal_id": "pos-1",
+            "reference": reference or f"order-{next(_keys)}"}
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class Box:
+    daemon: DaemonProcess
+    sim: GatewaySimulator
+    session: aiohttp.ClientSession
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    async def pay(self, body: dict[str, Any] | bytes, key: str | None = None,
+                  token: str = TOKEN, headers: dict[str, str] | None = None) -> Answer:
+        hdrs = {"Authorization": f"Bearer {token}"} if token else {}
+        if key is not None:
+            hdrs["Idempotency-Key"] = key
+        hdrs.update(headers or {})
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with self.session.post(f"{API}/v1/payments", data=data, headers=hdrs) as r:
+            return Answer(r.status, await r.json())
+
+    async def get(self, path: str) -> Answer:
+        async with self.session.get(f"{API}{path}",
+                                    headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            return Answer(r.status, await r.json())
+
+    async def drain(self) -> None:
+        async with self.session.post(f"{API}/v1/queue/drain",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 202
+
+    async def status(self) -> dict[str, Any]:
+        return (await self.get("/v1/status")).body
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0,
+                     what: str = "condition") -> None:
+    """Re-check `check` until it holds; fail after `timeout`. For state owned by another
+    process, which the test can only observe by asking."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
+                    extra: str = "") -> AsyncIterator[Box]:
+    """Everything lives in `netns`: the simulator, the daemon, the POS's sockets."""
+    with inside(netns):
+        sim = GatewaySimulator(MERCHANT_KEY, seed=7, faults=faults)
+        url = await sim.start()
+        daemon = DaemonProcess(netns, write_config(tmp, gateway_url=url, extra=extra))
+        try:
+            await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
+            async with aiohttp.ClientSession() as session:
+                yield Box(daemon, sim, session)
+        finally:
+            code = await asyncio.to_thread(daemon.stop)
+            await sim.stop()
+        assert code == 0, daemon.log()[-3000:]
