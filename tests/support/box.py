@@ -84,12 +84,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 @asynccontextmanager
 async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
-                    extra: str = "") -> AsyncIterator[Box]:
+                    extra: str = "", payments: str = "") -> AsyncIterator[Box]:
     """Everything lives in `netns`: the simulator, the daemon, the POS's sockets."""
     with inside(netns):
         sim = GatewaySimulator(MERCHANT_KEY, seed=7, faults=faults)
         url = await sim.start()
-        daemon = DaemonProcess(netns, write_config(tmp, gateway_url=url, extra=extra))
+        daemon = DaemonProcess(netns, write_config(tmp, gateway_url=url, extra=extra,
+                                                   payments=payments))
         try:
             await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
             async with aiohttp.ClientSession() as session:

@@ -19,7 +19,8 @@ MERCHANT_KEY = "merchant-key-for-tests"
 
 
 def write_config(tmp: Path, extra: str = "", port: int = 18470,
-                 gateway_url: str = "http://127.0.0.1:9") -> Path:
+                 gateway_url: str = "http://127.0.0.1:9", payments: str = "") -> Path:
+    """A config for tests; `payments` adds keys to [payments], `extra` adds tables."""
     (tmp / "state").mkdir(exist_ok=True)
     tokens = tmp / "pos-tokens"
     tokens.write_text(f"# POS tokens\n{TOKEN}\n")
@@ -36,6 +37,7 @@ state_dir = "{tmp / 'state'}"
 [payments]
 gateway_url = "{gateway_url}"
 merchant_key_file = "{merchant_key}"
+{payments}
 
 [routing]
 backend = "none"
@@ -80,12 +82,30 @@ class DaemonProcess:
         self.config = config
         self.notify = NotifySocket(config.parent / "notify.sock")
         self.stderr_path = config.parent / "daemon.log"
-        full_env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path),
+        self.netns = netns
+        self.env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path),
                         PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(env or {}))
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-m", "firmware", "run",
-             "--config", str(config)],
-            stderr=self.stderr_path.open("wb"), stdout=subprocess.DEVNULL, env=full_env)
+        self.starts = 0
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        with self.stderr_path.open("ab") as log:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, sys.executable, "-m", "firmware", "run",
+                 "--config", str(self.config)],
+                stderr=log, stdout=subprocess.DEVNULL, env=self.env)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a power cut or an OOM kill."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """Start again after the process ended; wait for READY=1."""
+        assert self.proc.poll() is not None, "still running"
+        self.proc = self._spawn()
+        self.notify.wait_for("READY", "1")
 
     @property
     def socket_address(self) -> str:

@@ -1,0 +1,159 @@
+"""Kill the daemon at random moments under POS load, then prove exactly-once forwarding.
+
+Used by the crash-safety test (≥ 50 kills) and the benchmark (≥ 1,000 kills).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.support.box import API, Box, eventually, payment_body, store_box
+from tests.support.daemon import TOKEN
+
+OFFLINE_LIMITS = """
+offline_max_count = 1000000
+offline_max_total = 100000000000
+velocity_max_count = 1000000
+velocity_max_amount = 100000000000
+"""
+
+
+def random_pan(rng: random.Random) -> str:
+    digits = [4] + [rng.randrange(10) for _ in range(14)]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        d = d * 2 if i % 2 == 0 else d
+        total += d - 9 if d > 9 else d
+    return "".join(map(str, digits)) + str((10 - total % 10) % 10)
+
+
+@dataclass
+class CrashReport:
+    kills: int = 0
+    payments: int = 0
+    approved_offline: int = 0
+    declined_offline: int = 0
+    answered_after_retry: int = 0
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    conflicts_422: int = 0
+    integrity: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"kills": self.kills, "payments": self.payments,
+                "approved_offline": self.approved_offline,
+                "declined_offline": self.declined_offline,
+                "answered_after_retry": self.answered_after_retry,
+                "lost": len(self.lost), "duplicated": len(self.duplicated),
+                "unexpected": len(self.unexpected), "conflicts_422": self.conflicts_422,
+                "integrity": self.integrity, "seconds": round(self.seconds, 1)}
+
+
+class Pos:
+    """A POS that retries the same Idempotency-Key and body until it gets an answer."""
+
+    def __init__(self, session: aiohttp.ClientSession, rng: random.Random) -> None:
+        self.session = session
+        self.rng = rng
+        self.answers: dict[str, dict[str, Any]] = {}
+        self.retried: set[str] = set()
+        self.seq = 0
+
+    async def one(self, worker: int) -> None:
+        self.seq += 1
+        key = f"crash-{worker}-{self.seq}"
+        body = json.dumps(payment_body(self.rng.randrange(100, 50000),
+                                       pan=random_pan(self.rng))).encode()
+        headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": key}
+        while True:
+            try:
+                async with self.session.post(f"{API}/v1/payments", data=body,
+                                             headers=headers) as r:
+                    if r.status == 200:
+                        self.answers[key] = await r.json()
+                        return
+                    if r.status != 503:
+                        raise AssertionError(f"{key}: HTTP {r.status} {await r.text()}")
+            except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+                pass
+            self.retried.add(key)
+            await asyncio.sleep(0.02)  # back off while the daemon restarts
+
+    async def run(self, worker: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.one(worker)
+
+
+async def _kill_loop(box: Box, kills: int, rng: random.Random) -> int:
+    done = 0
+    for _ in range(kills):
+        await asyncio.sleep(rng.uniform(0.0, 0.15))  # a random moment under load
+        await asyncio.to_thread(box.daemon.kill)
+        done += 1
+        await asyncio.to_thread(box.daemon.restart)
+    return done
+
+
+async def _drain_all(box: Box, timeout: float) -> None:
+    await box.sim.set_faults(down=False)
+    await box.drain()
+
+    async def empty() -> bool:
+        queue = (await box.get("/v1/queue?limit=1")).body["stats"]
+        return queue["count"] == 0  # type: ignore[no-any-return]
+
+    await eventually(empty, timeout=timeout, what="the queue to drain")
+
+
+def _integrity(state_dir: Path) -> str:
+    conn = sqlite3.connect(f"file:{state_dir / 'payments.sqlite3'}?mode=ro", uri=True)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def crash_drill(netns: str, tmp: Path, kills: int, workers: int = 4,
+                      seed: int = 1, drain_timeout: float = 120.0) -> CrashReport:
+    rng = random.Random(seed)
+    report = CrashReport()
+    started = time.monotonic()
+    from payments_cache.gateway_sim import Faults
+
+    async with store_box(netns, tmp, faults=Faults(down=True, down_mode="refuse"),
+                         payments=OFFLINE_LIMITS) as box:
+        pos = Pos(box.session, rng)
+        stop = asyncio.Event()
+        load = [asyncio.create_task(pos.run(w, stop)) for w in range(workers)]
+        try:
+            report.kills = await _kill_loop(box, kills, rng)
+        finally:
+            stop.set()
+            await asyncio.gather(*load)
+        await _drain_all(box, drain_timeout)
+        stats = box.sim.stats()
+        report.conflicts_422 = stats.conflicts_422
+        approved = {a["id"] for a in pos.answers.values() if a["status"] == "approved_offline"}
+        report.payments = len(pos.answers)
+        report.approved_offline = len(approved)
+        report.declined_offline = sum(a["status"] == "declined_offline"
+                                      for a in pos.answers.values())
+        report.answered_after_retry = len(pos.retried & pos.answers.keys())
+        arrived = {a.payment_id for a in box.sim.authorizations()}
+        report.lost = sorted(approved - arrived)
+        report.unexpected = sorted(arrived - approved)
+        report.duplicated = sorted(p for p in arrived if box.sim.processed_count(p) != 1)
+    report.integrity = _integrity(tmp / "state")
+    report.seconds = time.monotonic() - started
+    return report
