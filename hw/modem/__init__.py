@@ -1,0 +1,1 @@
+"""LTE modem control: AT response parsers (`hw.modem.parsers`) and their errors."""

@@ -1,0 +1,426 @@
+"""Pure parsers for Quectel EC2x/EG2x (and BG9x where the format is shared) responses.
+
+Sources: Quectel EC25&EC21 AT Commands Manual (V1.3 / V2.0: +QCSQ, +QNWINFO, +QLTS, +QCFG,
++QDSIM, +QSIMSTAT, +QCCID), the Quectel forum answer on +QCSQ conversion
+(forums.quectel.com/t/at-qcsq-command-conversion-on-eg21-g/54722), ModemManager's Quectel
+helpers (`mm-modem-helpers-quectel.c`: +QNETDEVCTL) and public captures named in the tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Final
+
+from hw.modem.errors import ParseError
+from hw.modem.parsers.generic import (
+    Field,
+    NetworkTime,
+    optional_hex,
+    optional_int,
+    parse_iccid,
+    parse_time_value,
+    payload,
+    quoted_value,
+    response_lines,
+    single_line,
+    split_fields,
+    split_mcc_mnc,
+    to_int,
+)
+
+# --- +QCSQ ------------------------------------------------------------------------------
+
+
+class QuectelSysMode(StrEnum):
+    """The `<sysmode>` of +QCSQ."""
+
+    NO_SERVICE = "no_service"
+    GSM = "gsm"
+    WCDMA = "wcdma"
+    TDSCDMA = "tdscdma"
+    LTE = "lte"
+    CAT_M = "cat_m"
+    NB_IOT = "nb_iot"
+
+
+_SYSMODES: Final[Mapping[str, QuectelSysMode]] = {
+    "NOSERVICE": QuectelSysMode.NO_SERVICE,
+    "NO SERVICE": QuectelSysMode.NO_SERVICE,
+    "GSM": QuectelSysMode.GSM,
+    "WCDMA": QuectelSysMode.WCDMA,
+    "TDSCDMA": QuectelSysMode.TDSCDMA,
+    "LTE": QuectelSysMode.LTE,
+    "CAT-M": QuectelSysMode.CAT_M,
+    "CAT-M1": QuectelSysMode.CAT_M,
+    "EMTC": QuectelSysMode.CAT_M,
+    "NBIOT": QuectelSysMode.NB_IOT,
+    "NB-IOT": QuectelSysMode.NB_IOT,
+    "CAT-NB": QuectelSysMode.NB_IOT,
+    "CAT-NB1": QuectelSysMode.NB_IOT,
+}
+
+#: Values after <sysmode>: GSM rssi; WCDMA/TD-SCDMA rssi,rscp,ecio; LTE-like rssi,rsrp,sinr,rsrq.
+_QCSQ_COUNTS: Final[Mapping[QuectelSysMode, int]] = {
+    QuectelSysMode.NO_SERVICE: 0,
+    QuectelSysMode.GSM: 1,
+    QuectelSysMode.WCDMA: 3,
+    QuectelSysMode.TDSCDMA: 3,
+    QuectelSysMode.LTE: 4,
+    QuectelSysMode.CAT_M: 4,
+    QuectelSysMode.NB_IOT: 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QuectelSignal:
+    """+QCSQ in physical units; fields not reported for `sysmode` are None.
+
+    `sinr_raw` is the reported LTE SINR (fifths of a dB, 0..250); `sinr_db` is
+    `sinr_raw / 5 - 20` (-20..+30 dB), None when the raw value is outside 0..250."""
+
+    sysmode: QuectelSysMode
+    rssi_dbm: int | None
+    rsrp_dbm: int | None
+    sinr_raw: int | None
+    sinr_db: float | None
+    rsrq_db: int | None
+    rscp_dbm: int | None
+    ecio_db: int | None
+
+
+def qcsq_sinr_db(raw: int) -> float | None:
+    """+QCSQ LTE SINR: "values are in 1/5th of a dB, range 0-250 which translates to
+    -20 dB - +30 dB" (Quectel manuals; forum answer above): `raw / 5 - 20`."""
+    return raw / 5 - 20 if 0 <= raw <= 250 else None
+
+
+def parse_qcsq(text: str) -> QuectelSignal:
+    """`+QCSQ: "LTE",<rssi>,<rsrp>,<sinr>,<rsrq>`, `+QCSQ: "NOSERVICE"`, `"GSM",<rssi>`,
+    `"WCDMA",<rssi>,<rscp>,<ecio>`, `"CAT-M1"`/`"eMTC"`/`"NBIoT"` like LTE.
+
+    EG21-G reports the LTE RSSI as a positive magnitude (`"LTE",77,...` for -77 dBm, per
+    Quectel support); a positive RSSI is therefore negated."""
+    line = single_line(text, "+QCSQ")
+    fields = split_fields(payload(line, "+QCSQ"), "+QCSQ", line)
+    try:
+        sysmode = _SYSMODES[fields[0].text.upper()]
+    except KeyError:
+        raise ParseError("+QCSQ", line, "unknown <sysmode>") from None
+    values = [to_int(f.text, "+QCSQ", line, "value") for f in fields[1:]]
+    if len(values) != _QCSQ_COUNTS[sysmode]:
+        raise ParseError("+QCSQ", line, f"{sysmode.value} takes {_QCSQ_COUNTS[sysmode]} values")
+    rssi = values[0] if values else None
+    if rssi is not None and rssi > 0:
+        rssi = -rssi
+    if sysmode in (QuectelSysMode.LTE, QuectelSysMode.CAT_M, QuectelSysMode.NB_IOT):
+        _, rsrp, sinr, rsrq = values
+        return QuectelSignal(sysmode=sysmode, rssi_dbm=rssi, rsrp_dbm=rsrp, sinr_raw=sinr,
+                             sinr_db=qcsq_sinr_db(sinr), rsrq_db=rsrq, rscp_dbm=None,
+                             ecio_db=None)
+    if sysmode in (QuectelSysMode.WCDMA, QuectelSysMode.TDSCDMA):
+        return QuectelSignal(sysmode=sysmode, rssi_dbm=rssi, rsrp_dbm=None, sinr_raw=None,
+                             sinr_db=None, rsrq_db=None, rscp_dbm=values[1], ecio_db=values[2])
+    return QuectelSignal(sysmode=sysmode, rssi_dbm=rssi, rsrp_dbm=None, sinr_raw=None,
+                         sinr_db=None, rsrq_db=None, rscp_dbm=None, ecio_db=None)
+
+
+# --- +QNWINFO ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QuectelNetworkInfo:
+    """+QNWINFO: access technology text (`"FDD LTE"`), numeric operator, band text
+    (`"LTE BAND 3"`) and channel (EARFCN/UARFCN/ARFCN). All None for `No Service`."""
+
+    act: str | None
+    operator: str | None
+    band: str | None
+    channel: int | None
+
+    @property
+    def has_service(self) -> bool:
+        return self.act is not None
+
+    @property
+    def mcc(self) -> str | None:
+        return None if self.operator is None else split_mcc_mnc(self.operator)[0]
+
+    @property
+    def mnc(self) -> str | None:
+        return None if self.operator is None else split_mcc_mnc(self.operator)[1]
+
+    @property
+    def lte_band(self) -> int | None:
+        """The E-UTRA band number of `LTE BAND <n>`."""
+        match = re.fullmatch(r"LTE BAND (\d+)", self.band or "", re.IGNORECASE)
+        return None if match is None else int(match.group(1))
+
+
+def parse_qnwinfo(text: str) -> QuectelNetworkInfo:
+    """`+QNWINFO: "FDD LTE","45005","LTE BAND 3",1550` or `+QNWINFO: No Service`."""
+    line = single_line(text, "+QNWINFO")
+    body = payload(line, "+QNWINFO")
+    if body.strip('"').strip().lower() == "no service":
+        return QuectelNetworkInfo(act=None, operator=None, band=None, channel=None)
+    fields = split_fields(body, "+QNWINFO", line)
+    if len(fields) != 4:
+        raise ParseError("+QNWINFO", line, "expected <act>,<oper>,<band>,<channel>")
+    operator = fields[1].text
+    try:
+        split_mcc_mnc(operator)
+    except ValueError:
+        raise ParseError("+QNWINFO", line, "<oper> is not a numeric MCC/MNC") from None
+    return QuectelNetworkInfo(act=fields[0].text, operator=operator, band=fields[2].text or None,
+                              channel=to_int(fields[3].text, "+QNWINFO", line, "<channel>"))
+
+
+# --- +QENG="servingcell" ----------------------------------------------------------------
+
+#: `<UL_bandwidth>` / `<DL_bandwidth>` index of LTE +QENG -> MHz.
+LTE_BANDWIDTH_MHZ: Final[Mapping[int, float]] = {0: 1.4, 1: 3.0, 2: 5.0, 3: 10.0, 4: 15.0, 5: 20.0}
+
+_LTE_LIKE: Final = frozenset({"LTE", "EMTC", "CAT-M", "CAT-M1", "NBIOT", "NB-IOT", "CAT-NB"})
+
+
+@dataclass(frozen=True, slots=True)
+class QuectelServingCell:
+    """`AT+QENG="servingcell"`. `state` is SEARCH / LIMSRV / NOCONN / CONNECT; the cell
+    fields are None in SEARCH/LIMSRV-only answers, and LTE-only fields are None on GSM/WCDMA
+    (which fill `lac` instead of `tac`). "-" (not available) reads as None.
+
+    `sinr_raw` is the reported value. `sinr_db` follows the EC2x convention
+    `2 * raw - 20` for raw 0..25 (-20..+30 dB) as used by the ROOTer firmware's Quectel
+    script (ofmodemsandmen/RooterSource `quecteldata.sh`); it is only computed for `rat`
+    "LTE" and raw values in range, because other Quectel families (RM5xx report dB, BG9x
+    eMTC) and some firmware report this field differently. The manual was not at hand."""
+
+    state: str
+    rat: str | None
+    duplex: str | None
+    mcc: str | None
+    mnc: str | None
+    cell_id: int | None
+    pci: int | None
+    earfcn: int | None
+    band: int | None
+    ul_bandwidth_mhz: float | None
+    dl_bandwidth_mhz: float | None
+    tac: int | None
+    lac: int | None
+    rsrp_dbm: int | None
+    rsrq_db: int | None
+    rssi_dbm: int | None
+    sinr_raw: int | None
+    sinr_db: float | None
+    srxlev: int | None
+
+
+def qeng_lte_sinr_db(raw: int) -> float | None:
+    """EC2x `+QENG` LTE SINR: `2 * raw - 20` for 0..25, else None (see QuectelServingCell)."""
+    return float(2 * raw - 20) if 0 <= raw <= 25 else None
+
+
+def _bandwidth(value: str, line: str) -> float | None:
+    index = optional_int(value, "+QENG", line, "bandwidth")
+    return None if index is None else LTE_BANDWIDTH_MHZ.get(index)
+
+
+def _qeng_fields(text: str) -> tuple[str, list[Field]]:
+    lines = response_lines(text)
+    if not lines:
+        raise ParseError("+QENG", text, "empty response")
+    first = lines[0]
+    fields = split_fields(payload(first, "+QENG"), "+QENG", first)
+    if fields[0].text.lower() != "servingcell" or len(fields) < 2:
+        raise ParseError("+QENG", first, 'expected "servingcell",<state>,...')
+    if len(lines) == 1:
+        return first, fields
+    # EN-DC layout (RM5xx): "servingcell",<state> then "LTE",<is_tdd>,... on its own line.
+    second = lines[1]
+    rest = split_fields(payload(second, "+QENG"), "+QENG", second)
+    if len(fields) != 2 or rest[0].text.upper() != "LTE":
+        raise ParseError("+QENG", text, "unexpected extra line")
+    return second, fields + rest
+
+
+def parse_qeng_servingcell(text: str) -> QuectelServingCell:
+    """LTE: `"servingcell",<state>,"LTE",<is_tdd>,<MCC>,<MNC>,<cellID>,<PCID>,<earfcn>,
+    <freq_band_ind>,<UL_bandwidth>,<DL_bandwidth>,<TAC>,<RSRP>,<RSRQ>,<RSSI>,<SINR>
+    [,<srxlev>]` (RM5xx/EG18 add `<CQI>,<tx_power>` before `<srxlev>`);
+    GSM/WCDMA: `"servingcell",<state>,<rat>,<MCC>,<MNC>,<LAC>,<cellID>,...`;
+    `"servingcell","SEARCH"` alone."""
+    line, fields = _qeng_fields(text)
+    state = fields[1].text.upper()
+    if not state:
+        raise ParseError("+QENG", line, "no <state>")
+    empty = QuectelServingCell(
+        state=state, rat=None, duplex=None, mcc=None, mnc=None, cell_id=None, pci=None,
+        earfcn=None, band=None, ul_bandwidth_mhz=None, dl_bandwidth_mhz=None, tac=None, lac=None,
+        rsrp_dbm=None, rsrq_db=None, rssi_dbm=None, sinr_raw=None, sinr_db=None, srxlev=None)
+    if len(fields) == 2:
+        return empty
+    rat = fields[2].text
+    values = [f.text for f in fields]
+    if rat.upper() in _LTE_LIKE:
+        if len(values) < 17:
+            raise ParseError("+QENG", line, "LTE serving cell needs at least 17 fields")
+        sinr = optional_int(values[16], "+QENG", line, "<SINR>")
+        srxlev_at = 19 if len(values) >= 20 else 17
+        return QuectelServingCell(
+            state=state, rat=rat, duplex=values[3] or None,
+            mcc=values[4] or None, mnc=values[5] or None,
+            cell_id=optional_hex(values[6], "+QENG", line, "<cellID>"),
+            pci=optional_int(values[7], "+QENG", line, "<PCID>"),
+            earfcn=optional_int(values[8], "+QENG", line, "<earfcn>"),
+            band=optional_int(values[9], "+QENG", line, "<freq_band_ind>"),
+            ul_bandwidth_mhz=_bandwidth(values[10], line),
+            dl_bandwidth_mhz=_bandwidth(values[11], line),
+            tac=optional_hex(values[12], "+QENG", line, "<TAC>"),
+            lac=None,
+            rsrp_dbm=optional_int(values[13], "+QENG", line, "<RSRP>"),
+            rsrq_db=optional_int(values[14], "+QENG", line, "<RSRQ>"),
+            rssi_dbm=optional_int(values[15], "+QENG", line, "<RSSI>"),
+            sinr_raw=sinr,
+            sinr_db=qeng_lte_sinr_db(sinr) if sinr is not None and rat.upper() == "LTE"
+            else None,
+            srxlev=(optional_int(values[srxlev_at], "+QENG", line, "<srxlev>")
+                    if len(values) > srxlev_at else None),
+        )
+    if rat.upper() in ("GSM", "WCDMA"):
+        if len(values) < 7:
+            raise ParseError("+QENG", line, f"{rat} serving cell needs at least 7 fields")
+        return QuectelServingCell(
+            state=state, rat=rat, duplex=None, mcc=values[3] or None, mnc=values[4] or None,
+            cell_id=optional_hex(values[6], "+QENG", line, "<cellID>"), pci=None, earfcn=None,
+            band=None, ul_bandwidth_mhz=None, dl_bandwidth_mhz=None, tac=None,
+            lac=optional_hex(values[5], "+QENG", line, "<LAC>"), rsrp_dbm=None, rsrq_db=None,
+            rssi_dbm=None, sinr_raw=None, sinr_db=None, srxlev=None)
+    raise ParseError("+QENG", line, f"unsupported <rat> {rat!r}")
+
+
+# --- +QLTS ------------------------------------------------------------------------------
+
+
+def parse_qlts(text: str, *, mode: int = 0) -> NetworkTime | None:
+    """`+QLTS: "yyyy/MM/dd,hh:mm:ss±zz,d"` -> aware time in the network's zone, DST hours.
+
+    The wall time is UTC for `AT+QLTS` / `AT+QLTS=0` (latest synchronised time) and
+    `AT+QLTS=1` (current GMT), local for `AT+QLTS=2`; pass the mode the command used.
+    `+QLTS: ""` (no network time received yet) is None."""
+    if mode not in (0, 1, 2):
+        raise ValueError(f"AT+QLTS mode is 0, 1 or 2, not {mode}")
+    line = single_line(text, "+QLTS")
+    value, rest = quoted_value(payload(line, "+QLTS"), "+QLTS", line)
+    if rest:
+        raise ParseError("+QLTS", line, "unexpected text after the time")
+    if not value:
+        return None
+    return parse_time_value(value, "+QLTS", line, utc=mode != 2)
+
+
+# --- +QCFG="usbnet", +QNETDEVCTL ------------------------------------------------------
+
+
+class QuectelUsbNet(IntEnum):
+    """`AT+QCFG="usbnet"`: the USB network interface the module exposes."""
+
+    RMNET = 0   # QMI / RmNet (qmi_wwan)
+    ECM = 1
+    MBIM = 2
+    RNDIS = 3
+    NCM = 5     # newer platforms (RM5xx)
+
+
+def parse_qcfg_usbnet(text: str) -> QuectelUsbNet:
+    """`+QCFG: "usbnet",<net>`."""
+    line = single_line(text, "+QCFG")
+    fields = split_fields(payload(line, "+QCFG"), "+QCFG", line)
+    if fields[0].text.lower() != "usbnet" or len(fields) != 2:
+        raise ParseError("+QCFG", line, 'expected "usbnet",<net>')
+    value = to_int(fields[1].text, "+QCFG", line, "<net>")
+    try:
+        return QuectelUsbNet(value)
+    except ValueError:
+        raise ParseError("+QCFG", line, f"unknown usbnet mode {value}") from None
+
+
+class NetdevConnectType(IntEnum):
+    """`<op>` of +QNETDEVCTL (names as in ModemManager's MMQNetdevCtlConnectType)."""
+
+    DISCONNECTED = 0
+    CONNECT_ONCE = 1
+    RESERVED = 2
+    CONNECT_AUTO = 3
+
+
+@dataclass(frozen=True, slots=True)
+class QuectelNetdevStatus:
+    """One `+QNETDEVCTL: <op>,<cid>,<urc_en>,<state>` line (`AT+QNETDEVCTL?`)."""
+
+    connect_type: NetdevConnectType
+    cid: int
+    urc_enabled: bool
+    connected: bool
+
+
+def parse_qnetdevctl(text: str) -> tuple[QuectelNetdevStatus, ...]:
+    """`+QNETDEVCTL: 3,1,0,1` lines (one per configured context). The three-field layouts of
+    some Unisoc-based modules are not supported."""
+    result: list[QuectelNetdevStatus] = []
+    lines = response_lines(text)
+    if not lines:
+        raise ParseError("+QNETDEVCTL", text, "empty response")
+    for line in lines:
+        fields = split_fields(payload(line, "+QNETDEVCTL"), "+QNETDEVCTL", line)
+        if len(fields) != 4:
+            raise ParseError("+QNETDEVCTL", line, "expected <op>,<cid>,<urc_en>,<state>")
+        op, cid, urc, state = (to_int(f.text, "+QNETDEVCTL", line, "value") for f in fields)
+        if op not in tuple(NetdevConnectType) or not 0 <= cid <= 15 or urc not in (0, 1) \
+                or state not in (0, 1):
+            raise ParseError("+QNETDEVCTL", line, "value out of range")
+        result.append(QuectelNetdevStatus(connect_type=NetdevConnectType(op), cid=cid,
+                                          urc_enabled=urc == 1, connected=state == 1))
+    return tuple(result)
+
+
+# --- SIM: +QDSIM, +QSIMSTAT, +QCCID ---------------------------------------------------
+
+
+def parse_qdsim(text: str) -> int:
+    """`+QDSIM: 0|1`: the selected SIM slot (0 = SIM1, 1 = SIM2)."""
+    line = single_line(text, "+QDSIM")
+    slot = to_int(payload(line, "+QDSIM"), "+QDSIM", line, "<mode>")
+    if slot not in (0, 1):
+        raise ParseError("+QDSIM", line, f"slot {slot} is not 0 or 1")
+    return slot
+
+
+@dataclass(frozen=True, slots=True)
+class QuectelSimStatus:
+    """`+QSIMSTAT: <enable>,<inserted_status>`; `inserted` is None for status 2 (unknown,
+    before the SIM is initialised)."""
+
+    report_enabled: bool
+    inserted: bool | None
+
+
+def parse_qsimstat(text: str) -> QuectelSimStatus:
+    """`AT+QSIMSTAT?` read response (the URC has the same shape)."""
+    line = single_line(text, "+QSIMSTAT")
+    fields = split_fields(payload(line, "+QSIMSTAT"), "+QSIMSTAT", line)
+    if len(fields) != 2:
+        raise ParseError("+QSIMSTAT", line, "expected <enable>,<inserted_status>")
+    enable = to_int(fields[0].text, "+QSIMSTAT", line, "<enable>")
+    status = to_int(fields[1].text, "+QSIMSTAT", line, "<inserted_status>")
+    if enable not in (0, 1) or status not in (0, 1, 2):
+        raise ParseError("+QSIMSTAT", line, "value out of range")
+    return QuectelSimStatus(report_enabled=enable == 1,
+                            inserted=None if status == 2 else status == 1)
+
+
+def parse_qccid(text: str) -> str:
+    """`+QCCID: 8982...` -> the ICCID (trailing F padding removed)."""
+    return parse_iccid(text, prefix="+QCCID")
