@@ -20,3 +20,65 @@ class ParseError(ModemError):
         self.line = line
         self.reason = reason
         super().__init__(f"{command}: {reason}: {line!r}")
+
+
+# --- transport / channel (hw.modem.transport, hw.modem.channel) -------------------------
+
+
+class PortOpenError(ModemError):
+    """The AT port `port` (a device path or pyserial URL) could not be opened."""
+
+    def __init__(self, port: str, reason: str) -> None:
+        self.port = port
+        self.reason = reason
+        super().__init__(f"cannot open AT port {port!r}: {reason}")
+
+
+class PortClosed(ModemError):
+    """The AT port `port` is closed: hang-up/EOF, an I/O error, or closed by its owner."""
+
+    def __init__(self, port: str, reason: str) -> None:
+        self.port = port
+        self.reason = reason
+        super().__init__(f"AT port {port!r} closed: {reason}")
+
+
+class CommandTimeout(ModemError):
+    """No final result code for `command` within `timeout_s` seconds.
+
+    `resync` is true when the command was never sent because the channel could not
+    resynchronise with the modem after an earlier unanswered command.
+    """
+
+    def __init__(self, command: str, timeout_s: float, *, resync: bool = False) -> None:
+        self.command = command
+        self.timeout_s = timeout_s
+        self.resync = resync
+        what = "could not resync before sending" if resync else "no final result code for"
+        super().__init__(f"{what} {command!r} within {timeout_s:g} s")
+
+
+class CommandError(ModemError):
+    """`command` ended with an error final result code `final` (`ERROR`, `+CME ERROR: 10`...).
+
+    `cme_code` / `cms_code` are the numeric +CME/+CMS codes (verbose texts mapped to their
+    3GPP TS 27.007/27.005 numbers when known), else None.
+    """
+
+    def __init__(
+        self, command: str, final: str, cme_code: int | None = None, cms_code: int | None = None
+    ) -> None:
+        self.command = command
+        self.final = final
+        self.cme_code = cme_code
+        self.cms_code = cms_code
+        super().__init__(f"{command!r} failed: {final!r}")
+
+
+class ModemRebooted(ModemError):
+    """The modem announced a reboot (`RDY`) while `command` was outstanding."""
+
+    def __init__(self, command: str, line: str = "RDY") -> None:
+        self.command = command
+        self.line = line
+        super().__init__(f"modem rebooted ({line!r}) while {command!r} was outstanding")

@@ -1,0 +1,775 @@
+"""`AtChannel`: one AT command at a time over a `SerialTransport`, URCs routed aside.
+
+Layering (as in pyserial's own design): `transport` moves bytes, `framing` cuts them into
+lines/finals/echoes/prompts, this module is the protocol: it pairs commands with answers.
+
+Ownership. The channel owns its transport and one reader task (started by `start()` or
+`async with`, ended by `close()`); that task is the only reader of the port and never
+blocks the loop. `command()` holds an `asyncio.Lock`, so one command is on the wire at a
+time; its timeout is an `asyncio.timeout` scope around "send and wait for the final".
+Cancelling a `command()` is safe: the channel treats it like a timeout (see resync).
+
+URC routing rule. Every framed line is routed, in this order:
+
+1. A line in `ALWAYS_URC` (`RDY`, `POWERED DOWN`, ...) is unsolicited, whatever is
+   outstanding. `RDY` means the modem rebooted: the outstanding command (if any) fails
+   with `ModemRebooted`, `stats.reboots` counts it, and subscribers to `RDY` get it — the
+   event the modem layer acts on (re-run its init sequence).
+2. While a command is outstanding, a line that starts with one of the command's own
+   response prefixes is part of its answer. The prefixes are derived from the command
+   (`AT+CEREG?` -> `+CEREG:`; `AT+CSQ;+COPS?` -> `+CSQ:`, `+COPS:`) or given with
+   `command(..., prefix=)`. So `+CEREG: 1` is the answer while `AT+CEREG?` is
+   outstanding and a URC otherwise; `+CPIN: READY` likewise for `AT+CPIN?`. (A genuine
+   `+CEREG:` URC racing an `AT+CEREG?` answer therefore lands in the answer's lines; the
+   two are told apart by field count — `n,stat` vs `stat` — by the parser.)
+3. A line starting with a URC prefix (`urc_prefixes`, default `DEFAULT_URC_PREFIXES`) is a
+   URC and goes to the subscribers — in the middle of an answer too, since routing is per
+   line and the framer reassembles lines split across reads. Exception: while the
+   channel is out of sync (below), a line whose prefix is that of an unanswered command
+   is taken for its late answer and dropped, not delivered as a URC.
+4. Any other line belongs to the outstanding command; with none outstanding it is
+   unsolicited: delivered to catch-all subscribers (`prefixes=None`) while in sync,
+   dropped as stray (`stats.stray_lines`) while out of sync.
+
+Resync strategy. A command that did not get its final result code (timeout, cancellation,
+reboot, port error) leaves the channel *out of sync*: its answer may still arrive. A bare
+`AT` cannot resync — its `OK` is indistinguishable from the late `OK` of the lost
+command. Before the next command is sent the channel therefore sends a *marker query*
+whose answer carries a distinctive information line (`AT+CMEE?` -> `+CMEE: <n>`; if an
+unanswered command itself had that prefix, `AT+CSCS?` or `AT+CFUN?` instead) and discards
+everything until that marker line *followed by* a final result code. A modem executes
+commands in order, so any late answer comes before the marker, and the final after the
+marker is the query's own. Attempts (`resync_attempts`, each `resync_timeout` s) that time
+out are themselves unanswered commands and are avoided by the next attempt; when all fail
+the pending command is not sent and `CommandTimeout(command, ..., resync=True)` is
+raised (a muted modem). A reboot (`RDY`) does not end a resync: only the marker does.
+
+Measurement. Every `Response` carries `duration_s` (send to final, loop clock);
+`stats.last_duration_s[command]` / `stats.max_duration_s[command]` keep the last/maximum
+per command text, and an optional `on_command(command, duration_s, outcome)` callback
+(outcome `"ok" | "error" | "timeout" | "rebooted" | "closed" | "cancelled"`) feeds metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from hw.modem.errors import CommandError, CommandTimeout, ModemRebooted, PortClosed
+from hw.modem.framing import AtFramer, Echo, Final, FinalKind, Garbage, Line, Prompt
+from hw.modem.transport import SerialTransport
+
+__all__ = [
+    "ALWAYS_URC",
+    "DEFAULT_URC_PREFIXES",
+    "SYNC_QUERIES",
+    "AtChannel",
+    "ChannelStats",
+    "Outcome",
+    "Response",
+    "Subscription",
+    "Urc",
+    "response_prefixes",
+]
+
+log = logging.getLogger(__name__)
+
+#: Lines that are unsolicited whatever command is outstanding.
+ALWAYS_URC: frozenset[str] = frozenset({"RDY", "POWERED DOWN", "NORMAL POWER DOWN"})
+
+#: URC prefixes of a Quectel EC25 (and 3GPP TS 27.007 generic ones).
+DEFAULT_URC_PREFIXES: frozenset[str] = frozenset(
+    {
+        *ALWAYS_URC,
+        "+CFUN:",
+        "+CPIN:",
+        "+QUSIM:",
+        "+QIND:",
+        "+CREG:",
+        "+CGREG:",
+        "+CEREG:",
+        "+C5GREG:",
+        "+CGEV:",
+        "+QNETDEVSTATUS:",
+        "+QSIMSTAT:",
+        "+CTZE:",
+        "+CTZV:",
+        "+QIURC:",
+        "+CMTI:",
+        "+CMT:",
+        "+CDS:",
+        "+CUSD:",
+        "RING",
+        "+CRING:",
+        "+CLIP:",
+        "+QSTAT:",
+    }
+)
+
+#: Marker queries for resync, each with the prefix of its distinctive answer line.
+SYNC_QUERIES: tuple[tuple[str, str], ...] = (
+    ("AT+CMEE?", "+CMEE:"),
+    ("AT+CSCS?", "+CSCS:"),
+    ("AT+CFUN?", "+CFUN:"),
+)
+
+Outcome = Literal["ok", "error", "timeout", "rebooted", "closed", "cancelled"]
+
+_ESC = b"\x1b"
+_CTRL_Z = b"\x1a"
+_EXT_NAME = re.compile(r"\s*([+$%^#*!][A-Za-z0-9_]+)")
+
+
+def _split_concatenated(body: str) -> list[str]:
+    """`+CSQ;+COPS?` -> [`+CSQ`, `+COPS?`]; `;` inside quotes is kept."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in body:
+        if char == '"':
+            quoted = not quoted
+        if char == ";" and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def response_prefixes(command: str) -> frozenset[str]:
+    """The information-line prefixes `command` may answer with (`AT+CSQ` -> `+CSQ:`)."""
+    body = command.strip()[2:]
+    prefixes = set()
+    for part in _split_concatenated(body):
+        match = _EXT_NAME.match(part)
+        if match:
+            prefixes.add(match.group(1).upper() + ":")
+    return frozenset(prefixes)
+
+
+def _line_prefix(line: str) -> str | None:
+    """`+CEREG: 1` -> `+CEREG:`; None for lines without an extended-command prefix."""
+    match = _EXT_NAME.match(line)
+    if match and line[match.end() : match.end() + 1] == ":":
+        return match.group(1).upper() + ":"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The answer to one command: its information lines and final result code."""
+
+    command: str
+    lines: tuple[str, ...]
+    final: str
+    duration_s: float
+
+    def values(self, prefix: str) -> list[str]:
+        """The text after `prefix` on each line that starts with it (`+CSQ:` -> `20,99`)."""
+        return [line[len(prefix) :].strip() for line in self.lines if line.startswith(prefix)]
+
+    def value(self, prefix: str) -> str | None:
+        """The first of `values(prefix)`, or None."""
+        found = self.values(prefix)
+        return found[0] if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class Urc:
+    """An unsolicited line. `prefix` is the configured prefix it matched (None: unknown)."""
+
+    line: str
+    prefix: str | None
+    received_at: float
+
+
+@dataclass
+class ChannelStats:
+    """Counters and per-command durations (seconds, event-loop clock)."""
+
+    commands: int = 0
+    ok: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    reboots: int = 0
+    resyncs: int = 0
+    resync_failures: int = 0
+    urcs: int = 0
+    stray_lines: int = 0
+    stray_finals: int = 0
+    garbage_bytes: int = 0
+    echoes: int = 0
+    last_duration_s: dict[str, float] = field(default_factory=dict)
+    max_duration_s: dict[str, float] = field(default_factory=dict)
+
+
+class Subscription:
+    """URCs matching `prefixes` (None: every unsolicited line), as an async iterator.
+
+    Bounded: when `maxsize` URCs are waiting the oldest is dropped (`dropped` counts).
+    Iteration ends when the subscription or the channel is closed; it raises
+    `PortClosed` when the port failed. Use as a (sync or async) context manager, or call
+    `close()`.
+    """
+
+    def __init__(
+        self, channel: AtChannel, prefixes: frozenset[str] | None, maxsize: int
+    ) -> None:
+        self._channel = channel
+        self.prefixes = prefixes
+        self._maxsize = maxsize
+        self._queue: deque[Urc] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self.dropped = 0
+
+    def matches(self, line: str) -> bool:
+        return self.prefixes is None or any(line.startswith(p) for p in self.prefixes)
+
+    def _push(self, urc: Urc) -> None:
+        if self._ended:
+            return
+        if len(self._queue) >= self._maxsize:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(urc)
+        self._wake()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def get_nowait(self) -> Urc | None:
+        """The oldest waiting URC, or None."""
+        return self._queue.popleft() if self._queue else None
+
+    async def get(self) -> Urc:
+        """The next URC; raises `PortClosed` when none can come any more."""
+        while not self._queue:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                raise PortClosed(self._channel.url, "subscription closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def __aiter__(self) -> AsyncIterator[Urc]:
+        return self
+
+    async def __anext__(self) -> Urc:
+        if not self._queue and self._ended and self._error is None:
+            raise StopAsyncIteration
+        return await self.get()
+
+    def close(self) -> None:
+        self._channel._unsubscribe(self)
+        self._end()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Reboot:
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+
+_Item = Line | Final | Prompt | _Reboot | PortClosed
+
+
+class _Pending:
+    """The command on the wire: routing claims for its lines, and its inbox.
+
+    The reader decides synchronously when the answer is complete (a final result code;
+    for a resync query only one after its `marker` line) and detaches the pending at once,
+    so that a URC in the same read right after the final is not claimed by a finished
+    command.
+    """
+
+    def __init__(self, command: str, prefixes: frozenset[str], marker: str | None = None) -> None:
+        self.command = command
+        self.prefixes = prefixes
+        self.marker = marker
+        self.marker_seen = False
+        self._inbox: deque[_Item] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def claims(self, line: str) -> bool:
+        return any(line.startswith(p) for p in self.prefixes)
+
+    def completed_by(self, item: _Item) -> bool:
+        """Whether `item`, pushed by the reader, ends this exchange."""
+        if isinstance(item, Line):
+            if self.marker is not None and item.text.startswith(self.marker):
+                self.marker_seen = True
+            return False
+        if isinstance(item, Final):
+            return self.marker is None or self.marker_seen
+        if isinstance(item, _Reboot):
+            return self.marker is None  # a resync goes on until its marker is answered
+        return isinstance(item, PortClosed)
+
+    def push(self, item: _Item) -> None:
+        self._inbox.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next(self) -> _Item:
+        while not self._inbox:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.popleft()
+
+
+UrcCallback = Callable[[Urc], Any]
+
+
+class AtChannel:
+    """One AT command at a time over `transport`; URCs to subscribers. See module doc.
+
+    `default_timeout` applies to `command()` calls without their own; `urc_prefixes`
+    replaces the URC prefix set; `resync_timeout`/`resync_attempts` bound the resync after
+    an unanswered command; `on_command` observes every command's duration and outcome.
+    """
+
+    def __init__(
+        self,
+        transport: SerialTransport,
+        *,
+        default_timeout: float = 5.0,
+        urc_prefixes: Iterable[str] = DEFAULT_URC_PREFIXES,
+        resync_timeout: float = 1.0,
+        resync_attempts: int = 3,
+        on_command: Callable[[str, float, Outcome], None] | None = None,
+    ) -> None:
+        if default_timeout <= 0:
+            raise ValueError(f"default_timeout must be positive, not {default_timeout!r}")
+        if resync_timeout <= 0 or resync_attempts < 1:
+            raise ValueError(
+                f"resync needs a positive timeout and at least one attempt, not "
+                f"{resync_timeout!r} s x {resync_attempts!r}"
+            )
+        self._transport = transport
+        self.default_timeout = default_timeout
+        self.urc_prefixes = frozenset(urc_prefixes)
+        self.resync_timeout = resync_timeout
+        self.resync_attempts = resync_attempts
+        self.on_command = on_command
+        self.stats = ChannelStats()
+        self._framer = AtFramer()
+        self._lock = asyncio.Lock()
+        self._pending: _Pending | None = None
+        self._unanswered: list[str] = []
+        self._subscriptions: list[Subscription] = []
+        self._callbacks: list[tuple[frozenset[str] | None, UrcCallback]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._failure: PortClosed | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        baudrate: int = 115200,
+        force_thread: bool = False,
+        **channel_options: Any,
+    ) -> AtChannel:
+        """Open the AT port `url` (device path or pyserial URL) and start the channel."""
+        transport = await SerialTransport.open(url, baudrate=baudrate, force_thread=force_thread)
+        try:
+            channel = cls(transport, **channel_options)
+        except BaseException:
+            await transport.close()
+            raise
+        channel.start()
+        return channel
+
+    def start(self) -> None:
+        """Start the reader task (idempotent)."""
+        if self._closed:
+            raise PortClosed(self.url, "channel closed")
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read_loop(), name=f"at-reader {self.url}"
+            )
+
+    async def close(self) -> None:
+        """Stop the reader, close the transport, end subscriptions. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        await self._transport.close()
+        closed = self._failure or PortClosed(self.url, "channel closed")
+        if self._pending is not None:
+            self._to_pending(closed)
+        for sub in list(self._subscriptions):
+            sub._end(self._failure)
+        self._subscriptions.clear()
+
+    async def __aenter__(self) -> AtChannel:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- properties --------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self._transport.url
+
+    @property
+    def transport(self) -> SerialTransport:
+        return self._transport
+
+    @property
+    def in_sync(self) -> bool:
+        """False while an unanswered command's late answer may still arrive."""
+        return not self._unanswered
+
+    @property
+    def unanswered(self) -> tuple[str, ...]:
+        """Commands sent without receiving their final result code since the last resync."""
+        return tuple(self._unanswered)
+
+    @property
+    def outstanding(self) -> str | None:
+        """The command on the wire, if any."""
+        return self._pending.command if self._pending is not None else None
+
+    # -- URC subscribers ---------------------------------------------------------------
+    def subscribe(
+        self, prefixes: Iterable[str] | None = None, *, maxsize: int = 256
+    ) -> Subscription:
+        """An async iterator of URCs starting with any of `prefixes` (None: all of them)."""
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, not {maxsize!r}")
+        wanted = None if prefixes is None else frozenset(prefixes)
+        sub = Subscription(self, wanted, maxsize)
+        if self._closed:
+            sub._end(self._failure)
+        else:
+            self._subscriptions.append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(sub)
+
+    def add_urc_callback(
+        self, callback: UrcCallback, prefixes: Iterable[str] | None = None
+    ) -> Callable[[], None]:
+        """Call `callback(urc)` (from the reader task; must not block) for matching URCs.
+
+        Returns a function that removes the callback.
+        """
+        entry = (None if prefixes is None else frozenset(prefixes), callback)
+        self._callbacks.append(entry)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(entry)
+
+        return remove
+
+    # -- commands ----------------------------------------------------------------------
+    async def command(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the per-command timeout (a scope inside)
+        prefix: str | Iterable[str] | None = None,
+        payload: bytes | None = None,
+    ) -> Response:
+        """Send `command` (e.g. `"AT+CSQ"`, no `\\r`) and return its `Response`.
+
+        `timeout` (default `default_timeout`) bounds send-to-final. `prefix` overrides the
+        response prefixes derived from the command (`""` or `()`: claim no URC-looking
+        line). `payload` is sent after a `> ` prompt, terminated with Ctrl-Z; a prompt
+        without payload is answered with ESC.
+
+        Raises `CommandError` (error final), `CommandTimeout`, `ModemRebooted`,
+        `PortClosed`; `ValueError` for a malformed command.
+        """
+        cmd = command.strip()
+        if not cmd[:2].upper() == "AT" or "\r" in cmd or "\n" in cmd or not cmd.isascii():
+            raise ValueError(f"not a single ASCII AT command line: {command!r}")
+        limit = self.default_timeout if timeout is None else timeout
+        if limit <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        if prefix is None:
+            prefixes = response_prefixes(cmd)
+        elif isinstance(prefix, str):
+            prefixes = frozenset({prefix}) if prefix else frozenset()
+        else:
+            prefixes = frozenset(prefix)
+        async with self._lock:
+            self._check_usable()
+            if self._unanswered:
+                await self._resync(cmd)
+            return await self._run(cmd, limit, prefixes, payload)
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise PortClosed(self.url, "channel closed")
+        if self._reader is None:
+            raise RuntimeError(f"AtChannel on {self.url!r} not started")
+
+    async def _run(
+        self, cmd: str, limit: float, prefixes: frozenset[str], payload: bytes | None
+    ) -> Response:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(cmd, prefixes)
+        lines: list[str] = []
+        outcome: Outcome = "cancelled"
+        final: Final | None = None
+        self.stats.commands += 1
+        self._pending = pending
+        self._framer.expect_echo(cmd)
+        started = loop.time()
+        try:
+            async with asyncio.timeout(limit):
+                await self._transport.write(cmd.encode("ascii") + b"\r")
+                while final is None:
+                    item = await pending.next()
+                    if isinstance(item, Line):
+                        lines.append(item.text)
+                    elif isinstance(item, Final):
+                        final = item
+                    elif isinstance(item, Prompt):
+                        data = _ESC if payload is None else payload + _CTRL_Z
+                        payload = None
+                        await self._transport.write(data)
+                    elif isinstance(item, _Reboot):
+                        outcome = "rebooted"
+                        raise ModemRebooted(cmd, item.line)
+                    else:
+                        outcome = "closed"
+                        raise item
+        except TimeoutError:
+            outcome = "timeout"
+            self.stats.timeouts += 1
+            raise CommandTimeout(cmd, limit) from None
+        except PortClosed:
+            outcome = "closed"
+            raise
+        finally:
+            if self._pending is pending:
+                self._pending = None
+            duration = loop.time() - started
+            if final is None:
+                self._unanswered.append(cmd)
+                self._record(cmd, duration, outcome)
+        response = Response(cmd, tuple(lines), final.text, duration)
+        if final.kind.success:
+            self.stats.ok += 1
+            self._record(cmd, duration, "ok")
+            return response
+        self.stats.errors += 1
+        self._record(cmd, duration, "error")
+        raise CommandError(
+            cmd,
+            final.text,
+            cme_code=final.code if final.kind is FinalKind.CME_ERROR else None,
+            cms_code=final.code if final.kind is FinalKind.CMS_ERROR else None,
+        )
+
+    def _record(self, cmd: str, duration: float, outcome: Outcome) -> None:
+        self.stats.last_duration_s[cmd] = duration
+        if duration > self.stats.max_duration_s.get(cmd, 0.0):
+            self.stats.max_duration_s[cmd] = duration
+        if self.on_command is not None:
+            try:
+                self.on_command(cmd, duration, outcome)
+            except Exception:
+                log.exception("on_command callback failed for %r", cmd)
+
+    async def _resync(self, for_command: str) -> None:
+        """Discard late answers until a marker query is answered; see module doc."""
+        log.info("AT channel %r out of sync after %r; resyncing", self.url, self._unanswered)
+        for attempt in range(self.resync_attempts):
+            avoid = {p for c in self._unanswered for p in response_prefixes(c)}
+            choices = [q for q in SYNC_QUERIES if q[1] not in avoid] or list(SYNC_QUERIES)
+            query, marker = choices[attempt % len(choices)]
+            pending = _Pending(query, frozenset({marker}), marker)
+            self._pending = pending
+            self._framer.expect_echo(query)
+            seen_marker = False
+            try:
+                async with asyncio.timeout(self.resync_timeout):
+                    await self._transport.write(query.encode("ascii") + b"\r")
+                    while True:
+                        item = await pending.next()
+                        if isinstance(item, Line):
+                            seen_marker = seen_marker or item.text.startswith(marker)
+                        elif isinstance(item, Final):
+                            if seen_marker:
+                                break
+                            self.stats.stray_finals += 1  # a late answer's final
+                        elif isinstance(item, Prompt):
+                            await self._transport.write(_ESC)
+                        elif isinstance(item, PortClosed):
+                            raise item
+            except TimeoutError:
+                self._unanswered.append(query)
+                continue
+            except BaseException:
+                self._unanswered.append(query)
+                raise
+            finally:
+                if self._pending is pending:
+                    self._pending = None
+            self._unanswered.clear()
+            self.stats.resyncs += 1
+            log.info("AT channel %r back in sync", self.url)
+            return
+        self.stats.resync_failures += 1
+        raise CommandTimeout(
+            for_command, self.resync_timeout * self.resync_attempts, resync=True
+        )
+
+    # -- reading and routing -----------------------------------------------------------
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._transport.read()
+                for event in self._framer.feed(data):
+                    self._dispatch(event)
+        except PortClosed as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug here must not leave callers waiting forever
+            log.exception("AT reader on %r crashed", self.url)
+            self._fail(PortClosed(self.url, f"reader crashed: {exc!r}"))
+
+    def _to_pending(self, item: _Item) -> None:
+        pending = self._pending
+        assert pending is not None
+        pending.push(item)
+        if pending.completed_by(item):
+            self._pending = None
+
+    def _fail(self, error: PortClosed) -> None:
+        self._failure = error
+        if self._pending is not None:
+            self._to_pending(error)
+        for sub in list(self._subscriptions):
+            sub._end(error)
+        self._subscriptions.clear()
+
+    def _dispatch(self, event: Line | Echo | Final | Prompt | Garbage) -> None:
+        pending = self._pending
+        if isinstance(event, Line):
+            self._route_line(event)
+        elif isinstance(event, Final):
+            if pending is not None:
+                self._to_pending(event)
+            else:
+                self.stats.stray_finals += 1
+                log.debug("stray final %r on %r", event.text, self.url)
+        elif isinstance(event, Prompt):
+            if pending is not None:
+                self._to_pending(event)
+        elif isinstance(event, Garbage):
+            self.stats.garbage_bytes += len(event.data)
+            log.debug("garbage %r on %r", event.data, self.url)
+        else:  # Echo: recognised by the framer; counted, not routed
+            self.stats.echoes += 1
+
+    def _route_line(self, event: Line) -> None:
+        text = event.text
+        pending = self._pending
+        if text in ALWAYS_URC:
+            if text == "RDY":
+                self.stats.reboots += 1
+                self._framer.forget_echoes()
+                if pending is not None:
+                    self._to_pending(_Reboot(text))
+            self._deliver(text, text)
+            return
+        if pending is not None and pending.claims(text):
+            self._to_pending(event)
+            return
+        urc_prefix = self._urc_prefix(text)
+        if urc_prefix is not None:
+            if self._unanswered and _line_prefix(text) in {
+                p for c in self._unanswered for p in response_prefixes(c)
+            }:
+                self.stats.stray_lines += 1  # the late answer of an unanswered command
+                return
+            self._deliver(text, urc_prefix)
+            return
+        if pending is not None:
+            self._to_pending(event)
+        elif self._unanswered:
+            self.stats.stray_lines += 1
+        else:
+            self._deliver(text, None)
+
+    def _urc_prefix(self, text: str) -> str | None:
+        best: str | None = None
+        for prefix in self.urc_prefixes:
+            if text.startswith(prefix) and (best is None or len(prefix) > len(best)):
+                best = prefix
+        return best
+
+    def _deliver(self, text: str, prefix: str | None) -> None:
+        urc = Urc(text, prefix, asyncio.get_running_loop().time())
+        if prefix is not None:
+            self.stats.urcs += 1
+        for sub in self._subscriptions:
+            if sub.matches(text) and (prefix is not None or sub.prefixes is None):
+                sub._push(urc)
+        for wanted, callback in list(self._callbacks):
+            if wanted is None or any(text.startswith(p) for p in wanted):
+                try:
+                    callback(urc)
+                except Exception:
+                    log.exception("URC callback failed for %r", text)
+
+    def __repr__(self) -> str:
+        return f"<AtChannel {self.url!r} outstanding={self.outstanding!r}>"
