@@ -187,29 +187,32 @@ class Forwarder:
                     self._slots.release()
                     break
                 report.started.append(payment.id)
-                running.add(asyncio.create_task(self._attempt(payment, force, report)))
+                task = asyncio.create_task(self._attempt(payment, force, report))
+                # a done callback runs even for a task cancelled before it started
+                task.add_done_callback(self._release_slot)
+                running.add(task)
             running.difference_update({t for t in running if t.done()})
+
+    def _release_slot(self, _task: asyncio.Task[None]) -> None:
+        self._slots.release()
 
     # one payment
 
     async def _attempt(self, payment: Payment, force: bool, report: DrainReport) -> None:
-        """Claim, re-check, forward; release the slot and the claim whatever happens."""
+        """Claim, re-check, forward; the claim is released whatever happens."""
+        if payment.id in self._claimed:
+            report.outcomes[payment.id] = "skipped"
+            return
+        self._claimed.add(payment.id)
         try:
-            if payment.id in self._claimed:
-                report.outcomes[payment.id] = "skipped"
-                return
-            self._claimed.add(payment.id)
-            try:
-                report.outcomes[payment.id] = await self._claimed_attempt(payment.id, force)
-            finally:
-                self._claimed.discard(payment.id)
+            report.outcomes[payment.id] = await self._claimed_attempt(payment.id, force)
         except Exception as exc:
             log.exception("forwarding %s failed", payment.id)
             self.counters.errors += 1
             report.outcomes[payment.id] = "error"
             self._emit("fault", reason="forwarding_error", payment_id=payment.id, error=str(exc))
         finally:
-            self._slots.release()
+            self._claimed.discard(payment.id)
 
     async def _claimed_attempt(self, payment_id: str, force: bool) -> str:
         current = await self._store.get(payment_id)

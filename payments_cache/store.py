@@ -446,7 +446,11 @@ class Store:
         return text
 
     def _check_masked(self, payment: Payment, text: str) -> None:
-        card = json.loads(text).get("card") or {}
+        document = json.loads(text)
+        card = document.get("card") or {} if isinstance(document, dict) else None
+        if not isinstance(card, dict):
+            raise ValueError(f"response for {payment.id!r} must be a JSON object whose "
+                             "'card' is an object")
         if set(card) - {"brand", "last4"}:
             raise ValueError(f"response for {payment.id!r} has card fields "
                              f"{sorted(set(card) - {'brand', 'last4'})!r}")

@@ -597,6 +597,37 @@ async def test_a_forward_cancelled_in_flight_is_replayed_not_lost(
     assert gateway.processed[p.id] == 1
 
 
+async def test_a_drain_cancelled_before_its_tasks_start_gives_back_every_slot(
+        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+    for i in range(6):
+        await stand_in(store, f"k{i}")
+    spy = CountingStore(store)
+    fetches = 0
+    real_fetch = store.due_for_forwarding
+
+    async def fetch_then_cancel(*args: Any, **kwargs: Any) -> list[Payment]:
+        nonlocal fetches
+        fetches += 1
+        if fetches == 2:  # the first batch's tasks exist but have not run yet
+            raise asyncio.CancelledError
+        return await real_fetch(*args, **kwargs)
+
+    spy.due_for_forwarding = fetch_then_cancel  # type: ignore[attr-defined]
+    fwd = forwarder(spy, gateway, clock, events, concurrency=3)  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        await fwd.drain_once()
+    assert gateway.calls == []
+
+    spy.due_for_forwarding = real_fetch  # type: ignore[attr-defined]
+    gateway.gate = asyncio.Event()
+    drain = asyncio.create_task(fwd.drain_once())
+    await quiescent(spy, gateway)
+    assert gateway.in_flight == 3, "slots were lost to the cancelled drain"
+    gateway.gate.set()
+    await drain
+    assert (await store.queue_stats()).count == 0
+
+
 async def test_run_drains_on_wake_and_stops_when_cancelled(
         store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
     naps: list[float] = []

@@ -306,6 +306,9 @@ def test_record_response_refuses_card_data(store: Store) -> None:
         store.record_response(p.id, {"card": {"brand": "visa", "last4": "1", "pan": "x"}})
     with pytest.raises(ValueError, match="card number"):
         store.record_response(p.id, {"card": {"brand": "visa"}, "note": f"pan {PANS[1]}"})
+    for malformed in ("[1, 2]", '{"card": "4111111111111111"}'):
+        with pytest.raises(ValueError, match="JSON object"):
+            store.record_response(p.id, malformed)
     stored = store.get(p.id)
     assert stored is not None and stored.response_json is None
     store.record_response(p.id, {"reference": "order-4000123412341234"})
