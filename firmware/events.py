@@ -21,7 +21,7 @@ Severity = Literal["info", "warning", "error"]
 KINDS = frozenset({
     "failover", "failback", "modem_reset", "offline_mode", "queue_drained",
     "declined_after_offline", "fault", "component_restarted", "config_reloaded",
-    "carrier_overlap", "started", "stopping",
+    "carrier_overlap", "started", "stopping", "keys_rotated",
 })
 
 

@@ -18,7 +18,7 @@ from firmware.config import Config
 from firmware.daemon import BoxContext
 from firmware.state import BoxState
 from payments_cache.api import add_routes
-from payments_cache.errors import GatewayUnavailable
+from payments_cache.errors import GatewayUnavailable, PaymentsError
 from payments_cache.forwarder import Forwarder
 from payments_cache.gateway import AuthorizationPayload, Gateway
 from payments_cache.gateway_client import HttpGateway
@@ -156,7 +156,25 @@ async def build_payments(context: BoxContext) -> PaymentsComponent:
         forwarder.wake()
         return web.json_response({"draining": True}, status=202)
 
+    async def rotate_keys(request: web.Request) -> web.Response:
+        try:
+            report = await store.rotate_keys()
+        except PaymentsError as exc:
+            log.error("key rotation failed: %s", exc)
+            return web.json_response({"error": {"code": "rotation_failed",
+                                                "message": str(exc)}}, status=503)
+        context.state.events.emit(
+            "keys_rotated", f"data key rotated to {report.new_key_id}",
+            reencrypted=report.reencrypted, retired=report.retired_keys,
+            quarantined=report.quarantined)
+        component.changed()
+        return web.json_response({"new_key_id": report.new_key_id,
+                                  "reencrypted": report.reencrypted,
+                                  "retired_keys": report.retired_keys,
+                                  "quarantined": report.quarantined})
+
     context.app.router.add_post("/v1/queue/drain", drain_now)
+    context.app.router.add_post("/v1/keys/rotate", rotate_keys)
     context.reload_hooks.append(lambda new: service.reconfigure(settings_from(new)))
     await component.refresh()
     return component

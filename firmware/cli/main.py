@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     queue.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
     queue.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
 
+    keys = sub.add_parser("keys", help="card-data encryption keys")
+    keys.add_argument("action", choices=["rotate"],
+                      help="rotate: new data key, every stored card re-encrypted under it")
+    keys.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
+    keys.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file")
@@ -102,6 +108,18 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    result = _api_call(args, "/v1/keys/rotate", method="POST")
+    if isinstance(result, int):
+        return result
+    print(f"new data key {result['new_key_id']}: {result['reencrypted']} stored cards "
+          f"re-encrypted, {len(result['retired_keys'])} old keys retired")
+    if result["quarantined"]:
+        print(f"quarantined (failed authentication): {', '.join(result['quarantined'])}")
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     doc = _api_call(args, "/v1/status")
     if isinstance(doc, int):
@@ -127,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "keys":
+        return cmd_keys(args)
     if args.command == "queue":
         return cmd_queue(args)
     if args.command == "config":
