@@ -49,6 +49,8 @@ EventCallback = Callable[..., None]
 
 #: Statuses whose Retry-After speaks for the whole gateway, not just one payment.
 _GLOBAL_HOLD_STATUSES = (429, 503)
+#: Statuses that refuse the box's credentials rather than the payment.
+_CREDENTIAL_STATUSES = (401, 403)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class Forwarder:
                  concurrency: int = 8, backoff: Backoff | None = None,
                  authorize_timeout_s: float = 15.0, lookup_timeout_s: float = 10.0,
                  idle_poll_s: float = 30.0, min_poll_s: float = 0.25,
-                 stale_pending_after_s: float = 300.0,
+                 stale_pending_after_s: float = 300.0, recover_every_s: float = 60.0,
+                 unreachable_pause_s: float = 1.0,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None,
@@ -128,6 +131,11 @@ class Forwarder:
         self._force_next = False
         self._hold_until = 0.0
         self._drained_owed = False
+        self._unreachable_streak = 0
+        self._unreachable_base_s = unreachable_pause_s
+        self._hold_is_unreachable = False
+        self._recovered_at = float("-inf")
+        self._recover_every_s = recover_every_s
         self.counters = Counters()
 
     # control
@@ -136,6 +144,9 @@ class Forwarder:
         """An uplink came back: drain now, without waiting out per-payment backoff
         (Retry-After holds and the grace period of interrupted payments still apply)."""
         self._force_next = True
+        if self._hold_is_unreachable:
+            self._hold_until = 0.0
+            self._hold_is_unreachable = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -155,7 +166,9 @@ class Forwarder:
         due or are stored while this pass runs; return when none is left in flight."""
         force, self._force_next = self._force_next, False
         self._wake.clear()
-        await self._store.recover_stale_pending(self._now() - self._stale_after)
+        if self._clock() - self._recovered_at >= self._recover_every_s:
+            self._recovered_at = self._clock()
+            await self._store.recover_stale_pending(self._now() - self._stale_after)
         report = DrainReport()
         running: set[asyncio.Task[None]] = set()
         try:
@@ -287,11 +300,15 @@ class Forwarder:
         return "resolved"
 
     async def _retry(self, payment: Payment, exc: GatewayError, unknown: bool = False) -> str:
+        if isinstance(exc, GatewayUnavailable) and exc.status is None and not unknown:
+            return self._unreachable(exc)
+        self._unreachable_streak = 0
         retry_after = exc.retry_after_s if isinstance(exc, GatewayUnavailable) else None
         if isinstance(exc, GatewayUnavailable) and retry_after is not None \
                 and exc.status in _GLOBAL_HOLD_STATUSES:
             self._hold_until = max(self._hold_until,
                                    self._clock() + self._backoff.retry_after(retry_after))
+            self._hold_is_unreachable = False
         delay = self._backoff.delay(payment.attempts + 1, self._rng, retry_after)
         await self._store.schedule_retry(
             payment.id, expect=payment, at=self._now() + timedelta(seconds=delay),
@@ -299,8 +316,32 @@ class Forwarder:
         self.counters.retried += 1
         return "retry"
 
+    def _unreachable(self, exc: GatewayUnavailable) -> str:
+        """The gateway cannot be reached at all: a property of the uplink, not of this
+        payment. Hold every request for a growing interval (one probe per interval, no
+        store write per payment) until it answers again or `wake()` says a link is back."""
+        self._unreachable_streak += 1
+        pause = min(self._backoff.cap_s, self._unreachable_base_s
+                    * 2.0 ** min(self._unreachable_streak - 1, 16))
+        if self._clock() + pause > self._hold_until:
+            self._hold_until = self._clock() + pause
+            self._hold_is_unreachable = True
+        if self._unreachable_streak == 1:
+            log.warning("gateway unreachable (%s); pausing forwarding", exc.reason)
+        self.counters.retried += 1
+        return "held"
+
     async def _rejected(self, payment: Payment, exc: GatewayRejected) -> str:
-        """Before declaring a payment dead, ask whether the gateway holds it after all."""
+        """Before declaring a payment dead, ask whether the gateway holds it after all.
+
+        401/403 refuse the box's credentials, not the payment: forwarding pauses and a
+        fault is reported; no payment is killed for a wrong or rotated merchant key."""
+        if exc.status in _CREDENTIAL_STATUSES:
+            if self._unreachable_streak == 0:
+                self._emit("fault", reason="gateway_credentials_refused", status=exc.status,
+                           message="the gateway refuses the merchant key; forwarding paused")
+            return self._unreachable(GatewayUnavailable(payment.id, exc.reason, None,
+                                                        exc.status))
         try:
             found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
         except (GatewayUnavailable, UnknownOutcome) as lookup_exc:

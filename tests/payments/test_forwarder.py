@@ -481,7 +481,8 @@ async def test_a_stale_pending_row_is_recovered_by_the_forwarder(
         store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
     request = PaymentRequest(1000, "KRW", Card(PAN, 12, 2030))
     stale = await store.begin_online("stale", request)
-    fwd = forwarder(store, gateway, clock, events, stale_pending_after_s=300)
+    fwd = forwarder(store, gateway, clock, events, stale_pending_after_s=300,
+                    recover_every_s=0)
     clock.advance(299)
     await fwd.drain_once()
     assert (await state(store, stale.id)).forward_state is ForwardState.NONE
@@ -680,3 +681,55 @@ async def test_run_sleeps_until_the_next_payment_is_due(
         await runner
     assert naps == [7.0]
     assert (await state(store, p.id)).next_attempt_at == at(7)
+
+
+# --- an unreachable gateway is an uplink problem, not a per-payment one ---------------
+
+
+async def test_unreachable_gateway_pauses_all_forwarding_without_writes(
+        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+    payments = []
+    for i in range(20):
+        payments.append(await stand_in(store, f"u{i}"))
+        clock.advance(0.01)
+    refused = GatewayUnavailable("x", "cannot connect: refused", status=None)
+    gateway.authorize_script[payments[0].id] = [refused, refused]  # the oldest is the probe
+    fwd = forwarder(store, gateway, clock, events, concurrency=1, unreachable_pause_s=1.0)
+
+    await fwd.drain_once()
+    assert len(gateway.authorize_calls()) == 1  # one probe, then the pause holds the rest
+    assert [(await state(store, p.id)).attempts for p in payments] == [0] * 20
+
+    clock.advance(0.5)
+    await fwd.drain_once()
+    assert len(gateway.authorize_calls()) == 1  # still paused
+    clock.advance(0.6)
+    await fwd.drain_once()
+    assert len(gateway.authorize_calls()) == 2  # one more probe; pause doubles to 2 s
+    clock.advance(1.5)
+    await fwd.drain_once()
+    assert len(gateway.authorize_calls()) == 2
+
+    fwd.wake()  # an uplink came back: no need to wait out the pause
+    report = await fwd.drain_once()
+    assert report.count("forwarded") == 20
+    assert sorted(gateway.processed) == sorted(p.id for p in payments)
+
+
+async def test_refused_credentials_pause_forwarding_and_kill_no_payment(
+        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+    a = await stand_in(store, "cred-a")
+    clock.advance(0.01)
+    b = await stand_in(store, "cred-b")
+    gateway.authorize_script[a.id] = [GatewayRejected(a.id, 401, "bad merchant key")]
+    fwd = forwarder(store, gateway, clock, events, concurrency=1)
+
+    await fwd.drain_once()
+    assert gateway.authorize_calls() == [a.id]
+    assert [(await state(store, p.id)).forward_state for p in (a, b)] == [ForwardState.QUEUED] * 2
+    assert ("fault", {"reason": "gateway_credentials_refused", "status": 401,
+                      "message": "the gateway refuses the merchant key; forwarding paused"}) \
+        in events
+    fwd.wake()
+    await fwd.drain_once()
+    assert sorted(gateway.processed) == sorted([a.id, b.id])

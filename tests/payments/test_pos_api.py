@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from payments_cache.gateway_sim import Faults
 from tests.support.box import MASTERCARD, VISA, Box, eventually, payment_body, store_box
 
 

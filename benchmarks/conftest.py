@@ -1,0 +1,3 @@
+from tests.conftest import netns
+
+__all__ = ["netns"]
