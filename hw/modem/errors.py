@@ -82,3 +82,48 @@ class ModemRebooted(ModemError):
         self.command = command
         self.line = line
         super().__init__(f"modem rebooted ({line!r}) while {command!r} was outstanding")
+
+
+# --- modem operations (hw.modem.modem, hw.modem.profiles) -------------------------------
+
+
+class NotSupported(ModemError):
+    """`operation` is not available on this modem (`vendor` profile, `model`)."""
+
+    def __init__(self, operation: str, vendor: str, model: str | None = None) -> None:
+        self.operation = operation
+        self.vendor = vendor
+        self.model = model
+        on = f"{vendor} modem {model}" if model else f"{vendor} modem"
+        super().__init__(f"{operation} is not supported on a {on}")
+
+
+class SimFault(ModemError):
+    """The SIM cannot be used without a person: `reason` is one of
+
+    - `"pin_required"` — the SIM asks for its PIN and none is configured;
+    - `"pin_rejected"` — the configured PIN was refused (it is never tried again);
+    - `"pin_unconfirmed"` — a PIN attempt got no answer and the SIM is still locked (not
+      retried: the attempt may have counted);
+    - `"puk_required"` — the SIM is PUK-locked (no PIN is ever sent then);
+    - `"locked"` — another lock (PH-SIM, network personalisation, PIN2/PUK2...);
+    - `"failure"` — the SIM failed or is blocked for good.
+
+    `state` is the `+CPIN` state (a `hw.modem.parsers.generic.SimState` value).
+    """
+
+    def __init__(self, reason: str, state: str, detail: str = "") -> None:
+        self.reason = reason
+        self.state = state
+        self.detail = detail
+        tail = f": {detail}" if detail else ""
+        super().__init__(f"SIM fault {reason} (state {state}){tail}")
+
+
+class NotRegistered(ModemError):
+    """The modem did not register on a network within `timeout_s` (so no data call)."""
+
+    def __init__(self, timeout_s: float, status: str | None) -> None:
+        self.timeout_s = timeout_s
+        self.status = status
+        super().__init__(f"not registered within {timeout_s:g} s (registration {status})")

@@ -1,0 +1,163 @@
+"""Typed results of modem operations and the frozen `ModemStatus` snapshot.
+
+Plain frozen dataclasses shared by `hw.modem.profiles` (which produce the readings) and
+`hw.modem.modem` (which keeps them current). Enum-typed fields are `StrEnum`s, so
+`dataclasses.asdict()` of any of them is JSON-serialisable as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hw.modem.parsers.generic import (
+    AccessTechnology,
+    ModemIdentity,
+    RegistrationStatus,
+    SimState,
+)
+
+__all__ = [
+    "DataStatus",
+    "ModemStatus",
+    "OperatorInfo",
+    "RegistrationInfo",
+    "SignalReading",
+    "SimInfo",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SimInfo:
+    """The SIM in the selected slot. `iccid`/`imsi`/`mcc`/`mnc` are None unless `state` is
+    READY (or could not be read); `slot` is None when the modem has no slot selection."""
+
+    state: SimState
+    iccid: str | None = None
+    imsi: str | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+    slot: int | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is SimState.READY
+
+    @property
+    def mcc_mnc(self) -> str | None:
+        """The SIM's home network (`"45008"`), from the IMSI."""
+        return None if self.mcc is None or self.mnc is None else self.mcc + self.mnc
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationInfo:
+    """Network registration, consolidated over +CEREG (EPS), +CGREG (GPRS), +CREG (CS):
+    the best of the three. `area_code` is the TAC on LTE (LAC otherwise); `source` names
+    the command (`"+CEREG"`) the values come from."""
+
+    status: RegistrationStatus
+    area_code: int | None
+    cell_id: int | None
+    rat: AccessTechnology | None
+    source: str
+
+    @property
+    def registered(self) -> bool:
+        return self.status.registered
+
+    @property
+    def roaming(self) -> bool:
+        return self.status.roaming
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorInfo:
+    """The serving network: long name (`"KT"`, `"SKTelecom"`) and numeric MCC/MNC; both
+    None when not registered. `mode` is the +COPS selection mode (0 automatic)."""
+
+    name: str | None
+    mcc_mnc: str | None
+    rat: AccessTechnology | None
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReading:
+    """Radio conditions in physical units; None where the modem did not report a value.
+
+    `rssi_dbm` is the received signal strength (the "bars" figure, `signal_dbm` in the
+    snapshot); `rsrp_dbm`/`rsrq_db`/`sinr_db` are LTE measurements. `source` names the
+    command(s) read (`"+QCSQ"`, `"+CPSI"`, `"+CSQ/+CESQ"`)."""
+
+    rssi_dbm: int | None
+    rsrp_dbm: float | None
+    rsrq_db: float | None
+    sinr_db: float | None
+    rat: AccessTechnology | None
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataStatus:
+    """The packet-data call on context `cid`: `up`, and the addresses the network gave.
+
+    `method` is how the call is made: `"ecm"` (Quectel `+QNETDEVCTL`, the host sees an
+    Ethernet interface) or `"pdp"` (plain `+CGACT`; the host side is a QMI/PPP matter)."""
+
+    up: bool
+    cid: int
+    ip: str | None
+    ipv6: str | None
+    method: str
+    apn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModemStatus:
+    """Everything known about the modem at one moment (`Modem.snapshot()`).
+
+    None means "not known (yet)". Fields:
+
+    - `present`: the modem answers AT commands (False once the recovery ladder gave up or
+      the port closed; None before the first contact).
+    - `identity`, `vendor`: +CGMI/+CGMM/+CGMR/+CGSN and the vendor profile in use.
+    - `sim_state`, `sim_fault` (a `SimFault.reason`), `sim_slot`, `iccid`, `sim_mcc_mnc`
+      (the SIM's home network, from its IMSI; the IMSI itself is not kept here).
+    - `registered`, `registration`, `roaming`, `tac`, `cell_id`: consolidated registration.
+    - `operator`, `mcc_mnc`: the serving network; `rat`: access technology now.
+    - `signal_dbm` (RSSI), `rsrp_dbm`, `rsrq_db`, `sinr_db`.
+    - `data_up`, `ip`, `ipv6`: the data call.
+    - `same_carrier`: the SIM's carrier (or, without IMSI, the serving network's) is the
+      wired ISP's carrier — one failure domain for both uplinks (None when unknown).
+    - `recovery_step`: the recovery-ladder step in progress or last failed (None when
+      healthy); `resets_total`: recovery actions taken; `reboots_seen`: `RDY`s received.
+    - `updated_at`: when the state last changed (the `Modem`'s clock, monotonic seconds).
+    """
+
+    present: bool | None = None
+    identity: ModemIdentity | None = None
+    vendor: str | None = None
+    sim_state: SimState | None = None
+    sim_fault: str | None = None
+    sim_slot: int | None = None
+    iccid: str | None = None
+    sim_mcc_mnc: str | None = None
+    registered: bool | None = None
+    registration: RegistrationStatus | None = None
+    roaming: bool | None = None
+    tac: int | None = None
+    cell_id: int | None = None
+    operator: str | None = None
+    mcc_mnc: str | None = None
+    rat: AccessTechnology | None = None
+    signal_dbm: int | None = None
+    rsrp_dbm: float | None = None
+    rsrq_db: float | None = None
+    sinr_db: float | None = None
+    data_up: bool = False
+    ip: str | None = None
+    ipv6: str | None = None
+    same_carrier: bool | None = None
+    recovery_step: str | None = None
+    resets_total: int = 0
+    reboots_seen: int = 0
+    updated_at: float | None = None
