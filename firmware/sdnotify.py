@@ -21,6 +21,8 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self.address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # never block the event loop on a reader that is not keeping up
+            self._sock.setblocking(False)
 
     @property
     def enabled(self) -> bool:
@@ -33,6 +35,9 @@ class Notifier:
         payload = "\n".join(f"{k}={v}" for k, v in assignments.items()).encode()
         try:
             self._sock.sendto(payload, self.address)
+        except BlockingIOError:
+            log.debug("systemd's notify socket is full; dropped %r", payload[:40])
+            return False
         except OSError as exc:
             log.warning("cannot notify systemd at %r: %s", self.address, exc)
             return False

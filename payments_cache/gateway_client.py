@@ -263,8 +263,9 @@ class HttpGateway:
             if not attempt.maybe_sent:
                 raise self._log_unavailable(
                     pid, f"timed out after {timeout_s}s before the request was sent") from exc
-            raise self._log_unknown(pid, f"timed out after {timeout_s}s waiting for the "
-                                    "answer") from exc
+            raise self._log_unknown(
+                pid, f"timed out after {timeout_s}s waiting for the answer",
+                timed_out=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
             if not attempt.maybe_sent:
                 raise self._log_unavailable(pid, f"request failed before it was sent: "
@@ -326,7 +327,7 @@ class HttpGateway:
                                   status=status)
 
     @staticmethod
-    def _log_unknown(payment_id: str, reason: str) -> UnknownOutcome:
+    def _log_unknown(payment_id: str, reason: str, timed_out: bool = False) -> UnknownOutcome:
         _log.warning("outcome unknown for %s: %s", payment_id, reason)
-        return UnknownOutcome(payment_id, reason)
+        return UnknownOutcome(payment_id, reason, timed_out)
 

@@ -34,7 +34,7 @@ from payments_cache.errors import (
     UnknownOutcome,
 )
 from payments_cache.gateway import AuthorizationPayload, Gateway
-from payments_cache.models import ForwardState, PaymentRequest, PaymentStatus
+from payments_cache.models import ForwardState, PaymentRequest, PaymentStatus, QueueStats
 from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskLimits, evaluate
 from payments_cache.store import AsyncStore, Payment
 from payments_cache.uplinks import UplinkSignal
@@ -58,6 +58,8 @@ class IdempotencyConflict(PaymentsError):
 class ServiceSettings:
     merchant_id: str
     online_deadline_s: float = 3.0
+    #: After the gateway could not be reached, stand in at once for this long.
+    unreachable_pause_s: float = 2.0
     limits: RiskLimits = field(default_factory=RiskLimits)
 
 
@@ -137,6 +139,7 @@ class PaymentService:
         self._keys = _KeyLocks()
         self._stand_in_lock = asyncio.Lock()
         self.last_mode: str = "unknown"
+        self._unreachable_until = float("-inf")
 
     def reconfigure(self, settings: ServiceSettings) -> None:
         """Apply new limits and deadline (SIGHUP); payments in flight keep the old ones."""
@@ -155,6 +158,10 @@ class PaymentService:
                 if payment.status is not PaymentStatus.PENDING:
                     return answer(payment)
                 log.info("payment %s: resuming an interrupted attempt", payment.id)
+            elif not self._online_worth_trying():
+                payment = await self._take_offline(key, request)
+                self._changed()
+                return answer(payment)
             else:
                 payment = await self.store.begin_online(key, request)
             payment = await self._decide(payment, request)
@@ -165,9 +172,38 @@ class PaymentService:
         payment = await self.store.get(payment_id)
         return None if payment is None else detail(payment)
 
+    def _online_worth_trying(self) -> bool:
+        """False when no uplink works, or the gateway could not be reached moments ago
+        (then the answer comes at once instead of after the online deadline)."""
+        loop_time = asyncio.get_running_loop().time()
+        return self.uplinks.worth_trying() and loop_time >= self._unreachable_until
+
+    def _note_unreachable(self) -> None:
+        self._unreachable_until = (asyncio.get_running_loop().time()
+                                   + self.settings.unreachable_pause_s)
+
+    async def _take_offline(self, key: str, request: PaymentRequest) -> Payment:
+        """Straight to the stand-in: risk check and store in one transaction."""
+        window = timedelta(seconds=self.settings.limits.velocity_window_s)
+        stored = await self.store.take_offline(key, request, self._decider(request),
+                                               self._now() - window)
+        self._after_stand_in(stored)
+        return stored
+
+    def _decider(self, request: PaymentRequest) -> Callable[[QueueStats, tuple[int, int]],
+                                                             RiskDecision]:
+        limits, now, today = self.settings.limits, self._now(), self._today()
+
+        def decide(stats: QueueStats, velocity: tuple[int, int]) -> RiskDecision:
+            oldest = None if stats.oldest_created_at is None else max(
+                0.0, (now - stats.oldest_created_at).total_seconds())
+            return evaluate(request, limits, QueueSnapshot(stats.count, stats.amount, oldest),
+                            CardVelocity(*velocity), today)
+        return decide
+
     async def _decide(self, payment: Payment, request: PaymentRequest) -> Payment:
         maybe_sent = payment.interrupted
-        if self.uplinks.worth_trying():
+        if self._online_worth_trying():
             outcome = await self._online(payment, request)
             if isinstance(outcome, Payment):
                 return outcome
@@ -185,9 +221,13 @@ class PaymentService:
             result = await self.gateway.authorize(payload, self.settings.online_deadline_s)
         except GatewayUnavailable as exc:
             log.info("payment %s: gateway unavailable online (%s)", payment.id, exc.reason)
+            if exc.status is None:
+                self._note_unreachable()
             return False
         except UnknownOutcome as exc:
             log.warning("payment %s: online answer lost (%s)", payment.id, exc.reason)
+            if exc.timed_out:
+                self._note_unreachable()
             return True
         except GatewayRejected as exc:
             log.error("payment %s: gateway refused the online request with %d (%s)",
@@ -211,29 +251,26 @@ class PaymentService:
                                                    outcome_unknown=maybe_sent)
             except InvalidTransition:  # resolved meanwhile (forwarder lookup)
                 return await self._current(payment.id)
+        self._after_stand_in(stored)
+        return stored
+
+    def _after_stand_in(self, stored: Payment) -> None:
         if self.last_mode != "offline":
             self._emit("offline_mode", message="no uplink reaches the gateway: standing in",
                        payment_id=stored.id)
         self.last_mode = "offline"
-        if decision.approved:
+        if stored.status is PaymentStatus.APPROVED_OFFLINE:
             log.info("payment %s approved offline (%d %s)", stored.id, stored.amount,
                      stored.currency)
         else:
-            log.info("payment %s declined offline: %s", stored.id, decision.reason)
-        return stored
+            log.info("payment %s declined offline: %s", stored.id, stored.decline_reason)
 
     async def _risk(self, request: PaymentRequest) -> RiskDecision:
-        limits = self.settings.limits
-        now = self._now()
+        window = timedelta(seconds=self.settings.limits.velocity_window_s)
         stats = await self.store.queue_stats()
-        oldest = (now - stats.oldest_created_at).total_seconds() \
-            if stats.oldest_created_at else None
         fingerprint = await self.store.fingerprint(request.card.pan)
-        count, amount = await self.store.card_velocity(
-            fingerprint, now - timedelta(seconds=limits.velocity_window_s))
-        return evaluate(request, limits, QueueSnapshot(stats.count, stats.amount,
-                                                       max(0.0, oldest) if oldest else oldest),
-                        CardVelocity(count, amount), self._today())
+        velocity = await self.store.card_velocity(fingerprint, self._now() - window)
+        return self._decider(request)(stats, velocity)
 
     async def _current(self, payment_id: str) -> Payment:
         payment = await self.store.get(payment_id)

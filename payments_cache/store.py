@@ -112,6 +112,13 @@ _INSERT_PAYMENT = (  # the only interpolation is the constant column list
     f"'none') RETURNING {_COLUMNS}")
 
 
+_INSERT_OFFLINE = (  # the only interpolation is the constant column list
+    "INSERT INTO payments (id, idempotency_key, request_hash, created_at, updated_at, amount, "  # noqa: S608
+    "currency, terminal_id, reference, brand, first6, last4, fingerprint, card_blob, key_id, "
+    "status, forward_state, next_attempt_at, decline_reason) "
+    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}")
+
+
 # --- value types -----------------------------------------------------------------------
 
 
@@ -391,6 +398,41 @@ class Store:
             ).fetchall()
         return _payment(rows[0])
 
+    def take_offline(self, idempotency_key: str, request: PaymentRequest,
+                     decide: Callable[[QueueStats, tuple[int, int]], OfflineDecision],
+                     velocity_since: datetime, *, brand: str | None = None) -> Payment:
+        """Stand in for a payment that never went online, in one transaction (one fsync).
+
+        `decide(queue_stats, (card_count, card_amount))` runs inside the transaction, so
+        the risk limits see exactly the queue this payment joins, even under concurrency.
+        An approval is stored APPROVED_OFFLINE / QUEUED with its sealed card; a decline is
+        stored DECLINED_OFFLINE without card data.
+        """
+        pid = new_payment_id()
+        card = request.card
+        fingerprint = self._ring.fingerprint(card.pan)
+        now = self._now_ms()
+        with self._tx("store the offline payment") as conn:
+            if conn.execute("SELECT 1 FROM payments WHERE idempotency_key = ?",
+                            (idempotency_key,)).fetchone():
+                raise DuplicatePayment(idempotency_key)
+            decision = decide(self._queue_totals(conn),
+                              self._card_velocity(conn, fingerprint, velocity_since))
+            blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card)) \
+                if decision.approved else None
+            rows = conn.execute(
+                _INSERT_OFFLINE,
+                (pid, idempotency_key, self._ring.request_hash(request), now, now,
+                 request.amount, request.currency, request.terminal_id, request.reference,
+                 brand or card_brand(card.pan), card.first6, card.last4, fingerprint, blob,
+                 self._ring.active_data_key_id if blob else None,
+                 PaymentStatus.APPROVED_OFFLINE.value if decision.approved
+                 else PaymentStatus.DECLINED_OFFLINE.value,
+                 ForwardState.QUEUED.value if decision.approved else ForwardState.NONE.value,
+                 now if decision.approved else None,
+                 None if decision.approved else decision.reason)).fetchall()
+        return _payment(rows[0])
+
     def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
         """The gateway answered the online attempt: APPROVED/DECLINED, card erased."""
         with self._tx("settle the payment") as conn:
@@ -471,25 +513,40 @@ class Store:
         ``declined_after_offline`` (approved offline, then declined by the gateway).
         """
         with self._guard("read queue statistics"):
-            count, amount, oldest = self._conn.execute(
-                "SELECT count(*), coalesce(sum(amount), 0), min(created_at) FROM payments "
-                "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0").fetchone()
-            by_state = {s.value: 0 for s in ForwardState}
-            by_state.update(self._conn.execute(
-                "SELECT forward_state, count(*) FROM payments GROUP BY forward_state"))
-            by_state["quarantined"], by_state["declined_after_offline"] = self._conn.execute(
-                "SELECT coalesce(sum(quarantined), 0), coalesce(sum(status = "
-                "'approved_offline' AND final_status = 'declined'), 0) FROM payments"
-            ).fetchone()
-        return QueueStats(count, amount, from_ms(oldest), by_state)
+            return self._queue_stats(self._conn)
+
+    @staticmethod
+    def _queue_totals(conn: sqlite3.Connection) -> QueueStats:
+        """Count, amount and oldest of the queue (indexed); `by_state` left empty."""
+        count, amount, oldest = conn.execute(
+            "SELECT count(*), coalesce(sum(amount), 0), min(created_at) FROM payments "
+            "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0").fetchone()
+        return QueueStats(count, amount, from_ms(oldest), {})
+
+    @classmethod
+    def _queue_stats(cls, conn: sqlite3.Connection) -> QueueStats:
+        totals = cls._queue_totals(conn)
+        by_state = {s.value: 0 for s in ForwardState}
+        by_state.update(conn.execute(
+            "SELECT forward_state, count(*) FROM payments GROUP BY forward_state"))
+        by_state["quarantined"], by_state["declined_after_offline"] = conn.execute(
+            "SELECT coalesce(sum(quarantined), 0), coalesce(sum(status = "
+            "'approved_offline' AND final_status = 'declined'), 0) FROM payments"
+        ).fetchone()
+        return QueueStats(totals.count, totals.amount, totals.oldest_created_at, by_state)
 
     def card_velocity(self, fingerprint: str, since: datetime) -> tuple[int, int]:
         """(count, amount) of offline-approved payments on this card since `since`."""
         with self._guard("read card velocity"):
-            count, amount = self._conn.execute(
-                "SELECT count(*), coalesce(sum(amount), 0) FROM payments WHERE fingerprint = ? "
-                "AND status = 'approved_offline' AND created_at >= ?",
-                (fingerprint, to_ms(since))).fetchone()
+            return self._card_velocity(self._conn, fingerprint, since)
+
+    @staticmethod
+    def _card_velocity(conn: sqlite3.Connection, fingerprint: str,
+                       since: datetime) -> tuple[int, int]:
+        count, amount = conn.execute(
+            "SELECT count(*), coalesce(sum(amount), 0) FROM payments WHERE fingerprint = ? "
+            "AND status = 'approved_offline' AND created_at >= ?",
+            (fingerprint, to_ms(since))).fetchone()
         return int(count), int(amount)
 
     def list_queue(self, limit: int = 100) -> list[Payment]:
@@ -838,6 +895,12 @@ class AsyncStore:
     async def begin_online(self, idempotency_key: str, request: PaymentRequest, *,
                            brand: str | None = None) -> Payment:
         return await self._call(self._store.begin_online, idempotency_key, request, brand=brand)
+
+    async def take_offline(self, idempotency_key: str, request: PaymentRequest,
+                           decide: Callable[[QueueStats, tuple[int, int]], OfflineDecision],
+                           velocity_since: datetime, *, brand: str | None = None) -> Payment:
+        return await self._call(self._store.take_offline, idempotency_key, request, decide,
+                                velocity_since, brand=brand)
 
     async def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
         return await self._call(self._store.settle_online, payment_id, result)

@@ -27,7 +27,14 @@ from payments_cache.errors import (
     StorageUnavailable,
 )
 from payments_cache.migrations import MIGRATIONS, Migration, applied_migrations
-from payments_cache.models import Card, ForwardState, GatewayResult, PaymentRequest, PaymentStatus
+from payments_cache.models import (
+    Card,
+    ForwardState,
+    GatewayResult,
+    PaymentRequest,
+    PaymentStatus,
+    QueueStats,
+)
 from payments_cache.risk import RiskDecision
 from payments_cache.store import (
     ABANDONED_REASON,
@@ -874,3 +881,28 @@ async def test_async_store_runs_everything_on_its_own_thread(state_dir: Path,
         assert got is not None and got.id == payments[0].id
     finally:
         await s.close()
+
+
+# --- straight to the stand-in, risk checked inside the transaction -------------------
+
+
+def test_take_offline_decides_on_the_queue_it_joins(store: Store) -> None:
+    seen: list[tuple[int, int, tuple[int, int]]] = []
+
+    def decide(stats: QueueStats, velocity: tuple[int, int]) -> StandInDecision:
+        seen.append((stats.count, stats.amount, velocity))
+        return StandInDecision(stats.count < 2, None if stats.count < 2 else "queue_count")
+
+    card = Card(PANS[0], 12, 2030, cvc=CVC)
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    taken = [store.take_offline(f"off-{i}", PaymentRequest(1000 + i, "KRW", card), decide, since)
+             for i in range(3)]
+    assert [p.status for p in taken] == [PaymentStatus.APPROVED_OFFLINE] * 2 + [
+        PaymentStatus.DECLINED_OFFLINE]
+    assert [p.forward_state for p in taken] == [ForwardState.QUEUED] * 2 + [ForwardState.NONE]
+    assert seen == [(0, 0, (0, 0)), (1, 1000, (1, 1000)), (2, 2001, (2, 2001))]
+    assert [p.has_card for p in taken] == [True, True, False]
+    assert taken[2].decline_reason == "queue_count"
+    assert store.card_for_forwarding(taken[0].id) == Card(PANS[0], 12, 2030)
+    with pytest.raises(DuplicatePayment):
+        store.take_offline("off-0", PaymentRequest(1, "KRW", card), decide, since)
