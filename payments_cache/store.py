@@ -518,9 +518,12 @@ class Store:
     @staticmethod
     def _queue_totals(conn: sqlite3.Connection) -> QueueStats:
         """Count, amount and oldest of the queue (indexed); `by_state` left empty."""
-        count, amount, oldest = conn.execute(
-            "SELECT count(*), coalesce(sum(amount), 0), min(created_at) FROM payments "
-            "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0").fetchone()
+        count, amount = conn.execute("SELECT count, amount FROM queue_totals").fetchone()
+        (oldest,) = conn.execute(  # one index seek per state
+            "SELECT min(m) FROM (SELECT min(created_at) AS m FROM payments "
+            "WHERE forward_state = 'queued' AND quarantined = 0 UNION ALL "
+            "SELECT min(created_at) FROM payments "
+            "WHERE forward_state = 'unknown' AND quarantined = 0)").fetchone()
         return QueueStats(count, amount, from_ms(oldest), {})
 
     @classmethod

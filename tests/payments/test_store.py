@@ -615,7 +615,6 @@ def test_migrating_a_v1_database_with_queued_payments_keeps_every_one(state_dir:
     v1.mark_dead(dead.id, expect=dead, error="400")
     ids = [p.id for p in rows] + [dead.id]
     before = {pid: v1.get(pid) for pid in ids}
-    stats = v1.queue_stats()
     v1.close()
     with raw(state_dir) as conn:
         assert applied_migrations(conn) == ["0001_initial"]
@@ -624,7 +623,10 @@ def test_migrating_a_v1_database_with_queued_payments_keeps_every_one(state_dir:
     try:
         assert s.report.applied_migrations == [m.name for m in MIGRATIONS[1:]]
         assert {pid: s.get(pid) for pid in ids} == before
-        assert s.queue_stats() == stats
+        stats = s.queue_stats()  # queue_totals (0003) computed from the v1 rows
+        assert (stats.count, stats.amount) == (6, sum(p.amount for p in rows))
+        assert stats.oldest_created_at == rows[0].created_at
+        assert stats.by_state["dead"] == 1
         due = s.due_for_forwarding(clock.dt, limit=100)
         assert [p.id for p in due] == [p.id for p in rows]
         for i, p in enumerate(rows, start=1):
@@ -906,3 +908,28 @@ def test_take_offline_decides_on_the_queue_it_joins(store: Store) -> None:
     assert store.card_for_forwarding(taken[0].id) == Card(PANS[0], 12, 2030)
     with pytest.raises(DuplicatePayment):
         store.take_offline("off-0", PaymentRequest(1, "KRW", card), decide, since)
+
+
+def test_queue_totals_follow_every_transition(store: Store, clock: Clock,
+                                              state_dir: Path) -> None:
+    """The trigger-kept totals equal a full scan after every kind of change."""
+    def scanned() -> tuple[int, int]:
+        with raw(state_dir) as conn:
+            count, amount = conn.execute(
+                "SELECT count(*), coalesce(sum(amount), 0) FROM payments WHERE forward_state "
+                "IN ('queued', 'unknown') AND quarantined = 0").fetchone()
+        return count, amount
+
+    a = queued(store, "ta", 1, amount=1000)
+    queued(store, "tb", 2, amount=2000, unknown=True)
+    c = queued(store, "tc", 3, amount=3000)
+    assert (store.queue_stats().count, store.queue_stats().amount) == scanned() == (3, 6000)
+    store.record_forward_result(a.id, GatewayResult("approved", "X1"), expect=a)
+    store.mark_dead(c.id, expect=c, error="400")
+    stats = store.queue_stats()
+    assert (stats.count, stats.amount) == scanned() == (1, 2000)
+    store.take_offline("td", request(4, 7000), lambda s, v: StandInDecision(True), clock.dt)
+    store.take_offline("te", request(5, 9000), lambda s, v: StandInDecision(False, "no"),
+                       clock.dt)
+    stats = store.queue_stats()
+    assert (stats.count, stats.amount) == scanned() == (2, 9000)
