@@ -72,9 +72,10 @@ ComponentFactory = Callable[[BoxContext], Awaitable[Component | None]]
 
 
 def builtin_factories() -> list[ComponentFactory]:
+    from firmware.modem import build_modem
     from firmware.payments import build_payments
 
-    return [build_payments]
+    return [build_payments, build_modem]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:

@@ -124,7 +124,8 @@ class PaymentsComponent:
 
 async def build_payments(context: BoxContext) -> PaymentsComponent:
     config = context.config
-    store = await AsyncStore.open(config.device.state_dir, kek_path(config))
+    store = await AsyncStore.open(config.device.state_dir, kek_path(config),
+                                  scrub_interval_s=1.0)
     context.closers.append(store.close)
     report = store.report
     if report.recovered_pending:

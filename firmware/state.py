@@ -51,7 +51,16 @@ class ModemState:
     mcc_mnc: str | None = None
     rat: str | None = None
     signal_dbm: int | None = None
+    rsrp_dbm: float | None = None
+    rsrq_db: float | None = None
+    sinr_db: float | None = None
+    data_up: bool | None = None
+    ip: str | None = None
     sim: str | None = None
+    sim_fault: str | None = None
+    sim_slot: int | None = None
+    sim_mcc_mnc: str | None = None
+    model: str | None = None
     same_carrier_as_wired: bool | None = None
     recovery_step: str | None = None
     resets_total: int = 0

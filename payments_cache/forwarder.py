@@ -177,6 +177,7 @@ class Forwarder:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+        await self._store.flush_erasures()
         await self._announce_if_drained()
         return report
 

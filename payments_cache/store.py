@@ -245,6 +245,9 @@ class Store:
         self._ring = ring
         self._clock = clock
         self._grace_ms = int(pending_grace_s * 1000)
+        self._scrub_interval_s = 0.0
+        self._scrubbed_at = float("-inf")
+        self._scrub_pending = False
         self.report = OpenReport([], [], [], [])
 
     # open / close
@@ -252,7 +255,8 @@ class Store:
     @classmethod
     def open(cls, directory: str | Path, kek_path: str | Path, *,
              clock: Callable[[], float] = time.time, pending_grace_s: float = 120.0,
-             migrations: Sequence[Migration] = MIGRATIONS) -> Store:
+             migrations: Sequence[Migration] = MIGRATIONS,
+             scrub_interval_s: float = 0.0) -> Store:
         """Open (creating if needed) the store in `directory`, keyed by the KEK file.
 
         Raises `KeyMaterialError` (KEK file unsafe), `MigrationFailed` or
@@ -265,6 +269,7 @@ class Store:
             applied = apply_migrations(conn, migrations)
             ring = KeyRing(kek, _load_key_records(conn))
             store = cls(conn, ring, clock, pending_grace_s)
+            store._scrub_interval_s = scrub_interval_s
             store._start(applied)
         except BaseException:
             conn.close()
@@ -283,6 +288,7 @@ class Store:
 
     def close(self) -> None:
         with self._guard("close the store"):
+            self.flush_erasures()
             self._conn.close()
 
     # transactions
@@ -298,16 +304,28 @@ class Store:
             raise StorageUnavailable(operation, _storage_reason(exc)) from exc
 
     @contextlib.contextmanager
-    def _tx(self, operation: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed (and fsync'd) on exit, rolled back on error."""
+    def _tx(self, operation: str, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed (and fsync'd) on exit, rolled back on error.
+
+        ``durable=False`` is for changes whose loss in a power cut is harmless because
+        they are redone identically (a forward result: the gateway replays it under the
+        same Idempotency-Key): the commit is atomic and survives a crash of the process,
+        but is fsync'd with the next durable commit or checkpoint instead of at once.
+        """
         with self._guard(operation):
-            self._conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            finally:
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous = FULL")
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
@@ -317,11 +335,26 @@ class Store:
                 log.exception("rollback failed")
 
     def _scrub(self) -> None:
-        """Checkpoint and truncate the WAL so erased ciphertexts leave no old page image."""
+        """Checkpoint and truncate the WAL so erased ciphertexts leave no old page image.
+
+        With `scrub_interval_s` > 0 this happens at most that often (the forwarder
+        erases hundreds of cards a second); `flush_erasures()` finishes a pending one."""
+        now = time.monotonic()
+        if self._scrub_interval_s and now - self._scrubbed_at < self._scrub_interval_s:
+            self._scrub_pending = True
+            return
+        self._scrubbed_at = now
+        self._scrub_pending = False
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint after erasing card data failed: %s", exc)
+
+    def flush_erasures(self) -> None:
+        """Run a scrub that `scrub_interval_s` postponed, if any."""
+        if self._scrub_pending:
+            self._scrubbed_at = float("-inf")
+            self._scrub()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -667,7 +700,8 @@ class Store:
 
     def _forwarder_update(self, operation: str, expect: Payment, fields: dict[str, Any],
                           erase: bool = False) -> Payment | None:
-        with self._tx(operation) as conn:
+        # not durable: each of these is redone identically if lost (see `_tx`)
+        with self._tx(operation, durable=False) as conn:
             current = self._get(conn, expect.id)
             if current is None:
                 raise PaymentNotFound(expect.id)
@@ -861,10 +895,12 @@ class AsyncStore:
     @classmethod
     async def open(cls, directory: str | Path, kek_path: str | Path, *,
                    clock: Callable[[], float] = time.time, pending_grace_s: float = 120.0,
-                   migrations: Sequence[Migration] = MIGRATIONS) -> AsyncStore:
+                   migrations: Sequence[Migration] = MIGRATIONS,
+                   scrub_interval_s: float = 0.0) -> AsyncStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-store")
         opener = functools.partial(Store.open, directory, kek_path, clock=clock,
-                                   pending_grace_s=pending_grace_s, migrations=migrations)
+                                   pending_grace_s=pending_grace_s, migrations=migrations,
+                                   scrub_interval_s=scrub_interval_s)
         try:
             store = await asyncio.get_running_loop().run_in_executor(executor, opener)
         except BaseException:
@@ -961,3 +997,6 @@ class AsyncStore:
 
     async def rotate_keys(self) -> RotationReport:
         return await self._call(self._store.rotate_keys)
+
+    async def flush_erasures(self) -> None:
+        await self._call(self._store.flush_erasures)

@@ -121,6 +121,14 @@ class LteConfig:
     baudrate: int = doc("Serial speed of the AT port.", 115200, positive)
     power_pin: str = doc("GPIO (gpiozero name, e.g. \"GPIO17\") wired to the modem's "
                          "power key; \"\" when not wired.", "")
+    power_mode: Literal["pwrkey", "reset"] = doc(
+        "What power_pin drives: the EC25 PWRKEY (pulse off, then on) or a RESET line.",
+        "pwrkey")
+    poll_interval_s: float = doc("Seconds between the modem's light health polls.", 10.0,
+                                 positive)
+    simulator: Literal["", "KT", "SKT", "LGU"] = doc(
+        "Run the built-in EC25 simulator (hw.modem.simulator) with a SIM of this carrier "
+        "instead of a real modem; \"\" for real hardware.", "")
 
 
 @dataclass(frozen=True)

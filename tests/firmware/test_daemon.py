@@ -142,13 +142,14 @@ def test_sighup_reloads_tokens(daemon: DaemonProcess) -> None:
 
 def test_sighup_with_a_broken_config_keeps_running(daemon: DaemonProcess) -> None:
     original = daemon.config.read_text()
-    daemon.config.write_text(original + "\n[lte]\napm = 1\n")
+    daemon.config.write_text(original + "\n[hw]\npin_factroy = \"mock\"\n")
     daemon.signal(signal.SIGHUP)
     deadline = time.monotonic() + 5
     while "reload refused" not in daemon.log():
         assert time.monotonic() < deadline
         daemon.notify.wait_for("WATCHDOG", "1")
-    assert "lte.apm: unknown key 'apm'; did you mean 'apn'?" in daemon.log()
+    assert "hw.pin_factroy: unknown key 'pin_factroy'; did you mean 'pin_factory'?" \
+        in daemon.log()
     assert daemon.get("/v1/status")["phase"] == "running"
 
 

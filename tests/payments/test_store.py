@@ -933,3 +933,21 @@ def test_queue_totals_follow_every_transition(store: Store, clock: Clock,
                        clock.dt)
     stats = store.queue_stats()
     assert (stats.count, stats.amount) == scanned() == (2, 9000)
+
+
+def test_postponed_scrub_leaves_no_ciphertext_once_flushed(state_dir: Path,
+                                                           clock: Clock) -> None:
+    s = open_store(state_dir, clock, scrub_interval_s=3600)
+    try:
+        first = queued(s, "sc1", 1)
+        second = queued(s, "sc2", 2)
+        blobs = [raw_blob(state_dir, p.id) for p in (first, second)]
+        assert all(blobs)
+        s.record_forward_result(first.id, GatewayResult("approved", "A1"), expect=first)
+        s.record_forward_result(second.id, GatewayResult("approved", "A2"), expect=second)
+        s.flush_erasures()
+        for blob in blobs:
+            assert blob is not None
+            assert files_containing(state_dir, blob[-16:]) == []  # the GCM tag is unique
+    finally:
+        s.close()

@@ -85,7 +85,7 @@ class Pos:
                         return
                     if r.status != 503:
                         raise AssertionError(f"{key}: HTTP {r.status} {await r.text()}")
-            except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 pass
             self.retried.add(key)
             await asyncio.sleep(0.02)  # back off while the daemon restarts

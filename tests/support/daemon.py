@@ -19,7 +19,8 @@ MERCHANT_KEY = "merchant-key-for-tests"
 
 
 def write_config(tmp: Path, extra: str = "", port: int = 18470,
-                 gateway_url: str = "http://127.0.0.1:9", payments: str = "") -> Path:
+                 gateway_url: str = "http://127.0.0.1:9", payments: str = "",
+                 lte: str = 'simulator = "SKT"') -> Path:
     """A config for tests; `payments` adds keys to [payments], `extra` adds tables."""
     (tmp / "state").mkdir(exist_ok=True)
     tokens = tmp / "pos-tokens"
@@ -41,6 +42,12 @@ merchant_key_file = "{merchant_key}"
 
 [routing]
 backend = "none"
+
+[wired]
+carrier = "KT"
+
+[lte]
+{lte}
 
 [api]
 listen = "127.0.0.1:{port}"
