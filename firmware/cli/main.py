@@ -38,6 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     queue.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
     queue.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
 
+    modem = sub.add_parser("modem", help="talk AT to the LTE modem directly")
+    modem_sub = modem.add_subparsers(dest="modem_command", required=True, metavar="ACTION")
+    info = modem_sub.add_parser("info", help="identity, SIM, registration, operator, signal")
+    info.add_argument("--port", required=True, help="device path or pyserial URL")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--baudrate", type=int, default=115200)
+    info.add_argument("--timeout", type=float, default=5.0, help="seconds per command")
+    info.add_argument("--wired-carrier", default="",
+                      help="the wired ISP's carrier, to check carrier diversity")
+    at = modem_sub.add_parser("at", help="send one raw AT command")
+    at.add_argument("--port", required=True, help="device path or pyserial URL")
+    at.add_argument("--baudrate", type=int, default=115200)
+    at.add_argument("--timeout", type=float, default=10.0)
+    at.add_argument("cmd", help='e.g. AT+CSQ or \'AT+QENG="servingcell"\'')
+
     keys = sub.add_parser("keys", help="card-data encryption keys")
     keys.add_argument("action", choices=["rotate"],
                       help="rotate: new data key, every stored card re-encrypted under it")
@@ -108,6 +123,34 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_modem(args: argparse.Namespace) -> int:
+    from firmware.cli.modem_cmd import (
+        ModemUnavailable,
+        modem_at,
+        modem_info,
+        render_modem,
+        status_json,
+    )
+
+    try:
+        if args.modem_command == "info":
+            snap = asyncio.run(modem_info(args.port, args.baudrate, args.timeout,
+                                          args.wired_carrier))
+            if args.json:
+                print(json.dumps(status_json(args.port, snap), indent=2, default=str))
+            else:
+                print(render_modem(args.port, snap, colour=sys.stdout.isatty()))
+            return EXIT_OK
+        lines, final = asyncio.run(modem_at(args.port, args.cmd, args.baudrate, args.timeout))
+    except ModemUnavailable as exc:
+        print(f"storebox modem: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    for line in lines:
+        print(line)
+    print(final)
+    return EXIT_OK if final.startswith("OK") or final.startswith("CONNECT") else EXIT_FAIL
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     result = _api_call(args, "/v1/keys/rotate", method="POST")
     if isinstance(result, int):
@@ -145,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "modem":
+        return cmd_modem(args)
     if args.command == "keys":
         return cmd_keys(args)
     if args.command == "queue":

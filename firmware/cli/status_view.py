@@ -90,11 +90,19 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
          + (f" ({m['registration']})" if m.get("registration") else "")),
         ("operator", operator),
         ("access tech", _or_unknown(m.get("rat"))),
-        ("signal", _or_unknown(m.get("signal_dbm"), " dBm")),
-        ("sim", _or_unknown(m.get("sim"))),
+        ("signal", _or_unknown(m.get("signal_dbm"), " dBm")
+         + (f"  rsrp {m['rsrp_dbm']:.0f} dBm" if m.get("rsrp_dbm") is not None else "")
+         + (f"  sinr {m['sinr_db']:.0f} dB" if m.get("sinr_db") is not None else "")),
+        ("sim", _or_unknown(m.get("sim"))
+         + (f" ({m['sim_fault']})" if m.get("sim_fault") else "")),
+        ("data", layout.paint(_yes_no(m.get("data_up")))
+         + (f" {m['ip']}" if m.get("ip") else "")),
     ]
+    if m.get("recovery_step"):
+        rows.append(("recovery", f"{m['recovery_step']} (resets: {m.get('resets_total', 0)})"))
     if m.get("same_carrier_as_wired"):
-        rows.append(("WARNING", layout.paint("down") + " SIM is on the wired line's carrier"))
+        rows.append(("carrier diversity", layout.paint("none")
+                     + ": the SIM is on the wired line's carrier; one outage takes both"))
     layout.section("Modem", rows)
     p = doc["payments"]
     layout.section("Payments", [

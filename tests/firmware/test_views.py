@@ -94,7 +94,7 @@ def test_render_status_sections() -> None:
     assert "wired: up  eth0  12 ms  0% loss" in text
     assert "operator: SKTelecom (450-05)" in text
     assert "signal: -71 dBm" in text
-    assert "SIM is on the wired line's carrier" in text
+    assert "the SIM is on the wired line's carrier" in text
     assert "\033[" not in text
     assert "\033[32mup\033[0m" in render_status(status_document(state), colour=True)
 
