@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -30,10 +31,8 @@ def wait_status(daemon: DaemonProcess, check: Any, what: str) -> dict[str, Any]:
         if check(doc):
             return doc
         assert time.monotonic() < deadline, f"timed out waiting for {what}: {doc['modem']}"
-        try:
+        with contextlib.suppress(TimeoutError):
             daemon.notify.wait_for("STATUS", timeout=0.25)
-        except TimeoutError:
-            pass
 
 
 @pytest.fixture
