@@ -39,7 +39,7 @@ bench: deps
 	$(PY) -m pytest -q -s benchmarks $(PYTEST_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check firmware failover payments_cache hw tests
+	$(VENV)/bin/ruff check firmware failover payments_cache hw tests benchmarks
 	$(VENV)/bin/mypy
 
 clean:
