@@ -8,6 +8,7 @@ for the hardware on a pseudo-terminal, as gpiozero's MockFactory stands in for p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -26,7 +27,7 @@ from hw.modem.status import ModemStatus
 log = logging.getLogger("storebox.modem")
 
 FOLLOW_EVERY_S = 1.0
-DATA_CHECK_EVERY_S = 10.0
+DATA_RETRY_S = 5.0
 _SEVERITY = {"fault": "error", "modem_reset": "warning", "carrier_overlap": "warning"}
 _SIMULATED_SIMS = {"KT": SimCard.kt, "SKT": SimCard.skt, "LGU": SimCard.lgu}
 
@@ -95,21 +96,27 @@ class ModemComponent:
             await modem.close()
 
     async def _follow(self, modem: Modem) -> None:
+        """`BoxState.modem` follows every change of the driver's snapshot."""
         while True:
-            apply_snapshot(self.state, modem.snapshot())
-            await asyncio.sleep(FOLLOW_EVERY_S)
+            seen = modem.snapshot()
+            apply_snapshot(self.state, seen)
+            with contextlib.suppress(TimeoutError):
+                await modem.wait_for(lambda s, seen=seen: s != seen, timeout=FOLLOW_EVERY_S)
 
     async def _keep_data_up(self, modem: Modem) -> None:
         """Hot standby: registered with data up, so failover never waits for a bring-up."""
+        def wanted(s: ModemStatus) -> bool:
+            return bool(s.present and s.registered and not s.data_up)
+
         while True:
-            snap = modem.snapshot()
-            if snap.present and snap.registered and not snap.data_up and not modem.busy:
-                try:
-                    status = await modem.connect_data(self.config.lte.apn)
-                    log.info("LTE data up on %s: %s", self.config.lte.interface, status.ip)
-                except ModemError as exc:
-                    log.warning("LTE data bring-up failed: %s", exc)
-            await asyncio.sleep(DATA_CHECK_EVERY_S if modem.snapshot().data_up else 2.0)
+            await modem.wait_for(wanted, timeout=None)
+            try:
+                status = await modem.connect_data(self.config.lte.apn)
+                log.info("LTE data up on %s: %s", self.config.lte.interface, status.ip)
+            except ModemError as exc:
+                log.warning("LTE data bring-up failed: %s; retrying in %.0fs", exc,
+                            DATA_RETRY_S)
+                await asyncio.sleep(DATA_RETRY_S)
 
 
 def power_control(config: Config, simulator: ModemSimulator | None) -> PowerControl | None:
