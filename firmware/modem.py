@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import operator
 import time
 from datetime import datetime
 from typing import Any
@@ -101,7 +103,8 @@ class ModemComponent:
             seen = modem.snapshot()
             apply_snapshot(self.state, seen)
             with contextlib.suppress(TimeoutError):
-                await modem.wait_for(lambda s, seen=seen: s != seen, timeout=FOLLOW_EVERY_S)
+                await modem.wait_for(functools.partial(operator.ne, seen),
+                                     timeout=FOLLOW_EVERY_S)
 
     async def _keep_data_up(self, modem: Modem) -> None:
         """Hot standby: registered with data up, so failover never waits for a bring-up."""
