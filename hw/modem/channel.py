@@ -57,7 +57,7 @@ import contextlib
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -80,6 +80,16 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_SECRET_ARGS = re.compile(r"(?i)^(AT\+(?:CPIN2?|CLCK|CPWD|QPINC|CPINR)=)(.*)$")
+
+
+def redact(command: str) -> str:
+    """`command` fit for logs, statistics and error messages: PINs and PUKs replaced.
+
+    ``AT+CPIN="1234"`` becomes ``AT+CPIN=<redacted>``; other commands are unchanged."""
+    return _SECRET_ARGS.sub(r"\1<redacted>", command)
+
 
 #: Lines that are unsolicited whatever command is outstanding.
 ALWAYS_URC: frozenset[str] = frozenset({"RDY", "POWERED DOWN", "NORMAL POWER DOWN"})
@@ -405,10 +415,15 @@ class AtChannel:
         *,
         baudrate: int = 115200,
         force_thread: bool = False,
+        serial_options: Mapping[str, Any] | None = None,
         **channel_options: Any,
     ) -> AtChannel:
-        """Open the AT port `url` (device path or pyserial URL) and start the channel."""
-        transport = await SerialTransport.open(url, baudrate=baudrate, force_thread=force_thread)
+        """Open the AT port `url` (device path or pyserial URL) and start the channel.
+
+        `serial_options` go to `serial_for_url` (e.g. ``exclusive=True``: the daemon owns
+        the port and a second opener is refused instead of interleaving commands)."""
+        transport = await SerialTransport.open(url, baudrate=baudrate, force_thread=force_thread,
+                                               **dict(serial_options or {}))
         try:
             channel = cls(transport, **channel_options)
         except BaseException:
@@ -587,14 +602,14 @@ class AtChannel:
                         await self._transport.write(data)
                     elif isinstance(item, _Reboot):
                         outcome = "rebooted"
-                        raise ModemRebooted(cmd, item.line)
+                        raise ModemRebooted(redact(cmd), item.line)
                     else:
                         outcome = "closed"
                         raise item
         except TimeoutError:
             outcome = "timeout"
             self.stats.timeouts += 1
-            raise CommandTimeout(cmd, limit) from None
+            raise CommandTimeout(redact(cmd), limit) from None
         except PortClosed:
             outcome = "closed"
             raise
@@ -603,17 +618,17 @@ class AtChannel:
                 self._pending = None
             duration = loop.time() - started
             if final is None:
-                self._unanswered.append(cmd)
-                self._record(cmd, duration, outcome)
+                self._unanswered.append(redact(cmd))
+                self._record(redact(cmd), duration, outcome)
         response = Response(cmd, tuple(lines), final.text, duration)
         if final.kind.success:
             self.stats.ok += 1
-            self._record(cmd, duration, "ok")
+            self._record(redact(cmd), duration, "ok")
             return response
         self.stats.errors += 1
-        self._record(cmd, duration, "error")
+        self._record(redact(cmd), duration, "error")
         raise CommandError(
-            cmd,
+            redact(cmd),
             final.text,
             cme_code=final.code if final.kind is FinalKind.CME_ERROR else None,
             cms_code=final.code if final.kind is FinalKind.CMS_ERROR else None,
