@@ -1,0 +1,245 @@
+"""The shop LAN's way out: nftables table `inet storebox`, regenerated per uplink change.
+
+storebox owns exactly one table, `inet storebox`, and never reads, flushes or edits any
+other. Every change is one `nft -f -` transaction that (re)creates the whole table:
+
+    table inet storebox              # make sure it exists, so that
+    delete table inet storebox       # deleting it cannot fail
+    table inet storebox { ... }      # the new ruleset
+
+nft applies a file as one netlink batch: either the new table replaces the old one at
+once, or (on any error) nothing changes -- there is no instant with half a ruleset.
+
+Ruleset shape (LAN `lan0`, wired `wan0` active, LTE allowlist configured)::
+
+    table inet storebox {
+        set lte_allow4 { type ipv4_addr; flags interval; elements = { 198.51.100.10 } }
+        set lte_allow6 { type ipv6_addr; flags interval; }
+        chain forward {
+            type filter hook forward priority filter; policy accept;
+            iifname { "wan0", "wwan0" } oifname { "lan0" } ct state established,related accept
+            iifname { "wan0", "wwan0" } oifname { "lan0" } counter drop
+            iifname { "lan0" } oifname "wan0" accept
+            iifname { "lan0" } oifname { "wan0", "wwan0" } counter reject with icmpx \
+                admin-prohibited
+        }
+        chain postrouting {
+            type nat hook postrouting priority srcnat; policy accept;
+            iifname { "lan0" } oifname "wan0" masquerade
+        }
+    }
+
+With LTE active and the allowlist on, the LAN→LTE rule becomes
+`ip daddr @lte_allow4 accept` / `ip6 daddr @lte_allow6 accept` followed by a counted
+reject -- established or not, so a flow that started on wired cannot keep spending
+the LTE budget. With no active uplink (offline) the LAN reaches no uplink at all.
+Traffic that is not between the LAN and an uplink is not this table's business
+(policy accept); rejects answer at once, so POS terminals fail fast instead of hanging.
+Allowlist entries are IP addresses or CIDR networks; names must be resolved by the
+caller (and the DNS servers the LAN uses must be allowlisted if they are on the
+internet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
+from typing import Any
+
+from failover.errors import NftConfigError, NftError
+from failover.routes import UPLINK_NAMES, Uplink, UplinkName, interface_name_problem
+
+TABLE = "storebox"
+FAMILY = "inet"
+
+
+def _interface(field: str, value: object) -> str:
+    problem = interface_name_problem(value)
+    if problem is not None:
+        raise NftConfigError(field, value, problem)
+    assert isinstance(value, str)
+    return value
+
+
+def parse_allowlist(entries: Iterable[str]) -> tuple[list[IPv4Network], list[IPv6Network]]:
+    """IP addresses / CIDRs, validated, merged (overlaps collapse), split by family."""
+    if isinstance(entries, str | bytes):
+        raise NftConfigError("lte_allowlist", entries, "must be a list of addresses/CIDRs")
+    v4: list[IPv4Network] = []
+    v6: list[IPv6Network] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise NftConfigError("lte_allowlist", entry, "must be a string")
+        try:
+            network = ip_network(entry.strip(), strict=True)
+        except ValueError as exc:
+            raise NftConfigError("lte_allowlist", entry,
+                                 f"not an IP address or CIDR network ({exc})") from None
+        if network.prefixlen == 0:
+            raise NftConfigError("lte_allowlist", entry,
+                                 "allows everything; leave the allowlist unset instead")
+        if isinstance(network, IPv4Network):
+            v4.append(network)
+        else:
+            v6.append(network)
+    return list(collapse_addresses(v4)), list(collapse_addresses(v6))
+
+
+def _set(names: Iterable[str]) -> str:
+    return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
+
+
+class LanForwarding:
+    """LAN → active uplink forwarding and masquerade in table `inet storebox`."""
+
+    def __init__(self, *, lan_interfaces: Sequence[str],
+                 uplinks: Iterable[Uplink] | Mapping[UplinkName, str],
+                 lte_allowlist: Iterable[str] | None = None, netns: str | None = None,
+                 nft: str = "nft", timeout: float = 10.0) -> None:
+        if isinstance(lan_interfaces, str):
+            raise NftConfigError("lan_interfaces", lan_interfaces, "must be a list of names")
+        self.lan = [_interface("lan_interfaces", name) for name in lan_interfaces]
+        if not self.lan:
+            raise NftConfigError("lan_interfaces", list(lan_interfaces), "at least one needed")
+        pairs = (list(uplinks.items()) if isinstance(uplinks, Mapping)
+                 else [(u.name, u.interface) for u in uplinks])
+        self.uplinks: dict[UplinkName, str] = {}
+        for name, interface in pairs:
+            if name not in UPLINK_NAMES:
+                raise NftConfigError("uplinks", name, f"must be one of {', '.join(UPLINK_NAMES)}")
+            self.uplinks[name] = _interface(f"{name}.interface", interface)
+        if not self.uplinks:
+            raise NftConfigError("uplinks", pairs, "at least one uplink needed")
+        clash = set(self.lan) & set(self.uplinks.values())
+        if clash or len(set(self.uplinks.values())) != len(self.uplinks):
+            raise NftConfigError("lan_interfaces", sorted(clash) or self.uplinks,
+                                 "an interface cannot be both LAN and uplink, or two uplinks")
+        self.lte_allowlist: tuple[list[IPv4Network], list[IPv6Network]] | None = None
+        if lte_allowlist is not None:
+            self.lte_allowlist = parse_allowlist(lte_allowlist)
+        self.netns = netns
+        self.nft = nft
+        self.timeout = timeout
+        self.active: UplinkName | None = None
+        self.applied = False
+
+    def render(self, active: UplinkName | None) -> str:
+        """The whole transaction that makes `active` (None: no uplink) the LAN's way out."""
+        if active is not None and active not in self.uplinks:
+            raise NftConfigError("active", active, "is not one of the configured uplinks")
+        lan = _set(self.lan)
+        wans = _set(self.uplinks.values())
+        lines = [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}",
+                 f"table {FAMILY} {TABLE} {{",
+                 '\tcomment "storebox: shop LAN to the active uplink; regenerated on change"']
+        restrict = self.lte_allowlist is not None and active == "lte"
+        if self.lte_allowlist is not None:
+            v4, v6 = self.lte_allowlist
+            for name, kind, nets in (("lte_allow4", "ipv4_addr", v4),
+                                     ("lte_allow6", "ipv6_addr", v6)):
+                elements = (f" elements = {{ {', '.join(str(n) for n in nets)} }}"
+                            if nets else "")
+                lines.append(f"\tset {name} {{ type {kind}; flags interval;{elements} }}")
+        lines += [
+            "\tcounter lte_blocked { }",
+            "\tcounter standby_blocked { }",
+            "\tcounter inbound_dropped { }",
+            "\tchain forward {",
+            "\t\ttype filter hook forward priority filter; policy accept;",
+            f"\t\tiifname {wans} oifname {lan} ct state established,related accept",
+            f'\t\tiifname {wans} oifname {lan} counter name "inbound_dropped" drop',
+        ]
+        if active is not None:
+            out = self.uplinks[active]
+            if restrict:
+                lines += [
+                    f'\t\tiifname {lan} oifname "{out}" ip daddr @lte_allow4 accept',
+                    f'\t\tiifname {lan} oifname "{out}" ip6 daddr @lte_allow6 accept',
+                    f'\t\tiifname {lan} oifname "{out}" counter name "lte_blocked" '
+                    "reject with icmpx admin-prohibited",
+                ]
+            else:
+                lines.append(f'\t\tiifname {lan} oifname "{out}" accept')
+        lines += [
+            f'\t\tiifname {lan} oifname {wans} counter name "standby_blocked" '
+            "reject with icmpx admin-prohibited",
+            "\t}",
+            "\tchain postrouting {",
+            "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        ]
+        if active is not None:
+            lines.append(f'\t\tiifname {lan} oifname "{self.uplinks[active]}" masquerade')
+        lines += ["\t}", "}", ""]
+        return "\n".join(lines)
+
+    async def apply(self, active: UplinkName | None) -> None:
+        """Make `active` the LAN's uplink, atomically. None: the LAN is cut off."""
+        script = self.render(active)
+        await self._nft(["-f", "-"], script, "apply")
+        self.active, self.applied = active, True
+
+    async def set_lte_allowlist(self, entries: Iterable[str] | None) -> None:
+        """Change (None: drop) the LTE allowlist; re-applied at once if applied before."""
+        self.lte_allowlist = parse_allowlist(entries) if entries is not None else None
+        if self.applied:
+            await self.apply(self.active)
+
+    async def remove(self) -> bool:
+        """Delete table `inet storebox` (nothing else). False when it was not there."""
+        present = await self.present()
+        if present:
+            await self._nft(["-f", "-"], f"delete table {FAMILY} {TABLE}\n", "remove")
+        self.applied, self.active = False, None
+        return present
+
+    async def present(self) -> bool:
+        code, _, _ = await self._run(["list", "table", FAMILY, TABLE], None)
+        return code == 0
+
+    async def describe(self) -> dict[str, Any]:
+        """For status: active uplink, allowlist, and the table's counters."""
+        counters: dict[str, int] = {}
+        code, out, _ = await self._run(["-j", "list", "counters", "table", FAMILY, TABLE], None)
+        if code == 0:
+            try:
+                for item in json.loads(out).get("nftables", []):
+                    counter = item.get("counter")
+                    if counter:
+                        counters[counter["name"]] = int(counter["packets"])
+            except (ValueError, KeyError, TypeError):
+                counters = {}
+        allow = None
+        if self.lte_allowlist is not None:
+            allow = [str(n) for n in (*self.lte_allowlist[0], *self.lte_allowlist[1])]
+        return {"table": f"{FAMILY} {TABLE}", "present": code == 0, "active": self.active,
+                "lan_interfaces": list(self.lan), "uplinks": dict(self.uplinks),
+                "lte_allowlist": allow, "counters": counters}
+
+    async def _nft(self, args: list[str], stdin: str | None, operation: str) -> None:
+        code, _, err = await self._run(args, stdin)
+        if code != 0:
+            raise NftError(operation, code, err)
+
+    async def _run(self, args: list[str], stdin: str | None) -> tuple[int | None, str, str]:
+        command = [self.nft, *args]
+        if self.netns is not None:
+            path = self.netns if "/" in self.netns else f"/run/netns/{self.netns}"
+            command = ["nsenter", f"--net={path}", "--", *command]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise NftError(" ".join(args), None,
+                           f"{exc.filename!r} not found (Debian package nftables)") from exc
+        try:
+            async with asyncio.timeout(self.timeout):
+                out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+        except TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            raise NftError(" ".join(args), None, f"no answer within {self.timeout} s") from exc
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
