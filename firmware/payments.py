@@ -85,6 +85,7 @@ class PaymentsComponent:
         self.forwarder = forwarder
         self.uplinks = uplinks
         self._dirty = asyncio.Event()
+        self._full = True
         uplinks.on_change(lambda reach: forwarder.wake() if reach != "down" else None)
 
     def changed(self) -> None:
@@ -93,6 +94,7 @@ class PaymentsComponent:
     def on_event(self, kind: str, **fields: Any) -> None:
         message = str(fields.pop("message", "") or kind.replace("_", " "))
         self.state.events.emit(kind, message, severity=_SEVERITY.get(kind, "info"), **fields)  # type: ignore[arg-type]
+        self._full = True
         self._dirty.set()
 
     async def run(self) -> None:
@@ -111,10 +113,26 @@ class PaymentsComponent:
             quarantined=stats.by_state.get("quarantined", 0),
             mode=self.service.last_mode)
 
+    async def refresh_totals(self) -> None:
+        totals = await self.store.queue_totals()
+        self.state.update(self.state.payments, queued=totals.count,
+                          queued_amount=totals.amount,
+                          oldest_queued_at=totals.oldest_created_at,
+                          mode=self.service.last_mode)
+
     async def _follow_store(self) -> None:
+        """Queue totals follow every payment at once (O(1)); the counts by state (a scan)
+        follow the forwarder's events and at least every REFRESH_EVERY_S."""
+        loop = asyncio.get_running_loop()
+        full_at = loop.time()
         while True:
             self._dirty.clear()
-            await self.refresh()
+            if self._full or loop.time() - full_at >= REFRESH_EVERY_S:
+                self._full = False
+                full_at = loop.time()
+                await self.refresh()
+            else:
+                await self.refresh_totals()
             try:
                 async with asyncio.timeout(REFRESH_EVERY_S):
                     await self._dirty.wait()

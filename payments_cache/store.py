@@ -57,6 +57,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,7 @@ from payments_cache.errors import (
     DuplicatePayment,
     InvalidTransition,
     PaymentNotFound,
+    PaymentsError,
     RecordQuarantined,
     StorageUnavailable,
 )
@@ -138,6 +140,17 @@ class StandInDecision:
 
     approved: bool
     reason: str | None = None          # the decline reason when not approved
+
+
+@dataclass(frozen=True)
+class OfflineRequest:
+    """One payment for `Store.take_offline_many`."""
+
+    idempotency_key: str
+    request: PaymentRequest
+    decide: Callable[[QueueStats, tuple[int, int]], OfflineDecision]
+    velocity_since: datetime
+    brand: str | None = None
 
 
 @dataclass(frozen=True)
@@ -441,29 +454,54 @@ class Store:
         An approval is stored APPROVED_OFFLINE / QUEUED with its sealed card; a decline is
         stored DECLINED_OFFLINE without card data.
         """
-        pid = new_payment_id()
+        (result,) = self.take_offline_many(
+            [OfflineRequest(idempotency_key, request, decide, velocity_since, brand)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def take_offline_many(self, items: Sequence[OfflineRequest]
+                          ) -> list[Payment | PaymentsError]:
+        """`take_offline` for several payments in one transaction: one fsync for all
+        (group commit). Each is decided in order against the queue the ones before it
+        left; one that fails (a duplicate key) is rolled back to its savepoint alone.
+        A storage failure fails them all (`StorageUnavailable`): none was stored."""
+        results: list[Payment | PaymentsError] = []
+        with self._tx("store the offline payment") as conn:
+            for item in items:
+                conn.execute("SAVEPOINT offline_item")
+                try:
+                    results.append(self._insert_offline(conn, item))
+                except DuplicatePayment as exc:
+                    conn.execute("ROLLBACK TO offline_item")
+                    results.append(exc)
+                conn.execute("RELEASE offline_item")
+        return results
+
+    def _insert_offline(self, conn: sqlite3.Connection, item: OfflineRequest) -> Payment:
+        request = item.request
         card = request.card
+        if conn.execute("SELECT 1 FROM payments WHERE idempotency_key = ?",
+                        (item.idempotency_key,)).fetchone():
+            raise DuplicatePayment(item.idempotency_key)
+        pid = new_payment_id()
         fingerprint = self._ring.fingerprint(card.pan)
         now = self._now_ms()
-        with self._tx("store the offline payment") as conn:
-            if conn.execute("SELECT 1 FROM payments WHERE idempotency_key = ?",
-                            (idempotency_key,)).fetchone():
-                raise DuplicatePayment(idempotency_key)
-            decision = decide(self._queue_totals(conn),
-                              self._card_velocity(conn, fingerprint, velocity_since))
-            blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card)) \
-                if decision.approved else None
-            rows = conn.execute(
-                _INSERT_OFFLINE,
-                (pid, idempotency_key, self._ring.request_hash(request), now, now,
-                 request.amount, request.currency, request.terminal_id, request.reference,
-                 brand or card_brand(card.pan), card.first6, card.last4, fingerprint, blob,
-                 self._ring.active_data_key_id if blob else None,
-                 PaymentStatus.APPROVED_OFFLINE.value if decision.approved
-                 else PaymentStatus.DECLINED_OFFLINE.value,
-                 ForwardState.QUEUED.value if decision.approved else ForwardState.NONE.value,
-                 now if decision.approved else None,
-                 None if decision.approved else decision.reason)).fetchall()
+        decision = item.decide(self._queue_totals(conn),
+                               self._card_velocity(conn, fingerprint, item.velocity_since))
+        blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card)) \
+            if decision.approved else None
+        rows = conn.execute(
+            _INSERT_OFFLINE,
+            (pid, item.idempotency_key, self._ring.request_hash(request), now, now,
+             request.amount, request.currency, request.terminal_id, request.reference,
+             item.brand or card_brand(card.pan), card.first6, card.last4, fingerprint, blob,
+             self._ring.active_data_key_id if blob else None,
+             PaymentStatus.APPROVED_OFFLINE.value if decision.approved
+             else PaymentStatus.DECLINED_OFFLINE.value,
+             ForwardState.QUEUED.value if decision.approved else ForwardState.NONE.value,
+             now if decision.approved else None,
+             None if decision.approved else decision.reason)).fetchall()
         return _payment(rows[0])
 
     def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
@@ -547,6 +585,11 @@ class Store:
         """
         with self._guard("read queue statistics"):
             return self._queue_stats(self._conn)
+
+    def queue_totals(self) -> QueueStats:
+        """Count, amount and oldest of the queue, in O(1); `by_state` is left empty."""
+        with self._guard("read queue totals"):
+            return self._queue_totals(self._conn)
 
     @staticmethod
     def _queue_totals(conn: sqlite3.Connection) -> QueueStats:
@@ -881,6 +924,13 @@ def _insert_key(conn: sqlite3.Connection, record: KeyRecord) -> None:
 
 # --- the asyncio facade ----------------------------------------------------------------
 
+
+def _settle(future: asyncio.Future[Payment | PaymentsError],
+            result: Payment | PaymentsError) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -891,6 +941,8 @@ class AsyncStore:
     def __init__(self, store: Store, executor: ThreadPoolExecutor) -> None:
         self._store = store
         self._executor = executor
+        self._offline_batch: list[tuple[OfflineRequest,
+                                        asyncio.Future[Payment | PaymentsError]]] = []
 
     @classmethod
     async def open(cls, directory: str | Path, kek_path: str | Path, *,
@@ -938,8 +990,43 @@ class AsyncStore:
     async def take_offline(self, idempotency_key: str, request: PaymentRequest,
                            decide: Callable[[QueueStats, tuple[int, int]], OfflineDecision],
                            velocity_since: datetime, *, brand: str | None = None) -> Payment:
-        return await self._call(self._store.take_offline, idempotency_key, request, decide,
-                                velocity_since, brand=brand)
+        """Group commit: stand-ins that arrive while the store thread is busy are stored
+        together in its next transaction, so a burst of POS requests shares one fsync.
+        Each caller still hears back only after the commit that holds its payment."""
+        future: asyncio.Future[Payment | PaymentsError] = \
+            asyncio.get_running_loop().create_future()
+        self._offline_batch.append(
+            (OfflineRequest(idempotency_key, request, decide, velocity_since, brand), future))
+        if len(self._offline_batch) == 1:
+            asyncio.get_running_loop().run_in_executor(self._executor, self._run_offline_batch,
+                                                       asyncio.get_running_loop())
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _run_offline_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the store thread: take everything queued so far, store it in one go."""
+        batch: list[tuple[OfflineRequest, asyncio.Future[Payment | PaymentsError]]] = []
+
+        def take() -> None:
+            batch.extend(self._offline_batch)
+            self._offline_batch.clear()
+            taken.set()
+
+        taken = threading.Event()
+        loop.call_soon_threadsafe(take)
+        taken.wait()
+        try:
+            results: list[Payment | PaymentsError] = self._store.take_offline_many(
+                [item for item, _ in batch])
+        except PaymentsError as exc:
+            results = [exc] * len(batch)
+        except BaseException as exc:  # a bug: fail the callers, never leave them hanging
+            failure = StorageUnavailable("store the offline payment", repr(exc))
+            results = [failure] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_settle, future, result)
 
     async def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
         return await self._call(self._store.settle_online, payment_id, result)
@@ -957,6 +1044,9 @@ class AsyncStore:
 
     async def queue_stats(self) -> QueueStats:
         return await self._call(self._store.queue_stats)
+
+    async def queue_totals(self) -> QueueStats:
+        return await self._call(self._store.queue_totals)
 
     async def card_velocity(self, fingerprint: str, since: datetime) -> tuple[int, int]:
         return await self._call(self._store.card_velocity, fingerprint, since)

@@ -87,8 +87,8 @@ async def test_disk_full_answers_503_and_recovers(netns: str, tmp_path: Path,
         refused = await box.pay(body, key="full-1")
         assert refused.status == 503, refused.body
         assert refused.body["error"]["code"] == "storage_unavailable"
-        status = await box.status()  # the box keeps answering
-        assert status["payments"]["queued"] == 1
+        queue = (await box.get("/v1/queue")).body  # the box keeps answering
+        assert queue["stats"]["count"] == 1
         filler.unlink()
         accepted = await box.pay(body, key="full-1")
         assert accepted.status == 200

@@ -951,3 +951,33 @@ def test_postponed_scrub_leaves_no_ciphertext_once_flushed(state_dir: Path,
             assert files_containing(state_dir, blob[-16:]) == []  # the GCM tag is unique
     finally:
         s.close()
+
+
+async def test_offline_stand_ins_arriving_together_share_one_commit(tmp_path: Path,
+                                                                    clock: Clock) -> None:
+    store = await AsyncStore.open(tmp_path / "s", tmp_path / "s" / "kek.key", clock=clock)
+    commits: list[int] = []
+    original = store._store.take_offline_many
+
+    def counting(items):  # type: ignore[no-untyped-def]
+        commits.append(len(items))
+        return original(items)
+
+    store._store.take_offline_many = counting  # type: ignore[method-assign]
+    try:
+        def decide(stats: QueueStats, velocity: tuple[int, int]) -> StandInDecision:
+            return StandInDecision(stats.count < 15, None if stats.count < 15 else "count")
+
+        since = datetime(2000, 1, 1, tzinfo=UTC)
+        keys = [f"g{i}" for i in range(20)] + ["g3"]  # one duplicate key among them
+        results = await asyncio.gather(*(
+            store.take_offline(k, request(i % 40, 1000 + i), decide, since)
+            for i, k in enumerate(keys)), return_exceptions=True)
+        assert isinstance(results[-1], DuplicatePayment)
+        payments = [r for r in results if isinstance(r, Payment)]
+        assert len(payments) == 20
+        assert [p.status for p in payments].count(PaymentStatus.APPROVED_OFFLINE) == 15
+        assert sum(commits) == 21 and len(commits) < 21  # batched
+        assert (await store.queue_stats()).count == 15
+    finally:
+        await store.close()
