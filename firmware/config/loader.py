@@ -39,10 +39,31 @@ def load_config_text(text: str, name: str = "<string>") -> Config:
         raise ConfigError([Problem(name, line, "<toml>", f"not valid TOML: {exc}")]) from exc
     validator = _Validator(name, key_lines(text))
     config = validator.build(Config, data, "")
+    if isinstance(config, Config):
+        for key, message in cross_checks(config):
+            validator.report(key, message)
     if validator.problems:
         raise ConfigError(sorted(validator.problems, key=lambda p: (p.line, p.key)))
     assert isinstance(config, Config)
     return dataclasses.replace(config, source=name)
+
+
+def cross_checks(config: Config) -> list[tuple[str, str]]:
+    """Rules that involve more than one key."""
+    problems = []
+    targets = len(config.probes.targets)
+    if config.probes.quorum > targets:
+        problems.append(("probes.quorum", f"must be at most the number of probes.targets "
+                                          f"({targets}), got {config.probes.quorum!r}"))
+    uplinks = {config.wired.interface, config.lte.interface}
+    for lan in config.routing.lan_interfaces:
+        if lan in uplinks:
+            problems.append(("routing.lan_interfaces",
+                             f"{lan!r} is an uplink interface, not a LAN"))
+    if config.wired.interface == config.lte.interface:
+        problems.append(("lte.interface", f"must differ from wired.interface, both are "
+                                          f"{config.lte.interface!r}"))
+    return problems
 
 
 def _decode_error_line(message: str) -> int:

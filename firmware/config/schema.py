@@ -82,6 +82,25 @@ def probe_target(value: list[str]) -> str | None:
     return None
 
 
+def interface_names(value: list[str]) -> str | None:
+    for name in value:
+        problem = interface_name(name)
+        if problem:
+            return problem
+    return None
+
+
+def cidrs(value: list[str]) -> str | None:
+    import ipaddress
+
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            return f"entry {item!r} is not an IP address or CIDR: {exc}"
+    return None
+
+
 def bins(value: list[str]) -> str | None:
     for item in value:
         lo, _, hi = item.partition("-")
@@ -138,10 +157,19 @@ class RoutingConfig:
     backend: Literal["netlink", "networkmanager", "none"] = doc(
         "\"netlink\" (kernel routes via netlink), \"networkmanager\" (D-Bus), or \"none\" "
         "(observe only; used when not root).", "netlink")
-    wired_metric: int = doc("Default-route metric of the wired uplink while it is active.",
-                            100, non_negative)
+    wired_metric: int = doc("Default-route metric of the wired uplink while it is standby "
+                            "(the active uplink's route gets metric 50).", 100, non_negative)
     lte_metric: int = doc("Default-route metric of the LTE uplink while it is standby.",
                           600, non_negative)
+    failback_after_s: float = doc("Wired must be stable this long before traffic fails back.",
+                                  30.0, positive)
+    lan_interfaces: list[str] = doc(
+        "Shop LAN interfaces forwarded and masqueraded through the active uplink "
+        "(nftables table inet storebox); [] leaves forwarding alone.", [], interface_names)
+    lte_allowlist: list[str] = doc(
+        "While on LTE, only these destination IPs/CIDRs are forwarded from the LAN (payment "
+        "gateway, fleet broker) to protect the data budget; [] forwards everything.", [],
+        cidrs)
 
 
 @dataclass(frozen=True)
@@ -150,9 +178,22 @@ class ProbesConfig:
 
     targets: list[str] = doc(
         "Probe targets: tcp:HOST:PORT, dns:SERVER:NAME, icmp:HOST or http(s):// URLs.",
-        ["tcp:203.0.113.10:443"], probe_target)
-    interval_s: float = doc("Seconds between probe rounds on the active uplink.", 1.0, positive)
+        ["tcp:203.0.113.10:443", "dns:203.0.113.53:gateway.example",
+         "https://gateway.example/health"], probe_target)
+    interval_s: float = doc("Seconds between probe rounds on the wired/active uplink.", 0.5,
+                            positive)
     timeout_s: float = doc("Deadline of one probe.", 1.0, positive)
+    quorum: int = doc("Targets that must answer for a round to pass; 0 means a majority "
+                      "(2 of 3).", 0, non_negative)
+    down_after_rounds: int = doc("Consecutive failed rounds before an uplink is down "
+                                 "(4 rounds at 0.5 s: a blackhole is seen in 2.5-3 s).", 4,
+                                 positive)
+    lte_budget_mb_per_month: float = doc("Data budget of LTE standby probing.", 5.0, positive)
+
+
+    @property
+    def effective_quorum(self) -> int:
+        return self.quorum or len(self.targets) // 2 + 1
 
 
 @dataclass(frozen=True)

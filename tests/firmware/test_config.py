@@ -236,3 +236,18 @@ def test_config_check_as_a_process(tmp_path: Path) -> None:
         f"{bad}:1: payments: required table [payments] is missing",
         f"{bad}:2: device.id: must be a string, got 5",
     ]
+
+
+def test_rules_across_keys() -> None:
+    assert load_config_text(MINIMAL + '[probes]\ntargets = ["icmp:1.2.3.4"]\n'
+                            ).probes.effective_quorum == 1
+    assert load_config_text(MINIMAL).probes.effective_quorum == 2
+    text = MINIMAL + ('[probes]\ntargets = ["tcp:1.2.3.4:443"]\nquorum = 2\n'
+                      '[routing]\nlan_interfaces = ["eth0"]\nlte_allowlist = ["10.0.0.1/8"]\n')
+    assert problems(text) == [
+        "box.toml:8: probes.quorum: must be at most the number of "
+        "probes.targets (1), got 2",
+        "box.toml:10: routing.lan_interfaces: 'eth0' is an uplink interface, not a LAN",
+        "box.toml:11: routing.lte_allowlist: entry '10.0.0.1/8' is not an IP address or "
+        "CIDR: 10.0.0.1/8 has host bits set",
+    ]
