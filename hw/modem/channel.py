@@ -63,7 +63,16 @@ from types import TracebackType
 from typing import Any, Literal
 
 from hw.modem.errors import CommandError, CommandTimeout, ModemRebooted, PortClosed
-from hw.modem.framing import AtFramer, Echo, Final, FinalKind, Garbage, Line, Prompt
+from hw.modem.framing import (
+    AtFramer,
+    Echo,
+    Final,
+    FinalKind,
+    Garbage,
+    Line,
+    Prompt,
+    split_concatenated,
+)
 from hw.modem.transport import SerialTransport
 
 __all__ = [
@@ -137,28 +146,11 @@ _CTRL_Z = b"\x1a"
 _EXT_NAME = re.compile(r"\s*([+$%^#*!][A-Za-z0-9_]+)")
 
 
-def _split_concatenated(body: str) -> list[str]:
-    """`+CSQ;+COPS?` -> [`+CSQ`, `+COPS?`]; `;` inside quotes is kept."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in body:
-        if char == '"':
-            quoted = not quoted
-        if char == ";" and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
 def response_prefixes(command: str) -> frozenset[str]:
     """The information-line prefixes `command` may answer with (`AT+CSQ` -> `+CSQ:`)."""
     body = command.strip()[2:]
     prefixes = set()
-    for part in _split_concatenated(body):
+    for part in split_concatenated(body):
         match = _EXT_NAME.match(part)
         if match:
             prefixes.add(match.group(1).upper() + ":")

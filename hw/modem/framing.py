@@ -31,6 +31,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from hw.modem.parsers.generic import CME_ERRORS, CMS_ERRORS
+
 __all__ = [
     "CME_ERRORS",
     "CMS_ERRORS",
@@ -52,45 +54,7 @@ TAB = 0x09
 #: 3GPP TS 27.007 §9.2 +CME error codes the EC25 reports (numeric, as with `AT+CMEE=1`),
 #: with their verbose texts (`AT+CMEE=2`). Used both ways: verbose text -> number here,
 #: number -> text in the simulator.
-CME_ERRORS: Mapping[int, str] = {
-    0: "phone failure",
-    1: "no connection to phone",
-    3: "operation not allowed",
-    4: "operation not supported",
-    10: "SIM not inserted",
-    11: "SIM PIN required",
-    12: "SIM PUK required",
-    13: "SIM failure",
-    14: "SIM busy",
-    15: "SIM wrong",
-    16: "incorrect password",
-    17: "SIM PIN2 required",
-    18: "SIM PUK2 required",
-    20: "memory full",
-    21: "invalid index",
-    22: "not found",
-    23: "memory failure",
-    30: "no network service",
-    31: "network timeout",
-    32: "network not allowed - emergency calls only",
-    50: "incorrect parameters",
-    100: "unknown",
-}
-
-#: 3GPP TS 27.005 §3.2.5 +CMS error codes (the few that come up without SMS traffic).
-CMS_ERRORS: Mapping[int, str] = {
-    300: "ME failure",
-    302: "operation not allowed",
-    303: "operation not supported",
-    304: "invalid PDU mode parameter",
-    305: "invalid text mode parameter",
-    310: "SIM not inserted",
-    311: "SIM PIN required",
-    313: "SIM failure",
-    330: "SMSC address unknown",
-    500: "unknown error",
-}
-
+# the 3GPP TS 27.007 §9.2 / TS 27.005 §3.2.5 tables live with the parsers
 _CME_BY_TEXT = {text.lower(): code for code, text in CME_ERRORS.items()}
 _CMS_BY_TEXT = {text.lower(): code for code, text in CMS_ERRORS.items()}
 
@@ -330,3 +294,20 @@ class AtFramer:
                     self._echoes.popleft()
                 return True
         return False
+
+
+def split_concatenated(body: str) -> list[str]:
+    """`+CSQ;+COPS?` -> [`+CSQ`, `+COPS?`]; `;` inside quotes is kept."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in body:
+        if char == '"':
+            quoted = not quoted
+        if char == ";" and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from hw.modem.framing import CME_ERRORS
+from hw.modem.framing import CME_ERRORS, split_concatenated
 
 __all__ = [
     "DataHook",
@@ -260,22 +260,6 @@ def _split_args(text: str) -> list[str]:
             current.append(char)
     args.append("".join(current).strip())
     return args
-
-
-def _split_concatenated(body: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in body:
-        if char == '"':
-            quoted = not quoted
-        if char == ";" and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return [p for p in parts if p.strip()] or [""]
 
 
 _EXTENDED = re.compile(r"^\+([A-Z0-9]+)(=\?|\?|=(.*))?$", re.DOTALL)
@@ -793,7 +777,7 @@ class ModemSimulator:
         groups: list[list[str]] = []
         final = "OK"
         after: list[Callable[[], Awaitable[None]]] = []
-        for part in _split_concatenated(line[2:]):
+        for part in split_concatenated(line[2:]):
             reply = await self._dispatch(part.strip())
             if reply.lines:
                 groups.append(reply.lines)
