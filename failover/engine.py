@@ -233,6 +233,7 @@ class FailoverEngine:
         on_link: Callable[[UplinkName, LinkStatus], None] | None = None,
         on_transition: Callable[[Transition, SwitchReport], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        on_round: Callable[[UplinkName, ProbeRound], None] | None = None,
     ) -> None:
         self._uplinks: dict[UplinkName, Uplink] = uplink_map(uplinks)
         if "wired" not in self._uplinks:
@@ -286,6 +287,7 @@ class FailoverEngine:
         self._on_link = on_link
         self._on_transition = on_transition
         self._on_error = on_error
+        self._on_round = on_round
 
         self._monitors: dict[UplinkName, LinkMonitor] = {
             n: LinkMonitor(self._configs[n], clock) for n in names}
@@ -522,6 +524,11 @@ class FailoverEngine:
         change = self._monitors[name].observe_round(outcome)
         self._publish(name, change)
         self._decide()
+        if self._on_round is not None:
+            try:
+                self._on_round(name, outcome)
+            except Exception as exc:
+                self._report(exc)
 
     def _roll_period(self) -> None:
         now = self._clock()
