@@ -7,6 +7,8 @@ token.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +25,9 @@ log = logging.getLogger("storebox.api")
 STATE_KEY = web.AppKey("state", BoxState)
 TOKENS_KEY = web.AppKey("tokens", TokenStore)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+
+#: Event data come from many components; anything not JSON-native is shown as text.
+_dumps = functools.partial(json.dumps, default=str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,7 +60,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(status_document(request.app[STATE_KEY]))
+    return web.json_response(status_document(request.app[STATE_KEY]), dumps=_dumps)
 
 
 async def metrics(request: web.Request) -> web.Response:

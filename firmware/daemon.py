@@ -32,6 +32,7 @@ from firmware.state import BoxState
 from firmware.status import status_line
 from firmware.supervisor import Component, Supervisor
 from firmware.tokens import TokenStore
+from payments_cache.uplinks import UplinkSignal
 
 log = logging.getLogger("storebox.daemon")
 
@@ -59,6 +60,8 @@ class BoxContext:
     state: BoxState
     tokens: TokenStore
     app: web.Application
+    #: Whether any uplink can reach the gateway, as the failover engine sees it.
+    uplinks: UplinkSignal = field(default_factory=UplinkSignal)
     reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     #: Closed in reverse order after every component task has stopped (e.g. the database).
@@ -72,10 +75,11 @@ ComponentFactory = Callable[[BoxContext], Awaitable[Component | None]]
 
 
 def builtin_factories() -> list[ComponentFactory]:
+    from firmware.failover import build_failover
     from firmware.modem import build_modem
     from firmware.payments import build_payments
 
-    return [build_payments, build_modem]
+    return [build_payments, build_modem, build_failover]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:

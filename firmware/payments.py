@@ -160,7 +160,7 @@ async def build_payments(context: BoxContext) -> PaymentsComponent:
         context.state.events.emit(
             "fault", "no merchant key: every payment stands in until it is configured",
             severity="error", reason="no_merchant_key")
-    uplinks = UplinkSignal("unknown")
+    uplinks = context.uplinks
     component: PaymentsComponent
     service = PaymentService(store, gateway, uplinks, settings_from(config),
                              on_event=lambda kind, **f: component.on_event(kind, **f),

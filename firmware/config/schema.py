@@ -161,6 +161,9 @@ class RoutingConfig:
                             "(the active uplink's route gets metric 50).", 100, non_negative)
     lte_metric: int = doc("Default-route metric of the LTE uplink while it is standby.",
                           600, non_negative)
+    failover: bool = doc(
+        "Watch the uplinks and fail over. false: no probes and no route control; every "
+        "payment tries online first (for tests and bench setups without uplinks).", True)
     failback_after_s: float = doc("Wired must be stable this long before traffic fails back.",
                                   30.0, positive)
     lan_interfaces: list[str] = doc(

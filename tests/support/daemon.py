@@ -20,7 +20,9 @@ MERCHANT_KEY = "merchant-key-for-tests"
 
 def write_config(tmp: Path, extra: str = "", port: int = 18470,
                  gateway_url: str = "http://127.0.0.1:9", payments: str = "",
-                 lte: str = 'simulator = "SKT"') -> Path:
+                 lte: str = 'simulator = "SKT"',
+                 routing: str = 'backend = "none"\nfailover = false',
+                 wired: str = 'carrier = "KT"') -> Path:
     """A config for tests; `payments` adds keys to [payments], `extra` adds tables."""
     (tmp / "state").mkdir(exist_ok=True)
     tokens = tmp / "pos-tokens"
@@ -41,10 +43,10 @@ merchant_key_file = "{merchant_key}"
 {payments}
 
 [routing]
-backend = "none"
+{routing}
 
 [wired]
-carrier = "KT"
+{wired}
 
 [lte]
 {lte}

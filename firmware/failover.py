@@ -1,0 +1,147 @@
+"""Composes the failover engine: probes, decisions and route control for the box.
+
+The engine (`failover.engine`) knows nothing of the box. This module builds it from
+the config, makes `BoxState.uplink` follow it, turns its transitions into the
+contract's events (failover, failback, offline_mode), and tells the payments side
+whether any uplink can reach the gateway (`UplinkSignal`): online-first skips a doomed
+attempt in offline mode, and the forwarder drains as soon as a link returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from failover.conntrack import ConntrackFlusher
+from failover.decision import LinkStatus, MonitorConfig, SelectorConfig, Transition
+from failover.engine import FailoverEngine
+from failover.nft import LanForwarding
+from failover.routes import (
+    MetricScheme,
+    ObserveOnlyRoutes,
+    RouteController,
+    SwitchReport,
+    Uplink,
+    UplinkName,
+)
+from failover.targets import parse_targets
+from firmware.config import Config
+from firmware.daemon import BoxContext
+from firmware.state import BoxState, LinkHealth
+from payments_cache.uplinks import UplinkSignal
+
+log = logging.getLogger("storebox.failover")
+
+_EVENTS = {"failover": "warning", "failback": "info", "offline_mode": "error",
+           "recovered": "info"}
+
+
+def route_controller(config: Config, uplinks: list[Uplink]) -> RouteController:
+    metrics = MetricScheme(wired=config.routing.wired_metric, lte=config.routing.lte_metric)
+    backend = config.routing.backend
+    if backend == "netlink":
+        from failover.routes_netlink import NetlinkRoutes
+
+        return NetlinkRoutes(uplinks, metrics)
+    if backend == "networkmanager":
+        from failover.routes_nm import NetworkManagerRoutes
+
+        return NetworkManagerRoutes(uplinks, metrics)
+    return ObserveOnlyRoutes(uplinks, metrics)
+
+
+def _wall(monotonic: float) -> datetime:
+    """The engine keeps monotonic times; the status shows wall-clock ones."""
+    return datetime.now(UTC) - timedelta(seconds=time.monotonic() - monotonic)
+
+
+class FailoverComponent:
+    """Runs the engine; its callbacks write the box state (one model, many views)."""
+
+    name = "failover"
+
+    def __init__(self, state: BoxState, signal: UplinkSignal, build: Any) -> None:
+        self.state = state
+        self.signal = signal
+        self._build = build
+        self.engine: FailoverEngine | None = None
+        # engine times are monotonic; the status shows wall-clock times
+
+    async def run(self) -> None:
+        self.engine = self._build(self)
+        try:
+            await self.engine.run()
+        finally:
+            self.engine = None
+
+    def on_link(self, name: UplinkName, status: LinkStatus) -> None:
+        health: LinkHealth = getattr(self.state.uplink, name)
+        shown = status.state.value
+        if name == "lte" and self.engine is not None and status.usable \
+                and self.state.uplink.active != "lte":
+            shown = "standby"
+        self.state.update(
+            health, state=shown, carrier=status.carrier, reason=status.reason or None,
+            since=_wall(status.since),
+            latency_ms=status.median_latency_ms,
+            loss_pct=None if status.loss is None else round(status.loss * 100, 1))
+
+    def on_transition(self, transition: Transition, report: SwitchReport) -> None:
+        kind = transition.kind.value
+        to = transition.to_uplink.value
+        uplink = self.state.uplink
+        self.state.update(
+            uplink, active=to, since=_wall(transition.at),
+            failovers_total=uplink.failovers_total + (kind == "failover"),
+            failbacks_total=uplink.failbacks_total + (kind == "failback"))
+        if to == "lte" and uplink.lte.state == "standby":
+            self.state.update(uplink.lte, state="up")
+        if to == "wired" and uplink.lte.state == "up":
+            self.state.update(uplink.lte, state="standby")
+        self.signal.set("down" if to == "none" else "up")
+        event = kind if kind != "recovered" else "failback"
+        self.state.events.emit(
+            event, f"{transition.from_uplink.value} -> {to}: {transition.reason}",
+            severity=_EVENTS.get(kind, "info"),  # type: ignore[arg-type]
+            from_uplink=transition.from_uplink.value, to_uplink=to, reason=transition.reason,
+            flushed=report.flushed)
+
+    def on_error(self, exc: BaseException) -> None:
+        log.error("route control: %s", exc)
+        self.state.events.emit("fault", f"route control: {exc}", severity="error",
+                               reason="route_control")
+
+
+async def build_failover(context: BoxContext) -> FailoverComponent | None:
+    config = context.config
+    if not config.routing.failover:
+        log.warning("failover is off (routing.failover = false): uplinks are not watched")
+        return None
+    uplinks = [Uplink("wired", config.wired.interface), Uplink("lte", config.lte.interface)]
+    probes = config.probes
+    monitor = MonitorConfig(
+        round_interval_s=probes.interval_s, probe_timeout_s=probes.timeout_s,
+        targets=len(probes.targets), quorum=probes.effective_quorum,
+        down_after_rounds=probes.down_after_rounds, stable_s=config.routing.failback_after_s)
+    selector = SelectorConfig(failback_stable_s=config.routing.failback_after_s)
+    routes = route_controller(config, uplinks)
+    context.closers.append(routes.close)
+    forwarding = LanForwarding(lan_interfaces=config.routing.lan_interfaces, uplinks=uplinks,
+                               lte_allowlist=config.routing.lte_allowlist or None) \
+        if config.routing.lan_interfaces else None
+    conntrack = ConntrackFlusher() if config.routing.backend != "none" else None
+    targets = parse_targets(probes.targets)
+
+    def build(component: FailoverComponent) -> FailoverEngine:
+        return FailoverEngine(
+            uplinks, targets, routes, forwarding=forwarding, conntrack=conntrack,
+            monitor=monitor, selector=selector,
+            lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000,
+            on_link=component.on_link, on_transition=component.on_transition,
+            on_error=component.on_error)
+
+    for health in (context.state.uplink.wired, context.state.uplink.lte):
+        context.state.update(health, state="unknown")
+    return FailoverComponent(context.state, context.uplinks, build)

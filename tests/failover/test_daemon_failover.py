@@ -1,0 +1,131 @@
+"""The whole box in a shop made of namespaces: the real daemon watching real uplinks.
+
+A KT-style blackhole at the wired ISP (link up, nothing through) moves traffic to LTE;
+LTE failing as well puts the box in offline mode, where payments stand in at once; when
+both recover, traffic fails back to wired and the offline payments are forwarded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from firmware.cli.client import get_json
+from payments_cache.gateway_sim import GatewaySimulator
+from tests.failover.conftest import GATEWAY_IP, OTHER_IP, PORT, Shop
+from tests.failover.netlab import blackhole
+from tests.support.box import payment_body
+from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
+from tests.support.netns import inside
+
+SIM_PORT = 9443
+
+
+@dataclass
+class Store:
+    shop: Shop
+    daemon: DaemonProcess
+    sim: GatewaySimulator
+    session: aiohttp.ClientSession
+
+    def status(self) -> dict[str, Any]:
+        return get_json(self.daemon.socket_address, "/v1/status", TOKEN)
+
+    async def wait(self, check: Callable[[dict[str, Any]], bool], what: str,
+                   timeout: float = 15.0) -> float:
+        """Seconds until the status satisfies `check` (asked every 50 ms)."""
+        started = time.monotonic()
+        while not check(self.status()):
+            assert time.monotonic() - started < timeout, f"{what}: {self.status()['uplink']}"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    async def pay(self, amount: int, key: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": key}
+        async with self.session.post("http://127.0.0.1:18470/v1/payments",
+                                     data=json.dumps(payment_body(amount)).encode(),
+                                     headers=headers) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()  # type: ignore[no-any-return]
+
+
+def route_dev(ns: str, dst: str) -> str:
+    out = subprocess.run(["ip", "-n", ns, "-j", "route", "get", dst], check=True,
+                         capture_output=True, text=True).stdout
+    return str(json.loads(out)[0]["dev"])
+
+
+def heal(ns: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "sbxlab"],
+                   check=False, capture_output=True)
+
+
+@pytest.fixture
+async def store(shop: Shop, tmp_path: Path) -> AsyncIterator[Store]:
+    with inside(shop.internet):
+        sim = GatewaySimulator(MERCHANT_KEY, host=GATEWAY_IP, port=SIM_PORT, seed=3)
+        url = await sim.start()
+    config = write_config(
+        tmp_path, gateway_url=url,
+        routing=('backend = "netlink"\nfailover = true\nfailback_after_s = 2.0\n'
+                 'lan_interfaces = ["lan0"]\n'),
+        lte='interface = "wwan0"\nsimulator = "SKT"',
+        wired='interface = "wan0"\ncarrier = "KT"',
+        extra=(f'[probes]\ntargets = ["tcp:{GATEWAY_IP}:{SIM_PORT}", '
+               f'"tcp:{OTHER_IP}:{PORT}", "icmp:{GATEWAY_IP}"]\n'),
+    )
+    daemon = DaemonProcess(shop.box, config)
+    try:
+        daemon.notify.wait_for("READY", "1")
+        with inside(shop.box):
+            async with aiohttp.ClientSession() as session:
+                yield Store(shop, daemon, sim, session)
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+        await sim.stop()
+
+
+async def test_blackhole_offline_mode_and_recovery(store: Store) -> None:
+    shop = store.shop
+    await store.wait(lambda s: s["uplink"]["active"] == "wired", "wired active at start")
+    await store.wait(lambda s: s["uplink"]["lte"]["state"] == "standby", "LTE standby")
+    online = await store.pay(1000, "fo-1")
+    assert online["status"] == "approved" and online["mode"] == "online"
+
+    blackhole(shop.isp_wired, "cust0")  # KT 2021: the link stays up, nothing gets through
+    took = await store.wait(lambda s: s["uplink"]["active"] == "lte", "failover to LTE")
+    print(f"blackhole -> LTE active: {took:.2f} s")
+    assert took < 5.0
+    status = store.status()
+    assert status["uplink"]["wired"]["state"] == "down"
+    assert status["uplink"]["failovers_total"] == 1
+    assert any(e["kind"] == "failover" for e in status["recent_events"])
+    assert route_dev(shop.box, GATEWAY_IP) == "wwan0"
+    assert route_dev(shop.client, GATEWAY_IP) == "eth0"  # LAN still routed via the box
+    via_lte = await store.pay(2000, "fo-2")
+    assert via_lte["status"] == "approved" and via_lte["mode"] == "online"
+
+    blackhole(shop.isp_lte, "cust0")  # the carrier's mobile network fails as well
+    await store.wait(lambda s: s["uplink"]["active"] == "none", "offline mode")
+    started = time.monotonic()
+    offline = await store.pay(3000, "fo-3")
+    assert time.monotonic() - started < 1.0  # no online deadline to wait out
+    assert offline["status"] == "approved_offline"
+    assert any(e["kind"] == "offline_mode" for e in store.status()["recent_events"])
+
+    heal(shop.isp_lte)
+    heal(shop.isp_wired)
+    await store.wait(lambda s: s["uplink"]["active"] == "wired", "back on wired", 30)
+    await store.sim.wait_stored(offline["id"])
+    await store.wait(lambda s: s["payments"]["queued"] == 0, "queue drained")
+    assert store.sim.processed_count(offline["id"]) == 1
+    assert route_dev(shop.box, GATEWAY_IP) == "wan0"
