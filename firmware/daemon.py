@@ -62,6 +62,8 @@ class BoxContext:
     app: web.Application
     #: Whether any uplink can reach the gateway, as the failover engine sees it.
     uplinks: UplinkSignal = field(default_factory=UplinkSignal)
+    #: Set by the modem component when `lte.dual_sim`: switch to the other SIM slot.
+    switch_sim: Callable[[], Awaitable[bool]] | None = None
     reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     #: Closed in reverse order after every component task has stopped (e.g. the database).

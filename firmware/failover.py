@@ -139,6 +139,7 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
             uplinks, targets, routes, forwarding=forwarding, conntrack=conntrack,
             monitor=monitor, selector=selector,
             lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000,
+            switch_sim=context.switch_sim,
             on_link=component.on_link, on_transition=component.on_transition,
             on_error=component.on_error)
 

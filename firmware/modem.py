@@ -97,6 +97,22 @@ class ModemComponent:
             self.modem = None
             await modem.close()
 
+    async def switch_sim(self) -> bool:
+        """The failover engine's last resort before offline mode: the other SIM slot."""
+        modem = self.modem
+        if modem is None:
+            return False
+        current = modem.snapshot().sim_slot or 0
+        try:
+            info = await modem.switch_sim(1 - current)
+        except ModemError as exc:
+            log.error("SIM switch failed: %s", exc)
+            return False
+        self.state.events.emit("modem_reset", f"switched to SIM slot {1 - current}",
+                               severity="warning", step="sim_switch", slot=1 - current,
+                               sim=str(info.state))
+        return True
+
     async def _follow(self, modem: Modem) -> None:
         """`BoxState.modem` follows every change of the driver's snapshot."""
         while True:
@@ -136,8 +152,8 @@ async def build_modem(context: BoxContext) -> ModemComponent:
     simulator = None
     port = config.lte.port
     if config.lte.simulator:
-        simulator = ModemSimulator(sims=[_SIMULATED_SIMS[config.lte.simulator](),
-                                         SimCard.absent()],
+        second = SimCard.lgu() if config.lte.dual_sim else SimCard.absent()
+        simulator = ModemSimulator(sims=[_SIMULATED_SIMS[config.lte.simulator](), second],
                                    data_interface=None)
         await simulator.start()
         context.closers.append(simulator.stop)
@@ -145,4 +161,7 @@ async def build_modem(context: BoxContext) -> ModemComponent:
         log.info("LTE modem: the built-in EC25 simulator (%s SIM) on %s",
                  config.lte.simulator, port)
     context.state.update(context.state.modem, present=None)
-    return ModemComponent(config, context.state, port, power_control(config, simulator))
+    component = ModemComponent(config, context.state, port, power_control(config, simulator))
+    if config.lte.dual_sim:
+        context.switch_sim = component.switch_sim
+    return component

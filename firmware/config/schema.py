@@ -145,6 +145,9 @@ class LteConfig:
         "pwrkey")
     poll_interval_s: float = doc("Seconds between the modem's light health polls.", 10.0,
                                  positive)
+    dual_sim: bool = doc(
+        "The modem has a second SIM (Quectel AT+QDSIM): when LTE fails while it carries "
+        "traffic, switch SIM before going offline. Best on another carrier.", False)
     simulator: Literal["", "KT", "SKT", "LGU"] = doc(
         "Run the built-in EC25 simulator (hw.modem.simulator) with a SIM of this carrier "
         "instead of a real modem; \"\" for real hardware.", "")

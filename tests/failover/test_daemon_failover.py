@@ -70,7 +70,9 @@ def heal(ns: str) -> None:
 
 
 @pytest.fixture
-async def store(shop: Shop, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(shop: Shop, tmp_path: Path, request: pytest.FixtureRequest
+                ) -> AsyncIterator[Store]:
+    lte_extra = getattr(request, "param", "")
     with inside(shop.internet):
         sim = GatewaySimulator(MERCHANT_KEY, host=GATEWAY_IP, port=SIM_PORT, seed=3)
         url = await sim.start()
@@ -78,7 +80,7 @@ async def store(shop: Shop, tmp_path: Path) -> AsyncIterator[Store]:
         tmp_path, gateway_url=url,
         routing=('backend = "netlink"\nfailover = true\nfailback_after_s = 2.0\n'
                  'lan_interfaces = ["lan0"]\n'),
-        lte='interface = "wwan0"\nsimulator = "SKT"',
+        lte='interface = "wwan0"\nsimulator = "SKT"\n' + lte_extra,
         wired='interface = "wan0"\ncarrier = "KT"',
         extra=(f'[probes]\ntargets = ["tcp:{GATEWAY_IP}:{SIM_PORT}", '
                f'"tcp:{OTHER_IP}:{PORT}", "icmp:{GATEWAY_IP}"]\n'),
@@ -129,3 +131,20 @@ async def test_blackhole_offline_mode_and_recovery(store: Store) -> None:
     await store.wait(lambda s: s["payments"]["queued"] == 0, "queue drained")
     assert store.sim.processed_count(offline["id"]) == 1
     assert route_dev(shop.box, GATEWAY_IP) == "wan0"
+
+
+@pytest.mark.parametrize("store", ["dual_sim = true"], indirect=True)
+async def test_lte_failing_while_active_tries_the_other_sim_first(store: Store) -> None:
+    shop = store.shop
+    await store.wait(lambda s: s["uplink"]["active"] == "wired", "wired active at start")
+    blackhole(shop.isp_wired, "cust0")
+    await store.wait(lambda s: s["uplink"]["active"] == "lte", "failover to LTE")
+    blackhole(shop.isp_lte, "cust0")
+    took = await store.wait(lambda s: s["modem"]["sim_slot"] == 1, "the SIM switch")
+    assert took < 10
+    status = store.status()
+    switches = [e for e in status["recent_events"]
+                if e["kind"] == "modem_reset" and e.get("step") == "sim_switch"]
+    assert len(switches) == 1
+    # the second SIM's network is dead too here: offline mode follows
+    await store.wait(lambda s: s["uplink"]["active"] == "none", "offline mode", 30)
