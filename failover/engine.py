@@ -23,8 +23,10 @@ Tasks
   LTE is probed at its full rate while it is active, while wired is down (which
   includes booting and carrier loss), while wired is *suspect* (half of
   ``down_after_rounds`` consecutive failed rounds: a fresh LTE verdict is ready by
-  the time wired is declared down) and until LTE has its first verdict. A switch to
-  the full rate starts a round at once.
+  the time wired is declared down), and while LTE awaits a verdict -- at boot, after
+  its carrier returned (modem reconnect) or a SIM switch, until it is usable or a
+  round fails (at most ``stable_s`` of rounds, ~36 KB with the defaults; those bytes
+  count against the budget). A switch to the full rate starts a round at once.
 * a carrier watcher (``LinkWatcher``, restarted on failure): carrier loss marks the
   uplink down at once, no rounds needed.
 * a route worker that applies the selector's decisions one at a time through
@@ -302,6 +304,7 @@ class FailoverEngine:
         self._in_flight: dict[UplinkName, int] = dict.fromkeys(names, 0)
         self._last_round: dict[UplinkName, _LastRound | None] = dict.fromkeys(names)
         self._lte_full_rate = True
+        self._lte_verdict_pending = True  # boot: until LTE is usable or a round fails
         # LTE standby accounting
         self._standby_bytes = 0
         self._standby_rounds = 0
@@ -413,6 +416,7 @@ class FailoverEngine:
             "links": links,
             "lte_standby": None if "lte" not in self._uplinks else {
                 "full_rate": self._lte_full_rate,
+                "verdict_pending": self._lte_verdict_pending,
                 "interval_s": self.standby_interval_s,
                 "bytes_per_round": self.lte_round_bytes,
                 "budget_bytes_per_month": self._budget,
@@ -465,9 +469,8 @@ class FailoverEngine:
             return True
         if self._sim_task is not None and not self._sim_task.done():
             return True
-        lte = self._monitors["lte"].status()
-        if not lte.known:
-            return True  # no verdict yet (boot, a new SIM)
+        if self._lte_verdict_pending:
+            return True  # boot, carrier back, a new SIM: get a verdict quickly
         wired = self._monitors["wired"].status()
         suspect = max(1, self._configs["wired"].down_after_rounds // 2)
         return not wired.usable or wired.consecutive_failures >= suspect
@@ -522,6 +525,8 @@ class FailoverEngine:
             started, self._clock(), outcome.ok, outcome.succeeded, outcome.attempted,
             outcome.median_latency_ms, standby)
         change = self._monitors[name].observe_round(outcome)
+        if name == "lte" and not outcome.ok:
+            self._lte_verdict_pending = False
         self._publish(name, change)
         self._decide()
         if self._on_round is not None:
@@ -575,6 +580,8 @@ class FailoverEngine:
 
     def carrier(self, name: UplinkName, up: bool) -> None:
         """Feed a carrier event (the watcher does; usable by an owner with its own)."""
+        if name == "lte" and up and self._carrier[name] is False:
+            self._lte_verdict_pending = not self._monitors[name].status().usable
         self._carrier[name] = up
         change = self._monitors[name].carrier(up)
         self._publish(name, change)
@@ -596,6 +603,7 @@ class FailoverEngine:
             log.info("failover: %s %s -> %s (%s)", name, change.old, change.new, change.reason)
         if name == "lte" and status.usable:
             self._sim_armed = True
+            self._lte_verdict_pending = False
         if self._on_link is not None:
             try:
                 self._on_link(name, status)
@@ -701,6 +709,7 @@ class FailoverEngine:
             if self._carrier["lte"] is False:
                 monitor.carrier(False)
             self._monitors["lte"] = monitor
+            self._lte_verdict_pending = True
             self._publish("lte", None)
             self._decide()
             self._wake["lte"].set()

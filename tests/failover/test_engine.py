@@ -715,3 +715,32 @@ def test_wired_only_box() -> None:
             task.cancel()
 
     simulate(main)
+
+
+def test_lte_carrier_back_is_confirmed_at_full_rate_then_standby_again() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await booted(r)
+            await r.hold(30.0)
+            r.carrier.set("wwan0", False)  # the modem reconnects
+            await r.wait_for(lambda: r.engine.links()["lte"].state is LinkState.DOWN, 1.0)
+            await r.hold(5.0)
+            r.carrier.set("wwan0", True)
+            t0 = now()
+            took = await r.wait_for(lambda: r.engine.links()["lte"].state is LinkState.UP,
+                                    within=5.0)
+            assert 3.0 <= took <= 3.6, took  # stable_s of rounds at 0.5 s, not 400 s apart
+            assert r.engine.describe()["lte_standby"]["full_rate"] is False
+            await r.hold(60.0)
+            assert len(r.net.starts("wwan0", after=t0)) <= 9
+            # A carrier that comes back on a dead line: one failed round, then standby.
+            r.carrier.set("wwan0", False)
+            await r.hold(1.0)
+            r.net.mode["wwan0"] = "blackhole"
+            r.carrier.set("wwan0", True)
+            t1 = now()
+            await r.hold(60.0)
+            assert len(r.net.starts("wwan0", after=t1)) <= 3
+            assert r.engine.active is Choice.WIRED
+
+    simulate(main)
