@@ -125,16 +125,21 @@ class LanForwarding:
         self.active: UplinkName | None = None
         self.applied = False
 
-    def render(self, active: UplinkName | None) -> str:
-        """The whole transaction that makes `active` (None: no uplink) the LAN's way out."""
-        if active is not None and active not in self.uplinks:
-            raise NftConfigError("active", active, "is not one of the configured uplinks")
+    def render(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> str:
+        """The whole transaction that makes `active` (None: no uplink) the LAN's way out.
+
+        `also`: uplinks still allowed and masqueraded for the moment of a switch, so that
+        connections opened while the routes move are not refused (make-before-break for
+        the LAN as well as for the routes)."""
+        for wanted in (active, *also):
+            if wanted is not None and wanted not in self.uplinks:
+                raise NftConfigError("active", wanted, "is not one of the configured uplinks")
+        outs = [n for n in dict.fromkeys((active, *also)) if n is not None]
         lan = _set(self.lan)
         wans = _set(self.uplinks.values())
         lines = [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}",
                  f"table {FAMILY} {TABLE} {{",
                  '\tcomment "storebox: shop LAN to the active uplink; regenerated on change"']
-        restrict = self.lte_allowlist is not None and active == "lte"
         if self.lte_allowlist is not None:
             v4, v6 = self.lte_allowlist
             for name, kind, nets in (("lte_allow4", "ipv4_addr", v4),
@@ -151,9 +156,9 @@ class LanForwarding:
             f"\t\tiifname {wans} oifname {lan} ct state established,related accept",
             f'\t\tiifname {wans} oifname {lan} counter name "inbound_dropped" drop',
         ]
-        if active is not None:
-            out = self.uplinks[active]
-            if restrict:
+        for uplink in outs:
+            out = self.uplinks[uplink]
+            if self.lte_allowlist is not None and uplink == "lte":
                 lines += [
                     f'\t\tiifname {lan} oifname "{out}" ip daddr @lte_allow4 accept',
                     f'\t\tiifname {lan} oifname "{out}" ip6 daddr @lte_allow6 accept',
@@ -169,14 +174,15 @@ class LanForwarding:
             "\tchain postrouting {",
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         ]
-        if active is not None:
-            lines.append(f'\t\tiifname {lan} oifname "{self.uplinks[active]}" masquerade')
+        for uplink in outs:
+            lines.append(f'\t\tiifname {lan} oifname "{self.uplinks[uplink]}" masquerade')
         lines += ["\t}", "}", ""]
         return "\n".join(lines)
 
-    async def apply(self, active: UplinkName | None) -> None:
-        """Make `active` the LAN's uplink, atomically. None: the LAN is cut off."""
-        script = self.render(active)
+    async def apply(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> None:
+        """Make `active` the LAN's uplink, atomically. None: the LAN is cut off.
+        `also`: see `render`."""
+        script = self.render(active, also)
         await self._nft(["-f", "-"], script, "apply")
         self.active, self.applied = active, True
 

@@ -301,7 +301,7 @@ class ObserveOnlyRoutes:
 class Forwarding(Protocol):
     """What `switch_uplink` needs from the LAN forwarding (`failover.nft`)."""
 
-    async def apply(self, active: UplinkName | None) -> None: ...
+    async def apply(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> None: ...
 
 
 class ConnectionFlusher(Protocol):
@@ -328,6 +328,10 @@ async def switch_uplink(target: UplinkName | None, *, routes: RouteController,
     addresses) -- never before the routes moved, never all entries. Flushing the uplink
     that was left even when it is healthy is deliberate: otherwise existing flows stay
     pinned to it (to the metered LTE after a failback) until they time out."""
+    bridge = tuple(n for n in left if n != target and n in routes.uplinks)
+    if forwarding is not None and target is not None and bridge:
+        # the LAN may leave by either uplink while the routes move: no refused connections
+        await forwarding.apply(target, also=bridge)
     if target is None:
         await routes.deactivate_all()
     else:

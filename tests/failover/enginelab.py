@@ -20,7 +20,7 @@ import asyncio
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,9 +256,10 @@ class TimedForwarding:
         self.inner = inner
         self.log = log
 
-    async def apply(self, active: UplinkName | None) -> None:
-        await self.inner.apply(active)
-        self.log.add("forwarding-done", active)
+    async def apply(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> None:
+        await self.inner.apply(active, also)
+        if not also:
+            self.log.add("forwarding-done", active)
 
 
 # --------------------------------------------------------------------------- the engine

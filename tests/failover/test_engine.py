@@ -179,8 +179,9 @@ class FakeForwarding:
     def __init__(self) -> None:
         self.applied: list[UplinkName | None] = []
 
-    async def apply(self, active: UplinkName | None) -> None:
-        self.applied.append(active)
+    async def apply(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> None:
+        if not also:
+            self.applied.append(active)
 
 
 class FakeConntrack:
