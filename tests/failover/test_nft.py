@@ -152,8 +152,8 @@ async def test_a_failed_switch_changes_nothing(shop: Shop, routes: NetlinkRoutes
     render = lan.render
     # nft rejects the last line of the transaction: the delete and re-create before it
     # must not have happened either.
-    monkeypatch.setattr(lan, "render",
-                        lambda active: render(active) + "add rule inet storebox nope accept\n")
+    monkeypatch.setattr(lan, "render", lambda active, also=(): render(active, also)
+                        + "add rule inet storebox nope accept\n")
     with pytest.raises(NftError, match=r"nft apply failed \(exit 1\)"):
         await lan.apply("lte")
     assert nft(shop.box, "list", "table", "inet", "storebox") == before
