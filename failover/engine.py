@@ -229,6 +229,7 @@ class FailoverEngine:
         switch_timeout_s: float = 30.0,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
+        flush_grace_s: float = 5.0,
         switch_sim: Callable[[], Awaitable[bool]] | None = None,
         sim_switch_timeout_s: float = 60.0,
         sim_verdict_timeout_s: float = 10.0,
@@ -250,6 +251,7 @@ class FailoverEngine:
                                        "differs from the route controller's")
         names = list(self._uplinks)
         self._routes = routes
+        self._flush_grace_s = flush_grace_s
         self._forwarding = forwarding
         self._conntrack = conntrack
         self._configs: dict[UplinkName, MonitorConfig] = {}
@@ -658,11 +660,14 @@ class FailoverEngine:
         old = None if previous is None else _route_name(previous)
         if old is not None and previous is not target:
             left.append(old)
+        # flows on an uplink that still works (a failback) get a grace period to finish
+        later = [n for n in left if n in self._monitors and self._monitors[n].status().usable]
         try:
             async with asyncio.timeout(self._switch_timeout_s):
                 report = await switch_uplink(
                     _route_name(target), routes=self._routes, forwarding=self._forwarding,
-                    conntrack=self._conntrack, left=left)
+                    conntrack=self._conntrack, left=left,
+                    flush=[n for n in left if n not in later])
         except Exception as exc:
             self._switch_failures += 1
             self._report(exc)
@@ -670,6 +675,8 @@ class FailoverEngine:
         self._applied = target
         self._reported = transition
         self._switches += 1
+        if later and self._conntrack is not None and self._tg is not None:
+            self._tg.create_task(self._flush_later(later, target), name="failover-late-flush")
         if self._on_transition is not None:
             try:
                 self._on_transition(transition, report)
@@ -677,6 +684,19 @@ class FailoverEngine:
                 self._report(exc)
         # A decision taken while switching is applied next (the wake flag is set).
         return True
+
+    async def _flush_later(self, names: list[UplinkName], target: decision.Uplink) -> None:
+        """Flush the flows still pinned to uplinks left while healthy, after a grace
+        period (unless traffic went back to them meanwhile)."""
+        await asyncio.sleep(self._flush_grace_s)
+        assert self._conntrack is not None
+        for name in names:
+            if self._applied is not target or _route_name(self._applied) == name:
+                return
+            try:
+                await self._conntrack.flush_uplink(self._routes.uplinks[name].interface)
+            except Exception as exc:
+                self._report(exc)
 
     def _defer_offline(self) -> bool:
         """Before offline mode after LTE failed while active: try the other SIM."""

@@ -321,13 +321,17 @@ class SwitchReport:
 async def switch_uplink(target: UplinkName | None, *, routes: RouteController,
                         forwarding: Forwarding | None = None,
                         conntrack: ConnectionFlusher | None = None,
-                        left: Sequence[UplinkName] = ()) -> SwitchReport:
+                        left: Sequence[UplinkName] = (),
+                        flush: Sequence[UplinkName] | None = None) -> SwitchReport:
     """Move traffic to `target` (None: offline) in the only safe order: routes first
     (make-before-break), then the LAN forwarding/NAT, then flush the connection-tracking
     entries pinned to the uplinks traffic `left` (masqueraded via, or sourced from, their
     addresses) -- never before the routes moved, never all entries. Flushing the uplink
     that was left even when it is healthy is deliberate: otherwise existing flows stay
-    pinned to it (to the metered LTE after a failback) until they time out."""
+    pinned to it (to the metered LTE after a failback) until they time out.
+
+    `flush` (default: `left`) narrows which of them are flushed now; the engine flushes
+    a healthy uplink that was left a little later, so requests in flight on it finish."""
     bridge = tuple(n for n in left if n != target and n in routes.uplinks)
     if forwarding is not None and target is not None and bridge:
         # the LAN may leave by either uplink while the routes move: no refused connections
@@ -340,7 +344,7 @@ async def switch_uplink(target: UplinkName | None, *, routes: RouteController,
         await forwarding.apply(target)
     report = SwitchReport(active=target)
     if conntrack is not None:
-        for name in left:
+        for name in (left if flush is None else flush):
             if name == target or name not in routes.uplinks:
                 continue
             report.flushed[name] = await conntrack.flush_uplink(routes.uplinks[name].interface)

@@ -413,6 +413,12 @@ def test_failback_only_after_the_stability_window() -> None:
             assert "stable" in failback.reason
             assert r.engine.active is Choice.WIRED
             assert r.routes.switches()[-1] == ("activate", "wired")
+            # the dead wired line's flows went at once; LTE (healthy) keeps its flows
+            # for the grace period, so requests in flight finish, then they go too
+            assert r.conntrack.flushed == ["wan0"]
+            await r.hold(4.9)
+            assert r.conntrack.flushed == ["wan0"]
+            await r.hold(0.2)
             assert r.conntrack.flushed == ["wan0", "wwan0"]
 
     simulate(main)
