@@ -76,7 +76,10 @@ class Pos:
         body = json.dumps(payment_body(self.rng.randrange(100, 50000),
                                        pan=random_pan(self.rng))).encode()
         headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": key}
+        deadline = time.monotonic() + 120  # a box that never comes back fails the drill
         while True:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{key}: no answer within 120 s of retrying")
             try:
                 async with self.session.post(f"{API}/v1/payments", data=body,
                                              headers=headers) as r:
