@@ -110,8 +110,9 @@ def test_crashing_component_is_restarted_and_reported(daemon: DaemonProcess) -> 
 
 
 def test_watchdog_pings_while_healthy(daemon: DaemonProcess) -> None:
-    for _ in range(3):
-        daemon.notify.wait_for("WATCHDOG", "1", timeout=2.0)
+    pings = [daemon.notify.wait_for("WATCHDOG", "1", timeout=2.0) for _ in range(3)]
+    assert [p["WATCHDOG"] for p in pings] == ["1", "1", "1"]
+    assert "withholding watchdog ping" not in daemon.log()
 
 
 def test_sigterm_exits_zero_within_five_seconds(daemon: DaemonProcess) -> None:
