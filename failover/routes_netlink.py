@@ -273,31 +273,23 @@ def next_hop(state: KernelState, uplink: Uplink, family: int, own_protocol: int,
         "no gateway known: the OS (DHCP) installed no default route on it")
 
 
-class NetlinkRoutes:
-    """`RouteController` over kernel netlink. See the module docstring."""
+class MetricRouteControl:
+    """What both backends share: the `RouteController` methods as metric changes planned
+    by `plan_metric_changes`, applied one uplink at a time under one lock. A backend
+    sets the attributes below and implements `_activate_locked` and `_set_metric`."""
 
-    backend = "netlink"
+    uplinks: Mapping[UplinkName, Uplink]
+    metrics: MetricScheme
+    netlink: Netlink
+    _lock: asyncio.Lock
+    _active: UplinkName | None
+    _decided: bool  # activate()/deactivate_all() called since start
 
-    def __init__(self, uplinks: Iterable[Uplink], metrics: MetricScheme | None = None, *,
-                 netns: str | None = None,
-                 families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
-                 protocol: int = RTPROT_STOREBOX) -> None:
-        self.uplinks: Mapping[UplinkName, Uplink] = uplink_map(uplinks)
-        self.metrics = metrics or MetricScheme()
-        self.families = tuple(families)
-        if socket.AF_INET not in self.families or not set(self.families) <= set(_FAMILY_NAMES):
-            raise RouteConfigError("families", self.families,
-                                   "must hold AF_INET and optionally AF_INET6")
-        if not 5 <= protocol <= 255:
-            raise RouteConfigError("protocol", protocol,
-                                   "must be a routing protocol number between 5 and 255")
-        self.protocol = protocol
-        self.netlink = Netlink(netns)
-        self._lock = asyncio.Lock()
-        self._active: UplinkName | None = None
-        self._decided = False  # activate()/deactivate_all() called since start
+    async def _activate_locked(self, name: UplinkName) -> None:
+        raise NotImplementedError
 
-    # -- RouteController --------------------------------------------------------------
+    async def _set_metric(self, operation: str, name: UplinkName, metric: int) -> None:
+        raise NotImplementedError
 
     async def activate(self, uplink: UplinkName) -> None:
         name = self._managed(uplink)
@@ -335,6 +327,46 @@ class NetlinkRoutes:
                                                  exc.reason))
         return problems
 
+    def _managed(self, uplink: object) -> UplinkName:
+        name = uplink_name(uplink)
+        if name not in self.uplinks:
+            raise RouteConfigError("uplink", uplink, "is not managed by this controller")
+        return name
+
+    def _current(self, state: KernelState) -> dict[UplinkName, int | None]:
+        current: dict[UplinkName, int | None] = {}
+        for name, uplink in self.uplinks.items():
+            link = state.links.get(uplink.interface)
+            current[name] = state.best_metric(socket.AF_INET, link.index) if link else None
+        return current
+
+
+class NetlinkRoutes(MetricRouteControl):
+    """`RouteController` over kernel netlink. See the module docstring."""
+
+    backend = "netlink"
+
+    def __init__(self, uplinks: Iterable[Uplink], metrics: MetricScheme | None = None, *,
+                 netns: str | None = None,
+                 families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
+                 protocol: int = RTPROT_STOREBOX) -> None:
+        self.uplinks: Mapping[UplinkName, Uplink] = uplink_map(uplinks)
+        self.metrics = metrics or MetricScheme()
+        self.families = tuple(families)
+        if socket.AF_INET not in self.families or not set(self.families) <= set(_FAMILY_NAMES):
+            raise RouteConfigError("families", self.families,
+                                   "must hold AF_INET and optionally AF_INET6")
+        if not 5 <= protocol <= 255:
+            raise RouteConfigError("protocol", protocol,
+                                   "must be a routing protocol number between 5 and 255")
+        self.protocol = protocol
+        self.netlink = Netlink(netns)
+        self._lock = asyncio.Lock()
+        self._active: UplinkName | None = None
+        self._decided = False  # activate()/deactivate_all() called since start
+
+    # -- RouteController --------------------------------------------------------------
+
     async def describe(self) -> dict[str, Any]:
         state = await self.netlink.state(self.families)
         names = state.names
@@ -371,19 +403,6 @@ class NetlinkRoutes:
         await self.netlink.close()
 
     # -- internals --------------------------------------------------------------------
-
-    def _managed(self, uplink: object) -> UplinkName:
-        name = uplink_name(uplink)
-        if name not in self.uplinks:
-            raise RouteConfigError("uplink", uplink, "is not managed by this controller")
-        return name
-
-    def _current(self, state: KernelState) -> dict[UplinkName, int | None]:
-        current: dict[UplinkName, int | None] = {}
-        for name, uplink in self.uplinks.items():
-            link = state.links.get(uplink.interface)
-            current[name] = state.best_metric(socket.AF_INET, link.index) if link else None
-        return current
 
     async def _activate_locked(self, name: UplinkName) -> None:
         state = await self.netlink.state((socket.AF_INET,))

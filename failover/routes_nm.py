@@ -43,20 +43,17 @@ from dbus_fast.aio import MessageBus
 
 from failover.errors import (
     NetworkManagerError,
-    RouteConfigError,
     RouteError,
     UplinkUnavailableError,
 )
 from failover.routes import (
     MetricScheme,
-    RouteProblem,
     Uplink,
     UplinkName,
     plan_metric_changes,
     uplink_map,
-    uplink_name,
 )
-from failover.routes_netlink import KernelState, Netlink
+from failover.routes_netlink import KernelState, MetricRouteControl, Netlink
 
 NM_BUS = "org.freedesktop.NetworkManager"
 NM_PATH = "/org/freedesktop/NetworkManager"
@@ -94,7 +91,7 @@ def applied_metric(settings: Settings, family: str = "ipv4") -> int | None:
     return int(value.value) if value is not None else None
 
 
-class NetworkManagerRoutes:
+class NetworkManagerRoutes(MetricRouteControl):
     """`RouteController` via NetworkManager's D-Bus API. See the module docstring."""
 
     backend = "networkmanager"
@@ -115,40 +112,6 @@ class NetworkManagerRoutes:
         self._decided = False
 
     # -- RouteController --------------------------------------------------------------
-
-    async def activate(self, uplink: UplinkName) -> None:
-        name = self._managed(uplink)
-        async with self._lock:
-            await self._activate_locked(name)
-            self._active, self._decided = name, True
-
-    async def deactivate_all(self) -> None:
-        async with self._lock:
-            state = await self.netlink.state((socket.AF_INET,))
-            for step in plan_metric_changes(self._current(state), None, self.metrics):
-                await self._set_metric("deactivate_all", step.uplink, step.metric)
-            self._active, self._decided = None, True
-
-    async def ensure_present(self, uplinks: Iterable[UplinkName]) -> list[RouteProblem]:
-        names = [self._managed(u) for u in uplinks]
-        problems: list[RouteProblem] = []
-        async with self._lock:
-            for name in names:
-                try:
-                    if name == self._active:
-                        await self._activate_locked(name)
-                        continue
-                    want = self.metrics.standby(name)
-                    if not self._decided:
-                        state = await self.netlink.state((socket.AF_INET,))
-                        metric = self._current(state)[name]
-                        if metric in (self.metrics.active, self.metrics.switching):
-                            want = metric
-                    await self._set_metric("ensure_present", name, want)
-                except RouteError as exc:
-                    problems.append(RouteProblem(name, self.uplinks[name].interface,
-                                                 exc.reason))
-        return problems
 
     async def describe(self) -> dict[str, Any]:
         state = await self.netlink.state(_FAMILIES)
@@ -183,19 +146,6 @@ class NetworkManagerRoutes:
         await self.netlink.close()
 
     # -- internals --------------------------------------------------------------------
-
-    def _managed(self, uplink: object) -> UplinkName:
-        name = uplink_name(uplink)
-        if name not in self.uplinks:
-            raise RouteConfigError("uplink", uplink, "is not managed by this controller")
-        return name
-
-    def _current(self, state: KernelState) -> dict[UplinkName, int | None]:
-        current: dict[UplinkName, int | None] = {}
-        for name, uplink in self.uplinks.items():
-            link = state.links.get(uplink.interface)
-            current[name] = state.best_metric(socket.AF_INET, link.index) if link else None
-        return current
 
     async def _activate_locked(self, name: UplinkName) -> None:
         uplink = self.uplinks[name]
