@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,7 +75,3 @@ class EventBus:
                 yield await queue.get()
         finally:
             self._subscribers.discard(queue)
-
-
-def monotonic() -> float:
-    return time.monotonic()
