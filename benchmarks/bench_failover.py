@@ -72,6 +72,10 @@ async def _fault_run(lab: Harness, kind: str, rng: random.Random,
     across = lab.client.between(t1, end)
     failed = [r for r in across if not r.ok]
     outside = [r for r in failed if not start - 0.005 <= r.started <= done]
+    for r in failed:
+        print(f"failback failure: started {r.started - start:+.3f} s after the route move "
+              f"(nft done {done - start:+.3f} s), took {r.finished - r.started:.3f} s: "
+              f"{r.error}")
     failbacks.append((len(across), len(failed), len(outside)))
     return at - t0, via_lte.finished - t0
 

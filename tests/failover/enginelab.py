@@ -45,7 +45,8 @@ from failover.routes import (
     UplinkName,
 )
 from failover.targets import parse_targets
-from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, PORT, WIRED_ADDR, Shop, ipn, sh
+from firmware.drill.faults import heal
+from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, PORT, WIRED_ADDR, Shop, ipn
 from tests.failover.netlab import (
     RESOLVER,
     SERVER,
@@ -80,9 +81,7 @@ def pki() -> Pki:
 # --------------------------------------------------------------------------- faults
 
 
-def clear_faults(ns: str) -> None:
-    """Drop the lab's nftables fault table (`blackhole`, `random_loss`, `kill_dns`)."""
-    sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "sbxlab", check=False)
+clear_faults = heal  # drops `blackhole`, `random_loss` and `kill_dns` alike
 
 
 def kill_dns(internet: str) -> None:

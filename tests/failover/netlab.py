@@ -20,7 +20,6 @@ import os
 import socket
 import ssl
 import struct
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from firmware.drill.faults import blackhole, dropped, nft, random_loss
 from tests.support.netns import inside, namespace, run
 
 SERVER = "198.51.100.10"
@@ -51,54 +51,8 @@ class Lab:
         return run("ip", "-n", self.box, *args).stdout
 
 
-def nft(ns: str, script: str) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "-f", "-"],
-        input=script,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-
-
-def blackhole(ns: str, ifname: str) -> None:
-    """Drop everything arriving from the box on the ISP side; the link stays up."""
-    nft(
-        ns,
-        f"""
-        table inet sbxlab {{
-          chain in {{ type filter hook prerouting priority -300; policy accept;
-            iifname "{ifname}" meta l4proto {{ tcp, udp, icmp }} counter drop
-          }}
-        }}
-        """,
-    )
-
-
-def random_loss(ns: str, ifname: str, percent: int) -> None:
-    """Drop `percent`% of packets each way at the ISP side (nft numgen, no netem)."""
-    nft(
-        ns,
-        f"""
-        table inet sbxlab {{
-          chain in {{ type filter hook prerouting priority -300; policy accept;
-            iifname "{ifname}" numgen random mod 100 < {percent} counter drop
-          }}
-          chain out {{ type filter hook postrouting priority 300; policy accept;
-            oifname "{ifname}" numgen random mod 100 < {percent} counter drop
-          }}
-        }}
-        """,
-    )
-
-
-def nft_drops(ns: str) -> int:
-    out = run("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "sbxlab").stdout
-    total = 0
-    for line in out.splitlines():
-        if "counter packets" in line:
-            total += int(line.split("counter packets")[1].split()[0])
-    return total
+__all__ = ["blackhole", "nft", "nft_drops", "random_loss"]
+nft_drops = dropped
 
 
 @contextmanager

@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 
 from firmware.cli.client import get_json
+from firmware.drill.faults import blackhole, heal
 from payments_cache.gateway_sim import GatewaySimulator
 from tests.failover.conftest import GATEWAY_IP, OTHER_IP, PORT, Shop
-from tests.failover.netlab import blackhole
 from tests.support.box import payment_body
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
@@ -62,11 +62,6 @@ def route_dev(ns: str, dst: str) -> str:
     out = subprocess.run(["ip", "-n", ns, "-j", "route", "get", dst], check=True,
                          capture_output=True, text=True).stdout
     return str(json.loads(out)[0]["dev"])
-
-
-def heal(ns: str) -> None:
-    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "sbxlab"],
-                   check=False, capture_output=True)
 
 
 @pytest.fixture

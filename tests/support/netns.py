@@ -1,52 +1,5 @@
-"""Network namespaces for tests: created per test, removed afterwards, host untouched."""
+"""Network namespaces for tests: the drill's own helpers (`firmware.drill.netns`)."""
 
-from __future__ import annotations
+from firmware.drill.netns import inside, namespace, run
 
-import ctypes
-import itertools
-import os
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-_counter = itertools.count()
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
-
-
-@contextmanager
-def namespace(prefix: str = "sbxt") -> Iterator[str]:
-    """A fresh network namespace with loopback up; deleted on exit."""
-    name = f"{prefix}-{os.getpid()}-{next(_counter)}"
-    run("ip", "netns", "add", name)
-    try:
-        run("ip", "-n", name, "link", "set", "lo", "up")
-        yield name
-    finally:
-        run("ip", "netns", "del", name, check=False)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextmanager
-def inside(name: str) -> Iterator[None]:
-    """Run the calling thread inside namespace `name`: sockets it opens live there.
-
-    Only the calling thread moves (setns(2)); it is moved back on exit.
-    """
-    with open("/proc/self/ns/net") as home, open(f"/run/netns/{name}") as target:
-        _setns(target.fileno())
-        try:
-            yield
-        finally:
-            _setns(home.fileno())
+__all__ = ["inside", "namespace", "run"]
