@@ -78,10 +78,11 @@ ComponentFactory = Callable[[BoxContext], Awaitable[Component | None]]
 
 def builtin_factories() -> list[ComponentFactory]:
     from firmware.failover import build_failover
+    from firmware.leds import build_leds
     from firmware.modem import build_modem
     from firmware.payments import build_payments
 
-    return [build_payments, build_modem, build_failover]
+    return [build_payments, build_modem, build_failover, build_leds]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:

@@ -168,6 +168,15 @@ def _type_error(value: Any, hint: Any) -> str | None:
             if _type_error(element, item):
                 return f"must be a list of {_TYPE_NAMES[item]}s, got element {element!r}"
         return None
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            return f"must be a table whose values are each {_TYPE_NAMES[item]}, got {value!r}"
+        for name, element in value.items():
+            if _type_error(element, item):
+                return (f"must be a table whose values are each {_TYPE_NAMES[item]}, "
+                        f"got {name} = {element!r}")
+        return None
     if origin in (typing.Union, types.UnionType):
         return None if any(_type_error(value, a) is None for a in typing.get_args(hint)) else (
             f"has the wrong type, got {value!r}")

@@ -7,6 +7,7 @@ returns an error message for a bad value, or ``None``.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ def doc(text: str, default: Any = ..., check: Check | None = None) -> Any:
     if isinstance(default, list):
         frozen = list(default)
         return field(default_factory=lambda: list(frozen), metadata=meta)
+    if isinstance(default, dict):
+        table = dict(default)
+        return field(default_factory=lambda: dict(table), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -98,6 +102,25 @@ def cidrs(value: list[str]) -> str | None:
             ipaddress.ip_network(item, strict=True)
         except ValueError as exc:
             return f"entry {item!r} is not an IP address or CIDR: {exc}"
+    return None
+
+
+#: The LEDs of the panel (what each shows: `firmware.leds`).
+LED_NAMES: tuple[str, ...] = ("wired", "lte", "offline", "alert")
+
+
+def led_pin_table(value: dict[str, str]) -> str | None:
+    seen: dict[str, str] = {}
+    for name, pin in value.items():
+        if name not in LED_NAMES:
+            hint = difflib.get_close_matches(name, LED_NAMES, n=1)
+            return (f"unknown LED {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; the LEDs are {', '.join(map(repr, LED_NAMES))}")
+        if not pin.strip():
+            return f"LED {name!r} has an empty pin name {pin!r}"
+        if pin in seen:
+            return f"LEDs {seen[pin]!r} and {name!r} are both on pin {pin!r}"
+        seen[pin] = name
     return None
 
 
@@ -251,6 +274,12 @@ class HwConfig:
 
     pin_factory: Literal["mock", "lgpio", "rpigpio", "pigpio", "native"] = doc(
         "gpiozero pin factory: \"mock\" off-target, \"lgpio\" on a Pi.", "mock")
+    led_pins: dict[str, str] = doc(
+        "GPIO (gpiozero name) of each LED of the panel: wired, lte, offline, alert. An LED "
+        "left out is not fitted (the status still shows its pattern).",
+        {"wired": "GPIO5", "lte": "GPIO6", "offline": "GPIO13", "alert": "GPIO19"}, led_pin_table)
+    led_blink_s: float = doc("A blinking LED is on this long, then off this long.", 0.5,
+                             positive)
 
 
 @dataclass(frozen=True)
