@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from firmware.cli import drill_cmd
 from firmware.cli.client import api_address, get_json, read_token
 from firmware.cli.status_view import render_queue_list, render_queue_stats, render_status
 from firmware.config import DEFAULT_PATH, Config, load_config
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("--config", default=DEFAULT_PATH)
+
+    drill_cmd.add_parser(sub)
     return parser
 
 
@@ -196,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_queue(args)
     if args.command == "config":
         return cmd_config_check(args)
+    if args.command == "drill":
+        return drill_cmd.cmd_drill(args)
     raise AssertionError(args.command)
 
 

@@ -5,7 +5,9 @@
   netem).
 - `heal`: all faults of that namespace gone.
 
-Every fault lives in one table, `inet sbxlab`, of the ISP's namespace; `heal` deletes it.
+Every fault lives in one table, `inet sbxlab`, of the ISP's namespace. Setting a fault
+replaces that table in one nft transaction (the previous fault of that ISP ends at the
+same instant); `heal` deletes it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from firmware.drill.netns import run
 from firmware.errors import DrillError
 
 FAULT_TABLE = "sbxlab"
+
+
+def _replace(ns: str, body: str) -> None:
+    nft(ns, f"table inet {FAULT_TABLE}\ndelete table inet {FAULT_TABLE}\n{body}")
 
 
 def nft(ns: str, script: str) -> None:
@@ -25,7 +31,7 @@ def nft(ns: str, script: str) -> None:
 
 def blackhole(ns: str, ifname: str) -> None:
     """Drop everything arriving from the box on the ISP side; the link stays up."""
-    nft(ns, f"""
+    _replace(ns, f"""
         table inet {FAULT_TABLE} {{
           chain in {{ type filter hook prerouting priority -300; policy accept;
             iifname "{ifname}" meta l4proto {{ tcp, udp, icmp }} counter drop
@@ -38,7 +44,7 @@ def random_loss(ns: str, ifname: str, percent: int) -> None:
     """Drop `percent`% of packets each way at the ISP side (nft numgen, no netem)."""
     if not 0 <= percent <= 100:
         raise DrillError("random_loss", f"percent {percent!r} is not between 0 and 100")
-    nft(ns, f"""
+    _replace(ns, f"""
         table inet {FAULT_TABLE} {{
           chain in {{ type filter hook prerouting priority -300; policy accept;
             iifname "{ifname}" numgen random mod 100 < {percent} counter drop

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from firmware.drill.pos import random_pan
 from tests.support.box import API, Box, eventually, payment_body, store_box
 from tests.support.daemon import TOKEN
 
@@ -25,15 +26,6 @@ offline_max_total = 100000000000
 velocity_max_count = 1000000
 velocity_max_amount = 100000000000
 """
-
-
-def random_pan(rng: random.Random) -> str:
-    digits = [4] + [rng.randrange(10) for _ in range(14)]
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        d = d * 2 if i % 2 == 0 else d
-        total += d - 9 if d > 9 else d
-    return "".join(map(str, digits)) + str((10 - total % 10) % 10)
 
 
 @dataclass

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from firmware.cli.client import get_json
+from firmware.drill.box import NotifySocket
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
@@ -57,33 +56,6 @@ tokens_file = "{tokens}"
 admin_socket = "{tmp / 'api.sock'}"
 {extra}""")
     return config
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's $NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[dict[str, str]] = []
-
-    def wait_for(self, key: str, value: str | None = None, timeout: float = 10.0) -> dict[str, str]:
-        """Block on the socket until a datagram carrying KEY(=VALUE) arrives."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {key}={value} from the daemon; got {self.messages}")
-            self.sock.settimeout(remaining)
-            data = self.sock.recv(4096).decode()
-            message = dict(line.split("=", 1) for line in data.splitlines() if "=" in line)
-            self.messages.append(message)
-            if key in message and (value is None or message[key] == value):
-                return message
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class DaemonProcess:

@@ -1,0 +1,88 @@
+"""`storebox drill`: the KT 2021 outage replayed against the real box, in namespaces."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from firmware.drill.timeline import SHORT, Options, parse_faults
+from firmware.errors import DrillError
+
+EXIT_OK, EXIT_FAIL, EXIT_SETUP = 0, 1, 2
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    drill = sub.add_parser(
+        "drill", help="replay the KT 2021 outage against the box, in network namespaces",
+        description="Build a shop in network namespaces (the box, an ISP, an LTE carrier, "
+                    "an internet with the gateway simulator, a POS on the LAN), run the real "
+                    "daemon and play: normal trading, random loss on wired (no failover "
+                    "wanted), a blackhole at the ISP with the link up, the LTE carrier "
+                    "failing as well, recovery. Exit 0 when every sale was answered, every "
+                    "payment reached the gateway exactly once, failover took at most 5 s and "
+                    "the loss phase caused none; 1 otherwise; 2 when it could not run.")
+    drill.add_argument("--short", action="store_true",
+                       help="about a minute and a half (CI): short phases, quick failback")
+    for name, what in (("normal", "normal trading"), ("loss", "the random-loss phase"),
+                       ("blackhole", "the wired blackhole"),
+                       ("lte-down", "both uplinks down (offline mode)")):
+        drill.add_argument(f"--{name}-s", type=float, default=None, metavar="S",
+                           help=f"seconds of {what}")
+    drill.add_argument("--recovery-s", type=float, default=None, metavar="S",
+                       help="the most the recovery may take (it ends once back on wired "
+                            "with an empty queue)")
+    drill.add_argument("--loss", type=int, default=None, metavar="PCT",
+                       help="random loss on the wired line, each way (default 20)")
+    drill.add_argument("--faults", default=None, metavar="LIST",
+                       help="which faults to play, comma-separated, of loss,blackhole,lte_down "
+                            "(default all)")
+    drill.add_argument("--failback-after-s", type=float, default=None, metavar="S",
+                       help="the box's failback stability window for the drill")
+    drill.add_argument("--pos-interval-s", type=float, default=None, metavar="S",
+                       help="seconds between sales per terminal")
+    drill.add_argument("--terminals", type=int, default=None, help="POS terminals (default 2)")
+    drill.add_argument("--lte-carrier", choices=["KT", "SKT", "LGU"], default="KT",
+                       help="the simulated LTE SIM's carrier (default KT, the same carrier "
+                            "as the wired line, as in 2021: the box warns about it)")
+    drill.add_argument("--json", dest="json_path", default=None, metavar="PATH",
+                       help="also write the report as JSON to PATH ('-' for stdout)")
+    drill.add_argument("--no-live", action="store_true",
+                       help="one line per change instead of the live view")
+    drill.add_argument("--keep", action="store_true",
+                       help="keep the drill's files (config, daemon log, database)")
+
+
+def _options(args: argparse.Namespace) -> Options:
+    base = SHORT if args.short else Options()
+    changes: dict[str, object] = {}
+    for arg, field in (("normal_s", "normal_s"), ("loss_s", "loss_s"),
+                       ("blackhole_s", "blackhole_s"), ("lte_down_s", "lte_down_s"),
+                       ("recovery_s", "recovery_s"), ("loss", "loss_pct"),
+                       ("failback_after_s", "failback_after_s"),
+                       ("pos_interval_s", "pos_interval_s"), ("terminals", "terminals")):
+        value = getattr(args, arg)
+        if value is not None:
+            changes[field] = value
+    if args.faults is not None:
+        changes["faults"] = parse_faults(args.faults)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]  # checked there
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from firmware.drill.runner import run_drill
+
+    try:
+        options = _options(args)
+        report = run_drill(options, sys.stdout, live_view=False if args.no_live else None,
+                           lte_carrier=args.lte_carrier, keep=args.keep)
+    except DrillError as exc:
+        print(f"storebox drill: {exc.step}: {exc.detail}", file=sys.stderr)
+        return EXIT_SETUP
+    if args.json_path == "-":
+        print(json.dumps(report.to_json(), indent=2))
+    elif args.json_path:
+        Path(args.json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return EXIT_OK if report.passed else EXIT_FAIL

@@ -1,0 +1,150 @@
+"""The box under drill: its configuration, and the real daemon as a subprocess in the box's
+namespace (`python -m firmware run`), with a datagram socket standing in for systemd's
+$NOTIFY_SOCKET so the drill knows when it is READY."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from firmware.drill.shop import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT
+from firmware.errors import DrillError
+
+GATEWAY_PORT = 9443
+API_PORT = 8470
+
+
+def _secret(path: Path, value: str) -> Path:
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: str,
+                 failback_after_s: float) -> Path:
+    """The box's config for the drill: the shop's interfaces, the gateway simulator on the
+    internet, the modem simulator, mock LEDs, and the POS API on the LAN address."""
+    (workdir / "state").mkdir(mode=0o700, exist_ok=True)
+    tokens = _secret(workdir / "pos-tokens", token)
+    key_file = _secret(workdir / "merchant-key", merchant_key)
+    config = workdir / "storebox.toml"
+    config.write_text(f"""\
+# written by `storebox drill`
+[device]
+id = "store-drill"
+state_dir = "{workdir / 'state'}"
+
+[wired]
+interface = "wan0"
+carrier = "KT"
+
+[lte]
+interface = "wwan0"
+simulator = "{lte_carrier}"
+
+[routing]
+backend = "netlink"
+failover = true
+failback_after_s = {failback_after_s}
+lan_interfaces = ["lan0"]
+
+[probes]
+targets = ["http://{GATEWAY_IP}:{GATEWAY_PORT}/health", "tcp:{OTHER_IP}:{PORT}",
+           "icmp:{GATEWAY_IP}"]
+
+[payments]
+gateway_url = "http://{GATEWAY_IP}:{GATEWAY_PORT}"
+merchant_key_file = "{key_file}"
+
+[api]
+listen = "{LAN_BOX}:{API_PORT}"
+tokens_file = "{tokens}"
+admin_socket = "{workdir / 'api.sock'}"
+
+[hw]
+pin_factory = "mock"
+""")
+    return config
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[dict[str, str]] = []
+
+    def wait_for(self, key: str, value: str | None = None,
+                 timeout: float = 10.0) -> dict[str, str]:
+        """Block on the socket until a datagram carrying KEY(=VALUE) arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {key}={value} from the daemon; got {self.messages}")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(4096).decode()
+            message = dict(line.split("=", 1) for line in data.splitlines() if "=" in line)
+            self.messages.append(message)
+            if key in message and (value is None or message[key] == value):
+                return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class BoxDaemon:
+    """`storebox run` inside namespace `netns`; its stderr goes to `daemon.log`."""
+
+    def __init__(self, netns: str, config: Path) -> None:
+        self.config = config
+        self.log_path = config.parent / "daemon.log"
+        self.notify = NotifySocket(config.parent / "notify.sock")
+        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), PYTHONUNBUFFERED="1")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", netns, sys.executable, "-m", "firmware", "run",
+                 "--config", str(config)], stderr=log, stdout=subprocess.DEVNULL, env=env)
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.config.parent / "api.sock"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        try:
+            self.notify.wait_for("READY", "1", timeout)
+        except TimeoutError:
+            raise DrillError("start the box", f"no READY=1 within {timeout:g} s; "
+                             f"see {self.log_path}:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; the exit code."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return -signal.SIGKILL
+        finally:
+            self.notify.close()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,266 @@
+"""Plays the outage drill: build the shop, start the box, sell, break things, report.
+
+Everything runs on one event loop. The loop's thread lives in the LAN client's namespace
+while the POS sells (its sockets are the LAN's); the gateway simulator's listening socket
+is made inside the internet's namespace; the box's status is read over its unix admin
+socket, which works from any namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from firmware.drill import faults, live
+from firmware.drill.box import API_PORT, GATEWAY_PORT, BoxDaemon, new_secret, write_config
+from firmware.drill.netns import inside
+from firmware.drill.pos import Terminals
+from firmware.drill.report import PlayedPhase, Report, Sample, build_report, render
+from firmware.drill.shop import GATEWAY_IP, LAN_BOX, Shop, build_shop
+from firmware.drill.timeline import Faults, Options, Phase, plan
+from firmware.errors import DrillError
+from payments_cache.gateway_sim import GatewaySimulator
+
+TOOLS = ("ip", "nft", "conntrack")
+POLL_S = 0.1
+
+
+@contextlib.contextmanager
+def _logs_to(path: Path, name: str) -> Iterator[None]:
+    """Send logger `name` (the in-process gateway simulator) to `path`, not the screen."""
+    logger = logging.getLogger(name)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved
+        handler.close()
+
+
+def preflight() -> None:
+    """What the drill needs from this machine; DrillError telling what is missing."""
+    if os.geteuid() != 0:
+        raise DrillError("preflight", (
+            "the drill builds network namespaces, veth pairs and nftables rules, which "
+            "needs root. Run it as root (sudo make run, or sudo storebox drill). Without "
+            "root you can still run the parts: `python -m payments_cache.gateway_sim`, "
+            "`python -m hw.modem.simulator` and `storebox run --config` with "
+            "routing.backend = \"none\" (what `make box` does)"))
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise DrillError("preflight", f"missing {', '.join(missing)} (Debian packages "
+                         "iproute2, nftables, conntrack; `make deps` installs them)")
+
+
+@dataclass
+class Observer:
+    """Polls the box's status; keeps the latest, the active-uplink samples and every
+    event once (by sequence number)."""
+
+    socket_path: Path
+    token: str
+    latest: dict[str, Any] | None = None
+    samples: list[Sample] = field(default_factory=list)
+    events: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        connector = aiohttp.UnixConnector(path=str(self.socket_path))
+        timeout = aiohttp.ClientTimeout(total=2.0)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            while True:
+                try:
+                    async with session.get("http://box/v1/status", headers=headers) as r:
+                        if r.status == 200:
+                            self.note(await r.json(), time.monotonic())
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    pass  # the box is busy or restarting: the next poll tells
+                await asyncio.sleep(POLL_S)
+
+    def note(self, doc: dict[str, Any], at: float) -> None:
+        self.latest = doc
+        self.samples.append(Sample(at, str(doc.get("uplink", {}).get("active", "none"))))
+        for event in doc.get("recent_events", []):
+            if isinstance(event.get("seq"), int):
+                self.events.setdefault(event["seq"], event)
+
+    def ordered_events(self) -> list[dict[str, Any]]:
+        return [self.events[k] for k in sorted(self.events)]
+
+    async def until(self, check: Callable[[dict[str, Any]], bool], within_s: float) -> bool:
+        """Whether the status satisfies `check` within `within_s` seconds."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self.latest is not None and check(self.latest):
+                return True
+            await asyncio.sleep(POLL_S)
+        return False
+
+
+def _on_wired(doc: dict[str, Any]) -> bool:
+    return bool(doc.get("uplink", {}).get("active") == "wired")
+
+
+def _recovered(doc: dict[str, Any]) -> bool:
+    return _on_wired(doc) and doc.get("payments", {}).get("queued") == 0
+
+
+class Drill:
+    def __init__(self, options: Options, out: TextIO, live_view: bool | None = None,
+                 lte_carrier: str = "KT") -> None:
+        self.options = options
+        self.phases = plan(options)
+        self.screen = live.Screen(out, live_view)
+        self.out = out
+        self.lte_carrier = lte_carrier
+        self.token = new_secret()
+        self.merchant_key = new_secret()
+        self.current: Phase = self.phases[0]
+        self.phase_started = time.monotonic()
+        self.played: list[PlayedPhase] = []
+
+    async def run(self, shop: Shop, workdir: Path) -> Report:
+        with _logs_to(workdir / "gateway.log", "payments_cache"):
+            return await self._run(shop, workdir)
+
+    async def _run(self, shop: Shop, workdir: Path) -> Report:
+        with inside(shop.internet):
+            sim = GatewaySimulator(self.merchant_key, host=GATEWAY_IP, port=GATEWAY_PORT,
+                                   seed=2021)
+            await sim.start()
+        try:
+            config = write_config(workdir, merchant_key=self.merchant_key, token=self.token,
+                                  lte_carrier=self.lte_carrier,
+                                  failback_after_s=self.options.failback_after_s)
+            daemon = BoxDaemon(shop.box, config)
+            try:
+                await asyncio.to_thread(daemon.wait_ready)
+                with inside(shop.client):
+                    report = await self._play(shop, daemon, sim)
+            finally:
+                code = await asyncio.to_thread(daemon.stop)
+                if code != 0:
+                    self.out.write(f"the box exited with {code}; log: {daemon.log_path}\n"
+                                   f"{daemon.log_tail()}\n")
+        finally:
+            await sim.stop()
+        return report
+
+    async def _play(self, shop: Shop, daemon: BoxDaemon, sim: GatewaySimulator) -> Report:
+        observer = Observer(daemon.admin_socket, self.token)
+        terminals = Terminals(f"http://{LAN_BOX}:{API_PORT}", self.token,
+                              phase=lambda: self.current.name, count=self.options.terminals,
+                              interval_s=self.options.pos_interval_s)
+        async with asyncio.TaskGroup() as tg:
+            watching = tg.create_task(observer.run(), name="drill-observer")
+            if not await observer.until(_on_wired, 30.0):
+                watching.cancel()
+                uplink = observer.latest and observer.latest.get("uplink")
+                raise DrillError("start the box", "the box did not come up on wired within "
+                                 f"30 s; uplink: {uplink}\n{daemon.log_tail()}")
+            showing = tg.create_task(self._show(observer, terminals), name="drill-view")
+            selling = tg.create_task(terminals.run(), name="drill-pos")
+            try:
+                await self._timeline(shop, observer)
+                # the POS keeps selling on wired for a moment after the recovery
+                await asyncio.sleep(min(3.0, self.options.normal_s))
+            finally:
+                terminals.stop.set()
+            await selling
+            await observer.until(_recovered, 30.0)
+            showing.cancel()
+            watching.cancel()
+        self.screen.close()
+        counts = {sale.payment_id: sim.processed_count(sale.payment_id)
+                  for sale in terminals.sales if sale.payment_id is not None}
+        return build_report(phases=self.played, samples=observer.samples,
+                            events=observer.ordered_events(), sales=terminals.sales,
+                            gateway_counts=counts, final=observer.latest or {})
+
+    async def _timeline(self, shop: Shop, observer: Observer) -> None:
+        applied = Faults()
+        for phase in self.phases:
+            self._apply(shop, applied, phase.faults)
+            applied = phase.faults
+            self.current, self.phase_started = phase, time.monotonic()
+            started_at = datetime.now(UTC)
+            if phase.name == "recovery":
+                await observer.until(_recovered, phase.seconds)
+            else:
+                await asyncio.sleep(phase.seconds)
+            self.played.append(PlayedPhase(phase.name, self.phase_started, time.monotonic(),
+                                           started_at, datetime.now(UTC)))
+
+    @staticmethod
+    def _apply(shop: Shop, before: Faults, after: Faults) -> None:
+        if (before.wired_loss_pct, before.wired_blackhole) != (after.wired_loss_pct,
+                                                               after.wired_blackhole):
+            if after.wired_blackhole:
+                faults.blackhole(shop.isp_wired, "cust0")
+            elif after.wired_loss_pct:
+                faults.random_loss(shop.isp_wired, "cust0", after.wired_loss_pct)
+            else:
+                faults.heal(shop.isp_wired)
+        if before.lte_blackhole != after.lte_blackhole:
+            if after.lte_blackhole:
+                faults.blackhole(shop.isp_lte, "cust0")
+            else:
+                faults.heal(shop.isp_lte)
+
+    async def _show(self, observer: Observer, terminals: Terminals) -> None:
+        tick = 0
+        while True:
+            tick += 1
+            doc = observer.latest
+            elapsed = time.monotonic() - self.phase_started
+            events = observer.ordered_events()
+            text = live.frame(phase=self.current.name, story=self.current.story,
+                              elapsed=elapsed, length=self.current.seconds, doc=doc,
+                              sales=terminals.sales, events=events, tick=tick)
+            active = doc.get("uplink", {}).get("active") if doc else None
+            last = events[-1] if events else {}
+            summary = (f"[{time.strftime('%H:%M:%S')}] phase {self.current.name}: "
+                       f"active {active}; last event {last.get('kind')}: "
+                       f"{last.get('message')}")
+            self.screen.show(text, summary)
+            await asyncio.sleep(0.5)
+
+
+def run_drill(options: Options, out: TextIO, *, live_view: bool | None = None,
+              lte_carrier: str = "KT", workdir: Path | None = None,
+              keep: bool = False) -> Report:
+    """The whole drill; the report (its `failures` say whether it passed)."""
+    preflight()
+    own = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="storebox-drill-")) if workdir is None else workdir
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o700)
+    drill = Drill(options, out, live_view, lte_carrier)
+    report: Report | None = None
+    try:
+        with build_shop(prefix="sbd") as shop:
+            report = asyncio.run(drill.run(shop, work))
+    finally:
+        if own and not keep and report is not None and report.passed:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            out.write(f"the drill's files (config, daemon.log, state): {work}\n")
+    out.write(render(report) + "\n")
+    return report
