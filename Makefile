@@ -1,4 +1,4 @@
-# storebox: `make run` (the box on this machine) and `make test`.
+# storebox: `make run` (the outage drill: the whole box on this machine) and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntra
 PYTEST_ARGS ?=
 DRILL_ARGS ?=
 
-.PHONY: deps system-deps run test bench lint clean
+.PHONY: deps system-deps run box test bench lint clean
 
 deps: system-deps $(VENV)/.installed
 
@@ -29,8 +29,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The KT 2021 outage replayed against the real box in network namespaces (root);
+# without root it says what it needs and how to run the parts (`make box`).
 run: deps
-	@bash scripts/run-box.sh $(DRILL_ARGS)
+	@if [ "$$(id -u)" != 0 ]; then \
+	  $(VENV)/bin/storebox drill $(DRILL_ARGS) || { \
+	    echo; echo "Without root, 'make box' runs the daemon alone with route control off."; exit 1; }; \
+	else $(VENV)/bin/storebox drill $(DRILL_ARGS); fi
+
+# Just the daemon with the example config, the modem and gateway simulators (no faults).
+box: deps
+	@bash scripts/run-box.sh
 
 test: deps
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

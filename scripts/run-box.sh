@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: the box on this machine with the example config and embedded defaults.
+# `make box`: the daemon alone on this machine with the example config and embedded defaults.
 # As root it runs the daemon inside a network namespace of its own ("storebox-run"), so the
 # host's routes and interfaces are never touched; without root it runs with route control off.
 set -euo pipefail

@@ -1,0 +1,86 @@
+"""`storebox drill --short`: the end-to-end acceptance test of the whole box.
+
+The real daemon in a shop made of namespaces, with the modem simulator, mock LEDs and the
+gateway simulator; a POS on the LAN; 20 % loss, a KT-style blackhole, the LTE carrier
+failing too, recovery. It fails on any unanswered sale, lost or duplicated payment,
+failover slower than 5 s, or failover during the loss phase.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firmware.cli.main import main
+from firmware.drill import runner
+from firmware.errors import DrillError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(300)
+def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the drill builds network namespaces: root only (CI runs as root)")
+    report_path = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware", "drill", "--short", "--no-live",
+         "--json", str(report_path)],
+        capture_output=True, text=True, timeout=280, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    print(proc.stdout[-6000:], proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["failures"] == []
+    assert [p["name"] for p in report["phases"]] == [
+        "normal", "loss", "blackhole", "lte_down", "recovery"]
+    assert report["failover_s"] < 5.0
+    assert report["failovers_in_loss"] == 0
+    assert report["offline_after_s"] is not None and report["offline_s"] > 0
+    payments = report["payments"]
+    assert payments["failed"] == 0
+    assert payments["approved_online"] > 0 and payments["approved_offline"] > 0
+    once = report["exactly_once"]
+    assert once["lost"] == [] and once["duplicated"] == []
+    # every answered payment but those declined offline reached the gateway exactly once
+    assert once["forwarded_once"] >= payments["approved_online"] + payments["approved_offline"]
+    assert report["final"] == {"active": "wired", "queued": 0,
+                               "forwarded_total": report["final"]["forwarded_total"]}
+    assert report["final"]["forwarded_total"] >= payments["approved_offline"]
+    assert "PASSED" in proc.stdout
+    # the drill leaves no namespace behind
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [line for line in left.splitlines() if line.startswith("sbd")], left
+
+
+def test_without_root_the_drill_explains_what_it_needs(mocker: object) -> None:
+    mocker.patch("os.geteuid", return_value=1000)  # type: ignore[attr-defined]
+    with pytest.raises(DrillError) as caught:
+        runner.preflight()
+    message = str(caught.value)
+    assert "needs root" in message and "sudo make run" in message
+    assert "payments_cache.gateway_sim" in message and "make box" in message
+
+
+def test_missing_tools_are_named(mocker: object) -> None:
+    mocker.patch("os.geteuid", return_value=0)  # type: ignore[attr-defined]
+    mocker.patch("shutil.which",  # type: ignore[attr-defined]
+                 side_effect=lambda tool: None if tool == "conntrack" else "/usr/sbin/" + tool)
+    with pytest.raises(DrillError, match="missing conntrack"):
+        runner.preflight()
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--faults", "loss,meteor"], "faults = 'meteor'"),
+    (["--loss", "90"], "loss_pct = 90"),
+    (["--short", "--blackhole-s", "0"], "blackhole_s = 0"),
+])
+def test_bad_drill_options_exit_2_naming_the_value(
+        args: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drill", *args]) == 2
+    assert named in capsys.readouterr().err

@@ -1,0 +1,131 @@
+"""The drill's verdict: each failure it must catch, and a clean run that passes."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from firmware.drill.pos import Sale
+from firmware.drill.report import PlayedPhase, Sample, build_report, offline_seconds, render
+
+T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
+LENGTHS = [("normal", 5), ("loss", 15), ("blackhole", 10), ("lte_down", 8), ("recovery", 6)]
+
+
+def phases() -> list[PlayedPhase]:
+    played, at = [], 0.0
+    for name, seconds in LENGTHS:
+        played.append(PlayedPhase(name, at, at + seconds, T0 + timedelta(seconds=at),
+                                  T0 + timedelta(seconds=at + seconds)))
+        at += seconds
+    return played
+
+
+def event(kind: str, second: float, seq: int) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "message": kind,
+            "at": (T0 + timedelta(seconds=second)).isoformat()}
+
+
+def sale(n: int, status: str, phase: str = "normal", http: int = 200,
+         error: str | None = None) -> Sale:
+    answer = {"id": f"pay_{n}", "status": status,
+              "mode": "offline" if status.endswith("offline") else "online"}
+    return Sale(f"drill-1-{n}", "pos-1", phase, 12000, float(n), 0.05,
+                http, answer if http == 200 else None, error)
+
+
+GOOD_EVENTS = [event("failover", 20 + 2.8, 1), event("offline_mode", 30 + 2.9, 2),
+               event("failback", 38 + 4.5, 3)]
+# the active uplink as the drill's poller saw it, every 0.5 s
+GOOD_SAMPLES = [Sample(t / 2, "wired" if t < 46 else "lte" if t < 66 else
+                       "none" if t < 85 else "wired") for t in range(0, 88)]
+GOOD_SALES = [sale(1, "approved"), sale(2, "approved", "loss"),
+              sale(3, "approved_offline", "lte_down"), sale(4, "declined_offline", "lte_down"),
+              sale(5, "declined", "blackhole")]
+GOOD_COUNTS = {"pay_1": 1, "pay_2": 1, "pay_3": 1, "pay_5": 1}
+FINAL = {"uplink": {"active": "wired"}, "payments": {"queued": 0, "forwarded_total": 1}}
+
+
+def report(**changes: Any) -> Any:
+    args: dict[str, Any] = {"phases": phases(), "samples": GOOD_SAMPLES,
+                            "events": GOOD_EVENTS, "sales": GOOD_SALES,
+                            "gateway_counts": GOOD_COUNTS, "final": FINAL}
+    args.update(changes)
+    return build_report(**args)
+
+
+def test_a_clean_drill_passes_with_its_numbers() -> None:
+    r = report()
+    assert r.passed, r.failures
+    assert r.failover_s == pytest.approx(2.8)
+    assert r.offline_after_s == pytest.approx(2.9)
+    assert r.failback_s == pytest.approx(42.5 - 38)
+    assert r.offline_s == pytest.approx(42.5 - 33)
+    assert r.failovers_in_loss == 0
+    assert r.payments == {"total": 5, "approved_online": 2, "approved_offline": 1,
+                          "declined": 2, "failed": 0}
+    assert r.forwarded_once == 4  # the declined-offline payment is never forwarded
+    text = render(r)
+    assert "PASSED" in text and "2.80 s" in text
+    assert r.to_json()["exactly_once"] == {"forwarded_once": 4, "lost": [],
+                                           "duplicated": [],
+                                           "declined_offline_but_forwarded": []}
+
+
+@pytest.mark.parametrize(("changes", "failure"), [
+    ({"sales": [*GOOD_SALES, sale(6, "", "blackhole", http=None,  # type: ignore[arg-type]
+                                  error="no answer within 10 s")]},
+     "1 POS request(s) got no answer or an error"),
+    ({"sales": [*GOOD_SALES, sale(6, "", http=503, error="HTTP 503: storage")]},
+     "1 POS request(s) got no answer or an error"),
+    ({"gateway_counts": {**GOOD_COUNTS, "pay_3": 0}}, "1 payment(s) lost"),
+    ({"gateway_counts": {**GOOD_COUNTS, "pay_3": 2}}, "1 payment(s) forwarded more than once"),
+    ({"gateway_counts": {**GOOD_COUNTS, "pay_4": 1}}, "declined offline reached the gateway"),
+    ({"events": [event("failover", 20 + 5.2, 1), *GOOD_EVENTS[1:]]},
+     "failover took 5.20 s (more than 5 s)"),
+    ({"events": GOOD_EVENTS[1:]}, "no failover to LTE during the blackhole"),
+    ({"events": [event("failover", 9.0, 0), *GOOD_EVENTS]},
+     "1 failover(s) during the loss phase"),
+    ({"events": [GOOD_EVENTS[0], GOOD_EVENTS[2]]}, "offline mode never reached"),
+    ({"final": {"uplink": {"active": "lte"}, "payments": {"queued": 0}}},
+     "not recovered at the end: active uplink 'lte'"),
+    ({"final": {"uplink": {"active": "wired"}, "payments": {"queued": 3}}},
+     "3 payment(s) still queued"),
+])
+def test_each_failure_fails_the_drill(changes: dict[str, Any], failure: str) -> None:
+    r = report(**changes)
+    assert not r.passed
+    assert any(failure in f for f in r.failures), r.failures
+    assert f"FAILED: {r.failures[0]}" in render(r)
+
+
+def test_a_failed_request_is_listed_with_its_reason() -> None:
+    broken = sale(9, "", "blackhole", http=None, error="no answer within 10 s")  # type: ignore[arg-type]
+    r = report(sales=[*GOOD_SALES, broken])
+    assert r.failed_requests == ["drill-1-9 (blackhole, after 0.05 s): no answer within 10 s"]
+    assert r.payments["failed"] == 1
+
+
+def test_an_answer_without_id_is_a_failed_request() -> None:
+    odd = dataclasses.replace(sale(7, "approved"), answer={"status": "approved"})
+    assert not report(sales=[*GOOD_SALES, odd]).passed
+
+
+def test_offline_seconds_counts_only_time_without_an_uplink() -> None:
+    samples = [Sample(0, "wired"), Sample(1, "none"), Sample(2.5, "none"), Sample(3, "lte"),
+               Sample(4, "none"), Sample(4.5, "wired")]
+    assert offline_seconds(samples, 0.0) == pytest.approx(2.0 + 0.5)
+    assert offline_seconds(samples, 3.5) == pytest.approx(0.5)
+    assert offline_seconds([], 0.0) == 0.0
+
+
+def test_phases_not_played_are_not_judged() -> None:
+    only_blackhole = [p for p in phases() if p.name in ("normal", "blackhole", "recovery")]
+    sales = [sale(1, "approved")]
+    r = report(phases=only_blackhole, events=[GOOD_EVENTS[0]], sales=sales,
+               gateway_counts={"pay_1": 1})
+    assert r.passed, r.failures
+    assert r.offline_after_s is None and r.failovers_in_loss == 0
