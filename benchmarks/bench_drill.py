@@ -1,0 +1,42 @@
+"""The full outage drill (default timeline, about 5 minutes): the box's numbers end to end.
+
+`storebox drill` with its default phases (20 s normal, 60 s of 20 % loss, 40 s blackhole,
+30 s with the LTE carrier down as well, recovery with a 10 s failback window), two POS
+terminals selling once a second each. Recorded: failover, offline and failback times,
+offline time, payments by outcome and the exactly-once proof.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from benchmarks.report import record
+from firmware.drill.runner import run_drill
+from firmware.drill.timeline import Options
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def test_full_drill() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the drill builds network namespaces: root only")
+    report = run_drill(Options(), sys.stdout, live_view=False)
+    p = report.payments
+    record("drill", [
+        ("blackhole -> LTE active (s)", report.failover_s, "<= 5 s"),
+        ("LTE down -> offline mode (s)", report.offline_after_s, ""),
+        ("time in offline mode (s)", round(report.offline_s, 1), ""),
+        ("recovery -> wired active (s, incl. 10 s window)", report.failback_s, ""),
+        ("failovers during 60 s of 20 % loss", report.failovers_in_loss, "0"),
+        ("sales", p["total"], ""),
+        ("  approved online", p["approved_online"], ""),
+        ("  approved offline", p["approved_offline"], ""),
+        ("  declined", p["declined"], ""),
+        ("  failed (no answer or an error)", p["failed"], "0"),
+        ("payments at the gateway exactly once", report.forwarded_once, ""),
+        ("lost / duplicated", f"{len(report.lost)} / {len(report.duplicated)}", "0 / 0"),
+    ])
+    assert report.passed, report.failures
