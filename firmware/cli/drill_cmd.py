@@ -81,6 +81,10 @@ def cmd_drill(args: argparse.Namespace) -> int:
     except DrillError as exc:
         print(f"storebox drill: {exc.step}: {exc.detail}", file=sys.stderr)
         return EXIT_SETUP
+    except KeyboardInterrupt:
+        # the box, the simulators and the namespaces have been torn down on the way out
+        print("storebox drill: interrupted", file=sys.stderr)
+        return 130
     if args.json_path == "-":
         print(json.dumps(report.to_json(), indent=2))
     elif args.json_path:

@@ -7,6 +7,7 @@ terminal and falls back to one line per change when the output is not a terminal
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
@@ -98,7 +99,7 @@ class Screen:
             self.out.flush()
         elif summary != self._last_line:
             self._last_line = summary
-            self.out.write(summary + "\n")
+            self.out.write(f"[{time.strftime('%H:%M:%S')}] {summary}\n")
             self.out.flush()
 
     def close(self) -> None:

@@ -236,7 +236,7 @@ class Drill:
                               sales=terminals.sales, events=events, tick=tick)
             active = doc.get("uplink", {}).get("active") if doc else None
             last = events[-1] if events else {}
-            summary = (f"[{time.strftime('%H:%M:%S')}] phase {self.current.name}: "
+            summary = (f"phase {self.current.name}: "
                        f"active {active}; last event {last.get('kind')}: "
                        f"{last.get('message')}")
             self.screen.show(text, summary)

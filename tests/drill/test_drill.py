@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,30 @@ def test_bad_drill_options_exit_2_naming_the_value(
         args: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["drill", *args]) == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_tears_everything_down() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the drill builds network namespaces: root only (CI runs as root)")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware", "drill", "--short", "--no-live"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the drill is selling: the box, POS and simulators all run
+        seen.append(line)
+        if "phase loss" in line:
+            break
+    else:
+        raise AssertionError(f"the drill never reached the loss phase: {seen}")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [line for line in left.splitlines() if line.startswith("sbd")], left
+    daemons = subprocess.run(["pgrep", "-f", "firmware run --config /tmp/storebox-drill-"],
+                             capture_output=True, text=True).stdout
+    assert daemons == ""

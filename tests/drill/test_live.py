@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from firmware.drill.live import Screen, frame, leds
@@ -71,4 +72,6 @@ def test_screen_prints_one_line_per_change_elsewhere() -> None:
     screen = Screen(out)  # a StringIO is not a terminal
     for summary in ("a", "a", "b", "b", "a"):
         screen.show("the frame", summary)
-    assert out.getvalue() == "a\nb\na\n"
+    lines = out.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["a", "b", "a"]
+    assert all(re.fullmatch(r"\[\d\d:\d\d:\d\d\] .", line) for line in lines)
