@@ -1,5 +1,8 @@
 """The shop's card terminals on the LAN: one payment at a time each, every answer kept.
 
+Amounts are lunches, with a few bills over the offline limit (approved online, declined
+offline) and a few the issuer declines (`DECLINED_AMOUNT`, the drill's gateway rule).
+
 A terminal posts `POST /v1/payments` with a fresh Idempotency-Key and a random valid
 card, waits for the answer (at most `timeout_s`), records it and sleeps until its next
 sale. It never retries: in the drill, a request without an answer is a failure to
@@ -28,6 +31,21 @@ def random_pan(rng: random.Random) -> str:
         d = d * 2 if i % 2 == 0 else d
         total += d - 9 if d > 9 else d
     return "".join(map(str, digits)) + str((10 - total % 10) % 10)
+
+
+BIG_SALE = 61_000  # above the box's default offline limit (50,000): declined offline
+DECLINED_AMOUNT = 4_400  # the gateway simulator declines it (insufficient funds) in the drill
+
+
+def sale_amount(rng: random.Random) -> int:
+    """A lunch: 3,000..29,900 KRW; now and then a party's bill over the offline limit, or
+    a card the issuer declines, so the report shows declines online and offline."""
+    roll = rng.random()
+    if roll < 0.06:
+        return BIG_SALE
+    if roll < 0.10:
+        return DECLINED_AMOUNT
+    return rng.randrange(30, 300) * 100
 
 
 @dataclass(frozen=True)
@@ -97,7 +115,7 @@ class Terminals:
 
     async def sell(self, session: aiohttp.ClientSession, terminal: str, key: str,
                    rng: random.Random) -> Sale:
-        amount = rng.randrange(30, 300) * 100  # 3,000 .. 29,900 KRW: a lunch
+        amount = sale_amount(rng)
         body = {"amount": amount, "currency": "KRW",
                 "card": {"pan": random_pan(rng), "exp_month": 12, "exp_year": 2030,
                          "cvc": f"{rng.randrange(1000):03d}"},

@@ -157,7 +157,9 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
 
     report.final = {"active": final.get("uplink", {}).get("active"),
                     "queued": final.get("payments", {}).get("queued"),
-                    "forwarded_total": final.get("payments", {}).get("forwarded_total")}
+                    "forwarded_total": final.get("payments", {}).get("forwarded_total"),
+                    "declined_after_offline_total":
+                        final.get("payments", {}).get("declined_after_offline_total")}
     if report.final["active"] != "wired" or report.final["queued"] != 0:
         report.failures.append(
             f"not recovered at the end: active uplink {report.final['active']!r}, "
@@ -228,7 +230,9 @@ def render(report: Report) -> str:
         f"{len(report.lost)} lost, {len(report.duplicated)} duplicated",
         f"  at the end    active {report.final.get('active')}, "
         f"{report.final.get('queued')} queued, "
-        f"{report.final.get('forwarded_total')} forwarded after offline",
+        f"{report.final.get('forwarded_total')} forwarded after offline "
+        f"({report.final.get('declined_after_offline_total')} of them declined then: "
+        "the shop's risk)",
         "",
     ]
     for request in report.failed_requests[:10]:

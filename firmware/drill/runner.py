@@ -26,12 +26,12 @@ import aiohttp
 from firmware.drill import faults, live
 from firmware.drill.box import API_PORT, GATEWAY_PORT, BoxDaemon, new_secret, write_config
 from firmware.drill.netns import inside
-from firmware.drill.pos import Terminals
+from firmware.drill.pos import DECLINED_AMOUNT, Terminals
 from firmware.drill.report import PlayedPhase, Report, Sample, build_report, render
 from firmware.drill.shop import GATEWAY_IP, LAN_BOX, Shop, build_shop
 from firmware.drill.timeline import Faults, Options, Phase, plan
 from firmware.errors import DrillError
-from payments_cache.gateway_sim import GatewaySimulator
+from payments_cache.gateway_sim import DeclineRules, GatewaySimulator
 
 TOOLS = ("ip", "nft", "conntrack")
 POLL_S = 0.1
@@ -142,8 +142,9 @@ class Drill:
 
     async def _run(self, shop: Shop, workdir: Path) -> Report:
         with inside(shop.internet):
-            sim = GatewaySimulator(self.merchant_key, host=GATEWAY_IP, port=GATEWAY_PORT,
-                                   seed=2021)
+            sim = GatewaySimulator(
+                self.merchant_key, host=GATEWAY_IP, port=GATEWAY_PORT, seed=2021,
+                rules=DeclineRules(decline_amounts=frozenset({DECLINED_AMOUNT})))
             await sim.start()
         try:
             config = write_config(workdir, merchant_key=self.merchant_key, token=self.token,

@@ -50,8 +50,7 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     assert once["lost"] == [] and once["duplicated"] == []
     # every answered payment but those declined offline reached the gateway exactly once
     assert once["forwarded_once"] >= payments["approved_online"] + payments["approved_offline"]
-    assert report["final"] == {"active": "wired", "queued": 0,
-                               "forwarded_total": report["final"]["forwarded_total"]}
+    assert report["final"]["active"] == "wired" and report["final"]["queued"] == 0
     assert report["final"]["forwarded_total"] >= payments["approved_offline"]
     assert "PASSED" in proc.stdout
     # the drill leaves no namespace behind

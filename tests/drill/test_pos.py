@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from firmware.drill.pos import Terminals, random_pan
+from firmware.drill.pos import BIG_SALE, DECLINED_AMOUNT, Terminals, random_pan, sale_amount
 from payments_cache.cards import luhn_valid
 
 MODES: dict[str, str] = {}
@@ -79,7 +79,16 @@ async def test_terminals_sell_until_stopped_with_fresh_keys(server: str) -> None
     assert len(set(keys)) == len(keys)
     assert {s.terminal for s in pos.sales} == {"pos-1", "pos-2"}
     assert all(s.outcome == "approved" and s.phase == "loss" for s in pos.sales)
-    assert all(3000 <= s.amount < 30000 for s in pos.sales)
+    assert all(3000 <= s.amount < 30000 or s.amount in (BIG_SALE, DECLINED_AMOUNT)
+               for s in pos.sales)
+
+
+def test_amounts_include_bills_over_the_offline_limit_and_issuer_declines() -> None:
+    rng = random.Random(3)
+    amounts = [sale_amount(rng) for _ in range(2000)]
+    assert 0.04 < amounts.count(BIG_SALE) / 2000 < 0.08
+    assert 0.02 < amounts.count(DECLINED_AMOUNT) / 2000 < 0.06
+    assert BIG_SALE > 50000  # the default offline_max_amount
 
 
 def test_random_cards_pass_luhn_and_differ() -> None:
