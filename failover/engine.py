@@ -34,12 +34,16 @@ Tasks
   conntrack flush of the uplink traffic left). Decisions taken while a switch runs
   are coalesced: the worker always applies the latest one. A failed switch is
   reported through ``on_error`` and retried with exponential backoff (a new decision
-  cuts the wait short); the engine keeps running.
+  cuts the wait short); the engine keeps running. An uplink left while it still
+  works is flushed ``flush_grace_s`` later (a dead one at once): until then the LAN
+  flows that started on it keep it (sticky uplinks, ``failover.sticky``), after it
+  their next packets follow the new route.
 * maintenance, every ``maintenance_interval_s``: ``ensure_present`` for every uplink
   that has carrier (healthy, or down and watched for recovery: its bound probes need
-  a route out of it, see ``failover.probes``), and ``conntrack.addresses_of`` for
-  every usable uplink, so that a flush after it died still knows the addresses it
-  had (a dead uplink has often lost its DHCP address).
+  a route out of it, see ``failover.probes``), ``sticky.sync`` (the sticky tables
+  copy the uplinks' default routes; also run after every switch), and
+  ``conntrack.addresses_of`` for every usable uplink, so that a flush after it died
+  still knows the addresses it had (a dead uplink has often lost its DHCP address).
 
 The selector (``UplinkSelector``) is consulted after every round and carrier event.
 
@@ -106,10 +110,17 @@ __all__ = [
     "LinkWatcherFactory",
     "ProbeRound",
     "RoundFn",
+    "StickySync",
     "estimate_round_bytes",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class StickySync(Protocol):
+    """What the engine needs from ``failover.sticky.StickyRoutes``."""
+
+    async def sync(self) -> Any: ...
 
 
 class ProbeRound(RoundOutcome, Protocol):
@@ -213,6 +224,7 @@ class FailoverEngine:
         *,
         forwarding: Forwarding | None = None,
         conntrack: ConnectionFlusher | None = None,
+        sticky: StickySync | None = None,
         monitor: MonitorConfig | Mapping[UplinkName, MonitorConfig] | None = None,
         selector: SelectorConfig | None = None,
         probe_options: ProbeOptions | Mapping[UplinkName, ProbeOptions] | None = None,
@@ -254,6 +266,7 @@ class FailoverEngine:
         self._flush_grace_s = flush_grace_s
         self._forwarding = forwarding
         self._conntrack = conntrack
+        self._sticky = sticky
         self._configs: dict[UplinkName, MonitorConfig] = {}
         self._targets: dict[UplinkName, tuple[ProbeTarget, ...]] = {}
         self._options: dict[UplinkName, ProbeOptions | None] = {}
@@ -682,8 +695,23 @@ class FailoverEngine:
                 self._on_transition(transition, report)
             except Exception as exc:
                 self._report(exc)
+        await self._sync_sticky()
         # A decision taken while switching is applied next (the wake flag is set).
         return True
+
+    async def _sync_sticky(self) -> None:
+        """Bring the sticky tables in line with the main table (a failure is reported;
+        the switch itself stands)."""
+        if self._sticky is None:
+            return
+        try:
+            async with asyncio.timeout(self._switch_timeout_s):
+                changes = await self._sticky.sync()
+        except Exception as exc:
+            self._report(exc)
+        else:
+            if changes:
+                log.info("failover: sticky routes: %s", changes)
 
     async def _flush_later(self, names: list[UplinkName], target: decision.Uplink) -> None:
         """Flush the flows still pinned to uplinks left while healthy, after a grace
@@ -766,6 +794,7 @@ class FailoverEngine:
                 self._report(exc)
             else:
                 self._note_problems(problems, watched)
+        await self._sync_sticky()
         addresses_of = getattr(self._conntrack, "addresses_of", None)
         if addresses_of is None:
             return

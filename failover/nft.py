@@ -15,17 +15,29 @@ Ruleset shape (LAN `lan0`, wired `wan0` active, LTE allowlist configured)::
     table inet storebox {
         set lte_allow4 { type ipv4_addr; flags interval; elements = { 198.51.100.10 } }
         set lte_allow6 { type ipv6_addr; flags interval; }
+        chain prerouting {
+            type filter hook prerouting priority mangle; policy accept;
+            iifname { "lan0" } ct mark and 0xff00 == 0x100 \
+                meta mark set meta mark and 0xffff00ff or 0x100
+            iifname { "lan0" } ct mark and 0xff00 == 0x200 \
+                meta mark set meta mark and 0xffff00ff or 0x200
+        }
         chain forward {
             type filter hook forward priority filter; policy accept;
             iifname { "wan0", "wwan0" } oifname { "lan0" } ct state established,related accept
             iifname { "wan0", "wwan0" } oifname { "lan0" } counter drop
             iifname { "lan0" } oifname "wan0" accept
+            iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 \
+                ip daddr @lte_allow4 accept
+            iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 \
+                ip6 daddr @lte_allow6 accept
             iifname { "lan0" } oifname { "wan0", "wwan0" } counter reject with icmpx \
                 admin-prohibited
         }
         chain postrouting {
             type nat hook postrouting priority srcnat; policy accept;
-            iifname { "lan0" } oifname "wan0" masquerade
+            iifname { "lan0" } oifname "wan0" ct mark set ct mark and 0xffff00ff or 0x100 \
+                masquerade
         }
     }
 
@@ -38,6 +50,30 @@ Traffic that is not between the LAN and an uplink is not this table's business
 Allowlist entries are IP addresses or CIDR networks; names must be resolved by the
 caller (and the DNS servers the LAN uses must be allowlisted if they are on the
 internet).
+
+Sticky flows (as OpenWrt's mwan3 does)
+--------------------------------------
+A LAN flow keeps the uplink it started on until the engine flushes it
+(`failover.conntrack`), even when the default route moves meanwhile. Otherwise a flow
+whose first packets left through LTE just before a failback has its next packets
+routed out of wired; the kernel's NAT sees a masqueraded connection change its output
+interface (`nf_nat_oif_changed`), kills the entry and drops the packet, and the
+retransmission, masqueraded to the wired address, is answered with a reset.
+
+- `postrouting`: the masquerade of a flow's first packet also records its uplink in
+  the conntrack mark, bits `failover.sticky.FLOW_MARK_MASK` (0xff00: wired 0x100, LTE
+  0x200; the other bits are kept);
+- `prerouting` (priority mangle, before the routing decision): LAN packets of a marked
+  flow carry the same bits in their packet mark; `failover.sticky` adds the
+  `ip rule fwmark` that routes them through a copy of that uplink's default route;
+- `forward`: LAN packets of a flow marked for an uplink that is no longer the active
+  one may still leave through it (never offline). Only flows the ruleset accepted and
+  masqueraded through that uplink carry its mark, so this lets no new flow out; for
+  LTE the allowlist is checked again.
+
+The engine's flush of the uplink left (at once when it died, after a grace period
+when it is healthy) ends the stickiness: the flow's next packet makes a new, unmarked
+entry that follows the main table.
 """
 
 from __future__ import annotations
@@ -50,6 +86,7 @@ from typing import Any
 
 from failover.errors import NftConfigError, NftError
 from failover.routes import UPLINK_NAMES, Uplink, UplinkName, interface_name_problem
+from failover.sticky import FLOW_MARK_MASK, FLOW_MARKS
 
 TABLE = "storebox"
 FAMILY = "inet"
@@ -147,10 +184,20 @@ class LanForwarding:
                 elements = (f" elements = {{ {', '.join(str(n) for n in nets)} }}"
                             if nets else "")
                 lines.append(f"\tset {name} {{ type {kind}; flags interval;{elements} }}")
+        keep = ~FLOW_MARK_MASK & 0xFFFFFFFF
         lines += [
             "\tcounter lte_blocked { }",
             "\tcounter standby_blocked { }",
             "\tcounter inbound_dropped { }",
+            "\tchain prerouting {",
+            "\t\ttype filter hook prerouting priority mangle; policy accept;",
+        ]
+        for uplink in self.uplinks:
+            mark = FLOW_MARKS[uplink]
+            lines.append(f"\t\tiifname {lan} ct mark and {FLOW_MARK_MASK:#x} == {mark:#x} "
+                         f"meta mark set meta mark and {keep:#010x} or {mark:#x}")
+        lines += [
+            "\t}",
             "\tchain forward {",
             "\t\ttype filter hook forward priority filter; policy accept;",
             f"\t\tiifname {wans} oifname {lan} ct state established,related accept",
@@ -167,6 +214,18 @@ class LanForwarding:
                 ]
             else:
                 lines.append(f'\t\tiifname {lan} oifname "{out}" accept')
+        if active is not None:
+            # sticky flows: those masqueraded through an uplink left may keep it
+            for uplink, out in self.uplinks.items():
+                if uplink in outs:
+                    continue
+                pinned = (f'\t\tiifname {lan} oifname "{out}" '
+                          f"ct mark and {FLOW_MARK_MASK:#x} == {FLOW_MARKS[uplink]:#x}")
+                if self.lte_allowlist is not None and uplink == "lte":
+                    lines += [f"{pinned} ip daddr @lte_allow4 accept",
+                              f"{pinned} ip6 daddr @lte_allow6 accept"]
+                else:
+                    lines.append(f"{pinned} accept")
         lines += [
             f'\t\tiifname {lan} oifname {wans} counter name "standby_blocked" '
             "reject with icmpx admin-prohibited",
@@ -175,7 +234,9 @@ class LanForwarding:
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         ]
         for uplink in outs:
-            lines.append(f'\t\tiifname {lan} oifname "{self.uplinks[uplink]}" masquerade')
+            lines.append(f'\t\tiifname {lan} oifname "{self.uplinks[uplink]}" '
+                         f"ct mark set ct mark and {keep:#010x} or {FLOW_MARKS[uplink]:#x} "
+                         "masquerade")
         lines += ["\t}", "}", ""]
         return "\n".join(lines)
 

@@ -38,7 +38,10 @@ until the kernel shows the new metric.
 
 After the routes have moved, flush the connections pinned to the uplink traffic left
 (`failover.conntrack`), never before and never all of them; `switch_uplink` does
-exactly that order.
+exactly that order. Until that flush, LAN flows keep the uplink they started on, even
+though the default route moved (sticky uplinks: conntrack marks set by `failover.nft`,
+policy routes kept by `failover.sticky`, for either backend); otherwise the NAT kills
+a flow whose first packets left through the old uplink just before the move.
 """
 
 from __future__ import annotations

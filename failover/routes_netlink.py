@@ -165,12 +165,17 @@ def _route_from_msg(msg: Any) -> DefaultRoute | None:
 
 
 class Netlink:
-    """One rtnetlink socket (lazily opened) in the current or a named namespace."""
+    """One rtnetlink socket (lazily opened) in the current or a named namespace.
+
+    Requests are serialised: the kernel refuses a second dump on a socket while one
+    runs (EBUSY), and callers share sockets (the engine's maintenance and a late
+    conntrack flush, `describe` during a switch)."""
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._ipr: Any = None
         self._lock = asyncio.Lock()
+        self._io = asyncio.Lock()
 
     async def _socket(self) -> Any:
         async with self._lock:
@@ -186,12 +191,13 @@ class Netlink:
 
     async def _dump(self, what: str, **spec: Any) -> list[Any]:
         ipr = await self._socket()
-        for _ in range(5):
-            try:
-                return [m async for m in await getattr(ipr, what)("dump", **spec)]
-            except NetlinkDumpInterrupted:
-                continue
-        return [m async for m in await getattr(ipr, what)("dump", **spec)]
+        async with self._io:
+            for _ in range(5):
+                try:
+                    return [m async for m in await getattr(ipr, what)("dump", **spec)]
+                except NetlinkDumpInterrupted:
+                    continue
+            return [m async for m in await getattr(ipr, what)("dump", **spec)]
 
     async def state(self, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6)
                     ) -> KernelState:
@@ -230,7 +236,17 @@ class Netlink:
 
     async def route(self, command: str, **spec: Any) -> None:
         ipr = await self._socket()
-        await ipr.route(command, **spec)
+        async with self._io:
+            await ipr.route(command, **spec)
+
+    async def rule(self, command: str, **spec: Any) -> None:
+        ipr = await self._socket()
+        async with self._io:
+            await ipr.rule(command, **spec)
+
+    async def dump(self, what: str, **spec: Any) -> list[Any]:
+        """Raw netlink messages of a dump (`what`: "route", "rule", "addr", "link")."""
+        return await self._dump(what, **spec)
 
     async def close(self) -> None:
         async with self._lock:

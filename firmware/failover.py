@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from failover.routes import (
     Uplink,
     UplinkName,
 )
+from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
 from firmware.config import Config
 from firmware.daemon import BoxContext
@@ -114,6 +116,18 @@ class FailoverComponent:
                                reason="route_control")
 
 
+def _remover(sticky: StickyRoutes) -> Callable[[], Awaitable[None]]:
+    async def remove() -> None:
+        try:
+            await sticky.remove()
+        except Exception as exc:
+            log.error("sticky routes: %s", exc)
+        finally:
+            await sticky.close()
+
+    return remove
+
+
 async def build_failover(context: BoxContext) -> FailoverComponent | None:
     config = context.config
     if not config.routing.failover:
@@ -132,12 +146,17 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
                                lte_allowlist=config.routing.lte_allowlist or None) \
         if config.routing.lan_interfaces else None
     conntrack = ConntrackFlusher() if config.routing.backend != "none" else None
+    # LAN flows keep the uplink they started on until flushed (failover.sticky)
+    sticky = StickyRoutes(uplinks) \
+        if forwarding is not None and config.routing.backend != "none" else None
+    if sticky is not None:
+        context.closers.append(_remover(sticky))
     targets = parse_targets(probes.targets)
 
     def build(component: FailoverComponent) -> FailoverEngine:
         return FailoverEngine(
             uplinks, targets, routes, forwarding=forwarding, conntrack=conntrack,
-            monitor=monitor, selector=selector,
+            sticky=sticky, monitor=monitor, selector=selector,
             lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000,
             switch_sim=context.switch_sim,
             on_link=component.on_link, on_transition=component.on_transition,

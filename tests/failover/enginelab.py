@@ -10,6 +10,10 @@ client (`LanClient`) opens a connection to the payment gateway's echo server eve
 `period_s` without waiting for the previous one, reads the greeting (which names the
 source address the server saw: the uplink it came through), echoes a line and closes.
 
+LAN flows are sticky (`failover.sticky`: the flow marks of `failover.nft` and the
+policy routes), as in the daemon; `running_engine(..., sticky=False)` leaves the policy
+routes out (the marks are then inert), to compare.
+
 Faults are made at the ISP side (`blackhole`, `random_loss`: nftables in the ISP
 namespace; link down: the ISP's end of the veth) or in the internet (the DNS target).
 """
@@ -44,6 +48,7 @@ from failover.routes import (
     Uplink,
     UplinkName,
 )
+from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
 from firmware.drill.faults import heal
 from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, PORT, WIRED_ADDR, Shop, ipn
@@ -199,6 +204,15 @@ class LanClient:
                 await self.changed.wait()
 
 
+async def echo(s: socket.socket, timeout: float = 3.0) -> bytes:
+    """One line echoed over `s` (a connection from `connect`), without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    s.setblocking(False)
+    async with asyncio.timeout(timeout):
+        await loop.sock_sendall(s, b"ping\n")
+        return await loop.sock_recv(s, 64)
+
+
 # --------------------------------------------------------------------------- switch timing
 
 
@@ -250,6 +264,25 @@ class TimedRoutes:
         await self.inner.close()
 
 
+class TimedFlusher:
+    """A ConntrackFlusher that logs each flush ("flushed", interface) and says so."""
+
+    def __init__(self, inner: ConntrackFlusher, log: SwitchLog,
+                 notify: Callable[[], None]) -> None:
+        self.inner = inner
+        self.log = log
+        self.notify = notify
+
+    async def flush_uplink(self, interface: str) -> Any:
+        result = await self.inner.flush_uplink(interface)
+        self.log.add("flushed", interface)
+        self.notify()
+        return result
+
+    async def addresses_of(self, interface: str) -> Any:
+        return await self.inner.addresses_of(interface)
+
+
 class TimedForwarding:
     def __init__(self, inner: LanForwarding, log: SwitchLog) -> None:
         self.inner = inner
@@ -271,6 +304,7 @@ class Harness:
     client: LanClient
     counter: ByteCounter
     switch_log: SwitchLog
+    sticky: StickyRoutes | None = None
     transitions: list[tuple[float, Transition, SwitchReport]] = field(default_factory=list)
     links: list[tuple[float, UplinkName, LinkStatus]] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
@@ -318,19 +352,25 @@ class Harness:
         await self.wait_for(lambda: len(self.rounds[name]) >= start + count, timeout)
         return [o for _, o in self.rounds[name][start:start + count]]
 
+    def flushed(self, interface: str, after: float) -> bool:
+        """Whether `interface`'s connections were flushed after `after`."""
+        return any(t >= after and w == "flushed" and u == interface
+                   for t, w, u in self.switch_log.events)
+
     def kinds(self, after: float = 0.0) -> list[TransitionKind]:
         return [t.kind for at, t, _ in self.transitions if at >= after]
 
 
 @asynccontextmanager
 async def running_engine(shop: Shop, routes: RouteController, *,
-                         client_period_s: float = 0.05, **engine_kwargs: Any
-                         ) -> AsyncIterator[Harness]:
+                         client_period_s: float = 0.05, sticky: bool = True,
+                         **engine_kwargs: Any) -> AsyncIterator[Harness]:
     """Services, the engine (real everything) and the LAN client, running; booted on
     wired with the LAN going out through it."""
     ipn(shop.internet, "addr", "add", f"{RESOLVER}/32", "dev", "lo")
     lan = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box)
     flusher = ConntrackFlusher(netns=shop.box)
+    pinning = StickyRoutes(UPLINKS, netns=shop.box) if sticky else None
     counter = ByteCounter()
     with tempfile.TemporaryDirectory() as tmp:
         server_ssl = pki().server_context(tmp)
@@ -346,13 +386,14 @@ async def running_engine(shop: Shop, routes: RouteController, *,
             switch_log = SwitchLog()
             engine = FailoverEngine(
                 UPLINKS, TARGETS, TimedRoutes(routes, switch_log),
-                forwarding=TimedForwarding(lan, switch_log), conntrack=flusher,
-                counter=counter, netns=shop.box,
+                forwarding=TimedForwarding(lan, switch_log),
+                conntrack=TimedFlusher(flusher, switch_log, lambda: harness.changed.set()),
+                sticky=pinning, counter=counter, netns=shop.box,
                 on_transition=lambda t, r: harness.on_transition(t, r),
                 on_link=lambda n, s: harness.on_link(n, s),
                 on_error=lambda e: harness.on_error(e),
                 on_round=lambda n, o: harness.on_round(n, o), **kwargs)
-            harness = Harness(shop, engine, client, counter, switch_log)
+            harness = Harness(shop, engine, client, counter, switch_log, pinning)
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(engine.run(), name="engine"),
                          tg.create_task(client.run(), name="lan-client")]
@@ -368,3 +409,6 @@ async def running_engine(shop: Shop, routes: RouteController, *,
     finally:
         await stop_services(handles)
         await flusher.close()
+        if pinning is not None:
+            await pinning.remove()
+            await pinning.close()

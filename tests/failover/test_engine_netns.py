@@ -26,6 +26,7 @@ from tests.failover.conftest import (
     WIRED_GW,
     Shop,
     build_shop,
+    connect,
     route_dev,
 )
 from tests.failover.enginelab import (
@@ -33,6 +34,7 @@ from tests.failover.enginelab import (
     Harness,
     Request,
     clear_faults,
+    echo,
     kill_dns,
     running_engine,
     set_link,
@@ -184,6 +186,53 @@ async def test_recovery_fails_back_after_the_window_without_failed_requests(
     across = lab.client.between(t0, via_wired.finished + 1.0)
     assert {r.uplink for r in across if r.ok} == {"lte", "wired"}
     assert route_dev(shop.box, GATEWAY_IP) == "wan0"
+
+
+async def test_a_lan_flow_opened_on_lte_keeps_it_across_the_failback_until_the_late_flush(
+        lab: Harness) -> None:
+    shop = lab.shop
+    set_link(shop.isp_wired, "cust0", False)
+    await lab.wait_transition(TransitionKind.FAILOVER, 3.0, after=0.0)
+    await lab.client.wait_via("lte", time.monotonic(), 3.0)
+    kept, seen = connect(shop.client, GATEWAY_IP)
+    try:
+        assert seen == LTE_ADDR
+        t0 = time.monotonic()
+        set_link(shop.isp_wired, "cust0", True)
+        at, _ = await lab.wait_transition(TransitionKind.FAILBACK, 10.0, after=t0)
+        # The routes (and the LAN's NAT) have moved to wired; the flow keeps LTE.
+        assert route_dev(shop.box, GATEWAY_IP) == "wan0"
+        assert await echo(kept) == b"ping\n"
+        assert not lab.flushed("wwan0", t0)
+        via_wired = await lab.client.wait_via("wired", at, 3.0)
+        assert via_wired.source == WIRED_ADDR
+        # The late flush (LTE was left healthy) unpins it: its next packet follows the
+        # main table out of wired and the server resets it.
+        await lab.wait_for(lambda: lab.flushed("wwan0", at), 10.0)
+        with pytest.raises(ConnectionResetError):
+            await echo(kept)
+    finally:
+        kept.close()
+
+
+async def test_failover_with_wired_dead_unpins_its_flows_at_once(lab: Harness) -> None:
+    shop = lab.shop
+    kept, seen = connect(shop.client, GATEWAY_IP)
+    try:
+        assert seen == WIRED_ADDR
+        t0 = time.monotonic()
+        set_link(shop.isp_wired, "cust0", False)
+        at, _ = await lab.wait_transition(TransitionKind.FAILOVER, 3.0, after=t0)
+        assert lab.flushed("wan0", t0)  # within the switch, right after the route move
+        # The wired flow is not held on the dead line: reset at once through LTE.
+        with pytest.raises(ConnectionResetError):
+            await echo(kept, timeout=2.0)
+        # The LAN's next connections all go through LTE.
+        await lab.client.wait_done(at + 0.5)
+        after = lab.client.between(at, at + 0.4)
+        assert after and all(r.ok and r.uplink == "lte" for r in after), after
+    finally:
+        kept.close()
 
 
 # --------------------------------------------------------------------------- NetworkManager

@@ -169,16 +169,105 @@ def test_the_ruleset_shape() -> None:
     assert text.startswith("table inet storebox\ndelete table inet storebox\ntable inet storebox {")
     assert "elements = { 10.0.0.0/8, 198.51.100.0/28 }" in text  # merged
     assert 'iifname { "lan0", "lan1" } oifname "wwan0" ip daddr @lte_allow4 accept' in text
-    assert 'oifname "wwan0" masquerade' in text
-    assert 'oifname "eth0" masquerade' not in text
+    assert 'oifname "wwan0" ct mark set ct mark and 0xffff00ff or 0x200 masquerade' in text
+    assert 'oifname "eth0" ct mark set' not in text
     wired = lan.render("wired")
-    assert '@lte_allow4 accept' not in wired and 'oifname "eth0" accept' in wired
+    assert 'oifname "wwan0" ip daddr @lte_allow4 accept' not in wired
+    assert 'oifname "eth0" accept' in wired
     offline = lan.render(None)
     assert "masquerade" not in offline and 'oifname "eth0" accept' not in offline
     # Only our table is named anywhere.
     for line in text.splitlines():
         if line.startswith(("table", "delete")):
             assert line.removeprefix("delete ").split()[:3] == ["table", "inet", "storebox"]
+
+
+def rules(text: str, chain: str) -> list[str]:
+    """The rules of `chain` in a rendered transaction, without indentation."""
+    body = text.split(f"\tchain {chain} {{\n", 1)[1].split("\t}\n", 1)[0]
+    return [line.strip() for line in body.splitlines()[1:]]
+
+
+def test_the_sticky_flow_marks() -> None:
+    uplinks: dict[UplinkName, str] = {"wired": "eth0", "lte": "wwan0"}
+    lan = LanForwarding(lan_interfaces=["lan0"], uplinks=uplinks)
+    pre = [
+        'iifname { "lan0" } ct mark and 0xff00 == 0x100 '
+        "meta mark set meta mark and 0xffff00ff or 0x100",
+        'iifname { "lan0" } ct mark and 0xff00 == 0x200 '
+        "meta mark set meta mark and 0xffff00ff or 0x200",
+    ]
+    for active in ("wired", "lte", None):
+        text = lan.render(active)
+        assert "type filter hook prerouting priority mangle; policy accept;" in text
+        assert rules(text, "prerouting") == pre  # whatever is active
+    # The first packet's masquerade records the uplink in the conntrack mark.
+    wired = lan.render("wired")
+    assert rules(wired, "postrouting") == [
+        'iifname { "lan0" } oifname "eth0" ct mark set ct mark and 0xffff00ff or 0x100 '
+        "masquerade"]
+    # Flows marked for the uplink left may keep it; nothing else goes out through it.
+    assert rules(wired, "forward")[2:] == [
+        'iifname { "lan0" } oifname "eth0" accept',
+        'iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 accept',
+        'iifname { "lan0" } oifname { "eth0", "wwan0" } counter name "standby_blocked" '
+        "reject with icmpx admin-prohibited"]
+    assert rules(lan.render("lte"), "forward")[2:4] == [
+        'iifname { "lan0" } oifname "wwan0" accept',
+        'iifname { "lan0" } oifname "eth0" ct mark and 0xff00 == 0x100 accept']
+    # While the routes move both uplinks are open anyway: no sticky rule needed.
+    bridge = lan.render("wired", also=["lte"])
+    assert "ct mark and 0xff00 == 0x200 accept" not in bridge
+    assert rules(bridge, "postrouting") == [
+        'iifname { "lan0" } oifname "eth0" ct mark set ct mark and 0xffff00ff or 0x100 '
+        "masquerade",
+        'iifname { "lan0" } oifname "wwan0" ct mark set ct mark and 0xffff00ff or 0x200 '
+        "masquerade"]
+    # Offline: the LAN reaches no uplink, pinned or not.
+    offline = rules(lan.render(None), "forward")
+    assert not any("accept" in r for r in offline if r.startswith('iifname { "lan0" }'))
+
+
+def test_sticky_lte_flows_stay_on_the_allowlist() -> None:
+    uplinks: dict[UplinkName, str] = {"wired": "eth0", "lte": "wwan0"}
+    lan = LanForwarding(lan_interfaces=["lan0"], uplinks=uplinks,
+                        lte_allowlist=["198.51.100.10"])
+    assert rules(lan.render("wired"), "forward")[3:5] == [
+        'iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 '
+        "ip daddr @lte_allow4 accept",
+        'iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 '
+        "ip6 daddr @lte_allow6 accept"]
+
+
+async def test_flows_are_marked_with_their_uplink_and_other_bits_kept(
+        shop: Shop, routes: NetlinkRoutes) -> None:
+    # Someone else's conntrack mark bits (before our NAT) must survive ours.
+    foreign = """
+table inet other {
+    chain stamp {
+        type filter hook postrouting priority 50; policy accept;
+        ct state new ct mark set 0x10001
+    }
+}
+"""
+    proc = subprocess.run(["ip", "netns", "exec", shop.box, "nft", "-f", "-"],
+                          input=foreign, text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    lan = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box)
+    await switch_uplink("wired", routes=routes, forwarding=lan)
+    via_wired, seen = connect(shop.client, GATEWAY_IP)
+    assert seen == WIRED_ADDR
+    await switch_uplink("lte", routes=routes, forwarding=lan)
+    via_lte, seen = connect(shop.client, OTHER_IP)
+    assert seen == LTE_ADDR
+    marks = {}
+    for line in sh("ip", "netns", "exec", shop.box, "conntrack", "-L", "-p", "tcp").stdout \
+            .splitlines():
+        if "src=192.168.50.10" in line:
+            marks[line.split("dst=")[1].split()[0]] = line.split("mark=")[1].split()[0]
+    assert marks == {GATEWAY_IP: str(0x10101), OTHER_IP: str(0x10201)}
+    via_wired.close()
+    via_lte.close()
 
 
 @pytest.mark.parametrize("kwargs, message", [

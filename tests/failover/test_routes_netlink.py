@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,7 +17,7 @@ from failover.routes import (
     Uplink,
     plan_metric_changes,
 )
-from failover.routes_netlink import NetlinkRoutes
+from failover.routes_netlink import Netlink, NetlinkRoutes
 from tests.failover.conftest import (
     GATEWAY_IP,
     LAN_CLIENT,
@@ -255,3 +257,14 @@ async def test_ipv6_default_routes_follow(shop6: Shop) -> None:
         assert route_dev(shop6.box, "2001:db8:ffff::1") == "wan0"
     finally:
         await routes.close()
+
+
+async def test_one_socket_serves_concurrent_callers(shop: Shop) -> None:
+    # The kernel refuses a second dump on a socket while one runs (EBUSY): the engine's
+    # maintenance and a late conntrack flush share the flusher's socket, for example.
+    netlink = Netlink(shop.box)
+    try:
+        states = await asyncio.gather(*(netlink.state() for _ in range(20)))
+        assert all("wan0" in s.links and s.defaults[socket.AF_INET] for s in states)
+    finally:
+        await netlink.close()
