@@ -94,16 +94,18 @@ class FailoverComponent:
         kind = transition.kind.value
         to = transition.to_uplink.value
         uplink = self.state.uplink
+        event = kind if kind != "recovered" else "failback"
+        # back on wired, from LTE or from offline mode (not the first decision at start)
+        back = event == "failback" and to == "wired" and uplink.since is not None
         self.state.update(
             uplink, active=to, since=_wall(transition.at),
             failovers_total=uplink.failovers_total + (kind == "failover"),
-            failbacks_total=uplink.failbacks_total + (kind == "failback"))
+            failbacks_total=uplink.failbacks_total + back)
         if to == "lte" and uplink.lte.state == "standby":
             self.state.update(uplink.lte, state="up")
         if to == "wired" and uplink.lte.state == "up":
             self.state.update(uplink.lte, state="standby")
         self.signal.set("down" if to == "none" else "up")
-        event = kind if kind != "recovered" else "failback"
         self.state.events.emit(
             event, f"{transition.from_uplink.value} -> {to}: {transition.reason}",
             severity=_EVENTS.get(kind, "info"),  # type: ignore[arg-type]

@@ -122,6 +122,9 @@ async def test_blackhole_offline_mode_and_recovery(store: Store) -> None:
     heal(shop.isp_lte)
     heal(shop.isp_wired)
     await store.wait(lambda s: s["uplink"]["active"] == "wired", "back on wired", 30)
+    status = store.status()
+    moves = [e["message"] for e in status["recent_events"] if e["kind"] in ("failover", "failback")]
+    assert status["uplink"]["failbacks_total"] == 1, moves  # from offline mode, too
     await store.sim.wait_stored(offline["id"])
     await store.wait(lambda s: s["payments"]["queued"] == 0, "queue drained")
     assert store.sim.processed_count(offline["id"]) == 1
