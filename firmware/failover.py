@@ -106,6 +106,8 @@ class FailoverComponent:
         if to == "wired" and uplink.lte.state == "up":
             self.state.update(uplink.lte, state="standby")
         self.signal.set("down" if to == "none" else "up")
+        if to != "none":
+            self.signal.switched()  # online attempts and the forwarder try the new path now
         self.state.events.emit(
             event, f"{transition.from_uplink.value} -> {to}: {transition.reason}",
             severity=_EVENTS.get(kind, "info"),  # type: ignore[arg-type]

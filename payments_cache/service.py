@@ -138,6 +138,7 @@ class PaymentService:
         self._stand_in_lock = asyncio.Lock()
         self.last_mode: str = "unknown"
         self._unreachable_until = float("-inf")
+        self._unreachable_generation = uplinks.generation
 
     def reconfigure(self, settings: ServiceSettings) -> None:
         """Apply new limits and deadline (SIGHUP); payments in flight keep the old ones."""
@@ -173,10 +174,18 @@ class PaymentService:
     def _online_worth_trying(self) -> bool:
         """False when no uplink works, or the gateway could not be reached moments ago
         (then the answer comes at once instead of after the online deadline)."""
-        loop_time = asyncio.get_running_loop().time()
-        return self.uplinks.worth_trying() and loop_time >= self._unreachable_until
+        if not self.uplinks.worth_trying():
+            return False
+        if self.uplinks.generation != self._unreachable_generation:
+            return True  # traffic moved to another uplink since: try it
+        return asyncio.get_running_loop().time() >= self._unreachable_until
 
-    def _note_unreachable(self) -> None:
+    def _note_unreachable(self, generation: int) -> None:
+        """An attempt started on path `generation` could not reach the gateway. An attempt
+        that began before traffic moved says nothing about the new path: ignored."""
+        if generation != self.uplinks.generation:
+            return
+        self._unreachable_generation = generation
         self._unreachable_until = (asyncio.get_running_loop().time()
                                    + self.settings.unreachable_pause_s)
 
@@ -215,17 +224,18 @@ class PaymentService:
             card=request.card, merchant_id=self.settings.merchant_id, offline=False,
             captured_at=payment.created_at, terminal_id=request.terminal_id,
             reference=request.reference)
+        path = self.uplinks.generation
         try:
             result = await self.gateway.authorize(payload, self.settings.online_deadline_s)
         except GatewayUnavailable as exc:
             log.info("payment %s: gateway unavailable online (%s)", payment.id, exc.reason)
             if exc.status is None:
-                self._note_unreachable()
+                self._note_unreachable(path)
             return False
         except UnknownOutcome as exc:
             log.warning("payment %s: online answer lost (%s)", payment.id, exc.reason)
             if exc.timed_out:
-                self._note_unreachable()
+                self._note_unreachable(path)
             return True
         except GatewayRejected as exc:
             log.error("payment %s: gateway refused the online request with %d (%s)",

@@ -21,12 +21,25 @@ class UplinkSignal:
         self._state: Reachability = initial
         self._up = asyncio.Event()
         self._listeners: list[Callable[[Reachability], None]] = []
+        self._generation = 0
         if initial != "down":
             self._up.set()
 
     @property
     def state(self) -> Reachability:
         return self._state
+
+    @property
+    def generation(self) -> int:
+        """Bumped by `switched()`: failures seen on an older path say nothing about this one."""
+        return self._generation
+
+    def switched(self) -> None:
+        """Traffic now leaves by another uplink (a failover or failback): what the payments
+        side learnt about reaching the gateway is stale; listeners hear the state again."""
+        self._generation += 1
+        for listener in self._listeners:
+            listener(self._state)
 
     def worth_trying(self) -> bool:
         """False only when the failover engine knows no uplink can reach the gateway."""
