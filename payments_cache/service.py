@@ -264,7 +264,9 @@ class PaymentService:
 
     def _after_stand_in(self, stored: Payment) -> None:
         if self.last_mode != "offline":
-            self._emit("offline_mode", message="no uplink reaches the gateway: standing in",
+            why = ("no uplink reaches the gateway" if not self.uplinks.worth_trying()
+                   else "the gateway did not answer in time")
+            self._emit("offline_mode", message=f"{why}: standing in",
                        payment_id=stored.id)
         self.last_mode = "offline"
         if stored.status is PaymentStatus.APPROVED_OFFLINE:

@@ -56,15 +56,21 @@ def body(n: int) -> bytes:
                                 "exp_year": 2030, "cvc": "123"}}).encode()
 
 
+EVENTS: list[dict[str, object]] = []
+
+
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[tuple[PaymentService, ScriptedGateway,
                                                          UplinkSignal]]:
+    EVENTS.clear()
     store = await AsyncStore.open(tmp_path / "state", tmp_path / "state" / "kek.key")
     gateway = ScriptedGateway()
     uplinks = UplinkSignal("up")
     settings = ServiceSettings(merchant_id="m-1", unreachable_pause_s=3600.0)
     try:
-        yield PaymentService(store, gateway, uplinks, settings), gateway, uplinks
+        yield (PaymentService(store, gateway, uplinks, settings,
+                              on_event=lambda kind, **f: EVENTS.append({"kind": kind, **f})),
+               gateway, uplinks)
     finally:
         await store.close()
 
@@ -81,6 +87,17 @@ async def test_after_a_switch_the_next_payment_tries_online_at_once(
     online = await svc.submit("k3", body(3))
     assert online["status"] == "approved" and online["mode"] == "online"
     assert gateway.calls == ["timeout", "approve"]
+    assert [e["message"] for e in EVENTS] == [
+        "the gateway did not answer in time: standing in", "gateway reachable again: online"]
+
+
+async def test_with_no_uplink_the_event_says_so(
+        service: tuple[PaymentService, ScriptedGateway, UplinkSignal]) -> None:
+    svc, gateway, uplinks = service
+    uplinks.set("down")
+    assert (await svc.submit("k1", body(1)))["status"] == "approved_offline"
+    assert gateway.calls == []
+    assert [e["message"] for e in EVENTS] == ["no uplink reaches the gateway: standing in"]
 
 
 async def test_a_timeout_from_before_the_switch_does_not_pause_the_new_path(
