@@ -58,6 +58,8 @@ class Report:
     duplicated: list[str] = field(default_factory=list)
     leaked: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
+    #: the gateway simulator's count per answered payment: the proof behind the totals
+    gateway_counts: dict[str, int] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -72,7 +74,8 @@ class Report:
                 "failovers_in_loss": self.failovers_in_loss, "payments": self.payments,
                 "exactly_once": {"forwarded_once": self.forwarded_once, "lost": self.lost,
                                  "duplicated": self.duplicated,
-                                 "declined_offline_but_forwarded": self.leaked},
+                                 "declined_offline_but_forwarded": self.leaked,
+                                 "gateway_count_per_payment": self.gateway_counts},
                 "failed_requests": self.failed_requests, "final": self.final}
 
 
@@ -183,6 +186,7 @@ def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) 
             report.failed_requests.append(f"{sale.key} ({sale.phase}): answer without an id")
             continue
         count = counts.get(payment, 0)
+        report.gateway_counts[payment] = count
         if sale.outcome == "declined_offline":
             if count:
                 report.leaked.append(payment)

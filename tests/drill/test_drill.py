@@ -48,6 +48,10 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     assert payments["approved_online"] > 0 and payments["approved_offline"] > 0
     once = report["exactly_once"]
     assert once["lost"] == [] and once["duplicated"] == []
+    counts = once["gateway_count_per_payment"]
+    assert len(counts) == payments["total"]  # every answered sale, by its payment id
+    assert set(counts.values()) <= {0, 1}
+    assert sum(counts.values()) == once["forwarded_once"]
     # every answered payment but those declined offline reached the gateway exactly once
     assert once["forwarded_once"] >= payments["approved_online"] + payments["approved_offline"]
     assert report["final"]["active"] == "wired" and report["final"]["queued"] == 0

@@ -70,9 +70,10 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
     assert r.forwarded_once == 4  # the declined-offline payment is never forwarded
     text = render(r)
     assert "PASSED" in text and "2.80 s" in text
-    assert r.to_json()["exactly_once"] == {"forwarded_once": 4, "lost": [],
-                                           "duplicated": [],
-                                           "declined_offline_but_forwarded": []}
+    assert r.to_json()["exactly_once"] == {
+        "forwarded_once": 4, "lost": [], "duplicated": [], "declined_offline_but_forwarded": [],
+        "gateway_count_per_payment": {"pay_1": 1, "pay_2": 1, "pay_3": 1, "pay_4": 0,
+                                      "pay_5": 1}}
 
 
 @pytest.mark.parametrize(("changes", "failure"), [
