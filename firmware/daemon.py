@@ -18,6 +18,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -38,7 +39,8 @@ log = logging.getLogger("storebox.daemon")
 
 SHUTDOWN_TIMEOUT_S = 4.0
 #: Config sections whose changes SIGHUP applies without a restart.
-RELOADABLE = {"device.log_level", "api.tokens_file", "payments.offline_max_amount",
+RELOADABLE = {"device.log_level", "api.tokens_file", "fleet.command_key_file",
+              "payments.offline_max_amount",
               "payments.offline_max_total", "payments.offline_max_count",
               "payments.online_deadline_s", "payments.offline_max_age_s",
               "payments.velocity_window_s", "payments.velocity_max_count",
@@ -64,6 +66,10 @@ class BoxContext:
     uplinks: UplinkSignal = field(default_factory=UplinkSignal)
     #: Set by the modem component when `lte.dual_sim`: switch to the other SIM slot.
     switch_sim: Callable[[], Awaitable[bool]] | None = None
+    #: Set by the payments component: forward the queue now (`storebox queue drain`).
+    drain_queue: Callable[[], None] | None = None
+    #: Set by the daemon: re-read the config as SIGHUP does; returns what happened.
+    reload_config: Callable[[], dict[str, Any]] | None = None
     reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     #: Closed in reverse order after every component task has stopped (e.g. the database).
@@ -78,11 +84,12 @@ ComponentFactory = Callable[[BoxContext], Awaitable[Component | None]]
 
 def builtin_factories() -> list[ComponentFactory]:
     from firmware.failover import build_failover
+    from firmware.fleet import build_fleet
     from firmware.leds import build_leds
     from firmware.modem import build_modem
     from firmware.payments import build_payments
 
-    return [build_payments, build_modem, build_failover, build_leds]
+    return [build_payments, build_modem, build_failover, build_leds, build_fleet]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:
@@ -106,6 +113,7 @@ class Daemon:
         self.tokens = TokenStore(config.api.tokens_file)
         self.app = build_app(self.state, self.tokens, registry_for(self.state))
         self.context = BoxContext(config, self.state, self.tokens, self.app)
+        self.context.reload_config = self.reload
         self.factories = builtin_factories()
         self.components: list[Component] = []
         self._stop = asyncio.Event()
@@ -116,14 +124,14 @@ class Daemon:
             log.info("stop requested")
             self._stop.set()
 
-    def reload(self) -> None:
+    def reload(self) -> dict[str, Any]:
         """SIGHUP: re-read the config file and apply what is safe to apply."""
         try:
             new = load_config(self.config.source)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
-            return
+            return {"ok": False, "problems": [str(p) for p in exc.problems]}
         changed = _changed_keys(self.config, new)
         restart_needed = sorted(k for k in changed if k not in RELOADABLE)
         if new.device.log_level != self.config.device.log_level:
@@ -139,6 +147,7 @@ class Daemon:
                  if restart_needed else "")
         self.state.events.emit("config_reloaded", "configuration reloaded",
                                tokens=count, restart_needed=restart_needed)
+        return {"ok": True, "tokens": count, "restart_needed": restart_needed}
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

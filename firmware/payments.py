@@ -193,6 +193,7 @@ async def build_payments(context: BoxContext) -> PaymentsComponent:
                                   "quarantined": report.quarantined})
 
     context.app.router.add_post("/v1/queue/drain", drain_now)
+    context.drain_queue = forwarder.wake
     context.app.router.add_post("/v1/keys/rotate", rotate_keys)
     context.reload_hooks.append(lambda new: service.reconfigure(settings_from(new)))
     await component.refresh()

@@ -79,6 +79,16 @@ class PaymentsState:
 
 
 @dataclass
+class FleetState:
+    """The fleet agent's link to the MQTT broker (`firmware.fleet`)."""
+
+    link: Literal["disabled", "connecting", "up", "down"] = "disabled"
+    broker: str | None = None
+    since: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass
 class ComponentState:
     state: Literal["starting", "running", "restarting", "stopped", "failed"] = "starting"
     restarts: int = 0
@@ -100,6 +110,7 @@ class BoxState:
         self.modem = ModemState()
         self.payments = PaymentsState()
         self.leds: dict[str, LedState] = {}
+        self.fleet = FleetState()
         self.components: dict[str, ComponentState] = {}
         self.events = EventBus(wall=self.wall)
         self.revision = 0

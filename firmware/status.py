@@ -56,6 +56,8 @@ def status_document(state: BoxState) -> dict[str, Any]:
             "mode": pay.mode,
         },
         "leds": dict(state.leds),
+        "fleet": {"link": state.fleet.link, "broker": state.fleet.broker,
+                  "since": _iso(state.fleet.since), "last_error": state.fleet.last_error},
         "components": components,
         "recent_events": [e.to_json() for e in state.events.recent()[-10:]],
     }

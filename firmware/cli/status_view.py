@@ -10,7 +10,7 @@ _COLOURS = {
     "wired": _GREEN, "degraded": _YELLOW, "standby": _YELLOW, "restarting": _YELLOW,
     "blink": _YELLOW, "lte": _YELLOW, "offline": _YELLOW, "starting": _YELLOW,
     "down": _RED, "failed": _RED, "none": _RED, "no": _RED, "stopping": _YELLOW,
-    "unknown": _DIM, "off": _DIM,
+    "unknown": _DIM, "off": _DIM, "disabled": _DIM, "connecting": _YELLOW,
 }
 _RULE = "  " + "-" * 46
 
@@ -116,6 +116,17 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
     leds = doc.get("leds") or {}
     layout.section("LEDs", [(name, layout.paint(state)) for name, state in sorted(leds.items())]
                    or [("panel", "unknown")])
+    fleet = doc.get("fleet") or {}
+    if fleet:
+        link = layout.paint(str(fleet.get("link", "unknown")))
+        if fleet.get("broker"):
+            link += f"  {fleet['broker']}"
+        if fleet.get("since"):
+            link += f"  since {fleet['since']}"
+        rows = [("link", link)]
+        if fleet.get("last_error") and fleet.get("link") != "up":
+            rows.append(("last error", str(fleet["last_error"])))
+        layout.section("Fleet", rows)
     comps = doc.get("components") or {}
     layout.section("Components", [
         (name, layout.paint(c["state"]) + (f"  restarts: {c['restarts']}" if c["restarts"] else "")

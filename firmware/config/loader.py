@@ -60,6 +60,17 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
         if lan in uplinks:
             problems.append(("routing.lan_interfaces",
                              f"{lan!r} is an uplink interface, not a LAN"))
+    fleet = config.fleet
+    if fleet.state_min_interval_s > fleet.state_every_s:
+        problems.append(("fleet.state_min_interval_s",
+                         f"must be at most fleet.state_every_s ({fleet.state_every_s!r}), "
+                         f"got {fleet.state_min_interval_s!r}"))
+    if fleet.password_file and not fleet.username:
+        problems.append(("fleet.password_file", "needs fleet.username (MQTT sends a password "
+                                                "only with a user name)"))
+    if fleet.ca_file and not fleet.mqtt_url.startswith("mqtts://"):
+        problems.append(("fleet.ca_file", f"needs an mqtts:// fleet.mqtt_url, got "
+                                          f"{fleet.mqtt_url!r}"))
     if config.wired.interface == config.lte.interface:
         problems.append(("lte.interface", f"must differ from wired.interface, both are "
                                           f"{config.lte.interface!r}"))

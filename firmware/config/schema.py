@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 Check = Callable[[Any], str | None]
 
@@ -64,9 +65,25 @@ def http_url(value: str) -> str | None:
 
 
 def mqtt_url(value: str) -> str | None:
-    if value == "" or re.match(r"^mqtts?://[^/\s]+", value):
+    if value == "":
         return None
-    return f"must be an mqtt:// or mqtts:// URL, or \"\" to disable the fleet agent, got {value!r}"
+    if not re.match(r"^mqtts?://[^/\s]+", value):
+        return (f"must be an mqtt:// or mqtts:// URL, or \"\" to disable the fleet agent, "
+                f"got {value!r}")
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        return "must not hold credentials: put them in fleet.username and fleet.password_file"
+    try:
+        _ = parts.port  # raises on a bad port
+    except ValueError:
+        return f"has a bad port: {value!r}"
+    if not parts.hostname:
+        return f"has no host: {value!r}"
+    return None
+
+
+def mqtt_keepalive(value: int) -> str | None:
+    return None if 5 <= value <= 65535 else f"must be from 5 to 65535 seconds, got {value!r}"
 
 
 def interface_name(value: str) -> str | None:
@@ -265,7 +282,31 @@ class ApiConfig:
 class FleetConfig:
     """Remote fleet management over MQTT."""
 
-    mqtt_url: str = doc("Broker URL; \"\" disables the fleet agent.", "", mqtt_url)
+    mqtt_url: str = doc(
+        "Broker URL: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (8883, TLS verified "
+        "against the system CA store or ca_file); \"\" disables the fleet agent.", "", mqtt_url)
+    ca_file: str = doc("PEM CA bundle that signs the broker's certificate (mqtts:// only), "
+                       "instead of the system CA store; \"\" uses the system store.", "")
+    username: str = doc("MQTT user name; \"\" connects without credentials.", "")
+    password_file: str = doc("File holding the MQTT password (0600; never logged); \"\" for "
+                             "none.", "")
+    command_key_file: str = doc(
+        "The fleet operator's Ed25519 public key (PEM, OpenSSH, or base64 of the raw 32 "
+        "bytes). Commands that change behaviour must be signed with its private key (README "
+        "\"Fleet over MQTT\"); \"\" accepts none of them. Reloaded by SIGHUP.", "")
+    state_min_interval_s: float = doc(
+        "The state topic is published at most this often: a burst of changes is coalesced "
+        "into one message (the LTE link is metered).", 1.0, positive)
+    state_every_s: float = doc("The state topic is published at least this often, changed "
+                               "or not.", 60.0, positive)
+    keepalive_s: int = doc("MQTT keepalive: the broker publishes the Last Will (offline) "
+                           "after 1.5 times this without a word from the box.", 60,
+                           mqtt_keepalive)
+    reconnect_max_s: float = doc("Longest wait between attempts to reach the broker "
+                                 "(capped exponential backoff with jitter).", 120.0, positive)
+    event_buffer: int = doc("Events kept while the broker is unreachable, published in "
+                            "order after reconnect; beyond this the oldest are dropped.",
+                            200, positive)
 
 
 @dataclass(frozen=True)

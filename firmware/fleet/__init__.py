@@ -1,0 +1,9 @@
+"""The fleet agent: the box's MQTT link to the fleet operator (CONTRACTS §6).
+
+`topics` (the topic tree), `broker` (where and how to connect), `auth` (signed commands),
+`commands` (parse, authorize, run, answer) and `agent` (the supervised component).
+"""
+
+from firmware.fleet.agent import FleetAgent, build_fleet
+
+__all__ = ["FleetAgent", "build_fleet"]

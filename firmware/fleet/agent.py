@@ -1,0 +1,465 @@
+"""The fleet agent: the box's link to the fleet operator over MQTT (CONTRACTS §6).
+
+One supervised component. While the broker is reachable it keeps, under
+`storebox/<device.id>/`:
+
+- `status`: retained `online` after every connect (birth); `offline` is the Last Will
+  (the broker says it when the link dies) and is published on a clean stop too;
+- `state`: retained, the status document of `firmware.status` computed at publish time
+  (a view, never a copy), on every state change but at most once per
+  `fleet.state_min_interval_s` (a burst is coalesced: the LTE link is metered) and at
+  least every `fleet.state_every_s`;
+- `events`: one JSON object per event of `EVENT_KINDS`, in order. Events are collected
+  whether or not the broker is reachable; up to `fleet.event_buffer` wait for the next
+  connection (the oldest are dropped beyond that, and the next event published says how
+  many in `dropped_before`). Those that waited carry `"delayed": true`. QoS 1: an event
+  whose PUBACK was lost is sent again (the `seq` tells duplicates apart);
+- `cmd/<name>` → `cmd_result`: `firmware.fleet.commands`.
+
+The broker being away is normal (the box exists for when the internet fails): the agent
+retries with capped exponential backoff and jitter and never blocks or stops the box.
+It always connects with the client id `storebox-<device.id>`: a half-dead old connection
+is taken over by the new one (its Last Will goes out *before* the new birth message, so
+`online` is what stays retained).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from firmware.config import Config
+from firmware.daemon import BoxContext
+from firmware.events import Event
+from firmware.fleet.auth import Authorizer, CommandRefused, KeyFileError, UsedIds, load_public_key
+from firmware.fleet.broker import Broker, broker_from
+from firmware.fleet.commands import Command, CommandSet
+from firmware.fleet.topics import EVENT_KINDS, OFFLINE, ONLINE, Topics, topics_for
+from firmware.logs import scrub
+from firmware.state import BoxState
+from firmware.status import status_document
+from firmware.supervisor import Backoff
+
+log = logging.getLogger("storebox.fleet")
+#: paho's own lines ("failed to receive on socket" at ERROR for every lost link): the
+#: agent logs why a link ended itself, once, at the right level.
+_paho_log = logging.getLogger("storebox.fleet.mqtt")
+_paho_log.setLevel(logging.CRITICAL)
+
+#: Reaching the broker's port (on the loop, cancellable at once).
+REACH_TIMEOUT_S = 10.0
+#: TCP (and TLS) connect, in aiomqtt's executor thread: a thread cannot be cancelled and
+#: the process waits for it at exit, so the port is reached first (`_reach`), on the loop.
+CONNECT_TIMEOUT_S = 5.0
+#: CONNACK, SUBACK, PUBACK.
+REQUEST_TIMEOUT_S = 10.0
+#: On a clean stop: publishing `offline` and disconnecting, together at most this long.
+GOODBYE_TIMEOUT_S = 1.5
+#: Commands waiting to be read; more are dropped by the MQTT client (with a warning).
+MAX_QUEUED_COMMANDS = 100
+USED_IDS_FILE = "fleet-used-command-ids.json"
+
+
+class FleetLinkError(Exception):
+    """The broker cannot be reached for a reason of our own (e.g. the TLS CA file)."""
+
+
+_LINK_ERRORS = (aiomqtt.MqttError, OSError, FleetLinkError)
+
+
+@dataclass
+class _Pending:
+    event: Event
+    delayed: bool
+
+
+def _json(doc: Any) -> bytes:
+    """Compact JSON, scrubbed of anything card-like (defence in depth: it holds none)."""
+    return scrub(json.dumps(doc, separators=(",", ":"), default=str)).encode("utf-8")
+
+
+class FleetAgent:
+    name = "fleet"
+
+    def __init__(self, state: BoxState, broker: Broker, commands: CommandSet, *,
+                 topics: Topics | None = None, state_min_interval_s: float = 1.0,
+                 state_every_s: float = 60.0, event_buffer: int = 200,
+                 backoff: Backoff | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.state = state
+        self.broker = broker
+        self.commands = commands
+        self.topics = topics or topics_for(state.device_id)
+        self.state_min_interval_s = state_min_interval_s
+        self.state_every_s = max(state_every_s, state_min_interval_s)
+        self.event_buffer = event_buffer
+        self.backoff = backoff or Backoff(initial_s=1.0, cap_s=120.0, healthy_after_s=60.0)
+        self._sleep = sleep
+        #: Events waiting to be published, oldest first.
+        self.outbox: deque[_Pending] = deque()
+        self.dropped_events = 0
+        self._dropped_unreported = 0
+        self._last_seq = 0
+        self._outbox_changed = asyncio.Event()
+        #: The MQTT client while connected (tests reach its socket through it).
+        self.client: aiomqtt.Client | None = None
+        self.connections = 0
+        self.states_published = 0
+        self.events_published = 0
+        self._up = False
+        self._up_at: float | None = None
+        self._last_reason: str | None = None
+        self._tls: ssl.SSLContext | None = None
+
+    # ------------------------------------------------------------------ component
+
+    async def run(self) -> None:
+        if self.state.fleet.link not in ("connecting", "down"):
+            self.state.update(self.state.fleet, link="connecting", broker=self.broker.url,
+                              since=self.state.wall(), last_error=None)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._collect_events(), name="fleet-events")
+                tg.create_task(self._keep_connected(), name="fleet-link")
+        finally:
+            self._up = False
+            self.client = None
+            self.state.update(self.state.fleet, link="down", since=self.state.wall(),
+                              last_error="stopped")
+
+    # ------------------------------------------------------------------ events in
+
+    def _enqueue(self, event: Event) -> None:
+        if event.seq <= self._last_seq:
+            return
+        self._last_seq = event.seq
+        if event.kind not in EVENT_KINDS:
+            return
+        if len(self.outbox) >= self.event_buffer:
+            self.outbox.popleft()
+            self.dropped_events += 1
+            if not self._dropped_unreported:
+                log.warning("fleet: more than %d events wait for the broker; dropping the "
+                            "oldest", self.event_buffer)
+            self._dropped_unreported += 1
+        self.outbox.append(_Pending(event, delayed=not self._up))
+        self._outbox_changed.set()
+
+    async def _collect_events(self) -> None:
+        """Every fleet event from now on (and those emitted before the agent ran)."""
+        events = self.state.events.subscribe(maxsize=max(256, self.event_buffer))
+        for event in self.state.events.recent():  # no await before the subscription starts
+            self._enqueue(event)
+        async for event in events:
+            self._enqueue(event)
+
+    # ------------------------------------------------------------------ the link
+
+    async def _keep_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            self._up_at = None
+            try:
+                await self._session()
+                reason = "the broker closed the connection"
+            except _LINK_ERRORS as exc:
+                reason = _describe(exc)
+            if self._up_at is not None and \
+                    loop.time() - self._up_at >= self.backoff.healthy_after_s:
+                attempt = 0
+            attempt += 1
+            delay = self.backoff.delay(attempt)
+            self._went_down(reason, delay)
+            await self._sleep(delay)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.broker.tls and self._tls is None:
+            try:
+                self._tls = self.broker.tls_context()
+            except (OSError, ssl.SSLError) as exc:
+                where = repr(self.broker.ca_file) if self.broker.ca_file else "the system store"
+                raise FleetLinkError(f"cannot load the CA certificates of {where}: "
+                                     f"{exc}") from exc
+        return self._tls
+
+    def _client(self) -> aiomqtt.Client:
+        b = self.broker
+        client = aiomqtt.Client(
+            b.host, b.port, username=b.username, password=b.password, identifier=b.client_id,
+            will=aiomqtt.Will(self.topics.status, OFFLINE, qos=1, retain=True),
+            clean_session=True, keepalive=b.keepalive_s, timeout=REQUEST_TIMEOUT_S,
+            tls_context=self._tls_context(),
+            max_queued_incoming_messages=MAX_QUEUED_COMMANDS, logger=_paho_log)
+        client._client.connect_timeout = CONNECT_TIMEOUT_S
+        return client
+
+    async def _reach(self) -> None:
+        """Is the broker's port reachable? Asked on the loop, so that a blackholed broker
+        costs no thread and a stop never waits for one (the usual case on a box offline)."""
+        try:
+            async with asyncio.timeout(REACH_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(self.broker.host, self.broker.port)
+        except TimeoutError:
+            raise FleetLinkError(f"no answer within {REACH_TIMEOUT_S:g}s") from None
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    async def _session(self) -> None:
+        """One connection, from connect to its end (raises the reason it ended)."""
+        await self._reach()
+        client = self._client()
+        try:
+            await client.__aenter__()
+        except BaseException:  # no CONNACK in time, refused, or stopping: no socket left
+            _drop(client)
+            raise
+        self.client = client
+        stopping = False
+        try:
+            await self._serve(client)
+        except asyncio.CancelledError:
+            stopping = True
+            raise
+        finally:
+            self.client = None
+            if stopping:  # `offline` said: a clean DISCONNECT
+                await _close(client)
+            else:  # a broken link: no DISCONNECT, so the broker says the Will if it can
+                _drop(client)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+            await client.subscribe(self.topics.commands, qos=1)
+            self._went_up()
+            tasks = [asyncio.create_task(self._publish_state(client), name="fleet-state"),
+                     asyncio.create_task(self._publish_events(client), name="fleet-events-out"),
+                     asyncio.create_task(self._serve_commands(client), name="fleet-commands")]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await _cancel(tasks)
+            await self._goodbye(client)
+            raise
+        await _cancel(tasks)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """A clean stop: say `offline` ourselves (a clean disconnect cancels the Will)."""
+        try:
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                await client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
+            log.info("fleet: said offline to %s", self.broker.url)
+        except (*_LINK_ERRORS, TimeoutError) as exc:
+            log.warning("fleet: could not say offline (%s); the broker's Last Will will",
+                        _describe(exc))
+
+    def _went_up(self) -> None:
+        self._up = True
+        self._up_at = asyncio.get_running_loop().time()
+        self._last_reason = None
+        self.connections += 1
+        self.state.update(self.state.fleet, link="up", broker=self.broker.url,
+                          since=self.state.wall(), last_error=None)
+        log.info("fleet: connected to %s as %s (%d events waiting)", self.broker.url,
+                 self.broker.client_id, len(self.outbox))
+
+    def _went_down(self, reason: str, retry_in_s: float) -> None:
+        was_up, self._up = self._up, False
+        for pending in self.outbox:
+            pending.delayed = True
+        fleet = self.state.fleet
+        since = self.state.wall() if fleet.link != "down" else fleet.since
+        self.state.update(fleet, link="down", since=since, last_error=reason)
+        if was_up:
+            log.warning("fleet: lost the link to %s (%s); reconnecting in %.1fs",
+                        self.broker.url, reason, retry_in_s)
+        elif reason != self._last_reason:
+            log.warning("fleet: cannot reach %s (%s); retrying in %.1fs, backing off",
+                        self.broker.url, reason, retry_in_s)
+        else:
+            log.debug("fleet: still cannot reach %s (%s); retrying in %.1fs",
+                      self.broker.url, reason, retry_in_s)
+        self._last_reason = reason
+
+    # ------------------------------------------------------------------ out and in
+
+    def state_payload(self) -> bytes:
+        return _json(status_document(self.state))
+
+    async def _publish_state(self, client: aiomqtt.Client) -> None:
+        """Now, then on every change (coalesced) and at least every `state_every_s`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            seen = self.state.revision
+            await client.publish(self.topics.state, self.state_payload(), qos=1, retain=True)
+            self.states_published += 1
+            sent_at = loop.time()
+            try:
+                async with asyncio.timeout(self.state_every_s):
+                    await self.state.wait_changed(seen)
+            except TimeoutError:
+                continue
+            rest = sent_at + self.state_min_interval_s - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
+
+    def _event_payload(self, pending: _Pending) -> bytes:
+        doc = pending.event.to_json()
+        if pending.delayed:
+            doc["delayed"] = True
+        if self._dropped_unreported:
+            doc["dropped_before"] = self._dropped_unreported
+        return _json(doc)
+
+    async def _publish_events(self, client: aiomqtt.Client) -> None:
+        while True:
+            while self.outbox:
+                pending = self.outbox[0]
+                dropped = self._dropped_unreported
+                await client.publish(self.topics.events, self._event_payload(pending), qos=1)
+                if self.outbox and self.outbox[0] is pending:
+                    self.outbox.popleft()
+                self._dropped_unreported -= dropped
+                self.events_published += 1
+            self._outbox_changed.clear()
+            await self._outbox_changed.wait()
+
+    async def _serve_commands(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            name = self.topics.command_name(str(message.topic))
+            if name is None:
+                continue
+            raw = message.payload
+            payload = bytes(raw) if isinstance(raw, bytes | bytearray) else \
+                str(raw if raw is not None else "").encode()
+            answer = await self.commands.handle(name, payload, retained=message.retain)
+            await client.publish(self.topics.command_result, _json(answer), qos=1)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
+        return os.strerror(exc.errno)  # "Connection refused", not "Connect call failed"
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, aiomqtt.MqttError) and cause is not None and str(cause) not in text:
+        text += f": {cause}"
+    return text
+
+
+def _drop(client: aiomqtt.Client) -> None:
+    """Close the socket without a DISCONNECT: the broker will say our Last Will."""
+    with contextlib.suppress(Exception):
+        client._client._sock_close()
+
+
+async def _close(client: aiomqtt.Client) -> None:
+    try:
+        async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+            await client.__aexit__(None, None, None)
+    except (*_LINK_ERRORS, TimeoutError):
+        _drop(client)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ---------------------------------------------------------------------- composition
+
+
+def read_command_key(path: str) -> tuple[Ed25519PublicKey | None, str | None]:
+    """The operator's key, or None and why (logged)."""
+    if not path:
+        return None, None
+    try:
+        return load_public_key(path), None
+    except KeyFileError as exc:
+        log.error("fleet: fleet.command_key_file: %s; commands that change the box are "
+                  "refused", exc)
+        return None, f"fleet.command_key_file: {exc}"
+
+
+def box_commands(context: BoxContext) -> list[Command]:
+    state = context.state
+
+    async def ping(args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "device_id": state.device_id, "version": state.version,
+                "at": state.wall().isoformat()}
+
+    async def status(args: dict[str, Any]) -> dict[str, Any]:
+        return status_document(state)
+
+    async def queue_drain(args: dict[str, Any]) -> dict[str, Any]:
+        if context.drain_queue is None:
+            raise CommandRefused("unavailable", "this box has no payment queue to drain")
+        context.drain_queue()  # as `storebox queue drain`: wake the forwarder now
+        return {"draining": True}
+
+    async def config_reload(args: dict[str, Any]) -> dict[str, Any]:
+        if context.reload_config is None:
+            raise CommandRefused("unavailable", "this box cannot reload its configuration")
+        summary = context.reload_config()  # as SIGHUP
+        if not summary.get("ok"):
+            raise CommandRefused("reload_refused", "; ".join(summary.get("problems", []))
+                                 or "the configuration was refused")
+        return summary
+
+    return [Command("ping", ping), Command("status", status),
+            Command("queue_drain", queue_drain, changes=True),
+            Command("config_reload", config_reload, changes=True)]
+
+
+def fleet_agent(config: Config, state: BoxState, commands: CommandSet) -> FleetAgent:
+    fleet = config.fleet
+    return FleetAgent(
+        state, broker_from(config), commands, state_min_interval_s=fleet.state_min_interval_s,
+        state_every_s=fleet.state_every_s, event_buffer=fleet.event_buffer,
+        backoff=Backoff(initial_s=1.0, cap_s=fleet.reconnect_max_s, healthy_after_s=60.0))
+
+
+async def build_fleet(context: BoxContext) -> FleetAgent | None:
+    config = context.config
+    if not config.fleet.mqtt_url:
+        log.info("fleet agent off (fleet.mqtt_url is empty)")
+        return None
+    key, problem = read_command_key(config.fleet.command_key_file)
+    authorizer = Authorizer(config.device.id, key, wall=context.state.wall,
+                            used=UsedIds(Path(config.device.state_dir) / USED_IDS_FILE),
+                            key_problem=problem)
+
+    def reload_key(new: Config) -> None:
+        authorizer.set_key(*read_command_key(new.fleet.command_key_file))
+
+    context.reload_hooks.append(reload_key)
+    agent = fleet_agent(config, context.state, CommandSet(box_commands(context), authorizer))
+    context.state.update(context.state.fleet, link="connecting", broker=agent.broker.url,
+                         since=context.state.wall(), last_error=None)
+    log.info("fleet agent: %s as %s; changing commands %s", agent.broker.url,
+             agent.broker.client_id, "need the operator's signature" if key else "refused")
+    return agent
+
+
+__all__ = ["FleetAgent", "box_commands", "build_fleet"]
