@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,7 +56,11 @@ def test_public_key_file_formats(tmp_path: Path, form: str) -> None:
         raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         path.write_text(base64.b64encode(raw).decode() + "\n")
     loaded = load_public_key(str(path))
-    loaded.verify(key.sign(b"hello"), b"hello")
+    as_raw = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert loaded.public_bytes(*as_raw) == public.public_bytes(*as_raw)
+    loaded.verify(key.sign(b"hello"), b"hello")  # raises InvalidSignature on mismatch
+    with pytest.raises(InvalidSignature):
+        loaded.verify(key.sign(b"hello"), b"hellO")
 
 
 def test_bad_key_files_are_explained(tmp_path: Path) -> None:
