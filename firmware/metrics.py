@@ -12,6 +12,8 @@ from firmware.state import BoxState
 
 _LINK_STATES = ("up", "degraded", "down", "standby", "unknown")
 _UPLINKS = ("wired", "lte", "none")
+_LED_PATTERNS = ("off", "on", "blink")
+_FLEET_LINKS = ("disabled", "connecting", "up", "down")
 
 
 class BoxStateCollector(Collector):
@@ -73,6 +75,20 @@ class BoxStateCollector(Collector):
         oldest = s.payments.oldest_queued_at
         age.add_metric([], (now - oldest).total_seconds() if oldest else 0.0)
         yield age
+
+        leds = GaugeMetricFamily("storebox_led", "1 for the pattern each LED shows",
+                                 labels=["led", "pattern"])
+        for name, shown in sorted(s.leds.items()):
+            for pattern in _LED_PATTERNS:
+                leds.add_metric([name, pattern], 1.0 if shown == pattern else 0.0)
+        yield leds
+
+        fleet = GaugeMetricFamily("storebox_fleet_link",
+                                  "1 for the state of the link to the fleet broker",
+                                  labels=["state"])
+        for fleet_link in _FLEET_LINKS:
+            fleet.add_metric([fleet_link], 1.0 if s.fleet.link == fleet_link else 0.0)
+        yield fleet
 
         if s.modem.signal_dbm is not None:
             signal = GaugeMetricFamily("storebox_modem_signal_dbm", "LTE signal strength, dBm")

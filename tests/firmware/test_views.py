@@ -66,6 +66,23 @@ def test_views_follow_the_state_without_copies() -> None:
     assert "storebox_payments_queued 0.0" in text
 
 
+def test_leds_and_the_fleet_link_are_in_metrics() -> None:
+    state, _ = make_state()
+    registry = registry_for(state)
+    text = generate_latest(registry).decode()
+    assert 'storebox_fleet_link{state="disabled"} 1.0' in text
+    assert "storebox_led{" not in text  # no LED component has reported yet
+    state.leds = {"wired": "on", "offline": "blink"}
+    state.touch()
+    state.update(state.fleet, link="up", broker="mqtts://fleet.example:8883")
+    text = generate_latest(registry).decode()
+    assert 'storebox_led{led="wired",pattern="on"} 1.0' in text
+    assert 'storebox_led{led="wired",pattern="off"} 0.0' in text
+    assert 'storebox_led{led="offline",pattern="blink"} 1.0' in text
+    assert 'storebox_fleet_link{state="up"} 1.0' in text
+    assert 'storebox_fleet_link{state="disabled"} 0.0' in text
+
+
 def test_update_rejects_unknown_fields_and_counts_revisions() -> None:
     state, _ = make_state()
     before = state.revision
