@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from firmware.drill.fleet import BROKER_IP, BROKER_PORT
 from firmware.drill.shop import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT
 from firmware.errors import DrillError
 
@@ -28,8 +29,9 @@ def _secret(path: Path, value: str) -> Path:
 
 def write_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: str,
                  failback_after_s: float) -> Path:
-    """The box's config for the drill: the shop's interfaces, the gateway simulator on the
-    internet, the modem simulator, mock LEDs, and the POS API on the LAN address."""
+    """The box's config for the drill: the shop's interfaces, the gateway simulator and the
+    fleet broker on the internet, the modem simulator, mock LEDs, and the POS API on the
+    LAN address."""
     (workdir / "state").mkdir(mode=0o700, exist_ok=True)
     tokens = _secret(workdir / "pos-tokens", token)
     key_file = _secret(workdir / "merchant-key", merchant_key)
@@ -69,6 +71,11 @@ admin_socket = "{workdir / 'api.sock'}"
 
 [hw]
 pin_factory = "mock"
+
+[fleet]
+mqtt_url = "mqtt://{BROKER_IP}:{BROKER_PORT}"
+keepalive_s = 5
+reconnect_max_s = 2.0
 """)
     return config
 

@@ -61,6 +61,8 @@ class Report:
     #: the gateway simulator's count per answered payment: the proof behind the totals
     gateway_counts: dict[str, int] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
+    #: what the fleet operator received (`firmware.drill.fleet.FleetView.to_json`)
+    fleet: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -76,7 +78,8 @@ class Report:
                                  "duplicated": self.duplicated,
                                  "declined_offline_but_forwarded": self.leaked,
                                  "gateway_count_per_payment": self.gateway_counts},
-                "failed_requests": self.failed_requests, "final": self.final}
+                "failed_requests": self.failed_requests, "final": self.final,
+                "fleet": self.fleet}
 
 
 def _event_time(event: Mapping[str, Any]) -> datetime | None:
@@ -237,8 +240,15 @@ def render(report: Report) -> str:
         f"{report.final.get('forwarded_total')} forwarded after offline "
         f"({report.final.get('declined_after_offline_total')} of them declined then: "
         "the shop's risk)",
-        "",
     ]
+    if report.fleet:
+        f = report.fleet
+        lines.append(f"  fleet         the operator got {f.get('events')} events "
+                     f"({f.get('delayed')} delayed by the outage), "
+                     f"{f.get('state_messages')} state messages; status "
+                     f"{f.get('status')!r}, active {f.get('active')}"
+                     + ("" if f.get("caught_up") else "; NOT every event arrived"))
+    lines.append("")
     for request in report.failed_requests[:10]:
         lines.append(f"  failed request: {request}")
     if report.passed:

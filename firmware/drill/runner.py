@@ -25,12 +25,14 @@ import aiohttp
 
 from firmware.drill import faults, live
 from firmware.drill.box import API_PORT, GATEWAY_PORT, BoxDaemon, new_secret, write_config
+from firmware.drill.fleet import FleetBroker
 from firmware.drill.netns import inside
 from firmware.drill.pos import DECLINED_AMOUNT, Terminals
 from firmware.drill.report import PlayedPhase, Report, Sample, build_report, render
 from firmware.drill.shop import GATEWAY_IP, LAN_BOX, Shop, build_shop
 from firmware.drill.timeline import Faults, Options, Phase, plan
 from firmware.errors import DrillError
+from firmware.fleet.topics import EVENT_KINDS
 from payments_cache.gateway_sim import DeclineRules, GatewaySimulator
 
 TOOLS = ("ip", "nft", "conntrack")
@@ -122,6 +124,23 @@ def _recovered(doc: dict[str, Any]) -> bool:
     return _on_wired(doc) and doc.get("payments", {}).get("queued") == 0
 
 
+async def _fleet_caught_up(fleet: FleetBroker, observer: Observer, within_s: float) -> bool:
+    """Whether, within `within_s`, the fleet operator has seen the box online again, back
+    on its active uplink, with every event of the fleet's kinds the box emitted (those of
+    the outage arrive late)."""
+    wanted = [e["seq"] for e in observer.ordered_events() if e.get("kind") in EVENT_KINDS]
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        view = fleet.seen()
+        seen = {e.get("seq") for e in view.events}
+        active = (observer.latest or {}).get("uplink", {}).get("active")
+        if view.status == "online" and view.active == active \
+                and all(seq in seen for seq in wanted):
+            return True
+        await asyncio.sleep(POLL_S)
+    return False
+
+
 class Drill:
     def __init__(self, options: Options, out: TextIO, live_view: bool | None = None,
                  lte_carrier: str = "KT") -> None:
@@ -146,7 +165,9 @@ class Drill:
                 self.merchant_key, host=GATEWAY_IP, port=GATEWAY_PORT, seed=2021,
                 rules=DeclineRules(decline_amounts=frozenset({DECLINED_AMOUNT})))
             await sim.start()
+        fleet = FleetBroker(shop.internet, workdir)
         try:
+            await asyncio.to_thread(fleet.wait_listening)
             config = write_config(workdir, merchant_key=self.merchant_key, token=self.token,
                                   lte_carrier=self.lte_carrier,
                                   failback_after_s=self.options.failback_after_s)
@@ -154,17 +175,19 @@ class Drill:
             try:
                 await asyncio.to_thread(daemon.wait_ready)
                 with inside(shop.client):
-                    report = await self._play(shop, daemon, sim)
+                    report = await self._play(shop, daemon, sim, fleet)
             finally:
                 code = await asyncio.to_thread(daemon.stop)
                 if code != 0:
                     self.out.write(f"the box exited with {code}; log: {daemon.log_path}\n"
                                    f"{daemon.log_tail()}\n")
         finally:
+            fleet.stop()
             await sim.stop()
         return report
 
-    async def _play(self, shop: Shop, daemon: BoxDaemon, sim: GatewaySimulator) -> Report:
+    async def _play(self, shop: Shop, daemon: BoxDaemon, sim: GatewaySimulator,
+                    fleet: FleetBroker) -> Report:
         observer = Observer(daemon.admin_socket, self.token)
         terminals = Terminals(f"http://{LAN_BOX}:{API_PORT}", self.token,
                               phase=lambda: self.current.name, count=self.options.terminals,
@@ -186,14 +209,17 @@ class Drill:
                 terminals.stop.set()
             await selling
             await observer.until(_recovered, 30.0)
+            caught_up = await _fleet_caught_up(fleet, observer, 30.0)
             showing.cancel()
             watching.cancel()
         self.screen.close()
         counts = {sale.payment_id: sim.processed_count(sale.payment_id)
                   for sale in terminals.sales if sale.payment_id is not None}
-        return build_report(phases=self.played, samples=observer.samples,
-                            events=observer.ordered_events(), sales=terminals.sales,
-                            gateway_counts=counts, final=observer.latest or {})
+        report = build_report(phases=self.played, samples=observer.samples,
+                              events=observer.ordered_events(), sales=terminals.sales,
+                              gateway_counts=counts, final=observer.latest or {})
+        report.fleet = {**fleet.seen().to_json(), "caught_up": caught_up}
+        return report
 
     async def _timeline(self, shop: Shop, observer: Observer) -> None:
         applied = Faults()

@@ -57,6 +57,11 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     assert report["final"]["active"] == "wired" and report["final"]["queued"] == 0
     assert report["final"]["forwarded_total"] >= payments["approved_offline"]
     assert "PASSED" in proc.stdout
+    # the fleet operator heard of it all, the outage's events once the box was back
+    fleet = report["fleet"]
+    assert fleet["caught_up"] is True and fleet["status"] == "online"
+    assert {"failover", "offline_mode", "failback"} <= set(fleet["kinds"])
+    assert fleet["active"] == "wired" and fleet["state_messages"] >= 2
     # the drill leaves no namespace behind
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [line for line in left.splitlines() if line.startswith("sbd")], left
