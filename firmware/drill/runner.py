@@ -281,11 +281,17 @@ def run_drill(options: Options, out: TextIO, *, live_view: bool | None = None,
     work.chmod(0o700)
     drill = Drill(options, out, live_view, lte_carrier)
     report: Report | None = None
+    interrupted = False
     try:
         with build_shop(prefix="sbd") as shop:
             report = asyncio.run(drill.run(shop, work))
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        if own and not keep and report is not None and report.passed:
+        # kept when it failed or could not run (the daemon's log says why), or when asked
+        passed = report is not None and report.passed
+        if own and not keep and (passed or interrupted):
             shutil.rmtree(work, ignore_errors=True)
         else:
             out.write(f"the drill's files (config, daemon.log, state): {work}\n")

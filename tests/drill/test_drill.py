@@ -112,7 +112,7 @@ def test_ctrl_c_tears_everything_down() -> None:
     else:
         raise AssertionError(f"the drill never reached the loss phase: {seen}")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -120,3 +120,4 @@ def test_ctrl_c_tears_everything_down() -> None:
     daemons = subprocess.run(["pgrep", "-f", "firmware run --config /tmp/storebox-drill-"],
                              capture_output=True, text=True).stdout
     assert daemons == ""
+    assert "the drill's files" not in "".join(seen) + rest  # its work dir is gone
