@@ -3,7 +3,8 @@
 `storebox drill` with its default phases (20 s normal, 60 s of 20 % loss, 40 s blackhole,
 30 s with the LTE carrier down as well, recovery with a 10 s failback window), two POS
 terminals selling once a second each. Recorded: failover, offline and failback times,
-offline time, payments by outcome and the exactly-once proof.
+offline time, payments by outcome, the exactly-once proof, and what the fleet operator
+received.
 """
 
 from __future__ import annotations
@@ -38,5 +39,9 @@ def test_full_drill() -> None:
         ("  failed (no answer or an error)", p["failed"], "0"),
         ("payments at the gateway exactly once", report.forwarded_once, ""),
         ("lost / duplicated", f"{len(report.lost)} / {len(report.duplicated)}", "0 / 0"),
+        ("fleet: events the operator got (delayed by the outage)",
+         f"{report.fleet.get('events')} ({report.fleet.get('delayed')})", ""),
+        ("fleet: caught up within 30 s of the end (status, state, events)",
+         report.fleet.get("caught_up"), "True"),
     ])
     assert report.passed, report.failures
