@@ -87,7 +87,8 @@ class FailoverComponent:
         self.state.update(
             health, state=shown, carrier=status.carrier, reason=status.reason or None,
             since=_wall(status.since),
-            latency_ms=status.median_latency_ms,
+            latency_ms=(None if status.median_latency_ms is None
+                        else round(status.median_latency_ms, 2)),
             loss_pct=None if status.loss is None else round(status.loss * 100, 1))
 
     def on_transition(self, transition: Transition, report: SwitchReport) -> None:

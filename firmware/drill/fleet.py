@@ -86,6 +86,7 @@ class FleetView:
     status: str | None = None
     active: str | None = None
     states: int = 0
+    malformed: int = 0  # events/state payloads that were not JSON: the agent's bug
 
     @classmethod
     def read(cls, path: Path) -> FleetView:
@@ -98,7 +99,10 @@ class FleetView:
             try:
                 message = json.loads(line)
                 topic = str(message["topic"]).rsplit("/", 1)[-1]
-                payload = message["payload"]
+                payload = str(message["payload"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a stop
+            try:
                 if topic == "events":
                     view.events.append(json.loads(payload))
                 elif topic == "status":
@@ -106,8 +110,8 @@ class FleetView:
                 elif topic == "state":
                     view.states += 1
                     view.active = json.loads(payload).get("uplink", {}).get("active")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # a line cut short by a stop
+            except (ValueError, AttributeError):
+                view.malformed += 1
         return view
 
     def kinds(self) -> list[str]:
@@ -117,7 +121,8 @@ class FleetView:
         return {"events": len(self.events),
                 "delayed": sum(1 for e in self.events if e.get("delayed")),
                 "kinds": sorted(set(self.kinds())), "status": self.status,
-                "state_messages": self.states, "active": self.active}
+                "state_messages": self.states, "active": self.active,
+                "malformed": self.malformed}
 
 
 async def _subscribe(host: str, port: int, out: Path) -> None:

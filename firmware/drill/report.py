@@ -247,7 +247,8 @@ def render(report: Report) -> str:
                      f"({f.get('delayed')} delayed by the outage), "
                      f"{f.get('state_messages')} state messages; status "
                      f"{f.get('status')!r}, active {f.get('active')}"
-                     + ("" if f.get("caught_up") else "; NOT every event arrived"))
+                     + ("" if f.get("caught_up") else "; NOT every event arrived")
+                     + (f"; {f['malformed']} payload(s) not JSON" if f.get("malformed") else ""))
     lines.append("")
     for request in report.failed_requests[:10]:
         lines.append(f"  failed request: {request}")

@@ -60,6 +60,7 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     # the fleet operator heard of it all, the outage's events once the box was back
     fleet = report["fleet"]
     assert fleet["caught_up"] is True and fleet["status"] == "online"
+    assert fleet["malformed"] == 0
     assert {"failover", "offline_mode", "failback"} <= set(fleet["kinds"])
     assert fleet["active"] == "wired" and fleet["state_messages"] >= 2
     # the drill leaves no namespace behind

@@ -24,15 +24,17 @@ def test_events_status_and_state_are_read_in_order(tmp_path: Path) -> None:
         line("events", {"seq": 11, "kind": "offline_mode", "delayed": True}),
         line("status", "online"),
         line("state", {"uplink": {"active": "lte"}}),
+        line("state", '{"uplink":{"lte":{"latency_ms":2.105836…0145}}}'),  # mangled
         '{"topic": "storebox/store-drill/events", "payl',  # cut short by a stop
     ]) + "\n")
     view = FleetView.read(seen)
     assert view.kinds() == ["failover", "offline_mode"]
     assert view.to_json() == {"events": 2, "delayed": 1, "kinds": ["failover", "offline_mode"],
-                              "status": "online", "state_messages": 2, "active": "lte"}
+                              "status": "online", "state_messages": 3, "active": "lte",
+                              "malformed": 1}
 
 
 def test_nothing_seen_yet(tmp_path: Path) -> None:
     view = FleetView.read(tmp_path / "missing.jsonl")
     assert view.to_json() == {"events": 0, "delayed": 0, "kinds": [], "status": None,
-                              "state_messages": 0, "active": None}
+                              "state_messages": 0, "active": None, "malformed": 0}
