@@ -21,7 +21,8 @@ GATEWAY_PORT = 9443
 API_PORT = 8470
 
 
-def _secret(path: Path, value: str) -> Path:
+def write_secret(path: Path, value: str) -> Path:
+    """`value` on one line in `path`, readable by its owner only (0600)."""
     path.write_text(value + "\n")
     path.chmod(0o600)
     return path
@@ -33,8 +34,8 @@ def write_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: s
     fleet broker on the internet, the modem simulator, mock LEDs, and the POS API on the
     LAN address."""
     (workdir / "state").mkdir(mode=0o700, exist_ok=True)
-    tokens = _secret(workdir / "pos-tokens", token)
-    key_file = _secret(workdir / "merchant-key", merchant_key)
+    tokens = write_secret(workdir / "pos-tokens", token)
+    key_file = write_secret(workdir / "merchant-key", merchant_key)
     config = workdir / "storebox.toml"
     config.write_text(f"""\
 # written by `storebox drill`

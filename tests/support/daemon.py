@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.client import get_json
-from firmware.drill.box import NotifySocket
+from firmware.drill.box import NotifySocket, write_secret
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
@@ -24,12 +24,8 @@ def write_config(tmp: Path, extra: str = "", port: int = 18470,
                  wired: str = 'carrier = "KT"') -> Path:
     """A config for tests; `payments` adds keys to [payments], `extra` adds tables."""
     (tmp / "state").mkdir(exist_ok=True)
-    tokens = tmp / "pos-tokens"
-    tokens.write_text(f"# POS tokens\n{TOKEN}\n")
-    tokens.chmod(0o600)
-    merchant_key = tmp / "merchant-key"
-    merchant_key.write_text(MERCHANT_KEY + "\n")
-    merchant_key.chmod(0o600)
+    tokens = write_secret(tmp / "pos-tokens", f"# POS tokens\n{TOKEN}")
+    merchant_key = write_secret(tmp / "merchant-key", MERCHANT_KEY)
     config = tmp / "storebox.toml"
     config.write_text(f"""\
 [device]
