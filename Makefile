@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and `make run` use (real kernel tools, NetworkManager, mosquitto).
-APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus
+APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus softhsm2
 PYTEST_ARGS ?=
 DRILL_ARGS ?=
 

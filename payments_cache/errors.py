@@ -120,3 +120,39 @@ class MigrationFailed(PaymentsError):
         self.name = name
         self.reason = reason
         super().__init__(f"migration {name!r} failed: {reason}")
+
+
+class KeyProviderError(KeyMaterialError):
+    """The key provider (file, PKCS#11 token, systemd credential) cannot give or use a KEK.
+
+    A subclass of `KeyMaterialError` so that every caller that already fails closed on
+    bad key material does so for a provider too; `path` holds the provider's name.
+    """
+
+    def __init__(self, provider: str, reason: str) -> None:
+        self.provider = provider
+        self.path = provider
+        self.reason = reason
+        PaymentsError.__init__(self, f"key provider {provider!r}: {reason}")
+
+
+class SealKeyError(PaymentsError):
+    """A seal key file (CONTRACTS §5a) is missing, unreadable, not PEM or not X25519."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"seal key file {path!r}: {reason}")
+
+
+class SealedCardError(PaymentsError):
+    """A sealed card cannot be parsed or opened; `reason` is a stable code
+    (``unknown_kid``, ``authentication_failed``, ``malformed``, ``bad_plaintext``),
+    `detail` a sentence for people. Neither ever holds card data."""
+
+    def __init__(self, kid: str | None, reason: str, detail: str | None = None) -> None:
+        self.kid = kid
+        self.reason = reason
+        self.detail = detail
+        message = f"sealed card (kid {kid!r}): {reason}"
+        super().__init__(f"{message}: {detail}" if detail else message)
