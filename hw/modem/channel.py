@@ -44,6 +44,14 @@ out are themselves unanswered commands and are avoided by the next attempt; when
 the pending command is not sent and `CommandTimeout(command, ..., resync=True)` is
 raised (a muted modem). A reboot (`RDY`) does not end a resync: only the marker does.
 
+Answers without a final result code. Some firmware ends a query with its information line
+alone: a Wavecom answers `AT+CPIN?` with `+CPIN: READY` and no `OK` (ModemManager's
+Wavecom plugin installs a custom success regex for exactly that). For the commands in
+`SELF_TERMINATING` the channel waits `final_grace_s` after such a line; when no final
+follows, the line ends the command (`Response.implied_final`) and the command is counted
+unanswered, so that a late `OK` is swallowed by the next resync rather than taken for the
+next command's final.
+
 Measurement. Every `Response` carries `duration_s` (send to final, loop clock);
 `stats.last_duration_s[command]` / `stats.max_duration_s[command]` keep the last/maximum
 per command text, and an optional `on_command(command, duration_s, outcome)` callback
@@ -78,6 +86,7 @@ from hw.modem.transport import SerialTransport
 __all__ = [
     "ALWAYS_URC",
     "DEFAULT_URC_PREFIXES",
+    "SELF_TERMINATING",
     "SYNC_QUERIES",
     "AtChannel",
     "ChannelStats",
@@ -132,6 +141,10 @@ DEFAULT_URC_PREFIXES: frozenset[str] = frozenset(
     }
 )
 
+#: Commands whose information line may be the whole answer (no final result code), with
+#: the prefix of that line: a Wavecom's `+CPIN: READY` (see the module doc).
+SELF_TERMINATING: Mapping[str, str] = {"AT+CPIN?": "+CPIN:"}
+
 #: Marker queries for resync, each with the prefix of its distinctive answer line.
 SYNC_QUERIES: tuple[tuple[str, str], ...] = (
     ("AT+CMEE?", "+CMEE:"),
@@ -173,6 +186,7 @@ class Response:
     lines: tuple[str, ...]
     final: str
     duration_s: float
+    implied_final: bool = False
 
     def values(self, prefix: str) -> list[str]:
         """The text after `prefix` on each line that starts with it (`+CSQ:` -> `20,99`)."""
@@ -374,7 +388,10 @@ class AtChannel:
         resync_timeout: float = 1.0,
         resync_attempts: int = 3,
         on_command: Callable[[str, float, Outcome], None] | None = None,
+        final_grace_s: float = 0.5,
     ) -> None:
+        if final_grace_s <= 0:
+            raise ValueError(f"final_grace_s must be positive, not {final_grace_s!r}")
         if default_timeout <= 0:
             raise ValueError(f"default_timeout must be positive, not {default_timeout!r}")
         if resync_timeout <= 0 or resync_attempts < 1:
@@ -388,6 +405,7 @@ class AtChannel:
         self.resync_timeout = resync_timeout
         self.resync_attempts = resync_attempts
         self.on_command = on_command
+        self.final_grace_s = final_grace_s
         self.stats = ChannelStats()
         self._framer = AtFramer()
         self._lock = asyncio.Lock()
@@ -575,6 +593,8 @@ class AtChannel:
         lines: list[str] = []
         outcome: Outcome = "cancelled"
         final: Final | None = None
+        terminator = SELF_TERMINATING.get(cmd.upper())
+        implied = False
         self.stats.commands += 1
         self._pending = pending
         self._framer.expect_echo(cmd)
@@ -583,7 +603,13 @@ class AtChannel:
             async with asyncio.timeout(limit):
                 await self._transport.write(cmd.encode("ascii") + b"\r")
                 while final is None:
-                    item = await pending.next()
+                    if terminator and lines and lines[-1].upper().startswith(terminator):
+                        item = await self._next_within_grace(pending)
+                        if item is None:
+                            final, implied = Final(FinalKind.OK, "OK"), True
+                            break
+                    else:
+                        item = await pending.next()
                     if isinstance(item, Line):
                         lines.append(item.text)
                     elif isinstance(item, Final):
@@ -612,7 +638,9 @@ class AtChannel:
             if final is None:
                 self._unanswered.append(redact(cmd))
                 self._record(redact(cmd), duration, outcome)
-        response = Response(cmd, tuple(lines), final.text, duration)
+            elif implied:
+                self._unanswered.append(redact(cmd))  # a late OK is the resync's to swallow
+        response = Response(cmd, tuple(lines), final.text, duration, implied_final=implied)
         if final.kind.success:
             self.stats.ok += 1
             self._record(redact(cmd), duration, "ok")
@@ -625,6 +653,14 @@ class AtChannel:
             cme_code=final.code if final.kind is FinalKind.CME_ERROR else None,
             cms_code=final.code if final.kind is FinalKind.CMS_ERROR else None,
         )
+
+    async def _next_within_grace(self, pending: _Pending) -> _Item | None:
+        """The next item of `pending`, or None when `final_grace_s` passes without one."""
+        try:
+            async with asyncio.timeout(self.final_grace_s):
+                return await pending.next()
+        except TimeoutError:
+            return None
 
     def _record(self, cmd: str, duration: float, outcome: Outcome) -> None:
         self.stats.last_duration_s[cmd] = duration

@@ -13,9 +13,16 @@ events:
   A `+CME ERROR:`/`+CMS ERROR:` glued to the end of another line (`+CPIN: +CME ERROR: 10`,
   some firmwares) yields the leading text as its own event, then the `Final`.
 - `Prompt()` — the `> ` data prompt (`AT+CMGS`, `AT+QISEND`), which has no line terminator.
-- `Garbage(data)` — bytes that are not printable ASCII (NUL, line noise at power-up,
-  bytes >= 0x80), or an over-long line. Reported, never fatal; the printable rest of
-  the line is still framed.
+- `Garbage(data)` — noise: control bytes (NUL, line noise at power-up), bytes that are
+  never part of UTF-8 (0xFF...) or do not form valid UTF-8, or an over-long line.
+  Reported, never fatal. Noise *splits* a line and never joins its two sides:
+  `+CSQ: 2<NUL><FF>3,99` frames as `+CSQ: 2` and `3,99` (then a parser refuses the
+  fragment) instead of the wrong `+CSQ: 23,99`. Valid UTF-8 (an operator name such as
+  `Telefónica`) is text.
+
+Lenient finals, as modems really send them: final result codes match case-insensitively
+(`ok`, `+cme error: 10`), and an `OK`/`ERROR` glued to the end of an information line
+(`+CSQ: 18,99OK`, no terminator between them) yields the line, then the `Final`.
 
 Line terminators: `\\r\\n`, a lone `\\r` (the echo ends with the command's `\\r`) and a lone
 `\\n` all end a line; empty lines are skipped, so `\\r\\n` needs no look-ahead. The framer
@@ -45,11 +52,23 @@ __all__ = [
     "Line",
     "Prompt",
     "parse_final",
+    "split_glued_final",
 ]
 
 CR = 0x0D
 LF = 0x0A
 TAB = 0x09
+
+#: Bytes that are noise wherever they occur: C0 controls (but TAB, CR, LF), DEL, and the
+#: bytes no UTF-8 sequence contains (0xC0, 0xC1, 0xF5..0xFF).
+_NOISE: frozenset[int] = frozenset(
+    {*range(0x00, 0x20), 0x7F, 0xC0, 0xC1, *range(0xF5, 0x100)} - {TAB, CR, LF})
+
+# printable ASCII, TAB, and well-formed UTF-8 multi-byte sequences (RFC 3629 table)
+_TEXT_RUN = re.compile(
+    rb"(?:[\t\x20-\x7e]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
+    rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+    rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})+")
 
 #: 3GPP TS 27.007 §9.2 +CME error codes the EC25 reports (numeric, as with `AT+CMEE=1`),
 #: with their verbose texts (`AT+CMEE=2`). Used both ways: verbose text -> number here,
@@ -139,8 +158,11 @@ _SIMPLE_FINALS: Mapping[str, FinalKind] = {
 
 # `+CME ERROR: 10`, `+CME ERROR: SIM not inserted`, also `+CME ERROR 10` (no colon) and the
 # form glued to the end of another line. Searched, not matched, to catch the glued form.
-_CMX_ERROR = re.compile(r"\+CM([ES]) ERROR(?::\s*|\s+|$)(.*)$")
-_CONNECT = re.compile(r"CONNECT(?: (.*))?$")
+_CMX_ERROR = re.compile(r"\+CM([ES]) ERROR(?::\s*|\s+|$)(.*)$", re.IGNORECASE)
+_CONNECT = re.compile(r"CONNECT(?: (.*))?$", re.IGNORECASE)
+# `+CSQ: 18,99OK`: an information line (`+NAME:`) whose value ends in a digit, a quote or a
+# parenthesis, with OK/ERROR glued on (no terminator in between).
+_GLUED_FINAL = re.compile(r"(\+[A-Za-z0-9]+:.*?[0-9\")])\s*(OK|ERROR)$", re.IGNORECASE)
 
 
 def _error_code(text: str, table: Mapping[str, int]) -> int | None:
@@ -151,10 +173,11 @@ def _error_code(text: str, table: Mapping[str, int]) -> int | None:
 
 
 def parse_final(text: str, extra: Mapping[str, FinalKind] | None = None) -> Final | None:
-    """The final result code `text` is (whole line, already stripped), or None."""
-    kind = _SIMPLE_FINALS.get(text)
+    """The final result code `text` is (whole line, already stripped; case-insensitive),
+    or None."""
+    kind = _SIMPLE_FINALS.get(text.upper())
     if kind is None and extra:
-        kind = extra.get(text)
+        kind = extra.get(text) or extra.get(text.upper())
     if kind is not None:
         return Final(kind, text)
     match = _CMX_ERROR.match(text)
@@ -168,7 +191,7 @@ def parse_final(text: str, extra: Mapping[str, FinalKind] | None = None) -> Fina
 
 def _cmx_final(text: str, match: re.Match[str]) -> Final:
     detail = match.group(2).strip()
-    if match.group(1) == "E":
+    if match.group(1).upper() == "E":
         return Final(FinalKind.CME_ERROR, text, _error_code(detail, _CME_BY_TEXT), detail)
     return Final(FinalKind.CMS_ERROR, text, _error_code(detail, _CMS_BY_TEXT), detail)
 
@@ -196,9 +219,8 @@ class AtFramer:
         self._max_line = max_line
         self._extra: dict[str, FinalKind] = dict(extra_finals or {})
         self._echoes: deque[str] = deque(maxlen=echo_memory)
-        self._raw = bytearray()  # the current line exactly as received (for overflow)
-        self._text = bytearray()  # its printable bytes
-        self._junk = bytearray()  # its non-printable bytes
+        self._raw = bytearray()  # the current fragment (text since a terminator or noise)
+        self._junk = bytearray()  # noise bytes not yet reported
 
     # -- echo bookkeeping ------------------------------------------------------------------
     def expect_echo(self, command: str) -> None:
@@ -215,54 +237,62 @@ class AtFramer:
 
     @property
     def partial(self) -> bytes:
-        """Bytes of the current, unterminated line."""
+        """Bytes of the current, unterminated line fragment."""
         return bytes(self._raw)
 
     # -- framing ---------------------------------------------------------------------------
     def feed(self, data: bytes) -> list[Event]:
         """Consume `data`; return the events completed by it, in stream order."""
         out: list[Event] = []
-        text, junk, raw = self._text, self._junk, self._raw
         for byte in data:
             if byte in (CR, LF):
-                if raw:
-                    self._end_line(out)
+                self._end_fragment(out)
+                self._flush_junk(out)
                 continue
-            raw.append(byte)
-            if 0x20 <= byte <= 0x7E or byte == TAB:
-                text.append(byte)
-                if text == b"> " and len(text) == 2:
-                    if junk:
-                        out.append(Garbage(bytes(junk)))
-                    out.append(Prompt())
-                    self._reset()
-                    continue
-            else:
-                junk.append(byte)
-            if len(raw) >= self._max_line:
-                out.append(Garbage(bytes(raw)))
-                self._reset()
+            if byte in _NOISE:
+                self._end_fragment(out)
+                self._junk.append(byte)
+                continue
+            self._flush_junk(out)
+            self._raw.append(byte)
+            if self._raw == b"> ":
+                out.append(Prompt())
+                self._raw.clear()
+                continue
+            if len(self._raw) >= self._max_line:
+                out.append(Garbage(bytes(self._raw)))
+                self._raw.clear()
         return out
 
     def flush(self) -> list[Event]:
         """End of stream: frame what is left of an unterminated line."""
         out: list[Event] = []
-        if self._raw:
-            self._end_line(out)
+        self._end_fragment(out)
+        self._flush_junk(out)
         return out
 
-    def _reset(self) -> None:
-        self._raw.clear()
-        self._text.clear()
-        self._junk.clear()
-
-    def _end_line(self, out: list[Event]) -> None:
+    def _flush_junk(self, out: list[Event]) -> None:
         if self._junk:
             out.append(Garbage(bytes(self._junk)))
-        line = self._text.decode("ascii").strip()
-        self._reset()
-        if line:
-            self._classify(line, out)
+            self._junk.clear()
+
+    def _end_fragment(self, out: list[Event]) -> None:
+        """The text since the last terminator or noise ends: frame its well-formed runs;
+        malformed UTF-8 between them is noise that splits them."""
+        raw = bytes(self._raw)
+        self._raw.clear()
+        if not raw:
+            return
+        position = 0
+        for run in _TEXT_RUN.finditer(raw):
+            if run.start() > position:
+                out.append(Garbage(raw[position:run.start()]))
+            line = run.group().decode("utf-8").strip()
+            if line:
+                self._classify(line, out)
+            position = run.end()
+        if position < len(raw):
+            out.append(Garbage(raw[position:]))
 
     def _classify(self, line: str, out: list[Event]) -> None:
         echo = self._match_echo(line)
@@ -271,6 +301,14 @@ class AtFramer:
             return
         final = parse_final(line, self._extra)
         if final is not None:
+            out.append(final)
+            return
+        glued_final = split_glued_final(line)
+        if glued_final is not None:
+            head, tail = glued_final
+            out.append(Line(head))
+            final = parse_final(tail)
+            assert final is not None
             out.append(final)
             return
         glued = _CMX_ERROR.search(line)
@@ -294,6 +332,14 @@ class AtFramer:
                     self._echoes.popleft()
                 return True
         return False
+
+
+def split_glued_final(line: str) -> tuple[str, str] | None:
+    """`+CSQ: 18,99OK` -> (`+CSQ: 18,99`, `OK`); None for any other line."""
+    match = _GLUED_FINAL.fullmatch(line)
+    if match is None:
+        return None
+    return match.group(1).strip(), match.group(2)
 
 
 def split_concatenated(body: str) -> list[str]:

@@ -37,6 +37,10 @@ Scenario knobs (plain attributes and methods, settable at run time):
   `chunk_size` + `chunk_gap_s` (every write split into chunks with gaps), `hold(cmd)`
   (answer only once the returned event is set), `command_seen(cmd)` (a future resolved
   when the command arrives).
+- quirks: `answer_raw(cmd, data, times=)` (answer `cmd` with exactly `data`, e.g. a glued
+  `+CSQ: 18,99OK`, a lowercase `ok`, NUL noise, a Wavecom `+CPIN: READY` without `OK`;
+  `times` answers, None: until `clear_raw()`), `reboot_on(cmd)` (reboot when `cmd`
+  arrives, leaving it unanswered, as a firmware crash does).
 - faults: `reboot()` (unexpected: current command abandoned, silence, boot URCs again),
   `mute()` (hung: no echo, no answers, no URCs until `power_cycle()`), `race_urc(line)`
   (the URC is put in the middle of the next answer), `send_raw(data)` (garbage),
@@ -344,6 +348,8 @@ class ModemSimulator:
         self._holds: dict[str, asyncio.Event] = {}
         self._seen: list[tuple[str, asyncio.Future[str]]] = []
         self._race: deque[str] = deque()
+        self._raw_answers: dict[str, tuple[bytes, int | None]] = {}
+        self._reboot_on: set[str] = set()
         self._wrote_chunk = False
 
         # modem settings and state (reset by power-on, except what lives in NV / on SIM)
@@ -518,6 +524,43 @@ class ModemSimulator:
         event = self._holds.pop(command.strip().upper(), None)
         if event is not None:
             event.set()
+
+    def answer_raw(self, command: str, data: bytes, *, times: int | None = None) -> None:
+        """Answer `command` (case-insensitive, exact) with exactly `data` (echo aside),
+        `times` times (None: until `clear_raw(command)`)."""
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1, not {times!r}")
+        self._raw_answers[command.strip().upper()] = (data, times)
+
+    def clear_raw(self, command: str | None = None) -> None:
+        """Answer `command` (None: every command) normally again."""
+        if command is None:
+            self._raw_answers.clear()
+        else:
+            self._raw_answers.pop(command.strip().upper(), None)
+
+    def reboot_on(self, command: str) -> None:
+        """Reboot (once) when `command` next arrives, without answering it."""
+        self._reboot_on.add(command.strip().upper())
+
+    def _quirk(self, line: str) -> bool:
+        """Play a configured quirk for `line`; True when it replaced the answer."""
+        key = line.upper()
+        if key in self._reboot_on:
+            self._reboot_on.discard(key)
+            self.reboot()
+            return True
+        raw = self._raw_answers.get(key)
+        if raw is None:
+            return False
+        data, times = raw
+        if times is not None:
+            if times <= 1:
+                del self._raw_answers[key]
+            else:
+                self._raw_answers[key] = (data, times - 1)
+        self._send(data)
+        return True
 
     def command_seen(self, command: str) -> asyncio.Future[str]:
         """A future resolved (with the line) when `command` next arrives."""
@@ -768,6 +811,8 @@ class ModemSimulator:
             hold = self._holds.get(line.upper())
             if hold is not None:
                 await hold.wait()
+            if self._quirk(line):
+                continue
             try:
                 await self._execute(line)
             except _Abandon:

@@ -16,6 +16,7 @@ from hw.modem.framing import (
     Line,
     Prompt,
     parse_final,
+    split_glued_final,
 )
 
 
@@ -142,9 +143,43 @@ TABLE: list[tuple[str, bytes, tuple[str, ...], list[Event]]] = [
 ]
 
 
+ISSUE = "issue #10 review of real modem responses"
+MM_PARSERS = "ModemManager src/mm-serial-parsers.c"
+
+#: Quirks of real firmware: each row names where the byte sequence comes from.
+QUIRKS: list[tuple[str, bytes, tuple[str, ...], list[Event]]] = [
+    (f"{ISSUE}: OK glued to the +CSQ value", b"\r\n+CSQ: 18,99OK\r\n", (),
+     [Line("+CSQ: 18,99"), OK]),
+    (f"{ISSUE}: ERROR glued to a quoted value", b'\r\n+COPS: 0,0,"KT",7ERROR\r\n', (),
+     [Line('+COPS: 0,0,"KT",7'), Final(FinalKind.ERROR, "ERROR")]),
+    (f"{ISSUE}: lowercase ok", b"\r\n+CSQ: 18,99\r\n\r\nok\r\n", (),
+     [Line("+CSQ: 18,99"), Final(FinalKind.OK, "ok")]),
+    (f"{ISSUE}: lowercase error", b"\r\nerror\r\n", (), [Final(FinalKind.ERROR, "error")]),
+    (f"{ISSUE}: lowercase +cme error", b"\r\n+cme error: 10\r\n", (),
+     [Final(FinalKind.CME_ERROR, "+cme error: 10", 10, "10")]),
+    (f"{ISSUE}: lowercase verbose +cme error", b"\r\n+cme error: sim not inserted\r\n", (),
+     [Final(FinalKind.CME_ERROR, "+cme error: sim not inserted", 10, "sim not inserted")]),
+    (f"{ISSUE}: NUL/0xFF noise inside a value splits it, never merges it",
+     b"\r\n+CSQ: 2\x00\xff3,99\r\n\r\nOK\r\n", (),
+     [Line("+CSQ: 2"), Garbage(b"\x00\xff"), Line("3,99"), OK]),
+    (f"{ISSUE}: a stray 0xFF between two lines", b"\r\n+CEREG: 2,1\xff\r\nOK\r\n", (),
+     [Line("+CEREG: 2,1"), Garbage(b"\xff"), OK]),
+    (f"{ISSUE}: malformed UTF-8 (lone continuation byte) splits too",
+     b"\r\nAB\x80CD\r\n", (), [Line("AB"), Garbage(b"\x80"), Line("CD")]),
+    (f"{ISSUE}: UTF-8 operator name keeps its letters",
+     '\r\n+COPS: 0,0,"Telefónica",7\r\n\r\nOK\r\n'.encode(), (),
+     [Line('+COPS: 0,0,"Telefónica",7'), OK]),
+    (f"{MM_PARSERS} (regex_ok matches only a whole OK line): a line ending in OK is text",
+     b'\r\n+CGMM: FACEBOOK\r\n', (), [Line("+CGMM: FACEBOOK")]),
+    ("ModemManager src/plugins/wavecom/mm-broadband-modem-wavecom.c (custom success "
+     "regex): +CPIN: READY with no OK is one line here; the channel ends the command",
+     b"\r\n+CPIN: READY\r\n", (), [Line("+CPIN: READY")]),
+]
+
+
 @pytest.mark.parametrize(
     ("data", "echoes", "expected"),
-    [pytest.param(d, e, x, id=name) for name, d, e, x in TABLE],
+    [pytest.param(d, e, x, id=name) for name, d, e, x in TABLE + QUIRKS],
 )
 def test_table(data: bytes, echoes: tuple[str, ...], expected: list[Event]) -> None:
     assert frame(data, echoes=echoes) == expected
@@ -257,6 +292,7 @@ def test_any_split_of_arbitrary_bytes_yields_the_same_events(
     st.lists(
         st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
                 max_size=20).filter(lambda t: parse_final(t) is None and "+CM" not in t
+                                    and split_glued_final(t) is None
                                     and not t.upper().startswith("AT")),
         max_size=10,
     ),
@@ -270,3 +306,17 @@ def test_framed_lines_come_out_in_order_and_intact(
     cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=10))
     events = feed_chunks(split_at(stream, cuts))
     assert events == [Line(line) for line in lines] + [OK]
+
+
+def test_noise_never_joins_digits_of_a_value() -> None:
+    # the old framer dropped the noise and read "+CSQ: 23,99": a wrong value, not an error
+    events = frame(b"\r\n+CSQ: 2\x00\xff3,99\r\n")
+    assert Line("+CSQ: 23,99") not in events
+    assert [e for e in events if isinstance(e, Line)] == [Line("+CSQ: 2"), Line("3,99")]
+
+
+def test_glued_final_only_after_a_value() -> None:
+    assert split_glued_final("+CSQ: 18,99OK") == ("+CSQ: 18,99", "OK")
+    assert split_glued_final('+COPS: 0,0,"KT"ok') == ('+COPS: 0,0,"KT"', "ok")
+    for text in ("+CGMM: FACEBOOK", "OK", "+CPIN: READY", "Revision: 1OK", "+CSQ: 18,99"):
+        assert split_glued_final(text) is None
