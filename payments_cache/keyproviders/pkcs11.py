@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +26,13 @@ from pkcs11.constants import Attribute, ObjectClass
 from pkcs11.exceptions import (
     NoSuchKey,
     NoSuchToken,
-    PinIncorrect,
-    PinLenRange,
-    PinLocked,
     PKCS11Error,
 )
 from pkcs11.mechanisms import GCMParams, KeyType, Mechanism
-from pkcs11.types import DecryptMixin, EncryptMixin, Object, Session, Token
+from pkcs11.types import DecryptMixin, EncryptMixin, Object, Token
 
 from payments_cache.errors import KeyProviderError
-from payments_cache.keyproviders import blob
+from payments_cache.keyproviders import blob, pkcs11_session
 from payments_cache.keyproviders.software import require_header, unwrap_failed
 
 NAME = "pkcs11"
@@ -54,7 +50,7 @@ class _TokenKek:
 
 
 class Pkcs11KeyProvider:
-    """KEKs as token objects ``<key_label>-<n>``; one logged-in session for the provider."""
+    """KEKs as token objects ``<key_label>-<n>``, used through the process's session."""
 
     name = NAME
     protects_at_rest = True
@@ -65,9 +61,11 @@ class Pkcs11KeyProvider:
         self.token_label = token_label
         self.pin_file = Path(pin_file)
         self.key_label = key_label
-        self._lock = threading.Lock()
+        self._closed = False
         self._token = _find_token(module, token_label)
-        self._session = _login(self._token, token_label, read_pin(self.pin_file))
+        self._shared = pkcs11_session.acquire(module, self._token, read_pin(self.pin_file))
+        self._lock = self._shared.lock
+        self._session = self._shared.session
         try:
             self._keys = self._find_keys()
             if not self._keys and not create:
@@ -77,7 +75,7 @@ class Pkcs11KeyProvider:
             if not self._keys:
                 self._generate(1)
         except BaseException:
-            self._session.close()
+            pkcs11_session.release(module, token_label)
             raise
 
     # the KeyProvider protocol
@@ -144,15 +142,19 @@ class Pkcs11KeyProvider:
                 "token_model": self._token.model, "key_label": self.key_label}
 
     def close(self) -> None:
-        with self._lock:
-            self._keys = {}
-            self._session.close()
+        """Log out and close the session; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._keys = {}
+        pkcs11_session.release(self.module, self.token_label)
 
     # token objects
 
     def _find_keys(self) -> dict[int, _TokenKek]:
         keys: dict[int, _TokenKek] = {}
-        found = self._session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})
+        # a list: the search must be finished before a refusal closes the session
+        found = list(self._session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}))
         for obj in found:
             label = str(obj[Attribute.LABEL])
             generation = self._label_generation(label)
@@ -231,20 +233,6 @@ def _find_token(module: str, token_label: str) -> Token:
                                f"{module!r}") from exc
     except PKCS11Error as exc:
         raise KeyProviderError(NAME, f"token {token_label!r} in module {module!r}: "
-                               f"{exc!r}") from exc
-
-
-def _login(token: Token, token_label: str, pin: str) -> Session:
-    try:
-        return token.open(rw=True, user_pin=pin)
-    except (PinIncorrect, PinLenRange) as exc:
-        raise KeyProviderError(NAME, f"wrong PIN for token {token_label!r} (the PIN file "
-                               "does not match the token's user PIN)") from exc
-    except PinLocked as exc:
-        raise KeyProviderError(NAME, f"the user PIN of token {token_label!r} is locked; "
-                               "the security officer must reset it") from exc
-    except PKCS11Error as exc:
-        raise KeyProviderError(NAME, f"cannot log in to token {token_label!r}: "
                                f"{exc!r}") from exc
 
 

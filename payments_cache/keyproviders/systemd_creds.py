@@ -147,11 +147,14 @@ def _read(path: Path) -> bytes:
             raise KeyProviderError(NAME, f"credential {str(path)!r} must be a regular file "
                                    f"no group/other may read (mode "
                                    f"{stat.S_IMODE(st.st_mode):04o})")
+        if st.st_size != blob.RAW_KEY_BYTES:
+            raise KeyProviderError(NAME, f"credential {str(path)!r} holds {st.st_size} bytes; "
+                                   f"expected exactly {blob.RAW_KEY_BYTES} raw bytes "
+                                   "(not base64)")
         data = os.read(fd, blob.RAW_KEY_BYTES + 1)
     finally:
         os.close(fd)
     if len(data) != blob.RAW_KEY_BYTES:
-        raise KeyProviderError(NAME, f"credential {str(path)!r} holds {len(data)}"
-                               f"{'+' if len(data) > blob.RAW_KEY_BYTES else ''} bytes; "
-                               f"expected exactly {blob.RAW_KEY_BYTES} raw bytes (not base64)")
+        raise KeyProviderError(NAME, f"credential {str(path)!r}: read {len(data)} bytes, "
+                               f"expected {blob.RAW_KEY_BYTES}")
     return data
