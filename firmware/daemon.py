@@ -26,6 +26,7 @@ from firmware import __version__
 from firmware.api import build_app
 from firmware.config import Config, load_config
 from firmware.errors import ConfigError, FirmwareError
+from firmware.hardening import harden_memory
 from firmware.logs import set_level
 from firmware.metrics import registry_for
 from firmware.sdnotify import Notifier, watchdog_interval_s
@@ -150,6 +151,7 @@ class Daemon:
         return {"ok": True, "tokens": count, "restart_needed": restart_needed}
 
     async def run(self) -> int:
+        harden_memory()  # before any card can arrive: no core dumps, no ptrace attach
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)

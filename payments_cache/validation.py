@@ -14,7 +14,9 @@ Error codes (stable; the POS may switch on them), with the `field` they carry:
 - `unknown_field` (its path, e.g. `card.pin`): a key the contract does not define.
 - `missing_field` (its path, e.g. `card.pan`): a required key is absent or null.
 - `invalid_field` (its path): `card` not an object; `card.exp_month` not an integer
-  1..12; `card.exp_year` not a 4-digit integer; `card.cvc` not 3-4 digits in a
+  1..12; `card.exp_year` not a 4-digit integer, or more than `MAX_EXPIRY_YEARS_AHEAD`
+  (20) years after today's year (no card is issued for that long: 9999 is a typo or
+  a probe, and must not be approved offline); `card.cvc` not 3-4 digits in a
   string; `terminal_id` / `reference` not a string of at most 64 printable
   characters.
 - `invalid_amount` (`amount`): not an integer (bool, float, string, ...), <= 0 or
@@ -24,9 +26,26 @@ Error codes (stable; the POS may switch on them), with the `field` they carry:
 - `invalid_pan` (`card.pan`): not a string of 12-19 ASCII digits, or fails Luhn.
 - `card_expired` (`card.exp_year` when the year is past, else `card.exp_month`): the
   expiry month is over.
+- `card_number_in_text` (`terminal_id`, `reference` or `Idempotency-Key`): the
+  free-text value holds what looks like a card number (CONTRACTS §3a, see below).
+  Checked right after the value's type, before its length and characters, so a
+  value that is wrong in several ways is reported as this.
 
-`parse_idempotency_key` uses `missing_field` (absent) and `invalid_field` (empty, too
-long, bad character) with field `Idempotency-Key`.
+`parse_idempotency_key` uses `missing_field` (absent), `card_number_in_text` and
+`invalid_field` (empty, too long, bad character) with field `Idempotency-Key`.
+
+Free text is not a place for cards: a `terminal_id`, `reference` or Idempotency-Key
+holding a Luhn-valid run of 12-19 digits is refused, nothing is stored, and the
+message does not show the value at all (not even masked). A run is a maximal
+sequence of digits, also grouped by single spaces or dashes ("4111 1111 1111 1111",
+"4111-1111-1111-1111"); within a grouped run every sequence of whole groups of
+12-19 digits is checked, so "qty 2 4111 1111 1111 1111" is caught too. The
+trade-off: any 12-19 digit number passes Luhn with a chance of 1 in 10, so one in
+ten order numbers of that length is refused, while a Luhn-invalid one (e.g.
+"order-1234567812345678") is accepted; a POS whose references are long numbers
+should add a letter or split them into groups of 11 or fewer digits. A run of 20 or
+more ungrouped digits is not a card number by its length and is accepted (a PAN glued
+to other digits without a separator is not caught).
 
 Messages name the field and show the offending value with `repr`, shortened to
 `_SHOW_MAX` characters and with any run of 12 or more digits (also when grouped by
@@ -38,6 +57,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import date
 from typing import Any, Final, NoReturn
 
@@ -56,15 +76,50 @@ MAX_IDEMPOTENCY_KEY_LEN: Final = 64
 TOP_FIELDS: Final = frozenset({"amount", "currency", "card", "terminal_id", "reference"})
 CARD_FIELDS: Final = frozenset({"pan", "exp_month", "exp_year", "cvc"})
 
+MAX_EXPIRY_YEARS_AHEAD: Final = 20  # card.exp_year at most this many years after today's
+
 _SHOW_MAX: Final = 40
 # 12+ digits, optionally grouped by single spaces or dashes ("4111 1111 1111 1111").
 _LONG_DIGITS = re.compile(r"\d(?:[ -]?\d){11,}")
+_GROUP_SEPARATOR = re.compile(r"[ -]")
 
 
 def _redact(text: str) -> str:
     """Client-chosen text fit for an error: runs of 12+ digits (a PAN?) masked, capped."""
     text = _LONG_DIGITS.sub(lambda m: "#" * len(m.group()), text)
     return text if len(text) <= _SHOW_MAX else text[:_SHOW_MAX - 3] + "..."
+
+
+def _holds_card_number(text: str) -> bool:
+    """True when `text` holds a Luhn-valid run of 12-19 digits (see the module docstring).
+
+    Every sequence of whole groups of a grouped run is tried, so a number glued to a
+    card number by a space ("2 4111 1111 1111 1111") does not hide it. Digits of other
+    scripts (fullwidth digits, U+FF10..U+FF19) count as their ASCII values.
+    """
+    longest = PAN_LENGTHS[-1]
+    for run in _LONG_DIGITS.finditer(text):
+        groups = ["".join(str(unicodedata.decimal(ch)) for ch in group)
+                  for group in _GROUP_SEPARATOR.split(run.group())]
+        for start in range(len(groups)):
+            digits = ""
+            for group in groups[start:]:
+                digits += group
+                if len(digits) > longest:
+                    break
+                if len(digits) in PAN_LENGTHS and luhn_valid(digits):
+                    return True
+    return False
+
+
+def _refuse_card_number(value: str, field: str) -> None:
+    """`card_number_in_text` when the free-text `value` holds a card number; the message
+    never shows the value, not even masked."""
+    if _holds_card_number(value):
+        _fail("card_number_in_text", field,
+              f"{field} contains what looks like a card number (a Luhn-valid run of "
+              f"{PAN_LENGTHS.start}-{PAN_LENGTHS.stop - 1} digits); card data must not be "
+              f"sent in free-text fields, so the value is not shown and nothing was stored")
 
 
 def _show(value: object) -> str:
@@ -211,6 +266,7 @@ def _text(value: Any, field: str) -> str | None:
     if not isinstance(value, str):
         _fail("invalid_field", field,
               f"{field} must be a string, got {_type_name(value)} {_show(value)}")
+    _refuse_card_number(value, field)
     if len(value) > MAX_TEXT_LEN:
         _fail("invalid_field", field,
               f"{field} must be at most {MAX_TEXT_LEN} characters, got {len(value)}")
@@ -230,6 +286,10 @@ def _card(value: Any, today: date) -> Card:
                         "an integer month")
     exp_year = _int_in(_required(value, "exp_year", "card."), "card.exp_year", 1000, 9999,
                        "a 4-digit integer year")
+    if exp_year > today.year + MAX_EXPIRY_YEARS_AHEAD:
+        _fail("invalid_field", "card.exp_year",
+              f"card.exp_year must be at most {MAX_EXPIRY_YEARS_AHEAD} years ahead "
+              f"(at most {today.year + MAX_EXPIRY_YEARS_AHEAD}), got {exp_year!r}")
     if expired(exp_month, exp_year, today):
         field = "card.exp_year" if exp_year < today.year else "card.exp_month"
         _fail("card_expired", field,
@@ -275,14 +335,16 @@ def request_to_body(request: PaymentRequest) -> dict[str, Any]:
 
 
 def parse_idempotency_key(value: str | None) -> str:
-    """Validate the `Idempotency-Key` header: 1-64 printable ASCII characters, no spaces.
+    """Validate the `Idempotency-Key` header: 1-64 printable ASCII characters, no spaces,
+    and no card number (a Luhn-valid run of 12-19 digits, also grouped).
 
-    Raises `InvalidRequest` `missing_field` (header absent) or `invalid_field` (empty,
-    too long, or a bad character), field `Idempotency-Key`.
+    Raises `InvalidRequest` `missing_field` (header absent), `card_number_in_text` or
+    `invalid_field` (empty, too long, or a bad character), field `Idempotency-Key`.
     """
     field = "Idempotency-Key"
     if value is None:
         _fail("missing_field", field, "the Idempotency-Key header is required")
+    _refuse_card_number(value, field)
     if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_LEN:
         _fail("invalid_field", field,
               f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters, "

@@ -80,12 +80,14 @@ def _load_or_report(path: str) -> Config | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from firmware.daemon import Daemon
+    from firmware.hardening import harden_memory
     from firmware.logs import setup_logging
 
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
     setup_logging(config.device.log_level)
+    harden_memory()  # before the daemon reads its tokens and keys
 
     async def main() -> int:
         return await Daemon(config).run()

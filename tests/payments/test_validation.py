@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import sqlite3
 import string
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from payments_cache.cards import luhn_valid
 from payments_cache.currency import MINOR_UNITS, NO_MINOR_UNIT, UnknownCurrency, minor_units
 from payments_cache.errors import InvalidRequest
 from payments_cache.models import Card, PaymentRequest
+from payments_cache.store import DB_NAME
 from payments_cache.validation import (
     MAX_AMOUNT,
     MAX_BODY_BYTES,
@@ -23,6 +28,7 @@ from payments_cache.validation import (
     parse_payment_request,
     request_to_body,
 )
+from tests.support.box import payment_body, store_box
 
 TODAY = date(2026, 5, 15)
 PAN = "4111111111111111"
@@ -101,7 +107,7 @@ def test_optional_fields_may_be_absent_or_null() -> None:
     ("card.pan", "411111111117"),               # 12 digits
     ("card.pan", "4111111111111111110"),        # 19 digits
     ("card.exp_month", 5),                      # this month: still valid
-    ("card.exp_year", 9999),
+    ("card.exp_year", TODAY.year + 20),         # the furthest expiry accepted
     ("card.cvc", "0000"),
     ("terminal_id", "t" * 64),
     ("reference", "Ünïcødé ok — 注文 #1"),
@@ -190,6 +196,9 @@ REJECTIONS: list[tuple[str, bytes, str, str | None]] = [
     ("year 2 digits", with_("card.exp_year", 28), "invalid_field", "card.exp_year"),
     ("year 5 digits", with_("card.exp_year", 20280), "invalid_field", "card.exp_year"),
     ("year string", with_("card.exp_year", "2028"), "invalid_field", "card.exp_year"),
+    ("year 21 ahead", with_("card.exp_year", TODAY.year + 21), "invalid_field",
+     "card.exp_year"),
+    ("year 9999", with_("card.exp_year", 9999), "invalid_field", "card.exp_year"),
     ("expired year", with_("card.exp_year", 2025), "card_expired", "card.exp_year"),
     ("cvc short", with_("card.cvc", "12"), "invalid_field", "card.cvc"),
     ("cvc long", with_("card.cvc", "12345"), "invalid_field", "card.cvc"),
@@ -275,7 +284,27 @@ def test_messages_are_capped() -> None:
 
 # --- properties -----------------------------------------------------------------
 
-printable = st.text(st.characters(codec="utf-8").filter(str.isprintable), max_size=64)
+def holds_card_number(text: str) -> bool:
+    """The test's own reading of CONTRACTS §3a, by brute force: some substring of `text`
+    is 12-19 digits, possibly grouped by single spaces or dashes, not cut out of a
+    longer digit group, and passes Luhn."""
+    for i in range(len(text)):
+        if i > 0 and text[i - 1].isdecimal():
+            continue
+        for j in range(i + 1, len(text) + 1):
+            if j < len(text) and text[j].isdecimal():
+                continue
+            part = text[i:j]
+            if not re.fullmatch(r"\d(?:[ -]?\d)*", part):
+                continue
+            digits = "".join(str(int(ch)) for ch in part if ch.isdecimal())
+            if 12 <= len(digits) <= 19 and luhn_valid(digits):
+                return True
+    return False
+
+
+printable = st.text(st.characters(codec="utf-8").filter(str.isprintable),
+                    max_size=64).filter(lambda t: not holds_card_number(t))
 
 
 @st.composite
@@ -286,7 +315,7 @@ def valid_pans(draw: st.DrawFn) -> str:
 
 @st.composite
 def requests(draw: st.DrawFn) -> PaymentRequest:
-    year = draw(st.integers(TODAY.year, 9999))
+    year = draw(st.integers(TODAY.year, TODAY.year + 20))
     month = draw(st.integers(TODAY.month if year == TODAY.year else 1, 12))
     card = Card(pan=draw(valid_pans()), exp_month=month, exp_year=year,
                 cvc=draw(st.none() | st.text(string.digits, min_size=3, max_size=4)))
@@ -342,10 +371,13 @@ def test_currency_must_be_a_listed_code(code: str) -> None:
         assert (err.code, err.field) == ("invalid_currency", "currency")
 
 
-@given(st.text(max_size=80))
+@given(st.text(max_size=80) | st.text(st.sampled_from("0123456789 -x"), max_size=80))
 def test_text_fields_accept_exactly_short_printable_strings(text: str) -> None:
     raw = with_("reference", text)
-    if len(text) <= 64 and text.isprintable():
+    if holds_card_number(text):
+        err = reject(raw)
+        assert (err.code, err.field) == ("card_number_in_text", "reference")
+    elif len(text) <= 64 and text.isprintable():
         assert parse_payment_request(raw, TODAY).reference == text
     else:
         err = reject(raw)
@@ -453,7 +485,7 @@ def test_idempotency_key_rejected(key: str | None, code: str) -> None:
 @given(st.text(max_size=80))
 def test_idempotency_key_is_1_to_64_visible_ascii(key: str) -> None:
     ok = 1 <= len(key) <= 64 and all(33 <= ord(ch) <= 126 for ch in key)
-    if ok:
+    if ok and not holds_card_number(key):
         assert parse_idempotency_key(key) == key
     else:
         with pytest.raises(InvalidRequest):
@@ -461,9 +493,16 @@ def test_idempotency_key_is_1_to_64_visible_ascii(key: str) -> None:
 
 
 @given(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
-               max_size=64))
-def test_every_visible_ascii_key_is_accepted(key: str) -> None:
-    assert parse_idempotency_key(key) == key
+               max_size=64) | st.text(st.sampled_from("0123456789-k"), min_size=1,
+                                      max_size=64))
+def test_every_visible_ascii_key_without_a_card_number_is_accepted(key: str) -> None:
+    if holds_card_number(key):
+        with pytest.raises(InvalidRequest) as info:
+            parse_idempotency_key(key)
+        assert (info.value.code, info.value.field) == ("card_number_in_text",
+                                                       "Idempotency-Key")
+    else:
+        assert parse_idempotency_key(key) == key
 
 
 # --- the ISO 4217 table -----------------------------------------------------------
@@ -498,3 +537,130 @@ def test_currency_table_shape() -> None:
 def test_currency_table_unknown_codes_raise(code: Any, hint: str) -> None:
     with pytest.raises(UnknownCurrency, match=hint):
         minor_units(code)
+
+
+# --- expiry sanity ---------------------------------------------------------------
+
+def test_expiry_more_than_20_years_ahead_is_refused_relative_to_today() -> None:
+    body = valid_body()
+    body["card"]["exp_year"] = 2050
+    err = reject(encode(body), date(2029, 12, 31))
+    assert (err.code, err.field) == ("invalid_field", "card.exp_year")
+    assert "2050" in err.message and "20 years" in err.message
+    assert parse_payment_request(encode(body), date(2030, 1, 1)).card.exp_year == 2050
+
+
+# --- free text is not a place for cards (CONTRACTS §3a) ----------------------------
+
+OTHER_PAN = "4000056655665556"   # Luhn-valid, not the card's PAN
+CARD_TEXTS = [
+    OTHER_PAN,
+    "4000 0566 5566 5556",
+    "4000-0566-5566-5556",
+    f"order {OTHER_PAN}",
+    f"order-{OTHER_PAN}x",
+    "qty 2 4000 0566 5566 5556",       # a number glued on by a space does not hide it
+    f"{OTHER_PAN}-2",
+    "".join(chr(0xFF10 + int(d)) for d in OTHER_PAN),   # fullwidth digits
+    "411111111117",                    # 12 digits
+    "4111111111111111110",             # 19 digits
+    f"{OTHER_PAN}\n",                  # wrong in two ways: the card number wins
+    OTHER_PAN + "x" * 60,              # too long as well
+]
+NOT_CARDS = [
+    "4000056655665557",                # Luhn-invalid 16 digits: an order number
+    "order-4000056655665557",
+    "4000 0566 5566 5557",
+    "41111111116",                     # 11 digits, Luhn-valid
+    "12345678901234567890123",         # 23 digits: longer than any card number
+    "4000  0566 5566 5556",            # a double space is not a grouping
+    "2026-05-15 10:31 pos-1",
+]
+
+
+def masked_forms(value: str) -> list[str]:
+    digits = re.sub(r"\D", "", value)
+    return [value.strip(), digits, "#" * 12]
+
+
+@pytest.mark.parametrize("field", ["reference", "terminal_id"])
+@pytest.mark.parametrize("text", CARD_TEXTS)
+def test_a_card_number_in_free_text_is_refused_without_echo(field: str, text: str) -> None:
+    err = reject(with_(field, text))
+    assert (err.code, err.field) == ("card_number_in_text", field)
+    for shown in (err.message, str(err)):
+        for form in masked_forms(text):
+            assert form not in shown
+    # The message is the same whatever the value: it cannot carry any of it.
+    assert err.message == reject(with_(field, CARD_TEXTS[0])).message
+
+
+@pytest.mark.parametrize("field", ["reference", "terminal_id"])
+@pytest.mark.parametrize("text", NOT_CARDS)
+def test_luhn_invalid_or_wrong_length_numbers_stay_accepted(field: str, text: str) -> None:
+    assert getattr(parse_payment_request(with_(field, text), TODAY), field) == text
+
+
+@pytest.mark.parametrize("key", [OTHER_PAN, "4000-0566-5566-5556", f"pay-{OTHER_PAN}",
+                                 "4000 0566 5566 5556", OTHER_PAN + "k" * 60])
+def test_a_card_number_in_the_idempotency_key_is_refused_without_echo(key: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_idempotency_key(key)
+    assert (info.value.code, info.value.field) == ("card_number_in_text", "Idempotency-Key")
+    for form in masked_forms(key):
+        assert form not in info.value.message
+
+
+@pytest.mark.parametrize("key", ["4000056655665557", "pay-4000-0566-5566-5557",
+                                 "20260515-000123456789012345"])
+def test_idempotency_keys_without_a_card_number_stay_accepted(key: str) -> None:
+    assert parse_idempotency_key(key) == key
+
+
+@given(st.text(st.sampled_from("0123456789 -x"), max_size=40))
+def test_the_card_number_check_matches_a_brute_force_reading(text: str) -> None:
+    refused = False
+    try:
+        parse_payment_request(with_("reference", text), TODAY)
+    except InvalidRequest as exc:
+        assert (exc.code, exc.field) == ("card_number_in_text", "reference")
+        refused = True
+    assert refused == holds_card_number(text)
+
+
+async def test_over_http_a_card_number_in_free_text_stores_and_logs_nothing(
+        netns: str, tmp_path: Path) -> None:
+    """The real daemon: refused with 400, no database row, no log line with the digits,
+    nothing sent to the gateway; the same body without the card number is taken."""
+    digit_forms = [OTHER_PAN, "4000 0566 5566 5556", "4000-0566-5566-5556"]
+    async with store_box(netns, tmp_path) as box:
+        cases: list[tuple[dict[str, Any], str, str]] = [
+            (payment_body(reference="4000 0566 5566 5556"), "k-ref", "reference"),
+            ({**payment_body(), "terminal_id": f"pos {OTHER_PAN}"}, "k-term", "terminal_id"),
+            (payment_body(), "4000-0566-5566-5556", "Idempotency-Key"),
+        ]
+        for body, key, field in cases:
+            answer = await box.pay(body, key=key)
+            assert answer.status == 400, answer.body
+            assert answer.body["error"]["code"] == "card_number_in_text"
+            assert answer.body["error"]["field"] == field
+            for form in digit_forms:
+                assert form not in json.dumps(answer.body)
+        assert stored_rows(tmp_path) == 0
+        assert box.sim.stats().requests == 0
+        # The control: a Luhn-invalid 16-digit order number goes through and is stored.
+        taken = await box.pay(payment_body(reference="order-4000056655665557"), key="k-ok")
+        assert taken.status == 200, taken.body
+        assert stored_rows(tmp_path) == 1
+        log = box.daemon.log()
+    for form in digit_forms:
+        assert form not in log
+
+
+def stored_rows(tmp: Path) -> int:
+    db = sqlite3.connect(f"file:{tmp / 'state' / DB_NAME}?mode=ro", uri=True)
+    try:
+        count: int = db.execute("SELECT count(*) FROM payments").fetchone()[0]
+    finally:
+        db.close()
+    return count
