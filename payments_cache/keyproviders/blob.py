@@ -8,7 +8,7 @@ The header names the KEK so that, after a rotation, old and new blobs unwrap sid
 side. The KEK id is also part of the associated data, so editing the header to point at
 another KEK makes authentication fail instead of silently trying the wrong key.
 
-A blob of exactly 60 bytes without the magic is the **legacy** format written by
+A blob of exactly 60 bytes is the **legacy** format written by
 `crypto.Kek.wrap` (``nonce (12) | ciphertext (32) + tag (16)``). A headed blob is
 never 60 bytes long (at least 4 + 1 + 1 + 1 + 12 + 48 = 67), so the two cannot be
 confused.
@@ -64,8 +64,9 @@ def parse(blob: bytes) -> Wrapped | None:
 
 
 def is_legacy(blob: bytes) -> bool:
-    """True for a headerless blob made by today's `crypto.Kek.wrap`."""
-    return len(blob) == LEGACY_BYTES and not blob.startswith(MAGIC)
+    """True for a headerless blob made by `crypto.Kek.wrap` (decided by length alone: its
+    random nonce may start with the magic, and a headed blob is never this long)."""
+    return len(blob) == LEGACY_BYTES
 
 
 def aad(kek_id: str, key_id: str, purpose: str) -> bytes:

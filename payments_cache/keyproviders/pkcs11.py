@@ -158,6 +158,10 @@ class Pkcs11KeyProvider:
         for obj in found:
             label = str(obj[Attribute.LABEL])
             generation = self._label_generation(label)
+            if generation is not None and generation in keys:
+                raise KeyProviderError(NAME, f"two KEKs labelled {label!r} on token "
+                                       f"{self.token_label!r} (concurrent rotations?); "
+                                       "destroy the one no wrapped key names")
             if generation is not None:
                 keys[generation] = _checked(obj, label)
         return keys

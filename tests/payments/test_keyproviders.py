@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pkcs11
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11.constants import Attribute, ObjectClass
 from pkcs11.exceptions import AttributeSensitive, PKCS11Error
 from pkcs11.mechanisms import KeyType
 
-from payments_cache.crypto import load_or_create_kek
+from payments_cache.crypto import _wrap_aad, load_or_create_kek
 from payments_cache.errors import KeyMaterialError, KeyProviderError
 from payments_cache.keyproviders import KeyProvider, make_provider
 from payments_cache.keyproviders import blob as blobfmt
@@ -94,10 +95,7 @@ class Pkcs11Harness(Harness):
         self.hsm = hsm
 
     def _make(self, create: bool) -> KeyProvider:
-        return make_provider("pkcs11", state_dir=self.tmp, pkcs11_module=self.hsm.module,
-                             pkcs11_token_label=self.hsm.token_label,
-                             pkcs11_pin_file=self.hsm.pin_file,
-                             pkcs11_key_label="storebox-kek", create=create)
+        return open_pkcs11(self.hsm, create=create)
 
     def secrets(self) -> list[str]:
         return [self.hsm.pin]
@@ -168,10 +166,8 @@ def hsm(tmp_path: Path) -> Iterator[SoftHsm]:
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     made: Harness
     if request.param == "pkcs11":
-        with softhsm(tmp_path / "hsm") as token:
-            made = Pkcs11Harness(tmp_path, token)
-            yield made
-            made.close_all()  # before the module is finalised
+        with softhsm(tmp_path / "hsm") as token:  # closes the providers it tracked
+            yield Pkcs11Harness(tmp_path, token)
         return
     made = FileHarness(tmp_path) if request.param == "file" else SystemdHarness(tmp_path)
     yield made
@@ -360,6 +356,24 @@ def test_other_providers_name_legacy_blobs(tmp_path: Path) -> None:
         provider.unwrap("dk_old", "data", legacy)
 
 
+def test_the_kek_id_is_part_of_the_associated_data() -> None:
+    assert blobfmt.aad("file:1", "dk_1", "data") != blobfmt.aad("file:2", "dk_1", "data")
+    assert blobfmt.aad("a", "bc", "data") != blobfmt.aad("ab", "c", "data")
+
+
+def test_a_legacy_blob_whose_nonce_starts_like_a_header_is_still_legacy(
+        tmp_path: Path) -> None:
+    """1 legacy blob in 2**32 has a random nonce that starts with the magic."""
+    path = tmp_path / "kek.key"
+    load_or_create_kek(path)
+    nonce = blobfmt.MAGIC + secrets.token_bytes(8)
+    legacy = nonce + AESGCM(path.read_bytes()).encrypt(nonce, RAW,
+                                                       _wrap_aad("dk_old", "data"))
+    provider = FileKeyProvider(path, create=False)
+    assert provider.wrapped_kek_id(legacy) is None
+    assert provider.unwrap("dk_old", "data", legacy) == RAW
+
+
 def test_unknown_kind_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyProviderError, match="'tpm'"):
         make_provider("tpm", state_dir=tmp_path, create=True)
@@ -370,10 +384,12 @@ def test_unknown_kind_is_refused(tmp_path: Path) -> None:
 
 def open_pkcs11(hsm: SoftHsm, *, pin_file: Path | None = None, token_label: str | None = None,
                 create: bool = True) -> KeyProvider:
-    return make_provider("pkcs11", state_dir=hsm.conf.parent, pkcs11_module=hsm.module,
+    provider = make_provider("pkcs11", state_dir=hsm.conf.parent, pkcs11_module=hsm.module,
                          pkcs11_token_label=token_label or hsm.token_label,
                          pkcs11_pin_file=pin_file or hsm.pin_file,
                          pkcs11_key_label="storebox-kek", create=create)
+    hsm.track(provider)
+    return provider
 
 
 def test_pkcs11_kek_never_leaves_the_token(hsm: SoftHsm) -> None:
@@ -429,6 +445,17 @@ def test_pkcs11_refuses_an_extractable_kek(hsm: SoftHsm) -> None:
                              template={Attribute.EXTRACTABLE: True,
                                        Attribute.SENSITIVE: False})
     with pytest.raises(KeyProviderError, match="must never leave the token"):
+        open_pkcs11(hsm, create=False)
+
+
+def test_pkcs11_refuses_two_keks_with_one_label(hsm: SoftHsm) -> None:
+    token = pkcs11.lib(hsm.module).get_token(token_label=hsm.token_label)
+    with token.open(rw=True, user_pin=hsm.pin) as session:
+        for _ in range(2):
+            session.generate_key(KeyType.AES, 256, label="storebox-kek-1", store=True,
+                                 template={Attribute.EXTRACTABLE: False,
+                                           Attribute.SENSITIVE: True})
+    with pytest.raises(KeyProviderError, match="two KEKs labelled 'storebox-kek-1'"):
         open_pkcs11(hsm, create=False)
 
 

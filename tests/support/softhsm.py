@@ -4,7 +4,7 @@ SoftHSM2 reads ``$SOFTHSM2_CONF`` when the module is initialised (``C_Initialize
 the context manager points it at ``<tmp>/softhsm2.conf`` (``directories.tokendir =
 <tmp>/tokens``) and re-initialises the module on entry and finalises it on exit: the
 host's default token directory (/var/lib/softhsm/tokens) is never read nor written.
-Providers opened inside must be closed before the context exits.
+Providers opened inside are closed before the context exits when `track`ed.
 """
 
 from __future__ import annotations
@@ -13,14 +13,19 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pkcs11
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 UTIL = "softhsm2-util"
 SO_PIN = "so-secret-5678"
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -32,9 +37,16 @@ class SoftHsm:
     token_label: str
     pin: str
     pin_file: Path
+    opened: list[Closable] = field(default_factory=list)
+
+    def track(self, provider: Closable) -> None:
+        """Closed on exit before the module is finalised, even when a test failed."""
+        self.opened.append(provider)
 
     def init_token(self, label: str, pin: str) -> None:
-        """Another token in the same private directory (e.g. another box's)."""
+        """Another token in the same private directory (e.g. another box's).
+
+        Re-initialises the module, which ends every session: close providers first."""
         init_token(self.conf, label, pin)
         pkcs11.lib(self.module).reinitialize()  # SoftHSM lists tokens made since C_Initialize
 
@@ -68,8 +80,11 @@ def softhsm(tmp: Path, token_label: str = "storebox-test", pin: str = "user-1234
     os.environ["SOFTHSM2_CONF"] = str(conf)
     try:
         pkcs11.lib(MODULE).reinitialize()  # read our config, not one from an earlier test
-        yield SoftHsm(MODULE, conf, token_label, pin, pin_file)
+        hsm = SoftHsm(MODULE, conf, token_label, pin, pin_file)
+        yield hsm
     finally:
+        for provider in hsm.opened:
+            provider.close()
         pkcs11.lib(MODULE).finalize()
         if previous is None:
             os.environ.pop("SOFTHSM2_CONF", None)
