@@ -81,11 +81,11 @@ class Pkcs11KeyProvider:
     # the KeyProvider protocol
 
     def current_kek_id(self) -> str:
-        return self._kek_id(max(self._keys))
+        return self._kek_id(self._current())
 
     def wrap(self, key_id: str, purpose: str, raw: bytes) -> bytes:
         blob.check_raw(key_id, purpose, raw)
-        generation = max(self._keys)
+        generation = self._current()
         kek_id = self._kek_id(generation)
         iv = os.urandom(blob.IV_BYTES)
         params = GCMParams(iv, blob.aad(kek_id, key_id, purpose), _TAG_BITS)
@@ -100,7 +100,10 @@ class Pkcs11KeyProvider:
 
     def unwrap(self, key_id: str, purpose: str, wrapped: bytes) -> bytes:
         parsed = require_header(NAME, key_id, purpose, wrapped)
-        key = self._keys.get(self._generation_of(parsed.kek_id))
+        generation = self._generation_of(parsed.kek_id)
+        if generation not in self._keys and not self._closed:
+            self._keys = self._find_keys()  # rotated by another process since we opened
+        key = self._keys.get(generation)
         if key is None:
             raise KeyProviderError(NAME, f"KEK {parsed.kek_id!r} is not on token "
                                    f"{self.token_label!r} (retired or another box's)")
@@ -118,13 +121,13 @@ class Pkcs11KeyProvider:
         return parsed.kek_id if parsed else None
 
     def rotate_kek(self) -> str:
-        generation = max(self._keys) + 1
+        generation = self._current() + 1
         self._generate(generation)
         return self._kek_id(generation)
 
     def retire_kek(self, kek_id: str) -> None:
         generation = self._generation_of(kek_id)
-        if generation == max(self._keys):
+        if generation == self._current():
             raise KeyProviderError(NAME, f"KEK {kek_id!r} is current; rotate before retiring it")
         key = self._keys.get(generation)
         if key is None:
@@ -151,19 +154,25 @@ class Pkcs11KeyProvider:
 
     # token objects
 
+    def _current(self) -> int:
+        if self._closed:
+            raise KeyProviderError(NAME, f"provider for token {self.token_label!r} is closed")
+        return max(self._keys)
+
     def _find_keys(self) -> dict[int, _TokenKek]:
         keys: dict[int, _TokenKek] = {}
-        # a list: the search must be finished before a refusal closes the session
-        found = list(self._session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}))
-        for obj in found:
-            label = str(obj[Attribute.LABEL])
-            generation = self._label_generation(label)
-            if generation is not None and generation in keys:
-                raise KeyProviderError(NAME, f"two KEKs labelled {label!r} on token "
-                                       f"{self.token_label!r} (concurrent rotations?); "
-                                       "destroy the one no wrapped key names")
-            if generation is not None:
-                keys[generation] = _checked(obj, label)
+        with self._lock:
+            # a list: the search must be finished before a refusal closes the session
+            found = list(self._session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}))
+            for obj in found:
+                label = str(obj[Attribute.LABEL])
+                generation = self._label_generation(label)
+                if generation is not None and generation in keys:
+                    raise KeyProviderError(NAME, f"two KEKs labelled {label!r} on token "
+                                           f"{self.token_label!r} (concurrent rotations?); "
+                                           "destroy the one no wrapped key names")
+                if generation is not None:
+                    keys[generation] = _checked(obj, label)
         return keys
 
     def _generate(self, generation: int) -> None:

@@ -414,9 +414,14 @@ def test_pkcs11_two_providers_in_one_process_share_the_login(hsm: SoftHsm) -> No
     try:
         wrapped = first.wrap("dk_1", "data", RAW)
         assert second.unwrap("dk_1", "data", wrapped) == RAW
+        assert first.rotate_kek() == "pkcs11:storebox-kek-2"
+        rotated = first.wrap("dk_2", "data", RAW)
+        assert second.unwrap("dk_2", "data", rotated) == RAW  # finds the new KEK
     finally:
         first.close()
     assert second.unwrap("dk_1", "data", wrapped) == RAW  # still logged in
+    with pytest.raises(KeyProviderError, match="closed"):
+        first.wrap("dk_3", "data", RAW)
     second.close()
 
 
