@@ -12,6 +12,8 @@ Gateway endpoints (every one needs ``Authorization: Bearer <merchant key>`` exce
   it is refused with 422; while the first request under the key is still being
   processed a repeat gets 409 (with ``Retry-After: 1``). Bad input: 400; wrong or
   missing key: 401. "The same body" means equal JSON (key order does not matter).
+  An offline authorization may carry ``card_sealed`` (CONTRACTS §5a) instead of ``card``,
+  with an optional ``card_hint`` ``{"brand", "last4"}``; see "Sealed cards" below.
 - ``GET /v1/authorizations/{payment_id}`` — the stored result (200), 409 while the
   first request is still being processed, 404 when it was never received.
 - ``GET /health`` — 200 ``{"status": "ok"}``.
@@ -24,6 +26,19 @@ Decision rule (deterministic; see `DeclineRules`), checked in this order:
 3. the PAN is in ``decline_pans`` → declined ``card_declined``;
 4. the amount is in ``decline_amounts`` → declined ``insufficient_funds``;
 5. otherwise approved with a random 6-character auth code (``[A-Z0-9]``).
+
+Sealed cards (CONTRACTS §5a). The simulator holds the gateway's X25519 private keys
+(``seal_private_keys``/``seal_opener``, ``--seal-private-key``) and opens ``card_sealed``
+with the payment id as aad, then applies the decision rule to the opened card. Exactly
+one of ``card``/``card_sealed`` (else 400); ``card_sealed`` on an online request, or not of
+the form ``{"kid", "enc", "ct"}`` (base64url, no padding): 400. A well-formed one that
+cannot be used: 422 with code ``unknown_kid`` (no private key with that kid),
+``authentication_failed`` (another payment id or key, altered bytes), ``bad_plaintext``
+(it opened but is not a valid card) or ``card_hint_mismatch`` (the hint's last4/brand
+are not the opened card's). These are checked before the idempotency check, so they
+store nothing; `SimStats.card_refused_422` counts them. The fingerprint is the body's
+JSON: the same sealed bytes replay, while a fresh seal of the same card under the same
+key is a different body (422 conflict), so the box must resend the bytes it stored.
 
 Fault injection (`Faults`, settable at construction, through `set_faults` and through
 ``POST /_sim/faults``). All randomness comes from one `random.Random(seed)`. The gateway
@@ -61,7 +76,8 @@ Standalone::
         [--admin-listen HOST:PORT] [--seed N] [--latency S] [--jitter S] [--fail-5xx F] \\
         [--fail-5xx-status N] [--fail-429 F] [--retry-after S] [--retry-after-http-date] \\
         [--drop-answers F] [--down 503|refuse] [--decline-amount N ...] \\
-        [--decline-pan PAN ...] [--no-luhn] [--no-expiry-check] [--log-level LEVEL]
+        [--decline-pan PAN ...] [--no-luhn] [--no-expiry-check] [--seal-private-key PATH ...]
+        [--log-level LEVEL]
 
 It prints ``gateway_sim listening on http://HOST:PORT`` (plus `` admin http://…`` with a
 separate admin listener) once it accepts connections, and exits 0 on SIGTERM/SIGINT.
@@ -94,7 +110,10 @@ from typing import Any, Literal, Self
 
 from aiohttp import web
 
+from payments_cache import cards
+from payments_cache.errors import SealedCardError, SealKeyError
 from payments_cache.models import GatewayResult
+from payments_cache.sealing import SealedCard, SealOpener
 
 __all__ = [
     "DeclineRules",
@@ -113,6 +132,7 @@ _PAYMENT_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _PAN_RE = re.compile(r"[0-9]{12,19}")
 _CVC_RE = re.compile(r"[0-9]{3,4}")
+_LAST4_RE = re.compile(r"[0-9]{4}")
 _DownMode = Literal["503", "refuse"]
 
 
@@ -269,6 +289,7 @@ class StoredAuthorization:
     merchant_id: str
     processed_at: datetime
     fingerprint: str = field(repr=False)
+    seal_kid: str | None = None  # the kid of the card_sealed it came with, if any
 
     def result_json(self) -> dict[str, Any]:
         return {"payment_id": self.payment_id, "status": self.result.status,
@@ -277,7 +298,8 @@ class StoredAuthorization:
     def to_json(self) -> dict[str, Any]:
         return {**self.result_json(), "amount": self.amount, "currency": self.currency,
                 "last4": self.last4, "offline": self.offline, "merchant_id": self.merchant_id,
-                "processed_at": self.processed_at.isoformat(timespec="milliseconds")}
+                "processed_at": self.processed_at.isoformat(timespec="milliseconds"),
+                "seal_kid": self.seal_kid}
 
 
 @dataclass
@@ -302,6 +324,7 @@ class SimStats:
     processed: int = 0
     replays: int = 0
     conflicts_422: int = 0
+    card_refused_422: int = 0
     in_progress_409: int = 0
     dropped_answers: int = 0
     injected_5xx: int = 0
@@ -338,17 +361,50 @@ class _BadRequest(Exception):
         self.message = message
 
 
+class _CardRefused(Exception):
+    """A well-formed body whose card cannot be used (422): a sealed card that does not
+    open or is no card, or a ``card_hint`` that is not the card's. `code` is the error
+    code, `field_name` the body field it is about."""
+
+    def __init__(self, code: str, message: str, field_name: str = "card_sealed") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field_name = field_name
+
+
 @dataclass(frozen=True)
-class _Authorization:
-    payment_id: str
-    amount: int
-    currency: str
+class _CardData:
     pan: str = field(repr=False)
     exp_month: int
     exp_year: int
+
+
+@dataclass(frozen=True)
+class _CardHint:
+    brand: str
+    last4: str
+
+
+@dataclass(frozen=True)
+class _Authorization:
+    """A validated body. `card` is None while a `sealed` card is still to be opened."""
+
+    payment_id: str
+    amount: int
+    currency: str
+    card: _CardData | None
     offline: bool
     merchant_id: str
     captured_at: datetime
+    sealed: SealedCard | None = None
+    hint: _CardHint | None = None
+
+    @property
+    def opened(self) -> _CardData:
+        if self.card is None:
+            raise RuntimeError("the sealed card was not opened")
+        return self.card
 
 
 def _require_int(obj: Mapping[str, Any], name: str, path: str) -> int:
@@ -378,27 +434,17 @@ def _parse_authorization(body: object) -> _Authorization:
     currency = _require_str(body, "currency", "currency")
     if not _CURRENCY_RE.fullmatch(currency):
         raise _BadRequest("invalid_field", "currency", "must be an ISO 4217 code like KRW")
-    card = body.get("card")
-    if not isinstance(card, dict):
-        raise _BadRequest("invalid_field", "card", "must be an object")
-    pan = card.get("pan")
-    if not isinstance(pan, str) or not _PAN_RE.fullmatch(pan):
-        raise _BadRequest("invalid_field", "card.pan", "must be 12-19 digits")
-    exp_month = _require_int(card, "exp_month", "card.exp_month")
-    if not 1 <= exp_month <= 12:
-        raise _BadRequest("invalid_field", "card.exp_month", "must be 1..12")
-    exp_year = _require_int(card, "exp_year", "card.exp_year")
-    if not 2000 <= exp_year <= 2199:
-        raise _BadRequest("invalid_field", "card.exp_year", "must be a four-digit year")
     offline = body.get("offline")
     if not isinstance(offline, bool):
         raise _BadRequest("invalid_field", "offline", "must be a boolean")
-    cvc = card.get("cvc")
-    if cvc is not None:
-        if offline:
-            raise _BadRequest("invalid_field", "card.cvc", "must not be sent for offline")
-        if not isinstance(cvc, str) or not _CVC_RE.fullmatch(cvc):
-            raise _BadRequest("invalid_field", "card.cvc", "must be 3-4 digits")
+    card: _CardData | None = None
+    sealed: SealedCard | None = None
+    if body.get("card_sealed") is not None:
+        sealed = _parse_sealed(body, offline)
+    else:
+        card = _parse_card(body.get("card"), "card")
+        _check_cvc(body["card"], offline)
+    hint = _parse_hint(body.get("card_hint"))
     merchant_id = _require_str(body, "merchant_id", "merchant_id")
     for name in ("terminal_id", "reference"):
         if body.get(name) is not None and not isinstance(body[name], str):
@@ -408,8 +454,86 @@ def _parse_authorization(body: object) -> _Authorization:
         captured_at = datetime.fromisoformat(captured_raw)
     except ValueError:
         raise _BadRequest("invalid_field", "captured_at", "must be an ISO-8601 time") from None
-    return _Authorization(payment_id, amount, currency, pan, exp_month, exp_year, offline,
-                          merchant_id, captured_at)
+    return _Authorization(payment_id, amount, currency, card, offline, merchant_id,
+                          captured_at, sealed, hint)
+
+
+def _parse_card(card: object, path: str) -> _CardData:
+    """PAN and expiry of a card object (sent in the clear or opened from a seal)."""
+    if not isinstance(card, dict):
+        raise _BadRequest("invalid_field", path, "must be an object")
+    pan = card.get("pan")
+    if not isinstance(pan, str) or not _PAN_RE.fullmatch(pan):
+        raise _BadRequest("invalid_field", f"{path}.pan", "must be 12-19 digits")
+    exp_month = _require_int(card, "exp_month", f"{path}.exp_month")
+    if not 1 <= exp_month <= 12:
+        raise _BadRequest("invalid_field", f"{path}.exp_month", "must be 1..12")
+    exp_year = _require_int(card, "exp_year", f"{path}.exp_year")
+    if not 2000 <= exp_year <= 2199:
+        raise _BadRequest("invalid_field", f"{path}.exp_year", "must be a four-digit year")
+    return _CardData(pan, exp_month, exp_year)
+
+
+def _check_cvc(card: Mapping[str, Any], offline: bool) -> None:
+    cvc = card.get("cvc")
+    if cvc is not None:
+        if offline:
+            raise _BadRequest("invalid_field", "card.cvc", "must not be sent for offline")
+        if not isinstance(cvc, str) or not _CVC_RE.fullmatch(cvc):
+            raise _BadRequest("invalid_field", "card.cvc", "must be 3-4 digits")
+
+
+def _parse_sealed(body: Mapping[str, Any], offline: bool) -> SealedCard:
+    """The wire form of a sealed card; opening it comes later (its failures are 422)."""
+    if body.get("card") is not None:
+        raise _BadRequest("invalid_field", "card_sealed",
+                          "send exactly one of card and card_sealed")
+    if not offline:
+        raise _BadRequest("invalid_field", "card_sealed", "only offline authorizations may "
+                          "carry a sealed card; online ones send card with the CVC")
+    try:
+        return SealedCard.from_json(body["card_sealed"])
+    except SealedCardError as exc:
+        raise _BadRequest("invalid_field", "card_sealed", exc.detail or exc.reason) from None
+
+
+def _parse_hint(hint: object) -> _CardHint | None:
+    if hint is None:
+        return None
+    if not isinstance(hint, dict) or set(hint) != {"brand", "last4"}:
+        raise _BadRequest("invalid_field", "card_hint", "must be {brand, last4}")
+    brand, last4 = hint["brand"], hint["last4"]
+    if not isinstance(brand, str) or not brand:
+        raise _BadRequest("invalid_field", "card_hint.brand", "must be a non-empty string")
+    if not isinstance(last4, str) or not _LAST4_RE.fullmatch(last4):
+        raise _BadRequest("invalid_field", "card_hint.last4", "must be 4 digits")
+    return _CardHint(brand, last4)
+
+
+def _unseal(opener: SealOpener, payment_id: str, sealed: SealedCard) -> _CardData:
+    """Open a sealed card (aad = `payment_id`) and validate it like a plain one.
+
+    Raises `_CardRefused` with the opener's reason as the code; never quotes the card.
+    """
+    try:
+        opened = opener.open(payment_id, sealed)
+    except SealedCardError as exc:
+        raise _CardRefused(exc.reason, exc.detail or exc.reason) from None
+    try:
+        return _parse_card(opened, "card")
+    except _BadRequest as exc:
+        raise _CardRefused("bad_plaintext", f"the opened {exc.field_name}: "
+                           f"{exc.message}") from None
+
+
+def _open_card(opener: SealOpener, auth: _Authorization) -> _Authorization:
+    """`auth` with its card opened (when sealed) and checked against the hint."""
+    card = auth.opened if auth.sealed is None else _unseal(opener, auth.payment_id, auth.sealed)
+    hint = auth.hint
+    if hint is not None and (hint.last4 != card.pan[-4:] or hint.brand != cards.brand(card.pan)):
+        raise _CardRefused("card_hint_mismatch", "card_hint is not the card's brand and last4",
+                           "card_hint")
+    return dataclasses.replace(auth, card=card)
 
 
 def _fingerprint(body: object) -> str:
@@ -439,9 +563,15 @@ class GatewaySimulator:
     def __init__(self, merchant_key: str, *, host: str = "127.0.0.1", port: int = 0,
                  faults: Faults | None = None, rules: DeclineRules | None = None,
                  seed: int | None = None, admin_host: str | None = None,
-                 admin_port: int | None = None) -> None:
+                 admin_port: int | None = None, seal_private_keys: Iterable[bytes] = (),
+                 seal_opener: SealOpener | None = None) -> None:
+        """`seal_private_keys` (PEM PKCS8 X25519) open ``card_sealed``; they are added to
+        `seal_opener` when one is given (shared: keys added to it later count too)."""
         if not merchant_key:
             raise ValueError("merchant_key must not be empty")
+        self._opener = seal_opener if seal_opener is not None else SealOpener()
+        for pem in seal_private_keys:
+            self._opener.add_private_key(pem)
         self._merchant_key = merchant_key.encode()
         self._host = host
         self._port = port
@@ -550,6 +680,11 @@ class GatewaySimulator:
     @property
     def merchant_key(self) -> str:
         return self._merchant_key.decode()
+
+    @property
+    def seal_opener(self) -> SealOpener:
+        """The private keys that open ``card_sealed`` (add keys to rotate)."""
+        return self._opener
 
     # ---------------------------------------------------------------- faults and rules
 
@@ -766,6 +901,10 @@ class GatewaySimulator:
         except _BadRequest as exc:
             self._totals["bad_request_400"] += 1
             return _error(400, exc.code, exc.message, exc.field_name)
+        try:
+            auth = _open_card(self._opener, auth)
+        except _CardRefused as exc:
+            return self._card_refused(auth.payment_id, exc)
 
         pid = auth.payment_id
         fingerprint = _fingerprint(body)
@@ -809,8 +948,14 @@ class GatewaySimulator:
         return _error(422, "idempotency_conflict",
                       "this Idempotency-Key was used with a different body")
 
+    def _card_refused(self, payment_id: str, exc: _CardRefused) -> web.Response:
+        self._totals["card_refused_422"] += 1
+        _log.warning("payment %s: card refused: %s", payment_id, exc.code)
+        return _error(422, exc.code, exc.message, exc.field_name)
+
     def _store_result(self, auth: _Authorization, fingerprint: str) -> StoredAuthorization:
-        decline_code = self._rules.decide(auth.pan, auth.exp_month, auth.exp_year,
+        card = auth.opened
+        decline_code = self._rules.decide(card.pan, card.exp_month, card.exp_year,
                                           auth.amount, auth.captured_at)
         if decline_code is None:
             code = "".join(self._rng.choices(_AUTH_CODE_ALPHABET, k=6))
@@ -819,13 +964,14 @@ class GatewaySimulator:
             result = GatewayResult(status="declined", decline_code=decline_code)
         stored = StoredAuthorization(
             payment_id=auth.payment_id, result=result, amount=auth.amount,
-            currency=auth.currency, last4=auth.pan[-4:], offline=auth.offline,
+            currency=auth.currency, last4=card.pan[-4:], offline=auth.offline,
             merchant_id=auth.merchant_id, processed_at=datetime.now(UTC),
-            fingerprint=fingerprint)
+            fingerprint=fingerprint,
+            seal_kid=auth.sealed.kid if auth.sealed is not None else None)
         self._store[auth.payment_id] = stored
         self._count("processed", auth.payment_id)
-        _log.info("payment %s processed: %s (%s %s, offline=%s)", auth.payment_id,
-                  result.status, auth.amount, auth.currency, auth.offline)
+        _log.info("payment %s processed: %s (%s %s, offline=%s, seal_kid=%s)", auth.payment_id,
+                  result.status, auth.amount, auth.currency, auth.offline, stored.seal_kid)
         return stored
 
     def _answer(self, request: web.Request, stored: StoredAuthorization) -> web.Response:
@@ -968,6 +1114,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-luhn", action="store_true", help="do not decline Luhn failures")
     p.add_argument("--no-expiry-check", action="store_true",
                    help="do not decline expired cards")
+    p.add_argument("--seal-private-key", type=Path, action="append", default=[],
+                   metavar="PATH", help="X25519 private key (PEM PKCS8) that opens card_sealed "
+                   "(CONTRACTS §5a; repeatable, for key rotation)")
     p.add_argument("--log-level", default="warning",
                    choices=["debug", "info", "warning", "error"])
     return p
@@ -1015,12 +1164,17 @@ def main(argv: list[str] | None = None,
                              check_expiry=not args.no_expiry_check)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        opener = SealOpener.from_pem_files(args.seal_private_key)
+    except SealKeyError as exc:
+        parser.error(f"--seal-private-key: {exc}")
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     host, port = args.listen
     admin_host, admin_port = args.admin_listen or (None, None)
     sim = GatewaySimulator(key, host=host, port=port, faults=faults, rules=rules,
-                           seed=args.seed, admin_host=admin_host, admin_port=admin_port)
+                           seed=args.seed, admin_host=admin_host, admin_port=admin_port,
+                           seal_opener=opener)
     try:
         asyncio.run(_serve(sim, ready, (signal.SIGTERM, signal.SIGINT)))
     except OSError as exc:
