@@ -260,8 +260,6 @@ def test_registration_status_helpers() -> None:
 @pytest.mark.parametrize("text", [
     "+CEREG: 2,12",                    # <stat> 12 is not defined
     "+CEREG: 9,1",                     # <n> 9 is not defined
-    '+CEREG: 2,1,"XYZ","01A2B3C4",7',  # TAC not hex
-    '+CEREG: 2,1,"2B5C","01A2B3C4",L',  # AcT not a number
     "+CEREG: ",                        # nothing
     "+COPS: 0,1",                      # not a registration line
     '+CEREG: 2,1,"2B5C',               # unterminated quote

@@ -185,7 +185,7 @@ def test_qeng_servingcell_table(source: str, text: str, expected: QuectelServing
     '+QENG: "servingcell","NOCONN","LTE","FDD",450,05,1A2B3C4,123',   # truncated
     '+QENG: "neighbourcell intra","LTE",6300,188,-12,-105,-75,-20,23,4,12,10,62',
     '+QENG: "servingcell","NOCONN","LTE","FDD",450,05,XYZ,123,1550,3,5,5,2B5C,-95,-11,-65,12',
-    '+QENG: "servingcell","NOCONN","NR5G-SA","TDD",460,01,1,2,3,4,5,6,7,8,9,10',
+    '+QENG: "servingcell","NOCONN","NR5G-SA","TDD",460,01,1A2B',       # truncated SA
     '+QENG: "servingcell",""',
 ])
 def test_qeng_malformed(text: str) -> None:

@@ -360,9 +360,56 @@ def registration_form(text: str) -> RegistrationForm:
     return RegistrationForm.READ if _looks_like_stat(fields[1]) else RegistrationForm.URC
 
 
+def lenient_hex(value: str) -> int | None:
+    """A LAC/TAC/CI field, or None when it is empty, `-` or not hexadecimal (`"  0 5"` of
+    a Gobi 1000): a location the modem garbled is unknown, not a broken answer."""
+    match = _HEX_RE.fullmatch(value.strip())
+    return None if match is None else int(match.group(1), 16)
+
+
+def lenient_act(value: str) -> AccessTechnology | None:
+    """An `<AcT>` field, or None when it is empty, not a number or not a known AcT."""
+    text = value.strip()
+    if _INT_RE.fullmatch(text) is None:
+        return None
+    return ACCESS_TECHNOLOGY_BY_ACT.get(int(text))
+
+
+def _is_act(field: Field) -> bool:
+    text = field.text.strip()
+    return not field.quoted and text.isdigit() and int(text) in ACCESS_TECHNOLOGY_BY_ACT
+
+
+def _has_field_before_ci(location: list[Field]) -> bool:
+    """The `<tac>,<rac>,<ci>,<AcT>` layout (ETSI 27.007 v8.6 +CEREG, as a Novatel E362 and
+    Altair/u-blox/Telit firmware send it): a short (<= 2 digit) field where the CI
+    belongs, a CI-sized field after it and an `<AcT>` last of the four. A standard CI is
+    never that short (cells are numbered in 16 to 36 bits)."""
+    return (len(location) >= 4 and len(location[1].text.strip()) <= 2
+            and len(location[2].text.strip()) >= 3 and _is_act(location[3]))
+
+
+def registration_location(
+        location: list[Field]) -> tuple[int | None, int | None, AccessTechnology | None]:
+    """(area, cell, AcT) from the fields after `<stat>`: `<lac>,<ci>[,<AcT>[,...]]`, or
+    `<tac>,<rac>,<ci>,<AcT>` (see `_has_field_before_ci`). Garbled values are None; fields
+    after `<AcT>` (RAC, reject cause, PSM timers, a Samsung Wave's `B, C2816`) are
+    ignored."""
+    if _has_field_before_ci(location):
+        return lenient_hex(location[0].text), lenient_hex(location[2].text), \
+            lenient_act(location[3].text)
+    area = lenient_hex(location[0].text) if location else None
+    cell = lenient_hex(location[1].text) if len(location) > 1 else None
+    act = lenient_act(location[2].text) if len(location) > 2 else None
+    return area, cell, act
+
+
 def parse_registration(text: str, *, form: RegistrationForm | None = None) -> Registration:
-    """+CREG / +CGREG / +CEREG in either form. LAC/TAC and cell id may be quoted or bare hex;
-    fields after `<AcT>` (RAC, reject cause, PSM timers of `<n>` = 3..5) are ignored."""
+    """+CREG / +CGREG / +CEREG in either form, leniently, as modems really send them: LAC/TAC
+    and cell id quoted or bare hex (garbled ones read as None); the `<tac>,<rac>,<ci>,<AcT>`
+    layout with an extra field before the cell id; fields after `<AcT>` (RAC, reject cause,
+    PSM timers of `<n>` = 3..5, vendor extras) ignored. Only a missing or impossible
+    `<n>`/`<stat>` is a `ParseError`: without them nothing was said."""
     command, line, fields = _registration_fields(text)
     if form is None:
         form = registration_form(line)
@@ -379,10 +426,7 @@ def parse_registration(text: str, *, form: RegistrationForm | None = None) -> Re
     stat = to_int(rest[0].text, command, line, "<stat>")
     if not 0 <= stat < len(_STATUS_BY_STAT):
         raise ParseError(command, line, f"<stat> {stat} is outside 0..{len(_STATUS_BY_STAT) - 1}")
-    location = rest[1:]
-    area = optional_hex(location[0].text, command, line, "<lac>/<tac>") if location else None
-    cell = optional_hex(location[1].text, command, line, "<ci>") if len(location) > 1 else None
-    act = _act(location[2].text, command, line) if len(location) > 2 else None
+    area, cell, act = registration_location(rest[1:])
     return Registration(command=command, form=form, n=n, status=_STATUS_BY_STAT[stat],
                         area_code=area, cell_id=cell, act=act)
 
@@ -416,6 +460,61 @@ def split_mcc_mnc(code: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+# --- operator names: charsets (TS 27.007 +CSCS, TS 23.038 GSM 7-bit) ------------------
+
+#: TS 23.038 GSM 7-bit default alphabet, septet -> character (the escape 0x1B -> None).
+GSM7_ALPHABET: Final[str] = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+
+_HEX_TEXT: Final = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+
+
+def decode_ucs2_hex(text: str) -> str | None:
+    """`"0056006500720069007A006F006E"` -> `"Verizon"` (+CSCS="UCS2": UTF-16BE in hex);
+    None when `text` is not that (odd length, not hex, unpaired surrogate, controls)."""
+    if len(text) % 4 or not _HEX_TEXT.fullmatch(text):
+        return None
+    try:
+        decoded = bytes.fromhex(text).decode("utf-16-be")
+    except UnicodeDecodeError:
+        return None
+    return decoded if decoded.isprintable() else None
+
+
+def decode_gsm7_hex(text: str) -> str | None:
+    """Unpacked GSM 7-bit septets in hex (+CSCS="HEX": `"4B54"` -> `"KT"`); None when
+    `text` is not that."""
+    if not _HEX_TEXT.fullmatch(text):
+        return None
+    septets = bytes.fromhex(text)
+    if any(b > 0x7F or b == 0x1B for b in septets):
+        return None  # not septets, or an extension-table escape (not decoded here)
+    decoded = "".join(GSM7_ALPHABET[b] for b in septets)
+    return decoded if decoded.isprintable() else None
+
+
+def decode_operator_name(raw: str | None, charset: str | None = None) -> str | None:
+    """An operator name as the modem sent it, decoded (ModemManager's
+    `mm_3gpp_normalize_operator`): UCS2 hex when `charset` is "UCS2" (and, charset
+    unknown, a hex string of at least two UCS2 characters), GSM 7-bit hex for "HEX";
+    otherwise the text itself (UTF-8 was decoded by the framer). A name that does not
+    decode in the stated charset is kept as sent (some modems ignore +CSCS for +COPS).
+    Empty and "Unknown" (Novatel LTE) are None."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text or text.lower() == "unknown":
+        return None
+    wanted = (charset or "").upper()
+    decoded: str | None = None
+    if wanted == "UCS2" or (not wanted and len(text) >= 8):
+        decoded = decode_ucs2_hex(text)
+    elif wanted == "HEX":
+        decoded = decode_gsm7_hex(text)
+    return decoded if decoded else text
+
+
 # --- +COPS (clause 7.3) -----------------------------------------------------------------
 
 
@@ -435,8 +534,10 @@ class Operator:
         return self.name if self.format == 2 else None
 
 
-def parse_cops(text: str) -> Operator:
-    """`+COPS: <mode>[,<format>,<oper>[,<AcT>]]` (e.g. `+COPS: 0` with no operator)."""
+def parse_cops(text: str, *, charset: str | None = None) -> Operator:
+    """`+COPS: <mode>[,<format>,<oper>[,<AcT>]]` (e.g. `+COPS: 0` with no operator). An
+    alphanumeric `<oper>` is decoded per `decode_operator_name` (`charset`: the +CSCS in
+    use, None when unknown)."""
     line = single_line(text, "+COPS")
     fields = split_fields(payload(line, "+COPS"), "+COPS", line)
     mode = to_int(fields[0].text, "+COPS", line, "<mode>")
@@ -448,6 +549,8 @@ def parse_cops(text: str) -> Operator:
     name = (fields[2].text or None) if len(fields) > 2 else None
     if name is not None and fmt == 2 and not re.fullmatch(r"\d{5,6}", name):
         raise ParseError("+COPS", line, "numeric <oper> is not five or six digits")
+    if fmt != 2:
+        name = decode_operator_name(name, charset)
     act = _act(fields[3].text, "+COPS", line) if len(fields) > 3 else None
     return Operator(mode=mode, format=fmt, name=name, act=act)
 

@@ -8,6 +8,7 @@ helpers (`mm-modem-helpers-quectel.c`: +QNETDEVCTL) and public captures named in
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class QuectelSysMode(StrEnum):
     LTE = "lte"
     CAT_M = "cat_m"
     NB_IOT = "nb_iot"
+    NR5G = "nr5g"
 
 
 _SYSMODES: Final[Mapping[str, QuectelSysMode]] = {
@@ -60,9 +62,12 @@ _SYSMODES: Final[Mapping[str, QuectelSysMode]] = {
     "NB-IOT": QuectelSysMode.NB_IOT,
     "CAT-NB": QuectelSysMode.NB_IOT,
     "CAT-NB1": QuectelSysMode.NB_IOT,
+    "NR5G": QuectelSysMode.NR5G,
 }
 
-#: Values after <sysmode>: GSM rssi; WCDMA/TD-SCDMA rssi,rscp,ecio; LTE-like rssi,rsrp,sinr,rsrq.
+#: Values after <sysmode>: GSM rssi; WCDMA/TD-SCDMA rssi,rscp,ecio; LTE-like rssi,rsrp,sinr,rsrq;
+#: NR5G (RM5xx/RG5xx) rsrp,sinr,rsrq — no RSSI, SINR in dB. Extra trailing values (some
+#: firmware append `-`) are ignored.
 _QCSQ_COUNTS: Final[Mapping[QuectelSysMode, int]] = {
     QuectelSysMode.NO_SERVICE: 0,
     QuectelSysMode.GSM: 1,
@@ -71,6 +76,7 @@ _QCSQ_COUNTS: Final[Mapping[QuectelSysMode, int]] = {
     QuectelSysMode.LTE: 4,
     QuectelSysMode.CAT_M: 4,
     QuectelSysMode.NB_IOT: 4,
+    QuectelSysMode.NR5G: 3,
 }
 
 
@@ -97,9 +103,23 @@ def qcsq_sinr_db(raw: int) -> float | None:
     return raw / 5 - 20 if 0 <= raw <= 250 else None
 
 
+def nr5g_sinr_db(value: int | None) -> float | None:
+    """RM5xx NR5G SINR, reported in dB; None for "not available" sentinels (-32768,
+    -3276, 255...) outside -30..+60 dB."""
+    return None if value is None or not -30 <= value <= 60 else float(value)
+
+
+def _nr5g_signal(values: list[int | None]) -> QuectelSignal:
+    rsrp, sinr, rsrq = values[:3]
+    return QuectelSignal(sysmode=QuectelSysMode.NR5G, rssi_dbm=None, rsrp_dbm=rsrp,
+                         sinr_raw=sinr, sinr_db=nr5g_sinr_db(sinr), rsrq_db=rsrq,
+                         rscp_dbm=None, ecio_db=None)
+
+
 def parse_qcsq(text: str) -> QuectelSignal:
     """`+QCSQ: "LTE",<rssi>,<rsrp>,<sinr>,<rsrq>`, `+QCSQ: "NOSERVICE"`, `"GSM",<rssi>`,
-    `"WCDMA",<rssi>,<rscp>,<ecio>`, `"CAT-M1"`/`"eMTC"`/`"NBIoT"` like LTE.
+    `"WCDMA",<rssi>,<rscp>,<ecio>`, `"CAT-M1"`/`"eMTC"`/`"NBIoT"` like LTE, and the
+    RM5xx/RG5xx `"NR5G",<rsrp>,<sinr>,<rsrq>` (SINR in dB). `-` reads as None.
 
     EG21-G reports the LTE RSSI as a positive magnitude (`"LTE",77,...` for -77 dBm, per
     Quectel support); a positive RSSI is therefore negated."""
@@ -109,9 +129,15 @@ def parse_qcsq(text: str) -> QuectelSignal:
         sysmode = _SYSMODES[fields[0].text.upper()]
     except KeyError:
         raise ParseError("+QCSQ", line, "unknown <sysmode>") from None
+    wanted = _QCSQ_COUNTS[sysmode]
+    if len(fields) - 1 < wanted:
+        raise ParseError("+QCSQ", line, f"{sysmode.value} takes {wanted} values")
+    if sysmode is QuectelSysMode.NR5G:
+        return _nr5g_signal([optional_int(f.text, "+QCSQ", line, "value")
+                             for f in fields[1:wanted + 1]])
+    if len(fields) - 1 != wanted:
+        raise ParseError("+QCSQ", line, f"{sysmode.value} takes {wanted} values")
     values = [to_int(f.text, "+QCSQ", line, "value") for f in fields[1:]]
-    if len(values) != _QCSQ_COUNTS[sysmode]:
-        raise ParseError("+QCSQ", line, f"{sysmode.value} takes {_QCSQ_COUNTS[sysmode]} values")
     rssi = values[0] if values else None
     if rssi is not None and rssi > 0:
         rssi = -rssi
@@ -125,6 +151,15 @@ def parse_qcsq(text: str) -> QuectelSignal:
                              sinr_db=None, rsrq_db=None, rscp_dbm=values[1], ecio_db=values[2])
     return QuectelSignal(sysmode=sysmode, rssi_dbm=rssi, rsrp_dbm=None, sinr_raw=None,
                          sinr_db=None, rsrq_db=None, rscp_dbm=None, ecio_db=None)
+
+
+def parse_qcsq_lines(text: str) -> tuple[QuectelSignal, ...]:
+    """Every `+QCSQ:` line of an answer: an RM5xx in EN-DC (NR5G-NSA) reports its LTE
+    anchor and its NR leg on two lines (`"LTE",...` then `"NR5G",...`)."""
+    lines = response_lines(text)
+    if not lines:
+        raise ParseError("+QCSQ", text, "empty response")
+    return tuple(parse_qcsq(line) for line in lines)
 
 
 # --- +QNWINFO ---------------------------------------------------------------------------
@@ -186,6 +221,20 @@ _LTE_LIKE: Final = frozenset({"LTE", "EMTC", "CAT-M", "CAT-M1", "NBIOT", "NB-IOT
 
 
 @dataclass(frozen=True, slots=True)
+class QuectelNrCell:
+    """The NR leg of an EN-DC (NR5G-NSA) connection: `+QENG: "NR5G-NSA",<MCC>,<MNC>,<PCID>,
+    <RSRP>,<SINR>,<RSRQ>,<ARFCN>,<band>,<NR_DL_bandwidth>,<scs>` (RM5xx/RM520N manuals);
+    "-" reads as None. SINR is in dB."""
+
+    pci: int | None
+    rsrp_dbm: int | None
+    sinr_db: float | None
+    rsrq_db: int | None
+    arfcn: int | None
+    band: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class QuectelServingCell:
     """`AT+QENG="servingcell"`. `state` is SEARCH / LIMSRV / NOCONN / CONNECT; the cell
     fields are None in SEARCH/LIMSRV-only answers, and LTE-only fields are None on GSM/WCDMA
@@ -216,6 +265,7 @@ class QuectelServingCell:
     sinr_raw: int | None
     sinr_db: float | None
     srxlev: int | None
+    nr: QuectelNrCell | None = None
 
 
 def qeng_lte_sinr_db(raw: int) -> float | None:
@@ -228,7 +278,11 @@ def _bandwidth(value: str, line: str) -> float | None:
     return None if index is None else LTE_BANDWIDTH_MHZ.get(index)
 
 
-def _qeng_fields(text: str) -> tuple[str, list[Field]]:
+def _qeng_fields(text: str) -> tuple[str, list[Field], QuectelNrCell | None]:
+    """The serving-cell line (fields from `"servingcell"` on) and the NR leg, if any.
+
+    EN-DC layout (RM5xx): `"servingcell",<state>` then `"LTE",<is_tdd>,...` and
+    `"NR5G-NSA",...` on lines of their own; the LTE line continues the first one."""
     lines = response_lines(text)
     if not lines:
         raise ParseError("+QENG", text, "empty response")
@@ -236,14 +290,55 @@ def _qeng_fields(text: str) -> tuple[str, list[Field]]:
     fields = split_fields(payload(first, "+QENG"), "+QENG", first)
     if fields[0].text.lower() != "servingcell" or len(fields) < 2:
         raise ParseError("+QENG", first, 'expected "servingcell",<state>,...')
-    if len(lines) == 1:
-        return first, fields
-    # EN-DC layout (RM5xx): "servingcell",<state> then "LTE",<is_tdd>,... on its own line.
-    second = lines[1]
-    rest = split_fields(payload(second, "+QENG"), "+QENG", second)
-    if len(fields) != 2 or rest[0].text.upper() != "LTE":
-        raise ParseError("+QENG", text, "unexpected extra line")
-    return second, fields + rest
+    line, nr = first, None
+    for extra in lines[1:]:
+        rest = split_fields(payload(extra, "+QENG"), "+QENG", extra)
+        kind = rest[0].text.upper()
+        if kind == "LTE" and len(fields) == 2:
+            line, fields = extra, fields + rest
+        elif kind == "NR5G-NSA":
+            nr = _nr_nsa_leg(rest, extra)
+        else:
+            raise ParseError("+QENG", text, "unexpected extra line")
+    return line, fields, nr
+
+
+def _nr_nsa_leg(fields: list[Field], line: str) -> QuectelNrCell | None:
+    """`"NR5G-NSA",<MCC>,<MNC>,<PCID>,<RSRP>,<SINR>,<RSRQ>,<ARFCN>,<band>,...`; None for
+    the empty form (`"NR5G-NSA",` — no NR leg at the moment)."""
+    values = [f.text for f in fields] + [""] * 11
+    if not any(values[1:10]):
+        return None
+    sinr = optional_int(values[5], "+QENG", line, "<SINR>")
+    return QuectelNrCell(
+        pci=optional_int(values[3], "+QENG", line, "<PCID>"),
+        rsrp_dbm=optional_int(values[4], "+QENG", line, "<RSRP>"),
+        sinr_db=nr5g_sinr_db(sinr),
+        rsrq_db=optional_int(values[6], "+QENG", line, "<RSRQ>"),
+        arfcn=optional_int(values[7], "+QENG", line, "<ARFCN>"),
+        band=optional_int(values[8], "+QENG", line, "<band>"))
+
+
+def _qeng_nr_sa(state: str, values: list[str], line: str) -> QuectelServingCell:
+    """`"servingcell",<state>,"NR5G-SA",<duplex>,<MCC>,<MNC>,<cellID>,<PCID>,<TAC>,<ARFCN>,
+    <band>,<NR_DL_bandwidth>,<RSRP>,<RSRQ>,<SINR>,<scs>,<srxlev>` (RM5xx/RM520N)."""
+    if len(values) < 15:
+        raise ParseError("+QENG", line, "NR5G-SA serving cell needs at least 15 fields")
+    sinr = optional_int(values[14], "+QENG", line, "<SINR>")
+    return QuectelServingCell(
+        state=state, rat=values[2], duplex=values[3] or None,
+        mcc=values[4] or None, mnc=values[5] or None,
+        cell_id=optional_hex(values[6], "+QENG", line, "<cellID>"),
+        pci=optional_int(values[7], "+QENG", line, "<PCID>"),
+        earfcn=optional_int(values[9], "+QENG", line, "<ARFCN>"),
+        band=optional_int(values[10], "+QENG", line, "<band>"),
+        ul_bandwidth_mhz=None, dl_bandwidth_mhz=None,
+        tac=optional_hex(values[8], "+QENG", line, "<TAC>"), lac=None,
+        rsrp_dbm=optional_int(values[12], "+QENG", line, "<RSRP>"),
+        rsrq_db=optional_int(values[13], "+QENG", line, "<RSRQ>"),
+        rssi_dbm=None, sinr_raw=sinr, sinr_db=nr5g_sinr_db(sinr),
+        srxlev=(optional_int(values[16], "+QENG", line, "<srxlev>")
+                if len(values) > 16 else None))
 
 
 def parse_qeng_servingcell(text: str) -> QuectelServingCell:
@@ -251,8 +346,15 @@ def parse_qeng_servingcell(text: str) -> QuectelServingCell:
     <freq_band_ind>,<UL_bandwidth>,<DL_bandwidth>,<TAC>,<RSRP>,<RSRQ>,<RSSI>,<SINR>
     [,<srxlev>]` (RM5xx/EG18 add `<CQI>,<tx_power>` before `<srxlev>`);
     GSM/WCDMA: `"servingcell",<state>,<rat>,<MCC>,<MNC>,<LAC>,<cellID>,...`;
-    `"servingcell","SEARCH"` alone."""
-    line, fields = _qeng_fields(text)
+    NR5G-SA (RM5xx/RG5xx, see `_qeng_nr_sa`); EN-DC as three lines, the NR5G-NSA leg in
+    `nr`; `"servingcell","SEARCH"` alone. `<state>` LIMSRV (limited service: camped,
+    emergency calls only) reads like NOCONN."""
+    line, fields, nr = _qeng_fields(text)
+    cell = _qeng_cell(line, fields)
+    return cell if nr is None else dataclasses.replace(cell, nr=nr)
+
+
+def _qeng_cell(line: str, fields: list[Field]) -> QuectelServingCell:
     state = fields[1].text.upper()
     if not state:
         raise ParseError("+QENG", line, "no <state>")
@@ -264,6 +366,8 @@ def parse_qeng_servingcell(text: str) -> QuectelServingCell:
         return empty
     rat = fields[2].text
     values = [f.text for f in fields]
+    if rat.upper() == "NR5G-SA":
+        return _qeng_nr_sa(state, values, line)
     if rat.upper() in _LTE_LIKE:
         if len(values) < 17:
             raise ParseError("+QENG", line, "LTE serving cell needs at least 17 fields")

@@ -7,6 +7,7 @@ ModemManager's Quectel plugin (`+QNETDEVCTL` connect types, ECM bring-up).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 from hw.modem.errors import CommandError, ParseError
@@ -18,7 +19,7 @@ from hw.modem.parsers.quectel import (
     QuectelUsbNet,
     parse_qccid,
     parse_qcfg_usbnet,
-    parse_qcsq,
+    parse_qcsq_lines,
     parse_qdsim,
     parse_qeng_servingcell,
     parse_qlts,
@@ -38,6 +39,7 @@ __all__ = [
     "netdevctl_command",
     "rat_from_sysmode",
     "signal_from_qcsq",
+    "signal_from_qcsq_lines",
     "signal_from_qeng",
     "usbnet_command",
 ]
@@ -50,6 +52,7 @@ _SYSMODE_RAT: dict[QuectelSysMode, AccessTechnology | None] = {
     QuectelSysMode.LTE: AccessTechnology.LTE,
     QuectelSysMode.CAT_M: AccessTechnology.LTE,  # 27.007 has no LTE-M <AcT>; LTE is closest
     QuectelSysMode.NB_IOT: AccessTechnology.LTE_NB_IOT,
+    QuectelSysMode.NR5G: AccessTechnology.NR_5GCN,
 }
 
 _QENG_RAT: dict[str, AccessTechnology] = {
@@ -62,6 +65,7 @@ _QENG_RAT: dict[str, AccessTechnology] = {
     "CAT-NB": AccessTechnology.LTE_NB_IOT,
     "WCDMA": AccessTechnology.UMTS,
     "GSM": AccessTechnology.GSM,
+    "NR5G-SA": AccessTechnology.NR_5GCN,
 }
 
 
@@ -81,14 +85,27 @@ def signal_from_qcsq(q: QuectelSignal) -> SignalReading:
     )
 
 
+def signal_from_qcsq_lines(lines: tuple[QuectelSignal, ...]) -> SignalReading:
+    """Several +QCSQ lines (RM5xx EN-DC: `"LTE"` anchor, then `"NR5G"`): the anchor's
+    values, access technology EN-DC; a single line as `signal_from_qcsq`."""
+    first = signal_from_qcsq(lines[0])
+    if len(lines) > 1 and any(q.sysmode is QuectelSysMode.NR5G for q in lines[1:]):
+        return dataclasses.replace(first, rat=AccessTechnology.EN_DC)
+    return first
+
+
 def signal_from_qeng(cell: QuectelServingCell) -> SignalReading:
-    """`+QENG="servingcell"` -> reading (`SEARCH`/`LIMSRV`: all None)."""
+    """`+QENG="servingcell"` -> reading (`SEARCH`: all None; LIMSRV as camped). EN-DC (an
+    NR5G-NSA leg): the LTE anchor's values, access technology EN-DC."""
+    rat = None if cell.rat is None else _QENG_RAT.get(cell.rat.upper())
+    if cell.nr is not None:
+        rat = AccessTechnology.EN_DC
     return SignalReading(
         rssi_dbm=cell.rssi_dbm,
         rsrp_dbm=None if cell.rsrp_dbm is None else float(cell.rsrp_dbm),
         rsrq_db=None if cell.rsrq_db is None else float(cell.rsrq_db),
         sinr_db=cell.sinr_db,
-        rat=None if cell.rat is None else _QENG_RAT.get(cell.rat.upper()),
+        rat=rat,
         source="+QENG",
     )
 
@@ -154,7 +171,7 @@ class QuectelProfile(GenericProfile):
         except CommandError:
             pass
         else:
-            return signal_from_qcsq(parse_qcsq(info_text(response, "+QCSQ:")))
+            return signal_from_qcsq_lines(parse_qcsq_lines(info_text(response, "+QCSQ:")))
         try:
             response = await at.command('AT+QENG="servingcell"', timeout=self.timeouts.command)
         except CommandError:
