@@ -43,14 +43,16 @@ sequence of digits, also grouped by single spaces or dashes ("4111 1111 1111 111
 trade-off: any 12-19 digit number passes Luhn with a chance of 1 in 10, so one in
 ten order numbers of that length is refused, while a Luhn-invalid one (e.g.
 "order-1234567812345678") is accepted; a POS whose references are long numbers
-should add a letter or split them into groups of 11 or fewer digits. A run of 20 or
-more ungrouped digits is not a card number by its length and is accepted (a PAN glued
-to other digits without a separator is not caught).
+should keep every run (counting across single spaces and dashes) to 11 digits or
+fewer, e.g. with a letter inside. A run of 20 or more ungrouped digits is not a card
+number by its length and is accepted (a PAN glued to other digits without a
+separator is not caught).
 
 Messages name the field and show the offending value with `repr`, shortened to
 `_SHOW_MAX` characters and with any run of 12 or more digits (also when grouped by
 spaces or dashes) masked, so that a PAN pasted into the wrong field never reaches a
-log. The values of `card.pan` and `card.cvc` are never shown at all.
+log. The values of `card.pan` and `card.cvc` are never shown at all, nor is a value
+refused as `card_number_in_text`.
 """
 
 from __future__ import annotations
