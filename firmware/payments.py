@@ -25,7 +25,7 @@ from payments_cache.gateway_client import HttpGateway
 from payments_cache.models import GatewayResult
 from payments_cache.risk import RiskLimits
 from payments_cache.service import PaymentService, ServiceSettings
-from payments_cache.store import AsyncStore
+from payments_cache.async_store import AsyncStore
 from payments_cache.uplinks import UplinkSignal
 
 log = logging.getLogger("storebox.payments")

@@ -79,7 +79,7 @@ def queue_entry(payment: Payment) -> dict[str, Any]:
         "forward_state": payment.forward_state.value, "attempts": payment.attempts,
         "next_attempt_at": payment.next_attempt_at.isoformat(timespec="seconds")
         if payment.next_attempt_at else None,
-        "card": f"{payment.first6}…{payment.last4}", "brand": payment.brand,
+        "card": f"…{payment.last4}", "brand": payment.brand,
         "last_error": payment.last_error, "terminal_id": payment.terminal_id,
         "reference": payment.reference,
     }

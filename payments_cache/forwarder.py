@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from payments_cache.async_store import AsyncStore
 from payments_cache.errors import (
     GatewayError,
     GatewayRejected,
@@ -41,7 +42,7 @@ from payments_cache.errors import (
 )
 from payments_cache.gateway import AuthorizationPayload, Gateway
 from payments_cache.models import ForwardState, GatewayResult, PaymentStatus
-from payments_cache.store import AsyncStore, Payment
+from payments_cache.store import Payment
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +264,10 @@ class Forwarder:
         card = await self._store.card_for_forwarding(payment.id)
         payload = AuthorizationPayload(
             payment_id=payment.id, amount=payment.amount, currency=payment.currency,
-            card=card, merchant_id=self._merchant_id, offline=True,
+            card=card, merchant_id=payment.merchant_id or self._merchant_id, offline=True,
             captured_at=payment.created_at, terminal_id=payment.terminal_id,
-            reference=payment.reference)
+            reference=payment.reference,
+            card_hint={"brand": payment.brand, "last4": payment.last4})
         result = await self._gateway.authorize(payload, self._authorize_timeout_s)
         return await self._resolved(payment, result)
 

@@ -11,34 +11,50 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from payments_cache.models import Card, GatewayResult
+from payments_cache.sealing import SealedCard
 
 
 @dataclass(frozen=True)
 class AuthorizationPayload:
     """The body of `POST /v1/authorizations`. Deterministic: the same payment always
-    serialises to the same JSON, so a retry under the same Idempotency-Key is a replay."""
+    serialises to the same JSON, so a retry under the same Idempotency-Key is a replay.
+
+    `card` is the card itself (online, or an offline card the box encrypted locally) or
+    the card sealed to the gateway (CONTRACTS §5a: sent as ``card_sealed`` with the
+    optional ``card_hint`` of brand and last4)."""
 
     payment_id: str
     amount: int
     currency: str
-    card: Card
+    card: Card | SealedCard
     merchant_id: str
     offline: bool
     captured_at: datetime
     terminal_id: str | None = None
     reference: str | None = None
+    card_hint: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "payment_id": self.payment_id, "amount": self.amount, "currency": self.currency,
+            **self._card_fields(), "terminal_id": self.terminal_id,
+            "reference": self.reference, "merchant_id": self.merchant_id,
+            "offline": self.offline,
+            "captured_at": self.captured_at.isoformat(timespec="milliseconds"),
+        }
+        return doc
+
+    def _card_fields(self) -> dict[str, Any]:
+        if isinstance(self.card, SealedCard):
+            fields: dict[str, Any] = {"card_sealed": self.card.to_json()}
+            if self.card_hint is not None:
+                fields["card_hint"] = self.card_hint
+            return fields
         card: dict[str, Any] = {"pan": self.card.pan, "exp_month": self.card.exp_month,
                                 "exp_year": self.card.exp_year}
         if self.card.cvc is not None and not self.offline:
             card["cvc"] = self.card.cvc
-        return {
-            "payment_id": self.payment_id, "amount": self.amount, "currency": self.currency,
-            "card": card, "terminal_id": self.terminal_id, "reference": self.reference,
-            "merchant_id": self.merchant_id, "offline": self.offline,
-            "captured_at": self.captured_at.isoformat(timespec="milliseconds"),
-        }
+        return {"card": card}
 
 
 class Gateway(Protocol):

@@ -121,10 +121,89 @@ def _m0003_queue_totals(conn: sqlite3.Connection) -> None:
         END""")
 
 
+_PAYMENTS_V4 = """
+        CREATE TABLE payments (
+            id                TEXT PRIMARY KEY,
+            idempotency_key   TEXT NOT NULL UNIQUE,
+            request_hash      TEXT,              -- hash of the request without the PAN's
+                                                 -- middle digits; NULL: erased (legacy)
+            created_at        INTEGER NOT NULL,  -- UTC ms
+            updated_at        INTEGER NOT NULL,
+            amount            INTEGER NOT NULL CHECK (amount > 0),
+            currency          TEXT NOT NULL,
+            merchant_id       TEXT,              -- the merchant the payment was taken for
+            terminal_id       TEXT,
+            reference         TEXT,
+            brand             TEXT NOT NULL,
+            first6            TEXT,              -- never kept since 0004 (NULL)
+            last4             TEXT NOT NULL,
+            fingerprint       TEXT,              -- keyed HMAC of the PAN, erased after the
+                                                 -- velocity window
+            card_blob         BLOB,              -- locally encrypted PAN + expiry
+            key_id            TEXT REFERENCES keys (key_id),
+            card_sealed       BLOB,              -- HPKE-sealed to the gateway (CONTRACTS 5a)
+            seal_kid          TEXT,
+            row_mac           TEXT,              -- binds a sealed card to its row's fields
+            status            TEXT NOT NULL CHECK (status IN ('pending', 'approved',
+                                  'declined', 'approved_offline', 'declined_offline')),
+            forward_state     TEXT NOT NULL CHECK (forward_state IN ('none', 'unknown',
+                                  'queued', 'forwarded', 'dead')),
+            attempts          INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at   INTEGER,           -- UTC ms
+            final_status      TEXT CHECK (final_status IN ('approved', 'declined')),
+            auth_code         TEXT,
+            decline_reason    TEXT,
+            last_error        TEXT,
+            quarantined       INTEGER NOT NULL DEFAULT 0 CHECK (quarantined IN (0, 1)),
+            quarantine_reason TEXT,
+            CHECK ((card_blob IS NULL) = (key_id IS NULL)),
+            CHECK ((card_sealed IS NULL) = (seal_kid IS NULL)),
+            CHECK (card_blob IS NULL OR card_sealed IS NULL)
+        )"""
+
+_V3_COLUMNS = ("id, idempotency_key, request_hash, created_at, updated_at, amount, currency, "
+               "terminal_id, reference, brand, first6, last4, fingerprint, card_blob, key_id, "
+               "status, forward_state, attempts, next_attempt_at, final_status, auth_code, "
+               "decline_reason, last_error, quarantined, quarantine_reason")
+
+
+def _m0004_card_protection(conn: sqlite3.Connection) -> None:
+    """Room for sealed cards and nothing to correlate (SQLite's table-rebuild procedure).
+
+    New: `card_sealed`/`seal_kid` (HPKE to the gateway), `row_mac`, `merchant_id`;
+    `first6`, `fingerprint` and `request_hash` become nullable so they can be erased;
+    the unused `response_json` goes. `settled_totals` keeps the reconciliation totals of
+    rows purged after the retention period. Existing rows are copied as they are; the
+    store re-encrypts or re-seals their cards and erases first6 when it opens
+    (`payments_cache.upgrade`).
+    """
+    conn.execute("ALTER TABLE payments RENAME TO payments_v3")
+    conn.execute(_PAYMENTS_V4)
+    conn.execute(f"INSERT INTO payments ({_V3_COLUMNS}) "
+                 f"SELECT {_V3_COLUMNS} FROM payments_v3")
+    conn.execute("DROP TABLE payments_v3")  # drops its indexes and triggers with it
+    _m0002_queue_indexes(conn)
+    conn.execute("CREATE INDEX payments_sealed ON payments (seal_kid) "
+                 "WHERE seal_kid IS NOT NULL")
+    conn.execute("DROP TABLE queue_totals")
+    _m0003_queue_totals(conn)
+    conn.execute("""
+        CREATE TABLE settled_totals (
+            day           TEXT NOT NULL,     -- UTC date the payments were taken
+            currency      TEXT NOT NULL,
+            status        TEXT NOT NULL,     -- what the POS was told
+            final_status  TEXT NOT NULL,     -- the gateway's word, '' when none
+            count         INTEGER NOT NULL,
+            amount        INTEGER NOT NULL,
+            PRIMARY KEY (day, currency, status, final_status)
+        )""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_queue_indexes", _m0002_queue_indexes),
     Migration("0003_queue_totals", _m0003_queue_totals),
+    Migration("0004_card_protection", _m0004_card_protection),
 )
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from payments_cache.async_store import AsyncStore
+from payments_cache.crypto import request_hash
 from payments_cache.errors import (
     GatewayRejected,
     GatewayUnavailable,
@@ -36,7 +38,7 @@ from payments_cache.errors import (
 from payments_cache.gateway import AuthorizationPayload, Gateway
 from payments_cache.models import ForwardState, PaymentRequest, PaymentStatus, QueueStats
 from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskLimits, evaluate
-from payments_cache.store import AsyncStore, Payment
+from payments_cache.store import Payment
 from payments_cache.uplinks import UplinkSignal
 from payments_cache.validation import parse_idempotency_key, parse_payment_request
 
@@ -152,7 +154,7 @@ class PaymentService:
             found = await self.store.lookup_idempotency(key)
             if found is not None:
                 payment, stored_hash = found
-                if stored_hash != await self.store.request_hash(request):
+                if stored_hash is not None and stored_hash != request_hash(request):
                     raise IdempotencyConflict(key, payment.id)
                 if payment.status is not PaymentStatus.PENDING:
                     return answer(payment)
@@ -278,8 +280,7 @@ class PaymentService:
     async def _risk(self, request: PaymentRequest) -> RiskDecision:
         window = timedelta(seconds=self.settings.limits.velocity_window_s)
         stats = await self.store.queue_totals()  # O(1); the counts by state are not needed
-        fingerprint = await self.store.fingerprint(request.card.pan)
-        velocity = await self.store.card_velocity(fingerprint, self._now() - window)
+        velocity = await self.store.card_velocity(request.card.pan, self._now() - window)
         return self._decider(request)(stats, velocity)
 
     async def _current(self, payment_id: str) -> Payment:

@@ -47,35 +47,31 @@ one older than a cut-off as interrupted too (e.g. the answer could not be stored
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import functools
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Protocol
 
 from payments_cache.cards import brand as card_brand
 from payments_cache.crypto import (
+    Kek,
     KeyRecord,
     KeyRing,
     Purpose,
-    blob_key_id,
-    card_from_plaintext,
+    RecordBinding,
+    Wrapper,
     card_plaintext,
     fsync_dir,
-    load_or_create_kek,
+    request_hash,
 )
 from payments_cache.errors import (
     DuplicatePayment,
@@ -85,7 +81,20 @@ from payments_cache.errors import (
     RecordQuarantined,
     StorageUnavailable,
 )
-from payments_cache.migrations import MIGRATIONS, Migration, apply_migrations
+from payments_cache.keysource import (
+    KeySource,
+    erase_file,
+    load_legacy_kek,
+    open_wrapper,
+    protects_at_rest,
+    rewrapping,
+)
+from payments_cache.migrations import (
+    MIGRATIONS,
+    Migration,
+    applied_migrations,
+    apply_migrations,
+)
 from payments_cache.models import (
     Card,
     ForwardState,
@@ -94,31 +103,53 @@ from payments_cache.models import (
     PaymentStatus,
     QueueStats,
 )
+from payments_cache.protection import (
+    CARD_FIELD,
+    CardProtection,
+    ForwardCard,
+    ProtectedCard,
+    StoredCard,
+)
+from payments_cache.retention import (
+    DAY_MS,
+    ExpiryReport,
+    erase_fingerprints,
+    purge_settled,
+    retire_hmac_keys,
+    settled_totals,
+)
+from payments_cache.sealing import SealKey
+from payments_cache.upgrade import UPGRADE_NEEDS, upgrade_rows
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "payments.sqlite3"
-CARD_FIELD = "card"
+#: The column values that erase a payment's card, whichever form it was kept in.
+_NO_CARD: dict[str, Any] = dict(card_blob=None, key_id=None, card_sealed=None, seal_kid=None,
+                                row_mac=None)
 ABANDONED_REASON = "abandoned_after_restart"
 _FORWARDABLE = (ForwardState.QUEUED.value, ForwardState.UNKNOWN.value)
 
-_COLUMNS = """id, idempotency_key, created_at, amount, currency, terminal_id, reference,
-    brand, first6, last4, fingerprint, card_blob IS NOT NULL AS has_card, key_id, status,
+_COLUMNS = """id, idempotency_key, created_at, amount, currency, merchant_id, terminal_id,
+    reference, brand, last4, fingerprint,
+    (card_blob IS NOT NULL OR card_sealed IS NOT NULL) AS has_card, key_id, seal_kid, status,
     forward_state, attempts, next_attempt_at, final_status, auth_code, decline_reason,
-    last_error, response_json, quarantined, quarantine_reason"""
+    last_error, quarantined, quarantine_reason"""
 
-_INSERT_PAYMENT = (  # the only interpolation is the constant column list
-    "INSERT INTO payments (id, idempotency_key, request_hash, created_at, updated_at, amount, "  # noqa: S608
-    "currency, terminal_id, reference, brand, first6, last4, fingerprint, card_blob, key_id, "
-    "status, forward_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', "
-    f"'none') RETURNING {_COLUMNS}")
+#: Every column `_insert` writes, in order; the rest take their defaults.
+_INSERT_FIELDS = ("id", "idempotency_key", "request_hash", "created_at", "updated_at", "amount",
+                  "currency", "merchant_id", "terminal_id", "reference", "brand", "last4",
+                  "fingerprint", "card_blob", "key_id", "card_sealed", "seal_kid", "row_mac",
+                  "status", "forward_state", "next_attempt_at", "decline_reason")
+_INSERT = (  # the only interpolations are constant column lists
+    f"INSERT INTO payments ({', '.join(_INSERT_FIELDS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(_INSERT_FIELDS))}) RETURNING {_COLUMNS}")
 
-
-_INSERT_OFFLINE = (  # the only interpolation is the constant column list
-    "INSERT INTO payments (id, idempotency_key, request_hash, created_at, updated_at, amount, "  # noqa: S608
-    "currency, terminal_id, reference, brand, first6, last4, fingerprint, card_blob, key_id, "
-    "status, forward_state, next_attempt_at, decline_reason) "
-    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}")
+#: The columns a card's binding and stored form are read from.
+_CARD_COLUMNS = ("id, amount, currency, merchant_id, terminal_id, created_at, "
+                 "CAST(card_blob AS BLOB) AS card_blob, key_id, "
+                 "CAST(card_sealed AS BLOB) AS card_sealed, seal_kid, row_mac, status, "
+                 "forward_state")
 
 
 # --- value types -----------------------------------------------------------------------
@@ -162,14 +193,15 @@ class Payment:
     created_at: datetime
     amount: int
     currency: str
+    merchant_id: str | None
     terminal_id: str | None
     reference: str | None
     brand: str
-    first6: str
     last4: str
-    fingerprint: str
-    has_card: bool
-    key_id: str | None
+    fingerprint: str | None        # None once the velocity window has passed
+    has_card: bool                 # a card is kept (sealed or encrypted) for forwarding
+    key_id: str | None             # the data key of a locally encrypted card
+    seal_kid: str | None           # the gateway's seal key of a sealed card
     status: PaymentStatus
     forward_state: ForwardState
     attempts: int
@@ -178,7 +210,6 @@ class Payment:
     auth_code: str | None
     decline_reason: str | None
     last_error: str | None
-    response_json: str | None
     quarantined: bool
     quarantine_reason: str | None
 
@@ -196,6 +227,7 @@ class OpenReport:
     recovered_pending: list[str]       # PENDING rows turned into interrupted ones
     unusable_keys: list[str]           # keys this KEK cannot unwrap
     quarantined: list[str]             # payments quarantined because of those keys
+    upgraded: list[str] = field(default_factory=list)  # cards re-protected (upgrade)
 
 
 @dataclass(frozen=True)
@@ -204,6 +236,7 @@ class RotationReport:
     reencrypted: int
     retired_keys: list[str]
     quarantined: list[str]             # records that failed authentication on the way
+    new_hmac_key_id: str | None = None
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -227,23 +260,30 @@ def _payment(row: sqlite3.Row) -> Payment:
     assert created is not None
     return Payment(
         id=row["id"], idempotency_key=row["idempotency_key"], created_at=created,
-        amount=row["amount"], currency=row["currency"], terminal_id=row["terminal_id"],
-        reference=row["reference"], brand=row["brand"], first6=row["first6"],
+        amount=row["amount"], currency=row["currency"], merchant_id=row["merchant_id"],
+        terminal_id=row["terminal_id"], reference=row["reference"], brand=row["brand"],
         last4=row["last4"], fingerprint=row["fingerprint"], has_card=bool(row["has_card"]),
-        key_id=row["key_id"], status=PaymentStatus(row["status"]),
+        key_id=row["key_id"], seal_kid=row["seal_kid"], status=PaymentStatus(row["status"]),
         forward_state=ForwardState(row["forward_state"]), attempts=row["attempts"],
         next_attempt_at=from_ms(row["next_attempt_at"]), final_status=row["final_status"],
         auth_code=row["auth_code"], decline_reason=row["decline_reason"],
-        last_error=row["last_error"], response_json=row["response_json"],
-        quarantined=bool(row["quarantined"]), quarantine_reason=row["quarantine_reason"])
+        last_error=row["last_error"], quarantined=bool(row["quarantined"]),
+        quarantine_reason=row["quarantine_reason"])
+
+
+def _binding(row: sqlite3.Row) -> RecordBinding:
+    return RecordBinding(row["id"], row["amount"], row["currency"], row["merchant_id"],
+                         row["terminal_id"], row["created_at"])
+
+
+def _stored_card(row: sqlite3.Row) -> StoredCard:
+    return StoredCard(row["card_blob"], row["key_id"], row["card_sealed"], row["seal_kid"],
+                      row["row_mac"])
 
 
 def _storage_reason(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", None)
     return f"{name}: {exc}" if name else str(exc)
-
-
-_PAN_LIKE = re.compile(r"(?<!\d)\d{12,19}(?!\d)")
 
 
 # --- the store -------------------------------------------------------------------------
@@ -253,7 +293,8 @@ class Store:
     """The payment store. Open with `Store.open`; use from one thread only."""
 
     def __init__(self, conn: sqlite3.Connection, ring: KeyRing, clock: Callable[[], float],
-                 pending_grace_s: float) -> None:
+                 pending_grace_s: float, *, seal_key: SealKey | None = None,
+                 merchant_id: str | None = None) -> None:
         self._conn = conn
         self._ring = ring
         self._clock = clock
@@ -261,43 +302,86 @@ class Store:
         self._scrub_interval_s = 0.0
         self._scrubbed_at = float("-inf")
         self._scrub_pending = False
+        self.protection = CardProtection(ring, seal_key)
+        self.merchant_id = merchant_id
         self.report = OpenReport([], [], [], [])
 
     # open / close
 
     @classmethod
-    def open(cls, directory: str | Path, kek_path: str | Path, *,
+    def open(cls, directory: str | Path, keys: KeySource, *,
              clock: Callable[[], float] = time.time, pending_grace_s: float = 120.0,
              migrations: Sequence[Migration] = MIGRATIONS,
-             scrub_interval_s: float = 0.0) -> Store:
-        """Open (creating if needed) the store in `directory`, keyed by the KEK file.
+             scrub_interval_s: float = 0.0, seal_key: SealKey | None = None,
+             merchant_id: str | None = None, legacy_kek: str | Path | None = None) -> Store:
+        """Open (creating if needed) the store in `directory`.
 
-        Raises `KeyMaterialError` (KEK file unsafe), `MigrationFailed` or
-        `StorageUnavailable`. Keys the KEK cannot unwrap do not stop it: the payments
-        sealed under them are quarantined and listed in `report`.
+        `keys` wraps the database's keys: a KEK file path (the legacy/development form)
+        or a factory ``create -> wrapper`` (a key provider). It may create a KEK only
+        while the database holds no wrapped key: a missing KEK is never replaced by a
+        new one behind the queue's back (`KeyMaterialError`). `legacy_kek`: the KEK
+        file of earlier firmware; keys wrapped by it are re-wrapped by `keys` and the
+        file is erased. `seal_key`: cards are sealed to the gateway (CONTRACTS §5a).
+
+        Raises `KeyMaterialError`, `MigrationFailed` or `StorageUnavailable`. Keys the
+        KEK cannot unwrap do not stop it: the payments sealed under them are quarantined
+        and listed in `report`.
         """
-        kek = load_or_create_kek(kek_path)
+        moving = legacy_kek is not None and Path(legacy_kek).exists() and (
+            not isinstance(keys, str | Path) or Path(keys).resolve() != Path(legacy_kek).resolve())
+        wrapper = open_wrapper(keys, create=moving or not _holds_wrapped_keys(
+            Path(directory) / DB_NAME))
+        legacy = load_legacy_kek(legacy_kek, wrapper)
         conn = _connect(_prepare_db_file(Path(directory)))
         try:
             applied = apply_migrations(conn, migrations)
-            ring = KeyRing(kek, _load_key_records(conn))
-            store = cls(conn, ring, clock, pending_grace_s)
+            records = _load_key_records(conn)
+            ring = KeyRing(rewrapping(wrapper, legacy), records,
+                           ephemeral_fingerprints=seal_key is not None
+                           and not protects_at_rest(wrapper))
+            store = cls(conn, ring, clock, pending_grace_s, seal_key=seal_key,
+                        merchant_id=merchant_id)
             store._scrub_interval_s = scrub_interval_s
-            store._start(applied)
+            store._start(applied, wrapper, legacy)
         except BaseException:
             conn.close()
             raise
         return store
 
-    def _start(self, applied: list[str]) -> None:
+    def _start(self, applied: list[str], wrapper: Wrapper, legacy: Kek | None) -> None:
+        if legacy is not None:
+            self._rewrap_keys(wrapper)
+        self._ring.use_wrapper(wrapper)
         self._ensure_active_keys()
         quarantined = self._quarantine_unusable_keys()
+        upgraded = []
+        if UPGRADE_NEEDS in applied_migrations(self._conn):
+            with self._tx("re-protect stored cards") as conn:
+                upgraded = upgrade_rows(conn, self.protection, self._now_ms())
         recovered = self.recover_stale_pending(None)
-        self.report = OpenReport(applied, recovered, sorted(self._ring.unusable), quarantined)
+        self.report = OpenReport(applied, recovered, sorted(self._ring.unusable), quarantined,
+                                 upgraded)
         if quarantined or self._ring.unusable:
             log.error("store opened with %d unusable keys; %d payments quarantined",
                       len(self._ring.unusable), len(quarantined))
         self._scrub()
+        if legacy is not None:
+            erase_file(Path(legacy.path))
+            log.warning("keys re-wrapped by the key provider; the old KEK file %r is erased",
+                        legacy.path)
+
+    def _rewrap_keys(self, wrapper: Wrapper) -> None:
+        records = [r for r in _load_key_records(self._conn)
+                   if r.wrapped is not None and self._ring.usable(r.key_id)]
+        with self._tx("re-wrap the keys") as conn:
+            for record in records:
+                new = self._ring.rewrap(record, wrapper)
+                conn.execute("UPDATE keys SET wrapped = ? WHERE key_id = ?",
+                             (new.wrapped, new.key_id))
+
+    @property
+    def ring(self) -> KeyRing:
+        return self._ring
 
     def close(self) -> None:
         with self._guard("close the store"):
@@ -408,41 +492,53 @@ class Store:
 
     # hashing
 
-    def request_hash(self, request: PaymentRequest) -> str:
-        """The keyed hash `lookup_idempotency` returns for the same request (CVC excluded)."""
-        return self._ring.request_hash(request)
-
     def fingerprint(self, pan: str) -> str:
         return self._ring.fingerprint(pan)
 
     # POS-side operations
 
-    def lookup_idempotency(self, key: str) -> tuple[Payment, str] | None:
+    def lookup_idempotency(self, key: str) -> tuple[Payment, str | None] | None:
+        """The payment stored under `key` and its request hash (None: erased, legacy)."""
         with self._guard("look up an idempotency key"):
             row = self._conn.execute(
                 f"SELECT {_COLUMNS}, request_hash FROM payments "  # noqa: S608
                 "WHERE idempotency_key = ?", (key,)).fetchone()
         return None if row is None else (_payment(row), row["request_hash"])
 
+    def _insert(self, conn: sqlite3.Connection, pid: str, idempotency_key: str,
+                request: PaymentRequest, brand: str | None, card: ProtectedCard,
+                **fields: Any) -> Payment:
+        """Insert one payment; `fields` are the status and forwarding columns."""
+        if conn.execute("SELECT 1 FROM payments WHERE idempotency_key = ?",
+                        (idempotency_key,)).fetchone():
+            raise DuplicatePayment(idempotency_key)
+        now = fields.pop("now")
+        values: dict[str, Any] = dict(
+            id=pid, idempotency_key=idempotency_key, request_hash=request_hash(request),
+            created_at=now, updated_at=now, amount=request.amount, currency=request.currency,
+            merchant_id=self.merchant_id, terminal_id=request.terminal_id,
+            reference=request.reference, brand=brand or card_brand(request.card.pan),
+            last4=request.card.last4, card_blob=card.card_blob, key_id=card.key_id,
+            card_sealed=card.card_sealed, seal_kid=card.seal_kid, row_mac=card.row_mac,
+            next_attempt_at=None, decline_reason=None)
+        values.update(fields)
+        rows = conn.execute(_INSERT, [_sql_value(values[f]) for f in _INSERT_FIELDS]).fetchall()
+        return _payment(rows[0])
+
+    def _binding(self, pid: str, request: PaymentRequest, now: int) -> RecordBinding:
+        return RecordBinding(pid, request.amount, request.currency, self.merchant_id,
+                             request.terminal_id, now)
+
     def begin_online(self, idempotency_key: str, request: PaymentRequest, *,
                      brand: str | None = None) -> Payment:
-        """Store a PENDING payment with its sealed card, before the online attempt."""
+        """Store a PENDING payment with its protected card, before the online attempt."""
         pid = new_payment_id()
-        card = request.card
-        blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card))
         now = self._now_ms()
+        card = self.protection.protect(self._binding(pid, request, now), request.card)
         with self._tx("store the payment") as conn:
-            if conn.execute("SELECT 1 FROM payments WHERE idempotency_key = ?",
-                            (idempotency_key,)).fetchone():
-                raise DuplicatePayment(idempotency_key)
-            rows = conn.execute(
-                _INSERT_PAYMENT,
-                (pid, idempotency_key, self._ring.request_hash(request), now, now,
-                 request.amount, request.currency, request.terminal_id, request.reference,
-                 brand or card_brand(card.pan), card.first6, card.last4,
-                 self._ring.fingerprint(card.pan), blob, self._ring.active_data_key_id),
-            ).fetchall()
-        return _payment(rows[0])
+            return self._insert(conn, pid, idempotency_key, request, brand, card, now=now,
+                                fingerprint=self._ring.fingerprint(request.card.pan),
+                                status=PaymentStatus.PENDING, forward_state=ForwardState.NONE)
 
     def take_offline(self, idempotency_key: str, request: PaymentRequest,
                      decide: Callable[[QueueStats, tuple[int, int]], OfflineDecision],
@@ -480,29 +576,21 @@ class Store:
 
     def _insert_offline(self, conn: sqlite3.Connection, item: OfflineRequest) -> Payment:
         request = item.request
-        card = request.card
-        if conn.execute("SELECT 1 FROM payments WHERE idempotency_key = ?",
-                        (item.idempotency_key,)).fetchone():
-            raise DuplicatePayment(item.idempotency_key)
         pid = new_payment_id()
-        fingerprint = self._ring.fingerprint(card.pan)
         now = self._now_ms()
         decision = item.decide(self._queue_totals(conn),
-                               self._card_velocity(conn, fingerprint, item.velocity_since))
-        blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card)) \
-            if decision.approved else None
-        rows = conn.execute(
-            _INSERT_OFFLINE,
-            (pid, item.idempotency_key, self._ring.request_hash(request), now, now,
-             request.amount, request.currency, request.terminal_id, request.reference,
-             item.brand or card_brand(card.pan), card.first6, card.last4, fingerprint, blob,
-             self._ring.active_data_key_id if blob else None,
-             PaymentStatus.APPROVED_OFFLINE.value if decision.approved
-             else PaymentStatus.DECLINED_OFFLINE.value,
-             ForwardState.QUEUED.value if decision.approved else ForwardState.NONE.value,
-             now if decision.approved else None,
-             None if decision.approved else decision.reason)).fetchall()
-        return _payment(rows[0])
+                               self._card_velocity(conn, request.card.pan, item.velocity_since))
+        if not decision.approved:
+            return self._insert(conn, pid, item.idempotency_key, request, item.brand,
+                                ProtectedCard(), now=now,
+                                fingerprint=self._ring.fingerprint(request.card.pan),
+                                status=PaymentStatus.DECLINED_OFFLINE,
+                                forward_state=ForwardState.NONE, decline_reason=decision.reason)
+        card = self.protection.protect(self._binding(pid, request, now), request.card)
+        return self._insert(conn, pid, item.idempotency_key, request, item.brand, card,
+                            now=now, fingerprint=self._ring.fingerprint(request.card.pan),
+                            status=PaymentStatus.APPROVED_OFFLINE,
+                            forward_state=ForwardState.QUEUED, next_attempt_at=now)
 
     def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
         """The gateway answered the online attempt: APPROVED/DECLINED, card erased."""
@@ -511,8 +599,8 @@ class Store:
             payment = self._update(conn, payment_id, status=result.status,
                                    forward_state=ForwardState.NONE,
                                    final_status=result.status, auth_code=result.auth_code,
-                                   decline_reason=result.decline_code, card_blob=None,
-                                   key_id=None, next_attempt_at=None)
+                                   decline_reason=result.decline_code,
+                                   next_attempt_at=None, **_NO_CARD)
         self._scrub()
         return payment
 
@@ -537,39 +625,11 @@ class Store:
                 payment = self._update(
                     conn, payment_id, status=PaymentStatus.DECLINED_OFFLINE,
                     forward_state=ForwardState.UNKNOWN if unknown else ForwardState.NONE,
-                    decline_reason=decision.reason, card_blob=None, key_id=None,
+                    decline_reason=decision.reason, **_NO_CARD,
                     next_attempt_at=self._now_ms() if unknown else None)
         if not decision.approved:
             self._scrub()
         return payment
-
-    def record_response(self, payment_id: str, response: Mapping[str, Any] | str) -> str:
-        """Keep the answer given to the POS; the first one recorded wins and is returned.
-
-        Refuses (``ValueError``) a response carrying card data beyond brand and last4.
-        """
-        text = response if isinstance(response, str) else json.dumps(
-            response, separators=(",", ":"), sort_keys=True)
-        with self._tx("store the response") as conn:
-            current = self._require(conn, payment_id)
-            self._check_masked(current, text)
-            if current.response_json is not None:
-                return current.response_json
-            self._update(conn, payment_id, response_json=text)
-        return text
-
-    def _check_masked(self, payment: Payment, text: str) -> None:
-        document = json.loads(text)
-        card = document.get("card") or {} if isinstance(document, dict) else None
-        if not isinstance(card, dict):
-            raise ValueError(f"response for {payment.id!r} must be a JSON object whose "
-                             "'card' is an object")
-        if set(card) - {"brand", "last4"}:
-            raise ValueError(f"response for {payment.id!r} has card fields "
-                             f"{sorted(set(card) - {'brand', 'last4'})!r}")
-        if any(self._ring.fingerprint(m) == payment.fingerprint
-               for m in _PAN_LIKE.findall(text)):
-            raise ValueError(f"response for {payment.id!r} contains the card number")
 
     def get(self, payment_id: str) -> Payment | None:
         with self._guard("read the payment"):
@@ -614,18 +674,18 @@ class Store:
         ).fetchone()
         return QueueStats(totals.count, totals.amount, totals.oldest_created_at, by_state)
 
-    def card_velocity(self, fingerprint: str, since: datetime) -> tuple[int, int]:
+    def card_velocity(self, pan: str, since: datetime) -> tuple[int, int]:
         """(count, amount) of offline-approved payments on this card since `since`."""
         with self._guard("read card velocity"):
-            return self._card_velocity(self._conn, fingerprint, since)
+            return self._card_velocity(self._conn, pan, since)
 
-    @staticmethod
-    def _card_velocity(conn: sqlite3.Connection, fingerprint: str,
+    def _card_velocity(self, conn: sqlite3.Connection, pan: str,
                        since: datetime) -> tuple[int, int]:
         count, amount = conn.execute(
-            "SELECT count(*), coalesce(sum(amount), 0) FROM payments WHERE fingerprint = ? "
+            "SELECT count(*), coalesce(sum(amount), 0) FROM payments "
+            "WHERE fingerprint IN (SELECT value FROM json_each(?)) "
             "AND status = 'approved_offline' AND created_at >= ?",
-            (fingerprint, to_ms(since))).fetchone()
+            (json.dumps(self._ring.fingerprints(pan)), to_ms(since))).fetchone()
         return int(count), int(amount)
 
     def list_queue(self, limit: int = 100) -> list[Payment]:
@@ -664,28 +724,24 @@ class Store:
                 "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0").fetchone()
         return from_ms(ms)
 
-    def card_for_forwarding(self, payment_id: str) -> Card:
-        """Unseal the card (no CVC). A record that fails authentication is quarantined
-        (excluded from forwarding, counted) and `RecordQuarantined` is raised."""
-        with self._guard("read the sealed card"):
+    def card_for_forwarding(self, payment_id: str) -> ForwardCard:
+        """The card as the forwarder sends it: opened (no CVC) or sealed as stored. A row
+        that fails authentication is quarantined (excluded from forwarding, counted) and
+        `RecordQuarantined` is raised."""
+        with self._guard("read the stored card"):
             row = self._conn.execute(  # CAST: a tampered value may not even be a blob
-                "SELECT CAST(card_blob AS BLOB) AS card_blob, key_id, status, forward_state "
-                "FROM payments WHERE id = ?", (payment_id,)).fetchone()
+                f"SELECT {_CARD_COLUMNS} FROM payments WHERE id = ?",  # noqa: S608
+                (payment_id,)).fetchone()
         if row is None:
             raise PaymentNotFound(payment_id)
-        if row["card_blob"] is None:
+        if row["card_blob"] is None and row["card_sealed"] is None:
             raise InvalidTransition(payment_id, "forward (card erased)", row["status"],
                                     row["forward_state"])
         try:
-            return self._unseal(payment_id, row["card_blob"], row["key_id"])
+            return self.protection.for_forwarding(_binding(row), _stored_card(row))
         except RecordQuarantined as exc:
             self._mark_quarantined(payment_id, exc.reason)
             raise
-
-    def _unseal(self, payment_id: str, blob: bytes, key_id: str | None) -> Card:
-        if blob_key_id(blob) != key_id:
-            raise RecordQuarantined(payment_id, CARD_FIELD, "key id does not match the record")
-        return card_from_plaintext(payment_id, self._ring.decrypt(payment_id, CARD_FIELD, blob))
 
     def _mark_quarantined(self, payment_id: str, reason: str) -> None:
         log.error("payment %s quarantined: %s", payment_id, reason)
@@ -704,8 +760,8 @@ class Store:
         (and changes nothing) when the row is no longer in the state `expect` shows.
         """
         fields: dict[str, Any] = dict(
-            final_status=result.status, auth_code=result.auth_code, card_blob=None,
-            key_id=None, next_attempt_at=None, last_error=None,
+            final_status=result.status, auth_code=result.auth_code, **_NO_CARD,
+            next_attempt_at=None, last_error=None,
             forward_state=ForwardState.FORWARDED)
         if result.decline_code is not None:
             fields["decline_reason"] = result.decline_code
@@ -719,8 +775,8 @@ class Store:
         Interrupted PENDING → DECLINED_OFFLINE ``abandoned_after_restart``; DECLINED_OFFLINE
         (unknown outcome) → forward state NONE. Card erased.
         """
-        fields: dict[str, Any] = dict(forward_state=ForwardState.NONE, card_blob=None,
-                                      key_id=None, next_attempt_at=None)
+        fields: dict[str, Any] = dict(forward_state=ForwardState.NONE, **_NO_CARD,
+                                      next_attempt_at=None)
         if expect.status is PaymentStatus.PENDING:
             fields.update(status=PaymentStatus.DECLINED_OFFLINE, decline_reason=ABANDONED_REASON)
         elif expect.status is not PaymentStatus.DECLINED_OFFLINE:
@@ -778,46 +834,78 @@ class Store:
     # key rotation
 
     def rotate_keys(self) -> RotationReport:
-        """Re-seal every stored card under a new data key and retire the keys no longer
-        used, all in one transaction. Statuses and forward states are untouched; a record
-        that fails authentication is quarantined and keeps its old key."""
-        new = self._ring.generate("data", self._now_ms())
+        """A new data key and a new HMAC key; every kept card re-encrypted (local form)
+        or its row re-MACed (sealed form) under them, and the data keys no longer used
+        retired, all in one transaction. Statuses and forward states are untouched; a
+        record that fails authentication is quarantined and keeps its old key. The
+        previous HMAC key stays while its fingerprints can count (`retire_hmac_keys`)."""
+        now = self._now_ms()
+        new = [self._ring.generate("data", now), self._ring.generate("hmac", now)]
         try:
             with self._tx("rotate keys") as conn:
-                conn.execute("UPDATE keys SET state = 'previous' "
-                             "WHERE purpose = 'data' AND state = 'active'")
-                _insert_key(conn, new)
-                count, quarantined = self._reseal_all(conn, new.key_id)
+                conn.execute("UPDATE keys SET state = 'previous' WHERE state = 'active'")
+                for record in new:
+                    _insert_key(conn, record)
+                count, quarantined = self._reprotect_all(conn, new[0].key_id, new[1].key_id)
                 retired = self._retire_unused_keys(conn)
         except BaseException:
-            self._ring.forget(new.key_id)
+            for record in new:
+                self._ring.forget(record.key_id)
             raise
-        self._ring.activate(new)
+        for record in new:
+            self._ring.activate(record)
         for key_id in retired:
             self._ring.forget(key_id)
         self._scrub()
-        log.info("data key rotated to %s: %d records re-sealed, %d keys retired",
-                 new.key_id, count, len(retired))
-        return RotationReport(new.key_id, count, retired, quarantined)
+        log.info("keys rotated to %s and %s: %d records re-protected, %d keys retired",
+                 new[0].key_id, new[1].key_id, count, len(retired))
+        return RotationReport(new[0].key_id, count, retired, quarantined, new[1].key_id)
 
-    def _reseal_all(self, conn: sqlite3.Connection, key_id: str) -> tuple[int, list[str]]:
+    def _reprotect_all(self, conn: sqlite3.Connection, data_key_id: str,
+                       hmac_key_id: str) -> tuple[int, list[str]]:
         count, quarantined = 0, []
-        rows = conn.execute("SELECT id, CAST(card_blob AS BLOB) AS card_blob, key_id "
-                            "FROM payments WHERE card_blob IS NOT NULL AND quarantined = 0"
-                            ).fetchall()
+        rows = conn.execute(
+            f"SELECT {_CARD_COLUMNS} FROM payments WHERE quarantined = 0 "  # noqa: S608
+            "AND (card_blob IS NOT NULL OR card_sealed IS NOT NULL)").fetchall()
         for row in rows:
-            pid = row["id"]
+            binding, stored = _binding(row), _stored_card(row)
             try:
-                card = self._unseal(pid, row["card_blob"], row["key_id"])
+                card = self.protection.for_forwarding(binding, stored)
             except RecordQuarantined as exc:
-                self._update(conn, pid, quarantined=1, quarantine_reason=exc.reason)
-                quarantined.append(pid)
+                self._update(conn, binding.payment_id, quarantined=1,
+                             quarantine_reason=exc.reason)
+                quarantined.append(binding.payment_id)
                 continue
-            blob = self._ring.encrypt(pid, CARD_FIELD, card_plaintext(card), key_id)
-            conn.execute("UPDATE payments SET card_blob = ?, key_id = ? WHERE id = ?",
-                         (blob, key_id, pid))
+            if stored.card_sealed is not None:
+                conn.execute("UPDATE payments SET row_mac = ? WHERE id = ?", (
+                    self.protection.row_mac(binding, stored.card_sealed, hmac_key_id),
+                    binding.payment_id))
+            else:
+                assert isinstance(card, Card)
+                blob = self._ring.encrypt(binding, CARD_FIELD, card_plaintext(card),
+                                          data_key_id)
+                conn.execute("UPDATE payments SET card_blob = ?, key_id = ? WHERE id = ?",
+                             (blob, data_key_id, binding.payment_id))
             count += 1
         return count, quarantined
+
+    def expire(self, *, velocity_window_s: float, retention_days: float) -> ExpiryReport:
+        """Erase what is no longer needed (`payments_cache.retention`), in one transaction."""
+        now = self._now_ms()
+        window_start = now - int(velocity_window_s * 1000)
+        with self._tx("erase expired data") as conn:
+            erased = erase_fingerprints(conn, window_start)
+            retired = retire_hmac_keys(conn, window_start, now)
+            purged = purge_settled(conn, now - int(retention_days * DAY_MS))
+        for key_id in retired:
+            self._ring.forget(key_id)
+        if erased or retired or purged:
+            self._scrub()
+        return ExpiryReport(erased, retired, purged)
+
+    def settled_totals(self) -> list[dict[str, object]]:
+        with self._guard("read the settled totals"):
+            return settled_totals(self._conn)
 
     def _retire_unused_keys(self, conn: sqlite3.Connection) -> list[str]:
         rows = conn.execute(
@@ -910,6 +998,25 @@ def _configure(conn: sqlite3.Connection) -> None:
             raise sqlite3.OperationalError(f"PRAGMA {name} could not be set")
 
 
+def _holds_wrapped_keys(path: Path) -> bool:
+    """Whether the database at `path` (if any) holds a wrapped key; read-only, so a
+    KEK problem is found before the database is created or changed."""
+    if not path.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StorageUnavailable("open the database", _storage_reason(exc)) from exc
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        return "keys" in tables and conn.execute(
+            "SELECT 1 FROM keys WHERE wrapped IS NOT NULL LIMIT 1").fetchone() is not None
+    except sqlite3.DatabaseError as exc:
+        raise StorageUnavailable("open the database", _storage_reason(exc)) from exc
+    finally:
+        conn.close()
+
+
 def _load_key_records(conn: sqlite3.Connection) -> list[KeyRecord]:
     rows = conn.execute("SELECT key_id, purpose, state, wrapped, created_at FROM keys").fetchall()
     return [KeyRecord(r["key_id"], r["purpose"], r["state"], r["wrapped"], r["created_at"])
@@ -920,173 +1027,3 @@ def _insert_key(conn: sqlite3.Connection, record: KeyRecord) -> None:
     conn.execute("INSERT INTO keys (key_id, purpose, state, wrapped, created_at) "
                  "VALUES (?, ?, ?, ?, ?)", (record.key_id, record.purpose, record.state,
                                             record.wrapped, record.created_at))
-
-
-# --- the asyncio facade ----------------------------------------------------------------
-
-
-def _settle(future: asyncio.Future[Payment | PaymentsError],
-            result: Payment | PaymentsError) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-class AsyncStore:
-    """`Store` for asyncio: every call runs on one dedicated thread, in order."""
-
-    def __init__(self, store: Store, executor: ThreadPoolExecutor) -> None:
-        self._store = store
-        self._executor = executor
-        self._offline_batch: list[tuple[OfflineRequest,
-                                        asyncio.Future[Payment | PaymentsError]]] = []
-
-    @classmethod
-    async def open(cls, directory: str | Path, kek_path: str | Path, *,
-                   clock: Callable[[], float] = time.time, pending_grace_s: float = 120.0,
-                   migrations: Sequence[Migration] = MIGRATIONS,
-                   scrub_interval_s: float = 0.0) -> AsyncStore:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="payments-store")
-        opener = functools.partial(Store.open, directory, kek_path, clock=clock,
-                                   pending_grace_s=pending_grace_s, migrations=migrations,
-                                   scrub_interval_s=scrub_interval_s)
-        try:
-            store = await asyncio.get_running_loop().run_in_executor(executor, opener)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        return cls(store, executor)
-
-    @property
-    def report(self) -> OpenReport:
-        return self._store.report
-
-    async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        call = functools.partial(fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    async def close(self) -> None:
-        try:
-            await self._call(self._store.close)
-        finally:
-            self._executor.shutdown(wait=False)
-
-    async def request_hash(self, request: PaymentRequest) -> str:
-        return await self._call(self._store.request_hash, request)
-
-    async def fingerprint(self, pan: str) -> str:
-        return await self._call(self._store.fingerprint, pan)
-
-    async def lookup_idempotency(self, key: str) -> tuple[Payment, str] | None:
-        return await self._call(self._store.lookup_idempotency, key)
-
-    async def begin_online(self, idempotency_key: str, request: PaymentRequest, *,
-                           brand: str | None = None) -> Payment:
-        return await self._call(self._store.begin_online, idempotency_key, request, brand=brand)
-
-    async def take_offline(self, idempotency_key: str, request: PaymentRequest,
-                           decide: Callable[[QueueStats, tuple[int, int]], OfflineDecision],
-                           velocity_since: datetime, *, brand: str | None = None) -> Payment:
-        """Group commit: stand-ins that arrive while the store thread is busy are stored
-        together in its next transaction, so a burst of POS requests shares one fsync.
-        Each caller still hears back only after the commit that holds its payment."""
-        future: asyncio.Future[Payment | PaymentsError] = \
-            asyncio.get_running_loop().create_future()
-        self._offline_batch.append(
-            (OfflineRequest(idempotency_key, request, decide, velocity_since, brand), future))
-        if len(self._offline_batch) == 1:
-            asyncio.get_running_loop().run_in_executor(self._executor, self._run_offline_batch,
-                                                       asyncio.get_running_loop())
-        result = await future
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def _run_offline_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the store thread: take everything queued so far, store it in one go."""
-        batch: list[tuple[OfflineRequest, asyncio.Future[Payment | PaymentsError]]] = []
-
-        def take() -> None:
-            batch.extend(self._offline_batch)
-            self._offline_batch.clear()
-            taken.set()
-
-        taken = threading.Event()
-        loop.call_soon_threadsafe(take)
-        taken.wait()
-        try:
-            results: list[Payment | PaymentsError] = self._store.take_offline_many(
-                [item for item, _ in batch])
-        except PaymentsError as exc:
-            results = [exc] * len(batch)
-        except BaseException as exc:  # a bug: fail the callers, never leave them hanging
-            failure = StorageUnavailable("store the offline payment", repr(exc))
-            results = [failure] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_settle, future, result)
-
-    async def settle_online(self, payment_id: str, result: GatewayResult) -> Payment:
-        return await self._call(self._store.settle_online, payment_id, result)
-
-    async def stand_in(self, payment_id: str, decision: OfflineDecision, *,
-                       outcome_unknown: bool = False) -> Payment:
-        return await self._call(self._store.stand_in, payment_id, decision,
-                                outcome_unknown=outcome_unknown)
-
-    async def record_response(self, payment_id: str, response: Mapping[str, Any] | str) -> str:
-        return await self._call(self._store.record_response, payment_id, response)
-
-    async def get(self, payment_id: str) -> Payment | None:
-        return await self._call(self._store.get, payment_id)
-
-    async def queue_stats(self) -> QueueStats:
-        return await self._call(self._store.queue_stats)
-
-    async def queue_totals(self) -> QueueStats:
-        return await self._call(self._store.queue_totals)
-
-    async def card_velocity(self, fingerprint: str, since: datetime) -> tuple[int, int]:
-        return await self._call(self._store.card_velocity, fingerprint, since)
-
-    async def list_queue(self, limit: int = 100) -> list[Payment]:
-        return await self._call(self._store.list_queue, limit)
-
-    async def due_for_forwarding(self, now: datetime, *, limit: int,
-                                 exclude: Collection[str] = (),
-                                 ignore_backoff: bool = False) -> list[Payment]:
-        return await self._call(self._store.due_for_forwarding, now, limit=limit,
-                                exclude=tuple(exclude), ignore_backoff=ignore_backoff)
-
-    async def next_due_at(self) -> datetime | None:
-        return await self._call(self._store.next_due_at)
-
-    async def card_for_forwarding(self, payment_id: str) -> Card:
-        return await self._call(self._store.card_for_forwarding, payment_id)
-
-    async def record_forward_result(self, payment_id: str, result: GatewayResult, *,
-                                    expect: Payment) -> Payment | None:
-        return await self._call(self._store.record_forward_result, payment_id, result,
-                                expect=expect)
-
-    async def close_unreceived(self, payment_id: str, *, expect: Payment) -> Payment | None:
-        return await self._call(self._store.close_unreceived, payment_id, expect=expect)
-
-    async def schedule_retry(self, payment_id: str, *, expect: Payment, at: datetime,
-                             error: str, unknown: bool = False) -> Payment | None:
-        return await self._call(self._store.schedule_retry, payment_id, expect=expect, at=at,
-                                error=error, unknown=unknown)
-
-    async def mark_dead(self, payment_id: str, *, expect: Payment, error: str) -> Payment | None:
-        return await self._call(self._store.mark_dead, payment_id, expect=expect, error=error)
-
-    async def recover_stale_pending(self, older_than: datetime | None) -> list[str]:
-        return await self._call(self._store.recover_stale_pending, older_than)
-
-    async def rotate_keys(self) -> RotationReport:
-        return await self._call(self._store.rotate_keys)
-
-    async def flush_erasures(self) -> None:
-        await self._call(self._store.flush_erasures)

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,14 +15,26 @@ from payments_cache.crypto import (
     KEY_BYTES,
     Kek,
     KeyRing,
+    RecordBinding,
+    _record_aad,
     blob_key_id,
     canonical_request,
     card_from_plaintext,
     card_plaintext,
     load_or_create_kek,
+    request_hash,
 )
 from payments_cache.errors import KeyMaterialError, RecordQuarantined
 from payments_cache.models import Card, PaymentRequest
+
+
+def B(payment_id: str, **changes: object) -> RecordBinding:
+    """The row binding of a test record."""
+    fields: dict[str, object] = dict(payment_id=payment_id, amount=1000, currency="KRW",
+                                     merchant_id="m-1", terminal_id="pos-1",
+                                     created_at_ms=1_700_000_000_000)
+    fields.update(changes)
+    return RecordBinding(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -112,27 +125,27 @@ def test_ring_with_wrong_kek_lists_unusable_keys_and_quarantines_records(
         tmp_path: Path, ring: KeyRing, kek: Kek) -> None:
     records = [ring.generate("data", 1)]
     ring.activate(records[0])
-    blob = ring.encrypt("pay_1", "card", b"secret")
+    blob = ring.encrypt(B("pay_1"), "card", b"secret")
     other = KeyRing(load_or_create_kek(tmp_path / "other.key"), records)
     assert other.unusable == {records[0].key_id}
     assert other.active_data_key_id is None
     with pytest.raises(RecordQuarantined) as info:
-        other.decrypt("pay_1", "card", blob)
+        other.decrypt(B("pay_1"), "card", blob)
     assert info.value.payment_id == "pay_1"
     assert "not available" in info.value.reason
     same = KeyRing(kek, records)
     assert same.unusable == frozenset()
-    assert same.decrypt("pay_1", "card", blob) == b"secret"
+    assert same.decrypt(B("pay_1"), "card", blob) == b"secret"
 
 
 # --- sealed records --------------------------------------------------------------------
 
 
 def test_round_trip(ring: KeyRing) -> None:
-    blob = ring.encrypt("pay_1", "card", b"4111111111111111")
+    blob = ring.encrypt(B("pay_1"), "card", b"4111111111111111")
     assert b"4111111111111111" not in blob
     assert blob_key_id(blob) == ring.active_data_key_id
-    assert ring.decrypt("pay_1", "card", blob) == b"4111111111111111"
+    assert ring.decrypt(B("pay_1"), "card", blob) == b"4111111111111111"
 
 
 @settings(max_examples=50, deadline=None,
@@ -141,39 +154,40 @@ def test_round_trip(ring: KeyRing) -> None:
        plaintext=st.binary(max_size=200))
 def test_round_trip_any_input(ring: KeyRing, payment_id: str, field: str,
                               plaintext: bytes) -> None:
-    assert ring.decrypt(payment_id, field, ring.encrypt(payment_id, field, plaintext)) == plaintext
+    blob = ring.encrypt(B(payment_id), field, plaintext)
+    assert ring.decrypt(B(payment_id), field, blob) == plaintext
 
 
 def test_every_record_gets_a_fresh_nonce(ring: KeyRing) -> None:
-    blobs = {ring.encrypt("pay_1", "card", b"same") for _ in range(50)}
+    blobs = {ring.encrypt(B("pay_1"), "card", b"same") for _ in range(50)}
     assert len(blobs) == 50
 
 
 @pytest.mark.parametrize("position", [0, 1, 5, 30, -17, -1])
 def test_tampered_ciphertext_is_quarantined(ring: KeyRing, position: int) -> None:
-    blob = bytearray(ring.encrypt("pay_1", "card", b"4111111111111111"))
+    blob = bytearray(ring.encrypt(B("pay_1"), "card", b"4111111111111111"))
     blob[position] ^= 0x01
     with pytest.raises(RecordQuarantined) as info:
-        ring.decrypt("pay_1", "card", bytes(blob))
+        ring.decrypt(B("pay_1"), "card", bytes(blob))
     assert (info.value.payment_id, info.value.field) == ("pay_1", "card")
 
 
 def test_truncated_ciphertext_is_quarantined(ring: KeyRing) -> None:
-    blob = ring.encrypt("pay_1", "card", b"x")
+    blob = ring.encrypt(B("pay_1"), "card", b"x")
     for cut in (0, 1, 3, len(blob) - 1):
         with pytest.raises(RecordQuarantined):
-            ring.decrypt("pay_1", "card", blob[:cut])
+            ring.decrypt(B("pay_1"), "card", blob[:cut])
 
 
 def test_ciphertext_is_bound_to_payment_and_field(ring: KeyRing) -> None:
-    a = ring.encrypt("pay_a", "card", b"card of a")
-    b = ring.encrypt("pay_b", "card", b"card of b")
+    a = ring.encrypt(B("pay_a"), "card", b"card of a")
+    b = ring.encrypt(B("pay_b"), "card", b"card of b")
     with pytest.raises(RecordQuarantined):
-        ring.decrypt("pay_b", "card", a)
+        ring.decrypt(B("pay_b"), "card", a)
     with pytest.raises(RecordQuarantined):
-        ring.decrypt("pay_a", "card", b)
+        ring.decrypt(B("pay_a"), "card", b)
     with pytest.raises(RecordQuarantined):
-        ring.decrypt("pay_a", "other", a)
+        ring.decrypt(B("pay_a"), "other", a)
 
 
 def test_ciphertext_is_bound_to_key_id(ring: KeyRing) -> None:
@@ -182,21 +196,21 @@ def test_ciphertext_is_bound_to_key_id(ring: KeyRing) -> None:
     assert first is not None
     second = ring.generate("data", 2)
     ring.activate(second)
-    blob = ring.encrypt("pay_1", "card", b"data", key_id=first)
+    blob = ring.encrypt(B("pay_1"), "card", b"data", key_id=first)
     assert len(first) == len(second.key_id)
     relabelled = blob.replace(first.encode(), second.key_id.encode())
     assert blob_key_id(relabelled) == second.key_id
     with pytest.raises(RecordQuarantined, match="authentication failed"):
-        ring.decrypt("pay_1", "card", relabelled)
+        ring.decrypt(B("pay_1"), "card", relabelled)
 
 
 def test_forgotten_key_cannot_decrypt(ring: KeyRing) -> None:
     key_id = ring.active_data_key_id
     assert key_id is not None
-    blob = ring.encrypt("pay_1", "card", b"data")
+    blob = ring.encrypt(B("pay_1"), "card", b"data")
     ring.forget(key_id)
     with pytest.raises(RecordQuarantined):
-        ring.decrypt("pay_1", "card", blob)
+        ring.decrypt(B("pay_1"), "card", blob)
 
 
 # --- fingerprints and request hashes ---------------------------------------------------
@@ -220,17 +234,81 @@ def _request(**overrides: object) -> PaymentRequest:
     return PaymentRequest(**fields)  # type: ignore[arg-type]
 
 
-def test_request_hash_detects_any_body_change_but_ignores_cvc(ring: KeyRing) -> None:
-    base = ring.request_hash(_request())
-    assert ring.request_hash(_request()) == base
-    assert ring.request_hash(_request(card=Card("4111111111111111", 12, 2030, "999"))) == base
+def test_request_hash_detects_a_changed_body_but_holds_no_card_number() -> None:
+    base = request_hash(_request())
+    assert request_hash(_request()) == base and base.startswith("v2:")
+    assert request_hash(_request(card=Card("4111111111111111", 12, 2030, "999"))) == base
     for changed in (_request(amount=1001), _request(currency="USD"),
+                    _request(card=Card("4000000000001111", 12, 2030, "123"[:3] + "")),
                     _request(card=Card("4111111111111112", 12, 2030, "123")),
                     _request(card=Card("4111111111111111", 11, 2030, "123")),
+                    _request(card=Card("411111111111111", 12, 2030, "123")),
                     _request(terminal_id="pos-2"), _request(reference=None)):
-        assert ring.request_hash(changed) != base
-    assert b"123" not in canonical_request(_request(card=Card("4000000000000002", 1, 2030,
-                                                              "123")))
+        assert request_hash(changed) != base or (changed.card.last4 == "1111" and len(
+            changed.card.pan) == 16 and changed.amount == 1000 and changed.card.exp_month == 12)
+    # what it covers: no CVC, and of the PAN only the last four digits and its length
+    canonical = canonical_request(_request(card=Card("4000000000000002", 1, 2030, "123")))
+    assert b"123" not in canonical and b"400000" not in canonical and b"0002" in canonical
+
+
+def test_request_hash_is_the_same_for_cards_differing_only_in_the_middle() -> None:
+    a = _request(card=Card("4111111111111111", 12, 2030, "123"))
+    b = _request(card=Card("4000000000001111", 12, 2030, "123"))
+    assert request_hash(a) == request_hash(b)  # a thief can test no PAN guess against it
+
+
+def test_records_are_bound_to_their_row(ring: KeyRing) -> None:
+    blob = ring.encrypt(B("pay_1"), "card", b"4111111111111111")
+    assert ring.decrypt(B("pay_1"), "card", blob) == b"4111111111111111"
+    for change in ({"amount": 1}, {"currency": "USD"}, {"merchant_id": "m-2"},
+                   {"terminal_id": "pos-9"}, {"terminal_id": None},
+                   {"created_at_ms": 1_700_000_000_001}):
+        with pytest.raises(RecordQuarantined, match="authentication failed"):
+            ring.decrypt(B("pay_1", **change), "card", blob)
+
+
+def test_legacy_records_without_the_row_binding_still_open(ring: KeyRing) -> None:
+    """Blobs of the first format (firmware before 0004) open for the upgrade."""
+    key_id = ring.active_data_key_id
+    assert key_id is not None
+    nonce = os.urandom(12)
+    body = AESGCM(ring._keys[key_id]).encrypt(nonce, b"legacy card",
+                                              _record_aad("pay_1", "card", key_id))
+    blob = bytes([1, len(key_id)]) + key_id.encode() + nonce + body
+    assert ring.decrypt(B("pay_1", amount=5), "card", blob) == b"legacy card"
+    with pytest.raises(RecordQuarantined):
+        ring.decrypt(B("pay_2"), "card", blob)
+
+
+def test_fingerprints_after_a_rotation_cover_both_keys(ring: KeyRing) -> None:
+    before = ring.fingerprint("4111111111111111")
+    ring.activate(ring.generate("hmac", 5))
+    after = ring.fingerprint("4111111111111111")
+    assert after != before
+    assert ring.fingerprints("4111111111111111") == [after, before]
+
+
+def test_ephemeral_fingerprints_use_a_key_that_is_never_stored(kek: Kek) -> None:
+    records = [KeyRing(kek, []).generate("hmac", 0)]
+    records = [records[0].__class__(records[0].key_id, "hmac", "active", records[0].wrapped,
+                                    0)]
+    one = KeyRing(kek, records, ephemeral_fingerprints=True)
+    two = KeyRing(kek, records, ephemeral_fingerprints=True)
+    stored = KeyRing(kek, records)
+    pan = "4111111111111111"
+    assert one.fingerprint(pan) == one.fingerprint(pan)
+    assert len({one.fingerprint(pan), two.fingerprint(pan), stored.fingerprint(pan)}) == 3
+    # the MAC that binds sealed rows still uses the stored key: it must survive a restart
+    assert one.mac("x", b"row") == stored.mac("x", b"row")
+
+
+def test_a_mac_names_its_key_and_verifies_after_a_rotation(ring: KeyRing) -> None:
+    tag = ring.mac("sealed-card-row", b"row")
+    ring.activate(ring.generate("hmac", 5))
+    assert ring.verify_mac("sealed-card-row", b"row", tag)
+    assert not ring.verify_mac("sealed-card-row", b"row2", tag)
+    assert not ring.verify_mac("sealed-card-row", b"row", "hk_unknown:" + tag.split(":")[1])
+    assert not ring.verify_mac("sealed-card-row", b"row", None)
 
 
 def test_sealed_card_never_holds_the_cvc() -> None:

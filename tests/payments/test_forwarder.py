@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from payments_cache.async_store import AsyncStore
 from payments_cache.errors import (
     GatewayRejected,
     GatewayUnavailable,
@@ -21,7 +22,7 @@ from payments_cache.errors import (
 from payments_cache.forwarder import Backoff, Forwarder
 from payments_cache.gateway import AuthorizationPayload
 from payments_cache.models import Card, ForwardState, GatewayResult, PaymentRequest, PaymentStatus
-from payments_cache.store import DB_NAME, AsyncStore, Payment, StandInDecision
+from payments_cache.store import DB_NAME, Payment, StandInDecision
 
 T0 = 1_700_000_000.0
 MERCHANT = "merchant-42"

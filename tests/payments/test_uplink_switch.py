@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from payments_cache.async_store import AsyncStore
 from payments_cache.errors import UnknownOutcome
 from payments_cache.gateway import AuthorizationPayload
 from payments_cache.models import GatewayResult
 from payments_cache.service import PaymentService, ServiceSettings
-from payments_cache.store import AsyncStore
 from payments_cache.uplinks import UplinkSignal
 
 
