@@ -138,6 +138,8 @@ DEFAULT_URC_PREFIXES: frozenset[str] = frozenset(
         "+CRING:",
         "+CLIP:",
         "+QSTAT:",
+        "SMS DONE",
+        "PB DONE",
     }
 )
 

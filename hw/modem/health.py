@@ -5,12 +5,22 @@ Health loop (`run()`): `start()` (initialise + full refresh), then every
 `refresh_every`-th time a full refresh (SIM, operator, data too); between polls the
 modem's URC callbacks keep the snapshot current, and an `RDY` wakes the loop at once.
 
-Failures that climb the ladder: no answer (`CommandTimeout`, or a poll over its time
-limit), an unexpected reboot (`ModemRebooted`, or `RDY` between commands: the modem
-forgot its settings), garbage (an answer that does not parse, or more than
-`garbage_limit` noise bytes between two polls), a closed port. Not ladder material:
-refused commands (`CommandError`) and SIM faults (`SimFault` — rebooting cannot fix a
-PUK lock; it is reported as a `fault` event once).
+Failures that climb the ladder (each rung records its reason: `reason` of the
+`modem_reset` event, `last_reset_reason` in the snapshot):
+
+- `no_answer`: silence (`CommandTimeout`, or a poll over its time limit);
+- `port_closed`: the port went away;
+- `unexpected_reboot`: a reboot the modem layer could not ride out (`ModemRebooted`);
+- `error_storm`: `error_storm_limit` polls in a row that the modem refused (`ERROR`);
+- `registration_lost`: the SIM is ready but the modem has not been registered for
+  `unregistered_limit_s` (once per such period).
+
+Not ladder material: an answer that does not parse (a degraded reading: the modem layer
+keeps the last good value and counts it in `parse_errors`), line noise (logged when over
+`garbage_limit` bytes between two polls), a single refused command, a SIM fault
+(`SimFault` — rebooting cannot fix a PUK lock; it is reported as a `fault` event once),
+and a reboot: the modem layer waits for the boot and re-initialises, and the supervisor
+reports it as a `modem_recovered` event with step `reboot`.
 
 Recovery ladder, one rung per attempt, each preceded by its backoff (`backoff_s[i]`,
 slept with the injected `sleep`) and bounded by `step_timeout_s` (an `asyncio.timeout`
@@ -32,7 +42,9 @@ Events (`on_event(kind, **fields)`; every event has `message` and `severity`
 (`"info" | "warning" | "error"`) — the arguments of `firmware.events.EventBus.emit`):
 
 - `modem_reset`: step, attempt (1..4), reason, detail, resets_total — a rung is taken;
-- `modem_recovered`: step, reason, resets_total, duration_s — the modem answers again;
+- `modem_recovered`: step, reason, resets_total, duration_s — the modem answers again
+  (step `reboot`, reason `unexpected_reboot`: it rebooted by itself and was
+  re-initialised without a rung);
 - `fault`: reason (`modem_unresponsive`, `no_power_control`, `sim_<SimFault reason>`,
   `sim_not_inserted`), detail — once per change;
 - `carrier_overlap`: same_carrier, wired_carrier, mcc_mnc, carrier — the LTE SIM is (or,
@@ -104,8 +116,8 @@ EVENT_KINDS: Final = frozenset(
 
 EventCallback = Callable[..., object]
 
-#: Failures that mean "the modem is not answering properly".
-_FAILURES: Final = (CommandTimeout, TimeoutError, ModemRebooted, ParseError, PortClosed)
+#: Failures that mean "the modem is not answering" (a parse error is not one).
+_FAILURES: Final = (CommandTimeout, TimeoutError, ModemRebooted, PortClosed)
 
 
 def system_clock_unset(min_year: int = 2024) -> bool:
@@ -116,8 +128,6 @@ def system_clock_unset(min_year: int = 2024) -> bool:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ModemRebooted):
         return "unexpected_reboot"
-    if isinstance(exc, ParseError):
-        return "garbage"
     if isinstance(exc, PortClosed):
         return "port_closed"
     return "no_answer"
@@ -132,6 +142,8 @@ class ModemSupervisor:
     `boot_timeout_s`: how long to wait for `RDY` after a reset or power cycle.
     `reopen`: opens a new `AtChannel` when the port closed (USB re-enumeration).
     `set_clock`/`clock_unset`/`min_time_year`: network time for a clock that is not set.
+    `error_storm_limit`: refused polls in a row that climb the ladder; `unregistered_limit_s`:
+    how long a ready SIM may stay unregistered before the ladder is tried.
     `clock` (monotonic seconds) and `sleep` are injectable: tests never wait for backoff.
     """
 
@@ -148,6 +160,8 @@ class ModemSupervisor:
         step_timeout_s: float = 120.0,
         boot_timeout_s: float = 30.0,
         garbage_limit: int = 256,
+        error_storm_limit: int = 5,
+        unregistered_limit_s: float = 900.0,
         reopen: Callable[[], Awaitable[AtChannel]] | None = None,
         set_clock: Callable[[datetime], object] | None = None,
         clock_unset: Callable[[], bool] = system_clock_unset,
@@ -171,6 +185,13 @@ class ModemSupervisor:
         self.step_timeout_s = step_timeout_s
         self.boot_timeout_s = boot_timeout_s
         self.garbage_limit = garbage_limit
+        if error_storm_limit < 1 or unregistered_limit_s <= 0:
+            raise ValueError("error_storm_limit and unregistered_limit_s must be positive")
+        self.error_storm_limit = error_storm_limit
+        self.unregistered_limit_s = unregistered_limit_s
+        self._refused_polls = 0
+        self._unregistered_since: float | None = None
+        self._boots_seen = modem.boots
         self.reopen = reopen
         self.set_clock = set_clock
         self.clock_unset = clock_unset
@@ -246,11 +267,11 @@ class ModemSupervisor:
         return True
 
     async def tick(self) -> bool:
-        """One health check: re-initialise after an unexpected reboot, otherwise poll (a
-        full refresh every `refresh_every`-th time); recover when that fails. True when
-        the modem is healthy afterwards."""
-        if self.modem.needs_init:
-            return await self.recover("unexpected_reboot", detail="RDY or settings lost")
+        """One health check: re-initialise after a reboot (not a rung), otherwise poll (a
+        full refresh every `refresh_every`-th time); recover when the modem is silent, in
+        an ERROR storm or unregistered too long. True when healthy afterwards."""
+        if self.modem.needs_init or self.modem.boots > self._boots_seen:
+            return await self._after_reboot()
         full = self._polls % self.refresh_every == 0 or self.exhausted
         self._polls += 1
         try:
@@ -262,14 +283,60 @@ class ModemSupervisor:
         except _FAILURES as exc:
             return await self.recover(_reason(exc), detail=str(exc))
         except CommandError as exc:
-            log.info("modem poll: %s", exc)  # the modem answers; not a recovery matter
+            log.info("modem poll: %s", exc)  # the modem answers; a storm is a matter
+            self._refused_polls += 1
+            if self._refused_polls >= self.error_storm_limit:
+                self._refused_polls = 0
+                return await self.recover("error_storm", detail=f"{exc} ({self.error_storm_limit}"
+                                                                f" refused polls in a row)")
+        else:
+            self._refused_polls = 0
+        self._check_noise()
+        if self.exhausted:  # it answers again without a rung
+            self._recovered(None, "poll", self._clock())
+        if self._registration_lost_too_long():
+            return await self.recover("registration_lost",
+                                      detail=f"not registered for {self.unregistered_limit_s:g} s")
+        await self._after_poll(full)
+        return True
+
+    async def _after_reboot(self) -> bool:
+        """The modem rebooted by itself: the modem layer waits for the boot; initialise
+        and refresh it (no rung), report it once. Silence afterwards climbs the ladder."""
+        started = self._clock()
+        self._boots_seen = self.modem.boots
+        try:
+            async with asyncio.timeout(self.step_timeout_s):
+                await self.modem.initialise()
+                await self.modem.refresh()
+        except _FAILURES as exc:
+            return await self.recover(_reason(exc), detail=str(exc))
+        except CommandError as exc:
+            log.warning("modem re-initialisation after a reboot: %s", exc)
+        self._boots_seen = self.modem.boots
+        self._recovered(None, "unexpected_reboot", started, name="reboot")
+        await self._after_poll(full=True)
+        return True
+
+    def _check_noise(self) -> None:
         garbage = self.modem.channel.stats.garbage_bytes
         noise, self._garbage_seen = garbage - self._garbage_seen, garbage
         if noise > self.garbage_limit:
-            return await self.recover("garbage", detail=f"{noise} noise bytes since last poll")
-        if self.exhausted:  # it answers again without a rung
-            self._recovered(None, "poll", self._clock())
-        await self._after_poll(full)
+            log.warning("modem: %d noise bytes since the last poll (not a recovery matter)",
+                        noise)
+
+    def _registration_lost_too_long(self) -> bool:
+        status = self.modem.snapshot()
+        if status.registered is not False or status.sim_state is not SimState.READY:
+            self._unregistered_since = None
+            return False
+        now = self._clock()
+        if self._unregistered_since is None:
+            self._unregistered_since = now
+            return False
+        if now - self._unregistered_since < self.unregistered_limit_s:
+            return False
+        self._unregistered_since = None  # the next attempt after another full period
         return True
 
     # -- the ladder ------------------------------------------------------------------------
@@ -290,7 +357,7 @@ class ModemSupervisor:
                 continue
             self.resets_total += 1
             self.step = step
-            self.modem.set_recovery(step.value, self.resets_total)
+            self.modem.set_recovery(step.value, self.resets_total, reason)
             self._emit("modem_reset", f"{step.value} (attempt {index + 1}) after {reason}",
                        "warning", step=step.value, attempt=index + 1, reason=reason,
                        detail=last_error, resets_total=self.resets_total)
@@ -308,6 +375,7 @@ class ModemSupervisor:
                 last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("modem recovery %s refused: %s", step.value, last_error)
                 continue
+            self._boots_seen = self.modem.boots
             self._recovered(step, reason, started)
             await self._after_poll(full=True)
             return True
@@ -318,13 +386,15 @@ class ModemSupervisor:
                                f"no answer after every recovery step ({last_error})")
         return False
 
-    def _recovered(self, step: RecoveryStep | None, reason: str, started: float) -> None:
+    def _recovered(self, step: RecoveryStep | None, reason: str, started: float, *,
+                   name: str | None = None) -> None:
         self.exhausted = False
         self.step = None
         self._faults.pop("modem", None)
         self._garbage_seen = self.modem.channel.stats.garbage_bytes
         self.modem.set_recovery(None, self.resets_total)
-        name = "none" if step is None else step.value
+        if name is None:
+            name = "none" if step is None else step.value
         self._emit("modem_recovered", f"modem answers again after {name}", "info",
                    step=name, reason=reason, resets_total=self.resets_total,
                    duration_s=round(self._clock() - started, 3))

@@ -23,6 +23,19 @@ modem, a recovery step) is never interleaved with another task's commands; opera
 nest freely inside one task (`connect_data` calls `initialise`). `exclusive()` gives a
 caller (the health supervisor) the same lock across several operations.
 
+Degraded readings. An answer (or URC) that does not parse never fails an operation: the
+last good value stays in the snapshot, `parse_errors` counts it (and `on_parse_error`,
+a metric hook, hears of it), and it is logged at most once per command per
+`parse_log_interval_s`. `registration()` returns what it could read.
+
+Boot and reboot. A modem that boots while the host talks to it (`RDY` at power-up, or a
+crash mid-session) is an event, not an error: the next command (or the one that was
+outstanding when `RDY` came) first waits for the boot URCs (`+CPIN: ...`, `SMS DONE`,
+`PB DONE`; at most `timeouts.boot_urcs`), then the modem is re-initialised (echo off,
+numeric errors, the profile's URC settings) and the command is sent (again). Commands
+with side effects that must not happen twice (a PIN, `+CFUN`, data calls) are not
+replayed: their `ModemRebooted` propagates.
+
 SIM PIN. The configured PIN is sent only when the SIM reports `SIM PIN`, once per lock
 (after a reboot the SIM is locked again and the known-good PIN is entered again). A PIN
 the SIM refused is remembered (per ICCID) and never sent again, and an attempt without an
@@ -46,6 +59,7 @@ from hw.modem.channel import AtChannel, Response, Urc
 from hw.modem.errors import (
     CommandError,
     CommandTimeout,
+    ModemRebooted,
     NotRegistered,
     ParseError,
     PortClosed,
@@ -55,6 +69,7 @@ from hw.modem.parsers.generic import (
     ModemIdentity,
     Registration,
     RegistrationForm,
+    RegistrationStatus,
     SimState,
     parse_ati,
     parse_cgmi,
@@ -97,6 +112,8 @@ URC_PREFIXES: Final = (
     "+QNETDEVSTATUS:",
     "+CGEV:",
     "+CFUN:",
+    "PB DONE",
+    "SMS DONE",
 )
 
 #: Registration sources, best first: EPS (LTE) decides the data path.
@@ -129,6 +146,32 @@ _PIN = re.compile(r"\d{4,8}")
 _CGEV_DOWN = re.compile(r"\+CGEV:\s*(?:NW|ME)\s+(?:PDN\s+)?(?:DEACT|DETACH)\b(?:\s+(\d+))?",
                         re.IGNORECASE)
 _SIM_BUSY_CME: Final = 14
+
+#: Commands never sent again after the modem rebooted while they were outstanding: a PIN
+#: (a retry is how a SIM gets PUK-locked), radio/power changes, data calls, SIM slots.
+_NEVER_REPLAYED: Final = ("AT+CPIN=", "AT+CFUN", "AT+QPOWD", "AT+CGACT=", "AT+CGATT=",
+                          "AT+QNETDEVCTL=", "AT+QDSIM=", "ATD", "AT+CMGS", "ATZ", "AT&F")
+
+#: Reboots in a row a single command rides out before its `ModemRebooted` propagates.
+_REBOOT_RETRIES: Final = 2
+
+#: The unknown registration `registration()` returns when nothing could be read.
+_NO_REGISTRATION: Final = RegistrationInfo(status=RegistrationStatus.UNKNOWN, area_code=None,
+                                           cell_id=None, rat=None, source="none")
+
+
+def _replayable(command: str) -> bool:
+    return not command.strip().upper().startswith(_NEVER_REPLAYED)
+
+
+def _boot_settled_by(line: str) -> bool:
+    """A boot URC after which the modem takes commands: `PB DONE` (Quectel `+QIND: PB
+    DONE`, SIMCom `PB DONE`) or a SIM that will not get there (`+CPIN:` other than
+    READY: no SIM, PIN-locked)."""
+    upper = line.upper()
+    if upper.endswith("PB DONE"):
+        return True
+    return upper.startswith("+CPIN:") and upper.split(":", 1)[1].strip() != "READY"
 
 
 class _TaskLock:
@@ -177,6 +220,8 @@ class _State:
     recovery_step: str | None = None
     resets_total: int = 0
     reboots_seen: int = 0
+    last_reset_reason: str | None = None
+    parse_errors: int = 0
     updated_at: float | None = None
 
     def registration(self) -> RegistrationInfo | None:
@@ -207,7 +252,8 @@ class Modem:
     carrier name (config `wired.carrier`) for the `same_carrier` check. `timeouts`: per
     kind of command. `profile_options` go to the vendor profile (`usbnet=` for Quectel).
     `clock` (monotonic seconds) stamps `updated_at`; `sleep` paces the few bounded
-    re-polls (SIM busy, data address) — both injectable for tests.
+    re-polls (SIM busy, data address) — both injectable for tests. `on_parse_error(error)`
+    is called (never raising into the modem) for every answer that did not parse.
     """
 
     def __init__(
@@ -223,6 +269,8 @@ class Modem:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         settle_poll_s: float = 0.5,
+        on_parse_error: Callable[[ParseError], object] | None = None,
+        parse_log_interval_s: float = 300.0,
     ) -> None:
         if pin and _PIN.fullmatch(pin) is None:
             raise ValueError("the SIM PIN must be 4 to 8 digits")  # never echo a PIN
@@ -245,6 +293,13 @@ class Modem:
         self._boots = 0
         self._reboot_expected = False
         self._needs_init = True
+        self._reinit_pending = False
+        self._reinitialising = False
+        self._boot_done = asyncio.Event()
+        self._boot_done.set()
+        self.on_parse_error = on_parse_error
+        self.parse_log_interval_s = parse_log_interval_s
+        self._parse_logged: dict[str, tuple[float, int]] = {}
         self._rejected_pins: set[tuple[str | None, str]] = set()
         self._unconfirmed_pins: set[tuple[str | None, str]] = set()
         self._channel = channel
@@ -334,7 +389,30 @@ class Modem:
         payload: bytes | None = None,
     ) -> Response:
         """One raw AT command (see `AtChannel.command`); keeps `present` current. This is
-        the `AtPort` the profiles talk through."""
+        the `AtPort` the profiles talk through. A boot in progress is waited out and the
+        modem re-initialised first; a reboot while the command was outstanding is ridden
+        out the same way and the command sent again (see the module doc)."""
+        for attempt in range(_REBOOT_RETRIES + 1):
+            await self._settle_boot()
+            try:
+                return await self._send(command, timeout=timeout, prefix=prefix,
+                                        payload=payload)
+            except ModemRebooted:
+                if attempt == _REBOOT_RETRIES or not _replayable(command) \
+                        or self._reinitialising:
+                    raise
+                log.warning("modem rebooted while %r was outstanding; waiting for it to boot",
+                            command)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - AtChannel's per-command timeout
+        prefix: str | Iterable[str] | None = None,
+        payload: bytes | None = None,
+    ) -> Response:
         try:
             response = await self._channel.command(
                 command, timeout=self.timeouts.command if timeout is None else timeout,
@@ -347,6 +425,72 @@ class Modem:
             raise
         self._seen_alive()
         return response
+
+    # -- boot ------------------------------------------------------------------------------
+    async def _settle_boot(self) -> None:
+        """After an `RDY`: wait for the boot URCs, then re-initialise (once per boot; a
+        reboot during it starts it over, a few times at most)."""
+        for _ in range(_REBOOT_RETRIES + 1):
+            if not self._reinit_pending or self._reinitialising:
+                return
+            boots = self._boots
+            await self._await_boot_urcs()
+            self._reinitialising = True
+            try:
+                await self._init_settings()
+            except ModemRebooted:
+                continue
+            finally:
+                self._reinitialising = False
+            if self._boots == boots:
+                self._reinit_pending = False
+                self._needs_init = False
+                log.info("modem re-initialised after boot #%d", self._state.reboots_seen)
+
+    async def _await_boot_urcs(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeouts.boot_urcs):
+                await self._boot_done.wait()
+        except TimeoutError:
+            log.info("modem: boot URCs incomplete after %g s; going on",
+                     self.timeouts.boot_urcs)
+
+    async def _init_settings(self) -> None:
+        """Echo off, numeric +CME errors, the profile's URC settings."""
+        timeout = self.timeouts.command
+        await self.command("ATE0", timeout=timeout)
+        await self.command("AT+CMEE=1", timeout=timeout)
+        for command, required in self._profile.init_commands():
+            try:
+                await self.command(command, timeout=timeout)
+            except CommandError:
+                if required:
+                    raise
+                log.info("modem: optional init command %r refused", command)
+
+    # -- degraded readings -----------------------------------------------------------------
+    @property
+    def parse_errors(self) -> int:
+        return self._state.parse_errors
+
+    def _parse_failed(self, exc: ParseError) -> None:
+        """An answer did not parse: counted, reported to the hook, logged rate-limited; the
+        last good value stays."""
+        self._state.parse_errors += 1
+        self._changed()
+        if self.on_parse_error is not None:
+            try:
+                self.on_parse_error(exc)
+            except Exception:
+                log.exception("on_parse_error hook failed")
+        now = self._clock()
+        last, suppressed = self._parse_logged.get(exc.command, (None, 0))
+        if last is not None and now - last < self.parse_log_interval_s:
+            self._parse_logged[exc.command] = (last, suppressed + 1)
+            return
+        self._parse_logged[exc.command] = (now, 0)
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("modem answer not understood, last good value kept: %s%s", exc, more)
 
     def _seen_alive(self) -> None:
         if self._state.present is not True:
@@ -409,6 +553,8 @@ class Modem:
             recovery_step=st.recovery_step,
             resets_total=st.resets_total,
             reboots_seen=st.reboots_seen,
+            last_reset_reason=st.last_reset_reason,
+            parse_errors=st.parse_errors,
             updated_at=st.updated_at,
         )
 
@@ -436,9 +582,14 @@ class Modem:
             return False
         return True
 
-    def set_recovery(self, step: str | None, resets_total: int) -> None:
-        """The health supervisor reports its ladder here (shown in the snapshot)."""
-        self._update(recovery_step=step, resets_total=resets_total)
+    def set_recovery(self, step: str | None, resets_total: int,
+                     reason: str | None = None) -> None:
+        """The health supervisor reports its ladder here (shown in the snapshot); `reason`
+        (why a rung was taken) is kept as `last_reset_reason`."""
+        fields: dict[str, Any] = {"recovery_step": step, "resets_total": resets_total}
+        if reason is not None:
+            fields["last_reset_reason"] = reason
+        self._update(**fields)
 
     def mark_absent(self) -> None:
         """The supervisor gave up on the modem: `present` False until it answers again."""
@@ -447,6 +598,8 @@ class Modem:
     # -- URCs ------------------------------------------------------------------------------
     def _on_urc(self, urc: Urc) -> None:
         line = urc.line
+        if _boot_settled_by(line):
+            self._boot_done.set()
         try:
             if line == "RDY":
                 self._on_reboot()
@@ -468,7 +621,10 @@ class Modem:
                     self._state.clear_network()
             else:
                 return
-        except (ParseError, ValueError) as exc:
+        except ParseError as exc:
+            self._parse_failed(exc)
+            return
+        except ValueError as exc:
             log.warning("modem URC %r not understood: %s", line, exc)
             return
         self._changed()
@@ -476,6 +632,8 @@ class Modem:
     def _on_reboot(self) -> None:
         self._boots += 1
         self._needs_init = True
+        self._reinit_pending = True
+        self._boot_done.clear()
         st = self._state
         st.reboots_seen += 1
         st.present = True
@@ -540,6 +698,9 @@ class Modem:
         """`ATE0`, `AT+CMEE=1` (numeric +CME errors), identity, vendor profile, then the
         profile's init commands (registration URCs `+CREG=2`, `+CGREG=2`, `+CEREG=2`...)."""
         async with self._lock.hold():
+            if self._reinit_pending and not self._reinitialising:
+                await self._await_boot_urcs()
+                self._reinit_pending = False  # this is the re-initialisation
             boots = self._boots
             timeout = self.timeouts.command
             await self.command("ATE0", timeout=timeout)
@@ -736,8 +897,13 @@ class Modem:
         for line in response.lines:
             if not line.upper().startswith(name + ":"):
                 continue
-            form = registration_form(line) if len(response.lines) > 1 else RegistrationForm.READ
-            reg = parse_registration(line, form=form)
+            try:
+                form = (registration_form(line) if len(response.lines) > 1
+                        else RegistrationForm.READ)
+                reg = parse_registration(line, form=form)
+            except ParseError as exc:
+                self._parse_failed(exc)
+                continue
             self._apply_registration(reg)
             if form is RegistrationForm.READ:
                 answer = reg
@@ -746,7 +912,12 @@ class Modem:
     async def registration(self) -> RegistrationInfo:
         """`AT+CEREG?`; when not registered on EPS also `AT+CGREG?` and `AT+CREG?`. The
         best of them (registered first, EPS first). A read showing URCs off (`<n>` 0
-        although `initialise()` set 2) means the modem reset silently: `needs_init`."""
+        although `initialise()` set 2) means the modem reset silently: `needs_init`.
+
+        Partial readings: a read that does not parse is skipped (counted; the last good
+        value stays); when nothing at all could be read, the last known registration,
+        else an `unknown` one. Only when every read was refused is the `CommandError`
+        raised."""
         async with self._lock.hold():
             errors: list[CommandError] = []
             for command in ("AT+CEREG?", "AT+CGREG?", "AT+CREG?"):
@@ -764,9 +935,9 @@ class Modem:
             self._changed()
             info = self._state.registration()
             if info is None:
-                if errors:
+                if len(errors) == 3:
                     raise errors[0]
-                raise ParseError("AT+CEREG?", "", "no registration answer")
+                return _NO_REGISTRATION
             return info
 
     async def operator(self) -> OperatorInfo:
@@ -774,10 +945,16 @@ class Modem:
         `AT+COPS=3,0` + `AT+COPS?` (long name). +COPS may take long (network timeout)."""
         async with self._lock.hold():
             t = self.timeouts.network
-            await self.command("AT+COPS=3,2", timeout=t)
-            numeric = parse_cops(info_text(await self.command("AT+COPS?", timeout=t), "+COPS:"))
-            await self.command("AT+COPS=3,0", timeout=t)
-            named = parse_cops(info_text(await self.command("AT+COPS?", timeout=t), "+COPS:"))
+            try:
+                await self.command("AT+COPS=3,2", timeout=t)
+                numeric = parse_cops(info_text(await self.command("AT+COPS?", timeout=t),
+                                               "+COPS:"))
+                await self.command("AT+COPS=3,0", timeout=t)
+                named = parse_cops(info_text(await self.command("AT+COPS?", timeout=t),
+                                             "+COPS:"))
+            except ParseError as exc:
+                self._parse_failed(exc)
+                return self._state.operator or OperatorInfo(None, None, None, 0)
             info = OperatorInfo(name=named.name, mcc_mnc=numeric.mcc_mnc,
                                 rat=named.act or numeric.act, mode=named.mode)
             self._update(operator=info)
@@ -786,7 +963,12 @@ class Modem:
     async def signal(self) -> SignalReading:
         """RSSI/RSRP/RSRQ/SINR through the profile (+QCSQ, +CPSI, or +CSQ/+CESQ)."""
         async with self._lock.hold():
-            reading = await self._profile.read_signal(self)
+            try:
+                reading = await self._profile.read_signal(self)
+            except ParseError as exc:
+                self._parse_failed(exc)
+                return self._state.signal or SignalReading(None, None, None, None, None,
+                                                           "none")
             self._update(signal=reading)
             return reading
 
@@ -904,10 +1086,15 @@ class Modem:
     async def refresh(self) -> ModemStatus:
         """Everything: SIM (a `SimFault` is recorded, not raised), registration, operator
         (when registered), signal, data status. Commands the modem refuses are logged and
-        skipped; timeouts, reboots and a closed port propagate."""
+        skipped, answers that do not parse counted (degraded readings); timeouts and a
+        closed port propagate."""
         async with self._lock.hold():
-            with contextlib.suppress(SimFault):
+            try:
                 await self.sim()
+            except SimFault:
+                pass
+            except ParseError as exc:
+                self._parse_failed(exc)
             registered = (await self.registration()).registered
             parts: list[Callable[[], Awaitable[object]]] = [self.signal, self.data_status]
             if registered:
@@ -915,8 +1102,10 @@ class Modem:
             for part in parts:
                 try:
                     await part()
-                except (CommandError, ParseError) as exc:
+                except CommandError as exc:
                     log.info("modem refresh: %s", exc)
+                except ParseError as exc:
+                    self._parse_failed(exc)
         return self.snapshot()
 
     def __repr__(self) -> str:

@@ -129,7 +129,11 @@ class ModemStatus:
     - `same_carrier`: the SIM's carrier (or, without IMSI, the serving network's) is the
       wired ISP's carrier — one failure domain for both uplinks (None when unknown).
     - `recovery_step`: the recovery-ladder step in progress or last failed (None when
-      healthy); `resets_total`: recovery actions taken; `reboots_seen`: `RDY`s received.
+      healthy); `resets_total`: recovery actions taken; `reboots_seen`: `RDY`s received;
+      `last_reset_reason`: why the last ladder rung was taken (`no_answer`,
+      `error_storm`, `registration_lost`, `port_closed`; None before any).
+    - `parse_errors`: answers and URCs that did not parse (the last good values were
+      kept; a parse error never climbs the recovery ladder).
     - `updated_at`: when the state last changed (the `Modem`'s clock, monotonic seconds).
     """
 
@@ -160,4 +164,6 @@ class ModemStatus:
     recovery_step: str | None = None
     resets_total: int = 0
     reboots_seen: int = 0
+    last_reset_reason: str | None = None
+    parse_errors: int = 0
     updated_at: float | None = None

@@ -70,6 +70,7 @@ class Timeouts:
     data: float = 150.0  # +CGACT / +QNETDEVCTL / +CGATT (up to 150 s)
     radio: float = 15.0  # +CFUN=0 / +CFUN=1 (up to 15 s)
     boot: float = 30.0  # +CFUN=1,1 or a power cycle until RDY
+    boot_urcs: float = 15.0  # RDY until the boot URCs (+CPIN, SMS/PB DONE) are through
     sim_settle: float = 10.0  # SIM ready after a PIN or a slot switch
     register: float = 60.0  # registration after a reboot, before a data call
 
