@@ -42,7 +42,7 @@ CVC_HEAD, CVC_TAIL = "07", "39"
 
 POS = r"""
 import http.client, json, sys
-port, token, key, amount, pan_head, pan_tail, cvc_head, cvc_tail = sys.argv[1:]
+port, token, key, amount, pan_head, pan_tail, cvc_head, cvc_tail, keep = sys.argv[1:]
 body = json.dumps({"amount": int(amount), "currency": "KRW",
                    "card": {"pan": pan_head + pan_tail, "exp_month": 12, "exp_year": 2030,
                             "cvc": cvc_head + cvc_tail},
@@ -50,9 +50,10 @@ body = json.dumps({"amount": int(amount), "currency": "KRW",
 conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
 conn.request("POST", "/v1/payments", body, {"Authorization": "Bearer " + token,
              "Idempotency-Key": key, "Content-Type": "application/json",
-             "Connection": "close"})
+             "Connection": "keep-alive" if keep == "keep" else "close"})
 answer = conn.getresponse()
-print(json.dumps({"status": answer.status, "body": json.loads(answer.read())}))
+print(json.dumps({"status": answer.status, "body": json.loads(answer.read())}), flush=True)
+sys.stdin.readline()   # keep: the connection stays open until the test says so
 """
 
 
@@ -66,14 +67,31 @@ class InProcessBox:
 
     async def pay(self, key: str, amount: int = 12500) -> dict[str, Any]:
         """POST a payment from a POS subprocess; the answer once the box is done with it."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", POS, str(self.port), TOKEN, key, str(amount),
-            PAN_HEAD, PAN_TAIL, CVC_HEAD, CVC_TAIL, stdout=asyncio.subprocess.PIPE)
-        out, _ = await proc.communicate()
+        proc = await self._pos(key, amount, keep=False)
+        out, _ = await proc.communicate(b"")
         assert proc.returncode == 0
         answer: dict[str, Any] = json.loads(out)
         await self._connections_closed()
         return answer
+
+    @asynccontextmanager
+    async def pay_keep_alive(self, key: str,
+                             amount: int = 12500) -> AsyncIterator[dict[str, Any]]:
+        """POST a payment on a connection the POS keeps open while the block runs."""
+        proc = await self._pos(key, amount, keep=True)
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            yield json.loads(await proc.stdout.readline())
+        finally:
+            proc.stdin.close()
+            assert await proc.wait() == 0
+        await self._connections_closed()
+
+    async def _pos(self, key: str, amount: int, keep: bool) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-c", POS, str(self.port), TOKEN, key, str(amount),
+            PAN_HEAD, PAN_TAIL, CVC_HEAD, CVC_TAIL, "keep" if keep else "close",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
 
     async def _connections_closed(self) -> None:
         """The POS closed its connection; wait until the server has let go of it too."""
@@ -232,3 +250,19 @@ async def test_no_card_outlives_forwarding_an_offline_payment(tmp_path: Path) ->
         assert payment is not None and payment.forward_state is ForwardState.FORWARDED
         del payment
         assert card_leaks() == []
+
+
+async def test_no_card_outlives_a_payment_on_a_kept_alive_connection(tmp_path: Path) -> None:
+    """A POS that keeps its connection open: while it idles, the server still holds the
+    last request's objects (aiohttp keeps them bound until the next request); none of
+    them may carry the card."""
+    async with in_process_box(tmp_path) as box:
+        async with box.pay_keep_alive("k-keep-1") as answer:
+            assert answer["body"]["status"] == "approved", answer
+            server = box.runner.server
+            assert server is not None and len(server.connections) == 1
+            assert card_leaks() == []
+        box.daemon.context.uplinks.set("down")
+        async with box.pay_keep_alive("k-keep-2") as answer:
+            assert answer["body"]["status"] == "approved_offline", answer
+            assert card_leaks() == []
