@@ -944,21 +944,26 @@ class Modem:
         """The serving network: `AT+COPS=3,2` + `AT+COPS?` (numeric MCC/MNC), then
         `AT+COPS=3,0` + `AT+COPS?` (long name). +COPS may take long (network timeout)."""
         async with self._lock.hold():
-            t = self.timeouts.network
-            try:
-                await self.command("AT+COPS=3,2", timeout=t)
-                numeric = parse_cops(info_text(await self.command("AT+COPS?", timeout=t),
-                                               "+COPS:"))
-                await self.command("AT+COPS=3,0", timeout=t)
-                named = parse_cops(info_text(await self.command("AT+COPS?", timeout=t),
-                                             "+COPS:"))
-            except ParseError as exc:
-                self._parse_failed(exc)
-                return self._state.operator or OperatorInfo(None, None, None, 0)
-            info = OperatorInfo(name=named.name, mcc_mnc=numeric.mcc_mnc,
-                                rat=named.act or numeric.act, mode=named.mode)
+            for _ in range(_REBOOT_RETRIES + 1):
+                boots = self._boots
+                try:
+                    info = await self._read_operator()
+                except ParseError as exc:
+                    self._parse_failed(exc)
+                    return self._state.operator or OperatorInfo(None, None, None, 0)
+                if self._boots == boots:  # a reboot in between forgot the +COPS format
+                    break
             self._update(operator=info)
             return info
+
+    async def _read_operator(self) -> OperatorInfo:
+        t = self.timeouts.network
+        await self.command("AT+COPS=3,2", timeout=t)
+        numeric = parse_cops(info_text(await self.command("AT+COPS?", timeout=t), "+COPS:"))
+        await self.command("AT+COPS=3,0", timeout=t)
+        named = parse_cops(info_text(await self.command("AT+COPS?", timeout=t), "+COPS:"))
+        return OperatorInfo(name=named.name, mcc_mnc=numeric.mcc_mnc,
+                            rat=named.act or numeric.act, mode=named.mode)
 
     async def signal(self) -> SignalReading:
         """RSSI/RSRP/RSRQ/SINR through the profile (+QCSQ, +CPSI, or +CSQ/+CESQ)."""
@@ -1087,26 +1092,34 @@ class Modem:
         """Everything: SIM (a `SimFault` is recorded, not raised), registration, operator
         (when registered), signal, data status. Commands the modem refuses are logged and
         skipped, answers that do not parse counted (degraded readings); timeouts and a
-        closed port propagate."""
+        closed port propagate. A reboot during the refresh (which forgets what was read)
+        makes it start over, a few times at most."""
         async with self._lock.hold():
+            for _ in range(_REBOOT_RETRIES + 1):
+                boots = self._boots
+                await self._refresh_once()
+                if self._boots == boots:
+                    break
+        return self.snapshot()
+
+    async def _refresh_once(self) -> None:
+        try:
+            await self.sim()
+        except SimFault:
+            pass
+        except ParseError as exc:
+            self._parse_failed(exc)
+        registered = (await self.registration()).registered
+        parts: list[Callable[[], Awaitable[object]]] = [self.signal, self.data_status]
+        if registered:
+            parts.insert(0, self.operator)
+        for part in parts:
             try:
-                await self.sim()
-            except SimFault:
-                pass
+                await part()
+            except CommandError as exc:
+                log.info("modem refresh: %s", exc)
             except ParseError as exc:
                 self._parse_failed(exc)
-            registered = (await self.registration()).registered
-            parts: list[Callable[[], Awaitable[object]]] = [self.signal, self.data_status]
-            if registered:
-                parts.insert(0, self.operator)
-            for part in parts:
-                try:
-                    await part()
-                except CommandError as exc:
-                    log.info("modem refresh: %s", exc)
-                except ParseError as exc:
-                    self._parse_failed(exc)
-        return self.snapshot()
 
     def __repr__(self) -> str:
         return f"<Modem {self._channel.url!r} {self._profile.name}>"

@@ -92,3 +92,27 @@ async def test_no_such_port() -> None:
     assert code == 1
     assert err.startswith("storebox modem: /dev/ttyNOSUCH9: cannot open the port")
     assert err.count("\n") == 1
+
+
+async def test_info_while_the_modem_is_still_booting(sim: ModemSimulator) -> None:
+    # issue #10: power-up RDY arrives while the first command is outstanding (input is
+    # lost while the modem boots): the CLI waits for the boot, re-initialises, answers
+    sim.boot_delay_s = 3.0
+    sim.power_cycle()
+    code, out, err = await storebox("modem", "info", "--port", sim.slave_path, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["registered"] is True and doc["mcc_mnc"] == "45008"
+    assert doc["signal_dbm"] == -65 and doc["reboots_seen"] == 1
+    assert doc["parse_errors"] == 0 and sim.power == "on"
+
+
+async def test_info_when_the_modem_reboots_mid_session(sim: ModemSimulator) -> None:
+    # issue #10: "modem rebooted ('RDY') while 'AT+COPS?' was outstanding" used to exit 1
+    sim.reboot_on("AT+COPS?")
+    code, out, err = await storebox("modem", "info", "--port", sim.slave_path, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["operator"] == "KT" and doc["mcc_mnc"] == "45008"
+    assert doc["registered"] is True and doc["reboots_seen"] == 1
+    assert sim.received.count("ATE0") >= 2  # re-initialised after the reboot
