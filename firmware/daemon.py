@@ -45,7 +45,9 @@ RELOADABLE = {"device.log_level", "api.tokens_file", "fleet.command_key_file",
               "payments.offline_max_total", "payments.offline_max_count",
               "payments.online_deadline_s", "payments.offline_max_age_s",
               "payments.velocity_window_s", "payments.velocity_max_count",
-              "payments.velocity_max_amount", "payments.blocked_bins"}
+              "payments.velocity_max_amount", "payments.blocked_bins",
+              "payments.seal_key_file", "payments.merchant_key_file",
+              "payments.retention_days", "payments.key_cryptoperiod_days"}
 
 
 class ComponentLoadError(FirmwareError):

@@ -18,7 +18,9 @@
 |         |                         | SIM on the wired line's        |                        |
 |         |                         | carrier, a SIM fault or no     |                        |
 |         |                         | SIM, a component restarting    |                        |
-|         |                         | or failed                      |                        |
+|         |                         | or failed, a payments fault    |                        |
+|         |                         | (no merchant key, no way to    |                        |
+|         |                         | protect cards)                 |                        |
 
 "After the first decision": at boot `uplink.active` is `"none"` before the failover
 engine has chosen anything (`uplink.since` unset, links `unknown`); that is not offline.
@@ -50,6 +52,8 @@ log = logging.getLogger("storebox.leds")
 
 _USABLE: frozenset[LinkState] = frozenset({"up", "degraded", "standby"})
 _FAILING = frozenset({"restarting", "failed"})
+#: Faults that only a development box has (refused in production): status, not the LED.
+_DEVELOPMENT_FAULTS = frozenset({"keys_on_disk"})
 _WIRED: dict[LinkState, LedState] = {"up": "on", "standby": "on", "degraded": "blink"}
 
 
@@ -64,11 +68,14 @@ def standing_in(state: BoxState) -> bool:
 
 
 def needs_installer(state: BoxState) -> bool:
-    """Something only a person can fix: carrier overlap, the SIM, a failing component."""
+    """Something only a person can fix: carrier overlap, the SIM, a failing component,
+    a payments fault."""
     modem = state.modem
     if modem.same_carrier_as_wired:
         return True
     if modem.sim_fault is not None or modem.sim == "not_inserted":
+        return True
+    if any(f not in _DEVELOPMENT_FAULTS for f in state.payments.faults):
         return True
     return any(c.state in _FAILING for c in state.components.values())
 

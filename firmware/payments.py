@@ -1,37 +1,49 @@
-"""Composes the payments side: store, gateway client, POS service, forwarder.
+"""Composes the payments side: store, gateway client, POS service, forwarder, upkeep.
 
 `payments_cache` knows nothing of the box; this module hands it what it needs (an
-`UplinkSignal`, event and change callbacks) and makes `BoxState.payments` follow the
-store.
+`UplinkSignal`, event and change callbacks, the keys and the seal key chosen in the
+config: `firmware.payment_keys`) and makes `BoxState.payments` follow the store,
+including the faults a person must fix (`payments.faults`: no merchant key, card keys
+unavailable, a seal key that cannot be read, keys on disk).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from firmware.config import Config
 from firmware.daemon import BoxContext
-from firmware.state import BoxState
+from firmware.payment_keys import (
+    MerchantGateway,
+    legacy_kek,
+    protection_plan,
+    provider_factory,
+)
 from payments_cache.api import add_routes
-from payments_cache.errors import GatewayUnavailable, PaymentsError
+from payments_cache.async_store import AsyncStore
+from payments_cache.desk import PaymentsDesk
+from payments_cache.errors import KeyMaterialError, PaymentsError
 from payments_cache.forwarder import Forwarder
-from payments_cache.gateway import AuthorizationPayload, Gateway
-from payments_cache.gateway_client import HttpGateway
-from payments_cache.models import GatewayResult
+from payments_cache.keyproviders import KeyProvider
 from payments_cache.risk import RiskLimits
 from payments_cache.service import PaymentService, ServiceSettings
-from payments_cache.async_store import AsyncStore
-from payments_cache.uplinks import UplinkSignal
+from payments_cache.store import RotationReport
 
 log = logging.getLogger("storebox.payments")
 
 _SEVERITY = {"fault": "error", "declined_after_offline": "warning", "offline_mode": "warning"}
 REFRESH_EVERY_S = 10.0
+#: How often to try the store again while its keys are unavailable.
+REOPEN_EVERY_S = 30.0
+#: How often expired data is erased and the cryptoperiod checked.
+UPKEEP_EVERY_S = 600.0
+#: The faults `apply_protection` owns.
+PROTECTION_FAULTS = ("keys_on_disk", "seal_key_unreadable", "cannot_protect_card")
 
 
 def settings_from(config: Config) -> ServiceSettings:
@@ -46,47 +58,134 @@ def settings_from(config: Config) -> ServiceSettings:
             blocked_bins=tuple(p.blocked_bins)))
 
 
-def kek_path(config: Config) -> Path:
-    return Path(config.payments.kek_file or Path(config.device.state_dir) / "kek")
-
-
-def read_merchant_key(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        log.error("cannot read payments.merchant_key_file %r: %s; the gateway will refuse "
-                  "every request", path, exc.strerror)
-        return ""
-
-
-class NoCredentials:
-    """The gateway as seen without a merchant key: unreachable, so the box stands in."""
-
-    def __init__(self, path: str) -> None:
-        self.reason = f"no merchant key in {path!r}"
-
-    async def authorize(self, payload: AuthorizationPayload, timeout_s: float) -> GatewayResult:
-        raise GatewayUnavailable(payload.payment_id, self.reason)
-
-    async def lookup(self, payment_id: str, timeout_s: float) -> GatewayResult | None:
-        raise GatewayUnavailable(payment_id, self.reason)
-
-
 class PaymentsComponent:
-    """Runs the forwarder and keeps `BoxState.payments` in step with the store."""
+    """Opens the store, runs the forwarder and upkeep, keeps `BoxState.payments` in step.
+
+    When the store cannot open because its keys are unavailable (the key provider's
+    token or credential missing), the box keeps answering the POS through the desk's
+    clerk (offline declines `cannot_protect_card`, nothing stored), shows the fault, and
+    tries again every `REOPEN_EVERY_S` and on SIGHUP."""
 
     name = "payments"
 
-    def __init__(self, state: BoxState, store: AsyncStore, service: PaymentService,
-                 forwarder: Forwarder, uplinks: UplinkSignal) -> None:
-        self.state = state
-        self.store = store
-        self.service = service
-        self.forwarder = forwarder
-        self.uplinks = uplinks
+    def __init__(self, context: BoxContext, gateway: MerchantGateway, desk: PaymentsDesk) -> None:
+        self.context = context
+        self.state = context.state
+        self.gateway = gateway
+        self.desk = desk
+        self.uplinks = context.uplinks
+        self.store: AsyncStore | None = None
+        self.service: PaymentService | None = None
+        self.forwarder: Forwarder | None = None
+        self.provider: KeyProvider | None = None
         self._dirty = asyncio.Event()
+        self._reopen = asyncio.Event()
         self._full = True
-        uplinks.on_change(lambda reach: forwarder.wake() if reach != "down" else None)
+        self.uplinks.on_change(self._uplinks_changed)
+
+    # opening
+
+    async def open(self) -> bool:
+        """Open the store and build the service and forwarder; False (and a fault) when
+        the keys are unavailable."""
+        config = self.context.config
+        providers: list[KeyProvider] = []
+
+        def open_provider(create: bool) -> KeyProvider:
+            providers.append(provider_factory(config)(create))
+            return providers[-1]
+        try:
+            store = await AsyncStore.open(
+                config.device.state_dir, open_provider, scrub_interval_s=1.0,
+                merchant_id=config.payments.merchant_id, legacy_kek=legacy_kek(config))
+        except KeyMaterialError as exc:
+            self.set_fault("key_provider_unavailable",
+                           f"the card keys are unavailable ({exc}): offline payments are "
+                           "declined and nothing is stored until they are back")
+            return False
+        self.provider = providers[-1]
+        self.clear_fault("key_provider_unavailable")
+        self.context.closers.append(store.close)
+        self.context.closers.append(self._close_provider)
+        self._build(store)
+        await self.apply_protection()
+        report = store.report
+        if report.recovered_pending:
+            log.warning("%d payments were interrupted by a restart and will be resolved",
+                        len(report.recovered_pending))
+        await self.refresh()
+        return True
+
+    def _build(self, store: AsyncStore) -> None:
+        config = self.context.config
+        self.store = store
+        self.service = PaymentService(
+            store, self.gateway, self.uplinks, settings_from(config),
+            on_event=self.on_event, on_change=self.changed,
+            can_protect=lambda: store.protection_mode != "none")
+        self.forwarder = Forwarder(store, self.gateway, config.payments.merchant_id,
+                                   concurrency=config.payments.forward_concurrency,
+                                   on_event=self.on_event)
+        self.desk.service = self.service
+
+    async def _close_provider(self) -> None:
+        if self.provider is not None:
+            self.provider.close()
+
+    async def apply_protection(self) -> None:
+        """Seal key and provider → how cards are kept; faults follow."""
+        if self.store is None or self.provider is None:
+            return
+        plan = protection_plan(self.context.config, self.provider.protects_at_rest)
+        await self.store.set_protection(plan.seal_key, plan.local_allowed)
+        for code in PROTECTION_FAULTS:
+            if code in plan.faults:
+                self.set_fault(code, plan.faults[code])
+            else:
+                self.clear_fault(code)
+        self.state.update(self.state.payments, protection=plan.mode,
+                          seal_kid=plan.seal_key.kid if plan.seal_key else None,
+                          key_provider=self.provider.name)
+
+    # faults
+
+    def set_fault(self, code: str, message: str) -> None:
+        faults = self.state.payments.faults
+        if code in faults:
+            return
+        log.error("payments fault %s: %s", code, message)
+        self.state.update(self.state.payments, faults=[*faults, code])
+        self.state.events.emit("fault", message, severity="error", reason=code)
+
+    def clear_fault(self, code: str) -> None:
+        faults = self.state.payments.faults
+        if code in faults:
+            self.state.update(self.state.payments, faults=[f for f in faults if f != code])
+            log.info("payments fault %s cleared", code)
+
+    def merchant_key_changed(self) -> None:
+        if self.gateway.has_key:
+            self.clear_fault("no_merchant_key")
+            if self.forwarder is not None:
+                self.forwarder.wake()
+        else:
+            self.set_fault("no_merchant_key", "no merchant key in "
+                           f"{self.gateway.key_file!r}: every payment stands in and nothing "
+                           "is forwarded until it is there (then SIGHUP)")
+
+    # reload (SIGHUP)
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: limits, the merchant key, the seal key (re-read after the daemon has
+        taken the new config), and another try at the store if it is closed."""
+        self.gateway.key_file = config.payments.merchant_key_file
+        if self.service is not None:
+            self.service.reconfigure(settings_from(config))
+        if self.gateway.reload():
+            self.merchant_key_changed()
+        self._reopen.set()
+
+    # running
 
     def changed(self) -> None:
         self._dirty.set()
@@ -97,12 +196,71 @@ class PaymentsComponent:
         self._full = True
         self._dirty.set()
 
+    def _uplinks_changed(self, reach: str) -> None:
+        if reach != "down" and self.forwarder is not None:
+            self.forwarder.wake()
+
     async def run(self) -> None:
+        while self.store is None:
+            self._reopen.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REOPEN_EVERY_S):
+                    await self._reopen.wait()
+            await self.open()
+        assert self.forwarder is not None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.forwarder.run(), name="payments-forwarder")
             tg.create_task(self._follow_store(), name="payments-state")
+            tg.create_task(self._upkeep(), name="payments-upkeep")
+            tg.create_task(self._follow_reloads(), name="payments-reload")
+
+    async def _follow_reloads(self) -> None:
+        while True:
+            await self._reopen.wait()
+            self._reopen.clear()
+            await self.apply_protection()
+
+    async def _upkeep(self) -> None:
+        """Erase what expired; replace keys (and the KEK) once their cryptoperiod is over."""
+        while True:
+            try:
+                await self.upkeep_once()
+            except PaymentsError as exc:
+                log.error("payments upkeep failed: %s", exc)
+            await asyncio.sleep(UPKEEP_EVERY_S)
+
+    async def upkeep_once(self) -> None:
+        assert self.store is not None
+        p = self.context.config.payments
+        report = await self.store.expire(velocity_window_s=p.velocity_window_s,
+                                         retention_days=p.retention_days)
+        if report.rows_purged or report.fingerprints_erased:
+            log.info("expired: %d fingerprints erased, %d settled payments purged",
+                     report.fingerprints_erased, report.rows_purged)
+        if await self.store.key_age_s() >= p.key_cryptoperiod_days * 86400:
+            await self.rotate_keys(reason="cryptoperiod")
+
+    async def rotate_keys(self, reason: str) -> RotationReport:
+        assert self.store is not None
+        report = await self.store.rotate_keys()
+        kek_note = ""
+        if self.provider is not None:
+            try:
+                retired = await self.store.rotate_kek(self.provider)
+                kek_note = f"; KEK rotated (retired {len(retired)})"
+            except KeyMaterialError as exc:  # e.g. systemd-creds: provisioned by a person
+                kek_note = f"; KEK not rotated: {exc}"
+                log.warning("KEK not rotated: %s", exc)
+        self.state.events.emit(
+            "keys_rotated", f"data key rotated to {report.new_key_id} ({reason}){kek_note}",
+            reencrypted=report.reencrypted, retired=report.retired_keys,
+            quarantined=report.quarantined)
+        self.changed()
+        return report
 
     async def refresh(self) -> None:
+        if self.store is None or self.service is None:
+            return
         stats = await self.store.queue_stats()
         self.state.update(
             self.state.payments, queued=stats.count, queued_amount=stats.amount,
@@ -114,6 +272,7 @@ class PaymentsComponent:
             mode=self.service.last_mode)
 
     async def refresh_totals(self) -> None:
+        assert self.store is not None and self.service is not None
         totals = await self.store.queue_totals()
         self.state.update(self.state.payments, queued=totals.count,
                           queued_amount=totals.amount,
@@ -142,59 +301,37 @@ class PaymentsComponent:
 
 async def build_payments(context: BoxContext) -> PaymentsComponent:
     config = context.config
-    store = await AsyncStore.open(config.device.state_dir, kek_path(config),
-                                  scrub_interval_s=1.0)
-    context.closers.append(store.close)
-    report = store.report
-    if report.recovered_pending:
-        log.warning("%d payments were interrupted by a restart and will be resolved",
-                    len(report.recovered_pending))
-    merchant_key = read_merchant_key(config.payments.merchant_key_file)
-    gateway: Gateway
-    if merchant_key:
-        http = HttpGateway(config.payments.gateway_url, merchant_key)
-        context.closers.append(http.close)
-        gateway = http
-    else:
-        gateway = NoCredentials(config.payments.merchant_key_file)
-        context.state.events.emit(
-            "fault", "no merchant key: every payment stands in until it is configured",
-            severity="error", reason="no_merchant_key")
-    uplinks = context.uplinks
-    component: PaymentsComponent
-    service = PaymentService(store, gateway, uplinks, settings_from(config),
-                             on_event=lambda kind, **f: component.on_event(kind, **f),
-                             on_change=lambda: component.changed())
-    forwarder = Forwarder(store, gateway, config.payments.merchant_id,
-                          concurrency=config.payments.forward_concurrency,
-                          on_event=lambda kind, **f: component.on_event(kind, **f))
-    component = PaymentsComponent(context.state, store, service, forwarder, uplinks)
-    add_routes(context.app, service)
+    gateway = MerchantGateway(config.payments.gateway_url, config.payments.merchant_key_file)
+    context.closers.append(gateway.close)
+    desk = PaymentsDesk()
+    component = PaymentsComponent(context, gateway, desk)
+    component.merchant_key_changed()
+    await component.open()
+    add_routes(context.app, desk)
 
     async def drain_now(request: web.Request) -> web.Response:
-        forwarder.wake()
+        if component.forwarder is not None:
+            component.forwarder.wake()
         return web.json_response({"draining": True}, status=202)
 
     async def rotate_keys(request: web.Request) -> web.Response:
+        if component.store is None:
+            return web.json_response({"error": {"code": "keys_unavailable", "message":
+                                                "the payment store is closed"}}, status=503)
         try:
-            report = await store.rotate_keys()
+            report = await component.rotate_keys(reason="requested")
         except PaymentsError as exc:
             log.error("key rotation failed: %s", exc)
             return web.json_response({"error": {"code": "rotation_failed",
                                                 "message": str(exc)}}, status=503)
-        context.state.events.emit(
-            "keys_rotated", f"data key rotated to {report.new_key_id}",
-            reencrypted=report.reencrypted, retired=report.retired_keys,
-            quarantined=report.quarantined)
-        component.changed()
         return web.json_response({"new_key_id": report.new_key_id,
+                                  "new_hmac_key_id": report.new_hmac_key_id,
                                   "reencrypted": report.reencrypted,
                                   "retired_keys": report.retired_keys,
                                   "quarantined": report.quarantined})
 
     context.app.router.add_post("/v1/queue/drain", drain_now)
-    context.drain_queue = forwarder.wake
+    context.drain_queue = lambda: component.forwarder.wake() if component.forwarder else None
     context.app.router.add_post("/v1/keys/rotate", rotate_keys)
-    context.reload_hooks.append(lambda new: service.reconfigure(settings_from(new)))
-    await component.refresh()
+    context.reload_hooks.append(component.reload)
     return component

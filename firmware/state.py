@@ -76,6 +76,13 @@ class PaymentsState:
     dead: int = 0
     quarantined: int = 0
     mode: Literal["online", "offline", "unknown"] = "unknown"
+    #: How kept cards are protected: sealed to the gateway, encrypted here, or not at all
+    #: (then offline payments are declined `cannot_protect_card`).
+    protection: Literal["sealed", "local", "none", "unknown"] = "unknown"
+    seal_kid: str | None = None
+    key_provider: str | None = None
+    #: Problems a person must fix (codes, e.g. "no_merchant_key"); each also an event.
+    faults: list[str] = field(default_factory=list)
 
 
 @dataclass

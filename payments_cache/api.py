@@ -11,14 +11,15 @@ from typing import Any
 
 from aiohttp import web
 
+from payments_cache.desk import PaymentsDesk
 from payments_cache.errors import InvalidRequest, StorageUnavailable
-from payments_cache.service import IdempotencyConflict, PaymentService
+from payments_cache.service import IdempotencyConflict
 from payments_cache.store import Payment
 from payments_cache.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
-SERVICE_KEY = web.AppKey("payments", PaymentService)
+SERVICE_KEY = web.AppKey("payments", PaymentsDesk)
 
 
 def _error(status: int, code: str, message: str, field: str | None = None,
@@ -86,7 +87,10 @@ def queue_entry(payment: Payment) -> dict[str, Any]:
 
 
 async def get_queue(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = request.app[SERVICE_KEY].service
+    if service is None:
+        return _error(503, "keys_unavailable", "the payment store is closed: its keys are "
+                      "unavailable (see the status faults)")
     try:
         limit = max(1, min(int(request.query.get("limit", "100")), 10_000))
     except ValueError:
@@ -105,8 +109,8 @@ async def get_queue(request: web.Request) -> web.Response:
     })
 
 
-def add_routes(app: web.Application, service: PaymentService) -> None:
-    app[SERVICE_KEY] = service
+def add_routes(app: web.Application, desk: PaymentsDesk) -> None:
+    app[SERVICE_KEY] = desk
     app.router.add_post("/v1/payments", create_payment)
     app.router.add_get("/v1/payments/{payment_id}", get_payment)
     app.router.add_get("/v1/queue", get_queue)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from payments_cache.errors import PaymentsError, StorageUnavailable
-from payments_cache.keysource import KeySource
+from payments_cache.keysource import KeySource, RotatingWrapper
 from payments_cache.models import GatewayResult, PaymentRequest, QueueStats
 from payments_cache.protection import ForwardCard
 from payments_cache.retention import ExpiryReport
@@ -193,10 +193,20 @@ class AsyncStore:
     async def settled_totals(self) -> list[dict[str, object]]:
         return await self._call(self._store.settled_totals)
 
-    async def set_seal_key(self, key: SealKey | None) -> None:
-        """Seal new cards to `key` from now on (a rotated gateway key; SIGHUP). Cards
-        already sealed keep their key id and still forward."""
-        await self._call(setattr, self._store.protection, "seal_key", key)
+    async def set_protection(self, seal_key: SealKey | None, local_allowed: bool) -> None:
+        """Seal new cards to `seal_key` from now on (a rotated gateway key; SIGHUP), or
+        keep them locally if allowed. Cards already sealed keep their key id and still
+        forward."""
+        def apply() -> None:
+            self._store.protection.seal_key = seal_key
+            self._store.protection.local_allowed = local_allowed
+        await self._call(apply)
+
+    async def key_age_s(self) -> float:
+        return await self._call(self._store.key_age_s)
+
+    async def rotate_kek(self, provider: RotatingWrapper) -> list[str]:
+        return await self._call(self._store.rotate_kek, provider)
 
     @property
     def protection_mode(self) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from payments_cache.crypto import Kek, Wrapper, fsync_dir, load_kek, load_or_create_kek
 from payments_cache.errors import KeyMaterialError
@@ -28,6 +29,16 @@ log = logging.getLogger(__name__)
 
 #: A KEK file path, or a factory that opens the wrapper (may it create a KEK?).
 KeySource = str | Path | Callable[[bool], Wrapper]
+
+
+class RotatingWrapper(Wrapper, Protocol):
+    """A wrapper whose KEK can be replaced (a key provider)."""
+
+    def wrapped_kek_id(self, wrapped: bytes) -> str | None: ...
+
+    def rotate_kek(self) -> str: ...
+
+    def retire_kek(self, kek_id: str) -> None: ...
 
 
 def open_wrapper(keys: KeySource, *, create: bool) -> Wrapper:

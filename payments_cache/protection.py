@@ -69,13 +69,21 @@ class CardProtection:
     def __init__(self, ring: KeyRing, seal_key: SealKey | None = None) -> None:
         self._ring = ring
         self.seal_key = seal_key
+        #: False when local encryption is not good enough (a seal key was asked for but
+        #: cannot be read, and the only local key sits on disk): no card is kept at all.
+        self.local_allowed = True
 
     @property
-    def mode(self) -> Literal["sealed", "local"]:
-        return "sealed" if self.seal_key is not None else "local"
+    def mode(self) -> Literal["sealed", "local", "none"]:
+        if self.seal_key is not None:
+            return "sealed"
+        return "local" if self.local_allowed else "none"
 
     def protect(self, binding: RecordBinding, card: Card) -> ProtectedCard:
-        """The stored form of `card` for the row `binding` describes (never the CVC)."""
+        """The stored form of `card` for the row `binding` describes (never the CVC);
+        nothing at all in mode "none"."""
+        if self.mode == "none":
+            return ProtectedCard()
         if self.seal_key is not None:
             sealed = seal_card(self.seal_key, binding.payment_id, card).to_blob()
             return ProtectedCard(card_sealed=sealed, seal_kid=self.seal_key.kid,

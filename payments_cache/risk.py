@@ -71,6 +71,7 @@ RiskReason = Literal[
     "invalid_pan", "card_expired", "blocked_bin", "amount_over_limit", "queue_too_old",
     "queue_count_over_limit", "queue_total_over_limit", "card_velocity_count",
     "card_velocity_amount",
+    "cannot_protect_card",  # not a rule: the box has no way to keep the card safe now
 ]
 
 # The check order of `evaluate`: the first failing rule is the decline reason.

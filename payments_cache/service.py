@@ -128,8 +128,13 @@ class PaymentService:
                  settings: ServiceSettings, *,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  on_event: EventCallback | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 can_protect: Callable[[], bool] = lambda: True) -> None:
         self.store = store
+        #: False while the box has no acceptable way to keep a card (a configured seal
+        #: key that cannot be read, with only a key on disk to fall back on): offline
+        #: payments are then declined `cannot_protect_card`.
+        self.can_protect = can_protect
         self.gateway = gateway
         self.uplinks = uplinks
         self.settings = settings
@@ -202,8 +207,11 @@ class PaymentService:
     def _decider(self, request: PaymentRequest) -> Callable[[QueueStats, tuple[int, int]],
                                                              RiskDecision]:
         limits, now, today = self.settings.limits, self._now(), self._today()
+        protectable = self.can_protect()
 
         def decide(stats: QueueStats, velocity: tuple[int, int]) -> RiskDecision:
+            if not protectable:
+                return RiskDecision.decline("cannot_protect_card")
             oldest = None if stats.oldest_created_at is None else max(
                 0.0, (now - stats.oldest_created_at).total_seconds())
             return evaluate(request, limits, QueueSnapshot(stats.count, stats.amount, oldest),

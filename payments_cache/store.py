@@ -83,6 +83,7 @@ from payments_cache.errors import (
 )
 from payments_cache.keysource import (
     KeySource,
+    RotatingWrapper,
     erase_file,
     load_legacy_kek,
     open_wrapper,
@@ -888,6 +889,27 @@ class Store:
                              (blob, data_key_id, binding.payment_id))
             count += 1
         return count, quarantined
+
+    def key_age_s(self) -> float:
+        """Age of the active data key (the cryptoperiod clock)."""
+        with self._guard("read the keys"):
+            row = self._conn.execute("SELECT created_at FROM keys "
+                                     "WHERE purpose = 'data' AND state = 'active'").fetchone()
+        return 0.0 if row is None else max(0.0, (self._now_ms() - row[0]) / 1000)
+
+    def rotate_kek(self, provider: RotatingWrapper) -> list[str]:
+        """A new KEK in the provider; every key re-wrapped under it in one transaction,
+        then the KEKs nothing is wrapped under any more retired. Returns those ids."""
+        live = [r for r in _load_key_records(self._conn) if r.wrapped is not None]
+        old = {provider.wrapped_kek_id(r.wrapped) for r in live if r.wrapped is not None}
+        new_id = provider.rotate_kek()
+        self._rewrap_keys(provider)
+        retired = sorted(k for k in old if k is not None and k != new_id)
+        for kek_id in retired:
+            provider.retire_kek(kek_id)
+        log.info("KEK rotated to %s; %d keys re-wrapped; retired %s", new_id, len(live),
+                 retired)
+        return retired
 
     def expire(self, *, velocity_window_s: float, retention_days: float) -> ExpiryReport:
         """Erase what is no longer needed (`payments_cache.retention`), in one transaction."""

@@ -112,6 +112,8 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
         ("forwarded", str(p["forwarded_total"])),
         ("declined after", str(p["declined_after_offline_total"])),
         ("dead", str(p.get("dead", 0))),
+        ("cards", _protection(p)),
+        *[("fault", layout.paint("down") + f": {f}") for f in p.get("faults") or []],
     ])
     leds = doc.get("leds") or {}
     layout.section("LEDs", [(name, layout.paint(state)) for name, state in sorted(leds.items())]
@@ -146,6 +148,16 @@ def render_queue_stats(stats: dict[str, Any]) -> str:
     layout.section("Queue", rows)
     layout.lines.append(_RULE)
     return "\n".join(layout.lines)
+
+
+def _protection(p: dict[str, Any]) -> str:
+    """How kept cards are protected, in the installer's words."""
+    provider = p.get("key_provider") or "?"
+    return {
+        "sealed": f"sealed to the gateway (key {p.get('seal_kid')}); keys: {provider}",
+        "local": f"encrypted on the box; keys: {provider}",
+        "none": "cannot be protected: offline payments are declined",
+    }.get(str(p.get("protection")), "unknown")
 
 
 def render_queue_list(payments: list[dict[str, Any]]) -> str:

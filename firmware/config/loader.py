@@ -71,6 +71,11 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
     if fleet.ca_file and not fleet.mqtt_url.startswith("mqtts://"):
         problems.append(("fleet.ca_file", f"needs an mqtts:// fleet.mqtt_url, got "
                                           f"{fleet.mqtt_url!r}"))
+    if config.payments.key_provider == "file" and config.device.environment == "production":
+        problems.append(("payments.key_provider",
+                         "\"file\" keeps the key-encryption key on the box's own disk: "
+                         "development only; use \"pkcs11\" or \"systemd-creds\" when "
+                         "device.environment is \"production\""))
     if config.wired.interface == config.lte.interface:
         problems.append(("lte.interface", f"must differ from wired.interface, both are "
                                           f"{config.lte.interface!r}"))

@@ -157,6 +157,9 @@ class DeviceConfig:
     state_dir: str = doc("SQLite database and key material live here.", "/var/lib/storebox")
     log_level: Literal["debug", "info", "warning", "error"] = doc(
         "Lowest log priority written to stderr (reloadable with SIGHUP).", "info")
+    environment: Literal["development", "production"] = doc(
+        "\"production\" refuses what is for development only (the `file` key provider).",
+        "development")
 
 
 @dataclass(frozen=True)
@@ -250,8 +253,36 @@ class PaymentsConfig:
     merchant_id: str = doc("Merchant id sent with every authorization.", "merchant-0001")
     merchant_key_file: str = doc("File holding the gateway bearer key (0600).",
                                  "/etc/storebox/merchant-key")
-    kek_file: str = doc("Key-encryption key (0600, created if absent); \"\" means "
-                        "<state_dir>/kek. Keep it off the database's filesystem if you can.", "")
+    seal_key_file: str = doc(
+        "The gateway's X25519 public key (PEM): every card kept for an offline payment is "
+        "sealed to it (HPKE) and the box keeps no key that opens it (CONTRACTS 5a). \"\" "
+        "keeps cards encrypted locally under the key provider's keys. Reloaded by SIGHUP.",
+        "")
+    key_provider: Literal["file", "pkcs11", "systemd-creds"] = doc(
+        "Who holds the key-encryption key of the local encryption and the card "
+        "fingerprints: \"pkcs11\" (a secure element or TPM through its PKCS#11 module), "
+        "\"systemd-creds\" (LoadCredentialEncrypted=, TPM2-sealed), or \"file\" "
+        "(development only: the key sits on the box's disk; a fault in the status, refused "
+        "when device.environment = \"production\").", "file")
+    kek_file: str = doc("The `file` provider's key-encryption key (0600, created on a new "
+                        "box); \"\" means <state_dir>/kek.", "")
+    pkcs11_module: str = doc("PKCS#11 module (pkcs11 provider).",
+                             "/usr/lib/aarch64-linux-gnu/pkcs11/libtpm2_pkcs11.so")
+    pkcs11_token_label: str = doc("Label of the token holding the KEK (pkcs11 provider).",
+                                  "storebox")
+    pkcs11_pin_file: str = doc("File holding the token's user PIN (0600; pkcs11 provider).",
+                               "/etc/storebox/pkcs11-pin")
+    pkcs11_key_label: str = doc("Label of the KEK object in the token (pkcs11 provider).",
+                                "storebox-kek")
+    systemd_credential: str = doc(
+        "Name of the credential holding the KEK (systemd-creds provider; the unit needs "
+        "LoadCredentialEncrypted=NAME:/etc/credstore.encrypted/NAME).", "storebox-kek")
+    key_cryptoperiod_days: int = doc(
+        "Data and HMAC keys are replaced (stored cards re-encrypted) once this old.", 90,
+        positive)
+    retention_days: int = doc(
+        "Settled payments (online, declined, forwarded) are deleted this long after they "
+        "were taken; their totals per day stay for reconciliation.", 90, positive)
     offline_max_amount: int = doc("Largest offline payment, minor units.", 50000, positive)
     offline_max_total: int = doc("All queued payments together, minor units.", 2000000, positive)
     offline_max_count: int = doc("Most payments queued at once.", 500, positive)

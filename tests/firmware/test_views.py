@@ -33,7 +33,8 @@ def test_status_has_every_contract_field_with_honest_unknowns() -> None:
     assert doc["modem"]["registered"] is None
     assert doc["payments"] == {
         "queued": 0, "queued_amount": 0, "oldest_queued_age_s": None, "forwarded_total": 0,
-        "declined_after_offline_total": 0, "dead": 0, "quarantined": 0, "mode": "unknown"}
+        "declined_after_offline_total": 0, "dead": 0, "quarantined": 0, "mode": "unknown",
+        "protection": "unknown", "seal_kid": None, "key_provider": None, "faults": []}
     assert doc["leds"] == {}
 
 
