@@ -52,7 +52,8 @@ def apply_snapshot(state: BoxState, snap: ModemStatus) -> None:
         sim_fault=snap.sim_fault, sim_slot=snap.sim_slot, sim_mcc_mnc=snap.sim_mcc_mnc,
         same_carrier_as_wired=snap.same_carrier,
         recovery_step=str(snap.recovery_step) if snap.recovery_step else None,
-        resets_total=snap.resets_total,
+        resets_total=snap.resets_total, last_reset_reason=snap.last_reset_reason,
+        parse_errors=snap.parse_errors,
         model=snap.identity.model if snap.identity else None)
 
 

@@ -64,6 +64,11 @@ class ModemState:
     same_carrier_as_wired: bool | None = None
     recovery_step: str | None = None
     resets_total: int = 0
+    #: Why the last recovery rung was taken (no_answer, port_closed, unexpected_reboot,
+    #: error_storm, registration_lost); quirks never are a reason.
+    last_reset_reason: str | None = None
+    #: Answers that did not parse: the last good readings were kept, nothing was reset.
+    parse_errors: int = 0
 
 
 @dataclass

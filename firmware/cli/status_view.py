@@ -100,6 +100,10 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
     ]
     if m.get("recovery_step"):
         rows.append(("recovery", f"{m['recovery_step']} (resets: {m.get('resets_total', 0)})"))
+    if m.get("last_reset_reason"):
+        rows.append(("last reset", str(m["last_reset_reason"]).replace("_", " ")))
+    if m.get("parse_errors"):
+        rows.append(("unparsed answers", f"{m['parse_errors']} (last good values kept)"))
     if m.get("same_carrier_as_wired"):
         rows.append(("carrier diversity", layout.paint("none")
                      + ": the SIM is on the wired line's carrier; one outage takes both"))
