@@ -180,11 +180,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """The TOML first; when it is valid, the files it names (`firmware.config.files`)."""
+    from pathlib import Path
+
+    from firmware.config.files import file_problems
+    from firmware.config.locate import key_lines
+    from firmware.errors import Problem
+
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
+    found = file_problems(config)
+    if found:
+        lines = key_lines(Path(args.config).read_text(encoding="utf-8"))
+        problems = [Problem(args.config, _line_of(lines, key), key, message)
+                    for key, message in found]
+        for problem in sorted(problems, key=lambda p: (p.line, p.key)):
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{args.config}: ok")
     return EXIT_OK
+
+
+def _line_of(lines: dict[str, int], key: str) -> int:
+    """The key's line, else its table's (a default value), else 1, as the loader says."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
