@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -351,12 +351,18 @@ async def test_key_provider_unavailable_then_credential_and_sighup_opens_the_sto
         (event,) = fault_events(status, "key_provider_unavailable")
         assert "storebox-kek" in event["message"]
 
-        answer = await box.pay(payment_body(), key="closed-1")
+        first = payment_body()
+        answer = await box.pay(first, key="closed-1")
         assert answer.status == 200
         assert answer.body["status"] == "declined_offline"
         assert answer.body["mode"] == "offline"
         assert answer.body["decline_reason"] == "cannot_protect_card"
         assert answer.body["card"] == {"brand": "visa", "last4": "1111"}
+        # CONTRACTS §3: the same key and body get the first answer again, another body 409
+        again = await box.pay(first, key="closed-1")
+        assert again.status == 200 and again.body == answer.body
+        other = await box.pay({**first, "amount": 777}, key="closed-1")
+        assert other.status == 409 and other.body["error"]["code"] == "idempotency_conflict"
         bad = await box.pay(b"{not json", key="closed-2")
         assert bad.status == 400
         queue = await box.get("/v1/queue")
@@ -376,6 +382,9 @@ async def test_key_provider_unavailable_then_credential_and_sighup_opens_the_sto
         queue = await box.get("/v1/queue")
         assert queue.status == 200 and queue.body["stats"]["count"] == 0
 
+        # a retry of the payment declined while closed is still that decline
+        retried = await box.pay(first, key="closed-1")
+        assert retried.status == 200 and retried.body == answer.body
         offline = await pay_offline(box, "open-1")
         assert offline["status"] == "approved_offline", offline
         row = stored_cards(tmp_path)[offline["id"]]
@@ -535,3 +544,41 @@ async def test_upkeep_erases_fingerprints_purges_settled_rows_and_rotates_keys(
     await component.upkeep_once()
     assert active_keys(state_dir) == rotated
     assert not (state_dir / "kek.3").exists()
+
+
+# --------------------------------------------------------------------------- the desk
+
+
+class FakeService:
+    def __init__(self) -> None:
+        self.calls: list[str | None] = []
+
+    async def submit(self, idempotency_key: str | None, body: bytes) -> dict[str, Any]:
+        self.calls.append(idempotency_key)
+        return {"id": "pay_from_service", "status": "approved"}
+
+
+async def test_the_desk_keeps_the_idempotency_promise_while_closed_and_after() -> None:
+    import json
+
+    from payments_cache.errors import InvalidRequest
+    from payments_cache.service import IdempotencyConflict, PaymentService
+
+    desk = PaymentsDesk()
+    body = json.dumps(payment_body(reference="order-desk")).encode()
+    first = await desk.submit("k1", body)
+    assert first["status"] == "declined_offline"
+    assert first["decline_reason"] == "cannot_protect_card"
+    assert await desk.submit("k1", body) == first
+    with pytest.raises(IdempotencyConflict):
+        await desk.submit("k1", json.dumps(payment_body(reference="order-other")).encode())
+    with pytest.raises(InvalidRequest):
+        await desk.submit(None, body)
+    second = await desk.submit("k2", body)
+    assert second["id"] != first["id"]
+
+    service = FakeService()
+    desk.service = cast(PaymentService, service)
+    assert await desk.submit("k1", body) == first  # the first answer, not a new payment
+    assert (await desk.submit("k3", body))["id"] == "pay_from_service"
+    assert service.calls == ["k3"]
