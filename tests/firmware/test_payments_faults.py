@@ -251,6 +251,61 @@ async def test_unreadable_seal_key_with_the_file_provider_declines_and_keeps_no_
         same_process(box, pid)
 
 
+def credentials(tmp: Path) -> Path:
+    """A $CREDENTIALS_DIRECTORY holding the systemd-creds KEK (raw 32 bytes, 0600)."""
+    creds = tmp / "credentials"
+    creds.mkdir(mode=0o700)
+    kek = creds / "storebox-kek"
+    kek.write_bytes(os.urandom(32))
+    kek.chmod(0o600)
+    return creds
+
+
+async def test_unreadable_seal_key_with_a_protecting_provider_encrypts_locally(
+        netns: str, tmp_path: Path) -> None:
+    private, public = generate_keypair()
+    kid = SealKey.from_pem(public).kid
+    seal_file = tmp_path / "gateway.pem"
+    seal_file.write_bytes(b"-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
+    async with box_with(netns, tmp_path,
+                        payments=f'key_provider = "systemd-creds"\nseal_key_file = "{seal_file}"',
+                        env={"CREDENTIALS_DIRECTORY": str(credentials(tmp_path))},
+                        faults=DOWN, seal_private_keys=(private,)) as box:
+        pid = box.daemon.proc.pid
+        status = await until_status(
+            box, lambda s: "seal_key_unreadable" in s["payments"]["faults"],
+            "the seal_key_unreadable fault")
+        assert status["payments"]["protection"] == "local"
+        assert {"cannot_protect_card", "keys_on_disk"}.isdisjoint(status["payments"]["faults"])
+        assert status["leds"]["alert"] == "blink"
+        (event,) = fault_events(status, "seal_key_unreadable")
+        assert str(seal_file) in event["message"]
+
+        local = await pay_offline(box, "local-1")
+        assert local["status"] == "approved_offline", local
+        row = stored_cards(tmp_path)[local["id"]]
+        assert row["blob"] and not row["sealed"]
+
+        seal_file.write_bytes(public)
+        box.daemon.signal(signal.SIGHUP)
+        status = await until_status(
+            box, lambda s: "seal_key_unreadable" not in s["payments"]["faults"]
+            and s["payments"]["protection"] == "sealed", "sealed after SIGHUP")
+        assert status["payments"]["seal_kid"] == kid
+        sealed = await pay_offline(box, "sealed-1", pan=PANS[1])
+        row = stored_cards(tmp_path)[sealed["id"]]
+        assert row["sealed"] and not row["blob"] and row["seal_kid"] == kid
+
+        await box.sim.set_faults(down=False)
+        await box.drain()
+        await forwarded(box, [local["id"], sealed["id"]])
+        arrived_local, arrived_sealed = box.sim.stored(local["id"]), box.sim.stored(sealed["id"])
+        assert arrived_local is not None and arrived_local.seal_kid is None
+        assert arrived_sealed is not None and arrived_sealed.seal_kid == kid
+        await until_status(box, lambda s: s["leds"].get("alert") == "off", "the alert LED off")
+        same_process(box, pid)
+
+
 # --------------------------------------------------------------------------- seal key rotation
 
 
@@ -340,7 +395,7 @@ async def test_seal_key_rotation_when_the_gateway_dropped_the_old_key(
 async def test_key_provider_unavailable_then_credential_and_sighup_opens_the_store(
         netns: str, tmp_path: Path) -> None:
     creds = tmp_path / "credentials"
-    creds.mkdir(mode=0o700)
+    creds.mkdir(mode=0o700)  # empty: the credential is not loaded
     async with box_with(netns, tmp_path, payments='key_provider = "systemd-creds"',
                         env={"CREDENTIALS_DIRECTORY": str(creds)}, faults=DOWN) as box:
         pid = box.daemon.proc.pid
