@@ -1,7 +1,9 @@
 """Payments benchmarks (issue 2): offline accept latency and rate, drain rate, RSS, crashes.
 
 Run with `make bench`. Everything runs in a network namespace: the real daemon
-(synchronous=FULL), the gateway simulator, and a POS client on loopback.
+(synchronous=FULL), the gateway simulator, and a POS client on loopback. Sealing is on
+(CONTRACTS §5a): the box seals every card it keeps to a fresh gateway key, the simulator
+holds the private key and opens every card it is forwarded.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import aiohttp
 import pytest
 
 from benchmarks.report import percentile, record
+from firmware.drill.pos import random_pan
 from payments_cache.gateway_sim import Faults
 from tests.support.box import API, Box, eventually, payment_body, store_box
-from tests.support.crash_drill import OFFLINE_LIMITS, crash_drill, random_pan
+from tests.support.crash_drill import OFFLINE_LIMITS, crash_drill
 from tests.support.daemon import TOKEN
 
 OFFLINE = Faults(down=True, down_mode="refuse")
@@ -62,7 +65,11 @@ async def _accept(box: Box, prefix: str, bodies: list[bytes], concurrency: int) 
 
 
 async def test_offline_accept_latency_rate_drain_and_rss(netns: str, tmp_path: Path) -> None:
-    async with store_box(netns, tmp_path, faults=OFFLINE, payments=BENCH_LIMITS) as box:
+    async with store_box(netns, tmp_path, faults=OFFLINE, payments=BENCH_LIMITS,
+                         sealed=True) as box:
+        assert box.seal is not None
+        protection = (await box.status())["payments"]
+        assert (protection["protection"], protection["seal_kid"]) == ("sealed", box.seal.kid)
         # latency: one POS, one request at a time
         latencies = []
         for i, body in enumerate(_bodies(1000, 1)):
@@ -90,20 +97,32 @@ async def test_offline_accept_latency_rate_drain_and_rss(netns: str, tmp_path: P
         await eventually(empty, timeout=600, what="the drain")
         drain_s = time.perf_counter() - started
         assert box.sim.stats().processed == 10_000
-        assert all(box.sim.processed_count(a.payment_id) == 1 for a in box.sim.authorizations())
+        arrivals = box.sim.authorizations()
+        assert all(box.sim.processed_count(a.payment_id) == 1 for a in arrivals)
+        # every forward arrived offline, sealed under the box's kid, opened by the gateway
+        sealed = sum(1 for a in arrivals if a.offline and a.seal_kid == box.seal.kid)
+        assert sealed == 10_000, f"{10_000 - sealed} forwards not sealed under the box's kid"
+        assert box.sim.stats().card_refused_422 == 0
     record("payments", [
         ("offline accept p50 (ms)", percentile(latencies, 50), "-"),
         ("offline accept p99 (ms)", percentile(latencies, 99), "target <= 10"),
         ("offline accepts per second (16 POS)", rate, "target >= 500"),
         ("daemon RSS with 10,000 queued (MB)", rss, "target <= 80"),
         ("drain rate (payments/s)", 10_000 / drain_s, "target >= 500"),
+        ("forwards sealed and opened by the gateway", sealed, "10000 of 10000"),
     ])
 
 
 async def test_crash_drill(netns: str, tmp_path: Path) -> None:
-    report = await crash_drill(netns, tmp_path, kills=KILLS, seed=1021, drain_timeout=600)
+    report = await crash_drill(netns, tmp_path, kills=KILLS, seed=1021, drain_timeout=600,
+                               sealed=True)
     summary = report.summary()
-    record("crash_drill", [(k, v, "lost 0, duplicated 0" if k in ("lost", "duplicated") else "")
-                           for k, v in summary.items()])
+    targets = {"lost": "0", "duplicated": "0", "not_sealed": "0", "card_refused_422": "0"}
+    record("crash_drill", [(k, v, targets.get(k, "")) for k, v in summary.items()])
     assert report.lost == [] and report.duplicated == [] and report.unexpected == []
+    assert report.conflicts_422 == 0
     assert report.integrity == "ok"
+    # every forwarded offline payment arrived sealed under the box's kid and was opened
+    assert report.seal_kid is not None
+    assert report.not_sealed == [] and report.card_refused_422 == 0, summary
+    assert report.sealed_forwards == report.approved_offline, summary

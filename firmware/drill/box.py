@@ -11,11 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.drill.fleet import BROKER_IP, BROKER_PORT
 from firmware.drill.shop import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT
 from firmware.errors import DrillError
+from payments_cache.sealing import SealKey, generate_keypair
 
 GATEWAY_PORT = 9443
 API_PORT = 8470
@@ -28,11 +30,40 @@ def write_secret(path: Path, value: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class SealKeyPair:
+    """The gateway's seal key pair made for one run (CONTRACTS §5a). `private` is for the
+    gateway simulator only; the box's config names `public`."""
+
+    private: Path
+    public: Path
+    kid: str
+
+    def private_pem(self) -> bytes:
+        return self.private.read_bytes()
+
+
+def write_seal_keys(workdir: Path) -> SealKeyPair:
+    """A fresh X25519 key pair in `workdir`: `gateway-seal.key` (PKCS8, created 0600, never
+    readable by anyone else even for an instant) and `gateway-seal.pub` (SPKI)."""
+    private_pem, public_pem = generate_keypair()
+    private = workdir / "gateway-seal.key"
+    private.unlink(missing_ok=True)  # a work dir used again: a new pair each run
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_pem)
+    public = workdir / "gateway-seal.pub"
+    public.write_bytes(public_pem)
+    return SealKeyPair(private, public, SealKey.from_pem(public_pem, source=str(public)).kid)
+
+
 def write_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: str,
-                 failback_after_s: float) -> Path:
+                 failback_after_s: float, seal_key_file: Path | None = None) -> Path:
     """The box's config for the drill: the shop's interfaces, the gateway simulator and the
     fleet broker on the internet, the modem simulator, mock LEDs, and the POS API on the
-    LAN address."""
+    LAN address. With `seal_key_file` (the gateway's *public* key) the box seals every
+    card it keeps for an offline payment."""
+    seal = "" if seal_key_file is None else f'seal_key_file = "{seal_key_file}"\n'
     (workdir / "state").mkdir(mode=0o700, exist_ok=True)
     tokens = write_secret(workdir / "pos-tokens", token)
     key_file = write_secret(workdir / "merchant-key", merchant_key)
@@ -64,7 +95,7 @@ targets = ["http://{GATEWAY_IP}:{GATEWAY_PORT}/health", "tcp:{OTHER_IP}:{PORT}",
 [payments]
 gateway_url = "http://{GATEWAY_IP}:{GATEWAY_PORT}"
 merchant_key_file = "{key_file}"
-
+{seal}
 [api]
 listen = "{LAN_BOX}:{API_PORT}"
 tokens_file = "{tokens}"

@@ -14,7 +14,9 @@ from typing import Any
 
 import aiohttp
 
+from firmware.drill.box import SealKeyPair, write_seal_keys
 from payments_cache.gateway_sim import Faults, GatewaySimulator
+from payments_cache.sealing import SealOpener
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
 
@@ -46,6 +48,8 @@ class Box:
     sim: GatewaySimulator
     session: aiohttp.ClientSession
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the gateway's seal key pair when the box seals cards (`store_box(sealed=True)`)
+    seal: SealKeyPair | None = None
 
     async def pay(self, body: dict[str, Any] | bytes, key: str | None = None,
                   token: str = TOKEN, headers: dict[str, str] | None = None) -> Answer:
@@ -84,17 +88,26 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 @asynccontextmanager
 async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
-                    extra: str = "", payments: str = "") -> AsyncIterator[Box]:
-    """Everything lives in `netns`: the simulator, the daemon, the POS's sockets."""
+                    extra: str = "", payments: str = "",
+                    sealed: bool = False) -> AsyncIterator[Box]:
+    """Everything lives in `netns`: the simulator, the daemon, the POS's sockets.
+
+    `sealed`: a fresh gateway key pair in `tmp`; the simulator holds the private key, the
+    box's `payments.seal_key_file` names the public one, so every card kept offline is
+    sealed to the gateway (CONTRACTS §5a)."""
+    seal = write_seal_keys(tmp) if sealed else None
+    if seal is not None:
+        payments += f'\nseal_key_file = "{seal.public}"\n'
     with inside(netns):
-        sim = GatewaySimulator(MERCHANT_KEY, seed=7, faults=faults)
+        opener = SealOpener.from_pem_files([seal.private]) if seal is not None else None
+        sim = GatewaySimulator(MERCHANT_KEY, seed=7, faults=faults, seal_opener=opener)
         url = await sim.start()
         daemon = DaemonProcess(netns, write_config(tmp, gateway_url=url, extra=extra,
                                                    payments=payments))
         try:
             await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
             async with aiohttp.ClientSession() as session:
-                yield Box(daemon, sim, session)
+                yield Box(daemon, sim, session, seal=seal)
         finally:
             code = await asyncio.to_thread(daemon.stop)
             await sim.stop()

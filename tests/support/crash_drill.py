@@ -1,6 +1,9 @@
 """Kill the daemon at random moments under POS load, then prove exactly-once forwarding.
 
-Used by the crash-safety test (≥ 50 kills) and the benchmark (≥ 1,000 kills).
+Used by the crash-safety test (≥ 50 kills) and the benchmark (≥ 1,000 kills). With
+`sealed=True` (the default) the box seals every card it keeps to the gateway simulator's
+key (CONTRACTS §5a), and the report says how each forwarded payment arrived: sealed under
+the box's kid and opened by the simulator, or not.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from firmware.drill.pos import random_pan
+from payments_cache.gateway_sim import StoredAuthorization
 from tests.support.box import API, Box, eventually, payment_body, store_box
 from tests.support.daemon import TOKEN
 
@@ -41,6 +45,20 @@ class CrashReport:
     conflicts_422: int = 0
     integrity: str = ""
     seconds: float = 0.0
+    #: of `seconds`: the kills under load, and the drain after them
+    kill_seconds: float = 0.0
+    drain_seconds: float = 0.0
+    #: the kid the box sealed to (None: the box kept cards locally)
+    seal_kid: str | None = None
+    #: forwards that arrived at the gateway as offline authorizations
+    offline_forwards: int = 0
+    #: of those, sealed under `seal_kid` (the simulator stores one only once it opened it)
+    sealed_forwards: int = 0
+    #: payments that arrived unsealed, under another kid, or as online authorizations
+    #: although the box was offline for the whole drill (sealed drills only)
+    not_sealed: list[str] = field(default_factory=list)
+    #: sealed cards the gateway could not open (422 unknown_kid, authentication_failed...)
+    card_refused_422: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"kills": self.kills, "payments": self.payments,
@@ -49,7 +67,12 @@ class CrashReport:
                 "answered_after_retry": self.answered_after_retry,
                 "lost": len(self.lost), "duplicated": len(self.duplicated),
                 "unexpected": len(self.unexpected), "conflicts_422": self.conflicts_422,
-                "integrity": self.integrity, "seconds": round(self.seconds, 1)}
+                "seal_kid": self.seal_kid, "offline_forwards": self.offline_forwards,
+                "sealed_forwards": self.sealed_forwards, "not_sealed": len(self.not_sealed),
+                "card_refused_422": self.card_refused_422,
+                "integrity": self.integrity, "seconds": round(self.seconds, 1),
+                "kill_seconds": round(self.kill_seconds, 1),
+                "drain_seconds": round(self.drain_seconds, 1)}
 
 
 class Pos:
@@ -119,33 +142,56 @@ def _integrity(state_dir: Path) -> str:
         conn.close()
 
 
+def _sealing(report: CrashReport, arrivals: list[StoredAuthorization],
+             seal_kid: str | None) -> None:
+    """How the forwarded payments arrived. The gateway was down for the whole load, so
+    every one of them must be an offline authorization, sealed under `seal_kid` when the
+    box seals."""
+    report.seal_kid = seal_kid
+    offline = [a for a in arrivals if a.offline]
+    report.offline_forwards = len(offline)
+    report.sealed_forwards = sum(1 for a in offline
+                                 if seal_kid is not None and a.seal_kid == seal_kid)
+    if seal_kid is not None:
+        report.not_sealed = sorted(a.payment_id for a in arrivals
+                                   if not a.offline or a.seal_kid != seal_kid)
+
+
 async def crash_drill(netns: str, tmp: Path, kills: int, workers: int = 4,
-                      seed: int = 1, drain_timeout: float = 120.0) -> CrashReport:
+                      seed: int = 1, drain_timeout: float = 120.0,
+                      sealed: bool = True) -> CrashReport:
     rng = random.Random(seed)
     report = CrashReport()
     started = time.monotonic()
     from payments_cache.gateway_sim import Faults
 
     async with store_box(netns, tmp, faults=Faults(down=True, down_mode="refuse"),
-                         payments=OFFLINE_LIMITS) as box:
+                         payments=OFFLINE_LIMITS, sealed=sealed) as box:
         pos = Pos(box.session, rng)
         stop = asyncio.Event()
         load = [asyncio.create_task(pos.run(w, stop)) for w in range(workers)]
+        killing = time.monotonic()
         try:
             report.kills = await _kill_loop(box, kills, rng)
         finally:
             stop.set()
             await asyncio.gather(*load)
+        draining = time.monotonic()
+        report.kill_seconds = draining - killing
         await _drain_all(box, drain_timeout)
+        report.drain_seconds = time.monotonic() - draining
         stats = box.sim.stats()
         report.conflicts_422 = stats.conflicts_422
+        report.card_refused_422 = stats.card_refused_422
         approved = {a["id"] for a in pos.answers.values() if a["status"] == "approved_offline"}
         report.payments = len(pos.answers)
         report.approved_offline = len(approved)
         report.declined_offline = sum(a["status"] == "declined_offline"
                                       for a in pos.answers.values())
         report.answered_after_retry = len(pos.retried & pos.answers.keys())
-        arrived = {a.payment_id for a in box.sim.authorizations()}
+        arrivals = box.sim.authorizations()
+        _sealing(report, arrivals, box.seal.kid if box.seal is not None else None)
+        arrived = {a.payment_id for a in arrivals}
         report.lost = sorted(approved - arrived)
         report.unexpected = sorted(arrived - approved)
         report.duplicated = sorted(p for p in arrived if box.sim.processed_count(p) != 1)
