@@ -10,7 +10,10 @@ returns a `Report`. The drill fails (`Report.failures`) on any of:
 - failover slower than `max_failover_s` (5 s), or none at all during the blackhole;
 - any failover during the loss phase;
 - offline mode never reached while both uplinks were down;
-- the box not back on wired with an empty queue at the end.
+- the box not back on wired with an empty queue at the end;
+- with a seal key (CONTRACTS §5a, `seal_kid`): an offline forward that arrived with its
+  card unsealed or sealed under another kid, a sealed card the gateway refused (422), or
+  a box whose status does not say it seals under that kid.
 """
 
 from __future__ import annotations
@@ -44,6 +47,16 @@ class Sample:
     active: str
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """How one payment arrived at the gateway: as an offline forward or online, and the
+    kid of the sealed card it carried (None: the card came in the clear). The gateway
+    stores a sealed authorization only once it has opened the card."""
+
+    offline: bool
+    seal_kid: str | None
+
+
 @dataclass
 class Report:
     phases: list[dict[str, Any]] = field(default_factory=list)
@@ -63,6 +76,8 @@ class Report:
     final: dict[str, Any] = field(default_factory=dict)
     #: what the fleet operator received (`firmware.drill.fleet.FleetView.to_json`)
     fleet: dict[str, Any] = field(default_factory=dict)
+    #: how the offline forwards arrived (see `_sealing`); empty without a seal key
+    sealing: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +94,7 @@ class Report:
                                  "declined_offline_but_forwarded": self.leaked,
                                  "gateway_count_per_payment": self.gateway_counts},
                 "failed_requests": self.failed_requests, "final": self.final,
-                "fleet": self.fleet}
+                "fleet": self.fleet, "sealing": self.sealing}
 
 
 def _event_time(event: Mapping[str, Any]) -> datetime | None:
@@ -121,7 +136,11 @@ def _phase(phases: Sequence[PlayedPhase], name: str) -> PlayedPhase | None:
 def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
                  events: Sequence[Mapping[str, Any]], sales: Sequence[Sale],
                  gateway_counts: Mapping[str, int], final: Mapping[str, Any],
-                 max_failover_s: float = MAX_FAILOVER_S) -> Report:
+                 arrivals: Mapping[str, Arrival] | None = None, seal_kid: str | None = None,
+                 card_refused_422: int = 0, max_failover_s: float = MAX_FAILOVER_S) -> Report:
+    """`arrivals`: every authorization the gateway stored, by payment id; `seal_kid`: the
+    kid of the seal key the box was given (None: no seal key, no sealing verdict);
+    `card_refused_422`: sealed cards the gateway could not open."""
     report = Report()
     report.phases = [{"name": p.name, "seconds": round(p.ended - p.started, 2)}
                      for p in phases]
@@ -165,12 +184,64 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
                     "queued": final.get("payments", {}).get("queued"),
                     "forwarded_total": final.get("payments", {}).get("forwarded_total"),
                     "declined_after_offline_total":
-                        final.get("payments", {}).get("declined_after_offline_total")}
+                        final.get("payments", {}).get("declined_after_offline_total"),
+                    "protection": final.get("payments", {}).get("protection"),
+                    "seal_kid": final.get("payments", {}).get("seal_kid")}
     if report.final["active"] != "wired" or report.final["queued"] != 0:
         report.failures.append(
             f"not recovered at the end: active uplink {report.final['active']!r}, "
             f"{report.final['queued']!r} payment(s) still queued")
+    if seal_kid is not None:
+        _sealing(report, sales, arrivals or {}, seal_kid, card_refused_422)
     return report
+
+
+def _sealing(report: Report, sales: Sequence[Sale], arrivals: Mapping[str, Arrival],
+             seal_kid: str, refused: int) -> None:
+    """Every offline forward must carry its card sealed under `seal_kid` (opened by the
+    gateway, which stores nothing it could not open), none may be refused, and the box
+    must say it seals under that kid. An offline approval whose online attempt had reached
+    the gateway after all is resolved by lookup, not forwarded: `resolved_online`."""
+    offline = {pid: a for pid, a in arrivals.items() if a.offline}
+    resolved_online = sum(1 for sale in sales if sale.outcome == "approved_offline"
+                          and (a := arrivals.get(sale.payment_id or "")) is not None
+                          and not a.offline)
+    sealed = sorted(pid for pid, a in offline.items() if a.seal_kid == seal_kid)
+    unsealed = sorted(pid for pid, a in offline.items() if a.seal_kid is None)
+    other = sorted(pid for pid, a in offline.items()
+                   if a.seal_kid is not None and a.seal_kid != seal_kid)
+    report.sealing = {"kid": seal_kid, "offline_forwards": len(offline),
+                      "sealed": len(sealed), "opened": len(sealed), "unsealed": unsealed,
+                      "other_kid": other, "refused_422": refused,
+                      "resolved_online": resolved_online,
+                      "box_protection": report.final.get("protection"),
+                      "box_seal_kid": report.final.get("seal_kid")}
+    if unsealed:
+        report.failures.append(f"{len(unsealed)} offline forward(s) arrived unsealed "
+                               "(the card in the clear)")
+    if other:
+        report.failures.append(f"{len(other)} offline forward(s) sealed under another kid "
+                               f"than {seal_kid}")
+    if refused:
+        report.failures.append(f"{refused} sealed card(s) refused by the gateway (422)")
+    if report.final.get("protection") != "sealed" or report.final.get("seal_kid") != seal_kid:
+        report.failures.append(
+            f"the box's status says protection {report.final.get('protection')!r}, kid "
+            f"{report.final.get('seal_kid')!r}, not sealed under {seal_kid}")
+
+
+def _sealing_line(s: Mapping[str, Any]) -> str:
+    n, sealed = s.get("offline_forwards", 0), s.get("sealed", 0)
+    unsealed, other = len(s.get("unsealed", [])), len(s.get("other_kid", []))
+    how = ("none to judge" if n == 0 else f"all sealed (kid {s.get('kid')})" if sealed == n
+           else f"{sealed} sealed (kid {s.get('kid')})"
+           + (f", {unsealed} UNSEALED" if unsealed else "")
+           + (f", {other} under another kid" if other else ""))
+    online = s.get("resolved_online", 0)
+    return (f"  sealing       offline forwards: {n}, {how}, {s.get('opened', 0)} opened by the "
+            f"gateway, {s.get('refused_422', 0)} refused"
+            + (f" ({online} offline approval(s) had reached the gateway online)"
+               if online else ""))
 
 
 def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) -> None:
@@ -249,11 +320,14 @@ def render(report: Report) -> str:
                      f"{f.get('status')!r}, active {f.get('active')}"
                      + ("" if f.get("caught_up") else "; NOT every event arrived")
                      + (f"; {f['malformed']} payload(s) not JSON" if f.get("malformed") else ""))
+    if report.sealing:
+        lines.append(_sealing_line(report.sealing))
     lines.append("")
     for request in report.failed_requests[:10]:
         lines.append(f"  failed request: {request}")
     if report.passed:
-        lines.append("  PASSED: every sale answered, every payment at the gateway exactly once")
+        lines.append("  PASSED: every sale answered, every payment at the gateway exactly once"
+                     + (", every offline card sealed" if report.sealing else ""))
     else:
         lines += [f"  FAILED: {failure}" for failure in report.failures]
     return "\n".join(lines)

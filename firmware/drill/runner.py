@@ -24,16 +24,25 @@ from typing import Any, TextIO
 import aiohttp
 
 from firmware.drill import faults, live
-from firmware.drill.box import API_PORT, GATEWAY_PORT, BoxDaemon, new_secret, write_config
+from firmware.drill.box import (
+    API_PORT,
+    GATEWAY_PORT,
+    BoxDaemon,
+    SealKeyPair,
+    new_secret,
+    write_config,
+    write_seal_keys,
+)
 from firmware.drill.fleet import FleetBroker
 from firmware.drill.netns import inside
 from firmware.drill.pos import DECLINED_AMOUNT, Terminals
-from firmware.drill.report import PlayedPhase, Report, Sample, build_report, render
+from firmware.drill.report import Arrival, PlayedPhase, Report, Sample, build_report, render
 from firmware.drill.shop import GATEWAY_IP, LAN_BOX, Shop, build_shop
 from firmware.drill.timeline import Faults, Options, Phase, plan
 from firmware.errors import DrillError
 from firmware.fleet.topics import EVENT_KINDS
 from payments_cache.gateway_sim import DeclineRules, GatewaySimulator
+from payments_cache.sealing import SealOpener
 
 TOOLS = ("ip", "nft", "conntrack")
 POLL_S = 0.1
@@ -160,22 +169,27 @@ class Drill:
             return await self._run(shop, workdir)
 
     async def _run(self, shop: Shop, workdir: Path) -> Report:
+        # a fresh gateway seal key pair: the private key goes to the gateway simulator
+        # only, the box's config names the public one (CONTRACTS §5a)
+        seal = write_seal_keys(workdir)
         with inside(shop.internet):
             sim = GatewaySimulator(
                 self.merchant_key, host=GATEWAY_IP, port=GATEWAY_PORT, seed=2021,
-                rules=DeclineRules(decline_amounts=frozenset({DECLINED_AMOUNT})))
+                rules=DeclineRules(decline_amounts=frozenset({DECLINED_AMOUNT})),
+                seal_opener=SealOpener.from_pem_files([seal.private]))
             await sim.start()
         fleet = FleetBroker(shop.internet, workdir)
         try:
             await asyncio.to_thread(fleet.wait_listening)
             config = write_config(workdir, merchant_key=self.merchant_key, token=self.token,
                                   lte_carrier=self.lte_carrier,
-                                  failback_after_s=self.options.failback_after_s)
+                                  failback_after_s=self.options.failback_after_s,
+                                  seal_key_file=seal.public)
             daemon = BoxDaemon(shop.box, config)
             try:
                 await asyncio.to_thread(daemon.wait_ready)
                 with inside(shop.client):
-                    report = await self._play(shop, daemon, sim, fleet)
+                    report = await self._play(shop, daemon, sim, fleet, seal)
             finally:
                 code = await asyncio.to_thread(daemon.stop)
                 if code != 0:
@@ -187,7 +201,7 @@ class Drill:
         return report
 
     async def _play(self, shop: Shop, daemon: BoxDaemon, sim: GatewaySimulator,
-                    fleet: FleetBroker) -> Report:
+                    fleet: FleetBroker, seal: SealKeyPair) -> Report:
         observer = Observer(daemon.admin_socket, self.token)
         terminals = Terminals(f"http://{LAN_BOX}:{API_PORT}", self.token,
                               phase=lambda: self.current.name, count=self.options.terminals,
@@ -215,9 +229,12 @@ class Drill:
         self.screen.close()
         counts = {sale.payment_id: sim.processed_count(sale.payment_id)
                   for sale in terminals.sales if sale.payment_id is not None}
+        arrivals = {a.payment_id: Arrival(a.offline, a.seal_kid) for a in sim.authorizations()}
         report = build_report(phases=self.played, samples=observer.samples,
                               events=observer.ordered_events(), sales=terminals.sales,
-                              gateway_counts=counts, final=observer.latest or {})
+                              gateway_counts=counts, final=observer.latest or {},
+                              arrivals=arrivals, seal_kid=seal.kid,
+                              card_refused_422=sim.stats().card_refused_422)
         report.fleet = {**fleet.seen().to_json(), "caught_up": caught_up}
         return report
 

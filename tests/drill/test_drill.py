@@ -3,7 +3,9 @@
 The real daemon in a shop made of namespaces, with the modem simulator, mock LEDs and the
 gateway simulator; a POS on the LAN; 20 % loss, a KT-style blackhole, the LTE carrier
 failing too, recovery. It fails on any unanswered sale, lost or duplicated payment,
-failover slower than 5 s, or failover during the loss phase.
+failover slower than 5 s, or failover during the loss phase. The box seals every card it
+keeps to a seal key made for the run (CONTRACTS §5a): every offline forward must arrive
+sealed under that key's kid and be opened by the gateway simulator.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     assert report["final"]["active"] == "wired" and report["final"]["queued"] == 0
     assert report["final"]["forwarded_total"] >= payments["approved_offline"]
     assert "PASSED" in proc.stdout
+    # every offline forward arrived sealed to the drill's gateway key and was opened
+    sealing = report["sealing"]
+    assert sealing["offline_forwards"] > 0
+    assert sealing["unsealed"] == [] and sealing["other_kid"] == []
+    assert sealing["sealed"] == sealing["opened"] == sealing["offline_forwards"]
+    assert sealing["refused_422"] == 0
+    assert sealing["box_protection"] == "sealed" and sealing["box_seal_kid"] == sealing["kid"]
+    # each offline approval arrived as a sealed offline forward, or was found by lookup
+    # at the gateway (its online attempt had arrived, the answer was lost)
+    assert sealing["offline_forwards"] + sealing["resolved_online"] \
+        == payments["approved_offline"]
+    assert (f"offline forwards: {sealing['offline_forwards']}, all sealed "
+            f"(kid {sealing['kid']})") in proc.stdout
     # the fleet operator heard of it all, the outage's events once the box was back
     fleet = report["fleet"]
     assert fleet["caught_up"] is True and fleet["status"] == "online"

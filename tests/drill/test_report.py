@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from firmware.drill.pos import Sale
-from firmware.drill.report import PlayedPhase, Sample, build_report, offline_seconds, render
+from firmware.drill.report import (
+    Arrival,
+    PlayedPhase,
+    Sample,
+    build_report,
+    offline_seconds,
+    render,
+)
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 LENGTHS = [("normal", 5), ("loss", 15), ("blackhole", 10), ("lte_down", 8), ("recovery", 6)]
@@ -46,13 +53,20 @@ GOOD_SALES = [sale(1, "approved"), sale(2, "approved", "loss"),
               sale(3, "approved_offline", "lte_down"), sale(4, "declined_offline", "lte_down"),
               sale(5, "declined", "blackhole")]
 GOOD_COUNTS = {"pay_1": 1, "pay_2": 1, "pay_3": 1, "pay_5": 1}
-FINAL = {"uplink": {"active": "wired"}, "payments": {"queued": 0, "forwarded_total": 1}}
+KID = "0123456789abcdef"
+FINAL = {"uplink": {"active": "wired"},
+         "payments": {"queued": 0, "forwarded_total": 1, "protection": "sealed",
+                      "seal_kid": KID}}
+# how each payment arrived at the gateway: online ones with the card, the offline one sealed
+GOOD_ARRIVALS = {"pay_1": Arrival(False, None), "pay_2": Arrival(False, None),
+                 "pay_3": Arrival(True, KID), "pay_5": Arrival(False, None)}
 
 
 def report(**changes: Any) -> Any:
     args: dict[str, Any] = {"phases": phases(), "samples": GOOD_SAMPLES,
                             "events": GOOD_EVENTS, "sales": GOOD_SALES,
-                            "gateway_counts": GOOD_COUNTS, "final": FINAL}
+                            "gateway_counts": GOOD_COUNTS, "final": FINAL,
+                            "arrivals": GOOD_ARRIVALS, "seal_kid": KID}
     args.update(changes)
     return build_report(**args)
 
@@ -70,6 +84,13 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
     assert r.forwarded_once == 4  # the declined-offline payment is never forwarded
     text = render(r)
     assert "PASSED" in text and "2.80 s" in text
+    assert (f"offline forwards: 1, all sealed (kid {KID}), 1 opened by the gateway, "
+            "0 refused") in text
+    assert r.to_json()["sealing"] == {
+        "kid": KID, "offline_forwards": 1, "sealed": 1, "opened": 1, "unsealed": [],
+        "other_kid": [], "refused_422": 0, "resolved_online": 0, "box_protection": "sealed",
+        "box_seal_kid": KID}
+    assert "every offline card sealed" in text
     assert r.to_json()["exactly_once"] == {
         "forwarded_once": 4, "lost": [], "duplicated": [], "declined_offline_but_forwarded": [],
         "gateway_count_per_payment": {"pay_1": 1, "pay_2": 1, "pay_3": 1, "pay_4": 0,
@@ -93,8 +114,18 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
     ({"events": [GOOD_EVENTS[0], GOOD_EVENTS[2]]}, "offline mode never reached"),
     ({"final": {"uplink": {"active": "lte"}, "payments": {"queued": 0}}},
      "not recovered at the end: active uplink 'lte'"),
-    ({"final": {"uplink": {"active": "wired"}, "payments": {"queued": 3}}},
+    ({"final": {"uplink": {"active": "wired"}, "payments": {**FINAL["payments"], "queued": 3}}},
      "3 payment(s) still queued"),
+    ({"arrivals": {**GOOD_ARRIVALS, "pay_3": Arrival(True, None)}},
+     "1 offline forward(s) arrived unsealed"),
+    ({"arrivals": {**GOOD_ARRIVALS, "pay_3": Arrival(True, "fedcba9876543210")}},
+     "1 offline forward(s) sealed under another kid than 0123456789abcdef"),
+    ({"card_refused_422": 2}, "2 sealed card(s) refused by the gateway (422)"),
+    ({"final": {**FINAL, "payments": {**FINAL["payments"], "protection": "local",
+                                      "seal_kid": None}}},
+     "the box's status says protection 'local', kid None, not sealed under"),
+    ({"final": {**FINAL, "payments": {**FINAL["payments"], "seal_kid": "fedcba9876543210"}}},
+     "kid 'fedcba9876543210', not sealed under 0123456789abcdef"),
 ])
 def test_each_failure_fails_the_drill(changes: dict[str, Any], failure: str) -> None:
     r = report(**changes)
@@ -130,3 +161,31 @@ def test_phases_not_played_are_not_judged() -> None:
                gateway_counts={"pay_1": 1})
     assert r.passed, r.failures
     assert r.offline_after_s is None and r.failovers_in_loss == 0
+
+
+def test_unsealed_and_refused_forwards_are_counted_in_the_report() -> None:
+    arrivals = {**GOOD_ARRIVALS, "pay_3": Arrival(True, None), "pay_6": Arrival(True, KID),
+                "pay_7": Arrival(True, "fedcba9876543210")}
+    r = report(arrivals=arrivals, card_refused_422=1)
+    assert r.sealing["offline_forwards"] == 3 and r.sealing["sealed"] == 1
+    assert r.sealing["unsealed"] == ["pay_3"] and r.sealing["other_kid"] == ["pay_7"]
+    assert r.sealing["refused_422"] == 1
+    assert (f"offline forwards: 3, 1 sealed (kid {KID}), 1 UNSEALED, 1 under another kid, "
+            "1 opened by the gateway, 1 refused") in render(r)
+
+
+def test_online_authorizations_carry_the_card_and_are_not_offline_forwards() -> None:
+    # an online payment sends the card with its CVC (CONTRACTS 5a): not a sealing failure;
+    # nor is an offline approval whose lost online attempt the box found by lookup
+    r = report(arrivals={**GOOD_ARRIVALS, "pay_3": Arrival(False, None)})
+    assert r.passed, r.failures
+    assert r.sealing["offline_forwards"] == 0 and r.sealing["resolved_online"] == 1
+    assert "offline forwards: 0, none to judge" in render(r)
+    assert "(1 offline approval(s) had reached the gateway online)" in render(r)
+
+
+def test_without_a_seal_key_there_is_no_sealing_verdict() -> None:
+    final = {"uplink": {"active": "wired"}, "payments": {"queued": 0, "protection": "local"}}
+    r = report(seal_kid=None, arrivals={"pay_3": Arrival(True, None)}, final=final)
+    assert r.passed, r.failures
+    assert r.sealing == {} and "sealing" not in render(r)
