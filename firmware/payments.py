@@ -42,6 +42,8 @@ REFRESH_EVERY_S = 10.0
 REOPEN_EVERY_S = 30.0
 #: How often expired data is erased and the cryptoperiod checked.
 UPKEEP_EVERY_S = 600.0
+#: A "not found" is trusted when a second look this much later agrees.
+NOT_FOUND_CONFIRM_S = 5.0
 #: The faults `apply_protection` owns.
 PROTECTION_FAULTS = ("keys_on_disk", "seal_key_unreadable", "cannot_protect_card")
 
@@ -50,6 +52,7 @@ def settings_from(config: Config) -> ServiceSettings:
     p = config.payments
     return ServiceSettings(
         merchant_id=p.merchant_id, online_deadline_s=p.online_deadline_s,
+        lost_attempt_lifetime_s=p.lost_attempt_lifetime_s,
         limits=RiskLimits(
             max_amount=p.offline_max_amount, max_total=p.offline_max_total,
             max_count=p.offline_max_count, max_age_s=float(p.offline_max_age_s),
@@ -123,9 +126,10 @@ class PaymentsComponent:
             store, self.gateway, self.uplinks, settings_from(config),
             on_event=self.on_event, on_change=self.changed,
             can_protect=lambda: store.protection_mode != "none")
-        self.forwarder = Forwarder(store, self.gateway, config.payments.merchant_id,
-                                   concurrency=config.payments.forward_concurrency,
-                                   on_event=self.on_event)
+        self.forwarder = Forwarder(
+            store, self.gateway, config.payments.merchant_id,
+            concurrency=config.payments.forward_concurrency, on_event=self.on_event,
+            not_found_confirm_s=min(NOT_FOUND_CONFIRM_S, config.payments.lost_attempt_lifetime_s))
         self.desk.service = self.service
 
     async def _close_provider(self) -> None:

@@ -130,9 +130,11 @@ class AsyncStore:
         return await self._call(self._store.settle_online, payment_id, result)
 
     async def stand_in(self, payment_id: str, decision: OfflineDecision, *,
-                       outcome_unknown: bool = False) -> Payment:
+                       outcome_unknown: bool = False,
+                       lost_attempt_until: datetime | None = None) -> Payment:
         return await self._call(self._store.stand_in, payment_id, decision,
-                                outcome_unknown=outcome_unknown)
+                                outcome_unknown=outcome_unknown,
+                                lost_attempt_until=lost_attempt_until)
 
     async def get(self, payment_id: str) -> Payment | None:
         return await self._call(self._store.get, payment_id)
@@ -173,6 +175,11 @@ class AsyncStore:
                              error: str, unknown: bool = False) -> Payment | None:
         return await self._call(self._store.schedule_retry, payment_id, expect=expect, at=at,
                                 error=error, unknown=unknown)
+
+    async def note_not_found(self, payment_id: str, *, expect: Payment, trusted: bool,
+                             retry_at: datetime) -> Payment | None:
+        return await self._call(self._store.note_not_found, payment_id, expect=expect,
+                                trusted=trusted, retry_at=retry_at)
 
     async def mark_dead(self, payment_id: str, *, expect: Payment, error: str) -> Payment | None:
         return await self._call(self._store.mark_dead, payment_id, expect=expect, error=error)

@@ -231,8 +231,8 @@ class KeyRing:
     With `ephemeral_fingerprints` the card fingerprints (velocity rule) use a key made
     at start and never stored: a thief holding the database and its wrapping key still
     cannot test guesses of a card number against them. The price: the velocity rule
-    forgets cards across a restart. The store asks for it when cards are sealed to the
-    gateway but the provider keeps its key on the box's disk.
+    forgets cards across a restart. The store asks for it whenever the key provider
+    keeps its key on the box's disk (the development `file` provider).
     """
 
     def __init__(self, wrapper: Wrapper, records: Iterable[KeyRecord], *,

@@ -6,10 +6,13 @@
   a re-read of its state after claiming (a row fetched before another attempt finished
   with it is skipped), then compare-and-set updates in the store.
 * Forward state UNKNOWN (an online attempt's answer was lost, or the box restarted
-  mid-attempt): ``gateway.lookup`` first. Found → that result is recorded. Not found →
-  an offline approval is authorized normally (and stays UNKNOWN until a definite
-  answer, so every later attempt looks it up again); an offline decline or an
-  interrupted PENDING row is closed with nothing owed.
+  mid-attempt): ``gateway.lookup`` first. Found → that result is recorded. Not found
+  proves nothing while the lost attempt may still arrive (until `lost_attempt_until`:
+  its deadline plus the gateway's lifetime of a request), and is trusted only when a
+  second look `not_found_confirm_s` later agrees. Proven not received → an offline
+  approval is authorized normally (and stays UNKNOWN until a definite answer, so every
+  later attempt looks it up again); an offline decline or an interrupted PENDING row is
+  closed with nothing owed.
 * Authorization: ``offline=True``, ``captured_at=created_at``, no CVC, the payment id
   as Idempotency-Key, so every retry sends an identical body (a replay at the gateway).
   200 → FORWARDED (card erased); `GatewayUnavailable` / `UnknownOutcome` → retry with
@@ -105,7 +108,7 @@ class Forwarder:
                  authorize_timeout_s: float = 15.0, lookup_timeout_s: float = 10.0,
                  idle_poll_s: float = 30.0, min_poll_s: float = 0.25,
                  stale_pending_after_s: float = 300.0, recover_every_s: float = 60.0,
-                 unreachable_pause_s: float = 1.0,
+                 unreachable_pause_s: float = 1.0, not_found_confirm_s: float = 5.0,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None,
@@ -122,6 +125,7 @@ class Forwarder:
         self._idle_poll_s = idle_poll_s
         self._min_poll_s = min_poll_s
         self._stale_after = timedelta(seconds=stale_pending_after_s)
+        self._not_found_confirm = timedelta(seconds=not_found_confirm_s)
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -250,6 +254,8 @@ class Forwarder:
                 found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
                 if found is not None:
                     return await self._resolved(payment, found)
+                if (wait := self._not_found_wait(payment)) is not None:
+                    return await self._look_again(payment, wait)
                 if payment.status is not PaymentStatus.APPROVED_OFFLINE:
                     return await self._unreceived(payment)
             return await self._authorize(payment)
@@ -270,6 +276,28 @@ class Forwarder:
             card_hint={"brand": payment.brand, "last4": payment.last4})
         result = await self._gateway.authorize(payload, self._authorize_timeout_s)
         return await self._resolved(payment, result)
+
+    def _not_found_wait(self, payment: Payment) -> tuple[datetime, bool] | None:
+        """A "not found" proves the lost attempt never arrived only once that attempt can
+        no longer arrive (`lost_attempt_until`) and a second look, `not_found_confirm_s`
+        after the first trusted one, says so again. Until then: when to look again, and
+        whether this look counts as the first trusted one. None: proven."""
+        now = self._now()
+        if payment.lost_attempt_until is not None and now < payment.lost_attempt_until:
+            return payment.lost_attempt_until, False
+        if payment.not_found_at is None:
+            return now + self._not_found_confirm, True
+        if now - payment.not_found_at < self._not_found_confirm:
+            return payment.not_found_at + self._not_found_confirm, False
+        return None
+
+    async def _look_again(self, payment: Payment, wait: tuple[datetime, bool]) -> str:
+        at, trusted = wait
+        if await self._store.note_not_found(payment.id, expect=payment, trusted=trusted,
+                                            retry_at=at) is None:
+            return "skipped"
+        self.counters.retried += 1
+        return "retry"
 
     # outcomes
 

@@ -199,11 +199,23 @@ def _m0004_card_protection(conn: sqlite3.Connection) -> None:
         )""")
 
 
+def _m0005_lost_attempts(conn: sqlite3.Connection) -> None:
+    """When a "not found" from the gateway can prove that a lost attempt never arrived.
+
+    `lost_attempt_until`: until then an online attempt whose answer was lost may still
+    reach the gateway (its deadline plus the gateway's own lifetime of a request);
+    `not_found_at`: the first "not found" after that, confirmed by a second one later.
+    """
+    conn.execute("ALTER TABLE payments ADD COLUMN lost_attempt_until INTEGER")  # UTC ms
+    conn.execute("ALTER TABLE payments ADD COLUMN not_found_at INTEGER")        # UTC ms
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_queue_indexes", _m0002_queue_indexes),
     Migration("0003_queue_totals", _m0003_queue_totals),
     Migration("0004_card_protection", _m0004_card_protection),
+    Migration("0005_lost_attempts", _m0005_lost_attempts),
 )
 
 

@@ -62,6 +62,10 @@ class ServiceSettings:
     online_deadline_s: float = 3.0
     #: After the gateway could not be reached, stand in at once for this long.
     unreachable_pause_s: float = 2.0
+    #: How long after its deadline an online attempt whose answer was lost may still
+    #: reach the gateway (queued in a load balancer or proxy): before then, the gateway's
+    #: "not found" proves nothing.
+    lost_attempt_lifetime_s: float = 60.0
     limits: RiskLimits = field(default_factory=RiskLimits)
 
 
@@ -219,38 +223,49 @@ class PaymentService:
         return decide
 
     async def _decide(self, payment: Payment, request: PaymentRequest) -> Payment:
-        maybe_sent = payment.interrupted
+        lost_until: datetime | None = None
+        if payment.interrupted:  # an attempt before the restart may still arrive
+            lost_until = self._lost_until(payment.created_at)
         if self._online_worth_trying():
             outcome = await self._online(payment, request)
             if isinstance(outcome, Payment):
                 return outcome
-            maybe_sent = maybe_sent or outcome
-        return await self._stand_in(payment, request, maybe_sent)
+            lost_until = max(filter(None, (lost_until, outcome)), default=None)
+        return await self._stand_in(payment, request, lost_until)
 
-    async def _online(self, payment: Payment, request: PaymentRequest) -> Payment | bool:
-        """The settled payment, or whether the attempt may have reached the gateway."""
+    def _lost_until(self, started: datetime) -> datetime:
+        return started + timedelta(seconds=self.settings.online_deadline_s
+                                   + self.settings.lost_attempt_lifetime_s)
+
+    async def _online(self, payment: Payment, request: PaymentRequest) -> Payment | datetime | None:
+        """The settled payment; or, when the attempt may have reached the gateway, until
+        when it may still arrive there; None when it certainly did not."""
         payload = AuthorizationPayload(
             payment_id=payment.id, amount=request.amount, currency=request.currency,
             card=request.card, merchant_id=self.settings.merchant_id, offline=False,
             captured_at=payment.created_at, terminal_id=request.terminal_id,
             reference=request.reference)
         path = self.uplinks.generation
+        lost_until = self._lost_until(self._now())
         try:
             result = await self.gateway.authorize(payload, self.settings.online_deadline_s)
         except GatewayUnavailable as exc:
             log.info("payment %s: gateway unavailable online (%s)", payment.id, exc.reason)
-            if exc.status is None:
+            if exc.status is None:  # never connected: nothing was sent
                 self._note_unreachable(path)
-            return False
+                return None
+            if exc.status == 429:  # refused before processing (rate limit)
+                return None
+            return lost_until  # a 5xx/409 came from something that had the request
         except UnknownOutcome as exc:
             log.warning("payment %s: online answer lost (%s)", payment.id, exc.reason)
             if exc.timed_out:
                 self._note_unreachable(path)
-            return True
+            return lost_until
         except GatewayRejected as exc:
             log.error("payment %s: gateway refused the online request with %d (%s)",
                       payment.id, exc.status, exc.reason)
-            return True
+            return lost_until
         if self.last_mode == "offline":
             self._emit("offline_mode", message="gateway reachable again: online", online=True,
                        payment_id=payment.id)
@@ -261,12 +276,15 @@ class PaymentService:
             return await self._current(payment.id)
 
     async def _stand_in(self, payment: Payment, request: PaymentRequest,
-                        maybe_sent: bool) -> Payment:
+                        lost_until: datetime | None) -> Payment:
+        """`lost_until`: an attempt may have reached the gateway and may still arrive
+        until then (the forwarder looks it up before anything else)."""
         async with self._stand_in_lock:
             decision = await self._risk(request)
             try:
                 stored = await self.store.stand_in(payment.id, decision,
-                                                   outcome_unknown=maybe_sent)
+                                                   outcome_unknown=lost_until is not None,
+                                                   lost_attempt_until=lost_until)
             except InvalidTransition:  # resolved meanwhile (forwarder lookup)
                 return await self._current(payment.id)
         self._after_stand_in(stored)

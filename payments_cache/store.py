@@ -135,7 +135,7 @@ _COLUMNS = """id, idempotency_key, created_at, amount, currency, merchant_id, te
     reference, brand, last4, fingerprint,
     (card_blob IS NOT NULL OR card_sealed IS NOT NULL) AS has_card, key_id, seal_kid, status,
     forward_state, attempts, next_attempt_at, final_status, auth_code, decline_reason,
-    last_error, quarantined, quarantine_reason"""
+    last_error, quarantined, quarantine_reason, lost_attempt_until, not_found_at"""
 
 #: Every column `_insert` writes, in order; the rest take their defaults.
 _INSERT_FIELDS = ("id", "idempotency_key", "request_hash", "created_at", "updated_at", "amount",
@@ -213,6 +213,11 @@ class Payment:
     last_error: str | None
     quarantined: bool
     quarantine_reason: str | None
+    #: Until then a lost online attempt may still reach the gateway: "not found" proves
+    #: nothing before it.
+    lost_attempt_until: datetime | None = None
+    #: The first trusted "not found"; a second one at least a moment later confirms it.
+    not_found_at: datetime | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -269,7 +274,9 @@ def _payment(row: sqlite3.Row) -> Payment:
         next_attempt_at=from_ms(row["next_attempt_at"]), final_status=row["final_status"],
         auth_code=row["auth_code"], decline_reason=row["decline_reason"],
         last_error=row["last_error"], quarantined=bool(row["quarantined"]),
-        quarantine_reason=row["quarantine_reason"])
+        quarantine_reason=row["quarantine_reason"],
+        lost_attempt_until=from_ms(row["lost_attempt_until"]),
+        not_found_at=from_ms(row["not_found_at"]))
 
 
 def _binding(row: sqlite3.Row) -> RecordBinding:
@@ -338,8 +345,7 @@ class Store:
             applied = apply_migrations(conn, migrations)
             records = _load_key_records(conn)
             ring = KeyRing(rewrapping(wrapper, legacy), records,
-                           ephemeral_fingerprints=seal_key is not None
-                           and not protects_at_rest(wrapper))
+                           ephemeral_fingerprints=not protects_at_rest(wrapper))
             store = cls(conn, ring, clock, pending_grace_s, seal_key=seal_key,
                         merchant_id=merchant_id)
             store._scrub_interval_s = scrub_interval_s
@@ -606,28 +612,34 @@ class Store:
         return payment
 
     def stand_in(self, payment_id: str, decision: OfflineDecision, *,
-                 outcome_unknown: bool = False) -> Payment:
+                 outcome_unknown: bool = False,
+                 lost_attempt_until: datetime | None = None) -> Payment:
         """The box decided offline: APPROVED_OFFLINE (queued) or DECLINED_OFFLINE.
 
         `outcome_unknown`: an online attempt was sent and its answer lost, so the
         forwarder must look the payment up before anything else (forward state UNKNOWN,
         also for a decline: the gateway may have approved it). Always so for an
-        interrupted payment.
+        interrupted payment. `lost_attempt_until`: until when that attempt may still
+        reach the gateway; the first lookup is due then, not at once.
         """
+        now = self._now_ms()
         with self._tx("store the offline decision") as conn:
             current = self._require_pending(conn, payment_id, "stand in for")
             unknown = outcome_unknown or current.interrupted
+            known = [to_ms(t) for t in (lost_attempt_until, current.lost_attempt_until) if t]
+            until = max(known, default=None) if unknown else None
+            due = max(now, until or now)
             if decision.approved:
                 payment = self._update(
                     conn, payment_id, status=PaymentStatus.APPROVED_OFFLINE,
                     forward_state=ForwardState.UNKNOWN if unknown else ForwardState.QUEUED,
-                    next_attempt_at=self._now_ms())
+                    next_attempt_at=due, lost_attempt_until=until)
             else:
                 payment = self._update(
                     conn, payment_id, status=PaymentStatus.DECLINED_OFFLINE,
                     forward_state=ForwardState.UNKNOWN if unknown else ForwardState.NONE,
                     decline_reason=decision.reason, **_NO_CARD,
-                    next_attempt_at=self._now_ms() if unknown else None)
+                    next_attempt_at=due if unknown else None, lost_attempt_until=until)
         if not decision.approved:
             self._scrub()
         return payment
@@ -793,6 +805,17 @@ class Store:
             fields["forward_state"] = ForwardState.UNKNOWN
         return self._forwarder_update("schedule a retry", expect, fields)
 
+    def note_not_found(self, payment_id: str, *, expect: Payment, trusted: bool,
+                       retry_at: datetime) -> Payment | None:
+        """The gateway said "not found" but that is not proof yet: look again at
+        `retry_at`. `trusted`: the lost attempt's lifetime is over, so this is the first
+        of the two looks that prove it."""
+        fields: dict[str, Any] = dict(next_attempt_at=to_ms(retry_at),
+                                      last_error="not found at the gateway (yet)")
+        if trusted:
+            fields["not_found_at"] = self._now_ms()
+        return self._forwarder_update("note a lookup", expect, fields)
+
     def mark_dead(self, payment_id: str, *, expect: Payment, error: str) -> Payment | None:
         """Permanently refused: DEAD, reported; the sealed card is kept for the operator."""
         return self._forwarder_update("mark the payment dead", expect, dict(
@@ -822,10 +845,11 @@ class Store:
         with self._tx("recover interrupted payments") as conn:
             rows = conn.execute(
                 "UPDATE payments SET forward_state = 'unknown', next_attempt_at = ?, "
+                "lost_attempt_until = ?, "
                 "last_error = 'interrupted before the POS got an answer', updated_at = ? "
                 "WHERE status = 'pending' AND forward_state = 'none' "
                 "AND (? IS NULL OR created_at < ?) RETURNING id",
-                (now + self._grace_ms, now, cutoff, cutoff)).fetchall()
+                (now + self._grace_ms, now + self._grace_ms, now, cutoff, cutoff)).fetchall()
         recovered = sorted(r[0] for r in rows)
         if recovered:
             log.warning("%d interrupted payments will be resolved: %s", len(recovered),

@@ -287,6 +287,10 @@ class PaymentsConfig:
     offline_max_total: int = doc("All queued payments together, minor units.", 2000000, positive)
     offline_max_count: int = doc("Most payments queued at once.", 500, positive)
     online_deadline_s: float = doc("Overall deadline of an online attempt.", 3.0, positive)
+    lost_attempt_lifetime_s: float = doc(
+        "How long after its deadline an online attempt whose answer was lost may still "
+        "reach the gateway (its load balancer's request timeout): before then the "
+        "gateway's \"not found\" proves nothing.", 60.0, positive)
     offline_max_age_s: int = doc(
         "No more offline approvals once the oldest queued payment is this old.", 86400, positive)
     velocity_window_s: int = doc("Window of the per-card velocity rule.", 3600, positive)

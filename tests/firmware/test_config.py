@@ -184,8 +184,9 @@ def test_dotted_keys_are_located() -> None:
         "merchant_key_file, seal_key_file, key_provider, kek_file, pkcs11_module, "
         "pkcs11_token_label, pkcs11_pin_file, pkcs11_key_label, systemd_credential, "
         "key_cryptoperiod_days, retention_days, offline_max_amount, offline_max_total, "
-        "offline_max_count, online_deadline_s, offline_max_age_s, velocity_window_s, "
-        "velocity_max_count, velocity_max_amount, blocked_bins, forward_concurrency",
+        "offline_max_count, online_deadline_s, lost_attempt_lifetime_s, offline_max_age_s, "
+        "velocity_window_s, velocity_max_count, velocity_max_amount, blocked_bins, "
+        "forward_concurrency",
     ]
 
 
@@ -215,7 +216,11 @@ def test_unreadable_permissions(tmp_path: Path) -> None:
 
 def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
-    good.write_text(MINIMAL)
+    for name in ("merchant-key", "pos-tokens"):  # config check reads the files it names
+        (tmp_path / name).write_text("secret-value\n")
+        (tmp_path / name).chmod(0o600)
+    good.write_text(MINIMAL + f'merchant_key_file = "{tmp_path / "merchant-key"}"\n'
+                    f'[api]\ntokens_file = "{tmp_path / "pos-tokens"}"\n')
     assert main(["config", "check", "--config", str(good)]) == 0
     assert capsys.readouterr().out == f"{good}: ok\n"
     bad = tmp_path / "bad.toml"

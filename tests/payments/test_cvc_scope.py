@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from firmware.config import load_config
 from firmware.daemon import Daemon
@@ -237,14 +237,15 @@ async def test_no_card_outlives_a_payment_taken_offline(tmp_path: Path) -> None:
 
 
 async def test_no_card_outlives_forwarding_an_offline_payment(tmp_path: Path) -> None:
-    """Stood in while the gateway answers 503, forwarded once it is back: the forwarder
-    opens the stored card (PAN, no CVC) for the attempt only."""
-    async with in_process_box(tmp_path, "--down", "503") as box:
+    """Stood in while no uplink works, forwarded once one is back: the forwarder opens
+    the stored card (PAN, no CVC) for the attempt only."""
+    async with in_process_box(tmp_path) as box:
+        box.daemon.context.uplinks.set("down")
         answer = await box.pay("k-fwd-1")
         assert answer["body"]["status"] == "approved_offline", answer
         assert card_leaks() == []
-        async with ClientSession() as sim, sim.delete(f"{box.gateway_url}/_sim/faults") as r:
-            assert r.status == 200
+        box.daemon.context.uplinks.set("up")
+        assert box.payments.forwarder is not None and box.payments.store is not None
         box.payments.forwarder.wake()
         await box.payments.forwarder.drain_once()
         payment = await box.payments.store.get(answer["body"]["id"])

@@ -377,12 +377,45 @@ async def test_unknown_forward_state_looks_up_first_and_records_what_is_found(
         ForwardState.FORWARDED, "approved", "ONLINE1", False)
 
 
-async def test_unknown_not_found_is_forwarded_after_the_lookup(
+async def test_unknown_not_found_is_forwarded_after_a_second_look(
         store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
     p = await stand_in(store, "p", unknown=True)
-    await forwarder(store, gateway, clock, events).drain_once()
-    assert gateway.calls == [("lookup", p.id), ("authorize", p.id)]
+    fwd = forwarder(store, gateway, clock, events)
+    await fwd.drain_once()
+    assert gateway.calls == [("lookup", p.id)], "one 'not found' proves nothing yet"
+    clock.advance(4.9)
+    await fwd.drain_once()
+    assert gateway.calls == [("lookup", p.id)]
+    clock.advance(0.1)
+    await fwd.drain_once()
+    assert gateway.calls == [("lookup", p.id), ("lookup", p.id), ("authorize", p.id)]
     assert (await state(store, p.id)).forward_state is ForwardState.FORWARDED
+
+
+async def test_not_found_proves_nothing_while_the_lost_attempt_may_still_arrive(
+        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+    """Found in the outage drill: the forwarder looked up a payment whose online answer
+    was lost, got 404 while the original request was still on its way, and sent the
+    offline form under the same key. Now the lost attempt's lifetime is waited out."""
+    request = PaymentRequest(1000, "KRW", Card(PAN, 12, 2030, cvc="123"), "pos-1", "r")
+    begun = await store.begin_online("late", request)
+    lost_until = datetime.fromtimestamp(clock.now + 63, UTC)
+    p = await store.stand_in(begun.id, StandInDecision(True), outcome_unknown=True,
+                             lost_attempt_until=lost_until)
+    assert p.next_attempt_at == lost_until, "the first lookup is not due at once"
+    fwd = forwarder(store, gateway, clock, events)
+    fwd.wake()  # an uplink came back: every row due, but not a lookup that proves nothing
+    await fwd.drain_once()
+    assert gateway.calls == [("lookup", p.id)]
+    assert (await state(store, p.id)).next_attempt_at == lost_until
+    # the online request arrives at the gateway meanwhile
+    gateway.stored[p.id] = GatewayResult("approved", "LATE1")
+    gateway.bodies[p.id] = {"offline": False}
+    clock.advance(63)
+    await fwd.drain_once()
+    assert gateway.authorize_calls() == [], "the offline form was never sent"
+    got = await state(store, p.id)
+    assert (got.forward_state, got.final_status) == (ForwardState.FORWARDED, "approved")
 
 
 async def test_unknown_stays_unknown_until_a_definite_answer(
@@ -395,12 +428,14 @@ async def test_unknown_stays_unknown_until_a_definite_answer(
     assert gateway.calls == [("lookup", p.id)]
     assert (await state(store, p.id)).forward_state is ForwardState.UNKNOWN
     clock.advance(60)
-    await fwd.drain_once()  # lookup 404, authorize fails: still looked up next time
+    await fwd.drain_once()  # lookup 404: look again before anything else is sent
+    clock.advance(5)
+    await fwd.drain_once()  # lookup 404 again, authorize fails: still looked up next time
     assert (await state(store, p.id)).forward_state is ForwardState.UNKNOWN
     clock.advance(60)
     await fwd.drain_once()
-    assert [op for op, _ in gateway.calls] == ["lookup", "lookup", "authorize", "lookup",
-                                               "authorize"]
+    assert [op for op, _ in gateway.calls] == ["lookup", "lookup", "lookup", "authorize",
+                                               "lookup", "authorize"]
     assert (await state(store, p.id)).forward_state is ForwardState.FORWARDED
     assert gateway.processed[p.id] == 1
 
@@ -432,7 +467,12 @@ async def test_declined_offline_with_unknown_outcome_is_never_authorized(
     gateway.stored[charged.id] = GatewayResult("approved", "ONLINE2")
     gateway.bodies[charged.id] = {"offline": False}
     clean = await stand_in(store, "clean", approved=False, unknown=True)
-    await forwarder(store, gateway, clock, events).drain_once()
+    fwd = forwarder(store, gateway, clock, events)
+    await fwd.drain_once()
+    n = await state(store, clean.id)
+    assert n.forward_state is ForwardState.UNKNOWN, "one 'not found' does not close it"
+    clock.advance(5)
+    await fwd.drain_once()
     assert gateway.authorize_calls() == []
     c = await state(store, charged.id)
     assert (c.status, c.forward_state, c.final_status) == (
@@ -464,6 +504,8 @@ async def test_interrupted_payments_are_resolved_after_their_grace_period(
         await fwd.drain_once()
         assert gateway.calls == [], "a POS retry gets the grace period first"
         clock.advance(61)
+        await fwd.drain_once()
+        clock.advance(5)  # the second look that confirms "not found"
         await fwd.drain_once()
         assert gateway.authorize_calls() == []
         f = await state(store, found.id)

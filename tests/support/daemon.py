@@ -35,6 +35,7 @@ state_dir = "{tmp / 'state'}"
 [payments]
 gateway_url = "{gateway_url}"
 merchant_key_file = "{merchant_key}"
+lost_attempt_lifetime_s = 1.0  # the tests' gateways are local: no proxy holds a request
 {payments}
 
 [routing]
