@@ -29,6 +29,8 @@ OFFLINE = Faults(down=True, down_mode="refuse")
 BENCH_LIMITS = OFFLINE_LIMITS + "forward_concurrency = 32\n"
 pytestmark = pytest.mark.timeout(3600)
 KILLS = int(os.environ.get("STOREBOX_BENCH_KILLS", "1000"))
+#: STOREBOX_BENCH_SEALED=0 measures the box keeping cards locally, for comparison
+SEALED = os.environ.get("STOREBOX_BENCH_SEALED", "1") != "0"
 
 
 async def _post(session: aiohttp.ClientSession, key: str, body: bytes) -> dict:  # type: ignore[type-arg]
@@ -66,10 +68,12 @@ async def _accept(box: Box, prefix: str, bodies: list[bytes], concurrency: int) 
 
 async def test_offline_accept_latency_rate_drain_and_rss(netns: str, tmp_path: Path) -> None:
     async with store_box(netns, tmp_path, faults=OFFLINE, payments=BENCH_LIMITS,
-                         sealed=True) as box:
-        assert box.seal is not None
+                         sealed=SEALED) as box:
+        kid = box.seal.kid if box.seal is not None else None
         protection = (await box.status())["payments"]
-        assert (protection["protection"], protection["seal_kid"]) == ("sealed", box.seal.kid)
+        assert (protection["protection"], protection["seal_kid"]) == (
+            ("sealed", kid) if SEALED else ("local", None))
+        rss_idle = _rss_mb(box.daemon.proc.pid)
         # latency: one POS, one request at a time
         latencies = []
         for i, body in enumerate(_bodies(1000, 1)):
@@ -100,22 +104,25 @@ async def test_offline_accept_latency_rate_drain_and_rss(netns: str, tmp_path: P
         arrivals = box.sim.authorizations()
         assert all(box.sim.processed_count(a.payment_id) == 1 for a in arrivals)
         # every forward arrived offline, sealed under the box's kid, opened by the gateway
-        sealed = sum(1 for a in arrivals if a.offline and a.seal_kid == box.seal.kid)
-        assert sealed == 10_000, f"{10_000 - sealed} forwards not sealed under the box's kid"
+        sealed = sum(1 for a in arrivals if a.offline and a.seal_kid is not None
+                     and a.seal_kid == kid)
+        assert sealed == (10_000 if SEALED else 0), f"{sealed} of 10,000 sealed under {kid}"
         assert box.sim.stats().card_refused_422 == 0
-    record("payments", [
+    record("payments" if SEALED else "payments_unsealed", [
         ("offline accept p50 (ms)", percentile(latencies, 50), "-"),
         ("offline accept p99 (ms)", percentile(latencies, 99), "target <= 10"),
         ("offline accepts per second (16 POS)", rate, "target >= 500"),
+        ("daemon RSS at start, nothing queued (MB)", rss_idle, "-"),
         ("daemon RSS with 10,000 queued (MB)", rss, "target <= 80"),
         ("drain rate (payments/s)", 10_000 / drain_s, "target >= 500"),
-        ("forwards sealed and opened by the gateway", sealed, "10000 of 10000"),
+        ("forwards that arrived sealed (kid) and were opened", sealed,
+         "10000 of 10000" if SEALED else "- (sealing off)"),
     ])
 
 
 async def test_crash_drill(netns: str, tmp_path: Path) -> None:
     report = await crash_drill(netns, tmp_path, kills=KILLS, seed=1021, drain_timeout=600,
-                               sealed=True)
+                               sealed=SEALED)
     summary = report.summary()
     targets = {"lost": "0", "duplicated": "0", "not_sealed": "0", "card_refused_422": "0"}
     record("crash_drill", [(k, v, targets.get(k, "")) for k, v in summary.items()])
@@ -123,6 +130,6 @@ async def test_crash_drill(netns: str, tmp_path: Path) -> None:
     assert report.conflicts_422 == 0
     assert report.integrity == "ok"
     # every forwarded offline payment arrived sealed under the box's kid and was opened
-    assert report.seal_kid is not None
+    assert report.seal_kid is not None or not SEALED
     assert report.not_sealed == [] and report.card_refused_422 == 0, summary
-    assert report.sealed_forwards == report.approved_offline, summary
+    assert report.sealed_forwards == (report.approved_offline if SEALED else 0), summary
