@@ -100,7 +100,9 @@ class PaymentsComponent:
         try:
             store = await AsyncStore.open(
                 config.device.state_dir, open_provider, scrub_interval_s=1.0,
-                merchant_id=config.payments.merchant_id, legacy_kek=legacy_kek(config))
+                merchant_id=config.payments.merchant_id, legacy_kek=legacy_kek(config),
+                lost_attempt_s=config.payments.online_deadline_s
+                + config.payments.lost_attempt_lifetime_s)
         except KeyMaterialError as exc:
             self.set_fault("key_provider_unavailable",
                            f"the card keys are unavailable ({exc}): offline payments are "

@@ -302,11 +302,14 @@ class Store:
 
     def __init__(self, conn: sqlite3.Connection, ring: KeyRing, clock: Callable[[], float],
                  pending_grace_s: float, *, seal_key: SealKey | None = None,
-                 merchant_id: str | None = None) -> None:
+                 merchant_id: str | None = None, lost_attempt_s: float = 120.0) -> None:
         self._conn = conn
         self._ring = ring
         self._clock = clock
         self._grace_ms = int(pending_grace_s * 1000)
+        #: How long after a payment's creation its online attempt may still reach the
+        #: gateway (deadline + the gateway's lifetime of a request).
+        self._lost_attempt_ms = int(lost_attempt_s * 1000)
         self._scrub_interval_s = 0.0
         self._scrubbed_at = float("-inf")
         self._scrub_pending = False
@@ -321,7 +324,8 @@ class Store:
              clock: Callable[[], float] = time.time, pending_grace_s: float = 120.0,
              migrations: Sequence[Migration] = MIGRATIONS,
              scrub_interval_s: float = 0.0, seal_key: SealKey | None = None,
-             merchant_id: str | None = None, legacy_kek: str | Path | None = None) -> Store:
+             merchant_id: str | None = None, legacy_kek: str | Path | None = None,
+             lost_attempt_s: float = 120.0) -> Store:
         """Open (creating if needed) the store in `directory`.
 
         `keys` wraps the database's keys: a KEK file path (the legacy/development form)
@@ -347,7 +351,7 @@ class Store:
             ring = KeyRing(rewrapping(wrapper, legacy), records,
                            ephemeral_fingerprints=not protects_at_rest(wrapper))
             store = cls(conn, ring, clock, pending_grace_s, seal_key=seal_key,
-                        merchant_id=merchant_id)
+                        merchant_id=merchant_id, lost_attempt_s=lost_attempt_s)
             store._scrub_interval_s = scrub_interval_s
             store._start(applied, wrapper, legacy)
         except BaseException:
@@ -845,11 +849,11 @@ class Store:
         with self._tx("recover interrupted payments") as conn:
             rows = conn.execute(
                 "UPDATE payments SET forward_state = 'unknown', next_attempt_at = ?, "
-                "lost_attempt_until = ?, "
+                "lost_attempt_until = created_at + ?, "
                 "last_error = 'interrupted before the POS got an answer', updated_at = ? "
                 "WHERE status = 'pending' AND forward_state = 'none' "
                 "AND (? IS NULL OR created_at < ?) RETURNING id",
-                (now + self._grace_ms, now + self._grace_ms, now, cutoff, cutoff)).fetchall()
+                (now + self._grace_ms, self._lost_attempt_ms, now, cutoff, cutoff)).fetchall()
         recovered = sorted(r[0] for r in rows)
         if recovered:
             log.warning("%d interrupted payments will be resolved: %s", len(recovered),

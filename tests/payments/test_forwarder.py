@@ -496,7 +496,7 @@ async def test_interrupted_payments_are_resolved_after_their_grace_period(
     gateway.bodies[found.id] = {"offline": False}
 
     store = await AsyncStore.open(state_dir, state_dir / "kek.key", clock=clock,
-                                  pending_grace_s=60)
+                                  pending_grace_s=60, lost_attempt_s=50)
     try:
         assert sorted(store.report.recovered_pending) == sorted([found.id, lost.id])
         fwd = forwarder(store, gateway, clock, events)
