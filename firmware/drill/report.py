@@ -203,9 +203,10 @@ def _sealing(report: Report, sales: Sequence[Sale], arrivals: Mapping[str, Arriv
     must say it seals under that kid. An offline approval whose online attempt had reached
     the gateway after all is resolved by lookup, not forwarded: `resolved_online`."""
     offline = {pid: a for pid, a in arrivals.items() if a.offline}
-    resolved_online = sum(1 for sale in sales if sale.outcome == "approved_offline"
-                          and (a := arrivals.get(sale.payment_id or "")) is not None
-                          and not a.offline)
+    resolved_online = sorted(sale.payment_id for sale in sales
+                             if sale.outcome == "approved_offline" and sale.payment_id
+                             and (a := arrivals.get(sale.payment_id)) is not None
+                             and not a.offline)
     sealed = sorted(pid for pid, a in offline.items() if a.seal_kid == seal_kid)
     unsealed = sorted(pid for pid, a in offline.items() if a.seal_kid is None)
     other = sorted(pid for pid, a in offline.items()
@@ -237,7 +238,7 @@ def _sealing_line(s: Mapping[str, Any]) -> str:
            else f"{sealed} sealed (kid {s.get('kid')})"
            + (f", {unsealed} UNSEALED" if unsealed else "")
            + (f", {other} under another kid" if other else ""))
-    online = s.get("resolved_online", 0)
+    online = len(s.get("resolved_online", []))
     return (f"  sealing       offline forwards: {n}, {how}, {s.get('opened', 0)} opened by the "
             f"gateway, {s.get('refused_422', 0)} refused"
             + (f" ({online} offline approval(s) had reached the gateway online)"

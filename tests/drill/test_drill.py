@@ -68,7 +68,7 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     assert sealing["box_protection"] == "sealed" and sealing["box_seal_kid"] == sealing["kid"]
     # each offline approval arrived as a sealed offline forward, or was found by lookup
     # at the gateway (its online attempt had arrived, the answer was lost)
-    assert sealing["offline_forwards"] + sealing["resolved_online"] \
+    assert sealing["offline_forwards"] + len(sealing["resolved_online"]) \
         == payments["approved_offline"]
     assert (f"offline forwards: {sealing['offline_forwards']}, all sealed "
             f"(kid {sealing['kid']})") in proc.stdout

@@ -88,7 +88,7 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
             "0 refused") in text
     assert r.to_json()["sealing"] == {
         "kid": KID, "offline_forwards": 1, "sealed": 1, "opened": 1, "unsealed": [],
-        "other_kid": [], "refused_422": 0, "resolved_online": 0, "box_protection": "sealed",
+        "other_kid": [], "refused_422": 0, "resolved_online": [], "box_protection": "sealed",
         "box_seal_kid": KID}
     assert "every offline card sealed" in text
     assert r.to_json()["exactly_once"] == {
@@ -179,7 +179,7 @@ def test_online_authorizations_carry_the_card_and_are_not_offline_forwards() -> 
     # nor is an offline approval whose lost online attempt the box found by lookup
     r = report(arrivals={**GOOD_ARRIVALS, "pay_3": Arrival(False, None)})
     assert r.passed, r.failures
-    assert r.sealing["offline_forwards"] == 0 and r.sealing["resolved_online"] == 1
+    assert r.sealing["offline_forwards"] == 0 and r.sealing["resolved_online"] == ["pay_3"]
     assert "offline forwards: 0, none to judge" in render(r)
     assert "(1 offline approval(s) had reached the gateway online)" in render(r)
 
