@@ -26,11 +26,12 @@ from firmware.payment_keys import (
 )
 from payments_cache.api import add_routes
 from payments_cache.async_store import AsyncStore
+from payments_cache.claims import Claims
 from payments_cache.desk import PaymentsDesk
 from payments_cache.errors import KeyMaterialError, PaymentsError
 from payments_cache.forwarder import Forwarder
 from payments_cache.keyproviders import KeyProvider
-from payments_cache.risk import RiskLimits
+from payments_cache.risk import CurrencyLimits, RiskLimits
 from payments_cache.service import PaymentService, ServiceSettings
 from payments_cache.store import RotationReport
 
@@ -58,7 +59,13 @@ def settings_from(config: Config) -> ServiceSettings:
             max_count=p.offline_max_count, max_age_s=float(p.offline_max_age_s),
             velocity_window_s=float(p.velocity_window_s),
             velocity_max_count=p.velocity_max_count, velocity_max_amount=p.velocity_max_amount,
-            blocked_bins=tuple(p.blocked_bins)))
+            blocked_bins=tuple(p.blocked_bins), currency=p.currency,
+            other_currencies=tuple(
+                (code, CurrencyLimits(
+                    max_amount=caps["offline_max_amount"], max_total=caps["offline_max_total"],
+                    velocity_max_amount=caps.get("velocity_max_amount",
+                                                 2 * caps["offline_max_amount"])))
+                for code, caps in sorted(p.currency_limits.items()))))
 
 
 class PaymentsComponent:
@@ -118,20 +125,32 @@ class PaymentsComponent:
         if report.recovered_pending:
             log.warning("%d payments were interrupted by a restart and will be resolved",
                         len(report.recovered_pending))
+        if report.unusable_keys:
+            self.set_fault("payments_quarantined", (
+                f"{len(report.quarantined)} payments quarantined: their keys "
+                f"{report.unusable_keys} cannot be unwrapped by this key provider; they "
+                "stay owed (and counted in the offline caps) and are released when the "
+                "right key is back"))
+        if report.released:
+            self.state.events.emit("payments_released", f"{len(report.released)} quarantined "
+                                   "payments released: their key is back", severity="warning",
+                                   released=report.released)
         await self.refresh()
         return True
 
     def _build(self, store: AsyncStore) -> None:
         config = self.context.config
         self.store = store
+        claims = Claims()  # who is sending which payment: the service and the forwarder
         self.service = PaymentService(
             store, self.gateway, self.uplinks, settings_from(config),
             on_event=self.on_event, on_change=self.changed,
-            can_protect=lambda: store.protection_mode != "none")
+            can_protect=lambda: store.protection_mode != "none", claims=claims)
         self.forwarder = Forwarder(
             store, self.gateway, config.payments.merchant_id,
             concurrency=config.payments.forward_concurrency, on_event=self.on_event,
-            not_found_confirm_s=min(NOT_FOUND_CONFIRM_S, config.payments.lost_attempt_lifetime_s))
+            not_found_confirm_s=min(NOT_FOUND_CONFIRM_S, config.payments.lost_attempt_lifetime_s),
+            claims=claims)
         self.desk.service = self.service
 
     async def _close_provider(self) -> None:

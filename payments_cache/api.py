@@ -12,8 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from payments_cache.desk import PaymentsDesk
-from payments_cache.errors import InvalidRequest, StorageUnavailable
-from payments_cache.service import IdempotencyConflict
+from payments_cache.errors import (
+    InvalidRequest,
+    InvalidTransition,
+    PaymentNotFound,
+    StorageUnavailable,
+)
+from payments_cache.service import IdempotencyConflict, PaymentBusy
 from payments_cache.store import Payment
 from payments_cache.validation import MAX_BODY_BYTES
 
@@ -52,6 +57,8 @@ async def create_payment(request: web.Request) -> web.Response:
         return _error(400, exc.code, exc.message, exc.field)
     except IdempotencyConflict as exc:
         return _error(409, "idempotency_conflict", str(exc), "Idempotency-Key")
+    except PaymentBusy as exc:
+        return _error(503, "payment_in_progress", str(exc), headers={"Retry-After": "1"})
     except StorageUnavailable as exc:
         log.error("payment not taken, storage unavailable: %s", exc)
         return _error(503, "storage_unavailable",
@@ -82,8 +89,27 @@ def queue_entry(payment: Payment) -> dict[str, Any]:
         if payment.next_attempt_at else None,
         "card": f"…{payment.last4}", "brand": payment.brand,
         "last_error": payment.last_error, "terminal_id": payment.terminal_id,
-        "reference": payment.reference,
+        "reference": payment.reference, "stuck": payment.stuck_at is not None,
+        "final_status": payment.final_status, "decline_reason": payment.decline_reason,
     }
+
+
+async def requeue_payment(request: web.Request) -> web.Response:
+    """An operator puts a stuck (or dead) payment back in the queue, under its own id."""
+    service = request.app[SERVICE_KEY].service
+    if service is None:
+        return _error(503, "keys_unavailable", "the payment store is closed")
+    payment_id = request.match_info["payment_id"]
+    try:
+        payment = await service.store.requeue(payment_id)
+    except PaymentNotFound:
+        return _error(404, "not_found", f"no payment {payment_id!r}", "id")
+    except InvalidTransition as exc:
+        return _error(409, "not_stuck", str(exc), "id")
+    except StorageUnavailable as exc:
+        return _error(503, "storage_unavailable", str(exc))
+    log.warning("payment %s requeued by an operator", payment_id)
+    return web.json_response(queue_entry(payment))
 
 
 async def get_queue(request: web.Request) -> web.Response:
@@ -99,6 +125,7 @@ async def get_queue(request: web.Request) -> web.Response:
     try:
         stats = await service.store.queue_stats()
         rows = await service.store.list_queue(limit)
+        declined = await service.store.list_declined_after_offline(limit)
     except StorageUnavailable as exc:
         return _error(503, "storage_unavailable", str(exc))
     return web.json_response({
@@ -106,6 +133,7 @@ async def get_queue(request: web.Request) -> web.Response:
                   "oldest_created_at": stats.oldest_created_at.isoformat(timespec="seconds")
                   if stats.oldest_created_at else None, "by_state": stats.by_state},
         "payments": [queue_entry(p) for p in rows],
+        "declined_after_offline": [queue_entry(p) for p in declined],
     })
 
 
@@ -114,3 +142,4 @@ def add_routes(app: web.Application, desk: PaymentsDesk) -> None:
     app.router.add_post("/v1/payments", create_payment)
     app.router.add_get("/v1/payments/{payment_id}", get_payment)
     app.router.add_get("/v1/queue", get_queue)
+    app.router.add_post("/v1/queue/{payment_id}/requeue", requeue_payment)

@@ -222,3 +222,14 @@ class AsyncStore:
     @property
     def ephemeral_fingerprints(self) -> bool:
         return self._store.ring.ephemeral_fingerprints
+
+    async def note_error(self, payment_id: str, *, expect: Payment, error: str,
+                         retry_at: datetime, stuck: bool = False) -> Payment | None:
+        return await self._call(self._store.note_error, payment_id, expect=expect, error=error,
+                                retry_at=retry_at, stuck=stuck)
+
+    async def requeue(self, payment_id: str) -> Payment:
+        return await self._call(self._store.requeue, payment_id)
+
+    async def list_declined_after_offline(self, limit: int = 100) -> list[Payment]:
+        return await self._call(self._store.list_declined_after_offline, limit)

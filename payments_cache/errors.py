@@ -68,10 +68,13 @@ class GatewayUnavailable(GatewayError):
 class UnknownOutcome(GatewayError):
     """The request may have reached the gateway but its answer was lost (timeout, reset)."""
 
-    def __init__(self, payment_id: str, reason: str, timed_out: bool = False) -> None:
+    def __init__(self, payment_id: str, reason: str, timed_out: bool = False,
+                 malformed: bool = False) -> None:
         self.payment_id = payment_id
         self.reason = reason
         self.timed_out = timed_out  # no answer within the deadline (a blackhole looks so)
+        #: The gateway answered, but with something that is not a result: not the network.
+        self.malformed = malformed
         super().__init__(f"outcome unknown for {payment_id!r}: {reason}")
 
 

@@ -2,7 +2,8 @@
 
 * Oldest first, at most `concurrency` requests in flight; each payment has its own
   ``next_attempt_at``, so one that keeps failing never holds back the others.
-* A payment is claimed by at most one in-flight attempt: an in-memory claim set, then
+* A payment is claimed by at most one in-flight attempt (`claims.Claims`, shared with
+  the POS service, which claims an interrupted payment before re-driving it), then
   a re-read of its state after claiming (a row fetched before another attempt finished
   with it is skipped), then compare-and-set updates in the store.
 * Forward state UNKNOWN (an online attempt's answer was lost, or the box restarted
@@ -36,13 +37,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from payments_cache.async_store import AsyncStore
+from payments_cache.claims import Claims
 from payments_cache.errors import (
     GatewayError,
     GatewayRejected,
     GatewayUnavailable,
     RecordQuarantined,
+    StorageUnavailable,
     UnknownOutcome,
 )
+from payments_cache.event_limit import EventLimiter
 from payments_cache.gateway import AuthorizationPayload, Gateway
 from payments_cache.models import ForwardState, GatewayResult, PaymentStatus
 from payments_cache.store import Payment
@@ -53,6 +57,9 @@ EventCallback = Callable[..., None]
 
 #: Statuses whose Retry-After speaks for the whole gateway, not just one payment.
 _GLOBAL_HOLD_STATUSES = (429, 503)
+#: A payment rejected this many times while the gateway is not rejecting everything is
+#: dead (its own fault) even when no other payment went through meanwhile.
+REJECTIONS_BEFORE_DEAD = 3
 #: Statuses that refuse the box's credentials rather than the payment.
 _CREDENTIAL_STATUSES = (401, 403)
 
@@ -68,7 +75,7 @@ class Backoff:
     max_retry_after_s: float = 3600.0
 
     def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
-        exp = min(self.cap_s, self.base_s * 2.0 ** max(0, attempt - 1))
+        exp = min(self.cap_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 32))
         delay = exp * (1 - self.jitter * rng.random())
         if retry_after_s is not None:
             delay = max(delay, self.retry_after(retry_after_s))
@@ -109,7 +116,11 @@ class Forwarder:
                  idle_poll_s: float = 30.0, min_poll_s: float = 0.25,
                  stale_pending_after_s: float = 300.0, recover_every_s: float = 60.0,
                  unreachable_pause_s: float = 1.0, not_found_confirm_s: float = 5.0,
+                 stuck_after_attempts: int = 10, stuck_after_s: float = 6 * 3600.0,
+                 reject_breaker_after: int = 3, force_min_interval_s: float = 30.0,
                  clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 claims: Claims | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None,
                  on_event: EventCallback | None = None) -> None:
@@ -126,15 +137,31 @@ class Forwarder:
         self._min_poll_s = min_poll_s
         self._stale_after = timedelta(seconds=stale_pending_after_s)
         self._not_found_confirm = timedelta(seconds=not_found_confirm_s)
+        self._stuck_after_attempts = stuck_after_attempts
+        self._stuck_after = timedelta(seconds=stuck_after_s)
+        self._reject_breaker_after = reject_breaker_after
+        self._force_min_interval_s = force_min_interval_s
+        self._mono = monotonic
+        self._forced_at = float("-inf")
+        #: Payments whose failure could not even be recorded: not before (monotonic).
+        self._not_before: dict[str, float] = {}
+        self._faults = EventLimiter(60.0, monotonic)
+        #: Rejections in a row with no success between them, and the payments rejected
+        #: once (with the success count then): a second rejection after others went
+        #: through is the payment's own fault, not the gateway's.
+        self._reject_streak: set[str] = set()
+        self._successes = 0
+        self._rejections: dict[str, tuple[int, int]] = {}  # id -> (successes then, count)
+        self._storage_streak = 0
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._on_event = on_event
         self._slots = asyncio.Semaphore(concurrency)
-        self._claimed: set[str] = set()
+        self._claims = claims or Claims()
         self._wake = asyncio.Event()
         self._force_next = False
-        self._hold_until = 0.0
+        self._hold_until = float("-inf")
         self._drained_owed = False
         self._unreachable_streak = 0
         self._unreachable_base_s = unreachable_pause_s
@@ -146,11 +173,16 @@ class Forwarder:
     # control
 
     def wake(self) -> None:
-        """An uplink came back: drain now, without waiting out per-payment backoff
-        (Retry-After holds and the grace period of interrupted payments still apply)."""
-        self._force_next = True
+        """An uplink came back: drain now. Per-payment backoff is waived at most once per
+        `force_min_interval_s` (a flapping LTE link must not re-send everything on every
+        flap); Retry-After holds and the grace period of interrupted payments still
+        apply."""
+        now = self._mono()
+        if now - self._forced_at >= self._force_min_interval_s:
+            self._force_next = True
+            self._forced_at = now
         if self._hold_is_unreachable:
-            self._hold_until = 0.0
+            self._hold_until = float("-inf")
             self._hold_is_unreachable = False
         self._wake.set()
 
@@ -160,9 +192,11 @@ class Forwarder:
             try:
                 await self.drain_once()
                 delay = await self._next_delay()
-            except Exception as exc:  # a storage failure must not stop the forwarder
+            except StorageUnavailable as exc:
+                delay = self._storage_failed(exc)
+            except Exception as exc:  # a bug must not stop the forwarder
                 log.exception("forwarder pass failed")
-                self._emit("fault", reason="forwarder_pass_failed", error=str(exc))
+                self._fault("forwarder_pass_failed", error=str(exc))
                 delay = self._idle_poll_s
             await self._idle(delay)
 
@@ -171,8 +205,8 @@ class Forwarder:
         due or are stored while this pass runs; return when none is left in flight."""
         force, self._force_next = self._force_next, False
         self._wake.clear()
-        if self._clock() - self._recovered_at >= self._recover_every_s:
-            self._recovered_at = self._clock()
+        if self._mono() - self._recovered_at >= self._recover_every_s:
+            self._recovered_at = self._mono()
             await self._store.recover_stale_pending(self._now() - self._stale_after)
         report = DrainReport()
         running: set[asyncio.Task[None]] = set()
@@ -191,8 +225,8 @@ class Forwarder:
         seen: set[str] = set()
         while True:
             rows = [] if self._held() else await self._store.due_for_forwarding(
-                self._now(), limit=self._concurrency, exclude=seen | self._claimed,
-                ignore_backoff=force)
+                self._now(), limit=self._concurrency,
+                exclude=seen | self._claims.ids() | self._waiting(), ignore_backoff=force)
             if not rows and not running:
                 return
             if not rows:
@@ -219,19 +253,19 @@ class Forwarder:
 
     async def _attempt(self, payment: Payment, force: bool, report: DrainReport) -> None:
         """Claim, re-check, forward; the claim is released whatever happens."""
-        if payment.id in self._claimed:
+        if not self._claims.try_claim(payment.id):
             report.outcomes[payment.id] = "skipped"
             return
-        self._claimed.add(payment.id)
         try:
             report.outcomes[payment.id] = await self._claimed_attempt(payment.id, force)
+        except StorageUnavailable as exc:
+            report.outcomes[payment.id] = "held"
+            self._storage_failed(exc)
         except Exception as exc:
             log.exception("forwarding %s failed", payment.id)
-            self.counters.errors += 1
-            report.outcomes[payment.id] = "error"
-            self._emit("fault", reason="forwarding_error", payment_id=payment.id, error=str(exc))
+            report.outcomes[payment.id] = await self._failed(payment, exc)
         finally:
-            self._claimed.discard(payment.id)
+            self._claims.release(payment.id)
 
     async def _claimed_attempt(self, payment_id: str, force: bool) -> str:
         current = await self._store.get(payment_id)
@@ -259,7 +293,11 @@ class Forwarder:
                 if payment.status is not PaymentStatus.APPROVED_OFFLINE:
                     return await self._unreceived(payment)
             return await self._authorize(payment)
-        except (GatewayUnavailable, UnknownOutcome) as exc:
+        except UnknownOutcome as exc:
+            if exc.malformed:  # the gateway answered with something that is not a result
+                return await self._failed(payment, exc)
+            return await self._retry(payment, exc)
+        except GatewayUnavailable as exc:
             return await self._retry(payment, exc)
         except GatewayRejected as exc:
             return await self._rejected(payment, exc)
@@ -304,6 +342,7 @@ class Forwarder:
     async def _resolved(self, payment: Payment, result: GatewayResult) -> str:
         if await self._store.record_forward_result(payment.id, result, expect=payment) is None:
             return "skipped"
+        self._gateway_accepts()
         self._drained_owed = True
         if payment.status is PaymentStatus.APPROVED_OFFLINE:
             return self._forwarded(payment, result)
@@ -320,7 +359,14 @@ class Forwarder:
         if result.status == "declined":
             self.counters.declined_after_offline += 1
             self._emit("declined_after_offline", payment_id=payment.id, amount=payment.amount,
-                       currency=payment.currency, decline_code=result.decline_code)
+                       currency=payment.currency, decline_code=result.decline_code,
+                       reference=payment.reference, terminal_id=payment.terminal_id,
+                       last4=payment.last4, brand=payment.brand,
+                       created_at=payment.created_at.isoformat(timespec="seconds"),
+                       message=f"declined after offline approval: {payment.amount} "
+                               f"{payment.currency} on …{payment.last4} "
+                               f"(reference {payment.reference!r}, terminal "
+                               f"{payment.terminal_id!r}); collect the payment again")
         return "forwarded"
 
     async def _unreceived(self, payment: Payment) -> str:
@@ -333,12 +379,16 @@ class Forwarder:
     async def _retry(self, payment: Payment, exc: GatewayError, unknown: bool = False) -> str:
         if isinstance(exc, GatewayUnavailable) and exc.status is None and not unknown:
             return self._unreachable(exc)
-        self._unreachable_streak = 0
+        if isinstance(exc, UnknownOutcome) and exc.timed_out:
+            # a gateway that swallows requests: hold everyone, not 15 s per payment
+            self._unreachable(GatewayUnavailable(payment.id, exc.reason))
+        else:
+            self._unreachable_streak = 0
         retry_after = exc.retry_after_s if isinstance(exc, GatewayUnavailable) else None
         if isinstance(exc, GatewayUnavailable) and retry_after is not None \
                 and exc.status in _GLOBAL_HOLD_STATUSES:
             self._hold_until = max(self._hold_until,
-                                   self._clock() + self._backoff.retry_after(retry_after))
+                                   self._mono() + self._backoff.retry_after(retry_after))
             self._hold_is_unreachable = False
         delay = self._backoff.delay(payment.attempts + 1, self._rng, retry_after)
         await self._store.schedule_retry(
@@ -354,8 +404,8 @@ class Forwarder:
         self._unreachable_streak += 1
         pause = min(self._backoff.cap_s, self._unreachable_base_s
                     * 2.0 ** min(self._unreachable_streak - 1, 16))
-        if self._clock() + pause > self._hold_until:
-            self._hold_until = self._clock() + pause
+        if self._mono() + pause > self._hold_until:
+            self._hold_until = self._mono() + pause
             self._hold_is_unreachable = True
         if self._unreachable_streak == 1:
             log.warning("gateway unreachable (%s); pausing forwarding", exc.reason)
@@ -382,6 +432,8 @@ class Forwarder:
         if found is not None:
             return await self._resolved(payment, found)
         error = f"gateway rejected with {exc.status}: {exc.reason}"
+        if not self._payments_own_rejection(payment):
+            return await self._reject_later(payment, exc, error)
         if await self._store.mark_dead(payment.id, expect=payment, error=error) is None:
             return "skipped"
         self._drained_owed = True
@@ -389,6 +441,111 @@ class Forwarder:
         self._emit("fault", reason="payment_dead", payment_id=payment.id, status=exc.status,
                    error=exc.reason, amount=payment.amount, currency=payment.currency)
         return "dead"
+
+    # the gateway refusing everything (a moved path, a misrouted proxy)
+
+    def _gateway_accepts(self) -> None:
+        self._successes += 1
+        if len(self._reject_streak) >= self._reject_breaker_after:
+            log.warning("the gateway accepts payments again")
+        self._reject_streak.clear()
+        self._storage_streak = 0
+
+    def _breaker_open(self) -> bool:
+        return len(self._reject_streak) >= self._reject_breaker_after
+
+    def _payments_own_rejection(self, payment: Payment) -> bool:
+        """A rejection is the payment's own when the gateway took other payments since it
+        was first rejected, or when it keeps being rejected while the others are not
+        (the breaker closed)."""
+        successes_then, count = self._rejections.get(payment.id, (self._successes, 0))
+        self._rejections[payment.id] = (successes_then, count + 1)
+        if self._successes > successes_then:
+            return True
+        return count + 1 >= REJECTIONS_BEFORE_DEAD and not self._breaker_open()
+
+    async def _reject_later(self, payment: Payment, exc: GatewayRejected, error: str) -> str:
+        """Not dead yet: retried with backoff. Different payments rejected in a row with
+        no success in between open a breaker: forwarding pauses and one fault is
+        reported, instead of the whole queue going dead over a gateway-side
+        misconfiguration (a moved path, a misrouted proxy)."""
+        self._reject_streak.add(payment.id)
+        if self._breaker_open():
+            pause = min(self._backoff.cap_s, self._backoff.base_s * 2.0 ** min(
+                len(self._reject_streak) - self._reject_breaker_after, 16))
+            self._hold_until = max(self._hold_until, self._mono() + pause)
+            self._hold_is_unreachable = False
+            self._fault("gateway_rejects_everything", status=exc.status, error=exc.reason,
+                        message=f"the gateway rejected {len(self._reject_streak)} payments "
+                                f"in a row ({exc.status}); forwarding paused, nothing "
+                                "marked dead")
+        delay = self._backoff.delay(payment.attempts + 1, self._rng)
+        await self._store.schedule_retry(payment.id, expect=payment,
+                                         at=self._now() + timedelta(seconds=delay), error=error)
+        self.counters.retried += 1
+        return "retry"
+
+    # failures that are not the network
+
+    async def _failed(self, payment: Payment, exc: Exception) -> str:
+        """An attempt failed for a reason other than the network (a bug, an answer that
+        is not a result): retried with backoff; after `stuck_after_attempts` such
+        failures or `stuck_after_s` of them, the payment is *stuck*: out of the queue and
+        its age rule, still owed and counted in the caps, reported, until an operator
+        requeues it."""
+        self.counters.errors += 1
+        error = f"{type(exc).__name__}: {exc}"
+        delay = self._backoff.delay(payment.error_attempts + 1, self._rng)
+        first = payment.first_error_at or self._now()
+        stuck = (payment.error_attempts + 1 >= self._stuck_after_attempts
+                 or self._now() - first >= self._stuck_after)
+        try:
+            updated = await self._store.note_error(
+                payment.id, expect=payment, error=error,
+                retry_at=self._now() + timedelta(seconds=delay), stuck=stuck)
+        except StorageUnavailable as storage:
+            self._not_before[payment.id] = self._mono() + delay
+            self._storage_failed(storage)
+            return "error"
+        if updated is None:
+            return "skipped"
+        if stuck:
+            self._emit("fault", reason="payment_stuck", payment_id=payment.id,
+                       amount=payment.amount, currency=payment.currency, error=error,
+                       message=f"payment {payment.id} is stuck after "
+                               f"{updated.error_attempts} failed attempts ({error}); "
+                               "requeue it once the cause is fixed")
+            return "stuck"
+        self._fault("forwarding_error", payment_id=payment.id, error=error)
+        return "error"
+
+    def _storage_failed(self, exc: StorageUnavailable) -> float:
+        """The store cannot be written (disk full, read-only): pause the forwarder with a
+        growing interval; one fault per minute, however many payments are waiting."""
+        self._storage_streak += 1
+        pause = min(self._backoff.cap_s, self._backoff.base_s * 2.0 ** min(
+            self._storage_streak - 1, 16))
+        self._hold_until = max(self._hold_until, self._mono() + pause)
+        self._hold_is_unreachable = False
+        self._fault("storage_unavailable", error=str(exc),
+                    message=f"the payment store cannot be written ({exc.reason}); "
+                            "forwarding paused")
+        return pause
+
+    def _waiting(self) -> set[str]:
+        now = self._mono()
+        for pid in [p for p, t in self._not_before.items() if t <= now]:
+            del self._not_before[pid]
+        return set(self._not_before)
+
+    def _fault(self, reason: str, **fields: Any) -> None:
+        """A fault event of a kind that can repeat: at most one a minute per reason."""
+        held = self._faults.allow(reason)
+        if held is None:
+            return
+        if held:
+            fields["repeated"] = held
+        self._emit("fault", reason=reason, **fields)
 
     def _quarantined(self, payment: Payment, exc: RecordQuarantined) -> str:
         self.counters.quarantined += 1
@@ -402,13 +559,12 @@ class Forwarder:
         return datetime.fromtimestamp(self._clock(), UTC)
 
     def _held(self) -> bool:
-        return self._clock() < self._hold_until
+        return self._mono() < self._hold_until
 
     async def _next_delay(self) -> float:
         due = await self._store.next_due_at()
-        now = self._clock()
-        delay = self._idle_poll_s if due is None else due.timestamp() - now
-        delay = max(delay, self._hold_until - now)
+        delay = self._idle_poll_s if due is None else due.timestamp() - self._clock()
+        delay = max(delay, self._hold_until - self._mono())
         return min(max(delay, self._min_poll_s), self._idle_poll_s)
 
     async def _idle(self, delay: float) -> None:

@@ -277,7 +277,7 @@ class HttpGateway:
                 result = _parse_result(reply.body, pid)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise self._log_unknown(pid, f"malformed HTTP {reply.status} answer: "
-                                        f"{_scrub(str(exc))}") from exc
+                                        f"{_scrub(str(exc))}", malformed=True) from exc
             _log.debug("authorize %s: %s", pid, result.status)
             return result
         raise self._status_error(pid, reply)
@@ -327,7 +327,8 @@ class HttpGateway:
                                   status=status)
 
     @staticmethod
-    def _log_unknown(payment_id: str, reason: str, timed_out: bool = False) -> UnknownOutcome:
+    def _log_unknown(payment_id: str, reason: str, timed_out: bool = False,
+                     malformed: bool = False) -> UnknownOutcome:
         _log.warning("outcome unknown for %s: %s", payment_id, reason)
-        return UnknownOutcome(payment_id, reason, timed_out)
+        return UnknownOutcome(payment_id, reason, timed_out, malformed)
 

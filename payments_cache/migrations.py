@@ -210,12 +210,49 @@ def _m0005_lost_attempts(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE payments ADD COLUMN not_found_at INTEGER")        # UTC ms
 
 
+_OWED = "(forward_state IN ('queued', 'unknown'))"
+
+
+def _m0006_stuck_and_owed_totals(conn: sqlite3.Connection) -> None:
+    """Payments that keep failing for reasons other than the network become *stuck*
+    (reported, out of the forwarding queue and its age rule, until an operator requeues
+    them), and the queue totals count everything still owed to the gateway —
+    quarantined and stuck payments included — so the offline caps never forget money
+    the box has promised."""
+    conn.execute("ALTER TABLE payments ADD COLUMN stuck_at INTEGER")          # UTC ms
+    conn.execute("ALTER TABLE payments ADD COLUMN error_attempts INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE payments ADD COLUMN first_error_at INTEGER")    # UTC ms
+    for name in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER queue_totals_{name}")
+    # the f-strings below interpolate only the constant condition _OWED
+    conn.execute(f"UPDATE queue_totals SET (count, amount) = (SELECT count(*), "
+                 f"coalesce(sum(amount), 0) FROM payments WHERE {_OWED})")
+    new, old = _OWED.replace("forward_state", "NEW.forward_state"), _OWED.replace(
+        "forward_state", "OLD.forward_state")
+    conn.execute(f"""
+        CREATE TRIGGER queue_totals_insert AFTER INSERT ON payments WHEN {new}
+        BEGIN UPDATE queue_totals SET count = count + 1, amount = amount + NEW.amount; END""")
+    conn.execute(f"""
+        CREATE TRIGGER queue_totals_delete AFTER DELETE ON payments WHEN {old}
+        BEGIN UPDATE queue_totals SET count = count - 1, amount = amount - OLD.amount; END""")
+    conn.execute(f"""
+        CREATE TRIGGER queue_totals_update AFTER UPDATE OF forward_state, amount ON payments
+        WHEN {old} OR {new}
+        BEGIN
+            UPDATE queue_totals SET
+                count = count - ({old}) + ({new}),
+                amount = amount - (CASE WHEN {old} THEN OLD.amount ELSE 0 END)
+                                + (CASE WHEN {new} THEN NEW.amount ELSE 0 END);
+        END""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_queue_indexes", _m0002_queue_indexes),
     Migration("0003_queue_totals", _m0003_queue_totals),
     Migration("0004_card_protection", _m0004_card_protection),
     Migration("0005_lost_attempts", _m0005_lost_attempts),
+    Migration("0006_stuck_and_owed_totals", _m0006_stuck_and_owed_totals),
 )
 
 

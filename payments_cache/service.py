@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from payments_cache.async_store import AsyncStore
+from payments_cache.claims import Claims
 from payments_cache.crypto import request_hash
 from payments_cache.errors import (
     GatewayRejected,
@@ -41,10 +42,28 @@ from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskL
 from payments_cache.store import Payment
 from payments_cache.uplinks import UplinkSignal
 from payments_cache.validation import parse_idempotency_key, parse_payment_request
+from payments_cache.wallclock import clock_unset
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class _MaybeSent:
+    """An online attempt that may have reached the gateway and may still arrive there
+    until `until`; `rejected`: the gateway refused it (a 4xx other than 401/403)."""
+
+    until: datetime
+    rejected: bool = False
+
+
+class PaymentBusy(PaymentsError):
+    """Another attempt (the forwarder) is resolving this payment right now (503)."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+        super().__init__(f"payment {payment_id!r} is being resolved; ask again shortly")
 
 
 class IdempotencyConflict(PaymentsError):
@@ -96,9 +115,13 @@ def detail(payment: Payment) -> dict[str, Any]:
     doc = answer(payment)
     state = _FORWARDING.get(payment.forward_state)
     if payment.status is PaymentStatus.APPROVED_OFFLINE or state is not None:
+        settled = state in ("forwarded", "dead")
         doc["forwarding"] = {
-            "state": state or "queued",
-            "final_status": payment.final_status if state in ("forwarded", "dead") else None,
+            "state": "stuck" if payment.stuck_at and state == "queued" else state or "queued",
+            "final_status": payment.final_status if settled else None,
+            "auth_code": payment.auth_code if settled else None,
+            "decline_code": payment.decline_reason if settled and payment.status
+            is PaymentStatus.APPROVED_OFFLINE and payment.final_status == "declined" else None,
             "attempts": payment.attempts,
         }
     else:
@@ -133,8 +156,11 @@ class PaymentService:
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  on_event: EventCallback | None = None,
                  on_change: Callable[[], None] | None = None,
-                 can_protect: Callable[[], bool] = lambda: True) -> None:
+                 can_protect: Callable[[], bool] = lambda: True,
+                 claims: Claims | None = None) -> None:
         self.store = store
+        #: Shared with the forwarder: who is sending which payment right now.
+        self.claims = claims or Claims()
         #: False while the box has no acceptable way to keep a card (a configured seal
         #: key that cannot be read, with only a key on disk to fall back on): offline
         #: payments are then declined `cannot_protect_card`.
@@ -167,16 +193,30 @@ class PaymentService:
                     raise IdempotencyConflict(key, payment.id)
                 if payment.status is not PaymentStatus.PENDING:
                     return answer(payment)
-                log.info("payment %s: resuming an interrupted attempt", payment.id)
+                payment = await self._resume(payment, request)
             elif not self._online_worth_trying():
                 payment = await self._take_offline(key, request)
-                self._changed()
-                return answer(payment)
             else:
                 payment = await self.store.begin_online(key, request)
-            payment = await self._decide(payment, request)
+                payment = await self._decide(payment, request, self._lost_until_now())
         self._changed()
         return answer(payment)
+
+    async def _resume(self, payment: Payment, request: PaymentRequest) -> Payment:
+        """A PENDING payment found under its key: an earlier attempt was cut short (a
+        restart, or its stand-in could not be stored) and may have reached the gateway,
+        whatever this process remembers. Re-driven under a claim, so the forwarder does
+        not resolve it at the same time."""
+        log.info("payment %s: resuming an interrupted attempt", payment.id)
+        async with self.claims.waiting(payment.id, self.settings.online_deadline_s) as got:
+            if not got:
+                raise PaymentBusy(payment.id)
+            current = await self._current(payment.id)
+            if current.status is not PaymentStatus.PENDING:
+                return current  # resolved meanwhile (the forwarder's lookup)
+            earlier = max(filter(None, (current.lost_attempt_until,
+                                        self._lost_until(current.created_at))))
+            return await self._decide(current, request, self._lost_until_now(), earlier)
 
     async def get(self, payment_id: str) -> dict[str, Any] | None:
         payment = await self.store.get(payment_id)
@@ -212,32 +252,44 @@ class PaymentService:
                                                              RiskDecision]:
         limits, now, today = self.settings.limits, self._now(), self._today()
         protectable = self.can_protect()
+        unset = clock_unset(now)
 
         def decide(stats: QueueStats, velocity: tuple[int, int]) -> RiskDecision:
             if not protectable:
                 return RiskDecision.decline("cannot_protect_card")
+            if unset:  # no date to judge the card's expiry or the queue's age by
+                return RiskDecision.decline("clock_unset")
             oldest = None if stats.oldest_created_at is None else max(
                 0.0, (now - stats.oldest_created_at).total_seconds())
             return evaluate(request, limits, QueueSnapshot(stats.count, stats.amount, oldest),
                             CardVelocity(*velocity), today)
         return decide
 
-    async def _decide(self, payment: Payment, request: PaymentRequest) -> Payment:
-        lost_until: datetime | None = None
-        if payment.interrupted:  # an attempt before the restart may still arrive
-            lost_until = self._lost_until(payment.created_at)
+    async def _decide(self, payment: Payment, request: PaymentRequest, lost_until: datetime,
+                      earlier: datetime | None = None) -> Payment:
+        """Online if worth trying, else (or when that fails) stand in. `lost_until`: until
+        when this attempt may still reach the gateway once sent; `earlier`: the same for
+        an earlier attempt that may have been sent."""
         if self._online_worth_trying():
-            outcome = await self._online(payment, request)
+            outcome = await self._online(payment, request, lost_until)
             if isinstance(outcome, Payment):
                 return outcome
-            lost_until = max(filter(None, (lost_until, outcome)), default=None)
-        return await self._stand_in(payment, request, lost_until)
+            if outcome is not None and outcome.rejected:
+                return await self._stand_in(payment, request, outcome.until,
+                                            RiskDecision.decline("gateway_rejected"))
+            if outcome is not None:
+                earlier = max(filter(None, (earlier, outcome.until)))
+        return await self._stand_in(payment, request, earlier)
+
+    def _lost_until_now(self) -> datetime:
+        return self._lost_until(self._now())
 
     def _lost_until(self, started: datetime) -> datetime:
         return started + timedelta(seconds=self.settings.online_deadline_s
                                    + self.settings.lost_attempt_lifetime_s)
 
-    async def _online(self, payment: Payment, request: PaymentRequest) -> Payment | datetime | None:
+    async def _online(self, payment: Payment, request: PaymentRequest,
+                      lost_until: datetime) -> Payment | _MaybeSent | None:
         """The settled payment; or, when the attempt may have reached the gateway, until
         when it may still arrive there; None when it certainly did not."""
         payload = AuthorizationPayload(
@@ -246,7 +298,6 @@ class PaymentService:
             captured_at=payment.created_at, terminal_id=request.terminal_id,
             reference=request.reference)
         path = self.uplinks.generation
-        lost_until = self._lost_until(self._now())
         try:
             result = await self.gateway.authorize(payload, self.settings.online_deadline_s)
         except GatewayUnavailable as exc:
@@ -256,16 +307,19 @@ class PaymentService:
                 return None
             if exc.status == 429:  # refused before processing (rate limit)
                 return None
-            return lost_until  # a 5xx/409 came from something that had the request
+            return _MaybeSent(lost_until)  # a 5xx/409 came from something that had it
         except UnknownOutcome as exc:
             log.warning("payment %s: online answer lost (%s)", payment.id, exc.reason)
             if exc.timed_out:
                 self._note_unreachable(path)
-            return lost_until
+            return _MaybeSent(lost_until)
         except GatewayRejected as exc:
             log.error("payment %s: gateway refused the online request with %d (%s)",
                       payment.id, exc.status, exc.reason)
-            return lost_until
+            if exc.status in (401, 403):  # the merchant key, not the payment: not processed
+                self._note_unreachable(path)
+                return None
+            return _MaybeSent(lost_until, rejected=True)  # a decline, looked up before closed
         if self.last_mode == "offline":
             self._emit("offline_mode", message="gateway reachable again: online", online=True,
                        payment_id=payment.id)
@@ -276,11 +330,13 @@ class PaymentService:
             return await self._current(payment.id)
 
     async def _stand_in(self, payment: Payment, request: PaymentRequest,
-                        lost_until: datetime | None) -> Payment:
+                        lost_until: datetime | None,
+                        decision: RiskDecision | None = None) -> Payment:
         """`lost_until`: an attempt may have reached the gateway and may still arrive
-        until then (the forwarder looks it up before anything else)."""
+        until then (the forwarder looks it up before anything else). `decision`: given
+        (a decline), or made by the risk rules."""
         async with self._stand_in_lock:
-            decision = await self._risk(request)
+            decision = decision or await self._risk(request)
             try:
                 stored = await self.store.stand_in(payment.id, decision,
                                                    outcome_unknown=lost_until is not None,

@@ -121,6 +121,7 @@ from payments_cache.retention import (
 )
 from payments_cache.sealing import SealKey
 from payments_cache.upgrade import UPGRADE_NEEDS, upgrade_rows
+from payments_cache.wallclock import CLOCK_FLOOR
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +130,15 @@ DB_NAME = "payments.sqlite3"
 _NO_CARD: dict[str, Any] = dict(card_blob=None, key_id=None, card_sealed=None, seal_kid=None,
                                 row_mac=None)
 ABANDONED_REASON = "abandoned_after_restart"
+UNUSABLE_KEY_REASON = "data key cannot be unwrapped with this KEK"
 _FORWARDABLE = (ForwardState.QUEUED.value, ForwardState.UNKNOWN.value)
 
 _COLUMNS = """id, idempotency_key, created_at, amount, currency, merchant_id, terminal_id,
     reference, brand, last4, fingerprint,
     (card_blob IS NOT NULL OR card_sealed IS NOT NULL) AS has_card, key_id, seal_kid, status,
     forward_state, attempts, next_attempt_at, final_status, auth_code, decline_reason,
-    last_error, quarantined, quarantine_reason, lost_attempt_until, not_found_at"""
+    last_error, quarantined, quarantine_reason, lost_attempt_until, not_found_at, stuck_at,
+    error_attempts, first_error_at"""
 
 #: Every column `_insert` writes, in order; the rest take their defaults.
 _INSERT_FIELDS = ("id", "idempotency_key", "request_hash", "created_at", "updated_at", "amount",
@@ -218,6 +221,12 @@ class Payment:
     lost_attempt_until: datetime | None = None
     #: The first trusted "not found"; a second one at least a moment later confirms it.
     not_found_at: datetime | None = None
+    #: Set when forwarding kept failing for reasons other than the network: out of the
+    #: queue (and its age rule) until an operator requeues it; still owed, still capped.
+    stuck_at: datetime | None = None
+    #: Attempts that failed for reasons other than the network, and since when.
+    error_attempts: int = 0
+    first_error_at: datetime | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -234,6 +243,7 @@ class OpenReport:
     unusable_keys: list[str]           # keys this KEK cannot unwrap
     quarantined: list[str]             # payments quarantined because of those keys
     upgraded: list[str] = field(default_factory=list)  # cards re-protected (upgrade)
+    released: list[str] = field(default_factory=list)  # un-quarantined: their key is back
 
 
 @dataclass(frozen=True)
@@ -276,7 +286,8 @@ def _payment(row: sqlite3.Row) -> Payment:
         last_error=row["last_error"], quarantined=bool(row["quarantined"]),
         quarantine_reason=row["quarantine_reason"],
         lost_attempt_until=from_ms(row["lost_attempt_until"]),
-        not_found_at=from_ms(row["not_found_at"]))
+        not_found_at=from_ms(row["not_found_at"]), stuck_at=from_ms(row["stuck_at"]),
+        error_attempts=row["error_attempts"], first_error_at=from_ms(row["first_error_at"]))
 
 
 def _binding(row: sqlite3.Row) -> RecordBinding:
@@ -364,6 +375,7 @@ class Store:
             self._rewrap_keys(wrapper)
         self._ring.use_wrapper(wrapper)
         self._ensure_active_keys()
+        released = self._release_recovered_keys()
         quarantined = self._quarantine_unusable_keys()
         upgraded = []
         if UPGRADE_NEEDS in applied_migrations(self._conn):
@@ -371,7 +383,7 @@ class Store:
                 upgraded = upgrade_rows(conn, self.protection, self._now_ms())
         recovered = self.recover_stale_pending(None)
         self.report = OpenReport(applied, recovered, sorted(self._ring.unusable), quarantined,
-                                 upgraded)
+                                 upgraded, released)
         if quarantined or self._ring.unusable:
             log.error("store opened with %d unusable keys; %d payments quarantined",
                       len(self._ring.unusable), len(quarantined))
@@ -497,9 +509,25 @@ class Store:
             rows = conn.execute(
                 "UPDATE payments SET quarantined = 1, quarantine_reason = ?, updated_at = ? "
                 "WHERE quarantined = 0 AND key_id IN (SELECT value FROM json_each(?)) "
-                "RETURNING id", ("data key cannot be unwrapped with this KEK",
-                                 self._now_ms(), json.dumps(unusable))).fetchall()
+                "RETURNING id", (UNUSABLE_KEY_REASON, self._now_ms(),
+                                 json.dumps(unusable))).fetchall()
         return sorted(r[0] for r in rows)
+
+    def _release_recovered_keys(self) -> list[str]:
+        """Payments quarantined because their key could not be unwrapped, whose key now
+        can (the right KEK is back): back in the queue."""
+        with self._tx("release payments whose key is back") as conn:
+            rows = conn.execute(
+                "SELECT id, key_id FROM payments WHERE quarantined = 1 "
+                "AND quarantine_reason = ?", (UNUSABLE_KEY_REASON,)).fetchall()
+            released = sorted(r["id"] for r in rows if self._ring.usable(r["key_id"]))
+            conn.execute("UPDATE payments SET quarantined = 0, quarantine_reason = NULL, "
+                         "updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+                         (self._now_ms(), json.dumps(released)))
+        if released:
+            log.warning("%d quarantined payments released: their key is usable again",
+                        len(released))
+        return released
 
     # hashing
 
@@ -670,13 +698,17 @@ class Store:
 
     @staticmethod
     def _queue_totals(conn: sqlite3.Connection) -> QueueStats:
-        """Count, amount and oldest of the queue (indexed); `by_state` left empty."""
+        """Count and amount of everything owed to the gateway (quarantined and stuck
+        included: the offline caps count them), and the oldest payment still being
+        forwarded (the age rule: stuck, quarantined and clock-unset rows do not count)."""
         count, amount = conn.execute("SELECT count, amount FROM queue_totals").fetchone()
-        (oldest,) = conn.execute(  # one index seek per state
+        floor = to_ms(CLOCK_FLOOR)
+        (oldest,) = conn.execute(  # one index range per state
             "SELECT min(m) FROM (SELECT min(created_at) AS m FROM payments "
-            "WHERE forward_state = 'queued' AND quarantined = 0 UNION ALL "
-            "SELECT min(created_at) FROM payments "
-            "WHERE forward_state = 'unknown' AND quarantined = 0)").fetchone()
+            "WHERE forward_state = 'queued' AND quarantined = 0 AND created_at >= ? "
+            "AND stuck_at IS NULL UNION ALL SELECT min(created_at) FROM payments "
+            "WHERE forward_state = 'unknown' AND quarantined = 0 AND created_at >= ? "
+            "AND stuck_at IS NULL)", (floor, floor)).fetchone()
         return QueueStats(count, amount, from_ms(oldest), {})
 
     @classmethod
@@ -685,10 +717,12 @@ class Store:
         by_state = {s.value: 0 for s in ForwardState}
         by_state.update(conn.execute(
             "SELECT forward_state, count(*) FROM payments GROUP BY forward_state"))
-        by_state["quarantined"], by_state["declined_after_offline"] = conn.execute(
+        (by_state["quarantined"], by_state["declined_after_offline"],
+         by_state["stuck"]) = conn.execute(
             "SELECT coalesce(sum(quarantined), 0), coalesce(sum(status = "
-            "'approved_offline' AND final_status = 'declined'), 0) FROM payments"
-        ).fetchone()
+            "'approved_offline' AND final_status = 'declined'), 0), "
+            "coalesce(sum(stuck_at IS NOT NULL AND forward_state IN ('queued', 'unknown')), 0) "
+            "FROM payments").fetchone()
         return QueueStats(totals.count, totals.amount, totals.oldest_created_at, by_state)
 
     def card_velocity(self, pan: str, since: datetime) -> tuple[int, int]:
@@ -727,6 +761,7 @@ class Store:
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM payments "  # noqa: S608
                 "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0 "
+                "AND stuck_at IS NULL "
                 "AND (coalesce(next_attempt_at, 0) <= ? OR (? AND status <> 'pending')) "
                 "AND id NOT IN (SELECT value FROM json_each(?)) "
                 "ORDER BY created_at, id LIMIT ?",
@@ -738,7 +773,8 @@ class Store:
         with self._guard("read the forwarding queue"):
             (ms,) = self._conn.execute(
                 "SELECT min(coalesce(next_attempt_at, 0)) FROM payments "
-                "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0").fetchone()
+                "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0 "
+                "AND stuck_at IS NULL").fetchone()
         return from_ms(ms)
 
     def card_for_forwarding(self, payment_id: str) -> ForwardCard:
@@ -808,6 +844,43 @@ class Store:
         if unknown:
             fields["forward_state"] = ForwardState.UNKNOWN
         return self._forwarder_update("schedule a retry", expect, fields)
+
+    def note_error(self, payment_id: str, *, expect: Payment, error: str, retry_at: datetime,
+                   stuck: bool = False) -> Payment | None:
+        """An attempt failed for a reason other than the network: counted (the first one
+        timed), retried at `retry_at` — or, with `stuck`, taken out of the queue until
+        an operator requeues it."""
+        now = self._now_ms()
+        fields: dict[str, Any] = dict(
+            next_attempt_at=to_ms(retry_at), last_error=error[:500],
+            error_attempts=expect.error_attempts + 1,
+            first_error_at=to_ms(expect.first_error_at) if expect.first_error_at else now)
+        if stuck:
+            fields["stuck_at"] = now
+        return self._forwarder_update("note a failed attempt", expect, fields)
+
+    def requeue(self, payment_id: str) -> Payment:
+        """An operator's word: a stuck (or dead) payment goes back into the queue under
+        its own id, due now, its error count reset."""
+        with self._tx("requeue the payment") as conn:
+            current = self._require(conn, payment_id)
+            if current.stuck_at is None and current.forward_state is not ForwardState.DEAD:
+                raise InvalidTransition(payment_id, "requeue (not stuck or dead)",
+                                        current.status, current.forward_state)
+            state = (ForwardState.QUEUED if current.forward_state is ForwardState.DEAD
+                     else current.forward_state)
+            return self._update(conn, payment_id, stuck_at=None, error_attempts=0,
+                                first_error_at=None, next_attempt_at=self._now_ms(),
+                                forward_state=state, last_error="requeued by an operator")
+
+    def list_declined_after_offline(self, limit: int = 100) -> list[Payment]:
+        """Approved offline, then declined by the gateway: the shop must collect again."""
+        with self._guard("list declined payments"):
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM payments "  # noqa: S608
+                "WHERE status = 'approved_offline' AND final_status = 'declined' "
+                "ORDER BY created_at DESC, id LIMIT ?", (limit,)).fetchall()
+        return [_payment(r) for r in rows]
 
     def note_not_found(self, payment_id: str, *, expect: Payment, trusted: bool,
                        retry_at: datetime) -> Payment | None:

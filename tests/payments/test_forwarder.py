@@ -143,7 +143,7 @@ def events() -> list[tuple[str, dict[str, Any]]]:
 def forwarder(store: AsyncStore, gateway: FakeGateway, clock: Clock,
               events: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> Forwarder:
     kwargs.setdefault("backoff", Backoff(base_s=2.0, cap_s=10.0, jitter=0.5))
-    return Forwarder(store, gateway, MERCHANT, clock=clock, rng=NoJitter(),
+    return Forwarder(store, gateway, MERCHANT, clock=clock, monotonic=clock, rng=NoJitter(),
                      on_event=lambda kind, **fields: events.append((kind, fields)), **kwargs)
 
 
@@ -537,16 +537,22 @@ async def test_a_stale_pending_row_is_recovered_by_the_forwarder(
 # --- permanent failures ----------------------------------------------------------------
 
 
-async def test_a_4xx_makes_the_payment_dead_and_reported(
+async def test_a_4xx_makes_the_payment_dead_once_the_gateway_takes_others(
         store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
-    gateway.authorize_script[p.id] = [GatewayRejected(p.id, 400, "bad currency")]
+    clock.advance(1)
+    q = await stand_in(store, "q")
+    gateway.authorize_script[p.id] = [GatewayRejected(p.id, 400, "bad currency")] * 2
     fwd = forwarder(store, gateway, clock, events)
     await fwd.drain_once()
+    assert (await state(store, p.id)).forward_state is ForwardState.QUEUED, \
+        "one rejection alone could be the gateway's fault: retried"
+    assert (await state(store, q.id)).forward_state is ForwardState.FORWARDED
+    clock.advance(10)
+    await fwd.drain_once()  # rejected again after the gateway took q: its own fault
     dead = await state(store, p.id)
     assert (dead.forward_state, dead.has_card) == (ForwardState.DEAD, True)
     assert dead.last_error == "gateway rejected with 400: bad currency"
-    assert gateway.calls == [("authorize", p.id), ("lookup", p.id)]
     faults = [f for k, f in events if k == "fault"]
     assert faults == [{"reason": "payment_dead", "payment_id": p.id, "status": 400,
                        "error": "bad currency", "amount": 1000, "currency": "KRW"}]
@@ -554,10 +560,49 @@ async def test_a_4xx_makes_the_payment_dead_and_reported(
     stats = await store.queue_stats()
     assert (stats.count, stats.by_state["dead"]) == (0, 1)
     assert [x.id for x in await store.list_queue()] == [p.id]
+    calls = len(gateway.calls)
     clock.advance(3600)
     fwd.wake()
     await fwd.drain_once()
-    assert len(gateway.calls) == 2, "a dead payment is never retried automatically"
+    assert len(gateway.calls) == calls, "a dead payment is never retried automatically"
+
+
+async def test_a_lone_payment_rejected_again_and_again_is_dead(
+        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+    p = await stand_in(store, "p")
+    gateway.authorize_script[p.id] = [GatewayRejected(p.id, 400, "bad currency")] * 3
+    fwd = forwarder(store, gateway, clock, events)
+    for _ in range(3):
+        await fwd.drain_once()
+        clock.advance(60)
+    assert (await state(store, p.id)).forward_state is ForwardState.DEAD
+    assert [f["reason"] for k, f in events if k == "fault"] == ["payment_dead"]
+
+
+async def test_a_gateway_rejecting_everything_opens_a_breaker_not_dead_payments(
+        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+    """A moved path or a misrouted proxy answers 404 to every authorization: one
+    fault, forwarding paused, every payment kept; all forwarded once it is fixed."""
+    ids = []
+    for i in range(6):
+        ids.append((await stand_in(store, f"p{i}")).id)
+        clock.advance(1)
+    for pid in ids:
+        gateway.authorize_script[pid] = [GatewayRejected(pid, 404, "no such path")] * 4
+    fwd = forwarder(store, gateway, clock, events)
+    for _ in range(4):
+        await fwd.drain_once()
+        clock.advance(400)
+    assert {(await state(store, pid)).forward_state for pid in ids} == {ForwardState.QUEUED}
+    assert fwd.counters.dead == 0
+    reasons = [f["reason"] for k, f in events if k == "fault"]
+    # one fault a minute at most: one per pass here (400 s apart), never one per payment
+    assert set(reasons) == {"gateway_rejects_everything"} and len(reasons) <= 4
+    for pid in ids:
+        gateway.authorize_script[pid] = []  # the path is fixed
+    clock.advance(400)
+    await fwd.drain_once()
+    assert {(await state(store, pid)).forward_state for pid in ids} == {ForwardState.FORWARDED}
 
 
 async def test_a_422_for_a_payment_the_gateway_already_holds_is_resolved_not_dead(

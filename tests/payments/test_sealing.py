@@ -313,8 +313,9 @@ def test_opened_non_card_is_bad_plaintext_and_never_quoted(plaintext: bytes) -> 
     with pytest.raises(SealedCardError) as info:
         opener.open(PAYMENT_ID, SealedCard(kid=kid, enc=enc, ct=ct))
     assert info.value.reason == "bad_plaintext"
-    assert "4111" not in str(info.value)
-    assert "123" not in str(info.value)
+    shown = str(info.value).replace(kid, "<kid>")  # the random kid may hold any digits
+    assert "4111" not in shown
+    assert "123" not in shown
 
 
 # --- kid -----------------------------------------------------------------------------------

@@ -319,10 +319,12 @@ def test_queue_stats_and_list(store: Store, state_dir: Path, clock: Clock) -> No
     settled = store.begin_online("f", request(6, 3200))
     store.settle_online(settled.id, GatewayResult("approved"))
     stats = store.queue_stats()
-    assert (stats.count, stats.amount) == (2, 300)
+    # everything still owed: a and b, and e although quarantined (the caps count it)
+    assert (stats.count, stats.amount) == (3, 1900)
     assert stats.oldest_created_at == datetime.fromtimestamp(T0, UTC)
     assert stats.by_state == {"none": 1, "unknown": 1, "queued": 2, "forwarded": 1,
-                              "dead": 1, "quarantined": 1, "declined_after_offline": 1}
+                              "dead": 1, "quarantined": 1, "declined_after_offline": 1,
+                              "stuck": 0}
     listed = store.list_queue()
     assert [p.id for p in listed] == [a.id, b.id, d.id, e.id]
     assert all(not hasattr(p, "pan") for p in listed)
@@ -516,7 +518,8 @@ def test_wrong_kek_quarantines_existing_records_and_keeps_serving(
             assert got is not None and got.quarantined and got.has_card
             with pytest.raises(RecordQuarantined):
                 s.card_for_forwarding(p.id)
-        assert s.queue_stats().count == 0
+        assert s.queue_stats().count == 2  # still owed: the caps count them
+        assert s.queue_stats().oldest_created_at is None  # but nothing is forwardable
         assert s.queue_stats().by_state["quarantined"] == 2
         new = queued(s, "new", 4)
         assert s.card_for_forwarding(new.id).pan == PANS[4]
