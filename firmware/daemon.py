@@ -14,7 +14,9 @@ import dataclasses
 import importlib
 import logging
 import os
+import resource
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +29,28 @@ from firmware.api import build_app
 from firmware.config import Config, load_config
 from firmware.errors import ConfigError, FirmwareError
 from firmware.hardening import harden_memory
+from firmware.http_limits import (
+    ConnectionGuard,
+    LimitedSite,
+    Limits,
+    connection_budget,
+    raise_nofile_limit,
+)
 from firmware.logs import set_level
 from firmware.metrics import registry_for
 from firmware.sdnotify import Notifier, watchdog_interval_s
 from firmware.state import BoxState
 from firmware.status import status_line
 from firmware.supervisor import Component, Supervisor
+from firmware.tls import (
+    PLAIN_HTTP_FAULT,
+    TlsSetupError,
+    api_certificate,
+    api_problems,
+    is_loopback,
+    server_context,
+    wants_tls,
+)
 from firmware.tokens import TokenStore
 from payments_cache.uplinks import UplinkSignal
 
@@ -121,6 +139,7 @@ class Daemon:
         self.components: list[Component] = []
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._guard: ConnectionGuard | None = None
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -220,12 +239,31 @@ class Daemon:
                 task.cancel()
 
     async def _start_api(self) -> None:
+        """The POS listener (HTTPS beyond loopback, `firmware.tls`; connection caps and
+        timeouts, `firmware.http_limits`) and the plain admin socket."""
+        api = self.config.api
+        for key, message in api_problems(api):
+            raise TlsSetupError(key, message)
+        host, _, port = api.listen.rpartition(":")
+        host = host.strip("[]")
+        context = self._tls_context(host)
+        limits = Limits.from_config(api)
+        raise_nofile_limit()
+        guard = ConnectionGuard(limits, self.state.api.connections,
+                                connection_budget(limits.max_connections))
+        self.app.on_response_prepare.append(guard.on_response_prepare)
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                               shutdown_timeout=SHUTDOWN_TIMEOUT_S - 1)
+                               shutdown_timeout=SHUTDOWN_TIMEOUT_S - 1,
+                               **limits.runner_kwargs())
         await runner.setup()
         self._runner = runner
-        host, _, port = self.config.api.listen.rpartition(":")
-        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        self._guard = guard
+        site = LimitedSite(runner, host, int(port), guard=guard, ssl_context=context)
+        await site.start()
+        self.state.api.listen = [site.name]
+        log.info("API connections: at most %d, %d per address (open-file limit %s)",
+                 guard.budget, limits.max_connections_per_address,
+                 _nofile_soft_limit())
         sock = self.config.api.admin_socket
         if sock:
             _prepare_socket_path(sock)
@@ -239,6 +277,32 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._guard is not None:
+            self._guard.close_all()
+            self._guard = None
+
+    def _tls_context(self, host: str) -> ssl.SSLContext | None:
+        """The server context for `host` under `api.tls`, and the api section of the state;
+        None for plain HTTP (a fault beyond loopback)."""
+        api = self.config.api
+        if not wants_tls(api.tls, host):
+            if not is_loopback(host):
+                message = (f"the POS API serves plain HTTP on {api.listen} "
+                           "(api.allow_plain_http): card data and tokens cross the LAN in "
+                           "clear text")
+                log.error("api fault %s: %s", PLAIN_HTTP_FAULT, message)
+                self.state.api.faults = [PLAIN_HTTP_FAULT]
+                self.state.events.emit("fault", message, severity="error",
+                                       reason=PLAIN_HTTP_FAULT)
+            return None
+        cert = api_certificate(api, self.config.device.state_dir, self.config.device.id)
+        context = server_context(cert, api.client_ca_file)
+        self.state.update(self.state.api, tls=True, cert_sha256=cert.sha256,
+                          spki_sha256_b64=cert.spki_sha256_b64, cert_source=cert.source,
+                          cert_subject=cert.subject, cert_not_after=cert.not_after,
+                          client_certificates=bool(api.client_ca_file))
+        log.info("API certificate (%s) SHA-256 %s", cert.source, cert.sha256)
+        return context
 
     async def _report_status(self) -> None:
         """Keep systemd's STATUS= line in step with the box state, at most once a second."""
@@ -265,6 +329,10 @@ class Daemon:
                 log.warning("API not serving; withholding watchdog ping")
             else:
                 self.notifier.notify(WATCHDOG=1)
+
+
+def _nofile_soft_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _prepare_socket_path(path: str) -> None:

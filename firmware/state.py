@@ -101,6 +101,41 @@ class FleetState:
 
 
 @dataclass
+class ConnectionCounters:
+    """The POS API's TCP connections (`firmware.http_limits`). Written on every connection
+    without waking watchers: read when a status is asked for."""
+
+    open: int = 0
+    peak: int = 0
+    limit: int = 0
+    per_address_limit: int = 0
+    refused_total: int = 0
+    evicted_total: int = 0
+    timed_out_total: int = 0
+    handshake_failed_total: int = 0
+    accept_errors_total: int = 0
+
+
+@dataclass
+class ApiState:
+    """How the POS API is served (CONTRACTS §3a): TLS, the certificate to pin, listeners."""
+
+    tls: bool = False
+    #: hex SHA-256 of the DER certificate (what a POS pins); None without TLS
+    cert_sha256: str | None = None
+    #: base64 SHA-256 of the certificate's public key (curl --pinnedpubkey sha256//…)
+    spki_sha256_b64: str | None = None
+    cert_source: Literal["box", "operator"] | None = None
+    cert_subject: str | None = None
+    cert_not_after: datetime | None = None
+    client_certificates: bool = False
+    listen: list[str] = field(default_factory=list)
+    #: Problems a person must fix (e.g. "plain_http_on_lan"); each also an event.
+    faults: list[str] = field(default_factory=list)
+    connections: ConnectionCounters = field(default_factory=ConnectionCounters)
+
+
+@dataclass
 class ComponentState:
     state: Literal["starting", "running", "restarting", "stopped", "failed"] = "starting"
     restarts: int = 0
@@ -123,6 +158,7 @@ class BoxState:
         self.payments = PaymentsState()
         self.leds: dict[str, LedState] = {}
         self.fleet = FleetState()
+        self.api = ApiState()
         self.components: dict[str, ComponentState] = {}
         self.events = EventBus(wall=self.wall)
         self.revision = 0

@@ -19,6 +19,22 @@ def _link(health: LinkHealth) -> dict[str, Any]:
     return doc
 
 
+def _api(state: BoxState) -> dict[str, Any]:
+    api = state.api
+    return {
+        "tls": api.tls,
+        "cert_sha256": api.cert_sha256,
+        "spki_sha256_b64": api.spki_sha256_b64,
+        "cert_source": api.cert_source,
+        "cert_subject": api.cert_subject,
+        "cert_not_after": _iso(api.cert_not_after),
+        "client_certificates": api.client_certificates,
+        "listen": list(api.listen),
+        "faults": list(api.faults),
+        "connections": asdict(api.connections),
+    }
+
+
 def status_document(state: BoxState) -> dict[str, Any]:
     """Every binding field of CONTRACTS §4; values are null/"unknown" until known."""
     now = state.wall()
@@ -60,6 +76,7 @@ def status_document(state: BoxState) -> dict[str, Any]:
             "faults": list(pay.faults),
         },
         "leds": dict(state.leds),
+        "api": _api(state),
         "fleet": {"link": state.fleet.link, "broker": state.fleet.broker,
                   "since": _iso(state.fleet.since), "last_error": state.fleet.last_error},
         "components": components,

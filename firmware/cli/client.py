@@ -1,16 +1,32 @@
-"""A small synchronous client for the daemon's API, over TCP or its unix admin socket."""
+"""A small synchronous client for the daemon's API, over TCP or its unix admin socket.
+
+Over HTTPS the client pins the box's certificate: the SHA-256 of its DER form, given as the
+address's fragment (`https://HOST:PORT#sha256=HEX`), else `$STOREBOX_API_PIN`; with a
+config, `api_address` adds the pin of the certificate in the state directory (or
+`api.tls_cert_file`). Without any pin the system's CA store verifies the server.
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from firmware.config import Config
 from firmware.errors import ApiClientError
+from firmware.tls import (
+    CERT_NAME,
+    PinMismatch,
+    cert_sha256,
+    check_pin,
+    normalise_pin,
+    pinning_client_context,
+    wants_tls,
+)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -25,6 +41,44 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+class _PinnedConnection(http.client.HTTPSConnection):
+    """HTTPS that trusts exactly one certificate: the one whose SHA-256 is `pin`."""
+
+    def __init__(self, host: str, port: int | None, timeout: float, pin: str) -> None:
+        super().__init__(host, port, timeout=timeout, context=pinning_client_context())
+        self.pin = pin
+
+    def connect(self) -> None:
+        super().connect()
+        assert isinstance(self.sock, ssl.SSLSocket)
+        try:
+            check_pin(self.sock, self.pin)
+        except PinMismatch:
+            self.sock.close()
+            raise
+
+
+def certificate_pin(config: Config) -> str | None:
+    """The SHA-256 of the API's certificate as this box keeps it, if readable here."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path = Path(config.api.tls_cert_file or Path(config.device.state_dir) / CERT_NAME)
+    try:
+        cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return cert_sha256(cert.public_bytes(Encoding.DER))
+
+
+def with_pin(address: str, pin: str | None) -> str:
+    """`address` carrying `pin` as its fragment (https:// only)."""
+    parts = urlsplit(address)
+    if parts.scheme != "https" or not pin or parts.fragment:
+        return address
+    return urlunsplit(parts._replace(fragment=f"sha256={normalise_pin(pin)}"))
+
+
 def api_address(config: Config | None, override: str | None) -> str:
     """The API's address: `--api` if given, else the admin socket, else the TCP listener."""
     if override:
@@ -36,7 +90,9 @@ def api_address(config: Config | None, override: str | None) -> str:
     host, _, port = config.api.listen.rpartition(":")
     if host in ("0.0.0.0", "", "[::]", "::"):
         host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    if not wants_tls(config.api.tls, host):
+        return f"http://{host}:{port}"
+    return with_pin(f"https://{host}:{port}", certificate_pin(config))
 
 
 def read_token(config: Config | None) -> str:
@@ -59,13 +115,14 @@ def get_json(address: str, path: str, token: str, timeout: float = 5.0,
         parts = urlsplit(address)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ApiClientError(address, "expected http://HOST:PORT or unix:/PATH")
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname, parts.port, timeout=timeout)
+        conn = _tcp_connection(address, timeout)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         conn.request(method, path, headers=headers)
         response = conn.getresponse()
         body = response.read()
+    except PinMismatch as exc:
+        raise ApiClientError(address, f"not the pinned box: {exc}") from exc
     except (OSError, http.client.HTTPException) as exc:
         raise ApiClientError(address, str(exc) or type(exc).__name__) from exc
     finally:
@@ -79,3 +136,22 @@ def get_json(address: str, path: str, token: str, timeout: float = 5.0,
     except ValueError as exc:
         raise ApiClientError(address, f"answer to {path} is not JSON") from exc
     return data
+
+
+def _tcp_connection(address: str, timeout: float) -> http.client.HTTPConnection:
+    """http://, or https:// pinned by the fragment or $STOREBOX_API_PIN (else CA-verified)."""
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApiClientError(address, "expected http(s)://HOST:PORT or unix:/PATH")
+    if parts.scheme == "http":
+        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    from os import environ
+
+    pin = parts.fragment.removeprefix("sha256=") or environ.get("STOREBOX_API_PIN", "")
+    if not pin:
+        return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        pin = normalise_pin(pin)
+    except ValueError as exc:
+        raise ApiClientError(address, str(exc)) from exc
+    return _PinnedConnection(parts.hostname, parts.port, timeout, pin)

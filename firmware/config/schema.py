@@ -311,6 +311,41 @@ class ApiConfig:
     admin_socket: str = doc(
         "Unix socket serving the same API for `storebox status` on the box (also across "
         "network namespaces); \"\" disables it.", "/run/storebox/api.sock")
+    tls: Literal["auto", "on", "off"] = doc(
+        "HTTPS for the POS API. \"auto\": HTTPS on every listen address but loopback (plain "
+        "HTTP on 127.0.0.1/::1 only); \"on\": HTTPS on loopback too; \"off\": plain HTTP, "
+        "refused beyond loopback unless allow_plain_http = true. The certificate is "
+        "tls_cert_file/tls_key_file, else the box's own (ECDSA P-256, subject device.id, made "
+        "at first start in device.state_dir); `storebox status` shows its SHA-256 to pin.",
+        "auto")
+    tls_cert_file: str = doc(
+        "The operator's server certificate (PEM, leaf first, chain after) instead of the box's "
+        "own; needs tls_key_file. \"\" uses the box's own.", "")
+    tls_key_file: str = doc("The private key of tls_cert_file (PEM, 0600).", "")
+    client_ca_file: str = doc(
+        "Mutual TLS: PEM CA certificate(s) that sign the terminals' client certificates; a "
+        "connection without a certificate it signs is refused in the handshake. \"\": no "
+        "client certificates (the bearer token alone).", "")
+    allow_plain_http: bool = doc(
+        "Let tls = \"off\" serve plain HTTP beyond loopback (card data and tokens in clear on "
+        "the shop LAN). Shown as the api fault plain_http_on_lan.", False)
+    request_timeout_s: float = doc(
+        "A request must arrive whole (headers and body) within this many seconds of its first "
+        "byte (of the connection, for a new one); a slower client is disconnected.", 20.0,
+        positive)
+    keepalive_timeout_s: float = doc(
+        "An idle kept-alive connection is closed after this many seconds without a request.",
+        30.0, positive)
+    tls_handshake_timeout_s: float = doc(
+        "A TLS handshake must finish within this many seconds.", 10.0, positive)
+    max_connections: int = doc(
+        "Connections open at once, all clients together; lowered at start to stay well below "
+        "the process's open-file limit (RLIMIT_NOFILE). At the cap the oldest quiet connection "
+        "of the busiest address is closed for a new one.", 256, positive)
+    max_connections_per_address: int = doc(
+        "Connections open at once from one client address (IPv6: one /64). A new one beyond "
+        "it replaces that address's oldest quiet connection, or is refused.", 32, positive)
+
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from payments_cache.sealing import SealOpener
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
 
-API = "http://127.0.0.1:18470"
+#: The tests' daemon speaks HTTPS on loopback (`write_config(tls="on")`); every client
+#: pins its certificate (`pinned_session`).
+API = "https://127.0.0.1:18470"
 _keys = itertools.count(1)
 
 VISA = "4111111111111111"
@@ -75,6 +77,13 @@ class Box:
         return (await self.get("/v1/status")).body
 
 
+def pinned_session(pin: str, **kwargs: Any) -> aiohttp.ClientSession:
+    """An aiohttp session that trusts exactly the certificate whose SHA-256 is `pin` (hex),
+    as a POS pins its box."""
+    connector = aiohttp.TCPConnector(ssl=aiohttp.Fingerprint(bytes.fromhex(pin)))
+    return aiohttp.ClientSession(connector=connector, **kwargs)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0,
                      what: str = "condition") -> None:
     """Re-check `check` until it holds; fail after `timeout`. For state owned by another
@@ -106,7 +115,8 @@ async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
                                                    payments=payments))
         try:
             await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
-            async with aiohttp.ClientSession() as session:
+            pin = await asyncio.to_thread(lambda: daemon.pin)
+            async with pinned_session(pin) as session:
                 yield Box(daemon, sim, session, seal=seal)
         finally:
             code = await asyncio.to_thread(daemon.stop)

@@ -21,8 +21,10 @@ def write_config(tmp: Path, extra: str = "", port: int = 18470,
                  gateway_url: str = "http://127.0.0.1:9", payments: str = "",
                  lte: str = 'simulator = "SKT"',
                  routing: str = 'backend = "none"\nfailover = false',
-                 wired: str = 'carrier = "KT"') -> Path:
-    """A config for tests; `payments` adds keys to [payments], `extra` adds tables."""
+                 wired: str = 'carrier = "KT"', tls: str = "on") -> Path:
+    """A config for tests; `payments` adds keys to [payments], `extra` adds keys to [api]
+    and tables. `tls = "on"`: the API speaks HTTPS on 127.0.0.1 too, as on a LAN (the
+    clients pin the box's certificate: `DaemonProcess.pin`)."""
     (tmp / "state").mkdir(exist_ok=True)
     tokens = write_secret(tmp / "pos-tokens", f"# POS tokens\n{TOKEN}")
     merchant_key = write_secret(tmp / "merchant-key", MERCHANT_KEY)
@@ -51,6 +53,7 @@ lost_attempt_lifetime_s = 1.0  # the tests' gateways are local: no proxy holds a
 listen = "127.0.0.1:{port}"
 tokens_file = "{tokens}"
 admin_socket = "{tmp / 'api.sock'}"
+tls = "{tls}"
 {extra}""")
     return config
 
@@ -91,6 +94,18 @@ class DaemonProcess:
 
     def get(self, path: str, token: str = TOKEN) -> dict[str, Any]:
         return get_json(self.socket_address, path, token)
+
+    def api_status(self) -> dict[str, Any]:
+        """The status's api section, over the admin socket (plain, local)."""
+        api: dict[str, Any] = self.get("/v1/status")["api"]
+        return api
+
+    @property
+    def pin(self) -> str:
+        """The SHA-256 of the box's certificate, as its status shows it to pin."""
+        pin = self.api_status()["cert_sha256"]
+        assert pin, "the API serves no TLS"
+        return str(pin)
 
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
