@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -96,13 +97,19 @@ def api_address(config: Config | None, override: str | None) -> str:
 
 
 def read_token(config: Config | None) -> str:
-    if config is None:
-        return ""
+    """The token the CLI presents: `$STOREBOX_TOKEN`, else the first plain token of a
+    tokens file in the old form, else none. A file of hashes (`storebox token`) holds no
+    token to present; on the box the CLI goes over the admin socket, which needs none
+    (its file permissions make the caller admin)."""
+    from_env = os.environ.get("STOREBOX_TOKEN", "").strip()
+    if from_env or config is None:
+        return from_env
     try:
         lines = Path(config.api.tokens_file).read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return ""
-    return next((t.strip() for t in lines if t.strip() and not t.startswith("#")), "")
+    return next((t.strip() for t in lines
+                 if t.strip() and not t.lstrip().startswith("#") and len(t.split()) == 1), "")
 
 
 def get_json(address: str, path: str, token: str, timeout: float = 5.0,
@@ -128,7 +135,14 @@ def get_json(address: str, path: str, token: str, timeout: float = 5.0,
     finally:
         conn.close()
     if response.status == 401:
-        raise ApiClientError(address, "401 unauthorized: no valid token (check api.tokens_file)")
+        raise ApiClientError(address, "401 unauthorized: no valid token (set STOREBOX_TOKEN, "
+                                      "or use the admin socket on the box)")
+    if response.status == 403:
+        raise ApiClientError(address, f"403 forbidden: the token lacks the scope {path} needs "
+                                      "(`storebox token list` shows each token's scopes)")
+    if response.status == 429:
+        raise ApiClientError(address, "429: too many failed authentications from this "
+                                      f"address; retry after {response.getheader('Retry-After')} s")
     if response.status not in (200, 202):
         raise ApiClientError(address, f"HTTP {response.status} for {path}")
     try:

@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 
 from firmware.config.schema import Config
+from firmware.tokens import daemon_uid, tokens_file_problems
 from payments_cache.errors import SealKeyError
 from payments_cache.sealing import SealKey
 
@@ -35,7 +36,9 @@ def file_problems(config: Config) -> list[tuple[str, str]]:
     if p.key_provider == "pkcs11":
         add("payments.pkcs11_module", _readable(p.pkcs11_module, "the PKCS#11 module"))
         add("payments.pkcs11_pin_file", _pin_file(p.pkcs11_pin_file))
-    add("api.tokens_file", _readable(config.api.tokens_file, "the POS tokens file"))
+    for message in tokens_file_problems(config.api.tokens_file,
+                                        daemon_uid(config.device.state_dir)):
+        add("api.tokens_file", message)  # as the daemon would refuse it (firmware.tokens)
     return problems
 
 

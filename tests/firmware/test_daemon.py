@@ -65,9 +65,9 @@ def test_healthz_needs_no_token(daemon: DaemonProcess) -> None:
 
 @pytest.mark.parametrize("token", ["", "wrong-token", TOKEN + "x", TOKEN[:-1]])
 def test_401_without_or_with_a_wrong_token(daemon: DaemonProcess, token: str) -> None:
-    for path in ("/v1/status", "/metrics"):
+    for path in ("/v1/status", "/metrics"):  # over TCP: the admin socket needs no token
         with pytest.raises(ApiClientError, match="401 unauthorized"):
-            get_json(daemon.socket_address, path, token)
+            daemon.get_tcp(path, token)
     if token:
         assert token not in daemon.log()
 
@@ -131,14 +131,14 @@ def test_sighup_reloads_tokens(daemon: DaemonProcess) -> None:
     deadline = time.monotonic() + 5
     while True:
         try:
-            doc = daemon.get("/v1/status", token="rotated-token-123")
+            doc = daemon.get_tcp("/v1/status", token="rotated-token-123")
             break
         except ApiClientError:
             assert time.monotonic() < deadline, daemon.log()
             daemon.notify.wait_for("WATCHDOG", "1")
     assert any(e["kind"] == "config_reloaded" for e in doc["recent_events"])
     with pytest.raises(ApiClientError, match="401"):
-        daemon.get("/v1/status")
+        daemon.get_tcp("/v1/status")
 
 
 def test_sighup_with_a_broken_config_keeps_running(daemon: DaemonProcess) -> None:

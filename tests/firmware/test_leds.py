@@ -284,7 +284,7 @@ def context_for(text: str, tmp_path: Path) -> BoxContext:
     config = load_config_text(text)
     state = BoxState(config.device.id, "1.2.3", wall=lambda: T0)
     tokens_file = tmp_path / "tokens"
-    tokens_file.write_text("secret-token\n")
+    tokens_file.write_text("secret-token-0123456789\n")
     tokens_file.chmod(0o600)
     tokens = TokenStore(str(tokens_file))
     return BoxContext(config, state, tokens, build_app(state, tokens, registry_for(state)))
@@ -334,7 +334,7 @@ async def test_v1_status_shows_the_four_leds(tmp_path: Path) -> None:
         try:
             await until(state, lambda: bool(state.leds))
             response = await client.get("/v1/status",
-                                        headers={"Authorization": "Bearer secret-token"})
+                                        headers={"Authorization": "Bearer secret-token-0123456789"})
             assert response.status == 200
             doc = await response.json()
         finally:

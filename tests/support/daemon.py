@@ -11,10 +11,19 @@ from typing import Any
 
 from firmware.cli.client import get_json
 from firmware.drill.box import NotifySocket, write_secret
+from firmware.tokens import digest_of
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
+#: The scopes TOKEN has: all of them, so that tests not about scopes may do anything.
+TOKEN_SCOPES = "pos,read,admin"
 MERCHANT_KEY = "merchant-key-for-tests"
+
+
+def write_tokens(path: Path, tokens: list[tuple[str, str, str]]) -> Path:
+    """A tokens file in the hashed form (`firmware.tokens`): (name, scopes, token) each."""
+    return write_secret(path, "# POS tokens\n" + "\n".join(
+        f"{name} {scopes} {digest_of(token).hex()}" for name, scopes, token in tokens))
 
 
 def write_config(tmp: Path, extra: str = "", port: int = 18470,
@@ -26,7 +35,7 @@ def write_config(tmp: Path, extra: str = "", port: int = 18470,
     and tables. `tls = "on"`: the API speaks HTTPS on 127.0.0.1 too, as on a LAN (the
     clients pin the box's certificate: `DaemonProcess.pin`)."""
     (tmp / "state").mkdir(exist_ok=True)
-    tokens = write_secret(tmp / "pos-tokens", f"# POS tokens\n{TOKEN}")
+    tokens = write_tokens(tmp / "pos-tokens", [("tests", TOKEN_SCOPES, TOKEN)])
     merchant_key = write_secret(tmp / "merchant-key", MERCHANT_KEY)
     config = tmp / "storebox.toml"
     config.write_text(f"""\
@@ -93,7 +102,22 @@ class DaemonProcess:
         return f"unix:{self.config.parent / 'api.sock'}"
 
     def get(self, path: str, token: str = TOKEN) -> dict[str, Any]:
+        """Over the admin socket, where the caller is admin whatever `token` says."""
         return get_json(self.socket_address, path, token)
+
+    @property
+    def tcp_address(self) -> str:
+        api = self.api_status()  # https:// pinned to the box's certificate, or http://
+        url = str(api["listen"][0])
+        return f"{url}#sha256={api['cert_sha256']}" if api["tls"] else url
+
+    def get_tcp(self, path: str, token: str = TOKEN, method: str = "GET",
+                timeout: float = 5.0) -> dict[str, Any]:
+        """Over TCP from inside the daemon's namespace, where the token decides."""
+        from tests.support.netns import inside
+
+        with inside(self.netns):
+            return get_json(self.tcp_address, path, token, timeout=timeout, method=method)
 
     def api_status(self) -> dict[str, Any]:
         """The status's api section, over the admin socket (plain, local)."""
