@@ -74,6 +74,40 @@ retransmission, masqueraded to the wired address, is answered with a reset.
 The engine's flush of the uplink left (at once when it died, after a grace period
 when it is healthy) ends the stickiness: the flow's next packet makes a new, unmarked
 entry that follows the main table.
+
+The box itself (CONTRACTS 3a)
+-----------------------------
+`chain input` (hook input, priority filter) is the box's own firewall, in the same table
+and so replaced and removed with the rest, atomically::
+
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iif "lo" accept
+        ct state established,related accept       # replies: probes, DNS, gateway, MQTT
+        iifname { "lan0" } accept                 # the POS API and the admin services
+        iifname { "wan0", "wwan0" } udp sport 67 udp dport 68 accept          # DHCP
+        iifname { "wan0", "wwan0" } ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
+        iifname { "wan0", "wwan0" } ip6 hoplimit 255 icmpv6 type \
+            { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept
+        iifname { "wan0", "wwan0" } icmpv6 type packet-too-big accept
+        iifname { "wan0", "wwan0" } icmp type destination-unreachable \
+            icmp code frag-needed accept
+        tcp dport { 8470 } counter name "api_refused" drop    # the API, anywhere else
+        iifname { "wan0", "wwan0" } counter name "uplink_dropped" drop
+    }
+
+- Loopback and the LAN interfaces reach everything the box serves (the API on
+  `api.listen`, a technician's ssh); nothing else reaches the API port (`api_refused`).
+- The uplinks (wired, LTE: the carrier's side of the modem included) take only what
+  the box asked for: replies to its own connections (TCP, UDP and ICMP echo of the
+  probes -- conntrack follows ping and raw ICMP sockets too -- and ICMP errors about
+  them, `related`), DHCP/DHCPv6 client replies and IPv6 neighbour discovery; the rest
+  is dropped silently and counted (`uplink_dropped`): no port on the box answers the
+  internet, not even ping. A probe reply that arrives just after the engine flushed
+  that uplink's conntrack entries is dropped like any unsolicited packet; the probe
+  retransmits or fails that round.
+- Other interfaces (neither LAN nor uplink) keep everything but the API port.
+The table stays when the daemon stops (so does this protection); `remove()` deletes it.
 """
 
 from __future__ import annotations
@@ -124,6 +158,12 @@ def parse_allowlist(entries: Iterable[str]) -> tuple[list[IPv4Network], list[IPv
     return list(collapse_addresses(v4)), list(collapse_addresses(v6))
 
 
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise NftConfigError("api_ports", value, "must be a TCP port from 1 to 65535")
+    return value
+
+
 def _set(names: Iterable[str]) -> str:
     return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
 
@@ -134,7 +174,8 @@ class LanForwarding:
     def __init__(self, *, lan_interfaces: Sequence[str],
                  uplinks: Iterable[Uplink] | Mapping[UplinkName, str],
                  lte_allowlist: Iterable[str] | None = None, netns: str | None = None,
-                 nft: str = "nft", timeout: float = 10.0) -> None:
+                 nft: str = "nft", timeout: float = 10.0,
+                 api_ports: Iterable[int] = (), firewall: bool = True) -> None:
         if isinstance(lan_interfaces, str):
             raise NftConfigError("lan_interfaces", lan_interfaces, "must be a list of names")
         self.lan = [_interface("lan_interfaces", name) for name in lan_interfaces]
@@ -156,6 +197,8 @@ class LanForwarding:
         self.lte_allowlist: tuple[list[IPv4Network], list[IPv6Network]] | None = None
         if lte_allowlist is not None:
             self.lte_allowlist = parse_allowlist(lte_allowlist)
+        self.api_ports = sorted({_port(p) for p in api_ports})
+        self.firewall = firewall
         self.netns = netns
         self.nft = nft
         self.timeout = timeout
@@ -189,6 +232,8 @@ class LanForwarding:
             "\tcounter lte_blocked { }",
             "\tcounter standby_blocked { }",
             "\tcounter inbound_dropped { }",
+            *(["\tcounter uplink_dropped { }", "\tcounter api_refused { }"]
+              if self.firewall else []),
             "\tchain prerouting {",
             "\t\ttype filter hook prerouting priority mangle; policy accept;",
         ]
@@ -237,8 +282,36 @@ class LanForwarding:
             lines.append(f'\t\tiifname {lan} oifname "{self.uplinks[uplink]}" '
                          f"ct mark set ct mark and {keep:#010x} or {FLOW_MARKS[uplink]:#x} "
                          "masquerade")
-        lines += ["\t}", "}", ""]
+        lines.append("\t}")
+        if self.firewall:
+            lines += self._input_chain(lan, wans)
+        lines += ["}", ""]
         return "\n".join(lines)
+
+    def _input_chain(self, lan: str, wans: str) -> list[str]:
+        """The box's own firewall (CONTRACTS 3a): see "The box itself" in the module doc."""
+        lines = [
+            "\tchain input {",
+            "\t\ttype filter hook input priority filter; policy accept;",
+            '\t\tiif "lo" accept',
+            "\t\tct state established,related accept",
+            f"\t\tiifname {lan} accept",
+            # DHCP client replies (a renewal's unicast answer, or one to a broadcast)
+            f"\t\tiifname {wans} udp sport 67 udp dport 68 accept",
+            f"\t\tiifname {wans} ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept",
+            # IPv6 needs neighbour discovery and router advertisements (link-local only)
+            f"\t\tiifname {wans} ip6 hoplimit 255 icmpv6 type "
+            "{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept",
+            # path MTU discovery may not be able to name its connection after a flush
+            f"\t\tiifname {wans} icmpv6 type packet-too-big accept",
+            f"\t\tiifname {wans} icmp type destination-unreachable icmp code frag-needed "
+            "accept",
+        ]
+        if self.api_ports:
+            ports = "{ " + ", ".join(str(p) for p in self.api_ports) + " }"
+            lines.append(f'\t\ttcp dport {ports} counter name "api_refused" drop')
+        lines += [f'\t\tiifname {wans} counter name "uplink_dropped" drop', "\t}"]
+        return lines
 
     async def apply(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> None:
         """Make `active` the LAN's uplink, atomically. None: the LAN is cut off.

@@ -133,6 +133,13 @@ def _remover(sticky: StickyRoutes) -> Callable[[], Awaitable[None]]:
     return remove
 
 
+def api_ports(config: Config) -> list[int]:
+    """The TCP ports the POS API listens on (`api.listen`, HOST:PORT)."""
+    listen = config.api.listen
+    values = listen if isinstance(listen, list) else [listen]
+    return [int(str(v).rpartition(":")[2]) for v in values]
+
+
 async def build_failover(context: BoxContext) -> FailoverComponent | None:
     config = context.config
     if not config.routing.failover:
@@ -147,8 +154,10 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
     selector = SelectorConfig(failback_stable_s=config.routing.failback_after_s)
     routes = route_controller(config, uplinks)
     context.closers.append(routes.close)
+    # the table also holds the box's own firewall: the API only from the LAN (3a)
     forwarding = LanForwarding(lan_interfaces=config.routing.lan_interfaces, uplinks=uplinks,
-                               lte_allowlist=config.routing.lte_allowlist or None) \
+                               lte_allowlist=config.routing.lte_allowlist or None,
+                               api_ports=api_ports(config)) \
         if config.routing.lan_interfaces else None
     conntrack = ConntrackFlusher() if config.routing.backend != "none" else None
     # LAN flows keep the uplink they started on until flushed (failover.sticky)
