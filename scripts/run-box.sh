@@ -18,6 +18,7 @@ sed -e "s#^state_dir = .*#state_dir = \"$run/state\"#" \
     -e "s#^backend = .*#backend = \"none\"#" \
     -e "s#^simulator = .*#simulator = \"SKT\"#" \
     -e "s#^gateway_url = .*#gateway_url = \"http://127.0.0.1:8443\"#" \
+    -e "s#^allow_insecure_gateway = .*#allow_insecure_gateway = true#" \
     firmware/data/example.toml > "$run/storebox.toml"
 .venv/bin/storebox config check --config "$run/storebox.toml"
 

@@ -71,6 +71,23 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
     if fleet.ca_file and not fleet.mqtt_url.startswith("mqtts://"):
         problems.append(("fleet.ca_file", f"needs an mqtts:// fleet.mqtt_url, got "
                                           f"{fleet.mqtt_url!r}"))
+    payments = config.payments
+    if payments.gateway_url.startswith("http://") and not payments.allow_insecure_gateway:
+        problems.append(("payments.gateway_url",
+                         "must be https:// (card numbers cross it); a plain http:// gateway "
+                         "only with payments.allow_insecure_gateway = true (drills and tests), "
+                         f"got {payments.gateway_url!r}"))
+    if payments.currency in payments.currency_limits:
+        problems.append(("payments.currency_limits",
+                         f"{payments.currency} is the box's currency (payments.currency): "
+                         "its caps are offline_max_amount, offline_max_total and "
+                         "velocity_max_amount"))
+    # credentials are sent only with a user name (a password alone is refused above)
+    if fleet.mqtt_url.startswith("mqtt://") and fleet.username and not fleet.allow_insecure:
+        problems.append(("fleet.mqtt_url",
+                         "sends fleet.username and the password in clear text: use mqtts://, "
+                         "or set fleet.allow_insecure = true (tests and labs only), got "
+                         f"{fleet.mqtt_url!r}"))
     if config.payments.key_provider == "file" and config.device.environment == "production":
         problems.append(("payments.key_provider",
                          "\"file\" keeps the key-encryption key on the box's own disk: "
@@ -186,12 +203,14 @@ def _type_error(value: Any, hint: Any) -> str | None:
         return None
     if origin is dict:
         _, item = typing.get_args(hint)
+        what = _TYPE_NAMES.get(item, "a table")  # a table of tables: its own check says
         if not isinstance(value, dict):
-            return f"must be a table whose values are each {_TYPE_NAMES[item]}, got {value!r}"
+            return f"must be a table whose values are each {what}, got {value!r}"
         for name, element in value.items():
-            if _type_error(element, item):
-                return (f"must be a table whose values are each {_TYPE_NAMES[item]}, "
-                        f"got {name} = {element!r}")
+            problem = _type_error(element, item)
+            if problem:
+                return (f"must be a table whose values are each {what}, got {name} = "
+                        f"{element!r}" + (f" ({problem})" if item not in _TYPE_NAMES else ""))
         return None
     if origin in (typing.Union, types.UnionType):
         return None if any(_type_error(value, a) is None for a in typing.get_args(hint)) else (

@@ -141,6 +141,38 @@ def led_pin_table(value: dict[str, str]) -> str | None:
     return None
 
 
+def currency_code(value: str) -> str | None:
+    from payments_cache.currency import MINOR_UNITS
+
+    if value in MINOR_UNITS:
+        return None
+    return f"must be an active ISO 4217 currency code such as \"KRW\", got {value!r}"
+
+
+#: The caps a `payments.currency_limits.<CODE>` table may set (minor units of CODE).
+CURRENCY_LIMIT_KEYS: tuple[str, ...] = ("offline_max_amount", "offline_max_total",
+                                        "velocity_max_amount")
+#: Those a `payments.currency_limits.<CODE>` table must set.
+CURRENCY_LIMIT_REQUIRED: tuple[str, ...] = ("offline_max_amount", "offline_max_total")
+
+
+def currency_limit_tables(value: dict[str, dict[str, int]]) -> str | None:
+    for code, table in value.items():
+        problem = currency_code(code)
+        if problem:
+            return f"[payments.currency_limits.{code}]: the table name {problem}"
+        for key, amount in table.items():
+            if key not in CURRENCY_LIMIT_KEYS:
+                return (f"[payments.currency_limits.{code}]: unknown key {key!r}; the keys "
+                        f"are {', '.join(CURRENCY_LIMIT_KEYS)}")
+            if amount < 0:
+                return f"[payments.currency_limits.{code}]: {key} must be 0 or more, got {amount}"
+        missing = [k for k in CURRENCY_LIMIT_REQUIRED if k not in table]
+        if missing:
+            return f"[payments.currency_limits.{code}]: {' and '.join(missing)} must be set"
+    return None
+
+
 def bins(value: list[str]) -> str | None:
     for item in value:
         lo, _, hi = item.partition("-")
@@ -249,7 +281,11 @@ class ProbesConfig:
 class PaymentsConfig:
     """Online authorization and offline stand-in."""
 
-    gateway_url: str = doc("Base URL of the payment gateway (CONTRACTS §5).", check=http_url)
+    gateway_url: str = doc("Base URL of the payment gateway (CONTRACTS §5); https:// "
+                           "unless allow_insecure_gateway.", check=http_url)
+    allow_insecure_gateway: bool = doc(
+        "Allow a plain http:// gateway_url (card data in clear text): for drills and tests "
+        "with the gateway simulator only.", False)
     merchant_id: str = doc("Merchant id sent with every authorization.", "merchant-0001")
     merchant_key_file: str = doc("File holding the gateway bearer key (0600).",
                                  "/etc/storebox/merchant-key")
@@ -283,8 +319,22 @@ class PaymentsConfig:
     retention_days: int = doc(
         "Settled payments (online, declined, forwarded) are deleted this long after they "
         "were taken; their totals per day stay for reconciliation.", 90, positive)
-    offline_max_amount: int = doc("Largest offline payment, minor units.", 50000, positive)
-    offline_max_total: int = doc("All queued payments together, minor units.", 2000000, positive)
+    currency: str = doc(
+        "The box's currency (ISO 4217): the offline amount caps (offline_max_amount, "
+        "offline_max_total, velocity_max_amount) are minor units of it; a payment in "
+        "another currency is declined offline (currency_not_allowed_offline) unless "
+        "currency_limits gives that currency caps of its own. Online payments in any "
+        "currency go to the gateway as before.", "KRW", currency_code)
+    currency_limits: dict[str, dict[str, int]] = doc(
+        "Offline caps of other currencies, one table each, in minor units of that "
+        "currency: [payments.currency_limits.USD] offline_max_amount = 10000, "
+        "offline_max_total = 300000 (both required), velocity_max_amount (default twice "
+        "offline_max_amount). The counts, the age rule and blocked_bins stay box-wide.",
+        {}, currency_limit_tables)
+    offline_max_amount: int = doc("Largest offline payment, minor units of `currency`.",
+                                  50000, positive)
+    offline_max_total: int = doc("All queued payments in `currency` together, minor units.",
+                                 2000000, positive)
     offline_max_count: int = doc("Most payments queued at once.", 500, positive)
     online_deadline_s: float = doc("Overall deadline of an online attempt.", 3.0, positive)
     lost_attempt_lifetime_s: float = doc(
@@ -347,7 +397,6 @@ class ApiConfig:
         "it replaces that address's oldest quiet connection, or is refused.", 32, positive)
 
 
-
 @dataclass(frozen=True)
 class FleetConfig:
     """Remote fleet management over MQTT."""
@@ -360,6 +409,9 @@ class FleetConfig:
     username: str = doc("MQTT user name; \"\" connects without credentials.", "")
     password_file: str = doc("File holding the MQTT password (0600; never logged); \"\" for "
                              "none.", "")
+    allow_insecure: bool = doc(
+        "Allow credentials (username/password_file) over a plain mqtt:// mqtt_url, where "
+        "the password crosses the network in clear text: for tests and labs only.", False)
     command_key_file: str = doc(
         "The fleet operator's Ed25519 public key (PEM, OpenSSH, or base64 of the raw 32 "
         "bytes). Commands that change behaviour must be signed with its private key (README "

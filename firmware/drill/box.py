@@ -94,6 +94,7 @@ targets = ["http://{GATEWAY_IP}:{GATEWAY_PORT}/health", "tcp:{OTHER_IP}:{PORT}",
 
 [payments]
 gateway_url = "http://{GATEWAY_IP}:{GATEWAY_PORT}"
+allow_insecure_gateway = true  # the simulator speaks plain HTTP
 merchant_key_file = "{key_file}"
 {seal}
 [api]

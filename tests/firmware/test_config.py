@@ -180,10 +180,12 @@ def test_dotted_keys_are_located() -> None:
     text = 'lte.apm = "x"\n' + MINIMAL + 'lte.apn = "y"\n'
     assert problems(text) == [
         "box.toml:1: lte.apm: unknown key 'apm'; did you mean 'apn'?",
-        "box.toml:7: payments.lte: unknown key 'lte'; known keys: gateway_url, merchant_id, "
+        "box.toml:7: payments.lte: unknown key 'lte'; known keys: gateway_url, "
+        "allow_insecure_gateway, merchant_id, "
         "merchant_key_file, seal_key_file, key_provider, kek_file, pkcs11_module, "
         "pkcs11_token_label, pkcs11_pin_file, pkcs11_key_label, systemd_credential, "
-        "key_cryptoperiod_days, retention_days, offline_max_amount, offline_max_total, "
+        "key_cryptoperiod_days, retention_days, currency, currency_limits, offline_max_amount, "
+        "offline_max_total, "
         "offline_max_count, online_deadline_s, lost_attempt_lifetime_s, offline_max_age_s, "
         "velocity_window_s, velocity_max_count, velocity_max_amount, blocked_bins, "
         "forward_concurrency",

@@ -219,3 +219,16 @@ def test_fleet_keys_are_checked() -> None:
         "fleet.keepalive_s: must be from 5 to 65535 seconds, got 2"]
     assert fleet_problems("event_buffer = 0\n") == [
         "fleet.event_buffer: must be greater than 0, got 0"]
+
+
+def test_credentials_over_plain_mqtt_need_allow_insecure() -> None:
+    creds = 'username = "store-0001"\npassword_file = "/etc/pw"\n'
+    assert fleet_problems('mqtt_url = "mqtt://fleet.example"\n' + creds) == [
+        "fleet.mqtt_url: sends fleet.username and the password in clear text: use mqtts://, "
+        "or set fleet.allow_insecure = true (tests and labs only), got 'mqtt://fleet.example'"]
+    assert fleet_problems('mqtt_url = "mqtt://b"\nusername = "u"\n')[0].startswith(
+        "fleet.mqtt_url: sends fleet.username")
+    for fine in ('mqtt_url = "mqtts://fleet.example"\n' + creds,
+                 'mqtt_url = "mqtt://fleet.example"\n' + creds + "allow_insecure = true\n",
+                 'mqtt_url = "mqtt://fleet.example"\n'):  # no credentials: nothing to leak
+        assert load_config_text(BASE + fine).fleet.mqtt_url.startswith("mqtt")

@@ -489,6 +489,7 @@ id = "store-test"
 state_dir = "{state_dir}"
 [payments]
 gateway_url = "http://127.0.0.1:9"
+allow_insecure_gateway = true
 merchant_key_file = "{tmp_path / 'no-merchant-key'}"
 velocity_window_s = 3600
 retention_days = 2

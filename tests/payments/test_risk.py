@@ -15,6 +15,7 @@ from payments_cache.models import Card, PaymentRequest
 from payments_cache.risk import (
     REASONS,
     CardVelocity,
+    CurrencyLimits,
     QueueSnapshot,
     RiskDecision,
     RiskLimits,
@@ -125,7 +126,10 @@ def test_first_failing_rule_wins_in_documented_order() -> None:
     limits = dataclasses.replace(LIMITS, blocked_bins=("6011",))
     queue = QueueSnapshot(count=50, total_amount=50_000, oldest_age_s=99_999.0)
     velocity = CardVelocity(count=9, amount=99_999)
-    assert failing_rules(everything_wrong, limits, queue, velocity, TODAY) == list(REASONS)
+    assert failing_rules(dataclasses.replace(everything_wrong, currency="USD"), limits, queue,
+                         velocity, TODAY) == list(REASONS)
+    assert failing_rules(everything_wrong, limits, queue, velocity, TODAY) == [
+        r for r in REASONS if r != "currency_not_allowed_offline"]
     assert decide(everything_wrong, limits, queue, velocity).reason == "invalid_pan"
     # Fix the rules one by one, front to back: the next one becomes the reason.
     fixed_pan = req(amount=10_000, pan=_valid("6011"), exp_month=1, exp_year=2020)
@@ -134,6 +138,8 @@ def test_first_failing_rule_wins_in_documented_order() -> None:
         fixed_pan.card, exp_year=2030))
     assert decide(fixed_exp, limits, queue, velocity).reason == "blocked_bin"
     unblocked = dataclasses.replace(limits, blocked_bins=())
+    assert decide(dataclasses.replace(fixed_exp, currency="JPY"), unblocked, queue,
+                  velocity).reason == "currency_not_allowed_offline"
     assert decide(fixed_exp, unblocked, queue, velocity).reason == "amount_over_limit"
     small = dataclasses.replace(fixed_exp, amount=100)
     assert decide(small, unblocked, queue, velocity).reason == "queue_too_old"
@@ -207,7 +213,7 @@ def pans(draw: st.DrawFn) -> str:
 def scenarios(draw: st.DrawFn) -> tuple[PaymentRequest, RiskLimits, QueueSnapshot,
                                         CardVelocity, date]:
     request = PaymentRequest(
-        amount=draw(st.integers(1, 60)), currency="KRW",
+        amount=draw(st.integers(1, 60)), currency=draw(st.sampled_from(["KRW", "KRW", "USD"])),
         card=Card(pan=draw(pans()), exp_month=draw(st.integers(1, 12)),
                   exp_year=draw(st.integers(2024, 2028))))
     bins = draw(st.lists(st.sampled_from(["4", "52005", "520000-520099", "6011", "35-36",
@@ -218,9 +224,15 @@ def scenarios(draw: st.DrawFn) -> tuple[PaymentRequest, RiskLimits, QueueSnapsho
                         velocity_window_s=draw(st.floats(0, 100)),
                         velocity_max_count=draw(st.integers(0, 5)),
                         velocity_max_amount=draw(st.integers(0, 120)),
-                        blocked_bins=tuple(bins))
-    queue = QueueSnapshot(count=draw(st.integers(0, 8)), total_amount=draw(st.integers(0, 200)),
-                          oldest_age_s=draw(st.none() | st.floats(0, 100)))
+                        blocked_bins=tuple(bins),
+                        other_currencies=draw(st.sampled_from([(), (
+                            ("USD", CurrencyLimits(draw(small), draw(st.integers(0, 200)),
+                                                   draw(st.integers(0, 120)))),)])))
+    krw, usd = draw(st.integers(0, 200)), draw(st.integers(0, 200))
+    queue = QueueSnapshot(count=draw(st.integers(0, 8)), total_amount=krw + usd,
+                          oldest_age_s=draw(st.none() | st.floats(0, 100)),
+                          amount_by_currency=draw(st.sampled_from(
+                              [None, {"KRW": krw, "USD": usd}, {"KRW": krw}])))
     velocity = CardVelocity(count=draw(st.integers(0, 5)), amount=draw(st.integers(0, 120)))
     today = draw(st.dates(date(2024, 1, 1), date(2029, 12, 31)))
     return request, limits, queue, velocity, today
@@ -240,17 +252,24 @@ def oracle(request: PaymentRequest, limits: RiskLimits, queue: QueueSnapshot,
         return (low <= pan[:len(low)] and pan[:len(high)] <= high
                 and len(pan) >= max(len(low), len(high)))
 
+    caps = {limits.currency: (limits.max_amount, limits.max_total, limits.velocity_max_amount)}
+    caps.update((code, (c.max_amount, c.max_total, c.velocity_max_amount))
+                for code, c in limits.other_currencies)
+    max_amount, max_total, velocity_max_amount = caps.get(request.currency, (0, 0, 0))
+    queued = (queue.total_amount if queue.amount_by_currency is None
+              else queue.amount_by_currency.get(request.currency, 0))
     return {
         "invalid_pan": pan.isdigit() and 12 <= len(pan) <= 19
         and luhn_check_digit(body) == check,
         "card_expired": today <= last_day,
         "blocked_bin": not any(under(e) for e in limits.blocked_bins),
-        "amount_over_limit": request.amount <= limits.max_amount,
+        "currency_not_allowed_offline": request.currency in caps,
+        "amount_over_limit": request.amount <= max_amount,
         "queue_too_old": queue.oldest_age_s is None or queue.oldest_age_s <= limits.max_age_s,
         "queue_count_over_limit": queue.count + 1 <= limits.max_count,
-        "queue_total_over_limit": queue.total_amount + request.amount <= limits.max_total,
+        "queue_total_over_limit": queued + request.amount <= max_total,
         "card_velocity_count": velocity.count + 1 <= limits.velocity_max_count,
-        "card_velocity_amount": velocity.amount + request.amount <= limits.velocity_max_amount,
+        "card_velocity_amount": velocity.amount + request.amount <= velocity_max_amount,
     }
 
 
@@ -261,12 +280,14 @@ def test_approval_iff_every_limit_holds(scenario: Any) -> None:
     assert decision.approved is all(holds.values())
     if decision.approved:
         request, limits, queue, velocity, _ = scenario
-        assert request.amount <= limits.max_amount
-        assert queue.total_amount + request.amount <= limits.max_total
+        caps = limits.for_currency(request.currency)
+        assert caps is not None  # only a currency with caps is ever approved offline
+        assert request.amount <= caps.max_amount
+        assert queue.queued_amount(request.currency) + request.amount <= caps.max_total
         assert queue.count + 1 <= limits.max_count
         assert queue.oldest_age_s is None or queue.oldest_age_s <= limits.max_age_s
         assert velocity.count + 1 <= limits.velocity_max_count
-        assert velocity.amount + request.amount <= limits.velocity_max_amount
+        assert velocity.amount + request.amount <= caps.velocity_max_amount
         assert decision.reason is None
 
 
@@ -323,3 +344,137 @@ def test_evaluate_is_deterministic_and_consistent(scenario: Any) -> None:
     assert evaluate(*scenario) == first
     assert (first.reason is None) is first.approved
     assert first.reason is None or first.reason in REASONS
+
+
+# --- currencies -------------------------------------------------------------------
+
+USD = CurrencyLimits(max_amount=100, max_total=300, velocity_max_amount=150)
+WITH_USD = dataclasses.replace(LIMITS, other_currencies=(("USD", USD),))
+
+
+def in_(currency: str, amount: int = 50) -> PaymentRequest:
+    return dataclasses.replace(req(amount=amount), currency=currency)
+
+
+CURRENCY_CASES: list[Case] = [
+    ("the box's currency", {"request": in_("KRW")}, None),
+    ("another currency, no limits for it", {"request": in_("USD")},
+     "currency_not_allowed_offline"),
+    ("another currency, 1 minor unit", {"request": in_("USD", 1)},
+     "currency_not_allowed_offline"),
+    ("limits for USD: USD within them", {"request": in_("USD", 100), "limits": WITH_USD}, None),
+    ("limits for USD: its own amount cap", {"request": in_("USD", 101), "limits": WITH_USD},
+     "amount_over_limit"),
+    ("limits for USD: JPY still declined", {"request": in_("JPY"), "limits": WITH_USD},
+     "currency_not_allowed_offline"),
+    ("limits for USD: KRW keeps the box's caps", {"request": in_("KRW", 1000),
+                                                   "limits": WITH_USD}, None),
+    ("USD queue total per currency: KRW queued does not count",
+     {"request": in_("USD", 100), "limits": WITH_USD,
+      "queue": QueueSnapshot(3, 4000, 1.0, {"KRW": 3900, "USD": 100})}, None),
+    ("USD queue total per currency: over USD's cap",
+     {"request": in_("USD", 100), "limits": WITH_USD,
+      "queue": QueueSnapshot(3, 4000, 1.0, {"KRW": 3799, "USD": 201})},
+     "queue_total_over_limit"),
+    ("KRW queue total per currency: USD queued does not count",
+     {"request": in_("KRW", 1000), "queue": QueueSnapshot(2, 4100, 1.0, {"KRW": 4000,
+                                                                         "USD": 100})}, None),
+    ("only the total known: it counts for every currency (never approves more)",
+     {"request": in_("USD", 100), "limits": WITH_USD, "queue": QueueSnapshot(3, 250, 1.0)},
+     "queue_total_over_limit"),
+    ("USD velocity amount cap", {"request": in_("USD", 100), "limits": WITH_USD,
+                                 "velocity": CardVelocity(1, 51)}, "card_velocity_amount"),
+    ("counts stay box-wide", {"request": in_("USD", 1), "limits": WITH_USD,
+                              "queue": QueueSnapshot(10, 0, 1.0, {})},
+     "queue_count_over_limit"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [c[1:] for c in CURRENCY_CASES],
+                         ids=[c[0] for c in CURRENCY_CASES])
+def test_currency_rules(kwargs: dict[str, Any], reason: str | None) -> None:
+    decision = decide(**kwargs)
+    assert decision.reason == reason
+    assert decision.approved is (reason is None)
+
+
+@pytest.mark.parametrize("change", [
+    {"currency": "krw"}, {"currency": "KR"}, {"currency": 410},
+    {"other_currencies": (("KRW", USD),)}, {"other_currencies": (("USD", USD), ("USD", USD))},
+    {"other_currencies": {"USD": USD}}, {"other_currencies": (("USD", 100),)},
+])
+def test_bad_currency_limits_raise(change: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        dataclasses.replace(LIMITS, **change)
+    with pytest.raises(ValueError):
+        CurrencyLimits(-1, 0, 0)
+
+
+def config_limits(payments: str) -> RiskLimits:
+    from firmware.config import load_config_text
+    from firmware.payments import settings_from
+
+    config = load_config_text('[device]\nid = "s"\n[payments]\n'
+                              'gateway_url = "https://gw.example"\n' + payments)
+    return settings_from(config).limits
+
+
+def test_the_config_sets_the_currency_and_its_caps() -> None:
+    default = config_limits("")
+    assert (default.currency, default.other_currencies) == ("KRW", ())
+    assert decide(in_("USD"), default).reason == "currency_not_allowed_offline"
+    limits = config_limits(
+        'currency = "JPY"\noffline_max_amount = 20000\n'
+        "[payments.currency_limits.USD]\noffline_max_amount = 10000\n"
+        "offline_max_total = 300000\n"
+        "[payments.currency_limits.EUR]\noffline_max_amount = 5000\n"
+        "offline_max_total = 100000\nvelocity_max_amount = 7000\n")
+    assert (limits.currency, limits.max_amount) == ("JPY", 20000)
+    assert limits.other_currencies == (("EUR", CurrencyLimits(5000, 100000, 7000)),
+                                       ("USD", CurrencyLimits(10000, 300000, 20000)))
+    assert limits.for_currency("KRW") is None
+
+
+@pytest.mark.parametrize(("payments", "problem"), [
+    ('currency = "XYZ"\n', "payments.currency: must be an active ISO 4217"),
+    ("[payments.currency_limits.USD]\noffline_max_amount = 1\n",
+     "offline_max_total must be set"),
+    ("[payments.currency_limits.usd]\noffline_max_amount = 1\noffline_max_total = 2\n",
+     "the table name must be an active ISO 4217"),
+    ("[payments.currency_limits.USD]\noffline_max_amount = 1\noffline_max_total = 2\n"
+     "max_count = 3\n", "unknown key 'max_count'"),
+    ("[payments.currency_limits.USD]\noffline_max_amount = -1\noffline_max_total = 2\n",
+     "must be 0 or more"),
+    ('[payments.currency_limits.USD]\noffline_max_amount = "1"\noffline_max_total = 2\n',
+     "must be a table whose values are each a table"),
+    ("[payments.currency_limits.KRW]\noffline_max_amount = 1\noffline_max_total = 2\n",
+     "KRW is the box's currency"),
+])
+def test_bad_currency_config_is_refused(payments: str, problem: str) -> None:
+    from firmware.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config_limits(payments)
+    assert problem in str(info.value)
+
+
+@pytest.mark.parametrize(("payments", "refused"), [
+    ('gateway_url = "http://gw.example"\n', True),
+    ('gateway_url = "http://gw.example"\nallow_insecure_gateway = false\n', True),
+    ('gateway_url = "http://gw.example"\nallow_insecure_gateway = true\n', False),
+    ('gateway_url = "https://gw.example"\n', False),
+])
+def test_a_plain_http_gateway_needs_allow_insecure_gateway(payments: str, refused: bool) -> None:
+    from firmware.config import load_config_text
+    from firmware.errors import ConfigError
+
+    text = '[device]\nid = "s"\n[payments]\n' + payments
+    if not refused:
+        assert load_config_text(text).payments.gateway_url.endswith("gw.example")
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "box.toml")
+    assert [str(p) for p in info.value.problems] == [
+        "box.toml:4: payments.gateway_url: must be https:// (card numbers cross it); a plain "
+        "http:// gateway only with payments.allow_insecure_gateway = true (drills and tests), "
+        "got 'http://gw.example'"]

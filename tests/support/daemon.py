@@ -45,6 +45,7 @@ state_dir = "{tmp / 'state'}"
 
 [payments]
 gateway_url = "{gateway_url}"
+allow_insecure_gateway = true  # the gateway simulator speaks plain HTTP
 merchant_key_file = "{merchant_key}"
 lost_attempt_lifetime_s = 1.0  # the tests' gateways are local: no proxy holds a request
 {payments}
@@ -68,7 +69,10 @@ tls = "{tls}"
 
 
 class DaemonProcess:
-    def __init__(self, netns: str, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, netns: str, config: Path, env: dict[str, str] | None = None,
+                 nofile: int | None = None) -> None:
+        #: RLIMIT_NOFILE (soft and hard) for the daemon, as a small box or systemd sets it
+        self.nofile = nofile
         self.config = config
         self.notify = NotifySocket(config.parent / "notify.sock")
         self.stderr_path = config.parent / "daemon.log"
@@ -84,7 +88,14 @@ class DaemonProcess:
             return subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, sys.executable, "-m", "firmware", "run",
                  "--config", str(self.config)],
-                stderr=log, stdout=subprocess.DEVNULL, env=self.env)
+                stderr=log, stdout=subprocess.DEVNULL, env=self.env,
+                preexec_fn=self._limit_files if self.nofile else None)
+
+    def _limit_files(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as in a power cut or an OOM kill."""
