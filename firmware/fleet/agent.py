@@ -43,7 +43,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from firmware.config import Config
 from firmware.daemon import BoxContext
 from firmware.events import Event
-from firmware.fleet.auth import Authorizer, CommandRefused, KeyFileError, UsedIds, load_public_key
+from firmware.fleet.auth import (
+    Authorizer,
+    CommandRefused,
+    KeyFileError,
+    UsedIds,
+    brief,
+    load_public_key,
+)
 from firmware.fleet.broker import Broker, broker_from
 from firmware.fleet.commands import Command, CommandSet
 from firmware.fleet.topics import EVENT_KINDS, OFFLINE, ONLINE, Topics, topics_for
@@ -367,8 +374,20 @@ class FleetAgent:
             raw = message.payload
             payload = bytes(raw) if isinstance(raw, bytes | bytearray) else \
                 str(raw if raw is not None else "").encode()
-            answer = await self.commands.handle(name, payload, retained=message.retain)
-            await client.publish(self.topics.command_result, _json(answer), qos=1)
+            await client.publish(self.topics.command_result,
+                                 await self._answer(name, payload, message.retain), qos=1)
+
+    async def _answer(self, name: str, payload: bytes, retained: bool) -> bytes:
+        """The `cmd_result` payload for one command message. Whatever the message holds,
+        an answer: an error here must not end the session (it would be read again after
+        the reconnect, and again: a crash loop)."""
+        try:
+            return _json(await self.commands.handle(name, payload, retained=retained))
+        except Exception as exc:  # handle() answers every refusal itself: a bug of ours
+            log.exception("fleet: no answer for a command on cmd/%s", brief(name))
+            return _json({"id": None, "name": brief(name, 64), "ok": False,
+                          "error": {"code": "internal",
+                                    "message": f"the box could not answer ({type(exc).__name__})"}})
 
 
 # ---------------------------------------------------------------------- helpers

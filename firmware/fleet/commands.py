@@ -4,7 +4,11 @@ A command is `{"id": "...", "args": {...}}` (plus `sig` and `expires_at` for com
 that change behaviour, `firmware.fleet.auth`). Every message gets an answer on
 `cmd_result`: `{"id", "name", "ok": true, "result": ...}` or `{"id", "name", "ok": false,
 "error": {"code", "message", "field"?}}`; `id` is null only when none could be read.
-Nothing a message holds can stop the agent: a bad one is answered and logged.
+Nothing a message holds can stop the agent: a bad one is answered and logged. The
+payload is parsed strictly and within bounds (`load_json`): at most MAX_PAYLOAD_BYTES,
+MAX_DEPTH levels of nesting (10,000 `[` once raised RecursionError out of the agent and
+crash-looped it), no duplicate keys, NaN, huge numbers or lone surrogates: each is a
+`bad_json` answer. An answer echoes at most MAX_NAME_CHARS of the command name.
 """
 
 from __future__ import annotations
@@ -21,7 +25,116 @@ log = logging.getLogger("storebox.fleet")
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_ID_CHARS = 128
+#: Deepest nesting of arrays/objects a command may have (`{"args": {"a": [...]}}` is 3).
+MAX_DEPTH = 16
+#: Longest number literal (digits, sign, point, exponent) a command may hold.
+MAX_NUMBER_CHARS = 40
+#: Longest command name echoed in an answer (the topic level can be 64 KiB long).
+MAX_NAME_CHARS = 64
 _FIELDS = ("id", "args", "sig", "expires_at")
+
+
+class _Malformed(ValueError):
+    """A payload that is JSON only in a dangerous sense (too deep, NaN, duplicate key...)."""
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of `[`/`{` in JSON `text`, brackets in strings not counted;
+    stops counting once past MAX_DEPTH. Linear, no recursion: the parser's own recursion
+    (RecursionError on 10,000 `[`) is never reached."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _Malformed(f"duplicate key {brief(key)}")
+        doc[key] = value
+    return doc
+
+
+def _number(text: str, kind: type[int] | type[float]) -> int | float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Malformed(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = kind(text)
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        raise _Malformed(f"number {brief(text)} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _Malformed(f"{name} is not JSON")
+
+
+def _check_text(value: Any) -> None:
+    """Every string (and key) must be encodable UTF-8: a lone surrogate ("\\ud800")
+    would be echoed in the answer and break its encoding."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key.encode("utf-8")
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+
+
+def load_json(payload: bytes) -> Any:
+    """Strict, bounded JSON: UTF-8, at most MAX_DEPTH deep, no duplicate keys, no
+    NaN/Infinity, no number longer than MAX_NUMBER_CHARS, no lone surrogates. Raises
+    CommandRefused("bad_json") for anything else; never RecursionError or MemoryError
+    on a payload within MAX_PAYLOAD_BYTES."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandRefused("bad_json", f"payload is not UTF-8: {exc}") from None
+    depth = _nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise CommandRefused("bad_json", f"payload nests deeper than {MAX_DEPTH} levels")
+    try:
+        doc = json.loads(text, object_pairs_hook=_unique_keys,
+                         parse_int=lambda t: _number(t, int),
+                         parse_float=lambda t: _number(t, float),
+                         parse_constant=_no_constant)
+        _check_text(doc)
+    except json.JSONDecodeError as exc:
+        raise CommandRefused("bad_json", f"payload is not JSON: {exc}") from None
+    except _Malformed as exc:
+        raise CommandRefused("bad_json", f"payload is not acceptable JSON: {exc}") from None
+    except UnicodeEncodeError:
+        raise CommandRefused("bad_json", "payload holds a lone UTF-16 surrogate "
+                                         "(\\ud800-\\udfff escape)") from None
+    except (ValueError, RecursionError) as exc:  # belt and braces: never out of here
+        raise CommandRefused("bad_json", f"payload is not acceptable JSON: "
+                                         f"{type(exc).__name__}") from None
+    return doc
+
+
+def answer_name(name: str) -> str:
+    """The command name as the answer echoes it: at most MAX_NAME_CHARS characters."""
+    return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "…"
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -58,11 +171,9 @@ def parse_request(payload: bytes) -> tuple[Request | None, str | int | None, Com
         return None, None, CommandRefused(
             "too_large", f"payload is {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES}")
     try:
-        doc = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        return None, None, CommandRefused("bad_json", f"payload is not UTF-8: {exc}")
-    except json.JSONDecodeError as exc:
-        return None, None, CommandRefused("bad_json", f"payload is not JSON: {exc}")
+        doc = load_json(payload)
+    except CommandRefused as refused:
+        return None, None, refused
     if not isinstance(doc, dict):
         return None, None, CommandRefused(
             "bad_request", f"payload must be a JSON object "
@@ -96,8 +207,10 @@ class CommandSet:
 
     async def handle(self, name: str, payload: bytes, retained: bool = False) -> dict[str, Any]:
         """Run one command message; always return the answer for `cmd_result`."""
-        request, answer_id, refusal = parse_request(payload)
+        answer_id: str | int | None = None
+        shown = answer_name(name)
         try:
+            request, answer_id, refusal = parse_request(payload)
             if refusal is not None:
                 raise refusal
             assert request is not None
@@ -105,13 +218,14 @@ class CommandSet:
         except CommandRefused as refused:
             log.warning("fleet: command %s (id %s) refused: %s: %s", brief(name),
                         brief(answer_id), refused.code, refused.message)
-            return {"id": answer_id, "name": name, "ok": False, "error": refused.to_json()}
+            return {"id": answer_id, "name": shown, "ok": False, "error": refused.to_json()}
         except Exception as exc:  # a command's failure must never stop the agent
             log.exception("fleet: command %s (id %s) failed", brief(name), brief(answer_id))
-            return {"id": answer_id, "name": name, "ok": False,
-                    "error": {"code": "failed", "message": f"{type(exc).__name__}: {exc}"}}
-        log.info("fleet: command %s (id %s) done", name, brief(answer_id))
-        return {"id": answer_id, "name": name, "ok": True, "result": result}
+            return {"id": answer_id, "name": shown, "ok": False,
+                    "error": {"code": "failed",
+                              "message": brief(f"{type(exc).__name__}: {exc}", 200)}}
+        log.info("fleet: command %s (id %s) done", brief(name), brief(answer_id))
+        return {"id": answer_id, "name": shown, "ok": True, "result": result}
 
     async def _run(self, name: str, request: Request, retained: bool) -> Any:
         command = self.commands.get(name)

@@ -99,6 +99,7 @@ id = "{DEVICE}"
 state_dir = "{tmp / 'state'}"
 [payments]
 gateway_url = "http://127.0.0.1:9"
+allow_insecure_gateway = true
 [fleet]
 mqtt_url = "{url}"
 {fleet}
@@ -423,7 +424,7 @@ async def test_username_and_password_file(tmp_path: Path, caplog: pytest.LogCapt
         password_file = tmp_path / "mqtt-password"
         password_file.write_text(secret + "\n")
         password_file.chmod(0o600)
-        fleet = f'username = "store-t"\npassword_file = "{password_file}"'
+        fleet = f'username = "store-t"\npassword_file = "{password_file}"\nallow_insecure = true'
         async with Operator(broker.port, DEVICE, username="ops", password="ops-pass") as op, \
                 fleet_box(tmp_path, broker.url, fleet) as box:
             await box.link("up")
@@ -431,7 +432,7 @@ async def test_username_and_password_file(tmp_path: Path, caplog: pytest.LogCapt
         wrong = tmp_path / "wrong-password"
         wrong.write_text("not-the-password\n")
         wrong.chmod(0o644)
-        fleet = f'username = "store-t"\npassword_file = "{wrong}"'
+        fleet = f'username = "store-t"\npassword_file = "{wrong}"\nallow_insecure = true'
         async with fleet_box(tmp_path, broker.url, fleet) as box:
             await box.link("down")
             assert "authori" in (box.state.fleet.last_error or "").lower()
@@ -621,3 +622,48 @@ async def test_bad_commands_get_an_answer_naming_the_problem(
         await box.until(lambda: box.agent.connections == 2)
     assert "refused: bad_json" in caplog.text
     assert "refused: bad_request: field 'id' is missing" in caplog.text
+
+
+# every parse error is a clean answer; the agent keeps its session (review of #8)
+HOSTILE_COMMANDS: list[tuple[str, bytes, str]] = [
+    ("10,000 nested arrays", b"[" * 10_000, "bad_json"),
+    ("10,000 nested objects in args", b'{"id": "n", "args": ' + b'{"a": ' * 2_500, "bad_json"),
+    ("nesting closed again", b'{"id": "n", "args": {"a": ' + b"[" * 500 + b"]" * 500 + b"}}",
+     "bad_json"),
+    ("a 5,000-digit integer", b'{"id": "n", "args": {"a": ' + b"9" * 5_000 + b"}}", "bad_json"),
+    ("a 5,000-digit id", b'{"id": ' + b"1" * 5_000 + b"}", "bad_json"),
+    ("a float that overflows", b'{"id": "n", "args": {"a": 1e999}}', "bad_json"),
+    ("NaN", b'{"id": "n", "args": {"a": NaN}}', "bad_json"),
+    ("-Infinity", b'{"id": "n", "expires_at": -Infinity}', "bad_json"),
+    ("a lone surrogate id", b'{"id": "\\ud800"}', "bad_json"),
+    ("a lone surrogate field name", b'{"id": "n", "\\udfff": 1}', "bad_json"),
+    ("a lone surrogate argument name", b'{"id": "n", "args": {"\\ud83d": 1}}', "bad_json"),
+    ("duplicate id", b'{"id": "a", "id": "b"}', "bad_json"),
+    ("duplicate args", b'{"id": "n", "args": {}, "args": {"x": 1}}', "bad_json"),
+    ("not UTF-8", b'{"id": "\xff\xfe"}', "bad_json"),
+    ("16 KiB and one byte", b'{"id": "n", "args": {"a": "' + b"x" * 16_400 + b'"}}',
+     "too_large"),
+    ("1 MiB", b"[" * (1 << 20), "too_large"),
+    ("empty", b"", "bad_json"),
+    ("a bare string", b'"ping"', "bad_request"),
+]
+
+
+async def test_every_parse_error_is_answered_and_the_agent_keeps_running(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    async with Operator(broker.port, DEVICE) as op, fleet_box(tmp_path, broker.url) as box:
+        await box.link("up")
+        for what, payload, code in HOSTILE_COMMANDS:
+            for name in ("ping", "queue_drain"):
+                answer = await op.command(name, payload, answer_id=None)
+                assert answer["ok"] is False, what
+                assert answer["error"]["code"] == code, (what, answer)
+                assert answer["name"] == name
+            # still the same session, still answering
+            assert (await op.command("ping", {"id": f"alive-{what}"}))["ok"] is True, what
+        long_name = "x" * 5_000
+        answer = await op.command(long_name, {"id": "long"})
+        assert answer["error"]["code"] == "unknown_command" and len(answer["name"]) <= 65
+        assert box.agent.connections == 1
+        assert box.drains == []
+        assert box.task is not None and not box.task.done()

@@ -27,3 +27,21 @@ def test_card_like_strings_and_long_integers_are_scrubbed() -> None:
 def test_other_values_become_text() -> None:
     when = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
     assert json.loads(_json({"at": when})) == {"at": "2021-10-25 11:20:00+00:00"}
+
+
+def test_command_json_is_parsed_within_bounds() -> None:
+    import pytest
+
+    from firmware.fleet.auth import CommandRefused
+    from firmware.fleet.commands import MAX_DEPTH, load_json
+
+    ok = b'{"id": "a", "args": {"s": "[[[[{{{{\\"]]]]", "n": -12.5e3, "big": 12345678901234}}'
+    assert load_json(ok)["args"]["s"] == '[[[[{{{{"]]]]'  # brackets in strings do not nest
+    deep_enough = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    assert load_json(deep_enough) is not None
+    for bad in (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), b"[" * 100_000,
+                b'{"a": 1, "a": 2}', b"NaN", b"1e400", b"-1e400", b"9" * 41,
+                b'"\\udc00"', b'{"\\ud800": 0}', b"\xc3\x28", b"{"):
+        with pytest.raises(CommandRefused) as info:
+            load_json(bad)
+        assert info.value.code == "bad_json", bad[:40]
