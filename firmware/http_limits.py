@@ -212,9 +212,10 @@ def quiet_server_logger() -> logging.Logger:
 class _Connection:
     """One accepted socket, from accept() until its transport is gone."""
 
-    __slots__ = ("handed_over", "opened_at", "protocol", "released", "source")
+    __slots__ = ("handed_over", "opened_at", "protocol", "released", "sock", "source")
 
-    def __init__(self, source: str, opened_at: float) -> None:
+    def __init__(self, sock: socket.socket, source: str, opened_at: float) -> None:
+        self.sock = sock
         self.source = source
         self.opened_at = opened_at
         self.protocol: LimitedProtocol | None = None
@@ -223,13 +224,17 @@ class _Connection:
         self.released = False
 
     def quiet(self) -> bool:
-        """No request under way: fresh or idle between requests. A connection still in
-        its TLS handshake is not (its handshake timeout bounds it)."""
-        return self.protocol is not None and self.protocol.quiet()
+        """No request under way: in its TLS handshake, fresh, or idle between requests."""
+        return self.protocol is None or self.protocol.quiet()
 
     def close(self) -> None:
         if self.protocol is not None:
             self.protocol.abort()
+        elif self.handed_over:
+            # mid-handshake: the transport owns the descriptor; a shutdown makes it fail
+            # the handshake and close it (closing it here could race a reused number)
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
 
 
 class ConnectionGuard:
@@ -256,7 +261,7 @@ class ConnectionGuard:
         setattr(self.counters, counter, getattr(self.counters, counter) + 1)
         self.events.note(kind, source)
 
-    def admit(self, source: str) -> _Connection | None:
+    def admit(self, sock: socket.socket, source: str) -> _Connection | None:
         """Register a new connection from `source`, making room if a cap is reached by
         closing a quiet one; None when there is no room (the caller refuses it)."""
         mine = self._by_source.get(source, {})
@@ -276,7 +281,7 @@ class ConnectionGuard:
                 self.note("refused", source)
                 return None
             self._evict(victim)
-        conn = _Connection(source, self.clock())
+        conn = _Connection(sock, source, self.clock())
         self._all[conn] = None
         self._by_source.setdefault(source, {})[conn] = None
         self._count()
@@ -506,7 +511,7 @@ class LimitedSite(web.BaseSite):
                 self._guard.note("accept_errors")
                 continue
             source = source_key(address)
-            conn = self._guard.admit(source)
+            conn = self._guard.admit(client, source)
             if conn is None:
                 _reset(client)
                 continue

@@ -257,7 +257,7 @@ def _self_signed(key: ec.EllipticCurvePrivateKey, device_id: str,
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "storebox")])
     now = dt.datetime.now(dt.UTC)
     alt: list[x509.GeneralName] = []
-    for host in hosts:
+    for host in dict.fromkeys((device_id, *hosts)):
         try:
             alt.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:

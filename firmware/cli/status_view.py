@@ -72,6 +72,8 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
         ("phase", layout.paint(doc.get("phase", "unknown"))),
         ("uptime", _duration(doc.get("uptime_s"))),
     ])
+    if doc.get("api"):
+        layout.section("API", _api_rows(layout, doc["api"]))
     up = doc["uplink"]
     since = f" since {up['since']}" if up.get("since") else ""
     layout.section("Uplink", [
@@ -141,6 +143,31 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
     ] or [("components", "none")])
     layout.lines.append(_RULE)
     return "\n".join(layout.lines)
+
+
+def _api_rows(layout: _Layout, api: dict[str, Any]) -> list[tuple[str, str]]:
+    """The POS API: what a POS integrator pins (the certificate's SHA-256, the public key's
+    for curl's --pinnedpubkey), the listeners, faults, connection counts."""
+    rows = [("listen", "  ".join(api.get("listen") or []) or "unknown"),
+            ("tls", layout.paint("on" if api.get("tls") else "off")
+             + ("  client certificates required" if api.get("client_certificates") else ""))]
+    if api.get("cert_sha256"):
+        rows.append(("cert sha256", str(api["cert_sha256"])))
+        rows.append(("pin (curl)", f"sha256//{api.get('spki_sha256_b64')}"))
+        source = "the box's own" if api.get("cert_source") == "box" else "the operator's"
+        rows.append(("certificate", f"{source}, {api.get('cert_subject')}, until "
+                                    f"{str(api.get('cert_not_after'))[:10]}"))
+    rows += [("fault", layout.paint("down") + f": {f}") for f in api.get("faults") or []]
+    conns = api.get("connections") or {}
+    if conns:
+        rows.append(("connections", f"{conns.get('open', 0)} open (peak {conns.get('peak', 0)}, "
+                                    f"limit {conns.get('limit', 0)}, "
+                                    f"{conns.get('per_address_limit', 0)} per address)"))
+        dropped = {k.removesuffix("_total").replace("_", " "): v for k, v in conns.items()
+                   if k.endswith("_total") and v}
+        if dropped:
+            rows.append(("closed early", ", ".join(f"{v} {k}" for k, v in dropped.items())))
+    return rows
 
 
 def render_queue_stats(stats: dict[str, Any]) -> str:

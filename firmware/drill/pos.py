@@ -76,7 +76,8 @@ class Sale:
 
 @dataclass
 class Terminals:
-    """`count` terminals selling through the box's API at `url`."""
+    """`count` terminals selling through the box's API at `url`; over https:// they trust
+    exactly the certificate whose SHA-256 is `pin` (hex), as a real POS pins its box."""
 
     url: str
     token: str
@@ -87,11 +88,14 @@ class Terminals:
     seed: int = 2021
     sales: list[Sale] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    pin: str | None = None
 
     async def run(self) -> None:
         """Sell until `stop` is set; a sale under way is finished first."""
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as session, \
+        connector = aiohttp.TCPConnector(
+            ssl=aiohttp.Fingerprint(bytes.fromhex(self.pin)) if self.pin else True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session, \
                 asyncio.TaskGroup() as tg:
             for n in range(self.count):
                 tg.create_task(self._terminal(session, n + 1), name=f"pos-{n + 1}")

@@ -150,6 +150,13 @@ async def _fleet_caught_up(fleet: FleetBroker, observer: Observer, within_s: flo
     return False
 
 
+def _api_pin(status: dict[str, Any]) -> str:
+    api = status.get("api") or {}
+    if not api.get("tls") or not api.get("cert_sha256"):
+        raise DrillError("start the box", f"the POS API on the LAN serves no TLS: {api}")
+    return str(api["cert_sha256"])
+
+
 class Drill:
     def __init__(self, options: Options, out: TextIO, live_view: bool | None = None,
                  lte_carrier: str = "KT") -> None:
@@ -203,7 +210,7 @@ class Drill:
     async def _play(self, shop: Shop, daemon: BoxDaemon, sim: GatewaySimulator,
                     fleet: FleetBroker, seal: SealKeyPair) -> Report:
         observer = Observer(daemon.admin_socket, self.token)
-        terminals = Terminals(f"http://{LAN_BOX}:{API_PORT}", self.token,
+        terminals = Terminals(f"https://{LAN_BOX}:{API_PORT}", self.token,
                               phase=lambda: self.current.name, count=self.options.terminals,
                               interval_s=self.options.pos_interval_s)
         async with asyncio.TaskGroup() as tg:
@@ -213,6 +220,8 @@ class Drill:
                 uplink = observer.latest and observer.latest.get("uplink")
                 raise DrillError("start the box", "the box did not come up on wired within "
                                  f"30 s; uplink: {uplink}\n{daemon.log_tail()}")
+            # the POS pins the certificate the box shows in its status (CONTRACTS §3a)
+            terminals.pin = _api_pin(observer.latest or {})
             showing = tg.create_task(self._show(observer, terminals), name="drill-view")
             selling = tg.create_task(terminals.run(), name="drill-pos")
             try:
