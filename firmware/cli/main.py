@@ -31,9 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
 
     queue = sub.add_parser("queue", help="the offline payment queue")
-    queue.add_argument("action", choices=["stats", "list", "drain"],
+    queue.add_argument("action", choices=["stats", "list", "drain", "declined", "requeue"],
                        help="stats: totals by state; list: queued payments (masked); "
-                            "drain: forward now")
+                            "drain: forward now; declined: approved offline, then declined "
+                            "by the gateway; requeue ID: a stuck or dead payment back in "
+                            "the queue under its own id")
+    queue.add_argument("payment_id", nargs="?", help="the payment to requeue")
     queue.add_argument("--json", action="store_true", help="print JSON")
     queue.add_argument("--limit", type=int, default=100, help="rows for list (default 100)")
     queue.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
@@ -117,15 +120,27 @@ def cmd_queue(args: argparse.Namespace) -> int:
             return result
         print("forwarding the queue now")
         return EXIT_OK
+    if args.action == "requeue":
+        if not args.payment_id:
+            print("storebox queue requeue: which payment? (storebox queue list shows ids)",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        result = _api_call(args, f"/v1/queue/{args.payment_id}/requeue", method="POST")
+        if isinstance(result, int):
+            return result
+        print(f"{args.payment_id} is back in the queue")
+        return EXIT_OK
     doc = _api_call(args, f"/v1/queue?limit={max(1, args.limit)}")
     if isinstance(doc, int):
         return doc
+    rows = doc.get("declined_after_offline", []) if args.action == "declined" \
+        else doc["payments"]
     if args.json:
-        print(json.dumps(doc["stats"] if args.action == "stats" else doc["payments"], indent=2))
+        print(json.dumps(doc["stats"] if args.action == "stats" else rows, indent=2))
     elif args.action == "stats":
         print(render_queue_stats(doc["stats"]))
     else:
-        print(render_queue_list(doc["payments"]))
+        print(render_queue_list(rows))
     return EXIT_OK
 
 
