@@ -67,11 +67,16 @@ from hw.modem.errors import (
 )
 from hw.modem.parsers.generic import (
     ModemIdentity,
+    PacketEvent,
+    RadioMode,
     Registration,
     RegistrationForm,
     RegistrationStatus,
     SimState,
     parse_ati,
+    parse_ceer,
+    parse_cfun,
+    parse_cgev,
     parse_cgmi,
     parse_cgmm,
     parse_cgmr,
@@ -79,13 +84,16 @@ from hw.modem.parsers.generic import (
     parse_cops,
     parse_cpin,
     parse_csq,
+    parse_ctze,
     parse_imsi,
     parse_registration,
     registration_form,
     same_carrier,
 )
+from hw.modem.parsers.quectel import parse_qiurc, parse_qsimstat, parse_qusim
 from hw.modem.profiles import GenericProfile, Timeouts, profile_for
 from hw.modem.profiles.generic import check_apn, info_text
+from hw.modem.reasons import mask_imsi, not_connected_reason
 from hw.modem.status import (
     DataStatus,
     ModemStatus,
@@ -114,6 +122,10 @@ URC_PREFIXES: Final = (
     "+CFUN:",
     "PB DONE",
     "SMS DONE",
+    "+QSIMSTAT:",
+    "+QUSIM:",
+    "+QIURC:",
+    "+CTZE:",
 )
 
 #: Registration sources, best first: EPS (LTE) decides the data path.
@@ -143,9 +155,18 @@ _SIM_FAULTS: Final[Mapping[SimState, str]] = {
 _SIM_TRANSIENT: Final = frozenset({SimState.NOT_READY, SimState.BUSY})
 
 _PIN = re.compile(r"\d{4,8}")
-_CGEV_DOWN = re.compile(r"\+CGEV:\s*(?:NW|ME)\s+(?:PDN\s+)?(?:DEACT|DETACH)\b(?:\s+(\d+))?",
-                        re.IGNORECASE)
 _SIM_BUSY_CME: Final = 14
+
+#: +CME codes meaning "busy, try again" (the command was not executed): 14 SIM busy (TS
+#: 27.007), 515 "please wait, init or command processing in progress" (Sierra/Wavecom
+#: and others). Profiles add their vendor's (`GenericProfile.busy_cme_codes`).
+BUSY_CME_CODES: Final = frozenset({_SIM_BUSY_CME, 515})
+
+#: Waits between retries of a command answered "busy" (then its error propagates).
+BUSY_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
+
+#: Why the data call went down, when the modem said so (shown as a reason).
+NETWORK_DEACTIVATED: Final = "network_deactivated"
 
 #: Commands never sent again after the modem rebooted while they were outstanding: a PIN
 #: (a retry is how a SIM gets PUK-locked), radio/power changes, data calls, SIM slots.
@@ -222,6 +243,13 @@ class _State:
     reboots_seen: int = 0
     last_reset_reason: str | None = None
     parse_errors: int = 0
+    imsi: str | None = None  # masked (`mask_imsi`): the full IMSI is never kept
+    radio: RadioMode | None = None
+    cause_type: int | None = None
+    reject_cause: int | None = None
+    error_report: str | None = None
+    data_down_reason: str | None = None
+    utc_offset_min: int | None = None
     updated_at: float | None = None
 
     def registration(self) -> RegistrationInfo | None:
@@ -237,6 +265,12 @@ class _State:
         self.operator = None
         self.signal = None
         self.data = None
+        self.cause_type = self.reject_cause = None
+
+    def data_down(self, reason: str | None) -> None:
+        if self.data is not None and self.data.up:
+            self.data = dataclasses.replace(self.data, up=False)
+        self.data_down_reason = reason
 
 
 def _reg_info(reg: Registration) -> RegistrationInfo:
@@ -271,6 +305,7 @@ class Modem:
         settle_poll_s: float = 0.5,
         on_parse_error: Callable[[ParseError], object] | None = None,
         parse_log_interval_s: float = 300.0,
+        busy_backoff_s: tuple[float, ...] = BUSY_BACKOFF_S,
     ) -> None:
         if pin and _PIN.fullmatch(pin) is None:
             raise ValueError("the SIM PIN must be 4 to 8 digits")  # never echo a PIN
@@ -300,6 +335,10 @@ class Modem:
         self.on_parse_error = on_parse_error
         self.parse_log_interval_s = parse_log_interval_s
         self._parse_logged: dict[str, tuple[float, int]] = {}
+        self.busy_backoff_s = busy_backoff_s
+        #: commands answered "busy" and sent again (`BUSY_CME_CODES`)
+        self.busy_retries = 0
+        self._needs_refresh = False
         self._rejected_pins: set[tuple[str | None, str]] = set()
         self._unconfirmed_pins: set[tuple[str | None, str]] = set()
         self._channel = channel
@@ -392,18 +431,31 @@ class Modem:
         the `AtPort` the profiles talk through. A boot in progress is waited out and the
         modem re-initialised first; a reboot while the command was outstanding is ridden
         out the same way and the command sent again (see the module doc)."""
-        for attempt in range(_REBOOT_RETRIES + 1):
+        reboots = busy = 0
+        while True:
             await self._settle_boot()
             try:
                 return await self._send(command, timeout=timeout, prefix=prefix,
                                         payload=payload)
             except ModemRebooted:
-                if attempt == _REBOOT_RETRIES or not _replayable(command) \
+                if reboots == _REBOOT_RETRIES or not _replayable(command) \
                         or self._reinitialising:
                     raise
+                reboots += 1
                 log.warning("modem rebooted while %r was outstanding; waiting for it to boot",
                             command)
-        raise AssertionError("unreachable")  # pragma: no cover
+            except CommandError as exc:
+                if exc.cme_code not in self._busy_codes() or busy >= len(self.busy_backoff_s) \
+                        or not _replayable(command):
+                    raise
+                delay = self.busy_backoff_s[busy]
+                busy += 1
+                self.busy_retries += 1
+                log.info("modem busy (%s) for %r; again in %g s", exc.final, command, delay)
+                await self._sleep(delay)
+
+    def _busy_codes(self) -> frozenset[int]:
+        return BUSY_CME_CODES | self._profile.busy_cme_codes
 
     async def _send(
         self,
@@ -525,6 +577,14 @@ class Modem:
         wired = self.wired_carrier if wired_carrier is None else wired_carrier
         code = st.sim_mcc_mnc or mcc_mnc
         data = st.data
+        data_up = bool(data and data.up)
+        radio_on = True if registered else (None if st.radio is None else st.radio.radio_on)
+        reason = not_connected_reason(
+            data_up=data_up, present=st.present, sim_state=st.sim_state,
+            sim_fault=st.sim_fault, radio_on=radio_on,
+            registration=None if reg is None else reg.status,
+            reject_cause=st.reject_cause, cause_type=st.cause_type,
+            data_down_reason=st.data_down_reason, error_report=st.error_report)
         return ModemStatus(
             present=st.present,
             identity=st.identity,
@@ -546,7 +606,7 @@ class Modem:
             rsrp_dbm=signal.rsrp_dbm if signal else None,
             rsrq_db=signal.rsrq_db if signal else None,
             sinr_db=signal.sinr_db if signal else None,
-            data_up=bool(data and data.up),
+            data_up=data_up,
             ip=data.ip if data and data.up else None,
             ipv6=data.ipv6 if data and data.up else None,
             same_carrier=same_carrier(wired, code) if wired and code else None,
@@ -555,6 +615,12 @@ class Modem:
             reboots_seen=st.reboots_seen,
             last_reset_reason=st.last_reset_reason,
             parse_errors=st.parse_errors,
+            imsi=st.imsi,
+            radio_on=radio_on,
+            reject_cause=None if registered else st.reject_cause,
+            error_report=None if data_up else st.error_report,
+            utc_offset_min=st.utc_offset_min,
+            not_connected_reason=reason,
             updated_at=st.updated_at,
         )
 
@@ -617,8 +683,18 @@ class Modem:
             elif line.startswith("+CGEV:"):
                 self._on_cgev(line)
             elif line.startswith("+CFUN:"):
-                if line.split(":", 1)[1].strip() == "0":
-                    self._state.clear_network()
+                self._on_cfun(line)
+            elif line.startswith("+QSIMSTAT:"):
+                self._on_sim_presence(parse_qsimstat(line).inserted)
+            elif line.startswith("+QUSIM:"):
+                parse_qusim(line)
+                if self._boot_done.is_set():  # not part of a boot: the SIM was swapped
+                    self._on_sim_presence(True)
+            elif line.startswith("+QIURC:"):
+                self._on_qiurc(line)
+            elif line.startswith("+CTZE:"):
+                offset = parse_ctze(line).utc_offset
+                self._state.utc_offset_min = int(offset.total_seconds() // 60)
             else:
                 return
         except ParseError as exc:
@@ -638,6 +714,8 @@ class Modem:
         st.reboots_seen += 1
         st.present = True
         st.sim_state = None
+        st.radio = None
+        st.error_report = st.data_down_reason = None
         st.clear_network()
         level = logging.INFO if self._reboot_expected else logging.WARNING
         self._reboot_expected = False
@@ -646,6 +724,15 @@ class Modem:
     def _apply_registration(self, reg: Registration) -> None:
         before = self._state.registration()
         self._state.registrations[reg.command] = _reg_info(reg)
+        if reg.status.registered:
+            if reg.command == "+CEREG" or self._state.reject_cause is None:
+                self._state.cause_type = self._state.reject_cause = None
+                self._state.error_report = None
+        elif reg.reject_cause is not None:
+            if reg.reject_cause != self._state.reject_cause:
+                log.warning("modem: registration rejected, cause %s (type %s) in %s",
+                            reg.reject_cause, reg.cause_type, reg.command)
+            self._state.cause_type, self._state.reject_cause = reg.cause_type, reg.reject_cause
         after = self._state.registration()
         if before is not None and before.registered and after is not None \
                 and not after.registered:
@@ -685,13 +772,45 @@ class Modem:
             self._state.data = dataclasses.replace(data, up=up)
 
     def _on_cgev(self, line: str) -> None:
-        match = _CGEV_DOWN.match(line)
+        event = parse_cgev(line)
         data = self._state.data
-        if match is None or data is None:
+        if data is None or (event.cid is not None and event.cid != data.cid):
             return
-        cid = match.group(1)
-        if cid is None or int(cid) == data.cid:
-            self._state.data = dataclasses.replace(data, up=False)
+        if event.kind in (PacketEvent.NW_DEACT, PacketEvent.NW_DETACH):
+            log.warning("modem: the network deactivated the data connection (%s)", line)
+            self._state.data_down(NETWORK_DEACTIVATED)
+        elif event.kind in (PacketEvent.ME_DEACT, PacketEvent.ME_DETACH):
+            self._state.data_down(None)
+
+    def _on_qiurc(self, line: str) -> None:
+        urc = parse_qiurc(line)
+        if urc.kind != "pdpdeact":
+            return
+        data = self._state.data
+        if data is not None and urc.context_id not in (None, data.cid):
+            return
+        log.warning("modem: the network deactivated PDP context %s", urc.context_id)
+        self._state.data_down(NETWORK_DEACTIVATED)
+
+    def _on_cfun(self, line: str) -> None:
+        mode = parse_cfun(line)
+        self._state.radio = mode
+        if not mode.radio_on:
+            self._state.clear_network()
+
+    def _on_sim_presence(self, inserted: bool | None) -> None:
+        """SIM hot swap (`+QSIMSTAT: 1,<inserted>`, `+QUSIM: 1` outside a boot): a removed
+        SIM is `NOT_INSERTED` at once; an inserted one is read by the next full refresh
+        (`needs_refresh`), PIN rules and all."""
+        st = self._state
+        if inserted is False:
+            log.warning("modem: SIM removed")
+            st.sim_state, st.sim_fault = SimState.NOT_INSERTED, None
+            st.iccid = st.sim_mcc_mnc = st.imsi = None
+            st.clear_network()
+        elif inserted:
+            log.info("modem: SIM inserted or re-initialised; reading it again")
+            self._needs_refresh = True
 
     # -- identity and init -----------------------------------------------------------------
     async def initialise(self) -> ModemIdentity:
@@ -838,7 +957,8 @@ class Modem:
                 raise self._sim_fault("pin_unconfirmed", state, "still locked after the PIN")
             slot = await self._read_slot()
             if state is not SimState.READY:
-                self._update(sim_state=state, sim_slot=slot, iccid=None, sim_mcc_mnc=None)
+                self._update(sim_state=state, sim_slot=slot, iccid=None, sim_mcc_mnc=None,
+                             imsi=None)
                 return SimInfo(state=state, slot=slot)
             try:
                 iccid: str | None = await self._profile.read_iccid(self)
@@ -849,7 +969,7 @@ class Modem:
             info = SimInfo(state=state, iccid=iccid, imsi=imsi.imsi, mcc=imsi.mcc,
                            mnc=imsi.mnc, slot=slot)
             self._update(sim_state=state, sim_fault=None, sim_slot=slot, iccid=iccid,
-                         sim_mcc_mnc=info.mcc_mnc)
+                         sim_mcc_mnc=info.mcc_mnc, imsi=mask_imsi(imsi.imsi, len(imsi.mnc)))
             return info
 
     async def _read_slot(self) -> int | None:
@@ -1024,7 +1144,7 @@ class Modem:
             status = await self._profile.activate_data(self, name, self.cid)
             if status.ip is None and status.ipv6 is None:
                 status = await self._await_address(status)
-            self._update(data=status)
+            self._update(data=status, data_down_reason=None)
             log.info("modem: data up on cid %d (%s), address %s", status.cid, status.method,
                      status.ip or status.ipv6)
             return status
@@ -1059,6 +1179,8 @@ class Modem:
             if old is not None and old.apn and status.apn is None:
                 status = dataclasses.replace(status, apn=old.apn)
             self._update(data=status)
+            if status.up:
+                self._state.data_down_reason = None
             return status
 
     # -- recovery primitives (used by hw.modem.health) -------------------------------------
@@ -1103,16 +1225,22 @@ class Modem:
         return self.snapshot()
 
     async def _refresh_once(self) -> None:
+        self._needs_refresh = False
         try:
             await self.sim()
         except SimFault:
             pass
         except ParseError as exc:
             self._parse_failed(exc)
-        registered = (await self.registration()).registered
+        info = await self.registration()
+        registered = info.registered
         parts: list[Callable[[], Awaitable[object]]] = [self.signal, self.data_status]
         if registered:
             parts.insert(0, self.operator)
+        else:
+            parts.insert(0, self.radio)
+            if info.status is RegistrationStatus.DENIED:
+                parts.insert(1, self.error_report)
         for part in parts:
             try:
                 await part()
@@ -1120,6 +1248,36 @@ class Modem:
                 log.info("modem refresh: %s", exc)
             except ParseError as exc:
                 self._parse_failed(exc)
+
+    @property
+    def needs_refresh(self) -> bool:
+        """A SIM was inserted (or re-initialised) since the last full refresh."""
+        return self._needs_refresh
+
+    async def radio(self) -> RadioMode | None:
+        """`AT+CFUN?`: radio on, off (0), airplane (4)... (None when it does not parse)."""
+        async with self._lock.hold():
+            response = await self.command("AT+CFUN?", timeout=self.timeouts.command)
+            try:
+                mode = parse_cfun(info_text(response, "+CFUN:").splitlines()[-1])
+            except ParseError as exc:
+                self._parse_failed(exc)
+                return self._state.radio
+            self._update(radio=mode)
+            return mode
+
+    async def error_report(self) -> str | None:
+        """`AT+CEER`: the modem's last error report (why registration or a data call
+        failed), kept for the status."""
+        async with self._lock.hold():
+            response = await self.command("AT+CEER", timeout=self.timeouts.command)
+            try:
+                report = parse_ceer("\n".join(response.lines))
+            except ParseError as exc:
+                self._parse_failed(exc)
+                return self._state.error_report
+            self._update(error_report=report)
+            return report
 
     def __repr__(self) -> str:
         return f"<Modem {self._channel.url!r} {self._profile.name}>"

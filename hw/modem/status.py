@@ -134,6 +134,15 @@ class ModemStatus:
       `error_storm`, `registration_lost`, `port_closed`; None before any).
     - `parse_errors`: answers and URCs that did not parse (the last good values were
       kept; a parse error never climbs the recovery ladder).
+    - `imsi`: the SIM's IMSI masked to MCC+MNC and its last 4 digits (`45008******7890`;
+      the IMSI is personal data, the full one is never kept).
+    - `radio_on`: `+CFUN?` (False: radio off, CFUN 0 or 4); `reject_cause`: the network's
+      EMM cause (TS 24.301) when it denied registration (`+CEREG` at `<n>` = 3);
+      `error_report`: `AT+CEER`'s text, read when registration or the data call failed;
+      `utc_offset_min`: the network's time zone from `+CTZE`.
+    - `not_connected_reason`: why LTE is not connected, in plain language ("no SIM",
+      "radio off", "SIM rejected by the network: plan expired...?"; `hw.modem.reasons`);
+      None while the data call is up.
     - `updated_at`: when the state last changed (the `Modem`'s clock, monotonic seconds).
     """
 
@@ -166,4 +175,10 @@ class ModemStatus:
     reboots_seen: int = 0
     last_reset_reason: str | None = None
     parse_errors: int = 0
+    imsi: str | None = None
+    radio_on: bool | None = None
+    reject_cause: int | None = None
+    error_report: str | None = None
+    utc_offset_min: int | None = None
+    not_connected_reason: str | None = None
     updated_at: float | None = None

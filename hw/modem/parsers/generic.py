@@ -312,6 +312,10 @@ class Registration:
     area_code: int | None
     cell_id: int | None
     act: AccessTechnology | None
+    #: `<cause_type>` (0: a 3GPP TS 24.301 EMM cause, 1: manufacturer specific) and
+    #: `<reject_cause>`, reported at `<n>` = 3 (and 5) when registration failed.
+    cause_type: int | None = None
+    reject_cause: int | None = None
 
 
 _REG_PREFIX: Final = re.compile(r"\s*\+(C5GREG|CEREG|CGREG|CREG)\s*:\s*", re.IGNORECASE)
@@ -404,11 +408,40 @@ def registration_location(
     return area, cell, act
 
 
+def _lenient_int(field: Field | None) -> int | None:
+    if field is None:
+        return None
+    text = field.text.strip()
+    return int(text) if text.isdigit() else None
+
+
+#: Fields between `<AcT>` and `<cause_type>`: `+CGREG` has `<rac>`, `+C5GREG` the
+#: allowed NSSAI length and list (TS 27.007 clauses 10.1.20, 10.1.22, 10.1.23, 7.2).
+_FIELDS_BEFORE_CAUSE: Final[Mapping[str, int]] = {"+CREG": 0, "+CEREG": 0, "+CGREG": 1,
+                                                  "+C5GREG": 2}
+
+
+def registration_cause(command: str, location: list[Field]) -> tuple[int | None, int | None]:
+    """(`<cause_type>`, `<reject_cause>`) from the fields after `<stat>` (the `<n>` = 3
+    layout `<lac>,<ci>,<AcT>[,<rac>],<cause_type>,<reject_cause>`); (None, None) when the
+    line has none, or they are empty or not numbers (PSM timers of `<n>` = 4 follow
+    empty cause fields)."""
+    start = 4 if _has_field_before_ci(location) else 3
+    start += _FIELDS_BEFORE_CAUSE.get(command, 0)
+    if len(location) < start + 2:
+        return None, None
+    cause_type, reject = _lenient_int(location[start]), _lenient_int(location[start + 1])
+    if reject is None:
+        return None, None
+    return cause_type, reject
+
+
 def parse_registration(text: str, *, form: RegistrationForm | None = None) -> Registration:
     """+CREG / +CGREG / +CEREG in either form, leniently, as modems really send them: LAC/TAC
     and cell id quoted or bare hex (garbled ones read as None); the `<tac>,<rac>,<ci>,<AcT>`
-    layout with an extra field before the cell id; fields after `<AcT>` (RAC, reject cause,
-    PSM timers of `<n>` = 3..5, vendor extras) ignored. Only a missing or impossible
+    layout with an extra field before the cell id; `<cause_type>,<reject_cause>` of the
+    `<n>` = 3 layout kept (`registration_cause`); other fields after `<AcT>` (RAC, PSM
+    timers of `<n>` = 4..5, vendor extras) ignored. Only a missing or impossible
     `<n>`/`<stat>` is a `ParseError`: without them nothing was said."""
     command, line, fields = _registration_fields(text)
     if form is None:
@@ -427,8 +460,10 @@ def parse_registration(text: str, *, form: RegistrationForm | None = None) -> Re
     if not 0 <= stat < len(_STATUS_BY_STAT):
         raise ParseError(command, line, f"<stat> {stat} is outside 0..{len(_STATUS_BY_STAT) - 1}")
     area, cell, act = registration_location(rest[1:])
+    cause_type, reject = registration_cause(command, rest[1:])
     return Registration(command=command, form=form, n=n, status=_STATUS_BY_STAT[stat],
-                        area_code=area, cell_id=cell, act=act)
+                        area_code=area, cell_id=cell, act=act, cause_type=cause_type,
+                        reject_cause=reject)
 
 
 # --- MCC / MNC --------------------------------------------------------------------------
@@ -1291,3 +1326,142 @@ def same_carrier(wired_carrier_name: str, mcc_mnc: str) -> bool | None:
     if group is None or carrier is None:
         return None
     return carrier.group == group
+
+
+# --- why it cannot connect: +CFUN (clause 8.2), +CEER (6.10), +CTZE (8.41), +CGEV (10.1.19)
+
+
+class RadioMode(StrEnum):
+    """`<fun>` of `+CFUN?`: what the radio is doing."""
+
+    MINIMUM = "minimum"      # 0: radio (and often SIM) off
+    FULL = "full"            # 1
+    TX_OFF = "tx_off"        # 2
+    RX_OFF = "rx_off"        # 3
+    AIRPLANE = "airplane"    # 4: radio off, SIM on
+    OTHER = "other"          # 5..: vendor specific (SIMCom 7 offline, Novatel 19 ...)
+
+    @property
+    def radio_on(self) -> bool:
+        return self is RadioMode.FULL or self is RadioMode.OTHER
+
+
+_RADIO_BY_FUN: Final[Mapping[int, RadioMode]] = {
+    0: RadioMode.MINIMUM, 1: RadioMode.FULL, 2: RadioMode.TX_OFF, 3: RadioMode.RX_OFF,
+    4: RadioMode.AIRPLANE,
+}
+
+
+def parse_cfun(text: str) -> RadioMode:
+    """`+CFUN: <fun>[,<rst>]` (the read answer and Quectel's URC after a change)."""
+    line = single_line(text, "+CFUN")
+    fields = split_fields(payload(line, "+CFUN"), "+CFUN", line)
+    fun = to_int(fields[0].text, "+CFUN", line, "<fun>")
+    if fun < 0:
+        raise ParseError("+CFUN", line, f"<fun> {fun} is negative")
+    return _RADIO_BY_FUN.get(fun, RadioMode.OTHER)
+
+
+def parse_ceer(text: str) -> str | None:
+    """`AT+CEER`: the extended error report, a free text (`+CEER: No cause information
+    available`, an Altair's `+CEER: EPS_AND_NON_EPS_SERVICES_NOT_ALLOWED`, a MediaTek's
+    `+CEER: 0,NONE`). None when it reports nothing (an empty answer, `+CEER:` alone,
+    `NONE`, "no cause information"); a line without `+CEER:` is a `ParseError`."""
+    lines = response_lines(text)
+    if not lines:
+        return None
+    if len(lines) != 1:
+        raise ParseError("+CEER", text, f"expected one line, got {len(lines)}")
+    value = payload(lines[0], "+CEER").strip().strip('"').strip()
+    parts = [p.strip().strip('"') for p in value.split(",")]
+    if parts and parts[0].isdigit() and len(parts) > 1:  # "<cause>,<text>" forms
+        value = ",".join(parts[1:]).strip()
+    if not value or value.upper() in ("NONE", "NO CAUSE", "NO REPORT AVAILABLE") \
+            or "no cause information" in value.lower():
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TimeZoneReport:
+    """`+CTZE: "<tz>",<dst>[,"<time>"]`: the network's zone (quarter hours, DST included)
+    and, when given, its universal time."""
+
+    utc_offset: timedelta
+    dst_hours: int
+    time: datetime | None
+
+
+def parse_ctze(text: str) -> TimeZoneReport:
+    """The time zone URC (`AT+CTZR=2`). The time is UTC (the network's universal time),
+    returned in the reported zone."""
+    line = single_line(text, "+CTZE")
+    fields = split_fields(payload(line, "+CTZE"), "+CTZE", line)
+    if len(fields) < 2:
+        raise ParseError("+CTZE", line, 'expected "<tz>",<dst>[,"<time>"]')
+    quarters = to_int(fields[0].text.replace(" ", ""), "+CTZE", line, "<tz>")
+    dst = to_int(fields[1].text, "+CTZE", line, "<dst>")
+    try:
+        zone = quarter_hours(quarters)
+    except ValueError as exc:
+        raise ParseError("+CTZE", line, str(exc)) from None
+    if not 0 <= dst <= 2:
+        raise ParseError("+CTZE", line, f"<dst> {dst} is outside 0..2")
+    moment: datetime | None = None
+    if len(fields) >= 3 and fields[2].text:
+        value = ",".join(f.text for f in fields[2:])
+        moment = parse_time_value(value, "+CTZE", line, utc=True).time.astimezone(zone)
+    return TimeZoneReport(utc_offset=zone.utcoffset(None), dst_hours=dst, time=moment)
+
+
+class PacketEvent(StrEnum):
+    """What a `+CGEV:` URC reports (the kinds that matter for the data call)."""
+
+    NW_DEACT = "nw_deact"        # the network deactivated a context (PDN, PDP, secondary)
+    ME_DEACT = "me_deact"        # the modem deactivated it
+    NW_DETACH = "nw_detach"      # the network detached the modem
+    ME_DETACH = "me_detach"
+    NW_ACT = "nw_act"
+    ME_ACT = "me_act"
+    REJECT = "reject"
+    OTHER = "other"              # REACT, MODIFY, CLASS ...
+
+
+@dataclass(frozen=True, slots=True)
+class PacketDomainEvent:
+    """A `+CGEV:` event; `cid` None when the event concerns no (or every) context."""
+
+    kind: PacketEvent
+    cid: int | None
+
+
+_CGEV: Final = re.compile(r"\s*(?:\+CGEV:\s*)?(NW|ME)?\s*(PDN\s+)?(DEACT|ACT|DETACH|REJECT|"
+                          r"REACT|MODIFY|CLASS)\b\s*(.*)$", re.IGNORECASE)
+
+
+def parse_cgev(text: str) -> PacketDomainEvent:
+    """`+CGEV:` in its TS 27.007 forms (ModemManager's `mm_3gpp_parse_cgev_indication_*`):
+    `NW PDN DEACT <cid>`, `NW DEACT <PDP_type>,<PDP_addr>[,<cid>]`, `NW DEACT <p_cid>,
+    <cid>,<event_type>` (secondary: the second number is the context), `NW DETACH`, and
+    the `ME` and activation counterparts."""
+    line = single_line(text, "+CGEV")
+    match = _CGEV.match(line)
+    if match is None:
+        raise ParseError("+CGEV", line, "not a packet domain event")
+    who = (match.group(1) or "").upper()
+    pdn = match.group(2) is not None
+    verb = match.group(3).upper()
+    args = [a.strip() for a in match.group(4).split(",")] if match.group(4).strip() else []
+    kinds = {("NW", "DEACT"): PacketEvent.NW_DEACT, ("ME", "DEACT"): PacketEvent.ME_DEACT,
+             ("NW", "DETACH"): PacketEvent.NW_DETACH, ("ME", "DETACH"): PacketEvent.ME_DETACH,
+             ("NW", "ACT"): PacketEvent.NW_ACT, ("ME", "ACT"): PacketEvent.ME_ACT,
+             ("", "REJECT"): PacketEvent.REJECT}
+    kind = kinds.get((who, verb), PacketEvent.OTHER)
+    cid: int | None = None
+    if args and args[0].isdigit():
+        # "PDN DEACT <cid>[,<reason>...]" or secondary "<p_cid>,<cid>,<event_type>"
+        cid = int(args[0]) if pdn or len(args) < 3 else \
+            (int(args[1]) if args[1].isdigit() else None)
+    elif len(args) >= 3 and args[2].isdigit():  # "<PDP_type>,<PDP_addr>,<cid>"
+        cid = int(args[2])
+    return PacketDomainEvent(kind=kind, cid=cid)

@@ -528,3 +528,38 @@ def parse_qsimstat(text: str) -> QuectelSimStatus:
 def parse_qccid(text: str) -> str:
     """`+QCCID: 8982...` -> the ICCID (trailing F padding removed)."""
     return parse_iccid(text, prefix="+QCCID")
+
+
+@dataclass(frozen=True, slots=True)
+class QuectelIpUrc:
+    """`+QIURC: "<kind>"[,<args>]` (TCP/IP stack URCs); `kind` lower case, e.g.
+    `pdpdeact` (the network deactivated context `context_id`)."""
+
+    kind: str
+    context_id: int | None
+
+
+def parse_qiurc(text: str) -> QuectelIpUrc:
+    """`+QIURC: "pdpdeact",<contextID>` and the other `+QIURC` kinds (`recv`, `closed`,
+    `incoming full`...: `context_id` None)."""
+    line = single_line(text, "+QIURC")
+    fields = split_fields(payload(line, "+QIURC"), "+QIURC", line)
+    kind = fields[0].text.strip().lower()
+    if not kind:
+        raise ParseError("+QIURC", line, "no URC kind")
+    context: int | None = None
+    if kind == "pdpdeact":
+        if len(fields) != 2:
+            raise ParseError("+QIURC", line, 'expected "pdpdeact",<contextID>')
+        context = to_int(fields[1].text, "+QIURC", line, "<contextID>")
+    return QuectelIpUrc(kind=kind, context_id=context)
+
+
+def parse_qusim(text: str) -> int:
+    """`+QUSIM: <n>`: the (U)SIM was (re)initialised (1: a USIM, 0: a SIM). ModemManager
+    (`mm-shared-quectel.c`) takes `+QUSIM: 1` as the trigger of a SIM swap check."""
+    line = single_line(text, "+QUSIM")
+    value = to_int(payload(line, "+QUSIM"), "+QUSIM", line, "<n>")
+    if value not in (0, 1):
+        raise ParseError("+QUSIM", line, f"<n> {value} is not 0 or 1")
+    return value

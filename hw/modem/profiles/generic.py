@@ -161,6 +161,8 @@ class GenericProfile:
     iccid_command: ClassVar[str] = "AT+CCID"
     iccid_prefixes: ClassVar[tuple[str, ...]] = ("+CCID:", "+ICCID:")
     supports_sim_switch: ClassVar[bool] = False
+    #: vendor +CME codes meaning "busy, try again" (beside `hw.modem.modem.BUSY_CME_CODES`)
+    busy_cme_codes: ClassVar[frozenset[int]] = frozenset()
     #: `DataStatus.method` of calls this profile makes
     data_method: ClassVar[str] = "pdp"
 
@@ -174,12 +176,14 @@ class GenericProfile:
     # -- init ------------------------------------------------------------------------------
     def init_commands(self) -> tuple[InitCommand, ...]:
         """Sent by `Modem.initialise()` after `ATE0`, `AT+CMEE=1` and the identity queries:
-        registration URCs with location (`=2`) for CS, PS and EPS, and packet-domain event
-        URCs (`+CGEV`, so a network-side PDN deactivation is seen at once)."""
+        registration URCs with location (`=2`) for CS, PS and EPS (EPS `=3` where the
+        modem takes it: the reject cause too), and packet-domain event URCs (`+CGEV`, so a
+        network-side PDN deactivation is seen at once)."""
         return (
             ("AT+CREG=2", False),
             ("AT+CGREG=2", False),
             ("AT+CEREG=2", False),
+            ("AT+CEREG=3", False),  # + reject cause where supported (else =2 stays)
             ("AT+CGEREP=2,1", False),
         )
 

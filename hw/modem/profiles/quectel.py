@@ -28,6 +28,7 @@ from hw.modem.parsers.quectel import (
 from hw.modem.profiles.generic import (
     AtPort,
     GenericProfile,
+    InitCommand,
     Timeouts,
     info_text,
     pdp_context_command,
@@ -146,6 +147,14 @@ class QuectelProfile(GenericProfile):
     @property
     def ecm(self) -> bool:
         return self.usbnet is QuectelUsbNet.ECM
+
+    def init_commands(self) -> tuple[InitCommand, ...]:
+        """Generic ones, plus SIM hot-swap reports (`AT+QSIMSTAT=1`: `+QSIMSTAT: 1,0|1`
+        when the SIM is pulled or inserted; needs the board's SIM-detect line, set once
+        with `AT+QSIMDET=1,<level>`, a hardware matter left to the installer, so a modem
+        without it just refuses and `+QUSIM: 1` still tells an inserted SIM) and time
+        zone reports (`AT+CTZR=2`: `+CTZE`)."""
+        return (*super().init_commands(), ("AT+QSIMSTAT=1", False), ("AT+CTZR=2", False))
 
     # -- SIM -------------------------------------------------------------------------------
     async def read_iccid(self, at: AtPort) -> str:
