@@ -67,6 +67,7 @@ from payments_cache.cards import expired, is_digits, luhn_valid
 from payments_cache.currency import MINOR_UNITS
 from payments_cache.errors import InvalidRequest
 from payments_cache.models import Card, PaymentRequest
+from payments_cache.wallclock import CLOCK_FLOOR
 
 MAX_BODY_BYTES: Final = 16 * 1024
 MAX_AMOUNT: Final = 10**12           # exclusive; 10**12 - 1 minor units is the largest
@@ -288,7 +289,9 @@ def _card(value: Any, today: date) -> Card:
                         "an integer month")
     exp_year = _int_in(_required(value, "exp_year", "card."), "card.exp_year", 1000, 9999,
                        "a 4-digit integer year")
-    if exp_year > today.year + MAX_EXPIRY_YEARS_AHEAD:
+    # with the clock unset (a Pi without RTC boots in 1970) "years ahead" means nothing:
+    # every real card would be refused; the offline rules decline `clock_unset` instead
+    if exp_year > today.year + MAX_EXPIRY_YEARS_AHEAD and today >= CLOCK_FLOOR.date():
         _fail("invalid_field", "card.exp_year",
               f"card.exp_year must be at most {MAX_EXPIRY_YEARS_AHEAD} years ahead "
               f"(at most {today.year + MAX_EXPIRY_YEARS_AHEAD}), got {exp_year!r}")
