@@ -272,7 +272,8 @@ class ModemSupervisor:
         an ERROR storm or unregistered too long. True when healthy afterwards."""
         if self.modem.needs_init or self.modem.boots > self._boots_seen:
             return await self._after_reboot()
-        full = self._polls % self.refresh_every == 0 or self.exhausted
+        full = self._polls % self.refresh_every == 0 or self.exhausted \
+            or self.modem.needs_refresh  # a SIM was inserted: read it now
         self._polls += 1
         try:
             async with asyncio.timeout(self.step_timeout_s):

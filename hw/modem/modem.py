@@ -741,6 +741,8 @@ class Modem:
 
     def _apply_sim_state(self, state: SimState) -> None:
         st = self._state
+        if state is SimState.NOT_READY and st.sim_state is SimState.NOT_INSERTED:
+            return  # "+CPIN: NOT READY" after "+QSIMSTAT: 1,0": still no SIM
         if state is not st.sim_state and state is not SimState.READY:
             st.data = None if st.data is None else dataclasses.replace(st.data, up=False)
         st.sim_state = state
@@ -810,6 +812,8 @@ class Modem:
             st.clear_network()
         elif inserted:
             log.info("modem: SIM inserted or re-initialised; reading it again")
+            if st.sim_state is SimState.NOT_INSERTED:
+                st.sim_state = None
             self._needs_refresh = True
 
     # -- identity and init -----------------------------------------------------------------

@@ -22,7 +22,8 @@ Commands: `AT`, `ATE0/ATE1`, `ATI`, `ATZ`, `AT&F`, `ATV1`, `ATQ0`, `AT&W`,
 `AT+QCSQ`, `AT+CESQ`, `AT+QNWINFO`, `AT+QENG="servingcell"`, `AT+CGDCONT`, `AT+CGATT`,
 `AT+CGACT`, `AT+CGPADDR`, `AT+CGEREP`, `AT+QCFG="usbnet"[,n]`, `AT+QNETDEVCTL`,
 `AT+CCLK?`, `AT+QLTS[=0|1|2]`, `AT+CFUN?` / `=0|1|4` / `=1,1` (reboot), `AT+QDSIM`,
-`AT+QPOWD`; `;`-concatenated commands; anything else -> `ERROR`. Without a SIM the
+`AT+QPOWD`, `AT+CEER`, `AT+QSIMSTAT` (`+QSIMSTAT: 1,0|1` on a SIM swap), `AT+CTZR`;
+`;`-concatenated commands; anything else -> `ERROR`. Without a SIM the
 SIM-dependent ones give `+CME ERROR: 10`.
 
 Scenario knobs (plain attributes and methods, settable at run time):
@@ -30,9 +31,11 @@ Scenario knobs (plain attributes and methods, settable at run time):
 - SIM: `sims[slot]` (`SimCard`: present, PIN/PUK, operator, MCC/MNC, IMSI, ICCID; presets
   `SimCard.kt()`, `.skt()`, `.lgu()`, `.absent()`), `insert_sim(slot, card)`,
   `remove_sim(slot)`, `slot` (what `AT+QDSIM` selects).
-- radio: `signal` (`Signal`: RSSI/RSRP/RSRQ/SINR in dBm/dB), `lose_registration(stat)`
-  (emits `+CREG/+CGREG/+CEREG: <stat>` URCs as enabled with `=1|2`, drops data),
-  `restore_registration()` (`+CEREG: 1,"<tac>","<ci>",7` at n=2).
+- radio: `signal` (`Signal`: RSSI/RSRP/RSRQ/SINR in dBm/dB), `lose_registration(stat,
+  cause=)` (emits `+CREG/+CGREG/+CEREG: <stat>` URCs as enabled with `=1|2|3`, drops
+  data; at `+CEREG` n=3 a denied one carries `0,<cause>`), `restore_registration()`
+  (`+CEREG: 1,"<tac>","<ci>",7` at n=2), `network_deactivate()` (`+QIURC: "pdpdeact"`,
+  `+CGEV: NW PDN DEACT`), `time_zone_report()` (`+CTZE`, with `AT+CTZR=2`).
 - timing: `cops_delay_s` (slow `AT+COPS?`), `boot_delay_s` (power-on to `RDY`),
   `chunk_size` + `chunk_gap_s` (every write split into chunks with gaps), `hold(cmd)`
   (answer only once the returned event is set), `command_seen(cmd)` (a future resolved
@@ -351,6 +354,10 @@ class ModemSimulator:
         self._raw_answers: dict[str, tuple[bytes, int | None]] = {}
         self._reboot_on: set[str] = set()
         self._wrote_chunk = False
+        #: EMM cause (TS 24.301) reported with a denied registration at <n> = 3
+        self.reject_cause: int | None = None
+        #: what `AT+CEER` answers
+        self.error_report = "No cause information available"
 
         # modem settings and state (reset by power-on, except what lives in NV / on SIM)
         self._contexts: dict[int, tuple[str, str]] = {1: ("IPV4V6", "")}  # NV
@@ -364,6 +371,8 @@ class ModemSimulator:
         self._cgerep = 0
         self._cops_format = 0
         self._reg_n = {"CREG": 0, "CGREG": 0, "CEREG": 0}
+        self._qsimstat = 0
+        self._ctzr = 0
         self._cfun = 1
         self._sim_state: SimState = "ABSENT"
         self._reg_override: int | None = None
@@ -492,16 +501,41 @@ class ModemSimulator:
     def remove_sim(self, slot: int) -> None:
         self.insert_sim(slot, SimCard.absent())
 
-    def lose_registration(self, stat: int = 2) -> None:
-        """Lose the network: <stat> 0 (not registered), 2 (searching) or 3 (denied)."""
+    def lose_registration(self, stat: int = 2, *, cause: int | None = None) -> None:
+        """Lose the network: <stat> 0 (not registered), 2 (searching) or 3 (denied);
+        `cause`: the EMM reject cause shown at `+CEREG` <n> = 3 (and by `AT+CEER`)."""
         if stat not in (0, 2, 3, 4):
             raise ValueError(f"not a not-registered <stat>: {stat!r}")
         self._reg_override = stat
+        self.reject_cause = cause
+        if cause is not None:
+            self.error_report = f"EMM cause {cause}"
         self._registration_changed()
 
     def restore_registration(self) -> None:
         self._reg_override = None
+        self.reject_cause = None
+        self.error_report = "No cause information available"
         self._registration_changed()
+
+    def network_deactivate(self) -> None:
+        """The network tears the data call down (operator maintenance, a plan that ran
+        out): `+QIURC: "pdpdeact",<cid>`, `+CGEV: NW PDN DEACT <cid>` (with `+CGEREP`
+        on) and `+QNETDEVSTATUS: 0`; registration stays."""
+        cids = sorted(self._active) or ([self._netdev[1]] if self._netdev else [])
+        for cid in cids:
+            self._urc(f'+QIURC: "pdpdeact",{cid}')
+            if self._cgerep:
+                self._urc(f"+CGEV: NW PDN DEACT {cid}")
+        self._drop_data_soon()
+
+    def time_zone_report(self) -> None:
+        """`+CTZE` as the network's NITZ arrives (when enabled with `AT+CTZR=2`)."""
+        if self._ctzr == 2:
+            sign = "-" if self.tz_quarters < 0 else "+"
+            now = self.clock().astimezone(dt.UTC)
+            self._urc(f'+CTZE: "{sign}{abs(self.tz_quarters):02d}",0,'
+                      f'"{now:%Y/%m/%d,%H:%M:%S}"')
 
     def race_urc(self, line: str) -> None:
         """Put URC `line` in the middle of the next answer (after its first line)."""
@@ -647,6 +681,8 @@ class ModemSimulator:
 
     def _swap_sim(self) -> None:
         self._drop_data_soon()
+        if self._qsimstat:
+            self._urc(f"+QSIMSTAT: 1,{1 if self.sim.present else 0}")
         self._urc("+CPIN: NOT READY")
         self._load_sim()
         if self._sim_state != "ABSENT":
@@ -675,17 +711,20 @@ class ModemSimulator:
             if n == 1:
                 self._urc(f"+{name}: {stat}")
             elif n >= 2:
-                self._urc(f"+{name}: {stat}{self._location(stat)}")
+                self._urc(f"+{name}: {stat}{self._location(stat, n)}")
         if stat not in (1, 5) and (self._active or self._data_up):
             if self._cgerep and self._active:
                 for cid in sorted(self._active):
                     self._urc(f"+CGEV: NW PDN DEACT {cid}")
             self._drop_data_soon()
 
-    def _location(self, stat: int) -> str:
+    def _location(self, stat: int, n: int = 2) -> str:
+        card = self.sim
+        if n >= 3 and stat == 3 and self.reject_cause is not None:
+            # the cell that refused, then <cause_type> 0 (EMM) and <reject_cause>
+            return f',"{card.tac:04X}","{card.cell_id:X}",7,0,{self.reject_cause}'
         if stat not in (1, 5):
             return ""
-        card = self.sim
         return f',"{card.tac:04X}","{card.cell_id:X}",7'
 
     def _drop_data_soon(self) -> None:
@@ -1030,11 +1069,12 @@ class ModemSimulator:
     async def _registration(self, name: str, kind: str, args: list[str]) -> _Reply:
         if kind == "read":
             n, stat = self._reg_n[name], self._reg_stat()
-            location = self._location(stat) if n >= 2 else ""
+            location = self._location(stat, n) if n >= 2 else ""
             return _Reply([f"+{name}: {n},{stat}{location}"])
+        top = 3 if name == "CEREG" else 2
         if kind == "test":
-            return _Reply([f"+{name}: (0-2)"])
-        if kind == "set" and args[0] in ("0", "1", "2"):
+            return _Reply([f"+{name}: (0-{top})"])
+        if kind == "set" and args[0].isdigit() and int(args[0]) <= top:
             self._reg_n[name] = int(args[0])
             return _Reply()
         return self._error()
@@ -1204,6 +1244,31 @@ class ModemSimulator:
             address = self.pdp_address if cid in self._active else "0.0.0.0"
             rows.append(f'+CGPADDR: {cid},"{address}"')
         return _Reply(rows)
+
+    async def _cmd_ceer(self, kind: str, args: list[str]) -> _Reply:
+        if kind == "test":
+            return _Reply()
+        return _Reply([f'+CEER: "{self.error_report}"'])
+
+    async def _cmd_qsimstat(self, kind: str, args: list[str]) -> _Reply:
+        if kind == "read":
+            return _Reply([f"+QSIMSTAT: {self._qsimstat},{1 if self.sim.present else 0}"])
+        if kind == "test":
+            return _Reply(["+QSIMSTAT: (0,1)"])
+        if kind == "set" and args[0] in ("0", "1"):
+            self._qsimstat = int(args[0])
+            return _Reply()
+        return self._error()
+
+    async def _cmd_ctzr(self, kind: str, args: list[str]) -> _Reply:
+        if kind == "read":
+            return _Reply([f"+CTZR: {self._ctzr}"])
+        if kind == "test":
+            return _Reply(["+CTZR: (0-2)"])
+        if kind == "set" and args[0] in ("0", "1", "2"):
+            self._ctzr = int(args[0])
+            return _Reply()
+        return self._error()
 
     async def _cmd_cgerep(self, kind: str, args: list[str]) -> _Reply:
         if kind == "read":
