@@ -252,6 +252,7 @@ class Daemon:
         guard = ConnectionGuard(limits, self.state.api.connections,
                                 connection_budget(limits.max_connections))
         self.app.on_response_prepare.append(guard.on_response_prepare)
+        self.context.cleanups.append(guard.quiet_accept_errors(asyncio.get_running_loop()))
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                shutdown_timeout=SHUTDOWN_TIMEOUT_S - 1,
                                **limits.runner_kwargs())

@@ -59,7 +59,7 @@ SERVER_LOGGER = "storebox.api.server"
 
 #: errno values of accept() that mean "out of a resource", not "this client is odd".
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-ACCEPT_BATCH = 64
+ACCEPT_BATCH = 256
 ACCEPT_PAUSE_S = 0.1
 
 
@@ -212,7 +212,8 @@ def quiet_server_logger() -> logging.Logger:
 class _Connection:
     """One accepted socket, from accept() until its transport is gone."""
 
-    __slots__ = ("handed_over", "opened_at", "protocol", "released", "sock", "source")
+    __slots__ = ("closing", "handed_over", "opened_at", "protocol", "released", "sock",
+                 "source")
 
     def __init__(self, sock: socket.socket, source: str, opened_at: float) -> None:
         self.sock = sock
@@ -221,20 +222,40 @@ class _Connection:
         self.protocol: LimitedProtocol | None = None
         #: the socket belongs to an asyncio transport (which closes it)
         self.handed_over = False
+        #: evicted: still counted until its descriptor is closed
+        self.closing = False
         self.released = False
 
     def quiet(self) -> bool:
         """No request under way: in its TLS handshake, fresh, or idle between requests."""
         return self.protocol is None or self.protocol.quiet()
 
+    def reading(self) -> bool:
+        """Its request is not whole yet (a slow client or a slowloris, perhaps): may make
+        room for a new connection when nothing is quiet. One whose whole request a
+        handler holds (a payment under way) never is."""
+        return self.protocol is None or not self.protocol.request_in()
+
     def close(self) -> None:
         if self.protocol is not None:
             self.protocol.abort()
-        elif self.handed_over:
-            # mid-handshake: the transport owns the descriptor; a shutdown makes it fail
-            # the handshake and close it (closing it here could race a reused number)
+        else:
+            # before or in its handshake: the transport owns (or will own) the descriptor;
+            # a shutdown makes the handshake fail at once and the transport close it
+            # (closing it here could race a reused descriptor number)
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _victim(groups: list[dict[_Connection, None]]) -> _Connection | None:
+    """The oldest quiet connection of the first group that has one, else the oldest one
+    still reading its request; the groups in order of preference."""
+    for pick in (_Connection.quiet, _Connection.reading):
+        for conns in groups:
+            victim = next((c for c in conns if not c.closing and pick(c)), None)
+            if victim is not None:
+                return victim
+    return None
 
 
 class ConnectionGuard:
@@ -250,11 +271,18 @@ class ConnectionGuard:
         self._all: dict[_Connection, None] = {}
         self._by_source: dict[str, dict[_Connection, None]] = {}
         self._by_handler: dict[RequestHandler, LimitedProtocol] = {}
+        self._closing = 0
+        self.slack = max(4, budget // 8)
         counters.limit = budget
         counters.per_address_limit = limits.max_connections_per_address
 
     def __len__(self) -> int:
         return len(self._all)
+
+    def must_wait(self) -> bool:
+        """Evicted connections are still closing: accept no more until they are gone (the
+        new ones wait in the listen backlog, a loop turn or two)."""
+        return self._closing >= self.slack or len(self._all) >= self.budget
 
     def note(self, kind: str, source: str | None = None) -> None:
         counter = f"{kind}_total"
@@ -262,25 +290,26 @@ class ConnectionGuard:
         self.events.note(kind, source)
 
     def admit(self, sock: socket.socket, source: str) -> _Connection | None:
-        """Register a new connection from `source`, making room if a cap is reached by
-        closing a quiet one; None when there is no room (the caller refuses it)."""
-        mine = self._by_source.get(source, {})
-        if len(mine) >= self.limits.max_connections_per_address:
-            victim = next((c for c in mine if c.quiet()), None)
+        """Register a new connection from `source`; None when there is no room (the
+        caller refuses it). Beyond the per-address cap it is refused; at the total cap it
+        takes the place of a connection of the busiest source: a quiet one first, else one
+        still sending its request, never one whose request a handler holds.
+
+        Evicted connections count until their descriptors are closed: `budget` bounds
+        them all; live ones are kept `slack` below it so that a new connection can take
+        an old one's place while the old one closes."""
+        if len(self._by_source.get(source, {})) >= self.limits.max_connections_per_address:
+            self.note("refused", source)  # its own flood: no one else pays for it
+            return None
+        if len(self._all) - self._closing >= self.budget - self.slack:
+            victim = _victim(sorted(self._by_source.values(), key=len, reverse=True))
             if victim is None:
                 self.note("refused", source)
                 return None
             self._evict(victim)
         if len(self._all) >= self.budget:
-            victim = None
-            for conns in sorted(self._by_source.values(), key=len, reverse=True):
-                victim = next((c for c in conns if c.quiet()), None)
-                if victim is not None:
-                    break
-            if victim is None:
-                self.note("refused", source)
-                return None
-            self._evict(victim)
+            self.note("refused", source)  # too many still closing: this one waits its turn
+            return None
         conn = _Connection(sock, source, self.clock())
         self._all[conn] = None
         self._by_source.setdefault(source, {})[conn] = None
@@ -288,14 +317,19 @@ class ConnectionGuard:
         return conn
 
     def _evict(self, conn: _Connection) -> None:
+        """Close `conn`; it counts until its transport has closed the descriptor (a burst
+        of accepts must not outrun the closes)."""
         self.note("evicted", conn.source)
-        self.release(conn)
+        conn.closing = True
+        self._closing += 1
         conn.close()
 
     def release(self, conn: _Connection) -> None:
         if conn.released:
             return
         conn.released = True
+        if conn.closing:
+            self._closing -= 1
         self._all.pop(conn, None)
         conns = self._by_source.get(conn.source)
         if conns is not None:
@@ -313,6 +347,8 @@ class ConnectionGuard:
     def attach(self, conn: _Connection, protocol: LimitedProtocol) -> None:
         conn.protocol = protocol
         self._by_handler[protocol.inner] = protocol
+        if conn.closing:  # evicted while its handshake finished
+            protocol.abort()
 
     async def on_response_prepare(self, request: web.Request,
                                   response: web.StreamResponse) -> None:
@@ -327,6 +363,23 @@ class ConnectionGuard:
             self.release(conn)
             conn.close()
         self.events.flush()
+
+    def quiet_accept_errors(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """Count asyncio's "socket.accept() out of system resource" (the admin socket's
+        accept loop, when something else used up the descriptors) instead of logging a
+        traceback for each retry; returns the undo."""
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if context.get("message") == "socket.accept() out of system resource":
+                self.note("accept_errors")
+            elif previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+        return lambda: loop.set_exception_handler(previous)
 
 
 class LimitedProtocol(asyncio.Protocol):
@@ -349,9 +402,9 @@ class LimitedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.guard.attach(self.conn, self)
         self._start_reading()
         self.inner.connection_made(transport)
+        self.guard.attach(self.conn, self)
 
     def data_received(self, data: bytes) -> None:
         if self._reading_since is None:
@@ -376,8 +429,17 @@ class LimitedProtocol(asyncio.Protocol):
 
     # deadlines
 
+    def handling(self) -> bool:
+        """A handler holds a request of this connection (e.g. a payment under way)."""
+        return getattr(self.inner, "_current_request", None) is not None
+
+    def request_in(self) -> bool:
+        """A handler holds a whole request of this connection."""
+        request = getattr(self.inner, "_current_request", None)
+        return request is not None and bool(request.content.is_eof())
+
     def quiet(self) -> bool:
-        if getattr(self.inner, "_current_request", None) is not None:
+        if self.handling():
             return False
         return self._reading_since is None or self._request_bytes == 0
 
@@ -432,7 +494,7 @@ class LimitedSite(web.BaseSite):
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
                  guard: ConnectionGuard, ssl_context: ssl.SSLContext | None = None,
-                 backlog: int = 128) -> None:
+                 backlog: int = 1024) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._port = port
@@ -498,6 +560,8 @@ class LimitedSite(web.BaseSite):
 
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
+            if self._guard.must_wait():
+                return  # level-triggered: called again on the next loop turn
             try:
                 client, address = sock.accept()
             except (BlockingIOError, InterruptedError):

@@ -98,12 +98,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 @asynccontextmanager
 async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
                     extra: str = "", payments: str = "",
-                    sealed: bool = False) -> AsyncIterator[Box]:
+                    sealed: bool = False, nofile: int | None = None) -> AsyncIterator[Box]:
     """Everything lives in `netns`: the simulator, the daemon, the POS's sockets.
 
     `sealed`: a fresh gateway key pair in `tmp`; the simulator holds the private key, the
     box's `payments.seal_key_file` names the public one, so every card kept offline is
-    sealed to the gateway (CONTRACTS §5a)."""
+    sealed to the gateway (CONTRACTS §5a). `nofile`: the daemon's RLIMIT_NOFILE."""
     seal = write_seal_keys(tmp) if sealed else None
     if seal is not None:
         payments += f'\nseal_key_file = "{seal.public}"\n'
@@ -112,7 +112,7 @@ async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
         sim = GatewaySimulator(MERCHANT_KEY, seed=7, faults=faults, seal_opener=opener)
         url = await sim.start()
         daemon = DaemonProcess(netns, write_config(tmp, gateway_url=url, extra=extra,
-                                                   payments=payments))
+                                                   payments=payments), nofile=nofile)
         try:
             await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
             pin = await asyncio.to_thread(lambda: daemon.pin)
