@@ -20,9 +20,11 @@ from firmware.config import Config
 from firmware.daemon import BoxContext
 from firmware.state import BoxState
 from hw.gpio import PowerKey, SimulatorPower, make_pin_factory
+from hw.modem.channel import AtChannel
 from hw.modem.errors import ModemError
 from hw.modem.health import ModemSupervisor, PowerControl
 from hw.modem.modem import Modem
+from hw.modem.ports import resolve_port
 from hw.modem.simulator import ModemSimulator, SimCard
 from hw.modem.status import ModemStatus
 
@@ -54,6 +56,8 @@ def apply_snapshot(state: BoxState, snap: ModemStatus) -> None:
         recovery_step=str(snap.recovery_step) if snap.recovery_step else None,
         resets_total=snap.resets_total, last_reset_reason=snap.last_reset_reason,
         parse_errors=snap.parse_errors,
+        not_connected_reason=snap.not_connected_reason, reject_cause=snap.reject_cause,
+        imsi=snap.imsi,
         model=snap.identity.model if snap.identity else None)
 
 
@@ -75,11 +79,21 @@ class ModemComponent:
         severity = fields.pop("severity", _SEVERITY.get(kind, "info"))
         self.state.events.emit(kind, message, severity=severity, **fields)
 
+    async def _reopen(self) -> AtChannel:
+        """The AT port again after the modem re-enumerated (`lte.port = "auto"`: found
+        anew by USB ids, its ttyUSB number may have changed)."""
+        port = resolve_port(self.port)
+        return await AtChannel.open(port, baudrate=self.config.lte.baudrate,
+                                    serial_options={"exclusive": True})
+
     async def run(self) -> None:
         lte = self.config.lte
         try:
+            port = resolve_port(self.port)
+            if port != self.port:
+                log.info("LTE modem: AT port found at %s", port)
             modem = await Modem.open(
-                self.port, baudrate=lte.baudrate,
+                port, baudrate=lte.baudrate,
                 channel_options={"serial_options": {"exclusive": True}},
                 pin=lte.pin or None, apn=lte.apn, wired_carrier=self.config.wired.carrier)
         except ModemError:
@@ -88,7 +102,7 @@ class ModemComponent:
         self.modem = modem
         supervisor = ModemSupervisor(modem, power=self.power, on_event=self.on_event,
                                      poll_interval_s=lte.poll_interval_s,
-                                     set_clock=set_system_clock)
+                                     set_clock=set_system_clock, reopen=self._reopen)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(supervisor.run(), name="modem-health")

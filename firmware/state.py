@@ -69,6 +69,13 @@ class ModemState:
     last_reset_reason: str | None = None
     #: Answers that did not parse: the last good readings were kept, nothing was reset.
     parse_errors: int = 0
+    #: Why LTE is not connected, in plain language ("no SIM", "radio off", "SIM rejected
+    #: by the network: plan expired...?"); None while the data call is up.
+    not_connected_reason: str | None = None
+    #: The network's EMM reject cause (3GPP TS 24.301) when it denied registration.
+    reject_cause: int | None = None
+    #: The SIM's IMSI masked to MCC+MNC and its last 4 digits (personal data).
+    imsi: str | None = None
 
 
 @dataclass

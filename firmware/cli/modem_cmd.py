@@ -16,6 +16,7 @@ from firmware.cli.status_view import _RULE, _Layout
 from hw.modem.errors import CommandError, CommandTimeout, ModemError, PortClosed, PortOpenError
 from hw.modem.modem import Modem
 from hw.modem.parsers.generic import carrier_for
+from hw.modem.ports import resolve_port
 from hw.modem.status import ModemStatus
 
 INFO_TIMEOUT_S = 60.0
@@ -49,6 +50,7 @@ def _port_problem(port: str, exc: ModemError) -> ModemUnavailable:
 
 async def _open(port: str, baudrate: int, timeout_s: float) -> Modem:
     try:
+        port = resolve_port(port)  # "auto": the AT port found by USB ids
         return await Modem.open(port, baudrate=baudrate,
                                 channel_options={"serial_options": {"exclusive": True},
                                                  "default_timeout": timeout_s})
@@ -128,7 +130,8 @@ def render_modem(port: str, snap: ModemStatus, colour: bool = False) -> str:
     home = carrier_for(snap.sim_mcc_mnc) if snap.sim_mcc_mnc else None
     sim_rows = [("state", _v(snap.sim_state)), ("slot", _v(snap.sim_slot)),
                 ("iccid", _v(snap.iccid)),
-                ("home network", _v(snap.sim_mcc_mnc) + (f" ({home.name})" if home else ""))]
+                ("home network", _v(snap.sim_mcc_mnc) + (f" ({home.name})" if home else "")),
+                ("imsi", _v(snap.imsi))]
     if snap.sim_fault:
         sim_rows.append(("fault", layout.paint("failed") + f" {snap.sim_fault}"))
     layout.section("SIM", sim_rows)
@@ -141,6 +144,10 @@ def render_modem(port: str, snap: ModemStatus, colour: bool = False) -> str:
         ("tracking area", f"{snap.tac:X}" if snap.tac is not None else "--"),
         ("cell id", f"{snap.cell_id:X}" if snap.cell_id is not None else "--"),
     ]
+    if snap.reject_cause is not None:
+        rows.append(("reject cause", f"EMM #{snap.reject_cause}"))
+    if snap.radio_on is False:
+        rows.append(("radio", layout.paint("off")))
     if snap.same_carrier:
         rows.append(("carrier diversity", layout.paint("none")
                      + ": the SIM is on the wired line's carrier; one outage takes both"))
@@ -150,6 +157,9 @@ def render_modem(port: str, snap: ModemStatus, colour: bool = False) -> str:
                               ("rsrq", _v(snap.rsrq_db, " dB")),
                               ("s/n", _v(snap.sinr_db, " dB"))])
     connected = None if snap.data_up is None else ("yes" if snap.data_up else "no")
-    layout.section("Bearer", [("connected", _v(connected)), ("address", _v(snap.ip))])
+    bearer = [("connected", _v(connected)), ("address", _v(snap.ip))]
+    if snap.not_connected_reason:
+        bearer.append(("why not", snap.not_connected_reason))
+    layout.section("Bearer", bearer)
     layout.lines.append(_RULE)
     return "\n".join(layout.lines)

@@ -9,7 +9,10 @@ Failures that climb the ladder (each rung records its reason: `reason` of the
 `modem_reset` event, `last_reset_reason` in the snapshot):
 
 - `no_answer`: silence (`CommandTimeout`, or a poll over its time limit);
-- `port_closed`: the port went away;
+- `port_closed`: the port went away and did not come back (with `reopen` given, a port
+  that vanished is first looked for and reopened without a rung — a USB modem
+  re-enumerates after a power-key cycle or a USB mode change — and reported as
+  `modem_recovered` step `reopen`);
 - `unexpected_reboot`: a reboot the modem layer could not ride out (`ModemRebooted`);
 - `error_storm`: `error_storm_limit` polls in a row that the modem refused (`ERROR`);
 - `registration_lost`: the SIM is ready but the modem has not been registered for
@@ -207,6 +210,8 @@ class ModemSupervisor:
         self._faults: dict[str, str | None] = {}
         self._clock_set_at: float | None = None
         self._no_power_reported = False
+        #: times the port vanished and was found and reopened without a rung
+        self.reopened_total = 0
 
     # -- events ----------------------------------------------------------------------------
     def _emit(self, kind: str, message: str, severity: str = "info", **fields: Any) -> None:
@@ -259,6 +264,8 @@ class ModemSupervisor:
                 await self.modem.initialise()
                 await self.modem.refresh()
         except _FAILURES as exc:
+            if self._port_vanished():
+                return await self._reopen_port()
             return await self.recover(_reason(exc), detail=str(exc))
         except CommandError as exc:
             log.warning("modem start: %s", exc)
@@ -270,6 +277,8 @@ class ModemSupervisor:
         """One health check: re-initialise after a reboot (not a rung), otherwise poll (a
         full refresh every `refresh_every`-th time); recover when the modem is silent, in
         an ERROR storm or unregistered too long. True when healthy afterwards."""
+        if self._port_vanished():
+            return await self._reopen_port()
         if self.modem.needs_init or self.modem.boots > self._boots_seen:
             return await self._after_reboot()
         full = self._polls % self.refresh_every == 0 or self.exhausted \
@@ -282,6 +291,8 @@ class ModemSupervisor:
                 else:
                     await self.modem.poll()
         except _FAILURES as exc:
+            if self._port_vanished():
+                return await self._reopen_port()
             return await self.recover(_reason(exc), detail=str(exc))
         except CommandError as exc:
             log.info("modem poll: %s", exc)  # the modem answers; a storm is a matter
@@ -301,7 +312,24 @@ class ModemSupervisor:
         await self._after_poll(full)
         return True
 
-    async def _after_reboot(self) -> bool:
+    def _port_vanished(self) -> bool:
+        return self.reopen is not None and self.modem.channel.transport.is_closed
+
+    async def _reopen_port(self) -> bool:
+        """The port went away (the USB modem re-enumerated: a power-key cycle, a USB mode
+        change, a crash): find it again (`reopen` rescans when the port is "auto"),
+        reopen it and re-initialise — not a ladder rung, reported as `modem_recovered`
+        step `reopen`. A port that is not back within `boot_timeout_s` climbs the ladder
+        (`port_closed`)."""
+        log.warning("modem port vanished; looking for it again")
+        if not await self._ensure_channel(attempts=max(1, int(self.boot_timeout_s))):
+            return await self.recover("port_closed", detail="the port did not come back "
+                                                            f"within {self.boot_timeout_s:g} s")
+        self.reopened_total += 1
+        return await self._after_reboot(name="reopen", reason="port_reopened")
+
+    async def _after_reboot(self, *, name: str = "reboot",
+                            reason: str = "unexpected_reboot") -> bool:
         """The modem rebooted by itself: the modem layer waits for the boot; initialise
         and refresh it (no rung), report it once. Silence afterwards climbs the ladder."""
         started = self._clock()
@@ -315,7 +343,7 @@ class ModemSupervisor:
         except CommandError as exc:
             log.warning("modem re-initialisation after a reboot: %s", exc)
         self._boots_seen = self.modem.boots
-        self._recovered(None, "unexpected_reboot", started, name="reboot")
+        self._recovered(None, reason, started, name=name)
         await self._after_poll(full=True)
         return True
 
@@ -402,7 +430,7 @@ class ModemSupervisor:
 
     async def _run_step(self, step: RecoveryStep) -> None:
         modem = self.modem
-        await self._ensure_channel()
+        await self._require_channel()
         if step is RecoveryStep.RADIO_CYCLE:
             await modem.restart_radio()
         elif step is RecoveryStep.MODEM_RESET:
@@ -412,20 +440,31 @@ class ModemSupervisor:
             boots = modem.boots
             await self.power.power_cycle()
             if self.reopen is not None and modem.channel.transport.is_closed:
-                await self._ensure_channel()
+                await self._require_channel()
             elif not await modem.wait_boot(boots, self.boot_timeout_s):
                 log.warning("modem: no RDY within %g s of the power cycle; probing",
                             self.boot_timeout_s)
 
-    async def _ensure_channel(self) -> None:
-        """Reopen the port when it closed (and `reopen` is given), retrying each second."""
+    async def _require_channel(self) -> None:
+        if not await self._ensure_channel(attempts=max(1, int(self.step_timeout_s))):
+            raise PortClosed(self.modem.channel.url, "the port did not come back")
+
+    async def _ensure_channel(self, attempts: int | None = None) -> bool:
+        """Reopen the port when it closed (and `reopen` is given), retrying each second
+        (`attempts` times at most; None: until the step's time limit). False when it did
+        not come back."""
         if self.reopen is None or not self.modem.channel.transport.is_closed:
-            return
+            return True
         old = self.modem.channel
+        tried = 0
         while True:
             try:
                 channel = await self.reopen()
             except PortOpenError as exc:
+                tried += 1
+                if attempts is not None and tried >= attempts:
+                    log.warning("modem port not back after %d attempts: %s", tried, exc)
+                    return False
                 log.info("modem port not back yet: %s", exc)
                 await self._sleep(1.0)
                 continue
@@ -433,6 +472,7 @@ class ModemSupervisor:
         self.modem.attach(channel)
         with contextlib.suppress(Exception):
             await old.close()
+        return True
 
     # -- after a good poll -----------------------------------------------------------------
     async def _after_poll(self, full: bool) -> None:

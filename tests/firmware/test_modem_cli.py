@@ -116,3 +116,72 @@ async def test_info_when_the_modem_reboots_mid_session(sim: ModemSimulator) -> N
     assert doc["operator"] == "KT" and doc["mcc_mnc"] == "45008"
     assert doc["registered"] is True and doc["reboots_seen"] == 1
     assert sim.received.count("ATE0") >= 2  # re-initialised after the reboot
+
+
+#: Answers in the layouts modems really send (issue #10): `storebox modem info` reads
+#: values through each of them.
+LAYOUTS = [
+    ("NR5G-SA +QCSQ (RM520N)", "AT+QCSQ", b'\r\n+QCSQ: "NR5G",-75,4,-11\r\n\r\nOK\r\n',
+     "rsrp_dbm", -75.0),
+    ("EN-DC two-line +QCSQ", "AT+QCSQ",
+     b'\r\n+QCSQ: "LTE",-61,-89,180,-9\r\n+QCSQ: "NR5G",-80,20,-12\r\n\r\nOK\r\n',
+     "rsrp_dbm", -89.0),
+    ("+CEREG n=3 with <cause_type>,<reject_cause> after the cell", "AT+CEREG?",
+     b'\r\n+CEREG: 3,1,"1A2B","1A2D001",7,,\r\n\r\nOK\r\n', "tac", 0x1A2B),
+    ("<tac>,<rac>,<ci>,<AcT> (Novatel E362)", "AT+CEREG?",
+     b"\r\n+CEREG: 2,1, 1A2B, 20 ,1A2D001 ,7\r\n\r\nOK\r\n", "cell_id", 0x1A2D001),
+    ("glued final", "AT+CSQ", b"\r\n+CSQ: 18,99OK\r\n", "registered", True),
+    ("a +CTZE URC inside the +COPS answer", "AT+COPS?",
+     b'\r\n+COPS: 0,0,"KT",7\r\n+CTZE: "+36",0,"2024/05/01,03:00:00"\r\n\r\nOK\r\n',
+     "utc_offset_min", 540),
+]
+
+
+@pytest.mark.parametrize(("name", "command", "raw", "field", "value"), LAYOUTS)
+async def test_info_reads_values_through_each_layout(sim: ModemSimulator, name: str,
+                                                     command: str, raw: bytes, field: str,
+                                                     value: object) -> None:
+    sim.answer_raw(command, raw)
+    code, out, err = await storebox("modem", "info", "--port", sim.slave_path, "--json")
+    assert code == 0, (name, err)
+    doc = json.loads(out)
+    assert doc[field] == value, name
+    assert doc["registered"] is True and doc["sim_mcc_mnc"] == "45008", name
+    assert doc["imsi"] == "45008******7890"
+
+
+async def test_info_says_why_lte_is_not_connected(sim: ModemSimulator) -> None:
+    sim.lose_registration(3, cause=7)
+    code, out, err = await storebox("modem", "info", "--port", sim.slave_path)
+    assert code == 0, err
+    assert "why not: SIM rejected by the network: plan expired" in out
+    assert "reject cause: EMM #7" in out
+    sim.restore_registration()
+    sim.remove_sim(0)
+    code, out, err = await storebox("modem", "info", "--port", sim.slave_path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["not_connected_reason"] == "no SIM"
+
+
+def test_status_and_fleet_document_say_why_lte_is_not_connected() -> None:
+    from firmware.cli.status_view import render_status
+    from firmware.modem import apply_snapshot
+    from firmware.state import BoxState
+    from firmware.status import status_document
+    from hw.modem.parsers.generic import RegistrationStatus, SimState
+    from hw.modem.status import ModemStatus
+
+    state = BoxState("store-0001", "1.2.3")
+    apply_snapshot(state, ModemStatus(
+        present=True, sim_state=SimState.READY, registered=False,
+        registration=RegistrationStatus.DENIED, reject_cause=7, imsi="45008******7890",
+        not_connected_reason="SIM rejected by the network: plan expired or SIM not "
+                             "activated? (EMM #7 EPS services not allowed)"))
+    doc = status_document(state)  # also the fleet's retained `state` message
+    modem = doc["modem"]
+    assert modem["not_connected_reason"].startswith("SIM rejected by the network")
+    assert modem["reject_cause"] == 7 and modem["imsi"] == "45008******7890"
+    text = render_status(doc)
+    assert "why not: SIM rejected by the network: plan expired" in text
+    apply_snapshot(state, ModemStatus(present=True, data_up=True, registered=True))
+    assert "why not" not in render_status(status_document(state))
