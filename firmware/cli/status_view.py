@@ -100,6 +100,8 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
         ("data", layout.paint(_yes_no(m.get("data_up")))
          + (f" {m['ip']}" if m.get("ip") else "")),
     ]
+    if m.get("not_connected_reason"):
+        rows.append(("why not", str(m["not_connected_reason"])))
     if m.get("recovery_step"):
         rows.append(("recovery", f"{m['recovery_step']} (resets: {m.get('resets_total', 0)})"))
     if m.get("last_reset_reason"):

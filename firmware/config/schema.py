@@ -209,7 +209,9 @@ class LteConfig:
     """The LTE modem: its AT control port and its data interface."""
 
     interface: str = doc("The modem's data interface (ECM/QMI/PPP).", "wwan0", interface_name)
-    port: str = doc("AT control port: a device path or any pyserial URL.", "/dev/ttyUSB2")
+    port: str = doc("AT control port: a device path, any pyserial URL, or \"auto\" (found "
+                    "by USB ids: Quectel EC2x/EG2x/RM5xx, SIMCom SIM7600; found again after "
+                    "the modem re-enumerates).", "/dev/ttyUSB2")
     apn: str = doc("Access point name for the data call.", "internet")
     pin: str = doc("SIM PIN, if the SIM has one; never retried blindly.", "")
     baudrate: int = doc("Serial speed of the AT port.", 115200, positive)
