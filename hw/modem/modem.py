@@ -8,10 +8,23 @@ every URC updates. `snapshot()` freezes it into a `ModemStatus`.
 URCs. The modem subscribes (synchronous callbacks on the channel's reader task, so no
 task of its own) to `+CREG/+CGREG/+CEREG` (registration, with TAC/cell/AcT once
 `initialise()` set `=2`), `+CPIN` (SIM state), `+QIND` (Quectel SIM/PB done, csq, act),
-`+QNETDEVSTATUS` / `+CGEV` (data call), `+CFUN`, `RDY` (the modem rebooted: the state is
-cleared and `needs_init` set until `initialise()` runs again) and `POWERED DOWN`. So the
-snapshot is current between polls; `wait_for(predicate)` waits for a change without
-polling.
+`+QNETDEVSTATUS` / `+CGEV` / `+QIURC: "pdpdeact"` (data call; a network deactivation is
+remembered as the reason it is down), `+CFUN` (radio), `+QSIMSTAT` / `+QUSIM` (SIM hot
+swap: a pulled SIM is `NOT_INSERTED` at once, an inserted one sets `needs_refresh`),
+`+CTZE` (the network's time zone), `RDY` (the modem rebooted: the state is cleared and
+`needs_init` set until `initialise()` runs again) and `POWERED DOWN`. So the snapshot is
+current between polls; `wait_for(predicate)` waits for a change without polling.
+
+Why it cannot connect. The snapshot's `not_connected_reason` (`hw.modem.reasons`) puts
+what the modem said in plain language: the SIM state and fault, `+CFUN?` (read by the
+full refresh when not registered), the EMM reject cause of `+CEREG` at `<n>` = 3 (set
+where the modem takes it) and `AT+CEER` (read when registration was denied), the network
+deactivating the data call. The IMSI is kept only masked (`mask_imsi`).
+
+Busy answers. A command answered with a "busy" +CME code (`BUSY_CME_CODES`: 14 SIM busy,
+515 init in progress; plus the profile's) was not executed; it is sent again after
+`busy_backoff_s` waits (0.2, 0.5, 1, 2 s), except the commands that are never replayed
+(a PIN above all). `busy_retries` counts them.
 
 Answers that carry a URC-shaped line (`AT+CPIN?` while `+CPIN: READY` is announced,
 `AT+CEREG?` with a `+CEREG:` URC racing it — see `hw.modem.channel`) are applied line by
