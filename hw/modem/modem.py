@@ -195,7 +195,10 @@ _NO_REGISTRATION: Final = RegistrationInfo(status=RegistrationStatus.UNKNOWN, ar
 
 
 def _replayable(command: str) -> bool:
-    return not command.strip().upper().startswith(_NEVER_REPLAYED)
+    text = command.strip().upper()
+    if text.endswith("?") and ";" not in text:
+        return True  # a read (`AT+CFUN?`) changes nothing
+    return not text.startswith(_NEVER_REPLAYED)
 
 
 def _boot_settled_by(line: str) -> bool:

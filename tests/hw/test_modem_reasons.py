@@ -140,3 +140,19 @@ async def test_time_zone_urc_is_parsed_not_an_error() -> None:
         assert status.utc_offset_min == 540 and status.parse_errors == 0
         await asyncio.sleep(0)
         assert modem.channel.stats.stray_lines == 0
+
+
+async def test_a_reboot_under_the_radio_query_is_ridden_out() -> None:
+    # AT+CFUN=... is never replayed after a reboot; the read AT+CFUN? is (found by review:
+    # it propagated ModemRebooted into the supervisor, which took it for a failure)
+    async with modem_on() as (sim, modem):
+        fake = FakeSleep()
+        events = Events()
+        sup = ModemSupervisor(modem, on_event=events, clock=fake.clock, sleep=fake,
+                              refresh_every=1)
+        assert await sup.start()
+        await modem.command("AT+CFUN=4")
+        sim.reboot_on("AT+CFUN?")
+        assert await sup.tick()
+        assert sim.received.count("AT+CFUN?") >= 2 and events.of("modem_reset") == []
+        assert modem.snapshot().reboots_seen == 1
