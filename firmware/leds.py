@@ -20,7 +20,8 @@
 |         |                         | SIM, a component restarting    |                        |
 |         |                         | or failed, a payments fault    |                        |
 |         |                         | (no merchant key, no way to    |                        |
-|         |                         | protect cards)                 |                        |
+|         |                         | protect cards), an API fault   |                        |
+|         |                         | (plain HTTP on the LAN)        |                        |
 
 "After the first decision": at boot `uplink.active` is `"none"` before the failover
 engine has chosen anything (`uplink.since` unset, links `unknown`); that is not offline.
@@ -76,6 +77,8 @@ def needs_installer(state: BoxState) -> bool:
     if modem.sim_fault is not None or modem.sim == "not_inserted":
         return True
     if any(f not in _DEVELOPMENT_FAULTS for f in state.payments.faults):
+        return True
+    if state.api.faults:  # e.g. plain HTTP on the shop LAN
         return True
     return any(c.state in _FAILING for c in state.components.values())
 

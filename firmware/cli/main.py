@@ -16,6 +16,9 @@ from firmware.config import DEFAULT_PATH, Config, load_config
 from firmware.errors import ApiClientError, ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+_API_HELP = ("API address: unix:/PATH (the admin socket; default from the config), "
+             "https://HOST:PORT#sha256=<certificate SHA-256 to pin> (or $STOREBOX_API_PIN), "
+             "or http://HOST:PORT on loopback")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="the box at a glance")
     status.add_argument("--json", action="store_true", help="print the status document")
     status.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
-    status.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
+    status.add_argument("--api", default=None, help=_API_HELP)
 
     queue = sub.add_parser("queue", help="the offline payment queue")
     queue.add_argument("action", choices=["stats", "list", "drain", "declined", "requeue"],
@@ -40,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     queue.add_argument("--json", action="store_true", help="print JSON")
     queue.add_argument("--limit", type=int, default=100, help="rows for list (default 100)")
     queue.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
-    queue.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
+    queue.add_argument("--api", default=None, help=_API_HELP)
 
     modem = sub.add_parser("modem", help="talk AT to the LTE modem directly")
     modem_sub = modem.add_subparsers(dest="modem_command", required=True, metavar="ACTION")
@@ -61,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("action", choices=["rotate"],
                       help="rotate: new data key, every stored card re-encrypted under it")
     keys.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
-    keys.add_argument("--api", default=None, help="API address: http://HOST:PORT or unix:/PATH")
+    keys.add_argument("--api", default=None, help=_API_HELP)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -12,6 +12,7 @@ from typing import Any
 
 from firmware.config.locate import key_lines
 from firmware.config.schema import Config
+from firmware.tls import api_problems
 from firmware.errors import ConfigError, Problem
 
 DEFAULT_PATH = "/etc/storebox/storebox.toml"
@@ -93,6 +94,7 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
                          "\"file\" keeps the key-encryption key on the box's own disk: "
                          "development only; use \"pkcs11\" or \"systemd-creds\" when "
                          "device.environment is \"production\""))
+    problems.extend(api_problems(config.api))
     if config.wired.interface == config.lte.interface:
         problems.append(("lte.interface", f"must differ from wired.interface, both are "
                                           f"{config.lte.interface!r}"))

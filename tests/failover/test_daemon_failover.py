@@ -23,7 +23,7 @@ from firmware.cli.client import get_json
 from firmware.drill.faults import blackhole, heal
 from payments_cache.gateway_sim import GatewaySimulator
 from tests.failover.conftest import GATEWAY_IP, OTHER_IP, PORT, Shop
-from tests.support.box import payment_body
+from tests.support.box import API, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
 
@@ -51,7 +51,7 @@ class Store:
 
     async def pay(self, amount: int, key: str) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": key}
-        async with self.session.post("http://127.0.0.1:18470/v1/payments",
+        async with self.session.post(f"{API}/v1/payments",
                                      data=json.dumps(payment_body(amount)).encode(),
                                      headers=headers) as r:
             assert r.status == 200, await r.text()
@@ -83,8 +83,9 @@ async def store(shop: Shop, tmp_path: Path, request: pytest.FixtureRequest
     daemon = DaemonProcess(shop.box, config)
     try:
         daemon.notify.wait_for("READY", "1")
+        pin = daemon.pin
         with inside(shop.box):
-            async with aiohttp.ClientSession() as session:
+            async with pinned_session(pin) as session:
                 yield Store(shop, daemon, sim, session)
     finally:
         assert daemon.stop() == 0, daemon.log()[-3000:]

@@ -52,8 +52,9 @@ def test_status_over_http_has_the_contract_fields(daemon: DaemonProcess) -> None
 def test_tcp_listener_inside_the_namespace(daemon: DaemonProcess, netns: str) -> None:
     script = (
         "import sys; from firmware.cli.client import get_json; "
-        "print(get_json('http://127.0.0.1:18470', '/v1/status', sys.argv[1])['device_id'])")
-    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", script, TOKEN],
+        "print(get_json(sys.argv[2], '/v1/status', sys.argv[1])['device_id'])")
+    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", script, TOKEN,
+                          daemon.tcp_address],
                          capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "store-test"
@@ -184,12 +185,13 @@ def test_tcp_listener_from_a_test_thread_inside_the_namespace(daemon: DaemonProc
                                                               netns: str) -> None:
     from tests.support.netns import inside
 
+    address = daemon.tcp_address  # https://127.0.0.1:18470#sha256=<the box's pin>
     with inside(netns):
-        doc = get_json("http://127.0.0.1:18470", "/v1/status", TOKEN)
+        doc = get_json(address, "/v1/status", TOKEN)
     assert doc["device_id"] == "store-test"
     # back home: the daemon's port is not reachable from the host namespace
     with pytest.raises(ApiClientError):
-        get_json("http://127.0.0.1:18470", "/v1/status", TOKEN, timeout=1)
+        get_json(address, "/v1/status", TOKEN, timeout=1)
 
 
 def test_watchdog_is_withheld_while_the_loop_is_stalled(netns: str, tmp_path: Path) -> None:

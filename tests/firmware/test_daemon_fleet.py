@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware.cli.status_view import render_status
-from tests.support.box import API, VISA, payment_body
+from tests.support.box import API, VISA, payment_body, pinned_session
 from tests.support.daemon import TOKEN, DaemonProcess, write_config
 from tests.support.mosquitto import Mosquitto, Operator, sign_command
 from tests.support.netns import inside
@@ -82,7 +81,7 @@ async def test_the_daemon_reports_to_the_fleet_and_says_offline_on_sigterm(
         assert "Fleet" in view and f"up  mqtt://127.0.0.1:{PORT}" in view
 
         # a sale with a card number: the gateway is unreachable, so the box stands in
-        async with aiohttp.ClientSession() as session, session.post(
+        async with pinned_session(box.daemon.pin) as session, session.post(
                 f"{API}/v1/payments", data=json.dumps(payment_body(pan=VISA)),
                 headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "k-1"}) as r:
             answer = await r.json()

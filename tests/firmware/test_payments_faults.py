@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -37,7 +36,7 @@ from payments_cache.keysource import KeySource
 from payments_cache.models import Card, GatewayResult, PaymentRequest
 from payments_cache.sealing import SealKey, generate_keypair
 from payments_cache.store import DB_NAME, StandInDecision
-from tests.support.box import VISA, Box, eventually, payment_body
+from tests.support.box import VISA, Box, eventually, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, DaemonProcess, write_config
 from tests.support.netns import inside
 
@@ -65,7 +64,7 @@ async def box_with(netns: str, tmp: Path, *, payments: str = "",
         daemon = DaemonProcess(netns, config, env=env)
         try:
             await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
-            async with aiohttp.ClientSession() as session:
+            async with pinned_session(daemon.pin) as session:
                 yield Box(daemon, sim, session)
         finally:
             code = await asyncio.to_thread(daemon.stop)

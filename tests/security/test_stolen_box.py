@@ -52,7 +52,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -62,7 +61,7 @@ from payments_cache.models import Card, GatewayResult, PaymentRequest
 from payments_cache.sealing import SealKey, generate_keypair
 from payments_cache.store import StandInDecision, Store
 from tests.security.thief import Loot, copy_box, loot, luhn_complete
-from tests.support.box import Box, eventually, payment_body
+from tests.support.box import Box, eventually, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, DaemonProcess, write_config
 from tests.support.netns import inside
 from tests.support.softhsm import softhsm, write_pin_file
@@ -255,7 +254,7 @@ async def running_box(netns: str, m: Mode, faults: Faults | None = None
                                env=m.env)
         try:
             await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
-            async with aiohttp.ClientSession() as session:
+            async with pinned_session(daemon.pin) as session:
                 yield Box(daemon, sim, session)
         finally:
             code = await asyncio.to_thread(daemon.stop)
