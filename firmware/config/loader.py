@@ -12,8 +12,8 @@ from typing import Any
 
 from firmware.config.locate import key_lines
 from firmware.config.schema import Config
-from firmware.tls import api_problems
 from firmware.errors import ConfigError, Problem
+from firmware.tls import api_problems
 
 DEFAULT_PATH = "/etc/storebox/storebox.toml"
 
