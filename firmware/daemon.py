@@ -27,6 +27,7 @@ from aiohttp import web
 from firmware import __version__
 from firmware.api import build_app
 from firmware.config import Config, load_config
+from firmware.config.listeners import api_problems, is_loopback, wants_tls
 from firmware.errors import ConfigError, FirmwareError
 from firmware.hardening import harden_memory
 from firmware.http_limits import (
@@ -42,15 +43,7 @@ from firmware.sdnotify import Notifier, watchdog_interval_s
 from firmware.state import BoxState
 from firmware.status import status_line
 from firmware.supervisor import Component, Supervisor
-from firmware.tls import (
-    PLAIN_HTTP_FAULT,
-    TlsSetupError,
-    api_certificate,
-    api_problems,
-    is_loopback,
-    server_context,
-    wants_tls,
-)
+from firmware.tls import PLAIN_HTTP_FAULT, TlsSetupError, api_certificate, server_context
 from firmware.tokens import TokenStore
 from payments_cache.uplinks import UplinkSignal
 

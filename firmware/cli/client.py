@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from firmware.config import Config
+from firmware.config.listeners import wants_tls
 from firmware.errors import ApiClientError
 from firmware.tls import (
     CERT_NAME,
@@ -26,7 +27,6 @@ from firmware.tls import (
     check_pin,
     normalise_pin,
     pinning_client_context,
-    wants_tls,
 )
 
 

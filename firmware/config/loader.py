@@ -10,10 +10,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from firmware.config.listeners import api_problems
 from firmware.config.locate import key_lines
 from firmware.config.schema import Config
 from firmware.errors import ConfigError, Problem
-from firmware.tls import api_problems
 
 DEFAULT_PATH = "/etc/storebox/storebox.toml"
 
