@@ -124,3 +124,30 @@ def test_scrub_masks_card_numbers_and_tokens() -> None:
     assert "411111…1111" in out and "550000…5559" in out
     assert "123456789012" in out  # not Luhn-valid: not a card number, kept
     assert "s3cret" not in out
+
+
+def test_server_errors_are_one_line_a_minute_without_the_request_bytes() -> None:
+    import logging
+
+    from firmware.logs import ServerErrorFilter
+
+    now = [0.0]
+    limiter = ServerErrorFilter(window_s=60, monotonic=lambda: now[0])
+
+    def record() -> logging.LogRecord:
+        try:
+            raise ValueError('bad request b\'{"cvc": "739"}\'')
+        except ValueError as exc:
+            return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                     "Error handling request %s", ("x",),
+                                     (type(exc), exc, exc.__traceback__))
+
+    first = record()
+    assert limiter.filter(first)
+    assert first.exc_info is None and "739" not in first.getMessage()
+    assert first.getMessage().startswith("a client request failed (ValueError)")
+    assert not limiter.filter(record()) and not limiter.filter(record())
+    now[0] = 61
+    later = record()
+    assert limiter.filter(later)
+    assert "2 more since the last report" in later.getMessage()
