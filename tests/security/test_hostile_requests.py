@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.box import VISA, store_box
 from tests.support.daemon import TOKEN
 from tests.support.netns import inside
