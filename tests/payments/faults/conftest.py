@@ -161,6 +161,8 @@ class ModelGateway:
     #: Set: the next authorize waits for it (and `arrived` is set when it does).
     gate: asyncio.Event | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The body of the last request that waited at `gate`.
+    last_body: dict[str, Any] = field(default_factory=dict)
 
     def authorizations(self, pid: str | None = None) -> list[Sent]:
         return [s for s in self.sent if s.op == "authorize" and pid in (None, s.pid)]
@@ -203,6 +205,7 @@ class ModelGateway:
         self.sent.append(Sent(self.clock.mono(), "authorize", pid, online=not payload.offline))
         if self.gate is not None:
             gate, self.gate = self.gate, None
+            self.last_body = body
             self.arrived.set()
             await gate.wait()
         if fault == "lost_before":
@@ -295,6 +298,8 @@ class Rig:
         self.events: list[Event] = []
         self.store: AsyncStore | None = None
         self._run_end = 0.0
+        #: Bumped by every `open`: one life of the daemon's payments side.
+        self.life = 0
         self._run_done = asyncio.Event()
         self.service: PaymentService
         self.forwarder: Forwarder
@@ -304,7 +309,7 @@ class Rig:
         return self.dir / "kek.key"
 
     def _event(self, kind: str, **fields: Any) -> None:
-        self.events.append((kind, {"mono": self.clock.mono(), **fields}))
+        self.events.append((kind, {"mono": self.clock.mono(), "life": self.life, **fields}))
 
     def _uplink_changed(self, reach: str) -> None:  # as firmware/payments.py wires it
         if reach != "down" and self.store is not None:
@@ -322,6 +327,7 @@ class Rig:
                                             lost_attempt_s=DEADLINE_S + LIFETIME_S))
         store = await AsyncStore.open(self.dir, self.kek, **options)
         self.store = store
+        self.life += 1
         claims = Claims() if Claims is not None else None
         self.service = PaymentService(store, self.gateway, self.uplinks, self.settings(),
                                       **accepted(PaymentService.__init__, dict(
@@ -360,6 +366,8 @@ class Rig:
         except Exception as exc:
             if type(exc).__name__ == "PaymentBusy":
                 return {"error": "payment_in_progress"}
+            if isinstance(exc, RuntimeError):  # a bug below: the API answers 500
+                return {"error": "internal"}
             raise
 
     async def row(self, pid: str) -> Payment:
