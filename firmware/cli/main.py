@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from firmware.cli import drill_cmd, token_cmd
+from firmware.cli import drill_cmd, selftest, token_cmd
 from firmware.cli.client import api_address, get_json, read_token
 from firmware.cli.status_view import render_queue_list, render_queue_stats, render_status
 from firmware.config import DEFAULT_PATH, Config, load_config
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     drill_cmd.add_parser(sub)
     token_cmd.add_parser(sub)
+    selftest.add_parser(sub)
     return parser
 
 
@@ -248,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return drill_cmd.cmd_drill(args)
     if args.command == "token":
         return token_cmd.cmd_token(args)
+    if args.command == "selftest":
+        return selftest.cmd_selftest(args)
     raise AssertionError(args.command)
 
 
