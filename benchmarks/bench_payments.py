@@ -80,10 +80,12 @@ async def test_offline_accept_latency_rate_drain_and_rss(netns: str, tmp_path: P
             started = time.perf_counter()
             await _post(box.session, f"lat-{i}", body)
             latencies.append((time.perf_counter() - started) * 1000)
+        rss_one_pos = _rss_mb(box.daemon.proc.pid)
         # sustained rate: 16 POS terminals at once
         n_rate = 5000
         elapsed = await _accept(box, "rate", _bodies(n_rate, 2), concurrency=16)
         rate = n_rate / elapsed
+        rss_16_pos = _rss_mb(box.daemon.proc.pid)
         # fill to 10,000 queued and read the daemon's memory
         queued = (await box.get("/v1/queue?limit=1")).body["stats"]["count"]
         await _accept(box, "fill", _bodies(10_000 - queued, 3), concurrency=16)
@@ -113,6 +115,8 @@ async def test_offline_accept_latency_rate_drain_and_rss(netns: str, tmp_path: P
         ("offline accept p99 (ms)", percentile(latencies, 99), "target <= 10"),
         ("offline accepts per second (16 POS)", rate, "target >= 500"),
         ("daemon RSS at start, nothing queued (MB)", rss_idle, "-"),
+        ("daemon RSS after 1,000 from one POS (MB)", rss_one_pos, "-"),
+        ("daemon RSS after 5,000 from 16 POS, 6,000 queued (MB)", rss_16_pos, "-"),
         ("daemon RSS with 10,000 queued (MB)", rss, "target <= 80"),
         ("drain rate (payments/s)", 10_000 / drain_s, "target >= 500"),
         ("forwards that arrived sealed (kid) and were opened", sealed,
