@@ -54,7 +54,7 @@ GOOD_SALES = [sale(1, "approved"), sale(2, "approved", "loss"),
               sale(5, "declined", "blackhole")]
 GOOD_COUNTS = {"pay_1": 1, "pay_2": 1, "pay_3": 1, "pay_5": 1}
 KID = "0123456789abcdef"
-FINAL = {"uplink": {"active": "wired"},
+FINAL: dict[str, Any] = {"uplink": {"active": "wired"},
          "payments": {"queued": 0, "forwarded_total": 1, "protection": "sealed",
                       "seal_kid": KID}}
 # how each payment arrived at the gateway: online ones with the card, the offline one sealed
