@@ -21,7 +21,7 @@ from firmware.daemon import BoxContext
 from firmware.state import BoxState
 from hw.gpio import PowerKey, SimulatorPower, make_pin_factory
 from hw.modem.channel import AtChannel
-from hw.modem.errors import ModemError
+from hw.modem.errors import ModemError, ModemRebooted
 from hw.modem.health import ModemSupervisor, PowerControl
 from hw.modem.modem import Modem
 from hw.modem.ports import resolve_port
@@ -147,6 +147,8 @@ class ModemComponent:
             try:
                 status = await modem.connect_data(self.config.lte.apn)
                 log.info("LTE data up on %s: %s", self.config.lte.interface, status.ip)
+            except ModemRebooted as exc:  # the reboot cleared the state: wait for registration
+                log.info("LTE data bring-up interrupted by a modem reboot (%s)", exc)
             except ModemError as exc:
                 log.warning("LTE data bring-up failed: %s; retrying in %.0fs", exc,
                             DATA_RETRY_S)

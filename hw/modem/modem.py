@@ -1161,25 +1161,30 @@ class Modem:
                 await self.initialise()
                 await self.sim()
             await self._wait_registered()
+            boots = self._boots
             status = await self._profile.activate_data(self, name, self.cid)
             if status.ip is None and status.ipv6 is None:
-                status = await self._await_address(status)
+                status = await self._await_address(status, boots)
+            if self._boots != boots:  # a reboot took the call down while it was set up
+                raise ModemRebooted(f"connect_data({name!r})")
             self._update(data=status, data_down_reason=None)
             log.info("modem: data up on cid %d (%s), address %s", status.cid, status.method,
                      status.ip or status.ipv6)
             return status
 
-    async def _await_address(self, status: DataStatus) -> DataStatus:
-        """Some firmware answers OK before the network assigned an address: re-read."""
+    async def _await_address(self, status: DataStatus, boots: int) -> DataStatus:
+        """Some firmware answers OK before the network assigned an address: re-read (not
+        after a reboot: that call is gone)."""
         try:
             async with asyncio.timeout(self.timeouts.data):
-                while True:
+                while self._boots == boots:
                     await self._sleep(self._settle_poll_s)
                     ip, ipv6 = await self._profile.read_addresses(self, status.cid)
                     if ip or ipv6:
                         return dataclasses.replace(status, ip=ip, ipv6=ipv6)
         except TimeoutError:
-            return status
+            pass
+        return status
 
     async def disconnect_data(self) -> None:
         """Take the data call down (`+QNETDEVCTL=0,...` / `+CGACT=0,<cid>`)."""

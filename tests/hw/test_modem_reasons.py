@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from hw.modem.errors import CommandError
+from hw.modem.errors import CommandError, ModemRebooted
 from hw.modem.health import ModemSupervisor
 from hw.modem.simulator import RecordingDataHook, SimCard
 from hw.modem.status import ModemStatus
@@ -156,3 +156,22 @@ async def test_a_reboot_under_the_radio_query_is_ridden_out() -> None:
         assert await sup.tick()
         assert sim.received.count("AT+CFUN?") >= 2 and events.of("modem_reset") == []
         assert modem.snapshot().reboots_seen == 1
+
+
+async def test_a_reboot_during_the_data_bring_up_is_not_taken_for_data_up() -> None:
+    # found by the reboot-recovery benchmark: the bring-up went on after the reboot, waited
+    # timeouts.data for an address that never came and then reported the call up
+    async with modem_on(data_hook=RecordingDataHook()) as (sim, modem):
+        await modem.initialise()
+        await modem.sim()
+        await modem.connect_data("internet")  # the ECM switch (a reboot of its own)
+        await modem.disconnect_data()
+        sim.reboot_on("AT+CGPADDR=1")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ModemRebooted):
+            await modem.connect_data("internet")
+        assert loop.time() - started < modem.timeouts.data
+        status = modem.snapshot()
+        assert not status.data_up and status.reboots_seen == 2
+        assert (await modem.connect_data("internet")).ip == "10.155.32.7"
