@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and `make run` use (real kernel tools, NetworkManager, mosquitto).
-APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus softhsm2
+APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus softhsm2 \
+	mmdebstrap systemd-container binutils
 PYTEST_ARGS ?=
 DRILL_ARGS ?=
 
-.PHONY: deps system-deps run box test bench lint clean
+.PHONY: deps system-deps run box test bench lint clean deb test-package
 
 deps: system-deps $(VENV)/.installed
 
@@ -46,6 +47,21 @@ test: deps
 
 bench: deps
 	$(PY) -m pytest -q -s benchmarks $(PYTEST_ARGS)
+
+# The Debian package (CONTRACTS §9): dist/storebox_<version>_<arch>.deb, ARCH=arm64 (the Pi)
+# or amd64; built here for either from the hash-locked wheels of packaging/requirements-*.txt.
+ARCH ?= arm64
+deb: deps
+	bash packaging/build-deb.sh $(ARCH)
+
+# Both packages checked (ELF machine and glibc of every .so, contents), the amd64 one
+# installed into a throwaway Debian 12 root (mmdebstrap, cached in /var/cache/storebox-test)
+# and booted with systemd-nspawn: READY=1 under the hardened unit, watchdog, selftest (root).
+test-package: deps
+	bash packaging/build-deb.sh arm64
+	bash packaging/build-deb.sh amd64
+	$(PY) -m pytest -q -ra -o python_files='package_*.py' \
+	  tests/packaging/package_deb.py tests/packaging/package_root.py
 
 lint: deps
 	$(VENV)/bin/ruff check firmware failover payments_cache hw tests benchmarks

@@ -37,6 +37,7 @@ quiet_pip wheel -q --no-deps --wheel-dir "$build/wheel" "$repo"
 # 2. its dependencies for the target, exactly as locked; then the program itself
 quiet_pip install -q --no-compile --no-deps --require-hashes "${PIP_PLATFORM[@]}" \
   --target "$site" -r "$here/requirements-$ARCH.txt"
+rm -rf "$site/bin"
 quiet_pip install -q --no-compile --no-deps "${PIP_PLATFORM[@]}" --target "$site" \
   "$build"/wheel/storebox-*.whl
 rm -rf "$site/bin"   # console scripts written for this machine's python; ours are below

@@ -90,7 +90,9 @@ class Report:
 
 @dataclass
 class Box:
-    """What the checks read from the machine; every field is replaceable in tests."""
+    """What the checks read from the machine; every field is replaceable in tests.
+    `systemd_unit`: the unit's properties (plus "up_s", seconds since it began to
+    start), None without a running systemd."""
 
     api: Callable[[Config, str], dict[str, Any]]
     run: Callable[[list[str], bool], tuple[int, str]]
@@ -127,13 +129,17 @@ def _systemd_unit() -> dict[str, str] | None:
     """The unit's state from systemd, or None when systemd is not running here."""
     if not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
         return None
-    props = "ActiveState,SubState,Result,NRestarts,LoadState"
+    props = "ActiveState,SubState,Result,NRestarts,LoadState,InactiveExitTimestampMonotonic"
     try:
         proc = subprocess.run(["systemctl", "show", UNIT, "-p", props], capture_output=True,
                               text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    unit = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    started = unit.get("InactiveExitTimestampMonotonic", "0")
+    if started.isdigit() and int(started) > 0:  # systemd's monotonic clock is ours
+        unit["up_s"] = f"{time.monotonic() - int(started) / 1e6:.1f}"
+    return unit
 
 
 def _boot_uptime() -> float | None:
@@ -325,7 +331,8 @@ def _check_daemon(config: Config, box: Box, report: Report) -> dict[str, Any] | 
         health = box.api(config, "/healthz")
         status = box.api(config, "/v1/status")
     except ApiClientError as exc:
-        report.up_s = box.boot_uptime()
+        # since the unit (re)started; else since boot (no systemd here)
+        report.up_s = float(unit["up_s"]) if unit and "up_s" in unit else box.boot_uptime()
         report.add("api", FAIL, f"the daemon does not answer: {exc}", soft=True)
         return None
     report.up_s = float(status.get("uptime_s") or 0.0)

@@ -130,8 +130,10 @@ def test_a_failed_unit_is_broken_at_once(config: Path) -> None:
 
 def test_activating_unit_asks_again_later(config: Path) -> None:
     starting = {"LoadState": "loaded", "ActiveState": "activating", "SubState": "start",
-                "NRestarts": "0"}
-    assert verdict(config, FakeBox(None, unit=starting, boot_s=20.0))[0] == UNSURE
+                "NRestarts": "0", "up_s": "20.0"}
+    assert verdict(config, FakeBox(None, unit=starting, boot_s=9000.0))[0] == UNSURE
+    starting["up_s"] = "900.0"  # stuck starting for 15 minutes
+    assert verdict(config, FakeBox(None, unit=starting, boot_s=9000.0))[0] == BROKEN
 
 
 def test_key_provider_fault_is_broken_after_grace(config: Path) -> None:
