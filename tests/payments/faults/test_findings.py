@@ -340,7 +340,7 @@ async def test_07a_a_retry_after_hold_survives_no_clock_step(rig: Rig) -> None:
     second = await offline(rig, "k7b")
     rig.clock.advance(31)
     await rig.forwarder.drain_once()
-    assert [s.pid for s in rig.gateway.authorizations()][1:] == [second]
+    assert second in [s.pid for s in rig.gateway.authorizations()][1:]
 
 
 async def test_07b_with_the_clock_unset_an_expired_card_is_not_approved_offline(
