@@ -5,15 +5,15 @@ netlink route control, nft LAN forwarding, probes every 0.5 s on wired (TCP x2, 
 quorum 2 of 3) and the LTE standby budget, the EC25 simulator, mock LEDs; no payments,
 no fleet broker. CPU is the process's utime+stime plus its reaped children's (nft,
 conntrack) from /proc/PID/stat over STOREBOX_BENCH_IDLE_S seconds (default 180), after
-the uplinks settled. Cold start: process start to READY=1 on $NOTIFY_SOCKET, best and
-median of 5 starts (.pyc already written, as the .deb ships them).
+the uplinks settled. Start: process start to READY=1 on $NOTIFY_SOCKET (.pyc already
+written, as the .deb ships them). The packaged daemon's start under a real systemd is
+measured by tests/packaging/package_root.py (ExecMainStart to ActiveEnter).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from firmware.drill.shop import GATEWAY_IP, OTHER_IP, PORT, build_shop
 pytestmark = pytest.mark.timeout(1800)
 IDLE_S = float(os.environ.get("STOREBOX_BENCH_IDLE_S", "180"))
 SETTLE_S = 10.0
-STARTS = 5
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -52,23 +51,14 @@ def idle_config(workdir: Path) -> Path:
 def test_idle_cpu_while_probing(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("the shop's network namespaces need root (CI runs as root)")
-    starts: list[float] = []
     with build_shop() as shop:
-        for run in range(STARTS):
-            workdir = tmp_path / f"start{run}"
-            workdir.mkdir()
-            began = time.monotonic()
-            daemon = BoxDaemon(shop.box, idle_config(workdir))
-            try:
-                daemon.wait_ready()
-                starts.append(time.monotonic() - began)
-            finally:
-                daemon.stop()
         workdir = tmp_path / "idle"
         workdir.mkdir()
+        began = time.monotonic()
         daemon = BoxDaemon(shop.box, idle_config(workdir))
         try:
             daemon.wait_ready()
+            ready_s = time.monotonic() - began
             time.sleep(SETTLE_S)  # measuring: the uplinks come up, LTE data is set up
             pid = daemon.proc.pid
             t0, c0 = time.monotonic(), cpu_ticks(pid)
@@ -79,10 +69,9 @@ def test_idle_cpu_while_probing(tmp_path: Path) -> None:
             daemon.stop()
     cpu = (c1 - c0) / TICKS / (t1 - t0) * 100
     record("idle", [
-        ("cold start to READY=1, best (s)", min(starts), "<= 2 s"),
-        ("cold start to READY=1, median of 5 (s)", statistics.median(starts), "<= 2 s"),
+        ("start to READY=1 (s)", round(ready_s, 2), "<= 2 s"),
         (f"daemon CPU while probing, {t1 - t0:.0f} s (% of one core)", round(cpu, 2),
          "<= 1 %"),
     ])
-    assert statistics.median(starts) <= 2.0
+    assert ready_s <= 2.0
     assert cpu <= 1.0
