@@ -21,9 +21,10 @@ Tasks
   when larger) within ``lte_budget_bytes`` (5 MB/month), stretched by
   ``adaptive_standby_interval_s()`` when the month's standby spending runs ahead.
   LTE is probed at its full rate while it is active, while wired is down (which
-  includes booting and carrier loss), while wired is *suspect* (half of
-  ``down_after_rounds`` consecutive failed rounds: a fresh LTE verdict is ready by
-  the time wired is declared down), and while LTE awaits a verdict -- at boot, after
+  includes booting and carrier loss), while wired is *suspect* (its down test half
+  way: half of ``down_after_rounds`` consecutive failed rounds, or half the
+  sequential test's threshold; a fresh LTE verdict is ready by the time wired is
+  declared down), and while LTE awaits a verdict -- at boot, after
   its carrier returned (modem reconnect) or a SIM switch, until it is usable or a
   round fails (at most ``stable_s`` of rounds, ~36 KB with the defaults; those bytes
   count against the budget). A switch to the full rate starts a round at once.
@@ -408,6 +409,8 @@ class FailoverEngine:
                 "since_s": round(now - st.since, 3),
                 "stable_for_s": round(st.stable_for(now), 3),
                 "consecutive_failures": st.consecutive_failures,
+                "detector": self._configs[name].detector,
+                "evidence": round(st.evidence, 2),
                 "loss": st.loss,
                 "median_latency_ms": st.median_latency_ms,
                 "probe_interval_s": self._interval(name),
@@ -487,8 +490,7 @@ class FailoverEngine:
         if self._lte_verdict_pending:
             return True  # boot, carrier back, a new SIM: get a verdict quickly
         wired = self._monitors["wired"].status()
-        suspect = max(1, self._configs["wired"].down_after_rounds // 2)
-        return not wired.usable or wired.consecutive_failures >= suspect
+        return not wired.usable or wired.suspect
 
     async def _probe_loop(self, name: UplinkName) -> None:
         loop = asyncio.get_running_loop()
