@@ -16,9 +16,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from failover.conntrack import ConntrackFlusher
-from failover.decision import LinkStatus, MonitorConfig, SelectorConfig, Transition
+from failover.decision import (
+    SEQUENTIAL_RETRY_AFTER_S,
+    LinkStatus,
+    MonitorConfig,
+    SelectorConfig,
+    Transition,
+    sequential_monitor,
+)
 from failover.engine import FailoverEngine
 from failover.nft import LanForwarding
+from failover.probes import ProbeOptions
 from failover.routes import (
     MetricScheme,
     ObserveOnlyRoutes,
@@ -147,10 +155,20 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
         return None
     uplinks = [Uplink("wired", config.wired.interface), Uplink("lte", config.lte.interface)]
     probes = config.probes
-    monitor = MonitorConfig(
+    rounds = MonitorConfig(
         round_interval_s=probes.interval_s, probe_timeout_s=probes.timeout_s,
         targets=len(probes.targets), quorum=probes.effective_quorum,
         down_after_rounds=probes.down_after_rounds, stable_s=config.routing.failback_after_s)
+    monitor: MonitorConfig | dict[UplinkName, MonitorConfig] = rounds
+    probe_options: dict[UplinkName, ProbeOptions] | None = None
+    if probes.detector == "sequential":
+        # wired gets the sequential test; LTE (billed) keeps the rounds
+        monitor = {"wired": sequential_monitor(
+            targets=len(probes.targets), quorum=probes.effective_quorum,
+            stable_s=config.routing.failback_after_s, min_outage_s=probes.min_outage_s),
+            "lte": rounds}
+        probe_options = {"wired": ProbeOptions(attempts=4,
+                                               retry_after_s=SEQUENTIAL_RETRY_AFTER_S)}
     selector = SelectorConfig(failback_stable_s=config.routing.failback_after_s)
     routes = route_controller(config, uplinks)
     context.closers.append(routes.close)
@@ -170,7 +188,7 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
     def build(component: FailoverComponent) -> FailoverEngine:
         return FailoverEngine(
             uplinks, targets, routes, forwarding=forwarding, conntrack=conntrack,
-            sticky=sticky, monitor=monitor, selector=selector,
+            sticky=sticky, monitor=monitor, selector=selector, probe_options=probe_options,
             lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000,
             switch_sim=context.switch_sim,
             on_link=component.on_link, on_transition=component.on_transition,

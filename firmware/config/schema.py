@@ -192,6 +192,8 @@ class DeviceConfig:
     environment: Literal["development", "production"] = doc(
         "\"production\" refuses what is for development only (the `file` key provider).",
         "development")
+    region: str = doc("Where the shop is (free text, e.g. \"Seoul\"); sent to the fleet in "
+                      "the state's `site` so that outages are grouped by ISP and region.", "")
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,9 @@ class WiredConfig:
     carrier: str = doc(
         "Name of the wired ISP's carrier (e.g. \"KT\"); storebox warns when the LTE SIM "
         "belongs to the same carrier.", "")
+    isp: str = doc("The wired line's ISP as the fleet groups shops (free text, e.g. \"KT\"); "
+                   "sent in the state's `site` and the outage ledger; \"\" falls back to "
+                   "wired.carrier.", "")
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,16 @@ class ProbesConfig:
                                  "(4 rounds at 0.5 s: a blackhole is seen in 2.5-3 s).", 4,
                                  positive)
     lte_budget_mb_per_month: float = doc("Data budget of LTE standby probing.", 5.0, positive)
+    detector: Literal["rounds", "sequential"] = doc(
+        "How the wired uplink is declared down: \"rounds\" (down_after_rounds failed "
+        "rounds of interval_s; 2.5-3 s) or \"sequential\" (a CUSUM on probe failures, "
+        "rounds every 0.2 s with 4 tries per probe and a 0.6 s deadline; 1.2-1.4 s, at most "
+        "1e-6 false failovers an hour at 20 % loss; interval_s, timeout_s and "
+        "down_after_rounds then apply to LTE only).", "rounds")
+    min_outage_s: float = doc("Sequential detector: the evidence must span this long before "
+                              "wired is down (a total blackout shorter than about this + "
+                              "0.45 s is ridden out; each 0.2 s more delays detection).", 0.5,
+                              non_negative)
 
 
     @property

@@ -67,7 +67,8 @@ def route_dev(ns: str, dst: str) -> str:
 @pytest.fixture
 async def store(shop: Shop, tmp_path: Path, request: pytest.FixtureRequest
                 ) -> AsyncIterator[Store]:
-    lte_extra = getattr(request, "param", "")
+    param = getattr(request, "param", "")
+    lte_extra, probes_extra = param if isinstance(param, tuple) else (param, "")
     with inside(shop.internet):
         sim = GatewaySimulator(MERCHANT_KEY, host=GATEWAY_IP, port=SIM_PORT, seed=3)
         url = await sim.start()
@@ -78,7 +79,7 @@ async def store(shop: Shop, tmp_path: Path, request: pytest.FixtureRequest
         lte='interface = "wwan0"\nsimulator = "SKT"\n' + lte_extra,
         wired='interface = "wan0"\ncarrier = "KT"',
         extra=(f'[probes]\ntargets = ["tcp:{GATEWAY_IP}:{SIM_PORT}", '
-               f'"tcp:{OTHER_IP}:{PORT}", "icmp:{GATEWAY_IP}"]\n'),
+               f'"tcp:{OTHER_IP}:{PORT}", "icmp:{GATEWAY_IP}"]\n{probes_extra}'),
     )
     daemon = DaemonProcess(shop.box, config)
     try:
@@ -130,6 +131,25 @@ async def test_blackhole_offline_mode_and_recovery(store: Store) -> None:
     await store.wait(lambda s: s["payments"]["queued"] == 0, "queue drained")
     assert store.sim.processed_count(offline["id"]) == 1
     assert route_dev(shop.box, GATEWAY_IP) == "wan0"
+
+
+@pytest.mark.parametrize("store", [("", 'detector = "sequential"\n')], indirect=True)
+async def test_sequential_detector_is_wired_in(store: Store) -> None:
+    """probes.detector = "sequential": wired is judged by the sequential test (its
+    verdict names it), a blackhole moves traffic to LTE, and it comes back."""
+    shop = store.shop
+    await store.wait(lambda s: s["uplink"]["active"] == "wired", "wired active at start")
+    await store.wait(lambda s: s["uplink"]["lte"]["state"] == "standby", "LTE standby")
+    blackhole(shop.isp_wired, "cust0")
+    took = await store.wait(lambda s: s["uplink"]["active"] == "lte", "failover to LTE")
+    print(f"blackhole -> LTE active (sequential): {took:.2f} s")
+    wired = store.status()["uplink"]["wired"]
+    assert wired["state"] == "down"
+    assert wired["reason"].startswith("sequential test"), wired
+    assert route_dev(shop.box, GATEWAY_IP) == "wwan0"
+    heal(shop.isp_wired)
+    await store.wait(lambda s: s["uplink"]["active"] == "wired", "back on wired", 30)
+    assert store.status()["uplink"]["failovers_total"] == 1
 
 
 @pytest.mark.parametrize("store", ["dual_sim = true"], indirect=True)
