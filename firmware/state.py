@@ -108,6 +108,18 @@ class FleetState:
 
 
 @dataclass
+class OutagesState:
+    """The outage ledger (`firmware.ledger.outages`, CONTRACTS §8)."""
+
+    #: Uplinks whose outage is open now ("wired", "lte").
+    open: list[str] = field(default_factory=list)
+    #: Outages recorded, ended or not, since the ledger began.
+    total: int = 0
+    #: The last outages that ended (oldest first), each its ledger row with its "id".
+    ended: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class ConnectionCounters:
     """The POS API's TCP connections (`firmware.http_limits`). Written on every connection
     without waking watchers: read when a status is asked for."""
@@ -166,6 +178,7 @@ class BoxState:
         self.leds: dict[str, LedState] = {}
         self.fleet = FleetState()
         self.api = ApiState()
+        self.outages = OutagesState()
         self.components: dict[str, ComponentState] = {}
         self.events = EventBus(wall=self.wall)
         self.revision = 0

@@ -3,17 +3,23 @@
 One supervised component. While the broker is reachable it keeps, under
 `storebox/<device.id>/`:
 
-- `status`: retained `online` after every connect (birth); `offline` is the Last Will
-  (the broker says it when the link dies) and is published on a clean stop too;
+- `status`: retained JSON (CONTRACTS §6a) `{"status": "online", "session", "since"}`
+  after every connect (birth); `offline` with the same `session` is the Last Will (the
+  broker says it when the link dies) and is published on a clean stop too. The session
+  is `<boot id>-<connect counter>`, the counter kept in `fleet.sqlite3`, so a late Will
+  of an older connection never looks like the newest one;
 - `state`: retained, the status document of `firmware.status` computed at publish time
   (a view, never a copy), on every state change but at most once per
   `fleet.state_min_interval_s` (a burst is coalesced: the LTE link is metered) and at
-  least every `fleet.state_every_s`;
-- `events`: one JSON object per event of `EVENT_KINDS`, in order. Events are collected
-  whether or not the broker is reachable; up to `fleet.event_buffer` wait for the next
-  connection (the oldest are dropped beyond that, and the next event published says how
-  many in `dropped_before`). Those that waited carry `"delayed": true`. QoS 1: an event
-  whose PUBACK was lost is sent again (the `seq` tells duplicates apart);
+  least every `fleet.state_every_s`, with `config_version` and `site` (§6a);
+- `events`: one JSON object per event of `EVENT_KINDS` (and `outage`, from the outage
+  ledger's rows in the state), in order, each with `seq` (per box, increasing, kept
+  across restarts: `firmware.fleet.store`) and `session`. Events are collected whether or
+  not the broker is reachable and wait in `fleet.sqlite3` until acknowledged, up to
+  `fleet.event_buffer` (the oldest are dropped beyond that, and the next event
+  published says how many in `dropped_before`). Those that waited carry
+  `"delayed": true`. QoS 1: an event whose PUBACK was lost is sent again (the `seq`
+  tells duplicates apart);
 - `cmd/<name>` → `cmd_result`: `firmware.fleet.commands`.
 
 The broker being away is normal (the box exists for when the internet fails): the agent
@@ -27,13 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +58,9 @@ from firmware.fleet.auth import (
 )
 from firmware.fleet.broker import Broker, broker_from
 from firmware.fleet.commands import Command, CommandSet
-from firmware.fleet.topics import EVENT_KINDS, OFFLINE, ONLINE, Topics, topics_for
+from firmware.fleet.store import FILE as STORE_FILE
+from firmware.fleet.store import FleetStore, Pending, boot_id
+from firmware.fleet.topics import EVENT_KINDS, Topics, status_payload, topics_for
 from firmware.logs import scrub
 from firmware.state import BoxState
 from firmware.status import status_document
@@ -77,6 +84,8 @@ GOODBYE_TIMEOUT_S = 1.5
 #: Commands waiting to be read; more are dropped by the MQTT client (with a warning).
 MAX_QUEUED_COMMANDS = 100
 USED_IDS_FILE = "fleet-used-command-ids.json"
+#: Events read from the store per round trip while publishing.
+PUBLISH_BATCH = 100
 
 
 class FleetLinkError(Exception):
@@ -84,12 +93,6 @@ class FleetLinkError(Exception):
 
 
 _LINK_ERRORS = (aiomqtt.MqttError, OSError, FleetLinkError)
-
-
-@dataclass
-class _Pending:
-    event: Event
-    delayed: bool
 
 
 def _scrubbed(value: Any) -> Any:
@@ -121,7 +124,10 @@ class FleetAgent:
                  topics: Topics | None = None, state_min_interval_s: float = 1.0,
                  state_every_s: float = 60.0, event_buffer: int = 200,
                  backoff: Backoff | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 store: FleetStore | None = None, boot: str | None = None,
+                 site: dict[str, str] | None = None, config_version: str | None = None
+                 ) -> None:
         self.state = state
         self.broker = broker
         self.commands = commands
@@ -131,11 +137,17 @@ class FleetAgent:
         self.event_buffer = event_buffer
         self.backoff = backoff or Backoff(initial_s=1.0, cap_s=120.0, healthy_after_s=60.0)
         self._sleep = sleep
-        #: Events waiting to be published, oldest first.
-        self.outbox: deque[_Pending] = deque()
-        self.dropped_events = 0
-        self._dropped_unreported = 0
+        #: Events waiting to be published, with their seq and the connect counter.
+        self.store = store or FleetStore(":memory:")
+        self.boot = boot or boot_id()
+        self.site = dict(site or {"isp": "", "region": ""})
+        self.config_version = config_version
+        #: This connection's session (`<boot id>-<counter>`) and when it began.
+        self.session: str | None = None
+        self.session_since = state.wall()
         self._last_seq = 0
+        self._outage_sent = self.store.outage_sent
+        state.on_change(self._outages_ended)
         self._outbox_changed = asyncio.Event()
         #: The MQTT client while connected (tests reach its socket through it).
         self.client: aiomqtt.Client | None = None
@@ -165,24 +177,45 @@ class FleetAgent:
 
     # ------------------------------------------------------------------ events in
 
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped (oldest first) because too many waited for the broker."""
+        return self.store.dropped_total
+
+    def _add(self, doc: dict[str, Any]) -> None:
+        # scrubbed before it reaches the disk too (defence in depth: events hold no card)
+        _, dropped = self.store.add(_scrubbed(doc), delayed=not self._up)
+        if dropped and self.store.dropped_unreported == dropped:
+            log.warning("fleet: more than %d events wait for the broker; dropping the "
+                        "oldest", self.store.cap)
+        self._outbox_changed.set()
+
     def _enqueue(self, event: Event) -> None:
         if event.seq <= self._last_seq:
             return
         self._last_seq = event.seq
         if event.kind not in EVENT_KINDS:
             return
-        if len(self.outbox) >= self.event_buffer:
-            self.outbox.popleft()
-            self.dropped_events += 1
-            if not self._dropped_unreported:
-                log.warning("fleet: more than %d events wait for the broker; dropping the "
-                            "oldest", self.event_buffer)
-            self._dropped_unreported += 1
-        self.outbox.append(_Pending(event, delayed=not self._up))
-        self._outbox_changed.set()
+        doc = event.to_json()
+        del doc["seq"]  # the fleet's seq is the store's, kept across restarts
+        self._add(doc)
+
+    def _outages_ended(self) -> None:
+        """An `outage` event for every ledger row that ended since the last one sent (the
+        ledger puts them in the state: `firmware.ledger.outages`)."""
+        for row in self.state.outages.ended:
+            ident = int(row.get("id", 0))
+            if ident <= self._outage_sent:
+                continue
+            self._outage_sent = ident
+            self._add({"kind": "outage", "severity": "info",
+                       "message": f"{row.get('uplink')} outage of {row.get('duration_s')} s "
+                                  f"ended", "at": row.get("ended_at"), **row})
+            self.store.set_outage_sent(ident)
 
     async def _collect_events(self) -> None:
         """Every fleet event from now on (and those emitted before the agent ran)."""
+        self._outages_ended()
         events = self.state.events.subscribe(maxsize=max(256, self.event_buffer))
         for event in self.state.events.recent():  # no await before the subscription starts
             self._enqueue(event)
@@ -219,11 +252,19 @@ class FleetAgent:
                                      f"{exc}") from exc
         return self._tls
 
+    def _status(self, status: str, since: Any = None) -> bytes:
+        assert self.session is not None
+        return status_payload(status, self.session, since or self.session_since)
+
     def _client(self) -> aiomqtt.Client:
         b = self.broker
+        # a new session for every connection: its birth and its Will carry it
+        self.session = f"{self.boot}-{self.store.next_connection()}"
+        self.session_since = self.state.wall()
         client = aiomqtt.Client(
             b.host, b.port, username=b.username, password=b.password, identifier=b.client_id,
-            will=aiomqtt.Will(self.topics.status, OFFLINE, qos=1, retain=True),
+            will=aiomqtt.Will(self.topics.status, self._status("offline"), qos=1,
+                              retain=True),
             clean_session=True, keepalive=b.keepalive_s, timeout=REQUEST_TIMEOUT_S,
             tls_context=self._tls_context(),
             max_queued_incoming_messages=MAX_QUEUED_COMMANDS, logger=_paho_log)
@@ -268,7 +309,8 @@ class FleetAgent:
     async def _serve(self, client: aiomqtt.Client) -> None:
         tasks: list[asyncio.Task[None]] = []
         try:
-            await client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+            await client.publish(self.topics.status, self._status("online"), qos=1,
+                                 retain=True)
             await client.subscribe(self.topics.commands, qos=1)
             self._went_up()
             tasks = [asyncio.create_task(self._publish_state(client), name="fleet-state"),
@@ -289,7 +331,9 @@ class FleetAgent:
         """A clean stop: say `offline` ourselves (a clean disconnect cancels the Will)."""
         try:
             async with asyncio.timeout(GOODBYE_TIMEOUT_S):
-                await client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
+                await client.publish(self.topics.status,
+                                     self._status("offline", self.state.wall()), qos=1,
+                                     retain=True)
             log.info("fleet: said offline to %s", self.broker.url)
         except (*_LINK_ERRORS, TimeoutError) as exc:
             log.warning("fleet: could not say offline (%s); the broker's Last Will will",
@@ -302,13 +346,12 @@ class FleetAgent:
         self.connections += 1
         self.state.update(self.state.fleet, link="up", broker=self.broker.url,
                           since=self.state.wall(), last_error=None)
-        log.info("fleet: connected to %s as %s (%d events waiting)", self.broker.url,
-                 self.broker.client_id, len(self.outbox))
+        log.info("fleet: connected to %s as %s, session %s (%d events waiting)",
+                 self.broker.url, self.broker.client_id, self.session, self.store.count())
 
     def _went_down(self, reason: str, retry_in_s: float) -> None:
         was_up, self._up = self._up, False
-        for pending in self.outbox:
-            pending.delayed = True
+        self.store.mark_delayed()
         fleet = self.state.fleet
         since = self.state.wall() if fleet.link != "down" else fleet.since
         self.state.update(fleet, link="down", since=since, last_error=reason)
@@ -326,7 +369,10 @@ class FleetAgent:
     # ------------------------------------------------------------------ out and in
 
     def state_payload(self) -> bytes:
-        return _json(status_document(self.state))
+        doc = status_document(self.state)
+        doc["config_version"] = self.config_version
+        doc["site"] = dict(self.site)
+        return _json(doc)
 
     async def _publish_state(self, client: aiomqtt.Client) -> None:
         """Now, then on every change (coalesced) and at least every `state_every_s`."""
@@ -345,26 +391,31 @@ class FleetAgent:
             if rest > 0:
                 await asyncio.sleep(rest)
 
-    def _event_payload(self, pending: _Pending) -> bytes:
-        doc = pending.event.to_json()
+    def _event_payload(self, pending: Pending, dropped: int) -> bytes:
+        doc = dict(pending.doc)
+        doc["session"] = self.session
         if pending.delayed:
             doc["delayed"] = True
-        if self._dropped_unreported:
-            doc["dropped_before"] = self._dropped_unreported
+        if dropped:
+            doc["dropped_before"] = dropped
         return _json(doc)
 
     async def _publish_events(self, client: aiomqtt.Client) -> None:
+        """The store's events in seq order; each leaves the store once acknowledged."""
         while True:
-            while self.outbox:
-                pending = self.outbox[0]
-                dropped = self._dropped_unreported
-                await client.publish(self.topics.events, self._event_payload(pending), qos=1)
-                if self.outbox and self.outbox[0] is pending:
-                    self.outbox.popleft()
-                self._dropped_unreported -= dropped
-                self.events_published += 1
             self._outbox_changed.clear()
-            await self._outbox_changed.wait()
+            batch = self.store.waiting(PUBLISH_BATCH)
+            if not batch:
+                await self._outbox_changed.wait()
+                continue
+            for pending in batch:
+                dropped = self.store.dropped_unreported
+                await client.publish(self.topics.events,
+                                     self._event_payload(pending, dropped), qos=1)
+                self.store.sent(pending.seq)
+                if dropped:
+                    self.store.reported_dropped(dropped)
+                self.events_published += 1
 
     async def _serve_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -468,12 +519,29 @@ def box_commands(context: BoxContext) -> list[Command]:
             Command("config_reload", config_reload, changes=True)]
 
 
-def fleet_agent(config: Config, state: BoxState, commands: CommandSet) -> FleetAgent:
+def config_version(config: Config) -> str:
+    """The first 16 hex of the SHA-256 of the config file (of the settings when there is
+    no file): the fleet sees which boxes run which configuration."""
+    try:
+        data = Path(config.source).read_bytes()
+    except OSError:
+        data = repr(config).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def site_of(config: Config) -> dict[str, str]:
+    """The state's `site` (CONTRACTS §6a): how the fleet groups shops."""
+    return {"isp": config.wired.isp or config.wired.carrier, "region": config.device.region}
+
+
+def fleet_agent(config: Config, state: BoxState, commands: CommandSet,
+                store: FleetStore | None = None) -> FleetAgent:
     fleet = config.fleet
     return FleetAgent(
         state, broker_from(config), commands, state_min_interval_s=fleet.state_min_interval_s,
         state_every_s=fleet.state_every_s, event_buffer=fleet.event_buffer,
-        backoff=Backoff(initial_s=1.0, cap_s=fleet.reconnect_max_s, healthy_after_s=60.0))
+        backoff=Backoff(initial_s=1.0, cap_s=fleet.reconnect_max_s, healthy_after_s=60.0),
+        store=store, site=site_of(config), config_version=config_version(config))
 
 
 async def build_fleet(context: BoxContext) -> FleetAgent | None:
@@ -490,7 +558,15 @@ async def build_fleet(context: BoxContext) -> FleetAgent | None:
         authorizer.set_key(*read_command_key(new.fleet.command_key_file))
 
     context.reload_hooks.append(reload_key)
-    agent = fleet_agent(config, context.state, CommandSet(box_commands(context), authorizer))
+    store = FleetStore(Path(config.device.state_dir) / STORE_FILE,
+                       cap=config.fleet.event_buffer)
+
+    async def close_store() -> None:
+        store.close()
+
+    context.closers.append(close_store)
+    agent = fleet_agent(config, context.state, CommandSet(box_commands(context), authorizer),
+                        store)
     context.state.update(context.state.fleet, link="connecting", broker=agent.broker.url,
                          since=context.state.wall(), last_error=None)
     log.info("fleet agent: %s as %s; changing commands %s", agent.broker.url,

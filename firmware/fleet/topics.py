@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 #: Event kinds published on `events` (CONTRACTS §6); the box's other events stay local.
 EVENT_KINDS = frozenset({
@@ -12,6 +15,46 @@ EVENT_KINDS = frozenset({
 
 ONLINE = b"online"
 OFFLINE = b"offline"
+#: Revision 2 (CONTRACTS §6a): kinds the box adds; consumers ignore kinds they do not know.
+EVENT_KINDS_REV2 = frozenset({"outage"})
+
+#: Every topic of every box, for the fleet's back end (CONTRACTS §7).
+ALL_BOXES = "storebox/+/#"
+
+
+def status_payload(status: str, session: str, since: datetime) -> bytes:
+    """The retained `status` payload (CONTRACTS §6a): the birth message and the Last Will
+    of one connection carry the same `session`."""
+    return json.dumps({"status": status, "session": session, "since": since.isoformat()},
+                      separators=(",", ":")).encode()
+
+
+def parse_status(payload: bytes | str) -> dict[str, Any]:
+    """`{"status", "session", "since"}` from a `status` payload; a revision-1 payload
+    (plain `online`/`offline`) gives session and since None."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    text = text.strip()
+    if text in ("online", "offline"):
+        return {"status": text, "session": None, "since": None}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {"status": None, "session": None, "since": None}
+    if not isinstance(doc, dict):
+        return {"status": None, "session": None, "since": None}
+    status = doc.get("status") if doc.get("status") in ("online", "offline") else None
+    session = doc.get("session")
+    since = doc.get("since")
+    return {"status": status, "session": session if isinstance(session, str) else None,
+            "since": since if isinstance(since, str) else None}
+
+
+def split_topic(topic: str) -> tuple[str, str] | None:
+    """(device id, the rest) for `storebox/<id>/<rest>`; None for anything else."""
+    parts = topic.split("/", 2)
+    if len(parts) != 3 or parts[0] != "storebox" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
 
 
 @dataclass(frozen=True)

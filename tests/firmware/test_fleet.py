@@ -166,10 +166,13 @@ async def test_birth_online_and_state_retained_as_the_status_view(
         # the state after the birth: the published document carries link "up"
         async with Operator(broker.port, DEVICE) as late:  # subscribes after the fact
             status = await late.next("status")
-            assert status.text == "online" and status.retain
+            assert status.status == "online" and status.retain
             state = await late.next("state")
             assert state.retain
-            assert state.json() == status_document(box.state)
+            doc = state.json()
+            assert doc.pop("site") == {"isp": "", "region": ""}
+            assert len(doc.pop("config_version")) == 16
+            assert doc == status_document(box.state)
             assert state.json()["fleet"]["link"] == "up"
             assert state.json()["device_id"] == DEVICE
 
@@ -177,31 +180,31 @@ async def test_birth_online_and_state_retained_as_the_status_view(
 async def test_last_will_offline_when_the_connection_dies_then_online_again(
         tmp_path: Path, broker: Mosquitto) -> None:
     async with Operator(broker.port, DEVICE) as op, fleet_box(tmp_path, broker.url) as box:
-        await op.next("status", where=lambda m: m.text == "online")
+        await op.next("status", where=lambda m: m.status == "online")
         client = box.agent.client
         assert client is not None
         sock = client._client.socket()
         assert isinstance(sock, socket.socket)
         sock.shutdown(socket.SHUT_RDWR)  # the link dies: no DISCONNECT, no goodbye
         will = await op.next("status")
-        assert will.text == "offline"
+        assert will.status == "offline"
         again = await op.next("status")  # the agent reconnects by itself
-        assert again.text == "online"
+        assert again.status == "online"
         await box.until(lambda: box.agent.connections == 2)
 
 
 async def test_offline_on_clean_stop(tmp_path: Path, broker: Mosquitto) -> None:
     async with Operator(broker.port, DEVICE) as op, fleet_box(tmp_path, broker.url) as box:
-        await op.next("status", where=lambda m: m.text == "online")
+        await op.next("status", where=lambda m: m.status == "online")
         started = time.monotonic()
         await box.stop()
         assert time.monotonic() - started < 2.0
-        assert (await op.next("status")).text == "offline"
+        assert (await op.next("status")).status == "offline"
     # a clean DISCONNECT (the broker drops the Will): `offline` came from the agent itself
     broker.wait_log("Client storebox-store-t disconnected.")
     async with Operator(broker.port, DEVICE) as late:
         retained = await late.next("status")
-        assert (retained.text, retained.retain) == ("offline", True)
+        assert (retained.status, retained.retain) == ("offline", True)
 
 
 async def test_a_state_change_is_published_within_the_min_interval(
@@ -284,7 +287,7 @@ async def test_events_during_a_broker_outage_arrive_after_reconnect_in_order(
         got = await distinct_events(op, 5, kind="queue_drained")
         assert [e["n"] for e in got] == [0, 1, 2, 3, 4]
         assert all(e["delayed"] is True for e in got)
-        await op.next("status", where=lambda m: m.text == "online")
+        await op.next("status", where=lambda m: m.status == "online")
         await op.next("state", where=lambda m: m.json()["payments"]["queued"] == 7)
         await box.link("up")
 
@@ -428,7 +431,7 @@ async def test_username_and_password_file(tmp_path: Path, caplog: pytest.LogCapt
         async with Operator(broker.port, DEVICE, username="ops", password="ops-pass") as op, \
                 fleet_box(tmp_path, broker.url, fleet) as box:
             await box.link("up")
-            assert (await op.next("status")).text == "online"
+            assert (await op.next("status")).status == "online"
         wrong = tmp_path / "wrong-password"
         wrong.write_text("not-the-password\n")
         wrong.chmod(0o644)
@@ -451,7 +454,7 @@ async def test_mqtts_with_a_ca_file(tmp_path: Path) -> None:
                 fleet_box(tmp_path, url, f'ca_file = "{tls.ca}"') as box:
             await box.link("up")
             assert box.state.fleet.broker == url
-            assert (await op.next("status")).text == "online"
+            assert (await op.next("status")).status == "online"
         async with fleet_box(tmp_path, url, f'ca_file = "{other.ca}"') as box:
             await box.link("down")
             assert "certificate" in (box.state.fleet.last_error or "").lower()

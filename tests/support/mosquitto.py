@@ -132,6 +132,21 @@ class Received:
     def json(self) -> Any:
         return json.loads(self.payload)
 
+    @property
+    def status(self) -> str | None:
+        """`online`/`offline` of a `status` payload (JSON since CONTRACTS §6a)."""
+        from firmware.fleet.topics import parse_status
+
+        value = parse_status(self.payload)["status"]
+        return str(value) if value is not None else None
+
+    @property
+    def session(self) -> str | None:
+        from firmware.fleet.topics import parse_status
+
+        value = parse_status(self.payload)["session"]
+        return str(value) if value is not None else None
+
 
 class Operator:
     """The fleet operator's side: subscribes to `storebox/<device>/#` with aiomqtt.
