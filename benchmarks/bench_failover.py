@@ -1,19 +1,26 @@
 """Failover benchmarks: fault to LAN traffic via LTE, false failovers, failback, LTE standby.
 
-Run with `make bench`. One shop in namespaces (tests/failover/enginelab.py): the engine
-with real probes (TCP, DNS, ICMP; quorum 2 of 3), NetlinkRoutes, nft LAN forwarding and
-conntrack; production monitor settings except the recovery windows (3 s instead of
-30 s, to keep the run short; they do not affect detection). A LAN client opens a
-connection to the payment gateway every 50 ms and reads which uplink carried it.
+Run with `make bench`. Both down tests of the wired line, one after the other in the same
+run (`probes.detector`: "rounds", 4 failed rounds of 0.5 s; "sequential", the CUSUM of
+`failover.decision` on 0.2 s rounds with 4 tries per probe), each in a fresh shop of
+namespaces (tests/failover/enginelab.py): the engine with real probes (TCP, DNS, ICMP;
+quorum 2 of 3), NetlinkRoutes, nft LAN forwarding and conntrack; production monitor
+settings except the recovery windows (3 s instead of 30 s, to keep the run short; they
+do not affect detection). A LAN client opens a connection to the payment gateway every
+50 ms and reads which uplink carried it.
 
-* blackhole (KT 2021: link up, nothing passes) and link down (the ISP's port dies):
-  time from the fault to the first LAN request that completed through LTE, median and
-  max over STOREBOX_BENCH_FAILOVER_RUNS runs (default 10), at a random phase of the
-  probe schedule;
+* blackhole (KT 2021: link up, nothing passes), link down (the ISP's port dies) and a
+  partial blackhole (the gateway, 198.51.100.10, unreachable via wired: 2 of the 3
+  probe targets and the LAN's traffic; the DNS target fine): time from the fault to
+  the first LAN request that completed through LTE, median, p95 and max over
+  STOREBOX_BENCH_FAILOVER_RUNS runs (default 40; STOREBOX_BENCH_OTHER_RUNS, default 10,
+  for link down and the partial blackhole), at a random phase of the probe schedule;
 * failed LAN requests across every failback of those runs (and how many of them
   started outside the window between the route move and the nft apply);
-* false failovers during STOREBOX_BENCH_LOSS_S (default 300) seconds of 20 % random
-  loss each way on the wired line;
+* false failovers during STOREBOX_BENCH_LOSS_S (default 120) seconds each of 20 % and
+  40 % random loss each way on the wired line, and of bursty loss (Gilbert-Elliott:
+  total loss for exponential periods of mean 0.2 s, lossless ones of mean 2 s between,
+  made by switching an nft blackhole);
 * LTE standby: the interval the budget allows, the measured bytes of an LTE round, the
   bytes per hour and per month that makes, and what standby actually spent under loss.
 """
@@ -21,6 +28,7 @@ connection to the payment gateway every 50 ms and reads which uplink carried it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -29,10 +37,20 @@ import time
 import pytest
 
 from benchmarks.report import percentile, record
-from failover.decision import LinkState, TransitionKind
+from failover.decision import (
+    SEQUENTIAL_RETRY_AFTER_S,
+    LinkState,
+    MonitorConfig,
+    TransitionKind,
+    detection_time_bounds_s,
+    sequential_monitor,
+)
+from failover.probes import ProbeOptions
 from failover.routes_netlink import NetlinkRoutes
-from tests.failover.conftest import build_shop
+from firmware.drill.faults import FAULT_TABLE, nft
+from tests.failover.conftest import GATEWAY_IP, build_shop
 from tests.failover.enginelab import (
+    MONITOR,
     UPLINKS,
     Harness,
     clear_faults,
@@ -42,8 +60,48 @@ from tests.failover.enginelab import (
 from tests.failover.netlab import blackhole, nft_drops, random_loss
 
 pytestmark = pytest.mark.timeout(3600)
-RUNS = int(os.environ.get("STOREBOX_BENCH_FAILOVER_RUNS", "10"))
-LOSS_S = float(os.environ.get("STOREBOX_BENCH_LOSS_S", "300"))
+RUNS = int(os.environ.get("STOREBOX_BENCH_FAILOVER_RUNS", "40"))
+OTHER_RUNS = int(os.environ.get("STOREBOX_BENCH_OTHER_RUNS", "10"))
+LOSS_S = float(os.environ.get("STOREBOX_BENCH_LOSS_S", "120"))
+BURST_BAD_S, BURST_GOOD_S = 0.2, 2.0
+SEQUENTIAL = sequential_monitor(stable_s=MONITOR.stable_s)
+DETECTORS: dict[str, tuple[MonitorConfig, ProbeOptions]] = {
+    "rounds": (MONITOR, ProbeOptions(dns_servers=())),
+    "sequential": (SEQUENTIAL, ProbeOptions(dns_servers=(), attempts=SEQUENTIAL.attempts,
+                                            retry_after_s=SEQUENTIAL_RETRY_AFTER_S)),
+}
+
+
+def partial_blackhole(ns: str, ifname: str, address: str) -> None:
+    """Only `address` is unreachable from the box through this ISP (both ways)."""
+    nft(ns, f"""
+        table inet {FAULT_TABLE}
+        delete table inet {FAULT_TABLE}
+        table inet {FAULT_TABLE} {{
+          chain in {{ type filter hook prerouting priority -300; policy accept;
+            iifname "{ifname}" ip daddr {address} counter drop
+          }}
+        }}
+        """)
+
+
+async def bursty_loss(ns: str, ifname: str, rng: random.Random, stop: asyncio.Event,
+                      bursts: list[float], drops: list[int]) -> None:
+    """Gilbert-Elliott with a lossless good state and a total-loss bad state."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(rng.expovariate(1 / BURST_GOOD_S)):
+                await stop.wait()
+        if stop.is_set():
+            break
+        bad = rng.expovariate(1 / BURST_BAD_S)
+        bursts.append(bad)
+        await asyncio.to_thread(blackhole, ns, ifname)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bad):
+                await stop.wait()
+        drops.append(await asyncio.to_thread(nft_drops, ns))
+        await asyncio.to_thread(clear_faults, ns)
 
 
 async def _fault_run(lab: Harness, kind: str, rng: random.Random,
@@ -55,15 +113,17 @@ async def _fault_run(lab: Harness, kind: str, rng: random.Random,
     t0 = time.monotonic()
     if kind == "blackhole":
         blackhole(shop.isp_wired, "cust0")
+    elif kind == "partial blackhole":
+        partial_blackhole(shop.isp_wired, "cust0", GATEWAY_IP)
     else:
         set_link(shop.isp_wired, "cust0", False)
     at, _ = await lab.wait_transition(TransitionKind.FAILOVER, 10.0, after=t0)
     via_lte = await lab.client.wait_via("lte", t0, 10.0)
     t1 = time.monotonic()
-    if kind == "blackhole":
-        clear_faults(shop.isp_wired)
-    else:
+    if kind == "link down":
         set_link(shop.isp_wired, "cust0", True)
+    else:
+        clear_faults(shop.isp_wired)
     back, _ = await lab.wait_transition(TransitionKind.FAILBACK, 20.0, after=t1)
     via_wired = await lab.client.wait_via("wired", back, 5.0)
     end = via_wired.finished + 1.0
@@ -84,69 +144,96 @@ async def _pause(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-async def test_failover_benchmarks() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root (CI runs as root)")
-    rng = random.Random(2021)
-    rows: list[tuple[str, object, str]] = []
+async def _loss_phase(lab: Harness, what: str, rng: random.Random) -> list[tuple[str, object, str]]:
+    """LOSS_S seconds of `what` on the wired line: nothing may fail over."""
+    shop = lab.shop
+    t0 = time.monotonic()
+    rounds0 = len(lab.rounds["wired"])
+    bursts: list[float] = []
+    drops: list[int] = []
+    if what == "bursty":
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            bursty_loss(shop.isp_wired, "cust0", rng, stop, bursts, drops))
+        await _pause(LOSS_S)
+        stop.set()
+        await task
+    else:
+        random_loss(shop.isp_wired, "cust0", int(what.rstrip("%")))
+        await _pause(LOSS_S)
+    elapsed = time.monotonic() - t0
+    dropped = nft_drops(shop.isp_wired) + sum(drops)
+    clear_faults(shop.isp_wired)
+    wired_rounds = [o for _, o in lab.rounds["wired"][rounds0:]]
+    false_failovers = sum(1 for k in lab.kinds(after=t0) if k is TransitionKind.FAILOVER)
+    downs = sum(1 for at, n, s in lab.links
+                if at >= t0 and n == "wired" and s.state is LinkState.DOWN)
+    label = "bursty loss" if what == "bursty" else f"{what} loss"
+    rows: list[tuple[str, object, str]] = [
+        (f"false failovers in {elapsed / 60:.1f} min of {label}", false_failovers, "target 0"),
+        ("  wired declared down", downs, "0"),
+        ("  failed rounds / rounds",
+         f"{sum(1 for r in wired_rounds if not r.ok)}/{len(wired_rounds)}", ""),
+        ("  failed probes", sum(r.attempted - r.succeeded for r in wired_rounds),
+         f"{dropped} packets dropped"),
+    ]
+    if bursts:
+        rows.append(("  bad periods: count, mean, longest (s)",
+                     f"{len(bursts)}, {statistics.mean(bursts):.2f}, {max(bursts):.2f}",
+                     f"exp. mean {BURST_BAD_S} s every ~{BURST_GOOD_S} s"))
+    if false_failovers:
+        # back on wired before the next phase
+        await lab.wait_for(lambda: lab.engine.active.value == "wired", 30.0)
+    return rows
+
+
+async def _detector_runs(detector: str, rng: random.Random) -> list[tuple[str, object, str]]:
+    monitor, options = DETECTORS[detector]
+    best, worst = detection_time_bounds_s(monitor)
+    rows: list[tuple[str, object, str]] = [
+        (f"[{detector}] blackhole detection bounds (s)", f"{best:.1f}-{worst:.1f}", "design")]
     failbacks: list[tuple[int, int, int]] = []
     with build_shop() as shop:
         routes = NetlinkRoutes(UPLINKS, netns=shop.box)
         try:
-            async with running_engine(shop, routes) as lab:
-                for kind, target in (("blackhole", 3.0), ("link down", 1.0)):
+            async with running_engine(
+                    shop, routes, monitor={"wired": monitor, "lte": MONITOR},
+                    probe_options={"wired": options, "lte": ProbeOptions(dns_servers=())},
+                    ) as lab:
+                for kind, runs, target in (("blackhole", RUNS, "median <= 1.6 s, p95 <= 2.0 s"),
+                                           ("link down", OTHER_RUNS, "<= 1 s"),
+                                           ("partial blackhole", OTHER_RUNS, "")):
                     decided: list[float] = []
                     flowing: list[float] = []
-                    for _ in range(RUNS):
+                    for _ in range(runs):
                         d, f = await _fault_run(lab, kind, rng, failbacks)
                         decided.append(d)
                         flowing.append(f)
-                    print(f"\n{kind}: LAN via LTE after {[round(x, 3) for x in flowing]}")
+                    print(f"\n[{detector}] {kind}: LAN via LTE after "
+                          f"{[round(x, 3) for x in flowing]}")
                     rows += [
-                        (f"{kind} -> LAN via LTE, median (s, n={RUNS})",
-                         statistics.median(flowing), f"<= {target:g} s"),
-                        (f"{kind} -> LAN via LTE, max (s)", max(flowing), ""),
-                        (f"{kind} -> LAN via LTE, p90 (s)", percentile(flowing, 90), ""),
-                        (f"{kind} -> switch applied, median (s)", statistics.median(decided),
-                         ""),
+                        (f"[{detector}] {kind} -> LAN via LTE, median (s, n={runs})",
+                         statistics.median(flowing), target),
+                        (f"[{detector}] {kind} -> LAN via LTE, p95 / max (s)",
+                         f"{percentile(flowing, 95):.2f} / {max(flowing):.2f}", ""),
+                        (f"[{detector}] {kind} -> switch applied, median (s)",
+                         statistics.median(decided), ""),
                     ]
                 requests = sum(a for a, _, _ in failbacks)
                 failed = sum(f for _, f, _ in failbacks)
                 outside = sum(o for _, _, o in failbacks)
                 rows += [
-                    (f"failed LAN requests across {len(failbacks)} failbacks", failed,
-                     f"target 0 (of {requests} requests)"),
+                    (f"[{detector}] failed LAN requests across {len(failbacks)} failbacks",
+                     failed, f"target 0 (of {requests} requests)"),
                     ("  of which outside the route->nft window", outside, "0"),
-                    ("failbacks with a failed request", sum(1 for _, f, _ in failbacks if f),
-                     ""),
                 ]
-
-                # 20 % random loss on the wired line: nothing may fail over.
-                t0 = time.monotonic()
                 idle0 = lab.engine.standby_bytes
-                rounds0 = len(lab.rounds["wired"])
-                random_loss(shop.isp_wired, "cust0", 20)
-                await _pause(LOSS_S)
+                t0 = time.monotonic()
+                for what in ("20%", "40%", "bursty"):
+                    rows += [(f"[{detector}] {m}" if not m.startswith(" ") else m, v, t)
+                             for m, v, t in await _loss_phase(lab, what, rng)]
                 elapsed = time.monotonic() - t0
-                dropped = nft_drops(shop.isp_wired)
-                clear_faults(shop.isp_wired)
-                wired_rounds = [o for _, o in lab.rounds["wired"][rounds0:]]
-                false_failovers = sum(1 for k in lab.kinds(after=t0)
-                                      if k is TransitionKind.FAILOVER)
-                downs = sum(1 for at, n, s in lab.links
-                            if at >= t0 and n == "wired" and s.state is LinkState.DOWN)
-                rows += [
-                    (f"false failovers in {elapsed / 60:.1f} min of 20% loss", false_failovers,
-                     "target 0"),
-                    ("  wired declared down", downs, "0"),
-                    ("  failed rounds / rounds",
-                     f"{sum(1 for r in wired_rounds if not r.ok)}/{len(wired_rounds)}", ""),
-                    ("  failed probes",
-                     sum(r.attempted - r.succeeded for r in wired_rounds),
-                     f"{dropped} packets dropped"),
-                ]
 
-                # LTE standby: what the budget allows and what it costs.
                 state = lab.engine.describe()["lte_standby"]
                 lte_ok = [o for _, o in lab.rounds["lte"] if o.ok]
                 per_round = statistics.mean(o.bytes_sent + o.bytes_received for o in lte_ok)
@@ -154,16 +241,26 @@ async def test_failover_benchmarks() -> None:
                 per_hour = per_round * 3600 / interval
                 spent_per_hour = (lab.engine.standby_bytes - idle0) * 3600 / elapsed
                 rows += [
-                    ("LTE standby interval (s)", float(interval), "budget 5 MB/month"),
-                    ("LTE round, measured (bytes)", per_round,
+                    (f"[{detector}] LTE standby interval (s)", float(interval),
+                     "budget 5 MB/month"),
+                    ("  LTE round, measured (bytes)", per_round,
                      f"estimate {state['bytes_per_round']:.0f}"),
-                    ("LTE standby probe bytes per hour", per_hour, "<= 6845 (5 MB/month)"),
-                    ("LTE standby probe MB per month", per_hour * 24 * 30.4375 / 1e6,
-                     "<= 5"),
-                    ("LTE idle probe bytes/hour spent during the loss phase", spent_per_hour,
+                    ("  LTE standby probe MB per month", per_hour * 24 * 30.4375 / 1e6, "<= 5"),
+                    ("  LTE idle probe bytes/hour spent during the loss phases", spent_per_hour,
                      "standby rounds + fresh rounds while wired is suspect"),
                 ]
                 assert lab.errors == [], lab.errors
         finally:
             await routes.close()
+    return rows
+
+
+async def test_failover_benchmarks() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CI runs as root)")
+    rng = random.Random(2021)
+    rows: list[tuple[str, object, str]] = [("load average at start", os.getloadavg()[0], "< 1.5")]
+    for detector in DETECTORS:
+        rows += await _detector_runs(detector, rng)
+    rows.append(("load average at end", os.getloadavg()[0], ""))
     record("failover", rows)
