@@ -99,11 +99,12 @@ ComponentFactory = Callable[[BoxContext], Awaitable[Component | None]]
 def builtin_factories() -> list[ComponentFactory]:
     from firmware.failover import build_failover
     from firmware.fleet import build_fleet
+    from firmware.ledger.outages import build_ledger
     from firmware.leds import build_leds
     from firmware.modem import build_modem
     from firmware.payments import build_payments
 
-    return [build_payments, build_modem, build_failover, build_leds, build_fleet]
+    return [build_payments, build_modem, build_failover, build_ledger, build_leds, build_fleet]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:

@@ -79,6 +79,8 @@ def status_document(state: BoxState) -> dict[str, Any]:
         "api": _api(state),
         "fleet": {"link": state.fleet.link, "broker": state.fleet.broker,
                   "since": _iso(state.fleet.since), "last_error": state.fleet.last_error},
+        "outages": {"open": list(state.outages.open), "total": state.outages.total,
+                    "last": state.outages.ended[-1] if state.outages.ended else None},
         "components": components,
         "recent_events": [e.to_json() for e in state.events.recent()[-10:]],
     }

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from firmware.cli import drill_cmd, selftest, token_cmd
+from firmware.cli import drill_cmd, outages_cmd, selftest, token_cmd
 from firmware.cli.client import api_address, get_json, read_token
 from firmware.cli.status_view import render_queue_list, render_queue_stats, render_status
 from firmware.config import DEFAULT_PATH, Config, load_config
@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     drill_cmd.add_parser(sub)
     token_cmd.add_parser(sub)
     selftest.add_parser(sub)
+    outages_cmd.add_parser(sub)
     return parser
 
 
@@ -251,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return token_cmd.cmd_token(args)
     if args.command == "selftest":
         return selftest.cmd_selftest(args)
+    if args.command == "outages":
+        return outages_cmd.cmd_outages(args)
     raise AssertionError(args.command)
 
 
