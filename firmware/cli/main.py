@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from firmware.cli import drill_cmd, outages_cmd, selftest, token_cmd
+from firmware.cli import drill_cmd, fleet_cmd, outages_cmd, selftest, token_cmd
 from firmware.cli.client import api_address, get_json, read_token
 from firmware.cli.status_view import render_queue_list, render_queue_stats, render_status
 from firmware.config import DEFAULT_PATH, Config, load_config
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     token_cmd.add_parser(sub)
     selftest.add_parser(sub)
     outages_cmd.add_parser(sub)
+    fleet_cmd.add_parser(sub)
     return parser
 
 
@@ -254,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return selftest.cmd_selftest(args)
     if args.command == "outages":
         return outages_cmd.cmd_outages(args)
+    if args.command == "fleet":
+        return fleet_cmd.cmd_fleet(args)
     raise AssertionError(args.command)
 
 

@@ -1,0 +1,12 @@
+"""The fleet operator's server (CONTRACTS §7): `storebox fleet serve --config PATH`.
+
+It is the operator's product, not the box's: it imports the contract's names from
+`firmware.fleet.topics` and nothing else of the box, and the box never imports it.
+
+- `config`: the `[fleet_server]` TOML;
+- `model`: presence, states, events de-duplicated by seq, and incidents (pure logic, the
+  clock passed in: testable without a broker);
+- `db`: SQLite persistence, written in batches;
+- `server`: the MQTT ingest (aiomqtt, `storebox/+/#`), the JSON API, server-sent events
+  and the one-page dashboard.
+"""

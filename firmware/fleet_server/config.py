@@ -1,0 +1,92 @@
+"""`[fleet_server]` in the fleet server's TOML (CONTRACTS §7)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class FleetServerConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class FleetServerConfig:
+    #: Binding keys.
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    listen: str = "127.0.0.1:8480"
+    database: str = "fleet.sqlite3"
+    #: Optional.
+    client_id: str = "storebox-fleet-server"
+    username: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    #: A box's state is stale when older than `stale_factor` times this.
+    state_period_s: float = 60.0
+    stale_factor: float = 3.0
+    #: Incidents: wired-down changes of one ISP within this sliding window ...
+    incident_window_s: float = 120.0
+    #: ... at least this many shops ...
+    incident_min_boxes: int = 5
+    #: ... and at least this share of that ISP's online shops open an incident;
+    incident_min_share: float = 0.02
+    #: it closes when this share of its shops is back, each for `incident_stable_s`.
+    incident_close_share: float = 0.9
+    incident_stable_s: float = 60.0
+    #: Writes to the database are batched: at most this long in memory.
+    flush_s: float = 0.5
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def load(path: str | Path) -> FleetServerConfig:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FleetServerConfigError(f"{path}: {exc}") from exc
+    return from_dict(doc.get("fleet_server", {}), str(path))
+
+
+def from_dict(table: dict[str, Any], source: str = "<config>") -> FleetServerConfig:
+    known = {f.name: f for f in fields(FleetServerConfig)}
+    problems = []
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            problems.append(f"{source}: fleet_server.{key}: unknown key")
+            continue
+        default = known[key].default
+        if isinstance(default, float) and isinstance(value, int) \
+                and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            problems.append(f"{source}: fleet_server.{key}: must be "
+                            f"{type(default).__name__}, got {value!r}")
+            continue
+        values[key] = value
+    config = FleetServerConfig(**values)
+    if not config.mqtt_url.startswith(("mqtt://", "mqtts://")):
+        problems.append(f"{source}: fleet_server.mqtt_url: must be mqtt:// or mqtts://")
+    if config.database.startswith(("postgresql://", "postgres://")):
+        problems.append(f"{source}: fleet_server.database: PostgreSQL is not supported yet; "
+                        "give a SQLite file path")
+    try:
+        config.host_port  # noqa: B018
+    except ValueError:
+        problems.append(f"{source}: fleet_server.listen: must be HOST:PORT")
+    if problems:
+        raise FleetServerConfigError("\n".join(problems))
+    return config
+
+
+def broker_of(config: FleetServerConfig) -> tuple[str, int, bool]:
+    parts = urlsplit(config.mqtt_url)
+    tls = parts.scheme == "mqtts"
+    return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls

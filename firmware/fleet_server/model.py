@@ -1,0 +1,294 @@
+"""What the fleet server knows: every box's presence and state, its events (de-duplicated
+by `seq`), and the incidents derived from them. Pure logic: each message comes in with
+the time it arrived; `tick(now)` closes incidents whose shops are back and stable.
+
+Changes are handed to `on_change` (the server's database writer and its event stream)
+as small dicts: `{"type": "box"|"event"|"incident", ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from firmware.fleet.topics import parse_status, split_topic
+from firmware.fleet_server.config import FleetServerConfig
+
+
+@dataclass
+class Box:
+    device_id: str
+    online: bool = False
+    session: str | None = None
+    status_since: str | None = None
+    last_seen: datetime | None = None
+    state_at: datetime | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    last_seq: int = 0
+    duplicates: int = 0
+
+    @property
+    def isp(self) -> str:
+        return str((self.state.get("site") or {}).get("isp") or "")
+
+    @property
+    def region(self) -> str:
+        return str((self.state.get("site") or {}).get("region") or "")
+
+    def link(self, name: str) -> dict[str, Any]:
+        value = (self.state.get("uplink") or {}).get(name) or {}
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def wired_down(self) -> bool:
+        return self.link("wired").get("state") == "down"
+
+    @property
+    def without_failover(self) -> bool:
+        """LTE cannot carry the shop: down (or not known to work), or on the failing
+        carrier (`modem.same_carrier_as_wired`), or the box is gone altogether."""
+        if not self.online:
+            return True
+        if (self.state.get("modem") or {}).get("same_carrier_as_wired") is True:
+            return True
+        return self.link("lte").get("state") not in ("up", "standby", "degraded")
+
+    def presence(self, now: datetime, stale_after_s: float) -> str:
+        if not self.online:
+            return "offline"
+        if self.state_at is None or (now - self.state_at).total_seconds() > stale_after_s:
+            return "stale"
+        return "online"
+
+    def to_json(self, now: datetime, stale_after_s: float) -> dict[str, Any]:
+        pay = self.state.get("payments") or {}
+        return {
+            "device_id": self.device_id, "online": self.online,
+            "presence": self.presence(now, stale_after_s), "session": self.session,
+            "active": (self.state.get("uplink") or {}).get("active"),
+            "wired": self.link("wired"), "lte": self.link("lte"),
+            "queued": pay.get("queued"), "queued_amount": pay.get("queued_amount"),
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            "state_at": self.state_at.isoformat() if self.state_at else None,
+            "isp": self.isp, "region": self.region,
+            "version": self.state.get("version"),
+            "config_version": self.state.get("config_version"),
+            "modem": {k: (self.state.get("modem") or {}).get(k)
+                      for k in ("operator", "same_carrier_as_wired", "signal_dbm")},
+            "last_seq": self.last_seq,
+        }
+
+
+@dataclass
+class Member:
+    down_at: datetime
+    back_at: datetime | None = None
+
+
+@dataclass
+class Incident:
+    id: int
+    isp: str
+    started_at: datetime
+    members: dict[str, Member] = field(default_factory=dict)
+    ended_at: datetime | None = None
+    kind: str = "wired_down"
+    region: str = ""
+    boxes_affected: int = 0
+    boxes_without_failover: int = 0
+    title: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "isp": self.isp, "region": self.region,
+                "started_at": self.started_at.isoformat(),
+                "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+                "boxes_affected": self.boxes_affected,
+                "boxes_without_failover": self.boxes_without_failover,
+                "boxes_back": sum(1 for m in self.members.values() if m.back_at),
+                "title": self.title, "devices": sorted(self.members)}
+
+
+Change = dict[str, Any]
+
+
+class FleetModel:
+    def __init__(self, config: FleetServerConfig,
+                 on_change: Callable[[Change], None] | None = None) -> None:
+        self.config = config
+        self.boxes: dict[str, Box] = {}
+        self.incidents: list[Incident] = []
+        self.open: dict[str, Incident] = {}
+        #: Wired-down (or gone offline) changes not in an incident: isp -> device -> when.
+        self.recent: dict[str, dict[str, datetime]] = {}
+        self.on_change = on_change or (lambda change: None)
+        self.events_stored = 0
+        self.duplicates = 0
+        self.ignored_wills = 0
+        self.messages = 0
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.config.state_period_s * self.config.stale_factor
+
+    # ------------------------------------------------------------------ ingest
+
+    def handle(self, topic: str, payload: bytes, now: datetime) -> None:
+        parts = split_topic(topic)
+        if parts is None:
+            return
+        device, rest = parts
+        self.messages += 1
+        box = self.boxes.get(device)
+        if box is None:
+            box = self.boxes[device] = Box(device)
+        box.last_seen = now
+        if rest == "status":
+            self._status(box, payload, now)
+        elif rest == "state":
+            self._state(box, payload, now)
+        elif rest == "events":
+            self._event(box, payload, now)
+
+    def _status(self, box: Box, payload: bytes, now: datetime) -> None:
+        doc = parse_status(payload)
+        was_online = box.online
+        if doc["status"] == "online":
+            box.online, box.session, box.status_since = True, doc["session"], doc["since"]
+        elif doc["status"] == "offline":
+            if doc["session"] is not None and box.session is not None \
+                    and doc["session"] != box.session:
+                self.ignored_wills += 1  # a late Will: the box has reconnected since
+                return
+            box.online, box.status_since = False, doc["since"]
+        else:
+            return
+        self._box_changed(box)
+        if was_online and not box.online:
+            self._went_down(box, now)
+        elif box.online and not was_online and not box.wired_down:
+            self._came_back(box, now)
+
+    def _state(self, box: Box, payload: bytes, now: datetime) -> None:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        was_down = box.wired_down and bool(box.state)
+        box.state, box.state_at = doc, now
+        self._box_changed(box)
+        if box.wired_down and not was_down:
+            self._went_down(box, now)
+        elif was_down and not box.wired_down:
+            self._came_back(box, now)
+        else:
+            self._refresh_incident(box.isp)
+
+    def _event(self, box: Box, payload: bytes, now: datetime) -> None:
+        try:
+            doc = json.loads(payload)
+            seq = int(doc["seq"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if seq <= box.last_seq:  # a QoS 1 redelivery, or older than what we have
+            box.duplicates += 1
+            self.duplicates += 1
+            return
+        box.last_seq = seq
+        self.events_stored += 1
+        self.on_change({"type": "event", "device_id": box.device_id, "seq": seq,
+                        "kind": doc.get("kind"), "at": doc.get("at"),
+                        "received_at": now.isoformat(), "doc": doc})
+
+    def _box_changed(self, box: Box) -> None:
+        self.on_change({"type": "box", "box": box})
+
+    # ------------------------------------------------------------------ incidents
+
+    def _went_down(self, box: Box, now: datetime) -> None:
+        isp = box.isp
+        if not isp:
+            return
+        incident = self.open.get(isp)
+        if incident is not None:
+            member = incident.members.get(box.device_id)
+            if member is None:
+                incident.members[box.device_id] = Member(now)
+            else:
+                member.back_at = None
+            self._refresh(incident)
+            return
+        window = timedelta(seconds=self.config.incident_window_s)
+        recent = self.recent.setdefault(isp, {})
+        recent.setdefault(box.device_id, now)
+        for device, at in list(recent.items()):
+            if now - at > window:
+                del recent[device]
+        online = sum(1 for b in self.boxes.values() if b.isp == isp and
+                     (b.online or b.device_id in recent))
+        n = len(recent)
+        if n >= self.config.incident_min_boxes and \
+                n >= self.config.incident_min_share * online:
+            incident = Incident(len(self.incidents) + 1, isp, min(recent.values()),
+                                {d: Member(at) for d, at in recent.items()})
+            self.incidents.append(incident)
+            self.open[isp] = incident
+            recent.clear()
+            self._refresh(incident)
+
+    def _came_back(self, box: Box, now: datetime) -> None:
+        isp = box.isp
+        self.recent.get(isp, {}).pop(box.device_id, None)
+        incident = self.open.get(isp)
+        if incident is not None and box.device_id in incident.members:
+            incident.members[box.device_id].back_at = now
+            self._refresh(incident)
+
+    def _refresh_incident(self, isp: str) -> None:
+        incident = self.open.get(isp)
+        if incident is not None:
+            self._refresh(incident)
+
+    def _refresh(self, incident: Incident) -> None:
+        members = [self.boxes[d] for d in incident.members if d in self.boxes]
+        down = [b for b in members if incident.members[b.device_id].back_at is None]
+        affected = len(incident.members)
+        without = sum(1 for b in down if b.without_failover)
+        regions = Counter(b.region for b in members if b.region)
+        region, in_region = regions.most_common(1)[0] if regions else ("", 0)
+        before = (incident.boxes_affected, incident.boxes_without_failover, incident.region,
+                  incident.ended_at)
+        incident.boxes_affected, incident.boxes_without_failover = affected, without
+        incident.region = region
+        where = f" ({region} {in_region})" if region else ""
+        ended = (f"; ended {incident.ended_at.strftime('%H:%M:%S')}"
+                 if incident.ended_at else "")
+        incident.title = (f"{incident.isp} wired down at {affected} shops{where} since "
+                          f"{incident.started_at.strftime('%H:%M:%S')}; {without} without "
+                          f"failover{ended}")
+        if before != (affected, without, region, incident.ended_at) or not incident.title:
+            self.on_change({"type": "incident", "incident": incident})
+
+    def tick(self, now: datetime) -> None:
+        """Close the incidents whose shops are back, enough of them for long enough."""
+        stable = timedelta(seconds=self.config.incident_stable_s)
+        for isp, incident in list(self.open.items()):
+            members = incident.members.values()
+            back = sum(1 for m in members if m.back_at is not None and now - m.back_at >= stable)
+            if back >= self.config.incident_close_share * len(incident.members):
+                incident.ended_at = now
+                del self.open[isp]
+                self._refresh(incident)
+
+    # ------------------------------------------------------------------ views
+
+    def boxes_json(self, now: datetime) -> list[dict[str, Any]]:
+        return [self.boxes[d].to_json(now, self.stale_after_s) for d in sorted(self.boxes)]
+
+    def incidents_json(self) -> list[dict[str, Any]]:
+        return [i.to_json() for i in reversed(self.incidents)]

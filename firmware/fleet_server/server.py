@@ -1,0 +1,255 @@
+"""`storebox fleet serve`: MQTT ingest, the JSON API, server-sent events, the dashboard.
+
+The ingest is one aiomqtt client with a normal subscription to `storebox/+/#` (so every
+box's retained `status` and `state` arrive at once), reconnecting with backoff; the
+model is updated per message and the database in batches (`flush_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from aiohttp import web
+
+from firmware.fleet.topics import ALL_BOXES
+from firmware.fleet_server.config import FleetServerConfig, broker_of
+from firmware.fleet_server.db import FleetDb
+from firmware.fleet_server.model import Change, FleetModel
+
+log = logging.getLogger("storebox.fleet_server")
+
+TICK_S = 1.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def matches(row: dict[str, Any], where: list[tuple[str, str]]) -> bool:
+    """`KEY=VALUE` filters; a dotted key reaches into objects (`wired.state=down`)."""
+    for key, wanted in where:
+        value: Any = row
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        text = json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+        if text != wanted and str(value) != wanted:
+            return False
+    return True
+
+
+def parse_where(values: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--where {item!r}: expected KEY=VALUE")
+        out.append((key, value))
+    return out
+
+
+class FleetServer:
+    def __init__(self, config: FleetServerConfig,
+                 now: Callable[[], datetime] = _now) -> None:
+        self.config = config
+        self.now = now
+        self.db = FleetDb(config.database)
+        self.model = FleetModel(config, self._changed)
+        for box in self.db.load_boxes():
+            self.model.boxes[box.device_id] = box
+        self.streams: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.revision = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self.mqtt_up = False
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ changes
+
+    def _changed(self, change: Change) -> None:
+        self.db.queue(change)
+        view = self._view(change)
+        for queue in list(self.streams):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(view)
+
+    def _view(self, change: Change) -> dict[str, Any]:
+        if change["type"] == "box":
+            return {"type": "box",
+                    "box": change["box"].to_json(self.now(), self.model.stale_after_s)}
+        if change["type"] == "incident":
+            return {"type": "incident", "incident": change["incident"].to_json()}
+        return {k: v for k, v in change.items() if k != "doc"} | {"kind": change["kind"]}
+
+    def _touch(self) -> None:
+        self.revision += 1
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def until(self, check: Callable[[], bool]) -> None:
+        """Wait until `check()` holds, woken by every message handled and every tick (for
+        tests and tools: bound it with `asyncio.timeout`)."""
+        while not check():
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    # ------------------------------------------------------------------ ingest
+
+    async def ingest(self) -> None:
+        host, port, tls = broker_of(self.config)
+        password = None
+        if self.config.password_file:
+            text = Path(self.config.password_file).read_text(encoding="utf-8")  # noqa: ASYNC240
+            password = text.splitlines()[0] if text else ""
+        context = ssl.create_default_context(cafile=self.config.ca_file or None) if tls \
+            else None
+        delay = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(host, port, identifier=self.config.client_id,
+                                          username=self.config.username or None,
+                                          password=password, tls_context=context,
+                                          clean_session=True,
+                                          max_queued_incoming_messages=0) as client:
+                    await client.subscribe(ALL_BOXES, qos=1)
+                    self.mqtt_up, delay = True, 0.5
+                    log.info("fleet server: subscribed to %s on %s:%d", ALL_BOXES, host, port)
+                    async for message in client.messages:
+                        payload = message.payload
+                        data = bytes(payload) if isinstance(payload, bytes | bytearray) \
+                            else str(payload or "").encode()
+                        self.model.handle(str(message.topic), data, self.now())
+                        self._touch()
+            except aiomqtt.MqttError as exc:
+                self.mqtt_up = False
+                log.warning("fleet server: broker %s:%d: %s; again in %.1fs", host, port,
+                            exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _flush_and_tick(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.config.flush_s, TICK_S))
+            self.model.tick(self.now())
+            try:
+                self.db.flush()
+            except Exception:
+                log.exception("fleet server: cannot write the database")
+            self._touch()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/api/boxes", self._boxes)
+        app.router.add_get("/api/incidents", self._incidents)
+        app.router.add_get("/api/stream", self._stream)
+        app.router.add_get("/healthz", self._health)
+        return app
+
+    def _where(self, request: web.Request) -> list[tuple[str, str]]:
+        try:
+            return parse_where(request.query.getall("where", []))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+
+    async def _boxes(self, request: web.Request) -> web.Response:
+        where = self._where(request)
+        rows = [r for r in self.model.boxes_json(self.now()) if matches(r, where)]
+        return web.json_response(rows)
+
+    async def _incidents(self, request: web.Request) -> web.Response:
+        where = self._where(request)
+        return web.json_response([r for r in self.model.incidents_json() if matches(r, where)])
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "mqtt": self.mqtt_up,
+                                  "boxes": len(self.model.boxes),
+                                  "messages": self.model.messages})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
+        self.streams.add(queue)
+        try:
+            await response.write(b": storebox fleet\n\n")
+            while True:
+                try:
+                    async with asyncio.timeout(15):
+                        item = await queue.get()
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                data = json.dumps(item, separators=(",", ":"))
+                await response.write(f"event: {item['type']}\ndata: {data}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.streams.discard(queue)
+        return response
+
+    async def _page(self, request: web.Request) -> web.Response:
+        page = resources.files("firmware.fleet_server").joinpath("dashboard.html")
+        return web.Response(text=page.read_text(encoding="utf-8"), content_type="text/html")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        host, port = self.config.host_port
+        self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        self._tasks = [asyncio.create_task(self.ingest(), name="fleet-ingest"),
+                       asyncio.create_task(self._flush_and_tick(), name="fleet-flush")]
+        log.info("fleet server: http://%s:%d/", host, self.port)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.db.close()
+
+    @property
+    def url(self) -> str:
+        host, _ = self.config.host_port
+        return f"http://{host}:{self.port}"
+
+
+async def serve(config: FleetServerConfig) -> int:
+    server = FleetServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0

@@ -1,0 +1,222 @@
+"""`storebox fleet serve` (CONTRACTS §7) against a real mosquitto: a small box simulator
+publishes the contract for ~50 boxes from one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+
+from firmware.cli.main import main
+from firmware.fleet.topics import status_payload
+from firmware.fleet_server.config import from_dict
+from firmware.fleet_server.model import FleetModel
+from firmware.fleet_server.server import FleetServer
+from tests.support.mosquitto import Mosquitto
+
+T0 = datetime(2021, 10, 25, 11, 20, 13, tzinfo=UTC)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Any:
+    with Mosquitto(tmp_path) as b:
+        yield b
+
+
+def state(isp: str, region: str, wired: str = "up", lte: str = "standby",
+          same_carrier: bool = False) -> dict[str, Any]:
+    return {"device_id": "x", "uplink": {"active": "wired" if wired == "up" else "lte",
+                                         "wired": {"state": wired}, "lte": {"state": lte}},
+            "modem": {"same_carrier_as_wired": same_carrier, "operator": "SKT"},
+            "payments": {"queued": 0}, "site": {"isp": isp, "region": region},
+            "config_version": "abc"}
+
+
+class Simulator:
+    """Many boxes over one MQTT connection (no Will: presence tests use their own)."""
+
+    def __init__(self, port: int) -> None:
+        self.client = aiomqtt.Client("127.0.0.1", port, identifier="box-simulator")
+
+    async def __aenter__(self) -> Simulator:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.__aexit__(None, None, None)
+
+    async def status(self, device: str, status: str, session: str) -> None:
+        await self.client.publish(f"storebox/{device}/status",
+                                  status_payload(status, session, T0), qos=1, retain=True)
+
+    async def state(self, device: str, doc: dict[str, Any]) -> None:
+        await self.client.publish(f"storebox/{device}/state", json.dumps(doc), qos=1,
+                                  retain=True)
+
+    async def event(self, device: str, seq: int, kind: str = "fault") -> None:
+        await self.client.publish(f"storebox/{device}/events", json.dumps(
+            {"seq": seq, "kind": kind, "session": "b-1", "at": T0.isoformat()}), qos=1)
+
+
+@contextlib.asynccontextmanager
+async def fleet_server(tmp: Path, broker: Mosquitto, **extra: Any) -> AsyncIterator[FleetServer]:
+    config = from_dict({"mqtt_url": broker.url, "listen": "127.0.0.1:0",
+                        "database": str(tmp / "fleet.sqlite3"), "flush_s": 0.1, **extra})
+    server = FleetServer(config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def get(server: FleetServer, path: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(server.url + path) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def until(server: FleetServer, check: Any) -> None:
+    async with asyncio.timeout(10):
+        await server.until(check)
+
+
+async def test_ingest_of_50_boxes_retained_and_events_deduplicated_by_seq(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    async with Simulator(broker.port) as sim:
+        for i in range(50):
+            device = f"shop-{i:03d}"
+            await sim.status(device, "online", f"boot-{i}-1")
+            await sim.state(device, state("KT" if i % 2 else "SKT", "Seoul" if i < 30 else "Busan"))
+        # the server starts after the boxes: it learns them from the retained messages
+        async with fleet_server(tmp_path, broker) as server:
+            await until(server, lambda: len(server.model.boxes) == 50 and all(
+                b.state for b in server.model.boxes.values()))
+            for seq in (1, 2, 2, 3, 1):  # QoS 1 redeliveries
+                await sim.event("shop-007", seq)
+            await until(server, lambda: server.model.boxes["shop-007"].last_seq == 3
+                        and server.model.duplicates == 2)
+            boxes = await get(server, "/api/boxes")
+            assert len(boxes) == 50 and all(b["online"] for b in boxes)
+            seven = next(b for b in boxes if b["device_id"] == "shop-007")
+            assert (seven["isp"], seven["region"], seven["active"], seven["presence"]) == \
+                ("KT", "Seoul", "wired", "online")
+            assert {"device_id", "online", "active", "wired", "lte", "queued", "last_seen",
+                    "isp", "region"} <= seven.keys()
+            kt = await get(server, "/api/boxes?where=isp=KT&where=region=Busan")
+            assert len(kt) == 10
+            await until(server, lambda: server.db.pending == 0)
+            assert server.db.count("events") == 3 and server.db.count("boxes") == 50
+            assert server.db.batches < 60  # written in batches, not a transaction a message
+
+
+async def test_presence_a_late_will_never_marks_a_reconnected_box_offline(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    def box_client(name: str, session: str) -> aiomqtt.Client:
+        return aiomqtt.Client("127.0.0.1", broker.port, identifier=name, will=aiomqtt.Will(
+            "storebox/shop-1/status", status_payload("offline", session, T0), qos=1,
+            retain=True))
+
+    async with fleet_server(tmp_path, broker) as server:
+        old, new = box_client("old-conn", "boot-1"), box_client("new-conn", "boot-2")
+        await old.__aenter__()
+        await old.publish("storebox/shop-1/status", status_payload("online", "boot-1", T0),
+                          qos=1, retain=True)
+        await until(server, lambda: "shop-1" in server.model.boxes and
+                    server.model.boxes["shop-1"].online)
+        await new.__aenter__()
+        await new.publish("storebox/shop-1/status", status_payload("online", "boot-2", T0),
+                          qos=1, retain=True)
+        await until(server, lambda: server.model.boxes["shop-1"].session == "boot-2")
+        sock = old._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)  # the old link dies late: its Will arrives now
+        await until(server, lambda: server.model.ignored_wills == 1)
+        (box,) = await get(server, "/api/boxes")
+        assert box["online"] is True and box["session"] == "boot-2"
+        # the state never came: a box that is online but says nothing is stale
+        assert box["presence"] == "stale"
+        sock = new._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)  # now the latest session's Will: offline
+        await until(server, lambda: not server.model.boxes["shop-1"].online)
+        (box,) = await get(server, "/api/boxes?where=online=false")
+        assert box["presence"] == "offline"
+        for client in (old, new):
+            with contextlib.suppress(Exception):
+                client._client._sock_close()
+
+
+async def test_a_carrier_outage_is_one_incident_with_the_right_counts(
+        tmp_path: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]) -> None:
+    kt = [f"kt-{i:02d}" for i in range(25)]
+    others = [f"skt-{i:02d}" for i in range(21)] + [f"lg-{i}" for i in range(4)]
+    async with Simulator(broker.port) as sim, fleet_server(tmp_path, broker) as server:
+        for device in kt + others:
+            await sim.status(device, "online", f"{device}-1")
+            isp = "KT" if device.startswith("kt") else device[:3].rstrip("-").upper()
+            await sim.state(device, state(isp, "Seoul" if device < "kt-18" else "Incheon"))
+        await until(server, lambda: sum(1 for b in server.model.boxes.values() if b.state)
+                    == 50)
+        # KT's wired network fails: 20 shops within seconds; 3 have no LTE, 3 have a KT SIM
+        for i, device in enumerate(kt[:20]):
+            lte = "down" if i < 3 else "up"
+            await sim.state(device, state("KT", "Seoul" if device < "kt-18" else "Incheon",
+                                          wired="down", lte=lte, same_carrier=3 <= i < 6))
+        for device in others[-4:]:  # 4 LG shops down: too few for an incident
+            await sim.state(device, state("LG", "Seoul", wired="down", lte="up"))
+        await until(server, lambda: sum(1 for b in server.model.boxes.values()
+                                        if b.wired_down) == 24)
+        incidents = await get(server, "/api/incidents")
+        assert len(incidents) == 1, incidents
+        (incident,) = incidents
+        assert (incident["isp"], incident["region"], incident["boxes_affected"],
+                incident["boxes_without_failover"], incident["ended_at"]) == \
+            ("KT", "Seoul", 20, 6, None)
+        assert incident["title"].startswith("KT wired down at 20 shops (Seoul 18) since ")
+        assert incident["title"].endswith("; 6 without failover")
+        # the operator's CLI reads the same API
+        # (in a thread: the server answers on this loop)
+        assert await asyncio.to_thread(
+            main, ["fleet", "incidents", "--json", "--server", server.url]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["boxes_affected"] == 20
+        assert await asyncio.to_thread(
+            main, ["fleet", "ls", "--server", server.url, "--where", "isp=LG"]) == 0
+        out = capsys.readouterr().out
+        assert out.count("lg-") == 4 and "kt-" not in out
+
+
+def test_an_incident_closes_when_90_percent_are_back_and_stable() -> None:
+    config = from_dict({"incident_stable_s": 60.0, "incident_window_s": 120.0})
+    model = FleetModel(config)
+    devices = [f"kt-{i}" for i in range(10)]
+    for d in devices:
+        model.handle(f"storebox/{d}/status", status_payload("online", f"{d}-1", T0), T0)
+        model.handle(f"storebox/{d}/state", json.dumps(state("KT", "Seoul")).encode(), T0)
+    for i, d in enumerate(devices):  # one a minute: the sliding window still groups them
+        model.handle(f"storebox/{d}/state",
+                     json.dumps(state("KT", "Seoul", wired="down", lte="up")).encode(),
+                     T0 + timedelta(seconds=30 * i))
+    assert len(model.incidents) == 1 and model.incidents[0].boxes_affected == 10
+    back = T0 + timedelta(minutes=10)
+    for d in devices[:8]:
+        model.handle(f"storebox/{d}/state", json.dumps(state("KT", "Seoul")).encode(), back)
+    model.tick(back + timedelta(minutes=5))
+    assert model.open  # 8 of 10 back: not yet 90 %
+    model.handle(f"storebox/{devices[8]}/state", json.dumps(state("KT", "Seoul")).encode(),
+                 back + timedelta(minutes=5))
+    model.tick(back + timedelta(minutes=5, seconds=30))
+    assert model.open  # 9 of 10, but the ninth is not stable yet
+    model.tick(back + timedelta(minutes=6, seconds=1))
+    assert not model.open
+    (incident,) = model.incidents_json()
+    assert incident["ended_at"] is not None and "ended" in incident["title"]
