@@ -107,6 +107,10 @@ class FleetDb:
         return [Box(d, bool(o), s, None, _dt(ls), _dt(sa), json.loads(st or "{}"), int(q))
                 for d, o, s, ls, sa, q, st in rows]
 
+    def last_incident_id(self) -> int:
+        (n,) = self.db.execute("SELECT coalesce(max(id), 0) FROM incidents").fetchone()
+        return int(n)
+
     def count(self, table: str) -> int:
         query = {"boxes": "SELECT count(*) FROM boxes",
                  "events": "SELECT count(*) FROM events",

@@ -129,6 +129,8 @@ class FleetModel:
         self.duplicates = 0
         self.ignored_wills = 0
         self.messages = 0
+        #: Incident ids continue after those already in the database.
+        self.id_base = 0
 
     @property
     def stale_after_s(self) -> float:
@@ -234,7 +236,7 @@ class FleetModel:
         n = len(recent)
         if n >= self.config.incident_min_boxes and \
                 n >= self.config.incident_min_share * online:
-            incident = Incident(len(self.incidents) + 1, isp, min(recent.values()),
+            incident = Incident(self.id_base + len(self.incidents) + 1, isp, min(recent.values()),
                                 {d: Member(at) for d, at in recent.items()})
             self.incidents.append(incident)
             self.open[isp] = incident

@@ -66,6 +66,7 @@ class FleetServer:
         self.model = FleetModel(config, self._changed)
         for box in self.db.load_boxes():
             self.model.boxes[box.device_id] = box
+        self.model.id_base = self.db.last_incident_id()
         self.streams: set[asyncio.Queue[dict[str, Any]]] = set()
         self.revision = 0
         self._waiters: list[asyncio.Future[None]] = []
