@@ -68,6 +68,11 @@ def settings_from(config: Config) -> ServiceSettings:
                 for code, caps in sorted(p.currency_limits.items()))))
 
 
+def lost_attempt_s(config: Config) -> float:
+    """How long after it starts an online attempt may still reach the gateway."""
+    return config.payments.online_deadline_s + config.payments.lost_attempt_lifetime_s
+
+
 class PaymentsComponent:
     """Opens the store, runs the forwarder and upkeep, keeps `BoxState.payments` in step.
 
@@ -108,8 +113,7 @@ class PaymentsComponent:
             store = await AsyncStore.open(
                 config.device.state_dir, open_provider, scrub_interval_s=1.0,
                 merchant_id=config.payments.merchant_id, legacy_kek=legacy_kek(config),
-                lost_attempt_s=config.payments.online_deadline_s
-                + config.payments.lost_attempt_lifetime_s)
+                lost_attempt_s=lost_attempt_s(config))
         except KeyMaterialError as exc:
             self.set_fault("key_provider_unavailable",
                            f"the card keys are unavailable ({exc}): offline payments are "
@@ -145,12 +149,14 @@ class PaymentsComponent:
         self.service = PaymentService(
             store, self.gateway, self.uplinks, settings_from(config),
             on_event=self.on_event, on_change=self.changed,
-            can_protect=lambda: store.protection_mode != "none", claims=claims)
+            can_protect=lambda: store.protection_mode != "none", claims=claims,
+            on_lost_attempt=lambda pid, s: self.forwarder.lost_attempt(pid, s)
+            if self.forwarder is not None else None)
         self.forwarder = Forwarder(
             store, self.gateway, config.payments.merchant_id,
             concurrency=config.payments.forward_concurrency, on_event=self.on_event,
             not_found_confirm_s=min(NOT_FOUND_CONFIRM_S, config.payments.lost_attempt_lifetime_s),
-            claims=claims)
+            claims=claims, lost_attempt_s=lost_attempt_s(config))
         self.desk.service = self.service
 
     async def _close_provider(self) -> None:

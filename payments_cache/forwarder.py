@@ -49,7 +49,7 @@ from payments_cache.errors import (
 from payments_cache.event_limit import EventLimiter
 from payments_cache.gateway import AuthorizationPayload, Gateway
 from payments_cache.models import ForwardState, GatewayResult, PaymentStatus
-from payments_cache.store import Payment
+from payments_cache.store import MAX_DELAY, Payment
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ EventCallback = Callable[..., None]
 
 #: Statuses whose Retry-After speaks for the whole gateway, not just one payment.
 _GLOBAL_HOLD_STATUSES = (429, 503)
+#: How long a proof that the gateway answers lookups on its path holds (monotonic).
+PATH_CHECK_EVERY_S = 600.0
+#: A wall clock that moved this much against the monotonic one was set (NTP, the modem).
+CLOCK_STEP_S = 5.0
 #: A payment rejected this many times while the gateway is not rejecting everything is
 #: dead (its own fault) even when no other payment went through meanwhile.
 REJECTIONS_BEFORE_DEAD = 3
@@ -120,7 +124,7 @@ class Forwarder:
                  reject_breaker_after: int = 3, force_min_interval_s: float = 30.0,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 claims: Claims | None = None,
+                 claims: Claims | None = None, lost_attempt_s: float = 120.0,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None,
                  on_event: EventCallback | None = None) -> None:
@@ -153,6 +157,12 @@ class Forwarder:
         self._successes = 0
         self._rejections: dict[str, tuple[int, int]] = {}  # id -> (successes then, count)
         self._storage_streak = 0
+        self._first_not_found: dict[str, float] = {}  # id -> monotonic
+        self._lost_deadlines: dict[str, float] = {}   # id -> monotonic
+        self._lost_lifetime_s = lost_attempt_s
+        self._started = monotonic()
+        self._path_confirmed_at = float("-inf")
+        self._wall_offset: float | None = None
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -205,6 +215,7 @@ class Forwarder:
         due or are stored while this pass runs; return when none is left in flight."""
         force, self._force_next = self._force_next, False
         self._wake.clear()
+        await self._follow_clock_steps()
         if self._mono() - self._recovered_at >= self._recover_every_s:
             self._recovered_at = self._mono()
             await self._store.recover_stale_pending(self._now() - self._stale_after)
@@ -280,7 +291,9 @@ class Forwarder:
             return False
         if force and payment.status is not PaymentStatus.PENDING:
             return True
-        return payment.next_attempt_at is None or payment.next_attempt_at <= self._now()
+        due, now = payment.next_attempt_at, self._now()
+        # due beyond MAX_DELAY: set by a wall clock since set back (as `due_for_forwarding`)
+        return due is None or due <= now or due > now + MAX_DELAY
 
     async def _forward(self, payment: Payment) -> str:
         try:
@@ -288,7 +301,7 @@ class Forwarder:
                 found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
                 if found is not None:
                     return await self._resolved(payment, found)
-                if (wait := self._not_found_wait(payment)) is not None:
+                if (wait := await self._not_found_wait(payment)) is not None:
                     return await self._look_again(payment, wait)
                 if payment.status is not PaymentStatus.APPROVED_OFFLINE:
                     return await self._unreceived(payment)
@@ -315,19 +328,75 @@ class Forwarder:
         result = await self._gateway.authorize(payload, self._authorize_timeout_s)
         return await self._resolved(payment, result)
 
-    def _not_found_wait(self, payment: Payment) -> tuple[datetime, bool] | None:
-        """A "not found" proves the lost attempt never arrived only once that attempt can
-        no longer arrive (`lost_attempt_until`) and a second look, `not_found_confirm_s`
-        after the first trusted one, says so again. Until then: when to look again, and
-        whether this look counts as the first trusted one. None: proven."""
-        now = self._now()
-        if payment.lost_attempt_until is not None and now < payment.lost_attempt_until:
-            return payment.lost_attempt_until, False
-        if payment.not_found_at is None:
+    async def _not_found_wait(self, payment: Payment) -> tuple[datetime, bool] | None:
+        """A "not found" proves the lost attempt never arrived only when all of these hold:
+
+        * that attempt can no longer arrive: `lost_attempt_until` has passed on the wall
+          clock *and* its lifetime has passed on this process's monotonic clock (a clock
+          set forward — NTP after a boot in 1970 — must not end the wait early);
+        * a second look, `not_found_confirm_s` later by the monotonic clock, agrees;
+        * the gateway is known to answer lookups on its path: the breaker is closed and
+          a payment it holds was found recently (a moved path or a misrouted proxy
+          answers 404 for everything).
+
+        Until then: when to look again, and whether this look counts as the first of the
+        two. None: proven."""
+        now, mono = self._now(), self._mono()
+        if payment.lost_attempt_until is None and payment.status is \
+                PaymentStatus.APPROVED_OFFLINE:
+            return None  # only the offline form was ever sent: resending it is a replay
+        if payment.lost_attempt_until is not None:
+            # a wall time further ahead than any window was set by a clock since set back:
+            # only the monotonic deadline below counts then
+            if now < payment.lost_attempt_until <= now + MAX_DELAY:
+                return payment.lost_attempt_until, False
+            if mono < self._lost_deadline(payment):
+                return now + timedelta(seconds=self._lost_deadline(payment) - mono), False
+        if not await self._lookups_trusted():
+            self._first_not_found.pop(payment.id, None)
+            return now + self._not_found_confirm, False
+        first = self._first_not_found.get(payment.id)
+        if first is None:
+            self._first_not_found[payment.id] = mono
             return now + self._not_found_confirm, True
-        if now - payment.not_found_at < self._not_found_confirm:
-            return payment.not_found_at + self._not_found_confirm, False
-        return None
+        if mono - first < self._not_found_confirm.total_seconds():
+            return now + timedelta(seconds=first + self._not_found_confirm.total_seconds()
+                                   - mono), False
+        return None  # proven; it stays so (an identical offline body is safe to resend)
+
+    def _lost_deadline(self, payment: Payment) -> float:
+        """The monotonic time before which `payment`'s lost attempt may still arrive: as
+        the service registered it, or — for a payment this process did not send — a whole
+        lifetime after this process started (its attempt died with the process before)."""
+        return self._lost_deadlines.get(payment.id, self._started + self._lost_lifetime_s)
+
+    def lost_attempt(self, payment_id: str, lifetime_s: float) -> None:
+        """The POS service sent `payment_id` and lost the answer: it may still arrive at
+        the gateway for `lifetime_s` (monotonic)."""
+        self._lost_deadlines[payment_id] = self._mono() + lifetime_s
+
+    async def _lookups_trusted(self) -> bool:
+        """Whether the gateway answers lookups on its path: the breaker is closed, and a
+        payment it holds was found within `PATH_CHECK_EVERY_S` (looked up now if not)."""
+        if self._breaker_open():
+            return False
+        mono = self._mono()
+        if mono - self._path_confirmed_at < PATH_CHECK_EVERY_S:
+            return True
+        known = await self._store.a_payment_the_gateway_holds()
+        if known is None:
+            return True  # nothing to compare with: a new box
+        try:
+            found = await self._gateway.lookup(known, self._lookup_timeout_s)
+        except GatewayError:
+            return False
+        if found is None:
+            self._fault("gateway_lookups_unreliable", payment_id=known,
+                        message=f"the gateway says it never received {known}, which it "
+                                "took: its lookups are not trusted (a moved path?)")
+            return False
+        self._path_confirmed_at = mono
+        return True
 
     async def _look_again(self, payment: Payment, wait: tuple[datetime, bool]) -> str:
         at, trusted = wait
@@ -426,6 +495,7 @@ class Forwarder:
         try:
             found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
         except (GatewayUnavailable, UnknownOutcome) as lookup_exc:
+            self._count_rejection(payment, exc)  # the breaker still sees the rejection
             return await self._retry(payment, lookup_exc, unknown=True)
         except GatewayRejected:
             found = None
@@ -446,6 +516,7 @@ class Forwarder:
 
     def _gateway_accepts(self) -> None:
         self._successes += 1
+        self._path_confirmed_at = self._mono()
         if len(self._reject_streak) >= self._reject_breaker_after:
             log.warning("the gateway accepts payments again")
         self._reject_streak.clear()
@@ -464,21 +535,26 @@ class Forwarder:
             return True
         return count + 1 >= REJECTIONS_BEFORE_DEAD and not self._breaker_open()
 
+    def _count_rejection(self, payment: Payment, exc: GatewayRejected) -> None:
+        """Different payments rejected in a row with no success in between open the
+        breaker: forwarding pauses, one fault a minute."""
+        self._reject_streak.add(payment.id)
+        if not self._breaker_open():
+            return
+        pause = min(self._backoff.cap_s, self._backoff.base_s * 2.0 ** min(
+            len(self._reject_streak) - self._reject_breaker_after, 16))
+        self._hold_until = max(self._hold_until, self._mono() + pause)
+        self._hold_is_unreachable = False
+        self._fault("gateway_rejects_everything", status=exc.status, error=exc.reason,
+                    message=f"the gateway rejected {len(self._reject_streak)} payments in a "
+                            f"row ({exc.status}); forwarding paused, nothing marked dead")
+
     async def _reject_later(self, payment: Payment, exc: GatewayRejected, error: str) -> str:
         """Not dead yet: retried with backoff. Different payments rejected in a row with
         no success in between open a breaker: forwarding pauses and one fault is
         reported, instead of the whole queue going dead over a gateway-side
         misconfiguration (a moved path, a misrouted proxy)."""
-        self._reject_streak.add(payment.id)
-        if self._breaker_open():
-            pause = min(self._backoff.cap_s, self._backoff.base_s * 2.0 ** min(
-                len(self._reject_streak) - self._reject_breaker_after, 16))
-            self._hold_until = max(self._hold_until, self._mono() + pause)
-            self._hold_is_unreachable = False
-            self._fault("gateway_rejects_everything", status=exc.status, error=exc.reason,
-                        message=f"the gateway rejected {len(self._reject_streak)} payments "
-                                f"in a row ({exc.status}); forwarding paused, nothing "
-                                "marked dead")
+        self._count_rejection(payment, exc)
         delay = self._backoff.delay(payment.attempts + 1, self._rng)
         await self._store.schedule_retry(payment.id, expect=payment,
                                          at=self._now() + timedelta(seconds=delay), error=error)
@@ -531,6 +607,20 @@ class Forwarder:
                     message=f"the payment store cannot be written ({exc.reason}); "
                             "forwarding paused")
         return pause
+
+    async def _follow_clock_steps(self) -> None:
+        """When the wall clock is set (NTP after a boot without RTC, a time from the
+        modem, a correction of hours), every stored due time moves with it: a clock
+        corrected back by 6 h must not hold the queue for 6 h, one set forward must not
+        end a lost attempt's wait early."""
+        offset = self._clock() - self._mono()
+        last, self._wall_offset = self._wall_offset, offset
+        if last is None or abs(offset - last) < CLOCK_STEP_S:
+            return
+        step = offset - last
+        moved = await self._store.shift_schedule(timedelta(seconds=step))
+        log.warning("the wall clock moved by %+.0f s: %d due times moved with it", step,
+                    moved)
 
     def _waiting(self) -> set[str]:
         now = self._mono()

@@ -145,6 +145,13 @@ def _parse_result(body: bytes | None, payment_id: str) -> GatewayResult:
     return GatewayResult(status="declined", auth_code=auth_code, decline_code=decline_code)
 
 
+def _is_json_object(body: bytes | None) -> bool:
+    try:
+        return isinstance(json.loads(body or b""), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
 def _error_reason(reply: _Reply) -> str:
     """``HTTP 422 idempotency_conflict: …`` from the gateway's error body, scrubbed."""
     reason = f"HTTP {reply.status}"
@@ -303,9 +310,13 @@ class HttpGateway:
                                             f"{_scrub(str(exc))}", status=200) from exc
             _log.debug("lookup %s: %s", payment_id, result.status)
             return result
-        if reply.status == 404:
+        if reply.status == 404 and _is_json_object(reply.body):
             _log.debug("lookup %s: not found", payment_id)
             return None
+        if reply.status == 404:  # a proxy's or web server's page, not the gateway's answer
+            raise self._log_unavailable(payment_id, "lookup answered 404 without the "
+                                        "gateway's JSON error body: not trusted as 'never "
+                                        "received'", status=404)
         raise self._log_unavailable(
             payment_id, f"lookup answered {_error_reason(reply)}", status=reply.status,
             retry_after_s=parse_retry_after(reply.headers.get("Retry-After")))

@@ -157,8 +157,12 @@ class PaymentService:
                  on_event: EventCallback | None = None,
                  on_change: Callable[[], None] | None = None,
                  can_protect: Callable[[], bool] = lambda: True,
-                 claims: Claims | None = None) -> None:
+                 claims: Claims | None = None,
+                 on_lost_attempt: Callable[[str, float], None] | None = None) -> None:
         self.store = store
+        #: Told of every attempt that may still reach the gateway, and for how long (s):
+        #: the forwarder's monotonic guard (a wall clock set forward ends nothing early).
+        self._on_lost_attempt = on_lost_attempt
         #: Shared with the forwarder: who is sending which payment right now.
         self.claims = claims or Claims()
         #: False while the box has no acceptable way to keep a card (a configured seal
@@ -335,6 +339,9 @@ class PaymentService:
         """`lost_until`: an attempt may have reached the gateway and may still arrive
         until then (the forwarder looks it up before anything else). `decision`: given
         (a decline), or made by the risk rules."""
+        if lost_until is not None and self._on_lost_attempt is not None:
+            self._on_lost_attempt(payment.id, max(0.0, (lost_until - self._now())
+                                                  .total_seconds()))
         async with self._stand_in_lock:
             decision = decision or await self._risk(request)
             try:

@@ -57,7 +57,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -131,6 +131,10 @@ _NO_CARD: dict[str, Any] = dict(card_blob=None, key_id=None, card_sealed=None, s
                                 row_mac=None)
 ABANDONED_REASON = "abandoned_after_restart"
 UNUSABLE_KEY_REASON = "data key cannot be unwrapped with this KEK"
+#: No delay the box sets is longer (backoff cap, Retry-After cap, grace, a lost attempt's
+#: lifetime): a due time further ahead was set by a wall clock since set back.
+MAX_DELAY = timedelta(hours=2)
+_MAX_DELAY_MS = int(MAX_DELAY.total_seconds() * 1000)
 _FORWARDABLE = (ForwardState.QUEUED.value, ForwardState.UNKNOWN.value)
 
 _COLUMNS = """id, idempotency_key, created_at, amount, currency, merchant_id, terminal_id,
@@ -755,17 +759,23 @@ class Store:
         """Forwardable payments due at `now`, oldest first.
 
         `ignore_backoff` makes every row due (an uplink just came back) except interrupted
-        PENDING rows, whose grace period is never cut short.
+        PENDING rows, whose grace period is never cut short. A row due further ahead than
+        any delay the box ever sets (`MAX_DELAY`) was scheduled by a wall clock that has
+        since been set back: it is due now (a clock corrected by hours must not hold the
+        queue for hours).
         """
+        now_ms = to_ms(now)
         with self._guard("read the forwarding queue"):
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM payments "  # noqa: S608
                 "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0 "
                 "AND stuck_at IS NULL "
-                "AND (coalesce(next_attempt_at, 0) <= ? OR (? AND status <> 'pending')) "
+                "AND (coalesce(next_attempt_at, 0) <= ? OR next_attempt_at > ? "
+                "OR (? AND status <> 'pending')) "
                 "AND id NOT IN (SELECT value FROM json_each(?)) "
                 "ORDER BY created_at, id LIMIT ?",
-                (to_ms(now), ignore_backoff, json.dumps(list(exclude)), limit)).fetchall()
+                (now_ms, now_ms + _MAX_DELAY_MS, ignore_backoff, json.dumps(list(exclude)),
+                 limit)).fetchall()
         return [_payment(r) for r in rows]
 
     def next_due_at(self) -> datetime | None:
@@ -775,7 +785,7 @@ class Store:
                 "SELECT min(coalesce(next_attempt_at, 0)) FROM payments "
                 "WHERE forward_state IN ('queued', 'unknown') AND quarantined = 0 "
                 "AND stuck_at IS NULL").fetchone()
-        return from_ms(ms)
+        return from_ms(ms)  # a row due beyond MAX_DELAY is taken at the next idle poll
 
     def card_for_forwarding(self, payment_id: str) -> ForwardCard:
         """The card as the forwarder sends it: opened (no CVC) or sealed as stored. A row
@@ -881,6 +891,26 @@ class Store:
                 "WHERE status = 'approved_offline' AND final_status = 'declined' "
                 "ORDER BY created_at DESC, id LIMIT ?", (limit,)).fetchall()
         return [_payment(r) for r in rows]
+
+    def shift_schedule(self, step: timedelta) -> int:
+        """The wall clock was set by `step`: move every owed payment's due time and
+        lost-attempt window by it (they measure elapsed time, not dates)."""
+        ms = int(step.total_seconds() * 1000)
+        with self._tx("follow a clock step", durable=False) as conn:
+            return conn.execute(
+                "UPDATE payments SET next_attempt_at = next_attempt_at + ?, "
+                "lost_attempt_until = lost_attempt_until + ? "
+                "WHERE forward_state IN ('queued', 'unknown')", (ms, ms)).rowcount
+
+    def a_payment_the_gateway_holds(self) -> str | None:
+        """The id of the latest payment the gateway is known to hold (settled online or
+        forwarded), to check that its lookups answer on their path."""
+        with self._guard("read a settled payment"):
+            row = self._conn.execute(
+                "SELECT id FROM payments WHERE final_status IS NOT NULL "
+                "AND (forward_state = 'forwarded' OR status IN ('approved', 'declined')) "
+                "ORDER BY created_at DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
 
     def note_not_found(self, payment_id: str, *, expect: Payment, trusted: bool,
                        retry_at: datetime) -> Payment | None:

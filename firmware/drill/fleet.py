@@ -26,6 +26,7 @@ from typing import Any
 from firmware.drill.netns import inside
 from firmware.drill.shop import OTHER_IP
 from firmware.errors import DrillError
+from firmware.fleet.topics import parse_status
 
 BROKER_IP = OTHER_IP
 BROKER_PORT = 1883
@@ -106,7 +107,7 @@ class FleetView:
                 if topic == "events":
                     view.events.append(json.loads(payload))
                 elif topic == "status":
-                    view.status = payload
+                    view.status = str(parse_status(payload)["status"])
                 elif topic == "state":
                     view.states += 1
                     view.active = json.loads(payload).get("uplink", {}).get("active")

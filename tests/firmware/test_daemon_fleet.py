@@ -66,7 +66,7 @@ async def test_the_daemon_reports_to_the_fleet_and_says_offline_on_sigterm(
         netns: str, tmp_path: Path) -> None:
     async with fleet_box(netns, tmp_path) as box:
         op = box.operator
-        assert (await op.next("status", timeout=10)).text == "online"
+        assert (await op.next("status", timeout=10)).status == "online"
         state = await op.next("state", timeout=10,
                               where=lambda m: m.json()["fleet"]["link"] == "up")
         doc = state.json()
@@ -102,7 +102,7 @@ async def test_the_daemon_reports_to_the_fleet_and_says_offline_on_sigterm(
 
         code = await asyncio.to_thread(box.daemon.stop)
         assert code == 0, box.daemon.log()[-3000:]
-        assert (await op.next("status", where=lambda m: m.text == "offline")).text
+        assert (await op.next("status", where=lambda m: m.status == "offline")).status
         box.broker.wait_log("Client storebox-store-test disconnected.")  # clean, not the Will
 
         published = [m.payload for m in op.received]
@@ -114,9 +114,9 @@ async def test_the_last_will_says_offline_when_the_daemon_is_killed(
         netns: str, tmp_path: Path) -> None:
     async with fleet_box(netns, tmp_path) as box:
         op = box.operator
-        assert (await op.next("status", timeout=10)).text == "online"
+        assert (await op.next("status", timeout=10)).status == "online"
         await asyncio.to_thread(box.daemon.kill)  # SIGKILL: no goodbye
-        assert (await op.next("status")).text == "offline"
+        assert (await op.next("status")).status == "offline"
         async with Operator(PORT, DEVICE) as late:
             retained = await late.next("status")
-            assert (retained.text, retained.retain) == ("offline", True)
+            assert (retained.status, retained.retain) == ("offline", True)

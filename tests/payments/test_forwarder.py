@@ -143,6 +143,7 @@ def events() -> list[tuple[str, dict[str, Any]]]:
 def forwarder(store: AsyncStore, gateway: FakeGateway, clock: Clock,
               events: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> Forwarder:
     kwargs.setdefault("backoff", Backoff(base_s=2.0, cap_s=10.0, jitter=0.5))
+    kwargs.setdefault("lost_attempt_s", 0.0)  # the monotonic guard: tests/payments/faults
     return Forwarder(store, gateway, MERCHANT, clock=clock, monotonic=clock, rng=NoJitter(),
                      on_event=lambda kind, **fields: events.append((kind, fields)), **kwargs)
 
@@ -151,9 +152,11 @@ async def stand_in(store: AsyncStore, key: str, amount: int = 1000, *,
                    unknown: bool = False, approved: bool = True) -> Payment:
     request = PaymentRequest(amount, "KRW", Card(PAN, 12, 2030, cvc="123"), "pos-1", key)
     payment = await store.begin_online(key, request)
+    # unknown: an online attempt was lost; its window (`lost_attempt_until`) is over now
     return await store.stand_in(payment.id, StandInDecision(approved, None if approved
                                                             else "amount_over_limit"),
-                                outcome_unknown=unknown)
+                                outcome_unknown=unknown,
+                                lost_attempt_until=payment.created_at if unknown else None)
 
 
 async def state(store: AsyncStore, payment_id: str) -> Payment:
@@ -499,7 +502,7 @@ async def test_interrupted_payments_are_resolved_after_their_grace_period(
                                   pending_grace_s=60, lost_attempt_s=50)
     try:
         assert sorted(store.report.recovered_pending) == sorted([found.id, lost.id])
-        fwd = forwarder(store, gateway, clock, events)
+        fwd = forwarder(store, gateway, clock, events, lost_attempt_s=50)
         fwd.wake()
         await fwd.drain_once()
         assert gateway.calls == [], "a POS retry gets the grace period first"

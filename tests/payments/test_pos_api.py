@@ -140,6 +140,7 @@ async def test_gateway_declines_an_offline_approval(box: Box) -> None:
     await eventually(declined, what="declined_after_offline to be counted")
     detail = (await box.get(f"/v1/payments/{doc['id']}")).body
     assert detail["forwarding"] == {"state": "forwarded", "final_status": "declined",
+                                    "auth_code": None, "decline_code": "insufficient_funds",
                                     "attempts": detail["forwarding"]["attempts"]}
     events = (await box.status())["recent_events"]
     assert any(e["kind"] == "declined_after_offline" for e in events)

@@ -257,7 +257,10 @@ class ModelGateway:
         if self.mode == "swallow":
             raise GatewayUnavailable(payment_id, f"lookup timed out after {timeout_s}s")
         if self.mode == "reject_all":
-            return None  # a 404 from the moved path reads as "never received"
+            # what HttpGateway raises for a 404 that is not the gateway's JSON answer
+            # (a proxy's or web server's page for a moved path): not "never received"
+            raise GatewayUnavailable(payment_id, "lookup answered 404 without the "
+                                     "gateway's JSON error body", status=404)
         await asyncio.sleep(0)
         return self.stored.get(payment_id)
 
