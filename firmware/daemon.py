@@ -34,6 +34,7 @@ from firmware.http_limits import (
     ConnectionGuard,
     LimitedSite,
     Limits,
+    cap_tls_read_buffers,
     connection_budget,
     raise_nofile_limit,
 )
@@ -238,6 +239,7 @@ class Daemon:
         api = self.config.api
         for key, message in api_problems(api):
             raise TlsSetupError(key, message)
+        cap_tls_read_buffers()
         host, _, port = api.listen.rpartition(":")
         host = host.strip("[]")
         context = self._tls_context(host)

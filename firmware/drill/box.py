@@ -95,6 +95,7 @@ targets = ["http://{GATEWAY_IP}:{GATEWAY_PORT}/health", "tcp:{OTHER_IP}:{PORT}",
 [payments]
 gateway_url = "http://{GATEWAY_IP}:{GATEWAY_PORT}"
 allow_insecure_gateway = true  # the simulator speaks plain HTTP
+lost_attempt_lifetime_s = 10.0  # no load balancer between the box and the simulator
 merchant_key_file = "{key_file}"
 {seal}
 [api]
