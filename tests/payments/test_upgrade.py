@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from payments_cache.crypto import load_or_create_kek
-from payments_cache.errors import KeyMaterialError
+from payments_cache.errors import KeyMaterialError, RecordQuarantined
 from payments_cache.migrations import MIGRATIONS, applied_migrations
-from payments_cache.models import Card, ForwardState, PaymentStatus
+from payments_cache.models import Card, ForwardState, PaymentRequest, PaymentStatus
 from payments_cache.sealing import SealedCard, SealKey, SealOpener, generate_keypair
 from payments_cache.store import DB_NAME, Store
 
@@ -155,3 +155,34 @@ def test_a_new_box_may_create_its_kek(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "state", tmp_path / "keys" / "kek", clock=lambda: T)
     store.close()
     assert load_or_create_kek(tmp_path / "keys" / "kek").path.endswith("kek")
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+@pytest.mark.parametrize(("column", "value"), [("amount", 1), ("currency", "USD"),
+                                               ("terminal_id", "pos-9"),
+                                               ("merchant_id", "other-merchant"),
+                                               ("created_at", 1)])
+def test_an_edited_row_is_quarantined_never_forwarded(tmp_path: Path, sealed: bool,
+                                                      column: str, value: object) -> None:
+    """Amount, currency, merchant, terminal and time are bound to the kept card (AEAD
+    associated data; for a sealed card a keyed row MAC): a row edited from 1200 KRW to
+    1 USD no longer opens, it is quarantined and reported."""
+    _, public = generate_keypair()
+    store = Store.open(tmp_path / "state", tmp_path / "state" / "kek", clock=lambda: T,
+                       merchant_id="m-1", seal_key=SealKey.from_pem(public) if sealed else None)
+    try:
+        request = PaymentRequest(1200, "KRW", Card(PANS["q1"], 12, 2030, "123"), "pos-1", "r")
+        payment = store.begin_online("k", request)
+        kept = store.card_for_forwarding(payment.id)
+        assert isinstance(kept, SealedCard) is sealed
+        conn = sqlite3.connect(tmp_path / "state" / DB_NAME)
+        with conn:
+            conn.execute(f"UPDATE payments SET {column} = ? WHERE id = ?",
+                         (value, payment.id))
+        conn.close()
+        with pytest.raises(RecordQuarantined):
+            store.card_for_forwarding(payment.id)
+        got = store.get(payment.id)
+        assert got is not None and got.quarantined
+    finally:
+        store.close()
