@@ -361,6 +361,7 @@ class Store:
         legacy = load_legacy_kek(legacy_kek, wrapper)
         conn = _connect(_prepare_db_file(Path(directory)))
         try:
+            snapshot_before_migrating(conn, Path(directory), migrations)
             applied = apply_migrations(conn, migrations)
             records = _load_key_records(conn)
             ring = KeyRing(rewrapping(wrapper, legacy), records,
@@ -1149,6 +1150,33 @@ def _configure(conn: sqlite3.Connection) -> None:
     for name, expected in checks.items():
         if conn.execute(f"PRAGMA {name}").fetchone()[0] != expected:
             raise sqlite3.OperationalError(f"PRAGMA {name} could not be set")
+
+
+def snapshot_before_migrating(conn: sqlite3.Connection, directory: Path,
+                              migrations: Sequence[Migration]) -> Path | None:
+    """Before a database made by earlier firmware is migrated, a copy of it as it was
+    (``VACUUM INTO``, 0600): an A/B update that is rolled back restores it, since the
+    earlier firmware refuses migrations it does not know. None when nothing is pending
+    or the database is new."""
+    done = applied_migrations(conn)
+    pending = [m.name for m in migrations if m.name not in done]
+    if not done or not pending:
+        return None
+    target = directory / f"{DB_NAME}.before-{pending[0]}"
+    if target.exists():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)  # a copy cut short by a crash
+    old_umask = os.umask(0o077)  # VACUUM INTO creates the file: 0600 from the start
+    try:
+        conn.execute("VACUUM INTO ?", (str(partial),))
+    finally:
+        os.umask(old_umask)
+    os.chmod(partial, 0o600)
+    os.replace(partial, target)
+    fsync_dir(directory)
+    log.warning("database snapshot before migrating to %s: %s", pending[-1], target)
+    return target
 
 
 def _holds_wrapped_keys(path: Path) -> bool:

@@ -186,3 +186,24 @@ def test_an_edited_row_is_quarantined_never_forwarded(tmp_path: Path, sealed: bo
         assert got is not None and got.quarantined
     finally:
         store.close()
+
+
+def test_a_database_is_snapshotted_before_it_is_migrated(legacy: Path) -> None:
+    """An A/B update rolled back: the earlier firmware refuses the migrated database, so
+    the store keeps it as it was before migrating (``VACUUM INTO``, 0600)."""
+    Store.open(legacy, legacy / "kek", clock=lambda: T).close()
+    snapshot = legacy / f"{DB_NAME}.before-0004_card_protection"
+    assert snapshot.exists() and (snapshot.stat().st_mode & 0o777) == 0o600
+    conn = sqlite3.connect(snapshot)
+    try:
+        assert applied_migrations(conn) == [m.name for m in MIGRATIONS[:3]]
+        assert conn.execute("SELECT count(*) FROM payments").fetchone()[0] == len(PANS)
+    finally:
+        conn.close()
+    Store.open(legacy, legacy / "kek", clock=lambda: T).close()  # nothing pending: none
+    assert sorted(p.name for p in legacy.glob(f"{DB_NAME}.before-*")) == [snapshot.name]
+
+
+def test_a_new_database_needs_no_snapshot(tmp_path: Path) -> None:
+    Store.open(tmp_path / "state", tmp_path / "kek", clock=lambda: T).close()
+    assert list((tmp_path / "state").glob(f"{DB_NAME}.before-*")) == []
