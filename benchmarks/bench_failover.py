@@ -21,6 +21,7 @@ do not affect detection). A LAN client opens a connection to the payment gateway
   40 % random loss each way on the wired line, and of bursty loss (Gilbert-Elliott:
   total loss for exponential periods of mean 0.2 s, lossless ones of mean 2 s between,
   made by switching an nft blackhole);
+* STOREBOX_BENCH_DETECTORS (default "rounds,sequential") picks the detectors to run;
 * LTE standby: the interval the budget allows, the measured bytes of an LTE round, the
   bytes per hour and per month that makes, and what standby actually spent under loss.
 """
@@ -260,7 +261,8 @@ async def test_failover_benchmarks() -> None:
         pytest.skip("network namespaces need root (CI runs as root)")
     rng = random.Random(2021)
     rows: list[tuple[str, object, str]] = [("load average at start", os.getloadavg()[0], "< 1.5")]
-    for detector in DETECTORS:
+    chosen = os.environ.get("STOREBOX_BENCH_DETECTORS", ",".join(DETECTORS)).split(",")
+    for detector in chosen:
         rows += await _detector_runs(detector, rng)
     rows.append(("load average at end", os.getloadavg()[0], ""))
     record("failover", rows)

@@ -22,7 +22,7 @@ Tasks
   ``adaptive_standby_interval_s()`` when the month's standby spending runs ahead.
   LTE is probed at its full rate while it is active, while wired is down (which
   includes booting and carrier loss), while wired is *suspect* (its down test half
-  way: half of ``down_after_rounds`` consecutive failed rounds, or half the
+  way: half of ``down_after_rounds`` consecutive failed rounds, or 3/4 of the
   sequential test's threshold; a fresh LTE verdict is ready by the time wired is
   declared down), and while LTE awaits a verdict -- at boot, after
   its carrier returned (modem reconnect) or a SIM switch, until it is usable or a

@@ -139,12 +139,14 @@ def test_suspect_after_one_dead_round_and_carrier_loss_resets() -> None:
     clock = Clock()
     m = up_monitor(clock)
     assert not m.status().suspect
-    feed(m, clock, [2])
-    assert not m.status().suspect and m.status().evidence == pytest.approx(3.56, abs=0.01)
     feed(m, clock, [3])
-    assert m.status().suspect
+    assert not m.status().suspect and m.status().evidence == pytest.approx(12.23, abs=0.01)
+    feed(m, clock, [3])  # 2 of the 4 rounds a blackhole needs
+    status = m.status()
+    assert status.suspect and status.state is LinkState.DEGRADED  # not down yet
     m.carrier(False)
-    assert m.state is LinkState.DOWN and m.status().evidence == 0.0
+    after = m.status()
+    assert after.state is LinkState.DOWN and after.evidence == 0.0 and not after.suspect
 
 
 def test_rounds_detector_unchanged() -> None:
