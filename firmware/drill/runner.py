@@ -137,14 +137,17 @@ async def _fleet_caught_up(fleet: FleetBroker, observer: Observer, within_s: flo
     """Whether, within `within_s`, the fleet operator has seen the box online again, back
     on its active uplink, with every event of the fleet's kinds the box emitted (those of
     the outage arrive late)."""
-    wanted = [e["seq"] for e in observer.ordered_events() if e.get("kind") in EVENT_KINDS]
+    # matched by kind and time: the fleet's `seq` is its own (CONTRACTS §6a), not the
+    # status document's
+    wanted = [(e["kind"], e.get("at")) for e in observer.ordered_events()
+              if e.get("kind") in EVENT_KINDS]
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         view = fleet.seen()
-        seen = {e.get("seq") for e in view.events}
+        seen = {(e.get("kind"), e.get("at")) for e in view.events}
         active = (observer.latest or {}).get("uplink", {}).get("active")
         if view.status == "online" and view.active == active \
-                and all(seq in seen for seq in wanted):
+                and all(key in seen for key in wanted):
             return True
         await asyncio.sleep(POLL_S)
     return False
