@@ -219,9 +219,6 @@ class AsyncStore:
     def protection_mode(self) -> str:
         return self._store.protection.mode
 
-    @property
-    def ephemeral_fingerprints(self) -> bool:
-        return self._store.ring.ephemeral_fingerprints
 
     async def note_error(self, payment_id: str, *, expect: Payment, error: str,
                          retry_at: datetime, stuck: bool = False) -> Payment | None:

@@ -120,6 +120,12 @@ def load_kek(path: str | Path) -> Kek:
 
 
 def _load_kek(path: Path) -> Kek:
+    return Kek(read_kek_bytes(path), str(path))
+
+
+def read_kek_bytes(path: Path) -> bytes:
+    """The 32 bytes of a KEK file, refusing symlinks, group/other access and a wrong size
+    (`KeyMaterialError`); `FileNotFoundError` when it is missing."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -133,7 +139,7 @@ def _load_kek(path: Path) -> Kek:
         os.close(fd)
     if len(data) != KEY_BYTES:
         raise KeyMaterialError(str(path), f"size is {len(data)} bytes, expected {KEY_BYTES}")
-    return Kek(data, str(path))
+    return data
 
 
 def _check_kek_stat(path: Path, st: os.stat_result) -> None:

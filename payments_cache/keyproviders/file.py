@@ -20,9 +20,9 @@ from payments_cache.crypto import (
     KEY_BYTES,
     Kek,
     Purpose,
-    _check_kek_stat,
     _create_kek_file,
     fsync_dir,
+    read_kek_bytes,
 )
 from payments_cache.errors import KeyMaterialError, KeyProviderError
 from payments_cache.keyproviders import blob
@@ -149,19 +149,11 @@ def _generation(kek_id: str) -> int:
 
 
 def _read_kek(path: Path) -> bytes:
-    """The 32 bytes of a KEK file, refusing symlinks, group/other access and a wrong size."""
+    """The 32 bytes of a KEK file (`crypto.read_kek_bytes`); missing is a KeyMaterialError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
+        return read_kek_bytes(path)
+    except FileNotFoundError as exc:
         raise KeyMaterialError(str(path), f"cannot open: {exc.strerror}") from exc
-    try:
-        _check_kek_stat(path, os.fstat(fd))
-        data = os.read(fd, KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) != KEY_BYTES:
-        raise KeyMaterialError(str(path), f"size is {len(data)} bytes, expected {KEY_BYTES}")
-    return data
 
 
 def _destroy(path: Path) -> None:
