@@ -68,7 +68,7 @@ DECLINED_AT_GATEWAY = {4242}
 CLOSED = (ForwardState.NONE, ForwardState.FORWARDED, ForwardState.DEAD)
 
 #: Runs started (read by benchmarks/bench_model.py).
-RUNS = {"count": 0, "delayed_by_step_back": 0, "known_lost_window": 0, "known_404_lookup": 0}
+RUNS = {"count": 0}
 
 
 class PaymentsMachine(RuleBasedStateMachine):
@@ -91,11 +91,6 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.requests = 0
         self.quarantined: set[str] = set()
         self.counter = 0
-        self.created: dict[str, float] = {}   # key -> monotonic time of the first request
-        self.forward_jumps: list[float] = []  # when the wall clock jumped forward
-        self.known: set[str] = set()          # hits of the known lost-window bug
-        self.rejecting: list[float] = []      # when the gateway started 404ing every path
-        self.known_404: set[str] = set()
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -106,19 +101,9 @@ class PaymentsMachine(RuleBasedStateMachine):
         return T0 + (self.rig.clock.mono() - self.mono0)
 
     def _set_wall(self, wall: float) -> None:
-        if wall > self.rig.clock.wall() + 1:
-            self.forward_jumps.append(self.rig.clock.mono())
         self.rig.clock.wall_s = wall
 
-    def _known_lost_window(self, row: Payment) -> bool:
-        """Known bug (test_findings.test_bug_a_forward_clock_step_skips_the_lost_attempt
-        _window): lost_attempt_until is wall time, so a forward step of the wall clock
-        after the attempt lets a 404 close it before a late request arrives."""
-        since = self.created.get(row.idempotency_key, float("inf"))
-        return any(t >= since for t in self.forward_jumps)
-
     async def _pay(self, key: str) -> None:
-        self.created.setdefault(key, self.rig.clock.mono())
         self.requests += 1
         answer = await self.rig.pay(key, self.bodies[key])
         self.answers[key].append(answer)
@@ -179,7 +164,6 @@ class PaymentsMachine(RuleBasedStateMachine):
         gw.gate = asyncio.Event()
         sent = len(gw.sent)
         self.requests += 1
-        self.created.setdefault(key, self.rig.clock.mono())
         task = asyncio.ensure_future(self.rig.pay(key, self.bodies[key]))
         arrived = asyncio.ensure_future(gw.arrived.wait())
         await asyncio.wait({task, arrived}, return_when=asyncio.FIRST_COMPLETED)
@@ -246,8 +230,6 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     @rule(mode=st.sampled_from(["ok", "ok", "down", "reject_all", "swallow", "malformed"]))
     def gateway(self, mode: str) -> None:
-        if mode == "reject_all":
-            self.rejecting.append(self.rig.clock.mono())
         self.rig.gateway.mode = mode
 
     @rule(change=st.sampled_from(["up", "down", "switched"]))
@@ -289,15 +271,6 @@ class PaymentsMachine(RuleBasedStateMachine):
                 if row.status in (PaymentStatus.DECLINED, PaymentStatus.DECLINED_OFFLINE) \
                         and not self._faulted(pid, "approved_after_declined",
                                               "approved_after_declined_offline"):
-                    if self._known_lost_window(row):
-                        self.known.add(pid)
-                        continue
-                    if self.rejecting:
-                        # known bug (test_findings.test_bug_c_...): a lookup 404 from a
-                        # gateway that 404s every path reads as "never received" (any
-                        # run in which the gateway 404'd every path at some point)
-                        self.known_404.add(pid)
-                        continue
                     raise AssertionError(
                         f"charged but closed as {row.status.value} without a fault: {row}")
                 if row.status is PaymentStatus.APPROVED_OFFLINE \
@@ -355,8 +328,6 @@ class PaymentsMachine(RuleBasedStateMachine):
             if self.rig.store is not None:
                 self.run(self._heal_and_check())
         finally:
-            RUNS["known_lost_window"] += bool(self.known)
-            RUNS["known_404_lookup"] += bool(self.known_404)
             try:
                 self.run(self.rig.close())
             finally:
@@ -372,19 +343,6 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.rig.uplinks.set("up")
         self.rig.uplinks.switched()
         await self.rig.run_for(2 * 3600)
-        # Known bug (test_findings.test_bug_a_clock_corrected_back_delays_the_queue): a
-        # payment scheduled while the wall clock was ahead is due only once the clock
-        # catches up again. Wait that out (counted), then check.
-        store = self.rig.store
-        assert store is not None
-        # (a row created in the clock's future, e.g. a PENDING one after a 500, is not
-        # even recovered as stale before then)
-        latest = [t.timestamp() for row in await self._rows()
-                  for t in (row.next_attempt_at, row.created_at) if t is not None]
-        lag = max(latest, default=0.0) - self.rig.clock.wall()
-        if lag > 0:
-            RUNS["delayed_by_step_back"] += 1
-            await self.rig.run_for(lag + 3600)
         await self._check(final=True)
 
 
