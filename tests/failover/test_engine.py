@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import selectors
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,59 +35,12 @@ from failover.errors import ProbeConfigError, RouteConfigError, RouteError
 from failover.probes import ByteCounter, ProbeOptions
 from failover.routes import MetricScheme, RouteProblem, SwitchReport, Uplink, UplinkName
 from failover.targets import ProbeTarget, parse_targets
+from tests.support.clock import loop_time as now
+from tests.support.clock import simulate
 
 UPLINKS = [Uplink("wired", "wan0"), Uplink("lte", "wwan0")]
 TARGETS = parse_targets(["tcp:198.51.100.10:7000", "dns:198.51.100.53:gateway.test",
                          "icmp:198.51.100.10"])
-
-
-# --------------------------------------------------------------------------- virtual time
-
-
-class _FastForward:
-    """Wraps the real selector: when the loop would block until its next timer and no
-    I/O is ready, jump the clock to that timer instead of waiting."""
-
-    def __init__(self, loop: VirtualTimeLoop) -> None:
-        self._real = selectors.DefaultSelector()
-        self._loop = loop
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        events = self._real.select(0)
-        if events:
-            return events
-        if timeout is None:  # no timer at all: only I/O could wake us
-            events = self._real.select(5.0)
-            if not events:
-                raise RuntimeError("virtual time: nothing scheduled and no I/O (deadlock)")
-            return events
-        if timeout > 0:
-            self._loop.advance(timeout)
-        return []
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self._now = 1000.0
-        super().__init__(_FastForward(self))  # type: ignore[arg-type]
-
-    def time(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
-
-
-def simulate(main: Callable[[], Awaitable[None]]) -> None:
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
-        runner.run(main())  # type: ignore[arg-type]
-
-
-def now() -> float:
-    return asyncio.get_running_loop().time()
 
 
 # --------------------------------------------------------------------------- fakes
