@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and `make run` use (real kernel tools, NetworkManager, mosquitto).
 APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus softhsm2 \
-	mmdebstrap systemd-container binutils
+	mmdebstrap systemd-container binutils postgresql
 PYTEST_ARGS ?=
 DRILL_ARGS ?=
 
@@ -27,7 +27,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,fleet]'
 	touch $@
 
 # The KT 2021 outage replayed against the real box in network namespaces (root);

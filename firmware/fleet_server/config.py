@@ -18,6 +18,7 @@ class FleetServerConfig:
     #: Binding keys.
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     listen: str = "127.0.0.1:8480"
+    #: A SQLite file path, or a PostgreSQL DSN (`postgresql://user@host:5432/fleet`).
     database: str = "fleet.sqlite3"
     #: Optional.
     client_id: str = "storebox-fleet-server"
@@ -74,9 +75,6 @@ def from_dict(table: dict[str, Any], source: str = "<config>") -> FleetServerCon
     config = FleetServerConfig(**values)
     if not config.mqtt_url.startswith(("mqtt://", "mqtts://")):
         problems.append(f"{source}: fleet_server.mqtt_url: must be mqtt:// or mqtts://")
-    if config.database.startswith(("postgresql://", "postgres://")):
-        problems.append(f"{source}: fleet_server.database: PostgreSQL is not supported yet; "
-                        "give a SQLite file path")
     try:
         config.host_port  # noqa: B018
     except ValueError:

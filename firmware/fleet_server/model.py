@@ -129,7 +129,7 @@ class FleetModel:
         self.duplicates = 0
         self.ignored_wills = 0
         self.messages = 0
-        #: Incident ids continue after those already in the database.
+        #: The last incident id given (ids continue after those in the database).
         self.id_base = 0
 
     @property
@@ -236,12 +236,20 @@ class FleetModel:
         n = len(recent)
         if n >= self.config.incident_min_boxes and \
                 n >= self.config.incident_min_share * online:
-            incident = Incident(self.id_base + len(self.incidents) + 1, isp, min(recent.values()),
+            self.id_base += 1
+            incident = Incident(self.id_base, isp, min(recent.values()),
                                 {d: Member(at) for d, at in recent.items()})
             self.incidents.append(incident)
             self.open[isp] = incident
             recent.clear()
             self._refresh(incident)
+
+    def restore(self, incident: Incident) -> None:
+        """An incident still open when the server stopped: it goes on, its shops with it."""
+        self.incidents.append(incident)
+        if incident.ended_at is None:
+            self.open[incident.isp] = incident
+        self.id_base = max(self.id_base, incident.id)
 
     def _came_back(self, box: Box, now: datetime) -> None:
         isp = box.isp

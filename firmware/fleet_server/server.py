@@ -67,6 +67,8 @@ class FleetServer:
         for box in self.db.load_boxes():
             self.model.boxes[box.device_id] = box
         self.model.id_base = self.db.last_incident_id()
+        for incident in self.db.load_open_incidents():
+            self.model.restore(incident)
         self.streams: set[asyncio.Queue[dict[str, Any]]] = set()
         self.revision = 0
         self._waiters: list[asyncio.Future[None]] = []

@@ -68,9 +68,10 @@ class Simulator:
 
 
 @contextlib.asynccontextmanager
-async def fleet_server(tmp: Path, broker: Mosquitto, **extra: Any) -> AsyncIterator[FleetServer]:
+async def fleet_server(database: str, broker: Mosquitto,
+                       **extra: Any) -> AsyncIterator[FleetServer]:
     config = from_dict({"mqtt_url": broker.url, "listen": "127.0.0.1:0",
-                        "database": str(tmp / "fleet.sqlite3"), "flush_s": 0.1, **extra})
+                        "database": database, "flush_s": 0.1, **extra})
     server = FleetServer(config)
     await server.start()
     try:
@@ -91,14 +92,14 @@ async def until(server: FleetServer, check: Any) -> None:
 
 
 async def test_ingest_of_50_boxes_retained_and_events_deduplicated_by_seq(
-        tmp_path: Path, broker: Mosquitto) -> None:
+        database: str, broker: Mosquitto) -> None:
     async with Simulator(broker.port) as sim:
         for i in range(50):
             device = f"shop-{i:03d}"
             await sim.status(device, "online", f"boot-{i}-1")
             await sim.state(device, state("KT" if i % 2 else "SKT", "Seoul" if i < 30 else "Busan"))
         # the server starts after the boxes: it learns them from the retained messages
-        async with fleet_server(tmp_path, broker) as server:
+        async with fleet_server(database, broker) as server:
             await until(server, lambda: len(server.model.boxes) == 50 and all(
                 b.state for b in server.model.boxes.values()))
             for seq in (1, 2, 2, 3, 1):  # QoS 1 redeliveries
@@ -120,13 +121,13 @@ async def test_ingest_of_50_boxes_retained_and_events_deduplicated_by_seq(
 
 
 async def test_presence_a_late_will_never_marks_a_reconnected_box_offline(
-        tmp_path: Path, broker: Mosquitto) -> None:
+        database: str, broker: Mosquitto) -> None:
     def box_client(name: str, session: str) -> aiomqtt.Client:
         return aiomqtt.Client("127.0.0.1", broker.port, identifier=name, will=aiomqtt.Will(
             "storebox/shop-1/status", status_payload("offline", session, T0), qos=1,
             retain=True))
 
-    async with fleet_server(tmp_path, broker) as server:
+    async with fleet_server(database, broker) as server:
         old, new = box_client("old-conn", "boot-1"), box_client("new-conn", "boot-2")
         await old.__aenter__()
         await old.publish("storebox/shop-1/status", status_payload("online", "boot-1", T0),
@@ -157,10 +158,10 @@ async def test_presence_a_late_will_never_marks_a_reconnected_box_offline(
 
 
 async def test_a_carrier_outage_is_one_incident_with_the_right_counts(
-        tmp_path: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]) -> None:
+        database: str, broker: Mosquitto, capsys: pytest.CaptureFixture[str]) -> None:
     kt = [f"kt-{i:02d}" for i in range(25)]
     others = [f"skt-{i:02d}" for i in range(21)] + [f"lg-{i}" for i in range(4)]
-    async with Simulator(broker.port) as sim, fleet_server(tmp_path, broker) as server:
+    async with Simulator(broker.port) as sim, fleet_server(database, broker) as server:
         for device in kt + others:
             await sim.status(device, "online", f"{device}-1")
             isp = "KT" if device.startswith("kt") else device[:3].rstrip("-").upper()
@@ -220,3 +221,31 @@ def test_an_incident_closes_when_90_percent_are_back_and_stable() -> None:
     assert not model.open
     (incident,) = model.incidents_json()
     assert incident["ended_at"] is not None and "ended" in incident["title"]
+
+
+async def test_an_open_incident_survives_a_restart_of_the_server(
+        database: str, broker: Mosquitto) -> None:
+    kt = [f"kt-{i:02d}" for i in range(6)]
+    async with Simulator(broker.port) as sim:
+        async with fleet_server(database, broker) as server:
+            for device in kt:
+                await sim.status(device, "online", f"{device}-1")
+                await sim.state(device, state("KT", "Seoul"))
+            for device in kt:
+                await sim.state(device, state("KT", "Seoul", wired="down", lte="up"))
+            await until(server, lambda: len(server.model.open) == 1)
+            await until(server, lambda: server.db.pending == 0)
+            (before,) = await get(server, "/api/incidents")
+        async with fleet_server(database, broker, incident_stable_s=0.0) as server:
+            (after,) = await get(server, "/api/incidents")
+            assert after == before and after["ended_at"] is None
+            assert server.model.open["KT"].id == before["id"]
+            for device in kt:  # the shops come back: the same incident closes
+                await sim.state(device, state("KT", "Seoul"))
+            await until(server, lambda: not server.model.open)
+            (closed,) = await get(server, "/api/incidents")
+            assert closed["id"] == before["id"] and closed["ended_at"] is not None
+            for device in kt[:5]:  # a new outage is a new incident, numbered after it
+                await sim.state(device, state("KT", "Seoul", wired="down", lte="up"))
+            await until(server, lambda: len(server.model.open) == 1)
+            assert server.model.open["KT"].id == before["id"] + 1
