@@ -24,6 +24,8 @@ Migration = tuple[str, Sequence[str]]
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: pg_advisory_xact_lock key serialising migrations between workers ("sbxfleet").
 _MIGRATION_LOCK = 0x736278666C656574
+#: pg_try_advisory_lock key of the leading worker ("sbxlead").
+_LEADER_LOCK = 0x736278_6C656164
 
 
 class Backend(Protocol):
@@ -36,6 +38,8 @@ class Backend(Protocol):
     def transaction(self) -> Any: ...
 
     def lock_migrations(self) -> None: ...
+
+    def try_lead(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -80,6 +84,10 @@ class SqliteBackend:
     def lock_migrations(self) -> None:
         """BEGIN IMMEDIATE already holds the file's write lock."""
 
+    def try_lead(self) -> bool:
+        """A SQLite file has one writer process: it always leads."""
+        return True
+
     def close(self) -> None:
         self.conn.close()
 
@@ -116,6 +124,12 @@ class PostgresBackend:
 
     def lock_migrations(self) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+
+    def try_lead(self) -> bool:
+        """Whether this worker leads: holds the session advisory lock that one worker at a
+        time holds (released by PostgreSQL when that worker's connection ends)."""
+        ((held,),) = self.execute("SELECT pg_try_advisory_lock(?)", (_LEADER_LOCK,))
+        return bool(held)
 
     def close(self) -> None:
         self.conn.close()

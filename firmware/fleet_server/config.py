@@ -39,6 +39,11 @@ class FleetServerConfig:
     incident_stable_s: float = 60.0
     #: Writes to the database are batched: at most this long in memory.
     flush_s: float = 0.5
+    #: Scale-out: several `fleet serve` workers on one PostgreSQL database share the
+    #: events through the MQTT shared subscription `$share/<group>/storebox/+/events`
+    #: (each event reaches one worker); every worker reads status and state itself
+    #: (retained messages are not delivered on shared subscriptions). Empty: one worker.
+    shared_group: str = ""
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -75,6 +80,10 @@ def from_dict(table: dict[str, Any], source: str = "<config>") -> FleetServerCon
     config = FleetServerConfig(**values)
     if not config.mqtt_url.startswith(("mqtt://", "mqtts://")):
         problems.append(f"{source}: fleet_server.mqtt_url: must be mqtt:// or mqtts://")
+    if config.shared_group and not config.shared_group.replace("-", "").replace(
+            "_", "").isalnum():
+        problems.append(f"{source}: fleet_server.shared_group: letters, digits, - and _ "
+                        f"only, got {config.shared_group!r}")
     try:
         config.host_port  # noqa: B018
     except ValueError:

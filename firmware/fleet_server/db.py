@@ -38,7 +38,8 @@ _UPSERT_BOX = (
     "INSERT INTO boxes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) "
     "DO UPDATE SET online = excluded.online, session = excluded.session, "
     "last_seen = excluded.last_seen, state_at = excluded.state_at, isp = excluded.isp, "
-    "region = excluded.region, last_seq = excluded.last_seq, state = excluded.state")
+    "region = excluded.region, state = excluded.state, last_seq = CASE WHEN "
+    "excluded.last_seq > boxes.last_seq THEN excluded.last_seq ELSE boxes.last_seq END")
 _INSERT_EVENT = ("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?) "
                  "ON CONFLICT (device_id, seq) DO NOTHING")
 _UPSERT_INCIDENT = (
@@ -56,6 +57,11 @@ _COUNTS = {"boxes": "SELECT count(*) FROM boxes",
 
 
 class FleetDb:
+    """Every worker writes boxes (idempotent upserts; `last_seq` only grows) and the events
+    it received (unique by device and seq). State history and incidents, which every worker
+    derives alike from the same status/state stream, are written by the leading worker
+    only (`Backend.try_lead`; with SQLite the one worker), so none is written twice."""
+
     def __init__(self, database: str, backend: Backend | None = None) -> None:
         self.backend = backend or open_backend(database)
         migrate(self.backend, MIGRATIONS)
@@ -64,6 +70,8 @@ class FleetDb:
         self.history: list[tuple[Any, ...]] = []
         self.events: list[tuple[Any, ...]] = []
         self.batches = 0
+        self.leader = False
+        self.history_written = 0
 
     def queue(self, change: Change) -> None:
         if change["type"] == "box":
@@ -91,11 +99,16 @@ class FleetDb:
         history, self.history = self.history, []
         events, self.events = self.events, []
         incidents, self.incidents = list(self.incidents.values()), {}
+        if not self.leader:
+            self.leader = self.backend.try_lead()
+        if not self.leader:  # the leader writes these
+            history, incidents = [], []
         with self.backend.transaction():
             self.backend.executemany(_UPSERT_BOX, [_box_row(b) for b in boxes])
             self.backend.executemany("INSERT INTO state_history VALUES (?, ?, ?, ?, ?, ?, ?)",
                                      history)
             self.backend.executemany(_INSERT_EVENT, events)
+            self.history_written += len(history)
             self.backend.executemany(_UPSERT_INCIDENT, [_incident_row(i) for i in incidents])
         self.batches += 1
         return n

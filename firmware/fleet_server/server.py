@@ -57,6 +57,14 @@ def parse_where(values: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def subscriptions(shared_group: str) -> list[str]:
+    """What one worker subscribes to: everything, or (scale-out) status and state itself
+    and the events shared with the other workers of `shared_group`."""
+    if not shared_group:
+        return [ALL_BOXES]
+    return ["storebox/+/status", "storebox/+/state", f"$share/{shared_group}/storebox/+/events"]
+
+
 class FleetServer:
     def __init__(self, config: FleetServerConfig,
                  now: Callable[[], datetime] = _now) -> None:
@@ -129,9 +137,12 @@ class FleetServer:
                                           password=password, tls_context=context,
                                           clean_session=True,
                                           max_queued_incoming_messages=0) as client:
-                    await client.subscribe(ALL_BOXES, qos=1)
+                    topics = subscriptions(self.config.shared_group)
+                    for topic in topics:
+                        await client.subscribe(topic, qos=1)
                     self.mqtt_up, delay = True, 0.5
-                    log.info("fleet server: subscribed to %s on %s:%d", ALL_BOXES, host, port)
+                    log.info("fleet server: subscribed to %s on %s:%d", ", ".join(topics),
+                             host, port)
                     async for message in client.messages:
                         payload = message.payload
                         data = bytes(payload) if isinstance(payload, bytes | bytearray) \

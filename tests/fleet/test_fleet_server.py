@@ -22,6 +22,7 @@ from firmware.fleet_server.config import from_dict
 from firmware.fleet_server.model import FleetModel
 from firmware.fleet_server.server import FleetServer
 from tests.support.mosquitto import Mosquitto
+from tests.support.postgres import PostgresServer
 
 T0 = datetime(2021, 10, 25, 11, 20, 13, tzinfo=UTC)
 
@@ -249,3 +250,34 @@ async def test_an_open_incident_survives_a_restart_of_the_server(
                 await sim.state(device, state("KT", "Seoul", wired="down", lte="up"))
             await until(server, lambda: len(server.model.open) == 1)
             assert server.model.open["KT"].id == before["id"] + 1
+
+
+async def test_two_ingest_workers_on_one_postgresql_no_duplicate_rows_no_lost_events(
+        postgres_server: PostgresServer, broker: Mosquitto) -> None:
+    """Scale-out: events shared between the workers, each event stored once; history and
+    incidents written by the leading worker only."""
+    dsn = postgres_server.create_database()
+    boxes = [f"kt-{i:02d}" for i in range(10)]
+    async with fleet_server(dsn, broker, shared_group="fleet", client_id="worker-a") as a, \
+            fleet_server(dsn, broker, shared_group="fleet", client_id="worker-b") as b, \
+            Simulator(broker.port) as sim:
+        for device in boxes:
+            await sim.status(device, "online", f"{device}-1")
+            await sim.state(device, state("KT", "Seoul"))
+        for seq in range(1, 21):
+            for device in boxes:
+                await sim.event(device, seq)
+        for device in boxes[:6]:
+            await sim.state(device, state("KT", "Seoul", wired="down", lte="up"))
+        await until(a, lambda: a.model.events_stored + b.model.events_stored == 200
+                    and len(a.model.open) == len(b.model.open) == 1)
+        await until(a, lambda: a.db.pending == 0 and b.db.pending == 0)
+        assert a.model.events_stored > 0 and b.model.events_stored > 0  # really shared
+        assert a.db.count("events") == 200
+        assert [a.db.leader, b.db.leader].count(True) == 1
+        leader = a if a.db.leader else b
+        assert a.db.count("incidents") == 1
+        # one history row per box change the leader saw, none from the other worker
+        assert a.db.count("state_history") == leader.db.history_written
+        rows = leader.db.backend.execute("SELECT device_id, last_seq FROM boxes")
+        assert sorted(rows) == [(device, 20) for device in boxes]
