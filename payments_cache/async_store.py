@@ -184,8 +184,12 @@ class AsyncStore:
     async def mark_dead(self, payment_id: str, *, expect: Payment, error: str) -> Payment | None:
         return await self._call(self._store.mark_dead, payment_id, expect=expect, error=error)
 
-    async def recover_stale_pending(self, older_than: datetime | None) -> list[str]:
-        return await self._call(self._store.recover_stale_pending, older_than)
+    async def pending_ids(self) -> list[str]:
+        return await self._call(self._store.pending_ids)
+
+    async def recover_stale_pending(self, older_than: datetime | None,
+                                    also: Collection[str] = ()) -> list[str]:
+        return await self._call(self._store.recover_stale_pending, older_than, also)
 
     async def rotate_keys(self) -> RotationReport:
         return await self._call(self._store.rotate_keys)

@@ -158,6 +158,7 @@ class Forwarder:
         self._rejections: dict[str, tuple[int, int]] = {}  # id -> (successes then, count)
         self._storage_streak = 0
         self._first_not_found: dict[str, float] = {}  # id -> monotonic
+        self._pending_seen: dict[str, float] = {}  # PENDING id -> first seen (monotonic)
         self._lost_deadlines: dict[str, float] = {}   # id -> monotonic
         self._lost_lifetime_s = lost_attempt_s
         self._started = monotonic()
@@ -218,7 +219,7 @@ class Forwarder:
         await self._follow_clock_steps()
         if self._mono() - self._recovered_at >= self._recover_every_s:
             self._recovered_at = self._mono()
-            await self._store.recover_stale_pending(self._now() - self._stale_after)
+            await self._recover_stale()
         report = DrainReport()
         running: set[asyncio.Task[None]] = set()
         try:
@@ -331,9 +332,12 @@ class Forwarder:
     async def _not_found_wait(self, payment: Payment) -> tuple[datetime, bool] | None:
         """A "not found" proves the lost attempt never arrived only when all of these hold:
 
-        * that attempt can no longer arrive: `lost_attempt_until` has passed on the wall
-          clock *and* its lifetime has passed on this process's monotonic clock (a clock
-          set forward — NTP after a boot in 1970 — must not end the wait early);
+        * that attempt can no longer arrive: its lifetime has passed on this process's
+          monotonic clock (registered by the service, or a whole lifetime after this
+          process started for an attempt that died with an earlier one). The stored
+          wall time `lost_attempt_until` is not trusted for this: a clock set forward
+          (NTP after a boot in 1970) would end the wait early, one set back after the
+          row was written would hold it for hours;
         * a second look, `not_found_confirm_s` later by the monotonic clock, agrees;
         * the gateway is known to answer lookups on its path: the breaker is closed and
           a payment it holds was found recently (a moved path or a misrouted proxy
@@ -345,13 +349,10 @@ class Forwarder:
         if payment.lost_attempt_until is None and payment.status is \
                 PaymentStatus.APPROVED_OFFLINE:
             return None  # only the offline form was ever sent: resending it is a replay
-        if payment.lost_attempt_until is not None:
-            # a wall time further ahead than any window was set by a clock since set back:
-            # only the monotonic deadline below counts then
-            if now < payment.lost_attempt_until <= now + MAX_DELAY:
-                return payment.lost_attempt_until, False
-            if mono < self._lost_deadline(payment):
-                return now + timedelta(seconds=self._lost_deadline(payment) - mono), False
+        # the monotonic deadline alone decides: the stored wall time may have been
+        # written under a clock set since (hours ahead, or 1970)
+        if payment.lost_attempt_until is not None and mono < self._lost_deadline(payment):
+            return now + timedelta(seconds=self._lost_deadline(payment) - mono), False
         if not await self._lookups_trusted():
             self._first_not_found.pop(payment.id, None)
             return now + self._not_found_confirm, False
@@ -607,6 +608,17 @@ class Forwarder:
                     message=f"the payment store cannot be written ({exc.reason}); "
                             "forwarding paused")
         return pause
+
+    async def _recover_stale(self) -> None:
+        """Interrupted PENDING rows: created longer ago than `stale_pending_after_s` by the
+        wall clock, or seen pending that long by this process's monotonic clock (a row
+        written while the wall clock was hours ahead looks young until it catches up)."""
+        mono = self._mono()
+        pending = await self._store.pending_ids()
+        self._pending_seen = {pid: self._pending_seen.get(pid, mono) for pid in pending}
+        limit = self._stale_after.total_seconds()
+        overdue = [pid for pid, seen in self._pending_seen.items() if mono - seen >= limit]
+        await self._store.recover_stale_pending(self._now() - self._stale_after, overdue)
 
     async def _follow_clock_steps(self) -> None:
         """When the wall clock is set (NTP after a boot without RTC, a time from the

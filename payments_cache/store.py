@@ -945,8 +945,17 @@ class Store:
             self._scrub()
         return payment
 
-    def recover_stale_pending(self, older_than: datetime | None) -> list[str]:
-        """PENDING rows with no attempt running (created before `older_than`; None: all)
+    def pending_ids(self) -> list[str]:
+        """The PENDING rows: an attempt running, or interrupted."""
+        with self._guard("read pending payments"):
+            rows = self._conn.execute("SELECT id FROM payments WHERE status = 'pending' "
+                                      "AND forward_state = 'none'").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def recover_stale_pending(self, older_than: datetime | None,
+                              also: Collection[str] = ()) -> list[str]:
+        """PENDING rows with no attempt running (created before `older_than`; None: all;
+        and those in `also`, seen pending for long enough by the monotonic clock)
         become interrupted: forward state UNKNOWN, due after the grace period."""
         now = self._now_ms()
         cutoff = None if older_than is None else to_ms(older_than)
@@ -956,8 +965,10 @@ class Store:
                 "lost_attempt_until = created_at + ?, "
                 "last_error = 'interrupted before the POS got an answer', updated_at = ? "
                 "WHERE status = 'pending' AND forward_state = 'none' "
-                "AND (? IS NULL OR created_at < ?) RETURNING id",
-                (now + self._grace_ms, self._lost_attempt_ms, now, cutoff, cutoff)).fetchall()
+                "AND (? IS NULL OR created_at < ? "
+                "OR id IN (SELECT value FROM json_each(?))) RETURNING id",
+                (now + self._grace_ms, self._lost_attempt_ms, now, cutoff, cutoff,
+                 json.dumps(sorted(also)))).fetchall()
         recovered = sorted(r[0] for r in rows)
         if recovered:
             log.warning("%d interrupted payments will be resolved: %s", len(recovered),

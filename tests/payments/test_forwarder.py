@@ -407,6 +407,7 @@ async def test_not_found_proves_nothing_while_the_lost_attempt_may_still_arrive(
                              lost_attempt_until=lost_until)
     assert p.next_attempt_at == lost_until, "the first lookup is not due at once"
     fwd = forwarder(store, gateway, clock, events)
+    fwd.lost_attempt(p.id, 63.0)  # as the service registers it (monotonic)
     fwd.wake()  # an uplink came back: every row due, but not a lookup that proves nothing
     await fwd.drain_once()
     assert gateway.calls == [("lookup", p.id)]

@@ -596,3 +596,45 @@ async def test_bug_c_a_gateway_404ing_every_path_closes_a_charged_payment(
         assert row.forward_state is not ForwardState.NONE or [
             f["payment_id"] for f in rig.faults()
             if str(f.get("reason")).startswith("approved_after")] == [pid], row
+
+
+@pytest.mark.parametrize("fault", ["503_hold", "reject"])
+async def test_bug_d_a_lookup_waits_for_a_wall_clock_that_was_ahead(rig: Rig,
+                                                                      fault: str) -> None:
+    """Found by test_model once its allowances were gone (shrunk: the clock stepped 2 h
+    ahead, a payment whose online attempt got a 503 hold or a 404 stands in with an
+    unknown outcome, NTP sets the clock back 2 h). The forwarder had not run while the
+    clock was ahead, so it saw no step to follow; the lookup's "not found" then waited
+    for the stored wall time `lost_attempt_until`, 2 hours away.
+
+    Fixed: only the monotonic deadline of the lost attempt decides
+    (`Forwarder._not_found_wait`)."""
+    rig.clock.step(2 * 3600)
+    rig.gateway.next_faults = [fault]
+    answer = await rig.pay("kd", body(1000))
+    rig.gateway.next_faults = []
+    rig.clock.step(-2 * 3600)
+    await rig.run_for(1800)
+    row = await rig.row(answer["id"])
+    assert row.forward_state in (ForwardState.FORWARDED, ForwardState.NONE), row
+    assert row.status is not PaymentStatus.PENDING
+
+
+async def test_bug_e_a_pending_row_from_an_ahead_clock_is_never_recovered(rig: Rig) -> None:
+    """Found by test_model (shrunk: the clock 6 h ahead, an online attempt dies with a bug
+    below the gateway call, the clock is set back). The interrupted PENDING row was
+    recovered only once its `created_at` was 5 minutes old by the wall clock: 6 hours.
+
+    Fixed: a row seen PENDING for `stale_pending_after_s` by the forwarder's monotonic
+    clock is recovered too (`Forwarder._recover_stale`)."""
+    rig.clock.step(6 * 3600)
+    rig.gateway.next_faults = ["boom"]
+    answer = await rig.pay("ke", body(1000))
+    rig.gateway.next_faults = []
+    rig.clock.step(-6 * 3600)
+    await rig.run_for(1800)
+    store = rig.store
+    assert store is not None
+    hit = await store.lookup_idempotency("ke")
+    assert hit is not None, answer
+    assert hit[0].status is not PaymentStatus.PENDING, hit[0]
