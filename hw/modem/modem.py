@@ -68,6 +68,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import datetime
 from typing import Any, Final
 
+from hw.modem.carriers import same_carrier
 from hw.modem.channel import AtChannel, Response, Urc
 from hw.modem.errors import (
     CommandError,
@@ -78,32 +79,30 @@ from hw.modem.errors import (
     PortClosed,
     SimFault,
 )
-from hw.modem.parsers.generic import (
+from hw.modem.parsers.clock import parse_ctze
+from hw.modem.parsers.identity import (
     ModemIdentity,
-    PacketEvent,
-    RadioMode,
-    Registration,
-    RegistrationForm,
-    RegistrationStatus,
     SimState,
     parse_ati,
-    parse_ceer,
-    parse_cfun,
-    parse_cgev,
     parse_cgmi,
     parse_cgmm,
     parse_cgmr,
     parse_cgsn,
-    parse_cops,
     parse_cpin,
-    parse_csq,
-    parse_ctze,
     parse_imsi,
+)
+from hw.modem.parsers.pdp import PacketEvent, parse_cgev
+from hw.modem.parsers.quectel import parse_qiurc, parse_qsimstat, parse_qusim
+from hw.modem.parsers.radio import RadioMode, parse_ceer, parse_cfun
+from hw.modem.parsers.registration import (
+    Registration,
+    RegistrationForm,
+    RegistrationStatus,
+    parse_cops,
     parse_registration,
     registration_form,
-    same_carrier,
 )
-from hw.modem.parsers.quectel import parse_qiurc, parse_qsimstat, parse_qusim
+from hw.modem.parsers.signal import parse_csq
 from hw.modem.profiles import GenericProfile, Timeouts, profile_for
 from hw.modem.profiles.generic import check_apn, info_text
 from hw.modem.reasons import mask_imsi, not_connected_reason

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from hw.modem.parsers.generic import RegistrationStatus, SimState
+from hw.modem.parsers.identity import SimState
+from hw.modem.parsers.registration import RegistrationStatus
 
 __all__ = [
     "EMM_CAUSES",

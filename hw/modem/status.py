@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw.modem.parsers.generic import (
-    AccessTechnology,
-    ModemIdentity,
-    RegistrationStatus,
-    SimState,
-)
+from hw.modem.parsers.identity import ModemIdentity, SimState
+from hw.modem.parsers.registration import AccessTechnology, RegistrationStatus
 
 __all__ = [
     "DataStatus",

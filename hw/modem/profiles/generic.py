@@ -21,19 +21,11 @@ from typing import ClassVar, Protocol
 
 from hw.modem.channel import Response
 from hw.modem.errors import CommandError, NotSupported, ParseError
-from hw.modem.parsers.generic import (
-    AccessTechnology,
-    ExtendedSignalQuality,
-    NetworkTime,
-    PdpAddress,
-    SignalQuality,
-    parse_cclk,
-    parse_cesq,
-    parse_cgact,
-    parse_cgpaddr,
-    parse_csq,
-    parse_iccid,
-)
+from hw.modem.parsers.clock import NetworkTime, parse_cclk
+from hw.modem.parsers.identity import parse_iccid
+from hw.modem.parsers.pdp import PdpAddress, parse_cgact, parse_cgpaddr
+from hw.modem.parsers.registration import AccessTechnology
+from hw.modem.parsers.signal import ExtendedSignalQuality, SignalQuality, parse_cesq, parse_csq
 from hw.modem.status import DataStatus, SignalReading
 
 __all__ = [
