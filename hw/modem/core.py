@@ -9,17 +9,20 @@ of its own: what it learns goes into the `ModemState` through `apply`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from typing import Final, Protocol
 
-from hw.modem.channel import Response
-from hw.modem.profiles import GenericProfile, Timeouts
+from hw.modem.errors import ParseError
+from hw.modem.profiles import AtPort, GenericProfile, Timeouts
 from hw.modem.state import ModemState
 
-__all__ = ["ModemCore"]
+__all__ = ["REBOOT_RETRIES", "ModemCore"]
+
+#: Reboots in a row a single command (or a multi-command read) rides out before its
+#: `ModemRebooted` propagates (or the read gives up).
+REBOOT_RETRIES: Final = 2
 
 
-class ModemCore(Protocol):
+class ModemCore(AtPort, Protocol):
     """The modem as its parts use it (`hw.modem.modem.Modem` is the one)."""
 
     timeouts: Timeouts
@@ -34,17 +37,17 @@ class ModemCore(Protocol):
     @property
     def boots(self) -> int: ...
 
+    @property
+    def needs_init(self) -> bool: ...
+
+    def mark_needs_init(self) -> None:
+        """The modem reset silently (its URC settings are gone): `initialise()` again."""
+
+    def parse_failed(self, exc: ParseError) -> None:
+        """An answer did not parse: counted and reported; the last good value stays."""
+
     def apply(self, state: ModemState) -> None:
         """Make `state` the modem's state and wake whoever waits for a change."""
 
     async def pause(self) -> None:
         """Wait one settle poll (a SIM initialising, an address being assigned)."""
-
-    async def command(
-        self,
-        command: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - AtChannel's per-command timeout
-        prefix: str | Iterable[str] | None = None,
-        payload: bytes | None = None,
-    ) -> Response: ...

@@ -15,10 +15,8 @@ again. So the snapshot is current between polls; `wait_for(predicate)` waits for
 without polling.
 
 Why it cannot connect. The snapshot's `not_connected_reason` (`hw.modem.reasons`) puts
-what the modem said in plain language: the SIM state and fault, `+CFUN?` (read by the
-full refresh when not registered), the EMM reject cause of `+CEREG` at `<n>` = 3 (set
-where the modem takes it) and `AT+CEER` (read when registration was denied), the network
-deactivating the data call. The IMSI is kept only masked (`mask_imsi`).
+what the modem said in plain language; `refresh()` reads what it needs: `+CFUN?` when not
+registered, `AT+CEER` when registration was denied.
 
 Busy answers. A command answered with a "busy" +CME code (`BUSY_CME_CODES`: 14 SIM busy,
 515 init in progress; plus the profile's) was not executed; it is sent again after
@@ -29,11 +27,9 @@ Answers that carry a URC-shaped line (`AT+CPIN?` while `+CPIN: READY` is announc
 `AT+CEREG?` with a `+CEREG:` URC racing it — see `hw.modem.channel`) are applied line by
 line in stream order: the last line is the most recent news, whichever it is.
 
-Exclusive operations. Every public operation holds a per-task re-entrant lock for its
-whole command sequence, so a multi-command operation (a data bring-up that reboots the
-modem, a recovery step) is never interleaved with another task's commands; operations
-nest freely inside one task (`connect_data` calls `initialise`). `exclusive()` gives a
-caller (the health supervisor) the same lock across several operations.
+Exclusive operations. Every public operation holds the modem's `TaskLock`
+(`hw.modem.exclusive`) for its whole command sequence; `exclusive()` gives a caller (the
+health supervisor) the same lock across several operations.
 
 Degraded readings. An answer (or URC) that does not parse never fails an operation: the
 last good value stays in the snapshot, `parse_errors` counts it (and `on_parse_error`,
@@ -58,12 +54,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
 from hw.modem.bearer import Bearer
 from hw.modem.channel import AtChannel, Response, Urc
+from hw.modem.core import REBOOT_RETRIES
 from hw.modem.errors import (
     CommandError,
     CommandTimeout,
@@ -73,35 +70,24 @@ from hw.modem.errors import (
     PortClosed,
     SimFault,
 )
+from hw.modem.exclusive import TaskLock
+from hw.modem.network import Network
 from hw.modem.parsers.identity import (
     ModemIdentity,
-    parse_ati,
-    parse_cgmi,
-    parse_cgmm,
-    parse_cgmr,
-    parse_cgsn,
 )
-from hw.modem.parsers.radio import RadioMode, parse_ceer, parse_cfun
-from hw.modem.parsers.registration import (
-    Registration,
-    RegistrationForm,
-    RegistrationStatus,
-    parse_cops,
-    parse_registration,
-    registration_form,
-)
+from hw.modem.parsers.radio import RadioMode
+from hw.modem.parsers.registration import RegistrationStatus
 from hw.modem.profiles import GenericProfile, Timeouts, profile_for
-from hw.modem.profiles.generic import check_apn, info_text
+from hw.modem.profiles.generic import check_apn, read_identity
 from hw.modem.reducer import (
     URC_PREFIXES,
     UrcContext,
     boot_settled_by,
     network_cleared,
     reduce_urc,
-    with_registration,
 )
 from hw.modem.sim import SIM_BUSY_CME, Sim, check_pin
-from hw.modem.state import NO_REGISTRATION, ModemState, view
+from hw.modem.state import ModemState, view
 from hw.modem.status import (
     DataStatus,
     ModemStatus,
@@ -123,53 +109,17 @@ BUSY_CME_CODES: Final = frozenset({SIM_BUSY_CME, 515})
 #: Waits between retries of a command answered "busy" (then its error propagates).
 BUSY_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
 
-NETWORK_DEACTIVATED: Final = "network_deactivated"
-
 #: Commands never sent again after the modem rebooted while they were outstanding: a PIN
 #: (a retry is how a SIM gets PUK-locked), radio/power changes, data calls, SIM slots.
 _NEVER_REPLAYED: Final = ("AT+CPIN=", "AT+CFUN", "AT+QPOWD", "AT+CGACT=", "AT+CGATT=",
                           "AT+QNETDEVCTL=", "AT+QDSIM=", "ATD", "AT+CMGS", "ATZ", "AT&F")
 
-#: Reboots in a row a single command rides out before its `ModemRebooted` propagates.
-_REBOOT_RETRIES: Final = 2
 
 def _replayable(command: str) -> bool:
     text = command.strip().upper()
     if text.endswith("?") and ";" not in text:
         return True  # a read (`AT+CFUN?`) changes nothing
     return not text.startswith(_NEVER_REPLAYED)
-
-
-
-class _TaskLock:
-    """An asyncio lock the holding task may take again (nested operations)."""
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._owner: asyncio.Task[Any] | None = None
-        self._depth = 0
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        task = asyncio.current_task()
-        if task is not None and self._owner is task:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-        else:
-            async with self._lock:
-                self._owner, self._depth = task, 1
-                try:
-                    yield
-                finally:
-                    self._owner, self._depth = None, 0
-
-
 
 
 class Modem:
@@ -215,9 +165,9 @@ class Modem:
         self._profile: GenericProfile = GenericProfile(self.timeouts)
         self._state = ModemState()
         self._bearer = Bearer(self)
-        self._lock = _TaskLock()
+        self._network = Network(self)
+        self._lock = TaskLock()
         self._change = asyncio.Event()
-        self._version = 0
         self._boots = 0
         self._reboot_expected = False
         self._needs_init = True
@@ -275,6 +225,10 @@ class Modem:
         """True until `initialise()` ran since the last boot (`RDY`) or channel change."""
         return self._needs_init
 
+    def mark_needs_init(self) -> None:
+        """The modem reset silently (its URC settings are gone): `initialise()` again."""
+        self._needs_init = True
+
     @property
     def boots(self) -> int:
         """`RDY`s seen (a reboot counter for `wait_boot`)."""
@@ -326,7 +280,7 @@ class Modem:
                 return await self._send(command, timeout=timeout, prefix=prefix,
                                         payload=payload)
             except ModemRebooted:
-                if reboots == _REBOOT_RETRIES or not _replayable(command) \
+                if reboots == REBOOT_RETRIES or not _replayable(command) \
                         or self._reinitialising:
                     raise
                 reboots += 1
@@ -370,7 +324,7 @@ class Modem:
     async def _settle_boot(self) -> None:
         """After an `RDY`: wait for the boot URCs, then re-initialise (once per boot; a
         reboot during it starts it over, a few times at most)."""
-        for _ in range(_REBOOT_RETRIES + 1):
+        for _ in range(REBOOT_RETRIES + 1):
             if not self._reinit_pending or self._reinitialising:
                 return
             boots = self._boots
@@ -397,9 +351,15 @@ class Modem:
 
     async def _init_settings(self) -> None:
         """Echo off, numeric +CME errors, the profile's URC settings."""
+        await self._base_settings()
+        await self._profile_settings()
+
+    async def _base_settings(self) -> None:
+        await self.command("ATE0", timeout=self.timeouts.command)
+        await self.command("AT+CMEE=1", timeout=self.timeouts.command)
+
+    async def _profile_settings(self) -> None:
         timeout = self.timeouts.command
-        await self.command("ATE0", timeout=timeout)
-        await self.command("AT+CMEE=1", timeout=timeout)
         for command, required in self._profile.init_commands():
             try:
                 await self.command(command, timeout=timeout)
@@ -413,7 +373,7 @@ class Modem:
     def parse_errors(self) -> int:
         return self._state.parse_errors
 
-    def _parse_failed(self, exc: ParseError) -> None:
+    def parse_failed(self, exc: ParseError) -> None:
         """An answer did not parse: counted, reported to the hook, logged rate-limited; the
         last good value stays."""
         self._update(parse_errors=self._state.parse_errors + 1)
@@ -443,7 +403,6 @@ class Modem:
 
     def apply(self, state: ModemState) -> None:
         """Make `state` the modem's state (stamped `updated_at`) and wake `wait_for`."""
-        self._version += 1
         self._state = dataclasses.replace(state, updated_at=self._monotonic())
         change, self._change = self._change, asyncio.Event()
         change.set()
@@ -508,7 +467,7 @@ class Modem:
         try:
             state = reduce_urc(self._state, line, context)
         except ParseError as exc:
-            self._parse_failed(exc)
+            self.parse_failed(exc)
             return
         except ValueError as exc:
             log.warning("modem URC %r not understood: %s", line, exc)
@@ -537,20 +496,12 @@ class Modem:
                 await self._await_boot_urcs()
                 self._reinit_pending = False  # this is the re-initialisation
             boots = self._boots
-            timeout = self.timeouts.command
-            await self.command("ATE0", timeout=timeout)
-            await self.command("AT+CMEE=1", timeout=timeout)
-            identity = await self._read_identity()
+            await self._base_settings()
+            identity = await read_identity(self)
             profile = profile_for(identity.manufacturer, identity.model, self.timeouts,
                                   **self._profile_options)
             self._profile = profile
-            for command, required in profile.init_commands():
-                try:
-                    await self.command(command, timeout=timeout)
-                except CommandError:
-                    if required:
-                        raise
-                    log.info("modem: optional init command %r refused", command)
+            await self._profile_settings()
             if self._boots == boots:
                 self._needs_init = False
             self._update(identity=identity, vendor=profile.name, present=True)
@@ -562,31 +513,9 @@ class Modem:
         """+CGMI/+CGMM/+CGMR/+CGSN (cached after the first read unless `refresh`)."""
         async with self._lock.hold():
             if self._state.identity is None or refresh:
-                self._update(identity=await self._read_identity())
+                self._update(identity=await read_identity(self))
             assert self._state.identity is not None
             return self._state.identity
-
-    async def _read_identity(self) -> ModemIdentity:
-        manufacturer: str | None
-        model: str | None
-        try:
-            manufacturer = parse_cgmi(info_text(await self.command("AT+CGMI")))
-            model = parse_cgmm(info_text(await self.command("AT+CGMM")))
-        except CommandError:
-            ati = parse_ati(info_text(await self.command("ATI")))
-            manufacturer, model = ati.manufacturer, ati.model
-        revision: str | None
-        imei: str | None
-        try:
-            revision = parse_cgmr(info_text(await self.command("AT+CGMR")))
-        except (CommandError, ParseError):
-            revision = None
-        try:
-            imei = parse_cgsn(info_text(await self.command("AT+CGSN")))
-        except (CommandError, ParseError):
-            imei = None
-        return ModemIdentity(manufacturer=manufacturer, model=model, revision=revision,
-                             imei=imei)
 
     # -- SIM (`hw.modem.sim`) ---------------------------------------------------------------
     async def sim(self) -> SimInfo:
@@ -612,106 +541,38 @@ class Modem:
                 await self.registration()
             return info
 
-    # -- network ---------------------------------------------------------------------------
-    async def _read_registration(self, command: str) -> Registration | None:
-        response = await self.command(command, timeout=self.timeouts.command)
-        name = command[2:-1]  # "AT+CEREG?" -> "+CEREG"
-        answer: Registration | None = None
-        for line in response.lines:
-            if not line.upper().startswith(name + ":"):
-                continue
-            try:
-                form = (registration_form(line) if len(response.lines) > 1
-                        else RegistrationForm.READ)
-                reg = parse_registration(line, form=form)
-            except ParseError as exc:
-                self._parse_failed(exc)
-                continue
-            self.apply(with_registration(self._state, reg))
-            if form is RegistrationForm.READ:
-                answer = reg
-        return answer
-
-    def _forget_registration(self, source: str) -> None:
-        """A registration read the modem refused: what it said before is no longer news."""
-        if source in self._state.registrations:
-            registrations = {k: v for k, v in self._state.registrations.items() if k != source}
-            self._state = dataclasses.replace(self._state, registrations=registrations)
-
+    # -- network (`hw.modem.network`) -------------------------------------------------------
     async def registration(self) -> RegistrationInfo:
-        """`AT+CEREG?`; when not registered on EPS also `AT+CGREG?` and `AT+CREG?`. The
-        best of them (registered first, EPS first). A read showing URCs off (`<n>` 0
-        although `initialise()` set 2) means the modem reset silently: `needs_init`.
-
-        Partial readings: a read that does not parse is skipped (counted; the last good
-        value stays); when nothing at all could be read, the last known registration,
-        else an `unknown` one. Only when every read was refused is the `CommandError`
-        raised."""
+        """The best of `+CEREG?`, `+CGREG?`, `+CREG?` (`Network.registration`)."""
         async with self._lock.hold():
-            errors: list[CommandError] = []
-            for command in ("AT+CEREG?", "AT+CGREG?", "AT+CREG?"):
-                try:
-                    reg = await self._read_registration(command)
-                except CommandError as exc:
-                    errors.append(exc)
-                    self._forget_registration(command[2:-1])
-                    continue
-                if reg is not None and reg.n == 0 and not self._needs_init:
-                    log.warning("modem: %s URCs are off; the modem reset silently", reg.command)
-                    self._needs_init = True
-                if reg is not None and reg.status.registered:
-                    break
-            self._changed()
-            info = self._state.registration()
-            if info is None:
-                if len(errors) == 3:
-                    raise errors[0]
-                return NO_REGISTRATION
-            return info
+            return await self._network.registration()
 
     async def operator(self) -> OperatorInfo:
-        """The serving network: `AT+COPS=3,2` + `AT+COPS?` (numeric MCC/MNC), then
-        `AT+COPS=3,0` + `AT+COPS?` (long name). +COPS may take long (network timeout)."""
+        """The serving network, numeric and named (`Network.operator`)."""
         async with self._lock.hold():
-            for _ in range(_REBOOT_RETRIES + 1):
-                boots = self._boots
-                try:
-                    info = await self._read_operator()
-                except ParseError as exc:
-                    self._parse_failed(exc)
-                    return self._state.operator or OperatorInfo(None, None, None, 0)
-                if self._boots == boots:  # a reboot in between forgot the +COPS format
-                    break
-            self._update(operator=info)
-            return info
-
-    async def _read_operator(self) -> OperatorInfo:
-        t = self.timeouts.network
-        await self.command("AT+COPS=3,2", timeout=t)
-        numeric = parse_cops(info_text(await self.command("AT+COPS?", timeout=t), "+COPS:"))
-        await self.command("AT+COPS=3,0", timeout=t)
-        named = parse_cops(info_text(await self.command("AT+COPS?", timeout=t), "+COPS:"))
-        return OperatorInfo(name=named.name, mcc_mnc=numeric.mcc_mnc,
-                            rat=named.act or numeric.act, mode=named.mode)
+            return await self._network.operator()
 
     async def signal(self) -> SignalReading:
         """RSSI/RSRP/RSRQ/SINR through the profile (+QCSQ, +CPSI, or +CSQ/+CESQ)."""
         async with self._lock.hold():
-            try:
-                reading = await self._profile.read_signal(self)
-            except ParseError as exc:
-                self._parse_failed(exc)
-                return self._state.signal or SignalReading(None, None, None, None, None,
-                                                           "none")
-            self._update(signal=reading)
-            return reading
+            return await self._network.signal()
 
     async def network_time(self) -> datetime | None:
         """The network's time, timezone-aware in the network's zone (Quectel `+QLTS=2`,
         others `+CCLK?`); None when the modem has none yet."""
         async with self._lock.hold():
-            reading = await self._profile.read_network_time(self)
-            return None if reading is None else reading.time
+            return await self._network.network_time()
+
+    async def radio(self) -> RadioMode | None:
+        """`AT+CFUN?`: radio on, off (0), airplane (4)... (None when it does not parse)."""
+        async with self._lock.hold():
+            return await self._network.radio()
+
+    async def error_report(self) -> str | None:
+        """`AT+CEER`: the modem's last error report (why registration or a data call
+        failed), kept for the status."""
+        async with self._lock.hold():
+            return await self._network.error_report()
 
     # -- packet data -----------------------------------------------------------------------
     async def _wait_registered(self) -> None:
@@ -797,7 +658,7 @@ class Modem:
         closed port propagate. A reboot during the refresh (which forgets what was read)
         makes it start over, a few times at most."""
         async with self._lock.hold():
-            for _ in range(_REBOOT_RETRIES + 1):
+            for _ in range(REBOOT_RETRIES + 1):
                 boots = self._boots
                 await self._refresh_once()
                 if self._boots == boots:
@@ -811,7 +672,7 @@ class Modem:
         except SimFault:
             pass
         except ParseError as exc:
-            self._parse_failed(exc)
+            self.parse_failed(exc)
         info = await self.registration()
         registered = info.registered
         parts: list[Callable[[], Awaitable[object]]] = [self.signal, self.data_status]
@@ -827,37 +688,12 @@ class Modem:
             except CommandError as exc:
                 log.info("modem refresh: %s", exc)
             except ParseError as exc:
-                self._parse_failed(exc)
+                self.parse_failed(exc)
 
     @property
     def needs_refresh(self) -> bool:
         """A SIM was inserted (or re-initialised) since the last full refresh."""
         return self._state.needs_refresh
-
-    async def radio(self) -> RadioMode | None:
-        """`AT+CFUN?`: radio on, off (0), airplane (4)... (None when it does not parse)."""
-        async with self._lock.hold():
-            response = await self.command("AT+CFUN?", timeout=self.timeouts.command)
-            try:
-                mode = parse_cfun(info_text(response, "+CFUN:").splitlines()[-1])
-            except ParseError as exc:
-                self._parse_failed(exc)
-                return self._state.radio
-            self._update(radio=mode)
-            return mode
-
-    async def error_report(self) -> str | None:
-        """`AT+CEER`: the modem's last error report (why registration or a data call
-        failed), kept for the status."""
-        async with self._lock.hold():
-            response = await self.command("AT+CEER", timeout=self.timeouts.command)
-            try:
-                report = parse_ceer("\n".join(response.lines))
-            except ParseError as exc:
-                self._parse_failed(exc)
-                return self._state.error_report
-            self._update(error_report=report)
-            return report
 
     def __repr__(self) -> str:
         return f"<Modem {self._channel.url!r} {self._profile.name}>"
