@@ -8,7 +8,7 @@ response parsers: neither layer owns the tables, so both import them from here.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -156,31 +156,30 @@ class CmsError:
     verbose: bool
 
 
-def _parse_error_result(text: str, prefix: str) -> tuple[int | None, str | None, bool]:
+def _parse_error_result(
+    text: str, prefix: str, code_of: Callable[[str], int | None],
+    message_of: Callable[[int], str | None],
+) -> tuple[int | None, str | None, bool]:
+    """(code, message, verbose) of a `+CME ERROR:` / `+CMS ERROR:` line: the numeric form
+    named through `message_of`, the verbose one numbered through `code_of`."""
     line = single_line(text, prefix)
     body = payload(line, prefix)
     if not body:
         raise ParseError(prefix, line, "no error code or text")
     if body.isdigit():
-        return int(body), None, False
-    return None, body, True
+        return int(body), message_of(int(body)), False
+    return code_of(body), body, True
 
 
 def parse_cme_error(text: str) -> CmeError:
     """`+CME ERROR: 10` or `+CME ERROR: SIM not inserted` (both mapped to code 10)."""
-    code, message, verbose = _parse_error_result(text, "+CME ERROR")
-    if verbose:
-        assert message is not None
-        return CmeError(code=cme_error_code(message), message=message, verbose=True)
-    assert code is not None
-    return CmeError(code=code, message=cme_error_message(code), verbose=False)
+    code, message, verbose = _parse_error_result(text, "+CME ERROR", cme_error_code,
+                                                 cme_error_message)
+    return CmeError(code=code, message=message, verbose=verbose)
 
 
 def parse_cms_error(text: str) -> CmsError:
     """`+CMS ERROR: 500` or its verbose text."""
-    code, message, verbose = _parse_error_result(text, "+CMS ERROR")
-    if verbose:
-        assert message is not None
-        return CmsError(code=cms_error_code(message), message=message, verbose=True)
-    assert code is not None
-    return CmsError(code=code, message=cms_error_message(code), verbose=False)
+    code, message, verbose = _parse_error_result(text, "+CMS ERROR", cms_error_code,
+                                                 cms_error_message)
+    return CmsError(code=code, message=message, verbose=verbose)

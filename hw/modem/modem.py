@@ -299,18 +299,12 @@ class Modem:
     def _busy_codes(self) -> frozenset[int]:
         return BUSY_CME_CODES | self._profile.busy_cme_codes
 
-    async def _send(
-        self,
-        command: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - AtChannel's per-command timeout
-        prefix: str | Iterable[str] | None = None,
-        payload: bytes | None = None,
-    ) -> Response:
+    async def _send(self, command: str, **options: Any) -> Response:
+        """`AtChannel.command` (default timeout `timeouts.command`), `present` kept."""
+        if options.get("timeout") is None:
+            options["timeout"] = self.timeouts.command
         try:
-            response = await self._channel.command(
-                command, timeout=self.timeouts.command if timeout is None else timeout,
-                prefix=prefix, payload=payload)
+            response = await self._channel.command(command, **options)
         except CommandError:
             self._seen_alive()
             raise

@@ -55,9 +55,12 @@ class ModemState:
     inserted (or re-initialised) since the last full refresh. The IMSI is kept only
     masked (`hw.modem.reasons.mask_imsi`)."""
 
+    # the modem: answering, what it is, its radio (`+CFUN`)
     present: bool | None = None
     identity: ModemIdentity | None = None
     vendor: str | None = None
+    radio: RadioMode | None = None
+    # the SIM
     sim_state: SimState | None = None
     sim_fault: str | None = None
     sim_slot: int | None = None
@@ -65,16 +68,18 @@ class ModemState:
     imsi: str | None = None  # masked (`mask_imsi`): the full IMSI is never kept
     sim_mcc_mnc: str | None = None
     needs_refresh: bool = False
+    # the network
     registrations: Mapping[str, RegistrationInfo] = dataclasses.field(default_factory=dict)
     operator: OperatorInfo | None = None
     signal: SignalReading | None = None
-    data: DataStatus | None = None
-    radio: RadioMode | None = None
     cause_type: int | None = None
     reject_cause: int | None = None
     error_report: str | None = None
-    data_down_reason: str | None = None
     utc_offset_min: int | None = None
+    # the data call
+    data: DataStatus | None = None
+    data_down_reason: str | None = None
+    # recovery and bookkeeping
     recovery_step: str | None = None
     resets_total: int = 0
     reboots_seen: int = 0

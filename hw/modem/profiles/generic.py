@@ -52,14 +52,9 @@ __all__ = [
 class AtPort(Protocol):
     """What a profile needs of the AT channel (`hw.modem.channel.AtChannel` is one)."""
 
-    async def command(
-        self,
-        command: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - AtChannel's per-command timeout
-        prefix: str | Iterable[str] | None = None,
-        payload: bytes | None = None,
-    ) -> Response: ...
+    async def command(self, command: str, *, timeout: float | None = None,  # noqa: ASYNC109
+                      prefix: str | Iterable[str] | None = None,
+                      payload: bytes | None = None) -> Response: ...
 
 
 @dataclass(frozen=True, slots=True)
