@@ -43,7 +43,20 @@ class UplinkState:
 
 
 @dataclass
-class ModemState:
+class ModemView:
+    """The status document's `modem` section: a view of the modem, not a second state.
+
+    The modem's one state is hw's (`hw.modem.state.ModemState`, folded by the reducer);
+    `hw.modem.status.ModemStatus` is its view, and this is that view again as the status
+    contract spells it: the published names (`sim`, `model`, `same_carrier_as_wired`),
+    enums as lower-case strings, only what the status API, `/metrics`, the LEDs and the
+    fleet show. It is written in one place only, the modem component's `apply_snapshot`
+    (from each `ModemStatus`); nothing reads the modem from here to decide anything
+    about the modem. It stays a separate, mutable dataclass of plain values because
+    `BoxState.update` wakes watchers by comparing fields, and `asdict()` of it is the
+    JSON the contract fixes.
+    """
+
     present: bool | None = None
     registered: bool | None = None
     registration: str | None = None
@@ -173,7 +186,7 @@ class BoxState:
         self.started_at = self.wall()
         self.phase: Literal["starting", "running", "stopping"] = "starting"
         self.uplink = UplinkState()
-        self.modem = ModemState()
+        self.modem = ModemView()
         self.payments = PaymentsState()
         self.leds: dict[str, LedState] = {}
         self.fleet = FleetState()

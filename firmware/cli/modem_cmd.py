@@ -13,9 +13,9 @@ import errno
 from typing import Any
 
 from firmware.cli.status_view import _RULE, _Layout
+from hw.modem.carriers import carrier_for
 from hw.modem.errors import CommandError, CommandTimeout, ModemError, PortClosed, PortOpenError
 from hw.modem.modem import Modem
-from hw.modem.parsers.generic import carrier_for
 from hw.modem.ports import resolve_port
 from hw.modem.status import ModemStatus
 

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hw.modem.parsers.generic import CME_ERRORS, CMS_ERRORS
+from hw.modem.codes import CME_ERRORS, CMS_ERRORS
 
 __all__ = [
     "CME_ERRORS",
@@ -73,7 +73,7 @@ _TEXT_RUN = re.compile(
 #: 3GPP TS 27.007 §9.2 +CME error codes the EC25 reports (numeric, as with `AT+CMEE=1`),
 #: with their verbose texts (`AT+CMEE=2`). Used both ways: verbose text -> number here,
 #: number -> text in the simulator.
-# the 3GPP TS 27.007 §9.2 / TS 27.005 §3.2.5 tables live with the parsers
+# the 3GPP TS 27.007 §9.2 / TS 27.005 §3.2.5 tables live in `hw.modem.codes`
 _CME_BY_TEXT = {text.lower(): code for code, text in CME_ERRORS.items()}
 _CMS_BY_TEXT = {text.lower(): code for code, text in CMS_ERRORS.items()}
 

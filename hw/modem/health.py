@@ -71,6 +71,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+from hw.modem.carriers import carrier_for
 from hw.modem.channel import AtChannel
 from hw.modem.errors import (
     CommandError,
@@ -81,7 +82,7 @@ from hw.modem.errors import (
     PortOpenError,
 )
 from hw.modem.modem import Modem
-from hw.modem.parsers.generic import SimState, carrier_for
+from hw.modem.parsers.identity import SimState
 from hw.modem.status import ModemStatus
 
 __all__ = [

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from hw.modem.parsers.generic import RegistrationStatus, SimState
+from hw.modem.parsers.identity import SimState
+from hw.modem.parsers.registration import RegistrationStatus
 
 __all__ = [
     "EMM_CAUSES",
@@ -37,60 +38,86 @@ class EmmCause:
     reason: str
 
 
-_SIM_REJECTED: Final = "SIM rejected by the network: plan expired or SIM not activated?"
+#: 3GPP TS 24.301 annex A (cause values for EPS mobility management), clause 9.9.3.9:
+#: the causes by their 24.301 names.
+_EMM_NAMES: Final[Mapping[int, str]] = {
+    2: "IMSI unknown in HSS",
+    3: "Illegal UE",
+    5: "IMEI not accepted",
+    6: "Illegal ME",
+    7: "EPS services not allowed",
+    8: "EPS services and non-EPS services not allowed",
+    9: "UE identity cannot be derived by the network",
+    10: "Implicitly detached",
+    11: "PLMN not allowed",
+    12: "Tracking area not allowed",
+    13: "Roaming not allowed in this tracking area",
+    14: "EPS services not allowed in this PLMN",
+    15: "No suitable cells in tracking area",
+    16: "MSC temporarily not reachable",
+    17: "Network failure",
+    18: "CS domain not available",
+    19: "ESM failure",
+    20: "MAC failure",
+    21: "Synch failure",
+    22: "Congestion",
+    23: "UE security capabilities mismatch",
+    24: "Security mode rejected, unspecified",
+    25: "Not authorized for this CSG",
+    26: "Non-EPS authentication unacceptable",
+    31: "Redirection to 5GCN required",
+    35: "Requested service option not authorized in this PLMN",
+    39: "CS service temporarily not available",
+    40: "No EPS bearer context activated",
+    42: "Severe network failure",
+    78: "PLMN not allowed to operate at the present UE location",
+    95: "Semantically incorrect message",
+    96: "Invalid mandatory information",
+    97: "Message type non-existent or not implemented",
+    98: "Message type not compatible with the protocol state",
+    99: "Information element non-existent or not implemented",
+    100: "Conditional IE error",
+    101: "Message not compatible with the protocol state",
+    111: "Protocol error, unspecified",
+}
 
-#: 3GPP TS 24.301 annex A (cause values for EPS mobility management), clause 9.9.3.9.
-EMM_CAUSES: Final[Mapping[int, EmmCause]] = {c.code: c for c in (
-    EmmCause(2, "IMSI unknown in HSS", "SIM unknown to the network: SIM not activated?"),
-    EmmCause(3, "Illegal UE", _SIM_REJECTED),
-    EmmCause(5, "IMEI not accepted", "modem refused by the network (IMEI not accepted)"),
-    EmmCause(6, "Illegal ME", "modem refused by the network (illegal ME): blocked IMEI?"),
-    EmmCause(7, "EPS services not allowed", _SIM_REJECTED),
-    EmmCause(8, "EPS services and non-EPS services not allowed", _SIM_REJECTED),
-    EmmCause(9, "UE identity cannot be derived by the network",
-             "the network did not recognise the SIM; it retries by itself"),
-    EmmCause(10, "Implicitly detached", "the network detached the modem; it re-registers"),
-    EmmCause(11, "PLMN not allowed",
-             "this network does not accept the SIM: wrong carrier or roaming not in the plan?"),
-    EmmCause(12, "Tracking area not allowed", "the SIM is not allowed in this area"),
-    EmmCause(13, "Roaming not allowed in this tracking area",
-             "roaming is not allowed here for this SIM"),
-    EmmCause(14, "EPS services not allowed in this PLMN",
-             "no LTE data for this SIM on this network: roaming not in the plan?"),
-    EmmCause(15, "No suitable cells in tracking area", "no coverage (no suitable cell here)"),
-    EmmCause(16, "MSC temporarily not reachable", "the network is partly down; it retries"),
-    EmmCause(17, "Network failure", "network failure; the modem retries"),
-    EmmCause(18, "CS domain not available", "voice service not available (data unaffected)"),
-    EmmCause(19, "ESM failure", "the network refused the data connection: wrong APN?"),
-    EmmCause(20, "MAC failure", "the SIM failed the network's authentication: SIM fault?"),
-    EmmCause(21, "Synch failure", "SIM authentication out of step; the modem retries"),
-    EmmCause(22, "Congestion", "the network is congested; the modem retries later"),
-    EmmCause(23, "UE security capabilities mismatch", "modem and network disagree on security"),
-    EmmCause(24, "Security mode rejected, unspecified", "security set-up refused by the modem"),
-    EmmCause(25, "Not authorized for this CSG", "this cell is closed to the SIM"),
-    EmmCause(26, "Non-EPS authentication unacceptable", "SIM authentication refused"),
-    EmmCause(31, "Redirection to 5GCN required", "the network wants a 5G core connection"),
-    EmmCause(35, "Requested service option not authorized in this PLMN",
-             "the service is not in the SIM's plan on this network"),
-    EmmCause(39, "CS service temporarily not available", "voice service temporarily down"),
-    EmmCause(40, "No EPS bearer context activated",
-             "the network set up no data connection: wrong APN?"),
-    EmmCause(42, "Severe network failure", "severe network failure; the modem retries later"),
-    EmmCause(78, "PLMN not allowed to operate at the present UE location",
-             "this network may not serve this location"),
-    EmmCause(95, "Semantically incorrect message", "protocol error with the network"),
-    EmmCause(96, "Invalid mandatory information", "protocol error with the network"),
-    EmmCause(97, "Message type non-existent or not implemented",
-             "protocol error with the network"),
-    EmmCause(98, "Message type not compatible with the protocol state",
-             "protocol error with the network"),
-    EmmCause(99, "Information element non-existent or not implemented",
-             "protocol error with the network"),
-    EmmCause(100, "Conditional IE error", "protocol error with the network"),
-    EmmCause(101, "Message not compatible with the protocol state",
-             "protocol error with the network"),
-    EmmCause(111, "Protocol error, unspecified", "protocol error with the network"),
-)}
+#: What the causes mean for a shop owner: each text once, with the causes that mean it.
+_EMM_REASONS: Final[Mapping[str, tuple[int, ...]]] = {
+    "SIM unknown to the network: SIM not activated?": (2,),
+    "SIM rejected by the network: plan expired or SIM not activated?": (3, 7, 8),
+    "modem refused by the network (IMEI not accepted)": (5,),
+    "modem refused by the network (illegal ME): blocked IMEI?": (6,),
+    "the network did not recognise the SIM; it retries by itself": (9,),
+    "the network detached the modem; it re-registers": (10,),
+    "this network does not accept the SIM: wrong carrier or roaming not in the plan?": (11,),
+    "the SIM is not allowed in this area": (12,),
+    "roaming is not allowed here for this SIM": (13,),
+    "no LTE data for this SIM on this network: roaming not in the plan?": (14,),
+    "no coverage (no suitable cell here)": (15,),
+    "the network is partly down; it retries": (16,),
+    "network failure; the modem retries": (17,),
+    "voice service not available (data unaffected)": (18,),
+    "the network refused the data connection: wrong APN?": (19,),
+    "the SIM failed the network's authentication: SIM fault?": (20,),
+    "SIM authentication out of step; the modem retries": (21,),
+    "the network is congested; the modem retries later": (22,),
+    "modem and network disagree on security": (23,),
+    "security set-up refused by the modem": (24,),
+    "this cell is closed to the SIM": (25,),
+    "SIM authentication refused": (26,),
+    "the network wants a 5G core connection": (31,),
+    "the service is not in the SIM's plan on this network": (35,),
+    "voice service temporarily down": (39,),
+    "the network set up no data connection: wrong APN?": (40,),
+    "severe network failure; the modem retries later": (42,),
+    "this network may not serve this location": (78,),
+    "protocol error with the network": (95, 96, 97, 98, 99, 100, 101, 111),
+}
+
+#: Every listed cause with its 24.301 name and its reason, by code.
+EMM_CAUSES: Final[Mapping[int, EmmCause]] = dict(sorted(
+    (code, EmmCause(code, _EMM_NAMES[code], reason))
+    for reason, codes in _EMM_REASONS.items() for code in codes))
 
 
 def emm_cause(code: int) -> EmmCause:

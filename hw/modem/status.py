@@ -1,20 +1,18 @@
 """Typed results of modem operations and the frozen `ModemStatus` snapshot.
 
 Plain frozen dataclasses shared by `hw.modem.profiles` (which produce the readings) and
-`hw.modem.modem` (which keeps them current). Enum-typed fields are `StrEnum`s, so
-`dataclasses.asdict()` of any of them is JSON-serialisable as is.
+`hw.modem.state` (whose `ModemState` keeps them current). `ModemStatus` is not a second
+modem state: it is the view of the one `ModemState`, computed by `hw.modem.state.view`.
+Enum-typed fields are `StrEnum`s, so `dataclasses.asdict()` of any of them is
+JSON-serialisable as is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw.modem.parsers.generic import (
-    AccessTechnology,
-    ModemIdentity,
-    RegistrationStatus,
-    SimState,
-)
+from hw.modem.parsers.identity import ModemIdentity, SimState
+from hw.modem.parsers.registration import AccessTechnology, RegistrationStatus
 
 __all__ = [
     "DataStatus",
@@ -113,7 +111,8 @@ class DataStatus:
 
 @dataclass(frozen=True, slots=True)
 class ModemStatus:
-    """Everything known about the modem at one moment (`Modem.snapshot()`).
+    """Everything known about the modem at one moment (`Modem.snapshot()`): the view of
+    its `hw.modem.state.ModemState`, never written by anyone else.
 
     None means "not known (yet)". Fields:
 
@@ -143,7 +142,7 @@ class ModemStatus:
     - `not_connected_reason`: why LTE is not connected, in plain language ("no SIM",
       "radio off", "SIM rejected by the network: plan expired...?"; `hw.modem.reasons`);
       None while the data call is up.
-    - `updated_at`: when the state last changed (the `Modem`'s clock, monotonic seconds).
+    - `updated_at`: when the state last changed (the `Modem`'s `monotonic`, in seconds).
     """
 
     present: bool | None = None

@@ -168,7 +168,8 @@ def test_status_and_fleet_document_say_why_lte_is_not_connected() -> None:
     from firmware.modem import apply_snapshot
     from firmware.state import BoxState
     from firmware.status import status_document
-    from hw.modem.parsers.generic import RegistrationStatus, SimState
+    from hw.modem.parsers.identity import SimState
+    from hw.modem.parsers.registration import RegistrationStatus
     from hw.modem.status import ModemStatus
 
     state = BoxState("store-0001", "1.2.3")

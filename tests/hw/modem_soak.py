@@ -112,7 +112,7 @@ async def run_soak(
     timeouts = dataclasses.replace(TIMEOUTS, boot_urcs=2.0)
     async with modem_on(data_hook=RecordingDataHook(),
                         channel_options={"default_timeout": 1.0},
-                        modem_options={"timeouts": timeouts, "clock": fake.clock,
+                        modem_options={"timeouts": timeouts, "monotonic": fake.clock,
                                        "sleep": fake, "apn": "internet"}) as (sim, modem):
         sup = ModemSupervisor(modem, on_event=events, clock=fake.clock, sleep=fake,
                               poll_interval_s=poll_interval_s, boot_timeout_s=5.0)

@@ -9,7 +9,8 @@ import datetime as dt
 import pytest
 
 from hw.modem.errors import CommandTimeout, NotRegistered, SimFault
-from hw.modem.parsers.generic import AccessTechnology, RegistrationStatus, SimState
+from hw.modem.parsers.identity import SimState
+from hw.modem.parsers.registration import AccessTechnology, RegistrationStatus
 from hw.modem.profiles import QuectelProfile, Timeouts
 from hw.modem.simulator import RecordingDataHook, Signal, SimCard
 from tests.hw.modem_harness import TIMEOUTS, modem_on

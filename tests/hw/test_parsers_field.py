@@ -9,18 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.generic import (
-    PacketEvent,
-    RadioMode,
-    RegistrationStatus,
-    SimState,
-    parse_ceer,
-    parse_cfun,
-    parse_cgev,
-    parse_ctze,
-    parse_registration,
-)
+from hw.modem.parsers.clock import parse_ctze
+from hw.modem.parsers.identity import SimState
+from hw.modem.parsers.pdp import PacketEvent, parse_cgev
 from hw.modem.parsers.quectel import parse_qiurc, parse_qsimstat, parse_qusim
+from hw.modem.parsers.radio import RadioMode, parse_ceer, parse_cfun
+from hw.modem.parsers.registration import RegistrationStatus, parse_registration
 from hw.modem.reasons import EMM_CAUSES, emm_cause, mask_imsi, not_connected_reason
 
 MM = "ModemManager src/tests/test-modem-helpers.c"

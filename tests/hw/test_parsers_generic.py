@@ -1,4 +1,4 @@
-"""hw.modem.parsers.generic against tables of real responses (each row names its source)."""
+"""hw.modem.parsers, codes and carriers against tables of real responses (rows name sources)."""
 
 from __future__ import annotations
 
@@ -10,56 +10,62 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hw.modem.errors import ModemError, ParseError
-from hw.modem.parsers import vendor_profile
-from hw.modem.parsers.generic import (
+from hw.modem.carriers import carrier_for, same_carrier
+from hw.modem.codes import (
     CME_ERRORS,
     CMS_ERRORS,
-    AccessTechnology,
     CmeError,
     CmsError,
-    ExtendedSignalQuality,
-    Imsi,
-    ModemIdentity,
-    NetworkEntry,
-    NetworkTime,
-    Operator,
-    PdpAddress,
-    PdpContext,
-    PdpContextState,
-    Registration,
-    RegistrationForm,
-    RegistrationStatus,
-    SignalQuality,
-    SimState,
-    carrier_for,
     cme_error_code,
     cms_error_code,
-    csq_rssi_to_dbm,
+    parse_cme_error,
+    parse_cms_error,
+)
+from hw.modem.errors import ModemError, ParseError
+from hw.modem.parsers.clock import NetworkTime, parse_cclk
+from hw.modem.parsers.identity import (
+    Imsi,
+    ModemIdentity,
+    SimState,
     normalize_iccid,
     parse_ati,
-    parse_cclk,
-    parse_cesq,
-    parse_cgact,
-    parse_cgdcont,
     parse_cgmi,
     parse_cgmm,
     parse_cgmr,
-    parse_cgpaddr,
     parse_cgsn,
-    parse_cme_error,
-    parse_cms_error,
-    parse_cops,
-    parse_cops_list,
     parse_cpin,
-    parse_csq,
     parse_iccid,
     parse_imsi,
+)
+from hw.modem.parsers.pdp import (
+    PdpAddress,
+    PdpContext,
+    PdpContextState,
+    parse_cgact,
+    parse_cgdcont,
+    parse_cgpaddr,
+)
+from hw.modem.parsers.registration import (
+    AccessTechnology,
+    NetworkEntry,
+    Operator,
+    Registration,
+    RegistrationForm,
+    RegistrationStatus,
+    parse_cops,
+    parse_cops_list,
     parse_registration,
     registration_form,
-    same_carrier,
     split_mcc_mnc,
 )
+from hw.modem.parsers.signal import (
+    ExtendedSignalQuality,
+    SignalQuality,
+    csq_rssi_to_dbm,
+    parse_cesq,
+    parse_csq,
+)
+from hw.modem.profiles import vendor_profile
 
 MM = "ModemManager src/tests/test-modem-helpers.c"
 TS = "3GPP TS 27.007"

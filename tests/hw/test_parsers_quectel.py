@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.generic import NetworkTime
+from hw.modem.parsers.clock import NetworkTime
 from hw.modem.parsers.quectel import (
     NetdevConnectType,
     QuectelNetdevStatus,

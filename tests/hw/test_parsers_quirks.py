@@ -7,16 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from hw.modem.parsers.generic import (
-    AccessTechnology,
-    Registration,
-    RegistrationForm,
-    RegistrationStatus,
-    decode_operator_name,
-    parse_cops,
-    parse_registration,
-    registration_form,
-)
 from hw.modem.parsers.quectel import (
     QuectelNrCell,
     QuectelServingCell,
@@ -25,6 +15,16 @@ from hw.modem.parsers.quectel import (
     parse_qcsq,
     parse_qcsq_lines,
     parse_qeng_servingcell,
+)
+from hw.modem.parsers.registration import (
+    AccessTechnology,
+    Registration,
+    RegistrationForm,
+    RegistrationStatus,
+    decode_operator_name,
+    parse_cops,
+    parse_registration,
+    registration_form,
 )
 from hw.modem.profiles.quectel import signal_from_qcsq_lines, signal_from_qeng
 

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.generic import AccessTechnology, NetworkTime, parse_cclk, parse_csq
+from hw.modem.parsers.clock import NetworkTime, parse_cclk
+from hw.modem.parsers.registration import AccessTechnology
+from hw.modem.parsers.signal import parse_csq
 from hw.modem.parsers.simcom import (
     SimcomNetworkMode,
     SimcomNtpResult,

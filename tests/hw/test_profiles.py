@@ -12,8 +12,8 @@ import pytest
 
 from hw.modem.channel import Response
 from hw.modem.errors import CommandError, NotSupported
-from hw.modem.parsers.generic import AccessTechnology
 from hw.modem.parsers.quectel import QuectelUsbNet
+from hw.modem.parsers.registration import AccessTechnology
 from hw.modem.profiles import (
     GenericProfile,
     QuectelProfile,

@@ -13,7 +13,7 @@ import pytest
 
 from hw.modem.errors import ParseError
 from hw.modem.health import ModemSupervisor
-from hw.modem.parsers.generic import RegistrationStatus
+from hw.modem.parsers.registration import RegistrationStatus
 from tests.hw.modem_harness import TIMEOUTS, Events, FakeSleep, modem_on
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ from gpiozero.pins.mock import MockFactory
 from hw.gpio import PowerKey, SimulatorPower
 from hw.modem.health import LADDER, ModemSupervisor, RecoveryStep
 from hw.modem.modem import Modem
-from hw.modem.parsers.generic import RegistrationStatus
+from hw.modem.parsers.registration import RegistrationStatus
 from hw.modem.simulator import ModemSimulator, SimCard
 from tests.hw.modem_harness import (
     TIMEOUTS,

@@ -16,19 +16,17 @@ from enum import IntEnum, StrEnum
 from typing import Final
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.generic import (
+from hw.modem.parsers.clock import NetworkTime, parse_time_value, quoted_value
+from hw.modem.parsers.identity import parse_iccid
+from hw.modem.parsers.registration import split_mcc_mnc
+from hw.modem.parsers.tokens import (
     Field,
-    NetworkTime,
     optional_hex,
     optional_int,
-    parse_iccid,
-    parse_time_value,
     payload,
-    quoted_value,
     response_lines,
     single_line,
     split_fields,
-    split_mcc_mnc,
     to_int,
 )
 

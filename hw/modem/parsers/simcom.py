@@ -16,16 +16,15 @@ from datetime import timedelta
 from typing import Final
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.generic import (
-    AccessTechnology,
+from hw.modem.parsers.clock import quarter_hours
+from hw.modem.parsers.identity import parse_iccid
+from hw.modem.parsers.registration import AccessTechnology, split_mcc_mnc
+from hw.modem.parsers.tokens import (
     optional_hex,
     optional_int,
-    parse_iccid,
     payload,
-    quarter_hours,
     single_line,
     split_fields,
-    split_mcc_mnc,
     to_int,
 )
 

@@ -1,7 +1,7 @@
 """Vendor profiles (ModemManager-style): vendor quirks in one small class per vendor.
 
 `profile_for(manufacturer, model)` picks the profile from the modem's identity through
-`hw.modem.parsers.vendor_profile` — the one place a vendor is decided.
+`hw.modem.profiles.vendor.vendor_profile` — the one place a vendor is decided.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from hw.modem.parsers import VendorProfile, vendor_profile
 from hw.modem.profiles.generic import AtPort, GenericProfile, InitCommand, Timeouts
 from hw.modem.profiles.quectel import QuectelProfile
 from hw.modem.profiles.simcom import SimcomProfile
+from hw.modem.profiles.vendor import VendorProfile, vendor_profile
 
 __all__ = [
     "PROFILES",
@@ -23,6 +23,7 @@ __all__ = [
     "SimcomProfile",
     "Timeouts",
     "profile_for",
+    "vendor_profile",
 ]
 
 PROFILES: Final[Mapping[VendorProfile, type[GenericProfile]]] = {

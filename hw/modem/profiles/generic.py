@@ -21,19 +21,19 @@ from typing import ClassVar, Protocol
 
 from hw.modem.channel import Response
 from hw.modem.errors import CommandError, NotSupported, ParseError
-from hw.modem.parsers.generic import (
-    AccessTechnology,
-    ExtendedSignalQuality,
-    NetworkTime,
-    PdpAddress,
-    SignalQuality,
-    parse_cclk,
-    parse_cesq,
-    parse_cgact,
-    parse_cgpaddr,
-    parse_csq,
+from hw.modem.parsers.clock import NetworkTime, parse_cclk
+from hw.modem.parsers.identity import (
+    ModemIdentity,
+    parse_ati,
+    parse_cgmi,
+    parse_cgmm,
+    parse_cgmr,
+    parse_cgsn,
     parse_iccid,
 )
+from hw.modem.parsers.pdp import PdpAddress, parse_cgact, parse_cgpaddr
+from hw.modem.parsers.registration import AccessTechnology
+from hw.modem.parsers.signal import ExtendedSignalQuality, SignalQuality, parse_cesq, parse_csq
 from hw.modem.status import DataStatus, SignalReading
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "check_apn",
     "info_text",
     "pdp_context_command",
+    "read_identity",
     "signal_from_csq",
 ]
 
@@ -51,14 +52,9 @@ __all__ = [
 class AtPort(Protocol):
     """What a profile needs of the AT channel (`hw.modem.channel.AtChannel` is one)."""
 
-    async def command(
-        self,
-        command: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - AtChannel's per-command timeout
-        prefix: str | Iterable[str] | None = None,
-        payload: bytes | None = None,
-    ) -> Response: ...
+    async def command(self, command: str, *, timeout: float | None = None,  # noqa: ASYNC109
+                      prefix: str | Iterable[str] | None = None,
+                      payload: bytes | None = None) -> Response: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +112,32 @@ def info_text(response: Response, *prefixes: str) -> str:
         raise ParseError(response.command, "\n".join(response.lines),
                          f"no {' or '.join(prefixes) or 'information'} line in the answer")
     return "\n".join(lines)
+
+
+async def read_identity(port: AtPort) -> ModemIdentity:
+    """+CGMI/+CGMM (or, refused, `ATI`), +CGMR and +CGSN: the same on every modem, read
+    before a profile is chosen (the profile is chosen from it). A revision or IMEI that is
+    refused or does not parse is None."""
+    manufacturer: str | None
+    model: str | None
+    try:
+        manufacturer = parse_cgmi(info_text(await port.command("AT+CGMI")))
+        model = parse_cgmm(info_text(await port.command("AT+CGMM")))
+    except CommandError:
+        ati = parse_ati(info_text(await port.command("ATI")))
+        manufacturer, model = ati.manufacturer, ati.model
+    revision: str | None
+    imei: str | None
+    try:
+        revision = parse_cgmr(info_text(await port.command("AT+CGMR")))
+    except (CommandError, ParseError):
+        revision = None
+    try:
+        imei = parse_cgsn(info_text(await port.command("AT+CGSN")))
+    except (CommandError, ParseError):
+        imei = None
+    return ModemIdentity(manufacturer=manufacturer, model=model, revision=revision,
+                         imei=imei)
 
 
 def rat_from_cesq(cesq: ExtendedSignalQuality) -> AccessTechnology | None:

@@ -11,7 +11,7 @@ import dataclasses
 from typing import ClassVar
 
 from hw.modem.errors import CommandError, ParseError
-from hw.modem.parsers.generic import AccessTechnology, NetworkTime
+from hw.modem.parsers.clock import NetworkTime
 from hw.modem.parsers.quectel import (
     QuectelServingCell,
     QuectelSignal,
@@ -25,6 +25,7 @@ from hw.modem.parsers.quectel import (
     parse_qlts,
     parse_qnetdevctl,
 )
+from hw.modem.parsers.registration import AccessTechnology
 from hw.modem.profiles.generic import (
     AtPort,
     GenericProfile,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from hw.modem.errors import CommandError
-from hw.modem.parsers.generic import AccessTechnology, SignalQuality, parse_csq
+from hw.modem.parsers.registration import AccessTechnology
+from hw.modem.parsers.signal import SignalQuality, parse_csq
 from hw.modem.parsers.simcom import SimcomSystemInfo, parse_ciccid, parse_cpsi
 from hw.modem.profiles.generic import AtPort, GenericProfile, InitCommand, info_text
 from hw.modem.status import SignalReading
