@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from hw.errors import HwError
 
-class ModemError(Exception):
-    """Base of every error raised by `hw.modem`."""
+
+class ModemError(HwError):
+    """Base of every error raised by `hw.modem` (under `hw.errors.HwError`)."""
 
 
 class ParseError(ModemError):
