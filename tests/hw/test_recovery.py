@@ -318,7 +318,7 @@ async def test_network_time_sets_an_unset_clock_once() -> None:
     moment = dt.datetime(2024, 6, 1, 3, 4, 5, tzinfo=dt.UTC)
     got: list[dt.datetime] = []
     options = {"set_clock": got.append, "clock_unset": lambda: True}
-    async with supervised(sup_options=options, tz_quarters=23, clock=lambda: moment) as (
+    async with supervised(sup_options=options, tz_quarters=23, wall=moment.timestamp) as (
             _sim, _modem, sup, events, _fake, _key):
         assert await sup.start()
         assert got == [moment] and got[0].utcoffset() == dt.timedelta(hours=5, minutes=45)
@@ -336,7 +336,7 @@ async def test_async_set_clock_is_awaited() -> None:
         got.append(when)
 
     options = {"set_clock": set_clock, "clock_unset": lambda: True}
-    async with supervised(sup_options=options, clock=lambda: moment) as (_s, _m, sup, *_):
+    async with supervised(sup_options=options, wall=moment.timestamp) as (_s, _m, sup, *_):
         assert await sup.start()
         assert got == [moment]
 
@@ -346,7 +346,7 @@ async def test_clock_is_left_alone(unset: bool, year: int) -> None:
     moment = dt.datetime(year, 6, 1, 3, 4, 5, tzinfo=dt.UTC)
     got: list[dt.datetime] = []
     options = {"set_clock": got.append, "clock_unset": lambda: unset}
-    async with supervised(sup_options=options, clock=lambda: moment) as (_s, _m, sup, ev, *_):
+    async with supervised(sup_options=options, wall=moment.timestamp) as (_s, _m, sup, ev, *_):
         assert await sup.start()
         assert got == [] and ev.of("clock_set") == []
 
