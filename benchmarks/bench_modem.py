@@ -39,7 +39,7 @@ import pytest
 from benchmarks.report import percentile, record
 from hw.modem.channel import AtChannel
 from hw.modem.errors import ModemRebooted
-from hw.modem.health import ModemSupervisor
+from hw.modem.health import ModemSupervisor, SupervisorPolicy
 from hw.modem.modem import Modem
 from hw.modem.profiles import Timeouts
 from hw.modem.simulator import ModemSimulator, RecordingDataHook
@@ -111,7 +111,8 @@ async def measure_reboot_recovery(reboots: int = REBOOTS) -> dict[str, float]:
     async with ModemSimulator(data_hook=hook) as sim:
         await _preset_ecm(sim)
         modem = await Modem.open(sim.slave_path, apn="internet", timeouts=TIMEOUTS)
-        supervisor = ModemSupervisor(modem, poll_interval_s=10.0, boot_timeout_s=10.0)
+        supervisor = ModemSupervisor(modem, SupervisorPolicy(poll_interval_s=10.0,
+                                                             boot_timeout_s=10.0))
 
         def wanted(s: ModemStatus) -> bool:
             return bool(s.present and s.registered and not s.data_up)

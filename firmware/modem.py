@@ -22,7 +22,7 @@ from firmware.state import BoxState
 from hw.gpio import PowerKey, SimulatorPower, make_pin_factory
 from hw.modem.channel import AtChannel
 from hw.modem.errors import ModemError, ModemRebooted
-from hw.modem.health import ModemSupervisor, PowerControl
+from hw.modem.health import ModemSupervisor, PowerControl, SupervisorPolicy
 from hw.modem.modem import Modem
 from hw.modem.ports import resolve_port
 from hw.modem.simulator import ModemSimulator, SimCard
@@ -100,8 +100,8 @@ class ModemComponent:
             self.state.update(self.state.modem, present=False)
             raise
         self.modem = modem
-        supervisor = ModemSupervisor(modem, power=self.power, on_event=self.on_event,
-                                     poll_interval_s=lte.poll_interval_s,
+        supervisor = ModemSupervisor(modem, SupervisorPolicy(poll_interval_s=lte.poll_interval_s),
+                                     power=self.power, on_event=self.on_event,
                                      set_clock=set_system_clock, reopen=self._reopen)
         try:
             async with asyncio.TaskGroup() as tg:

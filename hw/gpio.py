@@ -3,7 +3,10 @@
 `make_pin_factory("mock")` is gpiozero's `MockFactory` (off-target and in tests: its
 `MockPin.states` records every level the pin went through); on a Pi, `"lgpio"` (the
 default on current Raspberry Pi OS), `"rpigpio"`, `"pigpio"` (needs pigpiod) or
-`"native"`.
+`"native"`. The names are gpiozero's own: it registers its factories as entry points
+(group `gpiozero_pin_factories`, the table `GPIOZERO_PIN_FACTORY` is looked up in), so
+the list here cannot drift from the installed gpiozero, and a factory another
+distribution registers there is selectable too.
 
 `PowerKey` drives the modem's PWRKEY (or RESET_N) line through a `DigitalOutputDevice`.
 Quectel EC25 hardware design: pulling PWRKEY low for at least 500 ms turns the module on,
@@ -18,44 +21,60 @@ injectable async `sleep`, so nothing blocks the event loop and tests do not wait
 from __future__ import annotations
 
 import asyncio
-import importlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Final, Literal, Protocol
 
 from gpiozero import DigitalOutputDevice
 
+from hw.errors import HwError
+
 __all__ = [
-    "PIN_FACTORIES",
+    "PIN_FACTORY_GROUP",
+    "GpioError",
     "PinFactoryName",
     "PowerKey",
     "SimulatorPower",
     "make_pin_factory",
+    "pin_factories",
 ]
 
+#: The names the configuration accepts (`hw.pin_factory`); each is one of gpiozero's
+#: entry points (a test holds them together).
 PinFactoryName = Literal["mock", "lgpio", "rpigpio", "pigpio", "native"]
 
-#: factory name -> (module, class) in gpiozero.pins
-PIN_FACTORIES: Final[Mapping[str, tuple[str, str]]] = {
-    "mock": ("gpiozero.pins.mock", "MockFactory"),
-    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
-    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
-    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
-    "native": ("gpiozero.pins.native", "NativeFactory"),
-}
+#: The entry-point group gpiozero registers its pin factories in.
+PIN_FACTORY_GROUP: Final = "gpiozero_pin_factories"
+
+
+class GpioError(HwError, ValueError):
+    """A GPIO setting `field` was given the bad `value` (a `ValueError` too, as before)."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field} {value!r}: {reason}")
+
+
+def pin_factories() -> dict[str, EntryPoint]:
+    """Pin factory name -> gpiozero's entry point for it (not loaded: a backend's import
+    may need hardware libraries that only a Pi has)."""
+    return {entry.name: entry for entry in entry_points(group=PIN_FACTORY_GROUP)}
 
 
 def make_pin_factory(name: str, **options: Any) -> Any:
     """A new gpiozero pin factory by config name (`hardware.pin_factory`). `options` go
-    to its constructor (`pin_class=` for mock, `host=` for pigpio...). `ValueError` for an
-    unknown name; the library's own error when a backend cannot start here (no
-    /dev/gpiochip, lgpio not installed...)."""
+    to its constructor (`pin_class=` for mock, `host=` for pigpio...). `GpioError` (a
+    `ValueError`) for an unknown name; the library's own error when a backend cannot
+    start here (no /dev/gpiochip, lgpio not installed...)."""
+    factories = pin_factories()
     try:
-        module_name, class_name = PIN_FACTORIES[name]
+        entry = factories[name]
     except KeyError:
-        raise ValueError(
-            f"unknown pin factory {name!r}; one of {', '.join(PIN_FACTORIES)}") from None
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)(**options)
+        raise GpioError("pin_factory", name,
+                        f"unknown pin factory; one of {', '.join(sorted(factories))}") from None
+    return entry.load()(**options)
 
 
 class PowerKey:
@@ -80,9 +99,10 @@ class PowerKey:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if mode not in ("pwrkey", "reset"):
-            raise ValueError(f"mode must be 'pwrkey' or 'reset', not {mode!r}")
+            raise GpioError("mode", mode, "must be 'pwrkey' or 'reset'")
         if pulse_s <= 0 or off_wait_s < 0:
-            raise ValueError("pulse_s must be positive and off_wait_s non-negative")
+            raise GpioError("pulse_s, off_wait_s", (pulse_s, off_wait_s),
+                            "pulse_s must be positive and off_wait_s non-negative")
         self.pulse_s = pulse_s
         self.mode = mode
         self.off_wait_s = off_wait_s

@@ -19,14 +19,17 @@ from typing import Any, Final, Literal, get_args
 
 from gpiozero import LED
 
+from hw.errors import HwError
+
 __all__ = ["PATTERNS", "LedError", "LedPanel", "Pattern"]
 
 Pattern = Literal["off", "on", "blink"]
 PATTERNS: Final[tuple[Pattern, ...]] = get_args(Pattern)
 
 
-class LedError(Exception):
-    """Base of every error raised by `hw.leds`: `field` was given the bad `value`."""
+class LedError(HwError):
+    """Base of every error raised by `hw.leds` (under `hw.errors.HwError`): `field` was
+    given the bad `value`."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         self.field = field

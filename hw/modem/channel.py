@@ -2,6 +2,9 @@
 
 Layering (as in pyserial's own design): `transport` moves bytes, `framing` cuts them into
 lines/finals/echoes/prompts, this module is the protocol: it pairs commands with answers.
+Beside it: `hw.modem.exchange` (one command's exchange: `Response`, the prefixes an answer
+is claimed by, `SELF_TERMINATING`, `SYNC_QUERIES`, `redact`) and `hw.modem.urcs` (URCs:
+`ALWAYS_URC`, `DEFAULT_URC_PREFIXES`, `Urc`, `Subscription`, delivery to subscribers).
 
 Ownership. The channel owns its transport and one reader task (started by `start()` or
 `async with`, ended by `close()`); that task is the only reader of the port and never
@@ -63,151 +66,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from hw.modem.errors import CommandError, CommandTimeout, ModemRebooted, PortClosed
-from hw.modem.framing import (
-    AtFramer,
-    Echo,
-    Final,
-    FinalKind,
-    Garbage,
-    Line,
-    Prompt,
-    split_concatenated,
+from hw.modem.exchange import (
+    CTRL_Z,
+    ESC,
+    SELF_TERMINATING,
+    SYNC_QUERIES,
+    Item,
+    Outcome,
+    Pending,
+    Reboot,
+    Response,
+    line_prefix,
+    redact,
+    response_prefixes,
 )
+from hw.modem.framing import AtFramer, Echo, Final, FinalKind, Garbage, Line, Prompt
 from hw.modem.transport import SerialTransport
+from hw.modem.urcs import (
+    ALWAYS_URC,
+    DEFAULT_URC_PREFIXES,
+    Subscription,
+    Urc,
+    UrcCallback,
+    UrcSubscribers,
+)
 
-__all__ = [
-    "ALWAYS_URC",
-    "DEFAULT_URC_PREFIXES",
-    "SELF_TERMINATING",
-    "SYNC_QUERIES",
-    "AtChannel",
-    "ChannelStats",
-    "Outcome",
-    "Response",
-    "Subscription",
-    "Urc",
-    "response_prefixes",
-]
+__all__ = ["AtChannel", "ChannelStats"]
 
 log = logging.getLogger(__name__)
-
-_SECRET_ARGS = re.compile(r"(?i)^(AT\+(?:CPIN2?|CLCK|CPWD|QPINC|CPINR)=)(.*)$")
-
-
-def redact(command: str) -> str:
-    """`command` fit for logs, statistics and error messages: PINs and PUKs replaced.
-
-    ``AT+CPIN="1234"`` becomes ``AT+CPIN=<redacted>``; other commands are unchanged."""
-    return _SECRET_ARGS.sub(r"\1<redacted>", command)
-
-
-#: Lines that are unsolicited whatever command is outstanding.
-ALWAYS_URC: frozenset[str] = frozenset({"RDY", "POWERED DOWN", "NORMAL POWER DOWN"})
-
-#: URC prefixes of a Quectel EC25 (and 3GPP TS 27.007 generic ones).
-DEFAULT_URC_PREFIXES: frozenset[str] = frozenset(
-    {
-        *ALWAYS_URC,
-        "+CFUN:",
-        "+CPIN:",
-        "+QUSIM:",
-        "+QIND:",
-        "+CREG:",
-        "+CGREG:",
-        "+CEREG:",
-        "+C5GREG:",
-        "+CGEV:",
-        "+QNETDEVSTATUS:",
-        "+QSIMSTAT:",
-        "+CTZE:",
-        "+CTZV:",
-        "+QIURC:",
-        "+CMTI:",
-        "+CMT:",
-        "+CDS:",
-        "+CUSD:",
-        "RING",
-        "+CRING:",
-        "+CLIP:",
-        "+QSTAT:",
-        "SMS DONE",
-        "PB DONE",
-    }
-)
-
-#: Commands whose information line may be the whole answer (no final result code), with
-#: the prefix of that line: a Wavecom's `+CPIN: READY` (see the module doc).
-SELF_TERMINATING: Mapping[str, str] = {"AT+CPIN?": "+CPIN:"}
-
-#: Marker queries for resync, each with the prefix of its distinctive answer line.
-SYNC_QUERIES: tuple[tuple[str, str], ...] = (
-    ("AT+CMEE?", "+CMEE:"),
-    ("AT+CSCS?", "+CSCS:"),
-    ("AT+CFUN?", "+CFUN:"),
-)
-
-Outcome = Literal["ok", "error", "timeout", "rebooted", "closed", "cancelled"]
-
-_ESC = b"\x1b"
-_CTRL_Z = b"\x1a"
-_EXT_NAME = re.compile(r"\s*([+$%^#*!][A-Za-z0-9_]+)")
-
-
-def response_prefixes(command: str) -> frozenset[str]:
-    """The information-line prefixes `command` may answer with (`AT+CSQ` -> `+CSQ:`)."""
-    body = command.strip()[2:]
-    prefixes = set()
-    for part in split_concatenated(body):
-        match = _EXT_NAME.match(part)
-        if match:
-            prefixes.add(match.group(1).upper() + ":")
-    return frozenset(prefixes)
-
-
-def _line_prefix(line: str) -> str | None:
-    """`+CEREG: 1` -> `+CEREG:`; None for lines without an extended-command prefix."""
-    match = _EXT_NAME.match(line)
-    if match and line[match.end() : match.end() + 1] == ":":
-        return match.group(1).upper() + ":"
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """The answer to one command: its information lines and final result code."""
-
-    command: str
-    lines: tuple[str, ...]
-    final: str
-    duration_s: float
-    implied_final: bool = False
-
-    def values(self, prefix: str) -> list[str]:
-        """The text after `prefix` on each line that starts with it (`+CSQ:` -> `20,99`)."""
-        return [line[len(prefix) :].strip() for line in self.lines if line.startswith(prefix)]
-
-    def value(self, prefix: str) -> str | None:
-        """The first of `values(prefix)`, or None."""
-        found = self.values(prefix)
-        return found[0] if found else None
-
-
-@dataclass(frozen=True, slots=True)
-class Urc:
-    """An unsolicited line. `prefix` is the configured prefix it matched (None: unknown)."""
-
-    line: str
-    prefix: str | None
-    received_at: float
-
 
 @dataclass
 class ChannelStats:
@@ -229,148 +121,14 @@ class ChannelStats:
     max_duration_s: dict[str, float] = field(default_factory=dict)
 
 
-class Subscription:
-    """URCs matching `prefixes` (None: every unsolicited line), as an async iterator.
+@dataclass
+class _Answer:
+    """What one command has received so far, and how its exchange ended."""
 
-    Bounded: when `maxsize` URCs are waiting the oldest is dropped (`dropped` counts).
-    Iteration ends when the subscription or the channel is closed; it raises
-    `PortClosed` when the port failed. Use as a (sync or async) context manager, or call
-    `close()`.
-    """
-
-    def __init__(
-        self, channel: AtChannel, prefixes: frozenset[str] | None, maxsize: int
-    ) -> None:
-        self._channel = channel
-        self.prefixes = prefixes
-        self._maxsize = maxsize
-        self._queue: deque[Urc] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._ended = False
-        self._error: BaseException | None = None
-        self.dropped = 0
-
-    def matches(self, line: str) -> bool:
-        return self.prefixes is None or any(line.startswith(p) for p in self.prefixes)
-
-    def _push(self, urc: Urc) -> None:
-        if self._ended:
-            return
-        if len(self._queue) >= self._maxsize:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(urc)
-        self._wake()
-
-    def _end(self, error: BaseException | None = None) -> None:
-        if not self._ended:
-            self._ended = True
-            self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def get_nowait(self) -> Urc | None:
-        """The oldest waiting URC, or None."""
-        return self._queue.popleft() if self._queue else None
-
-    async def get(self) -> Urc:
-        """The next URC; raises `PortClosed` when none can come any more."""
-        while not self._queue:
-            if self._ended:
-                if self._error is not None:
-                    raise self._error
-                raise PortClosed(self._channel.url, "subscription closed")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
-
-    def __aiter__(self) -> AsyncIterator[Urc]:
-        return self
-
-    async def __anext__(self) -> Urc:
-        if not self._queue and self._ended and self._error is None:
-            raise StopAsyncIteration
-        return await self.get()
-
-    def close(self) -> None:
-        self._channel._unsubscribe(self)
-        self._end()
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _Reboot:
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-
-_Item = Line | Final | Prompt | _Reboot | PortClosed
-
-
-class _Pending:
-    """The command on the wire: routing claims for its lines, and its inbox.
-
-    The reader decides synchronously when the answer is complete (a final result code;
-    for a resync query only one after its `marker` line) and detaches the pending at once,
-    so that a URC in the same read right after the final is not claimed by a finished
-    command.
-    """
-
-    def __init__(self, command: str, prefixes: frozenset[str], marker: str | None = None) -> None:
-        self.command = command
-        self.prefixes = prefixes
-        self.marker = marker
-        self.marker_seen = False
-        self._inbox: deque[_Item] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-
-    def claims(self, line: str) -> bool:
-        return any(line.startswith(p) for p in self.prefixes)
-
-    def completed_by(self, item: _Item) -> bool:
-        """Whether `item`, pushed by the reader, ends this exchange."""
-        if isinstance(item, Line):
-            if self.marker is not None and item.text.startswith(self.marker):
-                self.marker_seen = True
-            return False
-        if isinstance(item, Final):
-            return self.marker is None or self.marker_seen
-        if isinstance(item, _Reboot):
-            return self.marker is None  # a resync goes on until its marker is answered
-        return isinstance(item, PortClosed)
-
-    def push(self, item: _Item) -> None:
-        self._inbox.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def next(self) -> _Item:
-        while not self._inbox:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._inbox.popleft()
-
-
-UrcCallback = Callable[[Urc], Any]
+    lines: list[str] = field(default_factory=list)
+    final: Final | None = None
+    implied: bool = False
+    outcome: Outcome = "cancelled"
 
 
 class AtChannel:
@@ -411,10 +169,9 @@ class AtChannel:
         self.stats = ChannelStats()
         self._framer = AtFramer()
         self._lock = asyncio.Lock()
-        self._pending: _Pending | None = None
+        self._pending: Pending | None = None
         self._unanswered: list[str] = []
-        self._subscriptions: list[Subscription] = []
-        self._callbacks: list[tuple[frozenset[str] | None, UrcCallback]] = []
+        self._urcs = UrcSubscribers(transport.url)
         self._reader: asyncio.Task[None] | None = None
         self._failure: PortClosed | None = None
         self._closed = False
@@ -467,9 +224,7 @@ class AtChannel:
         closed = self._failure or PortClosed(self.url, "channel closed")
         if self._pending is not None:
             self._to_pending(closed)
-        for sub in list(self._subscriptions):
-            sub._end(self._failure)
-        self._subscriptions.clear()
+        self._urcs.end_all(self._failure)
 
     async def __aenter__(self) -> AtChannel:
         self.start()
@@ -512,19 +267,12 @@ class AtChannel:
         self, prefixes: Iterable[str] | None = None, *, maxsize: int = 256
     ) -> Subscription:
         """An async iterator of URCs starting with any of `prefixes` (None: all of them)."""
-        if maxsize < 1:
-            raise ValueError(f"maxsize must be at least 1, not {maxsize!r}")
-        wanted = None if prefixes is None else frozenset(prefixes)
-        sub = Subscription(self, wanted, maxsize)
+        sub = self._urcs.new(prefixes, maxsize)
         if self._closed:
-            sub._end(self._failure)
+            sub.end(self._failure)
         else:
-            self._subscriptions.append(sub)
+            self._urcs.add(sub)
         return sub
-
-    def _unsubscribe(self, sub: Subscription) -> None:
-        with contextlib.suppress(ValueError):
-            self._subscriptions.remove(sub)
 
     def add_urc_callback(
         self, callback: UrcCallback, prefixes: Iterable[str] | None = None
@@ -533,14 +281,7 @@ class AtChannel:
 
         Returns a function that removes the callback.
         """
-        entry = (None if prefixes is None else frozenset(prefixes), callback)
-        self._callbacks.append(entry)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._callbacks.remove(entry)
-
-        return remove
+        return self._urcs.add_callback(callback, prefixes)
 
     # -- commands ----------------------------------------------------------------------
     async def command(
@@ -591,12 +332,8 @@ class AtChannel:
         self, cmd: str, limit: float, prefixes: frozenset[str], payload: bytes | None
     ) -> Response:
         loop = asyncio.get_running_loop()
-        pending = _Pending(cmd, prefixes)
-        lines: list[str] = []
-        outcome: Outcome = "cancelled"
-        final: Final | None = None
-        terminator = SELF_TERMINATING.get(cmd.upper())
-        implied = False
+        pending = Pending(cmd, prefixes)
+        answer = _Answer()
         self.stats.commands += 1
         self._pending = pending
         self._framer.expect_echo(cmd)
@@ -604,45 +341,60 @@ class AtChannel:
         try:
             async with asyncio.timeout(limit):
                 await self._transport.write(cmd.encode("ascii") + b"\r")
-                while final is None:
-                    if terminator and lines and lines[-1].upper().startswith(terminator):
-                        item = await self._next_within_grace(pending)
-                        if item is None:
-                            final, implied = Final(FinalKind.OK, "OK"), True
-                            break
-                    else:
-                        item = await pending.next()
-                    if isinstance(item, Line):
-                        lines.append(item.text)
-                    elif isinstance(item, Final):
-                        final = item
-                    elif isinstance(item, Prompt):
-                        data = _ESC if payload is None else payload + _CTRL_Z
-                        payload = None
-                        await self._transport.write(data)
-                    elif isinstance(item, _Reboot):
-                        outcome = "rebooted"
-                        raise ModemRebooted(redact(cmd), item.line)
-                    else:
-                        outcome = "closed"
-                        raise item
+                await self._collect(pending, answer, payload)
         except TimeoutError:
-            outcome = "timeout"
+            answer.outcome = "timeout"
             self.stats.timeouts += 1
             raise CommandTimeout(redact(cmd), limit) from None
         except PortClosed:
-            outcome = "closed"
+            answer.outcome = "closed"
             raise
         finally:
             if self._pending is pending:
                 self._pending = None
             duration = loop.time() - started
-            if final is None:
+            if answer.final is None:
                 self._unanswered.append(redact(cmd))
-                self._record(redact(cmd), duration, outcome)
-            elif implied:
+                self._record(redact(cmd), duration, answer.outcome)
+            elif answer.implied:
                 self._unanswered.append(redact(cmd))  # a late OK is the resync's to swallow
-        response = Response(cmd, tuple(lines), final.text, duration, implied_final=implied)
+        return self._conclude(cmd, answer, duration)
+
+    async def _collect(self, pending: Pending, answer: _Answer, payload: bytes | None) -> None:
+        """Gather `pending`'s lines into `answer` until its final result code (or, for a
+        `SELF_TERMINATING` command, its line and `final_grace_s` of silence); answer a
+        prompt with `payload`. Raises `ModemRebooted` or the port's `PortClosed`."""
+        terminator = SELF_TERMINATING.get(pending.command.upper())
+        lines = answer.lines
+        while answer.final is None:
+            if terminator and lines and lines[-1].upper().startswith(terminator):
+                item = await self._next_within_grace(pending)
+                if item is None:
+                    answer.final, answer.implied = Final(FinalKind.OK, "OK"), True
+                    return
+            else:
+                item = await pending.next()
+            if isinstance(item, Line):
+                lines.append(item.text)
+            elif isinstance(item, Final):
+                answer.final = item
+            elif isinstance(item, Prompt):
+                data = ESC if payload is None else payload + CTRL_Z
+                payload = None
+                await self._transport.write(data)
+            elif isinstance(item, Reboot):
+                answer.outcome = "rebooted"
+                raise ModemRebooted(redact(pending.command), item.line)
+            else:
+                answer.outcome = "closed"
+                raise item
+
+    def _conclude(self, cmd: str, answer: _Answer, duration: float) -> Response:
+        """The `Response` to a completed exchange, or its `CommandError`; counted."""
+        final = answer.final
+        assert final is not None
+        response = Response(cmd, tuple(answer.lines), final.text, duration,
+                            implied_final=answer.implied)
         if final.kind.success:
             self.stats.ok += 1
             self._record(redact(cmd), duration, "ok")
@@ -656,7 +408,7 @@ class AtChannel:
             cms_code=final.code if final.kind is FinalKind.CMS_ERROR else None,
         )
 
-    async def _next_within_grace(self, pending: _Pending) -> _Item | None:
+    async def _next_within_grace(self, pending: Pending) -> Item | None:
         """The next item of `pending`, or None when `final_grace_s` passes without one."""
         try:
             async with asyncio.timeout(self.final_grace_s):
@@ -681,7 +433,7 @@ class AtChannel:
             avoid = {p for c in self._unanswered for p in response_prefixes(c)}
             choices = [q for q in SYNC_QUERIES if q[1] not in avoid] or list(SYNC_QUERIES)
             query, marker = choices[attempt % len(choices)]
-            pending = _Pending(query, frozenset({marker}), marker)
+            pending = Pending(query, frozenset({marker}), marker)
             self._pending = pending
             self._framer.expect_echo(query)
             seen_marker = False
@@ -697,7 +449,7 @@ class AtChannel:
                                 break
                             self.stats.stray_finals += 1  # a late answer's final
                         elif isinstance(item, Prompt):
-                            await self._transport.write(_ESC)
+                            await self._transport.write(ESC)
                         elif isinstance(item, PortClosed):
                             raise item
             except TimeoutError:
@@ -731,7 +483,7 @@ class AtChannel:
             log.exception("AT reader on %r crashed", self.url)
             self._fail(PortClosed(self.url, f"reader crashed: {exc!r}"))
 
-    def _to_pending(self, item: _Item) -> None:
+    def _to_pending(self, item: Item) -> None:
         pending = self._pending
         assert pending is not None
         pending.push(item)
@@ -742,9 +494,7 @@ class AtChannel:
         self._failure = error
         if self._pending is not None:
             self._to_pending(error)
-        for sub in list(self._subscriptions):
-            sub._end(error)
-        self._subscriptions.clear()
+        self._urcs.end_all(error)
 
     def _dispatch(self, event: Line | Echo | Final | Prompt | Garbage) -> None:
         pending = self._pending
@@ -773,7 +523,7 @@ class AtChannel:
                 self.stats.reboots += 1
                 self._framer.forget_echoes()
                 if pending is not None:
-                    self._to_pending(_Reboot(text))
+                    self._to_pending(Reboot(text))
             self._deliver(text, text)
             return
         if pending is not None and pending.claims(text):
@@ -781,7 +531,7 @@ class AtChannel:
             return
         urc_prefix = self._urc_prefix(text)
         if urc_prefix is not None:
-            if self._unanswered and _line_prefix(text) in {
+            if self._unanswered and line_prefix(text) in {
                 p for c in self._unanswered for p in response_prefixes(c)
             }:
                 self.stats.stray_lines += 1  # the late answer of an unanswered command
@@ -806,15 +556,7 @@ class AtChannel:
         urc = Urc(text, prefix, asyncio.get_running_loop().time())
         if prefix is not None:
             self.stats.urcs += 1
-        for sub in self._subscriptions:
-            if sub.matches(text) and (prefix is not None or sub.prefixes is None):
-                sub._push(urc)
-        for wanted, callback in list(self._callbacks):
-            if wanted is None or any(text.startswith(p) for p in wanted):
-                try:
-                    callback(urc)
-                except Exception:
-                    log.exception("URC callback failed for %r", text)
+        self._urcs.deliver(urc)
 
     def __repr__(self) -> str:
         return f"<AtChannel {self.url!r} outstanding={self.outstanding!r}>"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from hw.errors import HwError
 
-class ModemError(Exception):
-    """Base of every error raised by `hw.modem`."""
+
+class ModemError(HwError):
+    """Base of every error raised by `hw.modem` (under `hw.errors.HwError`)."""
 
 
 class ParseError(ModemError):
@@ -109,7 +111,7 @@ class SimFault(ModemError):
     - `"locked"` — another lock (PH-SIM, network personalisation, PIN2/PUK2...);
     - `"failure"` — the SIM failed or is blocked for good.
 
-    `state` is the `+CPIN` state (a `hw.modem.parsers.generic.SimState` value).
+    `state` is the `+CPIN` state (a `hw.modem.parsers.identity.SimState` value).
     """
 
     def __init__(self, reason: str, state: str, detail: str = "") -> None:

@@ -66,7 +66,8 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -92,6 +93,7 @@ __all__ = [
     "ModemSupervisor",
     "PowerControl",
     "RecoveryStep",
+    "SupervisorPolicy",
     "system_clock_unset",
 ]
 
@@ -137,71 +139,79 @@ def _reason(exc: BaseException) -> str:
     return "no_answer"
 
 
+@dataclass(frozen=True, slots=True)
+class SupervisorPolicy:
+    """How closely the supervisor watches the modem and how it climbs the ladder.
+
+    `poll_interval_s`: between two polls; `refresh_every`: every n-th poll is a full
+    refresh. `backoff_s`: seconds slept before each rung (the last value repeats if
+    shorter); `retry_after_s`: the wait before climbing the whole ladder again once it was
+    exhausted. `step_timeout_s`: bound of one poll or rung; `boot_timeout_s`: how long to
+    wait for `RDY` after a reset or power cycle. `garbage_limit`: noise bytes between two
+    polls worth a log line. `error_storm_limit`: refused polls in a row that climb the
+    ladder; `unregistered_limit_s`: how long a ready SIM may stay unregistered before the
+    ladder is tried. `min_time_year`: network time before this year is not plausible.
+    """
+
+    poll_interval_s: float = 10.0
+    refresh_every: int = 6
+    backoff_s: tuple[float, ...] = (0.0, 5.0, 15.0, 30.0)
+    retry_after_s: float = 300.0
+    step_timeout_s: float = 120.0
+    boot_timeout_s: float = 30.0
+    garbage_limit: int = 256
+    error_storm_limit: int = 5
+    unregistered_limit_s: float = 900.0
+    min_time_year: int = 2024
+
+    def __post_init__(self) -> None:
+        if self.poll_interval_s <= 0 or self.step_timeout_s <= 0 or self.boot_timeout_s <= 0:
+            raise ValueError("poll interval, step and boot timeouts must be positive")
+        if self.refresh_every < 1:
+            raise ValueError(f"refresh_every must be at least 1, not {self.refresh_every!r}")
+        if not self.backoff_s or any(b < 0 for b in self.backoff_s):
+            raise ValueError(f"backoff_s must be non-negative seconds, not {self.backoff_s!r}")
+        if self.error_storm_limit < 1 or self.unregistered_limit_s <= 0:
+            raise ValueError("error_storm_limit and unregistered_limit_s must be positive")
+        object.__setattr__(self, "backoff_s", tuple(self.backoff_s))
+
+
 class ModemSupervisor:
     """Health loop and recovery ladder for `modem`; see the module doc.
 
+    `policy`: the intervals, limits and backoffs (`SupervisorPolicy`).
     `power`: the last rung (None: the rung is skipped and reported once as a fault).
     `on_event(kind, **fields)`: event sink (exceptions in it are logged, never raised).
-    `backoff_s`: seconds slept before each rung (the last value repeats if shorter).
-    `boot_timeout_s`: how long to wait for `RDY` after a reset or power cycle.
     `reopen`: opens a new `AtChannel` when the port closed (USB re-enumeration).
-    `set_clock`/`clock_unset`/`min_time_year`: network time for a clock that is not set.
-    `error_storm_limit`: refused polls in a row that climb the ladder; `unregistered_limit_s`:
-    how long a ready SIM may stay unregistered before the ladder is tried.
-    `clock` (monotonic seconds) and `sleep` are injectable: tests never wait for backoff.
+    `set_clock`/`clock_unset`: network time for a clock that is not set.
+    `monotonic` (seconds) and `sleep` are injectable: tests never wait for backoff.
     """
 
     def __init__(
         self,
         modem: Modem,
+        policy: SupervisorPolicy | None = None,
         *,
         power: PowerControl | None = None,
         on_event: EventCallback | None = None,
-        poll_interval_s: float = 10.0,
-        refresh_every: int = 6,
-        backoff_s: Sequence[float] = (0.0, 5.0, 15.0, 30.0),
-        retry_after_s: float = 300.0,
-        step_timeout_s: float = 120.0,
-        boot_timeout_s: float = 30.0,
-        garbage_limit: int = 256,
-        error_storm_limit: int = 5,
-        unregistered_limit_s: float = 900.0,
         reopen: Callable[[], Awaitable[AtChannel]] | None = None,
         set_clock: Callable[[datetime], object] | None = None,
         clock_unset: Callable[[], bool] = system_clock_unset,
-        min_time_year: int = 2024,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if poll_interval_s <= 0 or step_timeout_s <= 0 or boot_timeout_s <= 0:
-            raise ValueError("poll interval, step and boot timeouts must be positive")
-        if refresh_every < 1:
-            raise ValueError(f"refresh_every must be at least 1, not {refresh_every!r}")
-        if not backoff_s or any(b < 0 for b in backoff_s):
-            raise ValueError(f"backoff_s must be non-negative seconds, not {backoff_s!r}")
         self.modem = modem
+        self.policy = policy or SupervisorPolicy()
         self.power = power
         self.on_event = on_event
-        self.poll_interval_s = poll_interval_s
-        self.refresh_every = refresh_every
-        self.backoff_s = tuple(backoff_s)
-        self.retry_after_s = retry_after_s
-        self.step_timeout_s = step_timeout_s
-        self.boot_timeout_s = boot_timeout_s
-        self.garbage_limit = garbage_limit
-        if error_storm_limit < 1 or unregistered_limit_s <= 0:
-            raise ValueError("error_storm_limit and unregistered_limit_s must be positive")
-        self.error_storm_limit = error_storm_limit
-        self.unregistered_limit_s = unregistered_limit_s
-        self._refused_polls = 0
-        self._unregistered_since: float | None = None
-        self._boots_seen = modem.boots
         self.reopen = reopen
         self.set_clock = set_clock
         self.clock_unset = clock_unset
-        self.min_time_year = min_time_year
-        self._clock = clock
+        self._monotonic = monotonic
         self._sleep = sleep
+        self._refused_polls = 0
+        self._unregistered_since: float | None = None
+        self._boots_seen = modem.boots
         self.resets_total = 0
         self.step: RecoveryStep | None = None
         self.exhausted = False
@@ -248,7 +258,7 @@ class ModemSupervisor:
             await self.tick()
 
     async def _wait_next(self) -> None:
-        sleeper = asyncio.ensure_future(self._sleep(self.poll_interval_s))
+        sleeper = asyncio.ensure_future(self._sleep(self.policy.poll_interval_s))
         rebooted = asyncio.ensure_future(self.modem.wait_boot(self.modem.boots, None))
         try:
             if not self.modem.needs_init:
@@ -261,7 +271,7 @@ class ModemSupervisor:
     async def start(self) -> bool:
         """First contact: initialise and refresh; on failure, recover. True when healthy."""
         try:
-            async with asyncio.timeout(self.step_timeout_s):
+            async with asyncio.timeout(self.policy.step_timeout_s):
                 await self.modem.initialise()
                 await self.modem.refresh()
         except _FAILURES as exc:
@@ -282,11 +292,11 @@ class ModemSupervisor:
             return await self._reopen_port()
         if self.modem.needs_init or self.modem.boots > self._boots_seen:
             return await self._after_reboot()
-        full = self._polls % self.refresh_every == 0 or self.exhausted \
+        full = self._polls % self.policy.refresh_every == 0 or self.exhausted \
             or self.modem.needs_refresh  # a SIM was inserted: read it now
         self._polls += 1
         try:
-            async with asyncio.timeout(self.step_timeout_s):
+            async with asyncio.timeout(self.policy.step_timeout_s):
                 if full:
                     await self.modem.refresh()
                 else:
@@ -298,18 +308,20 @@ class ModemSupervisor:
         except CommandError as exc:
             log.info("modem poll: %s", exc)  # the modem answers; a storm is a matter
             self._refused_polls += 1
-            if self._refused_polls >= self.error_storm_limit:
+            if self._refused_polls >= self.policy.error_storm_limit:
                 self._refused_polls = 0
-                return await self.recover("error_storm", detail=f"{exc} ({self.error_storm_limit}"
-                                                                f" refused polls in a row)")
+                limit = self.policy.error_storm_limit
+                return await self.recover("error_storm",
+                                          detail=f"{exc} ({limit} refused polls in a row)")
         else:
             self._refused_polls = 0
         self._check_noise()
         if self.exhausted:  # it answers again without a rung
-            self._recovered(None, "poll", self._clock())
+            self._recovered(None, "poll", self._monotonic())
         if self._registration_lost_too_long():
+            limit_s = self.policy.unregistered_limit_s
             return await self.recover("registration_lost",
-                                      detail=f"not registered for {self.unregistered_limit_s:g} s")
+                                      detail=f"not registered for {limit_s:g} s")
         await self._after_poll(full)
         return True
 
@@ -323,9 +335,9 @@ class ModemSupervisor:
         step `reopen`. A port that is not back within `boot_timeout_s` climbs the ladder
         (`port_closed`)."""
         log.warning("modem port vanished; looking for it again")
-        if not await self._ensure_channel(attempts=max(1, int(self.boot_timeout_s))):
-            return await self.recover("port_closed", detail="the port did not come back "
-                                                            f"within {self.boot_timeout_s:g} s")
+        if not await self._ensure_channel(attempts=max(1, int(self.policy.boot_timeout_s))):
+            return await self.recover("port_closed", detail="the port did not come back within "
+                                                            f"{self.policy.boot_timeout_s:g} s")
         self.reopened_total += 1
         return await self._after_reboot(name="reopen", reason="port_reopened")
 
@@ -333,10 +345,10 @@ class ModemSupervisor:
                             reason: str = "unexpected_reboot") -> bool:
         """The modem rebooted by itself: the modem layer waits for the boot; initialise
         and refresh it (no rung), report it once. Silence afterwards climbs the ladder."""
-        started = self._clock()
+        started = self._monotonic()
         self._boots_seen = self.modem.boots
         try:
-            async with asyncio.timeout(self.step_timeout_s):
+            async with asyncio.timeout(self.policy.step_timeout_s):
                 await self.modem.initialise()
                 await self.modem.refresh()
         except _FAILURES as exc:
@@ -351,7 +363,7 @@ class ModemSupervisor:
     def _check_noise(self) -> None:
         garbage = self.modem.channel.stats.garbage_bytes
         noise, self._garbage_seen = garbage - self._garbage_seen, garbage
-        if noise > self.garbage_limit:
+        if noise > self.policy.garbage_limit:
             log.warning("modem: %d noise bytes since the last poll (not a recovery matter)",
                         noise)
 
@@ -360,11 +372,11 @@ class ModemSupervisor:
         if status.registered is not False or status.sim_state is not SimState.READY:
             self._unregistered_since = None
             return False
-        now = self._clock()
+        now = self._monotonic()
         if self._unregistered_since is None:
             self._unregistered_since = now
             return False
-        if now - self._unregistered_since < self.unregistered_limit_s:
+        if now - self._unregistered_since < self.policy.unregistered_limit_s:
             return False
         self._unregistered_since = None  # the next attempt after another full period
         return True
@@ -372,13 +384,14 @@ class ModemSupervisor:
     # -- the ladder ------------------------------------------------------------------------
     async def recover(self, reason: str, *, detail: str = "") -> bool:
         """Climb the ladder until a rung brings the modem back (True) or all failed."""
-        started = self._clock()
+        started = self._monotonic()
         last_error = detail
         for index, step in enumerate(LADDER):
             if index == 0 and self.exhausted:
-                await self._sleep(self.retry_after_s)
+                await self._sleep(self.policy.retry_after_s)
             else:
-                await self._sleep(self.backoff_s[min(index, len(self.backoff_s) - 1)])
+                backoff_s = self.policy.backoff_s
+                await self._sleep(backoff_s[min(index, len(backoff_s) - 1)])
             if step is RecoveryStep.POWER_CYCLE and self.power is None:
                 if not self._no_power_reported:
                     self._no_power_reported = True
@@ -392,7 +405,7 @@ class ModemSupervisor:
                        "warning", step=step.value, attempt=index + 1, reason=reason,
                        detail=last_error, resets_total=self.resets_total)
             try:
-                async with asyncio.timeout(self.step_timeout_s):
+                async with asyncio.timeout(self.policy.step_timeout_s):
                     async with self.modem.exclusive():
                         await self._run_step(step)
                         await self.modem.initialise()
@@ -427,7 +440,7 @@ class ModemSupervisor:
             name = "none" if step is None else step.value
         self._emit("modem_recovered", f"modem answers again after {name}", "info",
                    step=name, reason=reason, resets_total=self.resets_total,
-                   duration_s=round(self._clock() - started, 3))
+                   duration_s=round(self._monotonic() - started, 3))
 
     async def _run_step(self, step: RecoveryStep) -> None:
         modem = self.modem
@@ -442,12 +455,12 @@ class ModemSupervisor:
             await self.power.power_cycle()
             if self.reopen is not None and modem.channel.transport.is_closed:
                 await self._require_channel()
-            elif not await modem.wait_boot(boots, self.boot_timeout_s):
+            elif not await modem.wait_boot(boots, self.policy.boot_timeout_s):
                 log.warning("modem: no RDY within %g s of the power cycle; probing",
-                            self.boot_timeout_s)
+                            self.policy.boot_timeout_s)
 
     async def _require_channel(self) -> None:
-        if not await self._ensure_channel(attempts=max(1, int(self.step_timeout_s))):
+        if not await self._ensure_channel(attempts=max(1, int(self.policy.step_timeout_s))):
             raise PortClosed(self.modem.channel.url, "the port did not come back")
 
     async def _ensure_channel(self, attempts: int | None = None) -> bool:
@@ -515,10 +528,10 @@ class ModemSupervisor:
     async def _check_clock(self) -> None:
         if self.set_clock is None or not self.clock_unset():
             return
-        if self._clock_set_at is not None and self._clock() - self._clock_set_at < 3600:
+        if self._clock_set_at is not None and self._monotonic() - self._clock_set_at < 3600:
             return
         try:
-            async with asyncio.timeout(self.step_timeout_s):
+            async with asyncio.timeout(self.policy.step_timeout_s):
                 when = await self.modem.network_time()
         except (CommandError, ParseError) as exc:
             log.info("modem network time unavailable: %s", exc)
@@ -526,7 +539,7 @@ class ModemSupervisor:
         except _FAILURES as exc:
             log.info("modem network time: %s", exc)
             return
-        if when is None or when.year < self.min_time_year:
+        if when is None or when.year < self.policy.min_time_year:
             return
         try:
             result = self.set_clock(when)
@@ -535,6 +548,6 @@ class ModemSupervisor:
         except Exception:
             log.exception("set_clock failed")
             return
-        self._clock_set_at = self._clock()
+        self._clock_set_at = self._monotonic()
         self._emit("clock_set", f"system clock set from network time {when.isoformat()}",
                    "info", time=when.isoformat(), source=self.modem.profile.name)

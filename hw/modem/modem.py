@@ -59,7 +59,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from hw.modem.bearer import Bearer
-from hw.modem.channel import AtChannel, Response, Urc
+from hw.modem.channel import AtChannel
 from hw.modem.core import REBOOT_RETRIES
 from hw.modem.errors import (
     CommandError,
@@ -70,6 +70,7 @@ from hw.modem.errors import (
     PortClosed,
     SimFault,
 )
+from hw.modem.exchange import Response
 from hw.modem.exclusive import TaskLock
 from hw.modem.network import Network
 from hw.modem.parsers.identity import (
@@ -96,6 +97,7 @@ from hw.modem.status import (
     SignalReading,
     SimInfo,
 )
+from hw.modem.urcs import Urc
 
 __all__ = ["BUSY_BACKOFF_S", "BUSY_CME_CODES", "Modem"]
 

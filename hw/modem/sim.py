@@ -15,9 +15,9 @@ import logging
 import re
 from typing import Final
 
-from hw.modem.channel import Response
 from hw.modem.core import ModemCore
 from hw.modem.errors import CommandError, CommandTimeout, ParseError, SimFault
+from hw.modem.exchange import Response
 from hw.modem.parsers.identity import SimState, parse_cpin, parse_imsi
 from hw.modem.profiles.generic import info_text
 from hw.modem.reasons import mask_imsi

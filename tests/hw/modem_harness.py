@@ -15,6 +15,7 @@ from hw.modem.channel import AtChannel
 from hw.modem.modem import Modem
 from hw.modem.profiles import Timeouts
 from hw.modem.simulator import ModemSimulator
+from tests.support.clock import ManualClock
 
 #: Generous for a responsive simulator, short enough for tests of a hung one.
 TIMEOUTS = Timeouts(command=1.0, network=5.0, data=3.0, radio=3.0, boot=3.0,
@@ -47,8 +48,9 @@ def received_since(sim: ModemSimulator, mark: int) -> list[str]:
     return sim.received[mark:]
 
 
-class FakeSleep:
-    """An async `sleep` that returns at once (after one loop turn) and a matching clock.
+class FakeSleep(ManualClock):
+    """The shared `ManualClock` (from 0 monotonic seconds) whose sleep — the instance
+    itself, called — returns at once (after one loop turn) and records what was asked.
 
     `calls` records every duration (with `probe()`'s value when a probe is set, e.g. the
     power pin's level); `hooks[n]` runs (awaited) during the n-th call (1-based); sleeps
@@ -56,26 +58,23 @@ class FakeSleep:
     setting `blocked` when one starts."""
 
     def __init__(self, *, block: float | None = None) -> None:
+        super().__init__(monotonic=0.0)
         self.calls: list[float] = []
         self.probed: list[tuple[float, Any]] = []
         self.probe: Callable[[], Any] | None = None
         self.hooks: dict[int, Callable[[], Awaitable[None]]] = {}
-        self.now = 0.0
         self.block = block
         self.blocked = asyncio.Event()
         self._release = asyncio.Event()
 
-    def clock(self) -> float:
-        return self.now
-
     def release(self) -> None:
         self._release.set()
 
-    async def __call__(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         self.calls.append(seconds)
         if self.probe is not None:
             self.probed.append((seconds, self.probe()))
-        self.now += seconds
+        self.advance(seconds)
         hook = self.hooks.pop(len(self.calls), None)
         if hook is not None:
             await hook()
@@ -84,6 +83,9 @@ class FakeSleep:
             await self._release.wait()
             self._release.clear()
         await asyncio.sleep(0)
+
+    async def __call__(self, seconds: float) -> None:
+        await self.sleep(seconds)
 
 
 class Events:

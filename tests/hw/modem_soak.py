@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hw.modem.health import ModemSupervisor
+from hw.modem.health import ModemSupervisor, SupervisorPolicy
 from hw.modem.simulator import RecordingDataHook
 from tests.hw.modem_harness import TIMEOUTS, Events, FakeSleep, modem_on
 
@@ -112,19 +112,20 @@ async def run_soak(
     timeouts = dataclasses.replace(TIMEOUTS, boot_urcs=2.0)
     async with modem_on(data_hook=RecordingDataHook(),
                         channel_options={"default_timeout": 1.0},
-                        modem_options={"timeouts": timeouts, "monotonic": fake.clock,
+                        modem_options={"timeouts": timeouts, "monotonic": fake.monotonic,
                                        "sleep": fake, "apn": "internet"}) as (sim, modem):
-        sup = ModemSupervisor(modem, on_event=events, clock=fake.clock, sleep=fake,
-                              poll_interval_s=poll_interval_s, boot_timeout_s=5.0)
+        sup = ModemSupervisor(modem, SupervisorPolicy(poll_interval_s=poll_interval_s,
+                                                      boot_timeout_s=5.0),
+                              on_event=events, monotonic=fake.monotonic, sleep=fake)
         assert await sup.start()
         await modem.connect_data()  # the first one switches the EC25 to ECM: a reboot
         boots_before = modem.snapshot().reboots_seen
         next_reboot = reboot_every_s
         rebooted_at_tick: int | None = None
-        while fake.now < virtual_s:
+        while fake.monotonic() < virtual_s:
             if max_quirks is not None and result.quirky_answers >= max_quirks:
                 break
-            fake.now += poll_interval_s
+            fake.advance(poll_interval_s)
             result.ticks += 1
             if rng.random() < quirk_probability:
                 sim.race_urc(rng.choice(URCS))
@@ -136,7 +137,7 @@ async def run_soak(
             if rng.random() < quirk_probability / 3:
                 sim.send_raw(rng.choice(NOISE))
                 result.quirks["noise"] += 1
-            if next_reboot is not None and fake.now >= next_reboot:
+            if next_reboot is not None and fake.monotonic() >= next_reboot:
                 sim.reboot()
                 result.reboots_injected += 1
                 assert reboot_every_s is not None
@@ -154,7 +155,7 @@ async def run_soak(
                                                 result.ticks - rebooted_at_tick + 1)
                 rebooted_at_tick = None
         status = modem.snapshot()
-        result.virtual_s = fake.now
+        result.virtual_s = fake.monotonic()
         result.wall_s = time.perf_counter() - started
         result.commands = sum(1 for line in sim.received)
         result.reboots_seen = status.reboots_seen - boots_before

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hw.modem.channel import AtChannel, Urc, response_prefixes
+from hw.modem.channel import AtChannel
 from hw.modem.errors import (
     CommandError,
     CommandTimeout,
@@ -16,8 +16,10 @@ from hw.modem.errors import (
     PortClosed,
     PortOpenError,
 )
+from hw.modem.exchange import response_prefixes
 from hw.modem.simulator import ModemSimulator, SimCard
 from hw.modem.transport import SerialTransport
+from hw.modem.urcs import Urc
 from tests.hw.modem_support import connected
 
 pytestmark = pytest.mark.timeout(20)

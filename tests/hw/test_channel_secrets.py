@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from hw.modem.channel import redact
 from hw.modem.errors import CommandError, CommandTimeout
+from hw.modem.exchange import redact
 from hw.modem.simulator import SimCard
 from tests.hw.modem_support import connected
 

@@ -3,15 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+from typing import get_args, get_type_hints
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from hw.gpio import PowerKey, SimulatorPower, make_pin_factory
+from firmware.config.schema import HwConfig
+from hw.errors import HwError
+from hw.gpio import (
+    GpioError,
+    PinFactoryName,
+    PowerKey,
+    SimulatorPower,
+    make_pin_factory,
+    pin_factories,
+)
 from hw.modem.simulator import ModemSimulator
 from tests.hw.modem_harness import FakeSleep
 
 pytestmark = pytest.mark.timeout(20)
+
+
+#: config name -> the gpiozero class its entry point names (gpiozero's own registrations)
+FACTORY_CLASSES = [
+    ("mock", "gpiozero.pins.mock:MockFactory"),
+    ("lgpio", "gpiozero.pins.lgpio:LGPIOFactory"),
+    ("rpigpio", "gpiozero.pins.rpigpio:RPiGPIOFactory"),
+    ("pigpio", "gpiozero.pins.pigpio:PiGPIOFactory"),
+    ("native", "gpiozero.pins.native:NativeFactory"),
+]
+
+
+@pytest.mark.parametrize(("name", "target"), FACTORY_CLASSES)
+def test_every_configurable_factory_is_a_gpiozero_entry_point(name: str, target: str) -> None:
+    assert pin_factories()[name].value == target
+
+
+def test_the_config_names_are_the_table() -> None:
+    names = {name for name, _ in FACTORY_CLASSES}
+    assert set(get_args(PinFactoryName)) == names
+    assert set(get_args(get_type_hints(HwConfig)["pin_factory"])) == names
 
 
 def test_mock_factory_by_name() -> None:
@@ -20,9 +51,13 @@ def test_mock_factory_by_name() -> None:
     assert isinstance(factory.pin(17), MockPin)
 
 
-def test_unknown_factory_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"unknown pin factory 'gpiod'.*lgpio"):
-        make_pin_factory("gpiod")
+@pytest.mark.parametrize("name", ["gpiod", "", "Mock", "MockFactory"])
+def test_unknown_factory_is_a_clear_error(name: str) -> None:
+    with pytest.raises(GpioError, match=r"pin_factory .*: unknown pin factory; one of .*lgpio") \
+            as caught:
+        make_pin_factory(name)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, HwError)
+    assert (caught.value.field, caught.value.value) == ("pin_factory", name)
 
 
 async def test_pwrkey_power_cycle_is_two_timed_pulses() -> None:

@@ -254,7 +254,7 @@ async def test_connect_data_gives_up_when_never_registered() -> None:
 ])
 async def test_network_time_with_quarter_hour_zone(quarters: int, offset: dt.timedelta) -> None:
     moment = dt.datetime(2024, 6, 1, 3, 4, 5, tzinfo=dt.UTC)
-    async with modem_on(tz_quarters=quarters, clock=lambda: moment) as (sim, modem):
+    async with modem_on(tz_quarters=quarters, wall=moment.timestamp) as (sim, modem):
         await modem.initialise()
         when = await modem.network_time()
         assert when is not None and when.utcoffset() == offset

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from hw.modem.errors import CommandError, ModemRebooted
-from hw.modem.health import ModemSupervisor
+from hw.modem.health import ModemSupervisor, SupervisorPolicy
 from hw.modem.simulator import RecordingDataHook, SimCard
 from hw.modem.status import ModemStatus
 from tests.hw.modem_harness import Events, FakeSleep, modem_on
@@ -75,8 +75,8 @@ async def test_sim_pulled_and_inserted_is_followed_without_a_poll() -> None:
 async def test_supervisor_reads_an_inserted_sim_at_the_next_tick() -> None:
     async with modem_on(sims=[SimCard.absent(), SimCard.absent()]) as (sim, modem):
         fake = FakeSleep()
-        sup = ModemSupervisor(modem, on_event=Events(), clock=fake.clock, sleep=fake,
-                              refresh_every=1000)
+        sup = ModemSupervisor(modem, SupervisorPolicy(refresh_every=1000), on_event=Events(),
+                              monotonic=fake.monotonic, sleep=fake)
         assert await sup.start()
         assert reason(modem.snapshot()) == "no SIM"
         sim.insert_sim(0, SimCard.kt())
@@ -148,8 +148,8 @@ async def test_a_reboot_under_the_radio_query_is_ridden_out() -> None:
     async with modem_on() as (sim, modem):
         fake = FakeSleep()
         events = Events()
-        sup = ModemSupervisor(modem, on_event=events, clock=fake.clock, sleep=fake,
-                              refresh_every=1)
+        sup = ModemSupervisor(modem, SupervisorPolicy(refresh_every=1), on_event=events,
+                              monotonic=fake.monotonic, sleep=fake)
         assert await sup.start()
         await modem.command("AT+CFUN=4")
         sim.reboot_on("AT+CFUN?")

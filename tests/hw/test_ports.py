@@ -10,7 +10,7 @@ import pytest
 
 from hw.modem.channel import AtChannel
 from hw.modem.errors import PortOpenError
-from hw.modem.health import ModemSupervisor
+from hw.modem.health import ModemSupervisor, SupervisorPolicy
 from hw.modem.ports import find_at_port, resolve_port, usb_tty_ports
 from hw.modem.simulator import ModemSimulator
 from tests.hw.modem_harness import Events, FakeSleep, modem_on
@@ -115,8 +115,9 @@ async def test_a_reenumerated_modem_is_found_again_without_a_reset(sysfs: FakeSy
 
         fake = FakeSleep()
         events = Events()
-        sup = ModemSupervisor(modem, on_event=events, clock=fake.clock, sleep=fake,
-                              reopen=reopen, refresh_every=1000, boot_timeout_s=5.0)
+        sup = ModemSupervisor(modem, SupervisorPolicy(refresh_every=1000, boot_timeout_s=5.0),
+                              on_event=events, monotonic=fake.monotonic, sleep=fake,
+                              reopen=reopen)
         assert await sup.start()
         # the modem re-enumerates: the old port goes away, the new one is ttyUSB6 (the
         # old numbers were still held), on another "device" (a second simulator)
@@ -144,9 +145,10 @@ async def test_a_port_that_does_not_come_back_climbs_the_ladder(sysfs: FakeSysfs
 
         fake = FakeSleep()
         events = Events()
-        sup = ModemSupervisor(modem, on_event=events, clock=fake.clock, sleep=fake,
-                              reopen=reopen, refresh_every=1000, boot_timeout_s=3.0,
-                              backoff_s=(0.0,), step_timeout_s=5.0)
+        sup = ModemSupervisor(modem, SupervisorPolicy(refresh_every=1000, boot_timeout_s=3.0,
+                                                      backoff_s=(0.0,), step_timeout_s=5.0),
+                              on_event=events, monotonic=fake.monotonic, sleep=fake,
+                              reopen=reopen)
         assert await sup.start()
         await sim.stop()
         assert not await sup.tick()

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from hw.modem.channel import Response
 from hw.modem.errors import CommandError, NotSupported
+from hw.modem.exchange import Response
 from hw.modem.parsers.quectel import QuectelUsbNet
 from hw.modem.parsers.registration import AccessTechnology
 from hw.modem.profiles import (

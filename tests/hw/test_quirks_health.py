@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hw.modem.errors import ParseError
-from hw.modem.health import ModemSupervisor
+from hw.modem.health import ModemSupervisor, SupervisorPolicy
 from hw.modem.parsers.registration import RegistrationStatus
 from tests.hw.modem_harness import TIMEOUTS, Events, FakeSleep, modem_on
 
@@ -39,9 +39,9 @@ async def test_a_thousand_unparseable_answers_cause_no_reset_and_silence_still_c
                         ) as (sim, modem):
         fake = FakeSleep()
         events = Events()
-        sup = ModemSupervisor(modem, on_event=events, backoff_s=(0.0, 1.0), clock=fake.clock,
-                              sleep=fake, refresh_every=1000, step_timeout_s=10.0,
-                              boot_timeout_s=3.0)
+        sup = ModemSupervisor(modem, SupervisorPolicy(backoff_s=(0.0, 1.0), refresh_every=1000,
+                                                      step_timeout_s=10.0, boot_timeout_s=3.0),
+                              on_event=events, monotonic=fake.monotonic, sleep=fake)
         assert await sup.start()
         good = modem.snapshot()
         assert good.registered and good.rsrp_dbm == -95.0
@@ -85,8 +85,9 @@ async def test_error_storm_climbs_the_ladder() -> None:
             sim, modem):
         fake = FakeSleep()
         events = Events()
-        sup = ModemSupervisor(modem, on_event=events, backoff_s=(0.0,), clock=fake.clock,
-                              sleep=fake, refresh_every=1000, error_storm_limit=3)
+        sup = ModemSupervisor(modem, SupervisorPolicy(backoff_s=(0.0,), refresh_every=1000,
+                                                      error_storm_limit=3),
+                              on_event=events, monotonic=fake.monotonic, sleep=fake)
         assert await sup.start()
         for command in ("AT+CEREG?", "AT+CGREG?", "AT+CREG?"):
             sim.answer_raw(command, b"\r\nERROR\r\n", times=3)
@@ -103,14 +104,15 @@ async def test_registration_lost_too_long_climbs_once_per_period() -> None:
             sim, modem):
         fake = FakeSleep()
         events = Events()
-        sup = ModemSupervisor(modem, on_event=events, backoff_s=(0.0,), clock=fake.clock,
-                              sleep=fake, refresh_every=1000, unregistered_limit_s=60.0)
+        sup = ModemSupervisor(modem, SupervisorPolicy(backoff_s=(0.0,), refresh_every=1000,
+                                                      unregistered_limit_s=60.0),
+                              on_event=events, monotonic=fake.monotonic, sleep=fake)
         assert await sup.start()
         sim.lose_registration(2)
         assert await sup.tick()  # seen unregistered: the clock starts
-        fake.now += 59.0
+        fake.advance(59.0)
         assert await sup.tick() and events.of("modem_reset") == []
-        fake.now += 2.0
+        fake.advance(2.0)
         await sup.tick()
         assert [r["reason"] for r in events.of("modem_reset")][:1] == ["registration_lost"]
         assert modem.snapshot().last_reset_reason == "registration_lost"

@@ -17,7 +17,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from hw.gpio import PowerKey, SimulatorPower
-from hw.modem.health import LADDER, ModemSupervisor, RecoveryStep
+from hw.modem.health import LADDER, ModemSupervisor, RecoveryStep, SupervisorPolicy
 from hw.modem.modem import Modem
 from hw.modem.parsers.registration import RegistrationStatus
 from hw.modem.simulator import ModemSimulator, SimCard
@@ -40,17 +40,21 @@ BACKOFF = (0.0, 1.0, 2.0, 4.0)
 
 @asynccontextmanager
 async def supervised(
-    *, power: str = "pin", sup_options: dict[str, Any] | None = None,
+    *, power: str = "pin", policy: dict[str, Any] | None = None,
+    sup_options: dict[str, Any] | None = None,
     modem_options: dict[str, Any] | None = None, **simulator: Any,
 ) -> AsyncIterator[tuple[ModemSimulator, Modem, ModemSupervisor, Events, FakeSleep, Any]]:
     """Simulator + modem + supervisor with a fake sleep/clock and an event recorder.
+
+    `policy`: `SupervisorPolicy` fields over the fast defaults here; `sup_options`: other
+    `ModemSupervisor` keywords.
 
     `power`: "pin" (a PowerKey on a MockFactory pin wired to the simulator's PWRKEY),
     "sim" (SimulatorPower) or "none"."""
     mopts = {"timeouts": FAST, **(modem_options or {})}
     async with modem_on(channel_options=FAST_CHANNEL, modem_options=mopts,
                         **simulator) as (sim, modem):
-        fake = FakeSleep(block=(sup_options or {}).get("poll_interval_s"))
+        fake = FakeSleep(block=(policy or {}).get("poll_interval_s"))
         events = Events()
         factory = MockFactory(pin_class=PowerKeyPin)
         key: PowerKey | None = None
@@ -61,13 +65,13 @@ async def supervised(
             control = key
         elif power == "sim":
             control = SimulatorPower(sim)
-        options: dict[str, Any] = {
-            "power": control, "on_event": events, "backoff_s": BACKOFF,
-            "step_timeout_s": 10.0, "boot_timeout_s": 3.0, "retry_after_s": 60.0,
-            "clock": fake.clock, "sleep": fake, "refresh_every": 1,
-        }
+        fast: dict[str, Any] = {"backoff_s": BACKOFF, "step_timeout_s": 10.0,
+                                "boot_timeout_s": 3.0, "retry_after_s": 60.0, "refresh_every": 1}
+        tuning = SupervisorPolicy(**{**fast, **(policy or {})})
+        options: dict[str, Any] = {"power": control, "on_event": events,
+                                   "monotonic": fake.monotonic, "sleep": fake}
         options.update(sup_options or {})
-        supervisor = ModemSupervisor(modem, **options)
+        supervisor = ModemSupervisor(modem, tuning, **options)
         try:
             yield sim, modem, supervisor, events, fake, key
         finally:
@@ -166,7 +170,7 @@ async def test_recovery_step_is_visible_while_climbing() -> None:
 
 
 async def test_unexpected_rdy_wakes_the_loop_and_reinitialises() -> None:
-    async with supervised(power="sim", sup_options={"poll_interval_s": 10.0,
+    async with supervised(power="sim", policy={"poll_interval_s": 10.0,
                                                     "refresh_every": 6}) as (
             sim, modem, sup, events, fake, _key):
         runner = asyncio.create_task(sup.run())
@@ -195,7 +199,7 @@ async def test_unexpected_rdy_wakes_the_loop_and_reinitialises() -> None:
 
 
 async def test_poll_loop_polls_every_interval() -> None:
-    async with supervised(power="sim", sup_options={"poll_interval_s": 10.0,
+    async with supervised(power="sim", policy={"poll_interval_s": 10.0,
                                                     "refresh_every": 3}) as (
             sim, _modem, sup, events, fake, _key):
         runner = asyncio.create_task(sup.run())
@@ -221,7 +225,7 @@ async def test_poll_loop_polls_every_interval() -> None:
 
 async def test_line_noise_is_logged_not_a_reset(caplog: pytest.LogCaptureFixture) -> None:
     # issue #10: noise between polls is no reason to reset a modem that answers
-    async with supervised(power="none", sup_options={"garbage_limit": 64}) as (
+    async with supervised(power="none", policy={"garbage_limit": 64}) as (
             sim, modem, sup, events, _fake, _key):
         assert await sup.start()
         sim.send_raw(b"\x00\xff" * 100)
@@ -318,7 +322,7 @@ async def test_network_time_sets_an_unset_clock_once() -> None:
     moment = dt.datetime(2024, 6, 1, 3, 4, 5, tzinfo=dt.UTC)
     got: list[dt.datetime] = []
     options = {"set_clock": got.append, "clock_unset": lambda: True}
-    async with supervised(sup_options=options, tz_quarters=23, clock=lambda: moment) as (
+    async with supervised(sup_options=options, tz_quarters=23, wall=moment.timestamp) as (
             _sim, _modem, sup, events, _fake, _key):
         assert await sup.start()
         assert got == [moment] and got[0].utcoffset() == dt.timedelta(hours=5, minutes=45)
@@ -336,7 +340,7 @@ async def test_async_set_clock_is_awaited() -> None:
         got.append(when)
 
     options = {"set_clock": set_clock, "clock_unset": lambda: True}
-    async with supervised(sup_options=options, clock=lambda: moment) as (_s, _m, sup, *_):
+    async with supervised(sup_options=options, wall=moment.timestamp) as (_s, _m, sup, *_):
         assert await sup.start()
         assert got == [moment]
 
@@ -346,7 +350,7 @@ async def test_clock_is_left_alone(unset: bool, year: int) -> None:
     moment = dt.datetime(year, 6, 1, 3, 4, 5, tzinfo=dt.UTC)
     got: list[dt.datetime] = []
     options = {"set_clock": got.append, "clock_unset": lambda: unset}
-    async with supervised(sup_options=options, clock=lambda: moment) as (_s, _m, sup, ev, *_):
+    async with supervised(sup_options=options, wall=moment.timestamp) as (_s, _m, sup, ev, *_):
         assert await sup.start()
         assert got == [] and ev.of("clock_set") == []
 

@@ -191,7 +191,7 @@ async def test_raced_urc_lands_inside_the_answer(
 
 async def test_clock_answers() -> None:
     fixed = dt.datetime(2024, 5, 17, 8, 30, 12, tzinfo=dt.UTC)
-    async with connected(clock=lambda: fixed) as (_, channel):
+    async with connected(wall=fixed.timestamp) as (_, channel):
         assert (await channel.command("AT+CCLK?")).lines == ('+CCLK: "24/05/17,17:30:12+36"',)
         assert (await channel.command("AT+QLTS=2")).lines == (
             '+QLTS: "2024/05/17,17:30:12+36,0"',)

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from hw.modem.channel import Response
 from hw.modem.errors import CommandError, NotSupported, ParseError
+from hw.modem.exchange import Response
 from hw.modem.parsers.clock import NetworkTime, parse_cclk
 from hw.modem.parsers.identity import (
     ModemIdentity,
