@@ -1,6 +1,6 @@
 """Issue 11: idle CPU of the daemon while it probes, and cold start to READY=1.
 
-The real daemon (`storebox run`) in the test shop's box namespace (firmware/drill/shop.py):
+The real daemon (`storebox run`) in the test shop's box namespace (lab/shop.py):
 netlink route control, nft LAN forwarding, probes every 0.5 s on wired (TCP x2, ICMP,
 quorum 2 of 3) and the LTE standby budget, the EC25 simulator, mock LEDs; no payments,
 no fleet broker. CPU is the process's utime+stime plus its reaped children's (nft,
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.report import record
-from firmware.drill.box import BoxDaemon, new_secret, write_config
-from firmware.drill.shop import GATEWAY_IP, OTHER_IP, PORT, build_shop
+from lab.box import BoxDaemon, new_secret, write_config
+from lab.shop import GATEWAY_IP, OTHER_IP, PORT, build_shop
 
 pytestmark = pytest.mark.timeout(1800)
 IDLE_S = float(os.environ.get("STOREBOX_BENCH_IDLE_S", "180"))

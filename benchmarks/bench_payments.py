@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 
 from benchmarks.report import percentile, record
-from firmware.drill.pos import random_pan
-from payments_cache.gateway_sim import Faults
+from lab.gateway_sim import Faults
+from lab.pos import random_pan
 from tests.support.box import API, Box, eventually, payment_body, store_box
 from tests.support.crash_drill import OFFLINE_LIMITS, crash_drill
 from tests.support.daemon import TOKEN

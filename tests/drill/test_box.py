@@ -8,7 +8,7 @@ from pathlib import Path
 
 from firmware.config.files import file_problems
 from firmware.config.loader import load_config
-from firmware.drill.box import write_config, write_seal_keys
+from lab.box import write_config, write_seal_keys
 from payments_cache.models import Card
 from payments_cache.sealing import SealKey, SealOpener, seal_card
 

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from firmware.cli.client import get_json
-from firmware.drill.faults import blackhole, heal
-from payments_cache.gateway_sim import GatewaySimulator
+from lab.faults import blackhole, heal
+from lab.gateway_sim import GatewaySimulator
 from tests.failover.conftest import GATEWAY_IP, OTHER_IP, PORT, Shop
 from tests.support.box import API, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config

@@ -24,14 +24,14 @@ from aiohttp import web
 import firmware.payments
 from firmware.config import load_config_text
 from firmware.daemon import BoxContext
-from firmware.drill.box import write_secret
 from firmware.payment_keys import MerchantGateway
 from firmware.payments import PaymentsComponent
 from firmware.state import BoxState
 from firmware.tokens import TokenStore
+from lab.box import write_secret
+from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.async_store import AsyncStore
 from payments_cache.desk import PaymentsDesk
-from payments_cache.gateway_sim import Faults, GatewaySimulator
 from payments_cache.keysource import KeySource
 from payments_cache.models import Card, GatewayResult, PaymentRequest
 from payments_cache.sealing import SealKey, generate_keypair

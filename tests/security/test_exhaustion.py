@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from payments_cache.gateway_sim import Faults
+from lab.gateway_sim import Faults
 from tests.support.box import Box, payment_body, store_box
 from tests.support.daemon import TOKEN
 from tests.support.netns import inside

@@ -55,7 +55,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from payments_cache.gateway_sim import Faults, GatewaySimulator
+from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.keyproviders import KeyProvider, make_provider
 from payments_cache.models import Card, GatewayResult, PaymentRequest
 from payments_cache.sealing import SealKey, generate_keypair

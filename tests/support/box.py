@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from firmware.drill.box import SealKeyPair, write_seal_keys
-from payments_cache.gateway_sim import Faults, GatewaySimulator
+from lab.box import SealKeyPair, write_seal_keys
+from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.sealing import SealOpener
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from firmware.drill.pos import random_pan
-from payments_cache.gateway_sim import StoredAuthorization
+from lab.gateway_sim import StoredAuthorization
+from lab.pos import random_pan
 from tests.support.box import API, Box, eventually, payment_body, store_box
 from tests.support.daemon import TOKEN
 
@@ -163,7 +163,7 @@ async def crash_drill(netns: str, tmp: Path, kills: int, workers: int = 4,
     rng = random.Random(seed)
     report = CrashReport()
     started = time.monotonic()
-    from payments_cache.gateway_sim import Faults
+    from lab.gateway_sim import Faults
 
     async with store_box(netns, tmp, faults=Faults(down=True, down_mode="refuse"),
                          payments=OFFLINE_LIMITS, sealed=sealed) as box:

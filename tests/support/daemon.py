@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli.client import get_json
-from firmware.drill.box import NotifySocket, write_secret
 from firmware.tokens import digest_of
+from lab.box import NotifySocket, write_secret
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"

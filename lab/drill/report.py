@@ -25,7 +25,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from firmware.drill.pos import Sale
+from lab.pos import Sale
 
 MAX_FAILOVER_S = 5.0
 
@@ -74,7 +74,7 @@ class Report:
     #: the gateway simulator's count per answered payment: the proof behind the totals
     gateway_counts: dict[str, int] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
-    #: what the fleet operator received (`firmware.drill.fleet.FleetView.to_json`)
+    #: what the fleet operator received (`lab.fleet.FleetView.to_json`)
     fleet: dict[str, Any] = field(default_factory=dict)
     #: how the offline forwards arrived (see `_sealing`); empty without a seal key
     sealing: dict[str, Any] = field(default_factory=dict)

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from firmware.drill.netns import inside, namespace
-from firmware.errors import DrillError
+from lab.errors import DrillError
+from lab.netns import inside, namespace
 
 GATEWAY_IP = "198.51.100.10"  # the payment gateway: on the LTE allowlist
 OTHER_IP = "203.0.113.20"  # anything else on the internet

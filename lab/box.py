@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.drill.fleet import BROKER_IP, BROKER_PORT
-from firmware.drill.shop import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT
-from firmware.errors import DrillError
+from lab.errors import DrillError
+from lab.fleet import BROKER_IP, BROKER_PORT
+from lab.shop import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT
 from payments_cache.sealing import SealKey, generate_keypair
 
 GATEWAY_PORT = 9443

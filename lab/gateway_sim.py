@@ -72,7 +72,7 @@ conflicts, the 409s, the dropped answers and the injected 5xx/429s.
 
 Standalone::
 
-    python -m payments_cache.gateway_sim --listen 127.0.0.1:8443 --merchant-key-file F \\
+    python -m lab.gateway_sim --listen 127.0.0.1:8443 --merchant-key-file F \\
         [--admin-listen HOST:PORT] [--seed N] [--latency S] [--jitter S] [--fail-5xx F] \\
         [--fail-5xx-status N] [--fail-429 F] [--retry-after S] [--retry-after-http-date] \\
         [--drop-answers F] [--down 503|refuse] [--decline-amount N ...] \\
@@ -1085,7 +1085,7 @@ def _seconds(value: str) -> float:
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m payments_cache.gateway_sim",
+        prog="python -m lab.gateway_sim",
         description="Simulated card gateway (CONTRACTS §5) with fault injection.")
     p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8443),
                    metavar="HOST:PORT", help="gateway address (default 127.0.0.1:8443; port 0 "
