@@ -176,7 +176,7 @@ class Drill:
         self.played: list[PlayedPhase] = []
 
     async def run(self, shop: Shop, workdir: Path) -> Report:
-        with _logs_to(workdir / "gateway.log", "payments_cache"):
+        with _logs_to(workdir / "gateway.log", "lab.gateway_sim"):
             return await self._run(shop, workdir)
 
     async def _run(self, shop: Shop, workdir: Path) -> Report:
