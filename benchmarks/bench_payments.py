@@ -26,7 +26,7 @@ from tests.support.crash_drill import OFFLINE_LIMITS, crash_drill
 from tests.support.daemon import TOKEN
 
 OFFLINE = Faults(down=True, down_mode="refuse")
-BENCH_LIMITS = OFFLINE_LIMITS + "forward_concurrency = 32\n"
+BENCH_LIMITS = {**OFFLINE_LIMITS, "forward_concurrency": 32}
 pytestmark = pytest.mark.timeout(3600)
 KILLS = int(os.environ.get("STOREBOX_BENCH_KILLS", "1000"))
 #: STOREBOX_BENCH_SEALED=0 measures the box keeping cards locally, for comparison

@@ -1,26 +1,30 @@
-"""The box under drill: its configuration, and the real daemon as a subprocess in the box's
-namespace (`python -m firmware run`), with a datagram socket standing in for systemd's
-$NOTIFY_SOCKET so the drill knows when it is READY."""
+"""The box under drill or test: its configuration, built from the schema's dataclasses
+(`firmware.config.schema`) and written with a TOML writer, and the real daemon as a
+subprocess in a namespace (`python -m firmware run`), with a datagram socket standing in
+for systemd's $NOTIFY_SOCKET so the caller knows when it is READY. The drill
+(`lab.drill.config`) and the tests (`tests/support/daemon.py`) both start the box here."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import resource
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import tomli_w
+
+from firmware.config.schema import Config
 from lab.errors import DrillError
-from lab.fleet import BROKER_IP, BROKER_PORT
-from lab.shop import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT
 from payments_cache.sealing import SealKey, generate_keypair
-
-GATEWAY_PORT = 9443
-API_PORT = 8470
 
 
 def write_secret(path: Path, value: str) -> Path:
@@ -57,61 +61,51 @@ def write_seal_keys(workdir: Path) -> SealKeyPair:
     return SealKeyPair(private, public, SealKey.from_pem(public_pem, source=str(public)).kid)
 
 
-def write_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: str,
-                 failback_after_s: float, seal_key_file: Path | None = None) -> Path:
-    """The box's config for the drill: the shop's interfaces, the gateway simulator and the
-    fleet broker on the internet, the modem simulator, mock LEDs, and the POS API on the
-    LAN address. With `seal_key_file` (the gateway's *public* key) the box seals every
-    card it keeps for an offline payment."""
-    seal = "" if seal_key_file is None else f'seal_key_file = "{seal_key_file}"\n'
-    (workdir / "state").mkdir(mode=0o700, exist_ok=True)
-    tokens = write_secret(workdir / "pos-tokens", token)
-    key_file = write_secret(workdir / "merchant-key", merchant_key)
-    config = workdir / "storebox.toml"
-    config.write_text(f"""\
-# written by `storebox drill`
-[device]
-id = "store-drill"
-state_dir = "{workdir / 'state'}"
+def configure(config: Config, **tables: Mapping[str, Any]) -> Config:
+    """`config` with some keys of some tables changed, e.g.
+    ``configure(config, api={"tls": "off"}, debug={"extra_components": [...]})``.
 
-[wired]
-interface = "wan0"
-carrier = "KT"
+    Paths may be given as `Path`s (the schema keeps strings). Values are not validated
+    here: a test may write a bad config on purpose, and the daemon's loader judges it. An
+    unknown table or key raises TypeError, so that a typo fails the caller at once."""
+    changes: dict[str, Any] = {}
+    for table, keys in tables.items():
+        section = getattr(config, table, None)
+        if table == "source" or not dataclasses.is_dataclass(section):
+            raise TypeError(f"no table {table!r} in the configuration schema")
+        values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in keys.items()}
+        changes[table] = dataclasses.replace(section, **values)  # type: ignore[type-var]
+    return dataclasses.replace(config, **changes)
 
-[lte]
-interface = "wwan0"
-simulator = "{lte_carrier}"
 
-[routing]
-backend = "netlink"
-failover = true
-failback_after_s = {failback_after_s}
-lan_interfaces = ["lan0"]
+def config_document(config: Config) -> dict[str, Any]:
+    """`config` as a TOML document: each table with the keys that differ from the schema's
+    defaults (a key without a default always), tables left at their defaults left out."""
+    document: dict[str, Any] = {}
+    for table in dataclasses.fields(config):
+        if table.name == "source":
+            continue
+        section = getattr(config, table.name)
+        keys = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+                if _set(section, f)}
+        if keys:
+            document[table.name] = keys
+    return document
 
-[probes]
-targets = ["http://{GATEWAY_IP}:{GATEWAY_PORT}/health", "tcp:{OTHER_IP}:{PORT}",
-           "icmp:{GATEWAY_IP}"]
 
-[payments]
-gateway_url = "http://{GATEWAY_IP}:{GATEWAY_PORT}"
-allow_insecure_gateway = true  # the simulator speaks plain HTTP
-lost_attempt_lifetime_s = 10.0  # no load balancer between the box and the simulator
-merchant_key_file = "{key_file}"
-{seal}
-[api]
-listen = "{LAN_BOX}:{API_PORT}"
-tokens_file = "{tokens}"
-admin_socket = "{workdir / 'api.sock'}"
+def _set(section: object, f: dataclasses.Field[Any]) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return bool(getattr(section, f.name) != f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return bool(getattr(section, f.name) != f.default_factory())
+    return True
 
-[hw]
-pin_factory = "mock"
 
-[fleet]
-mqtt_url = "mqtt://{BROKER_IP}:{BROKER_PORT}"
-keepalive_s = 5
-reconnect_max_s = 2.0
-""")
-    return config
+def write_config(path: Path, config: Config, *, by: str) -> Path:
+    """Write `config` to `path` (TOML, `config_document`); `by` names the writer in the
+    file's first line."""
+    path.write_text(f"# written by {by}\n" + tomli_w.dumps(config_document(config)))
+    return path
 
 
 class NotifySocket:
@@ -143,17 +137,34 @@ class NotifySocket:
 
 
 class BoxDaemon:
-    """`storebox run` inside namespace `netns`; its stderr goes to `daemon.log`."""
+    """`storebox run --config CONFIG` inside namespace `netns`; its stderr goes to
+    `daemon.log` beside the config. `env` adds to the daemon's environment; `nofile` sets
+    its RLIMIT_NOFILE (soft and hard), as a small box or systemd does."""
 
-    def __init__(self, netns: str, config: Path) -> None:
+    def __init__(self, netns: str, config: Path, env: Mapping[str, str] | None = None,
+                 nofile: int | None = None) -> None:
+        self.netns = netns
         self.config = config
+        self.nofile = nofile
         self.log_path = config.parent / "daemon.log"
         self.notify = NotifySocket(config.parent / "notify.sock")
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), PYTHONUNBUFFERED="1")
+        self.env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), PYTHONUNBUFFERED="1",
+                        **(env or {}))
+        self.starts = 0
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, sys.executable, "-m", "firmware", "run",
-                 "--config", str(config)], stderr=log, stdout=subprocess.DEVNULL, env=env)
+            return subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, sys.executable, "-m", "firmware", "run",
+                 "--config", str(self.config)],
+                stderr=log, stdout=subprocess.DEVNULL, env=self.env,
+                preexec_fn=self._limit_files if self.nofile else None)
+
+    def _limit_files(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def admin_socket(self) -> Path:
@@ -166,9 +177,26 @@ class BoxDaemon:
             raise DrillError("start the box", f"no READY=1 within {timeout:g} s; "
                              f"see {self.log_path}:\n{self.log_tail()}") from None
 
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a power cut or an OOM kill."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """Start again after the process ended; wait for READY=1."""
+        assert self.proc.poll() is not None, "still running"
+        self.proc = self._spawn()
+        self.notify.wait_for("READY", "1")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def log_tail(self, lines: int = 15) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(self.log().splitlines()[-lines:])
         except OSError:
             return ""
 

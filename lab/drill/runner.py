@@ -25,16 +25,9 @@ import aiohttp
 
 from firmware.fleet.topics import EVENT_KINDS
 from lab import faults
-from lab.box import (
-    API_PORT,
-    GATEWAY_PORT,
-    BoxDaemon,
-    SealKeyPair,
-    new_secret,
-    write_config,
-    write_seal_keys,
-)
+from lab.box import BoxDaemon, SealKeyPair, new_secret, write_config, write_seal_keys
 from lab.drill import live
+from lab.drill.config import API_PORT, GATEWAY_PORT, drill_config
 from lab.drill.report import Arrival, PlayedPhase, Report, Sample, build_report, render
 from lab.drill.timeline import Faults, Options, Phase, plan
 from lab.errors import DrillError
@@ -192,10 +185,10 @@ class Drill:
         fleet = FleetBroker(shop.internet, workdir)
         try:
             await asyncio.to_thread(fleet.wait_listening)
-            config = write_config(workdir, merchant_key=self.merchant_key, token=self.token,
-                                  lte_carrier=self.lte_carrier,
-                                  failback_after_s=self.options.failback_after_s,
-                                  seal_key_file=seal.public)
+            config = write_config(workdir / "storebox.toml", drill_config(
+                workdir, merchant_key=self.merchant_key, token=self.token,
+                lte_carrier=self.lte_carrier, failback_after_s=self.options.failback_after_s,
+                seal_key_file=seal.public), by="`storebox drill`")
             daemon = BoxDaemon(shop.box, config)
             try:
                 await asyncio.to_thread(daemon.wait_ready)

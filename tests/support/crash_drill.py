@@ -24,12 +24,12 @@ from lab.pos import random_pan
 from tests.support.box import API, Box, eventually, payment_body, store_box
 from tests.support.daemon import TOKEN
 
-OFFLINE_LIMITS = """
-offline_max_count = 1000000
-offline_max_total = 100000000000
-velocity_max_count = 1000000
-velocity_max_amount = 100000000000
-"""
+OFFLINE_LIMITS = {
+    "offline_max_count": 1000000,
+    "offline_max_total": 100000000000,
+    "velocity_max_count": 1000000,
+    "velocity_max_amount": 100000000000,
+}
 
 
 @dataclass
