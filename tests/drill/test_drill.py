@@ -100,6 +100,15 @@ def test_missing_tools_are_named(mocker: object) -> None:
         runner.preflight()
 
 
+def test_without_the_lab_the_drill_says_it_needs_the_source_tree(
+        mocker: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """The .deb leaves `lab/` out: `storebox drill` there names what is missing."""
+    mocker.patch.dict(sys.modules, {"lab.drill.runner": None})  # type: ignore[attr-defined]
+    assert main(["drill", "--short"]) == 2
+    err = capsys.readouterr().err
+    assert "source tree (lab/)" in err and "make run" in err
+
+
 @pytest.mark.parametrize(("args", "named"), [
     (["--faults", "loss,meteor"], "faults = 'meteor'"),
     (["--loss", "90"], "loss_pct = 90"),
