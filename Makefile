@@ -64,7 +64,7 @@ test-package: deps
 	  tests/packaging/package_deb.py tests/packaging/package_root.py
 
 lint: deps
-	$(VENV)/bin/ruff check firmware failover payments_cache hw tests benchmarks
+	$(VENV)/bin/ruff check firmware failover payments_cache hw lab tests benchmarks
 	$(VENV)/bin/mypy
 
 clean:

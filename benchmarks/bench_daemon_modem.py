@@ -20,7 +20,7 @@ def test_daemon_start_to_lte_data_ready(netns: str, tmp_path: Path) -> None:
         tmp = tmp_path / f"run{run}"
         tmp.mkdir()
         started = time.monotonic()
-        proc = DaemonProcess(netns, write_config(tmp, lte='simulator = "SKT"'))
+        proc = DaemonProcess(netns, write_config(tmp, lte={"simulator": "SKT"}))
         try:
             proc.notify.wait_for("READY", "1")
             ready_s.append(time.monotonic() - started)

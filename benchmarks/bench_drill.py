@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from benchmarks.report import record
-from firmware.drill.runner import run_drill
-from firmware.drill.timeline import Options
+from lab.drill.runner import run_drill
+from lab.drill.timeline import Options
 
 pytestmark = pytest.mark.timeout(1200)
 

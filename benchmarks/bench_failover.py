@@ -48,7 +48,7 @@ from failover.decision import (
 )
 from failover.probes import ProbeOptions
 from failover.routes_netlink import NetlinkRoutes
-from firmware.drill.faults import FAULT_TABLE, nft
+from lab.faults import FAULT_TABLE, nft
 from tests.failover.conftest import GATEWAY_IP, build_shop
 from tests.failover.enginelab import (
     MONITOR,

@@ -1,6 +1,6 @@
 """Issue 11: idle CPU of the daemon while it probes, and cold start to READY=1.
 
-The real daemon (`storebox run`) in the test shop's box namespace (firmware/drill/shop.py):
+The real daemon (`storebox run`) in the test shop's box namespace (lab/shop.py):
 netlink route control, nft LAN forwarding, probes every 0.5 s on wired (TCP x2, ICMP,
 quorum 2 of 3) and the LTE standby budget, the EC25 simulator, mock LEDs; no payments,
 no fleet broker. CPU is the process's utime+stime plus its reaped children's (nft,
@@ -13,15 +13,15 @@ measured by tests/packaging/package_root.py (ExecMainStart to ActiveEnter).
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks.report import record
-from firmware.drill.box import BoxDaemon, new_secret, write_config
-from firmware.drill.shop import GATEWAY_IP, OTHER_IP, PORT, build_shop
+from lab.box import BoxDaemon, configure, new_secret, write_config
+from lab.drill.config import drill_config
+from lab.shop import GATEWAY_IP, OTHER_IP, PORT, build_shop
 
 pytestmark = pytest.mark.timeout(1800)
 IDLE_S = float(os.environ.get("STOREBOX_BENCH_IDLE_S", "180"))
@@ -37,15 +37,13 @@ def cpu_ticks(pid: int) -> int:
 
 
 def idle_config(workdir: Path) -> Path:
-    config = write_config(workdir, merchant_key=new_secret(), token=new_secret(),
+    config = drill_config(workdir, merchant_key=new_secret(), token=new_secret(),
                           lte_carrier="SKT", failback_after_s=5.0)
-    text = config.read_text()
-    text = re.sub(r"targets = \[[^\]]*\]",
-                  f'targets = ["tcp:{GATEWAY_IP}:{PORT}", "tcp:{OTHER_IP}:{PORT}", '
-                  f'"icmp:{GATEWAY_IP}"]', text, flags=re.S)
-    text = re.sub(r'mqtt_url = "[^"]*"', 'mqtt_url = ""', text)
-    config.write_text(text)
-    return config
+    config = configure(config, probes={"targets": [f"tcp:{GATEWAY_IP}:{PORT}",
+                                                   f"tcp:{OTHER_IP}:{PORT}",
+                                                   f"icmp:{GATEWAY_IP}"]},
+                       fleet={"mqtt_url": ""})
+    return write_config(workdir / "storebox.toml", config, by="bench_idle")
 
 
 def test_idle_cpu_while_probing(tmp_path: Path) -> None:

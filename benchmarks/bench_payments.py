@@ -19,14 +19,14 @@ import aiohttp
 import pytest
 
 from benchmarks.report import percentile, record
-from firmware.drill.pos import random_pan
-from payments_cache.gateway_sim import Faults
+from lab.gateway_sim import Faults
+from lab.pos import random_pan
 from tests.support.box import API, Box, eventually, payment_body, store_box
 from tests.support.crash_drill import OFFLINE_LIMITS, crash_drill
 from tests.support.daemon import TOKEN
 
 OFFLINE = Faults(down=True, down_mode="refuse")
-BENCH_LIMITS = OFFLINE_LIMITS + "forward_concurrency = 32\n"
+BENCH_LIMITS = {**OFFLINE_LIMITS, "forward_concurrency": 32}
 pytestmark = pytest.mark.timeout(3600)
 KILLS = int(os.environ.get("STOREBOX_BENCH_KILLS", "1000"))
 #: STOREBOX_BENCH_SEALED=0 measures the box keeping cards locally, for comparison

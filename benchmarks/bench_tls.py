@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from benchmarks.report import percentile, record
-from firmware.drill.pos import random_pan
-from payments_cache.gateway_sim import Faults
+from lab.gateway_sim import Faults
+from lab.pos import random_pan
 from tests.support.box import API, Box, payment_body, pinned_session, store_box
 from tests.support.crash_drill import OFFLINE_LIMITS
 from tests.support.daemon import TOKEN

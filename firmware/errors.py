@@ -47,11 +47,3 @@ class ApiClientError(FirmwareError):
         self.reason = reason
         super().__init__(f"cannot reach the storebox API at {url!r}: {reason}")
 
-
-class DrillError(FirmwareError):
-    """The outage drill could not set up or run a step; `step` names it, `detail` says why."""
-
-    def __init__(self, step: str, detail: str) -> None:
-        self.step = step
-        self.detail = detail
-        super().__init__(f"drill: {step}: {detail}")

@@ -41,6 +41,12 @@ rm -rf "$site/bin"
 quiet_pip install -q --no-compile --no-deps "${PIP_PLATFORM[@]}" --target "$site" \
   "$build"/wheel/storebox-*.whl
 rm -rf "$site/bin"   # console scripts written for this machine's python; ours are below
+# lab/ (the drill's world: gateway simulator, shop in namespaces) is for a checkout, not
+# for the box; `storebox drill` says so. Its files leave the record with it.
+rm -rf "$site/lab"
+for record in "$site"/storebox-*.dist-info/{RECORD,top_level.txt}; do
+  if [ -f "$record" ]; then sed -i -e '/^lab\//d' -e '/^lab$/d' "$record"; fi
+done
 find "$site" -name '__pycache__' -prune -exec rm -rf {} +
 
 # 3. the venv around it: Debian's python3.11, nothing from the system's site-packages

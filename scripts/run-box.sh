@@ -47,14 +47,14 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
   ip netns add "$ns"
   trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
   ip -n "$ns" link set lo up
-  ip netns exec "$ns" "$top/.venv/bin/python" -m payments_cache.gateway_sim \
+  ip netns exec "$ns" "$top/.venv/bin/python" -m lab.gateway_sim \
       --listen 127.0.0.1:8443 --merchant-key-file "$run/merchant-key" &
   gateway=$!
   trap 'kill $gateway 2>/dev/null; ip netns del "$ns" 2>/dev/null || true' EXIT
   ip netns exec "$ns" "$top/.venv/bin/storebox" run --config "$run/storebox.toml"
 else
   echo "not root: running without a network namespace and with route control off"
-  "$top/.venv/bin/python" -m payments_cache.gateway_sim \
+  "$top/.venv/bin/python" -m lab.gateway_sim \
       --listen 127.0.0.1:8443 --merchant-key-file "$run/merchant-key" &
   gateway=$!
   trap 'kill $gateway 2>/dev/null' EXIT

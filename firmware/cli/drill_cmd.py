@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
-
-from firmware.drill.timeline import SHORT, Options, parse_faults
-from firmware.errors import DrillError
 
 EXIT_OK, EXIT_FAIL, EXIT_SETUP = 0, 1, 2
 
@@ -55,27 +51,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        help="keep the drill's files (config, daemon log, database)")
 
 
-def _options(args: argparse.Namespace) -> Options:
-    base = SHORT if args.short else Options()
-    changes: dict[str, object] = {}
-    for arg, field in (("normal_s", "normal_s"), ("loss_s", "loss_s"),
-                       ("blackhole_s", "blackhole_s"), ("lte_down_s", "lte_down_s"),
-                       ("recovery_s", "recovery_s"), ("loss", "loss_pct"),
-                       ("failback_after_s", "failback_after_s"),
-                       ("pos_interval_s", "pos_interval_s"), ("terminals", "terminals")):
-        value = getattr(args, arg)
-        if value is not None:
-            changes[field] = value
-    if args.faults is not None:
-        changes["faults"] = parse_faults(args.faults)
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]  # checked there
+#: Said when the drill's code is not there: the Debian package leaves `lab/` out.
+NEEDS_SOURCE = ("storebox drill: the drill lives in storebox's source tree (lab/), which "
+                "this installation does not include; run it from a checkout: "
+                "`sudo make run` (or `sudo .venv/bin/storebox drill`)")
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from firmware.drill.runner import run_drill
-
+    # The one place the product reaches into the lab, inside the command: the lab
+    # imports product modules, never firmware.cli, so no cycle runs through here.
     try:
-        options = _options(args)
+        from lab.drill.runner import run_drill
+        from lab.drill.timeline import options_from_args
+        from lab.errors import DrillError
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "lab":
+            raise
+        print(NEEDS_SOURCE, file=sys.stderr)
+        return EXIT_SETUP
+    try:
+        options = options_from_args(args)
         report = run_drill(options, sys.stdout, live_view=False if args.no_live else None,
                            lte_carrier=args.lte_carrier, keep=args.keep)
     except DrillError as exc:

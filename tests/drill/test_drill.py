@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from firmware.cli.main import main
-from firmware.drill import runner
-from firmware.errors import DrillError
+from lab.drill import runner
+from lab.errors import DrillError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ def test_without_root_the_drill_explains_what_it_needs(mocker: object) -> None:
         runner.preflight()
     message = str(caught.value)
     assert "needs root" in message and "sudo make run" in message
-    assert "payments_cache.gateway_sim" in message and "make box" in message
+    assert "lab.gateway_sim" in message and "make box" in message
 
 
 def test_missing_tools_are_named(mocker: object) -> None:
@@ -98,6 +98,15 @@ def test_missing_tools_are_named(mocker: object) -> None:
                  side_effect=lambda tool: None if tool == "conntrack" else "/usr/sbin/" + tool)
     with pytest.raises(DrillError, match="missing conntrack"):
         runner.preflight()
+
+
+def test_without_the_lab_the_drill_says_it_needs_the_source_tree(
+        mocker: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """The .deb leaves `lab/` out: `storebox drill` there names what is missing."""
+    mocker.patch.dict(sys.modules, {"lab.drill.runner": None})  # type: ignore[attr-defined]
+    assert main(["drill", "--short"]) == 2
+    err = capsys.readouterr().err
+    assert "source tree (lab/)" in err and "make run" in err
 
 
 @pytest.mark.parametrize(("args", "named"), [

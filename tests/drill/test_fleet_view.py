@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from firmware.drill.fleet import FleetView
+from lab.fleet import FleetView
 
 
 def line(topic: str, payload: object) -> str:

@@ -6,8 +6,8 @@ import io
 import re
 from typing import Any
 
-from firmware.drill.live import Screen, frame, leds
-from firmware.drill.pos import Sale
+from lab.drill.live import Screen, frame, leds
+from lab.pos import Sale
 
 DOC: dict[str, Any] = {
     "uplink": {"active": "lte", "failovers_total": 1, "failbacks_total": 0,

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from firmware.drill.pos import BIG_SALE, DECLINED_AMOUNT, Terminals, random_pan, sale_amount
+from lab.pos import BIG_SALE, DECLINED_AMOUNT, Terminals, random_pan, sale_amount
 from payments_cache.cards import luhn_valid
 
 MODES: dict[str, str] = {}

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from firmware.drill.pos import Sale
-from firmware.drill.report import (
+from lab.drill.report import (
     Arrival,
     PlayedPhase,
     Sample,
@@ -17,6 +16,7 @@ from firmware.drill.report import (
     offline_seconds,
     render,
 )
+from lab.pos import Sale
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 LENGTHS = [("normal", 5), ("loss", 15), ("blackhole", 10), ("lte_down", 8), ("recovery", 6)]

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from firmware.drill.timeline import SHORT, Faults, Options, parse_faults, plan
-from firmware.errors import DrillError
+from lab.drill.timeline import SHORT, Faults, Options, parse_faults, plan
+from lab.errors import DrillError
 
 
 def test_the_default_story_is_the_kt_outage_in_order() -> None:

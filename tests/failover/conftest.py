@@ -1,4 +1,4 @@
-"""The shop in namespaces (`firmware.drill.shop`) as fixtures for the failover tests."""
+"""The shop in namespaces (`lab.shop`) as fixtures for the failover tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from firmware.drill.shop import (
+from lab.shop import (
     GATEWAY_IP,
     LAN_BOX,
     LAN_CLIENT,

@@ -50,7 +50,7 @@ from failover.routes import (
 )
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
-from firmware.drill.faults import heal
+from lab.faults import heal
 from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, PORT, WIRED_ADDR, Shop, ipn
 from tests.failover.netlab import (
     RESOLVER,

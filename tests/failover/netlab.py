@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from firmware.drill.faults import blackhole, dropped, nft, random_loss
+from lab.faults import blackhole, dropped, nft, random_loss
 from tests.support.netns import inside, namespace, run
 
 SERVER = "198.51.100.10"

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from firmware.cli.client import get_json
-from firmware.drill.faults import blackhole, heal
-from payments_cache.gateway_sim import GatewaySimulator
+from lab.faults import blackhole, heal
+from lab.gateway_sim import GatewaySimulator
 from tests.failover.conftest import GATEWAY_IP, OTHER_IP, PORT, Shop
 from tests.support.box import API, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
@@ -67,19 +67,19 @@ def route_dev(ns: str, dst: str) -> str:
 @pytest.fixture
 async def store(shop: Shop, tmp_path: Path, request: pytest.FixtureRequest
                 ) -> AsyncIterator[Store]:
-    param = getattr(request, "param", "")
-    lte_extra, probes_extra = param if isinstance(param, tuple) else (param, "")
+    param = getattr(request, "param", {})
+    lte_extra, probes_extra = param if isinstance(param, tuple) else (param, {})
     with inside(shop.internet):
         sim = GatewaySimulator(MERCHANT_KEY, host=GATEWAY_IP, port=SIM_PORT, seed=3)
         url = await sim.start()
     config = write_config(
         tmp_path, gateway_url=url,
-        routing=('backend = "netlink"\nfailover = true\nfailback_after_s = 2.0\n'
-                 'lan_interfaces = ["lan0"]\n'),
-        lte='interface = "wwan0"\nsimulator = "SKT"\n' + lte_extra,
-        wired='interface = "wan0"\ncarrier = "KT"',
-        extra=(f'[probes]\ntargets = ["tcp:{GATEWAY_IP}:{SIM_PORT}", '
-               f'"tcp:{OTHER_IP}:{PORT}", "icmp:{GATEWAY_IP}"]\n{probes_extra}'),
+        routing={"backend": "netlink", "failover": True, "failback_after_s": 2.0,
+                 "lan_interfaces": ["lan0"]},
+        lte={"interface": "wwan0", "simulator": "SKT", **(lte_extra or {})},
+        wired={"interface": "wan0", "carrier": "KT"},
+        probes={"targets": [f"tcp:{GATEWAY_IP}:{SIM_PORT}", f"tcp:{OTHER_IP}:{PORT}",
+                            f"icmp:{GATEWAY_IP}"], **probes_extra},
     )
     daemon = DaemonProcess(shop.box, config)
     try:
@@ -133,7 +133,7 @@ async def test_blackhole_offline_mode_and_recovery(store: Store) -> None:
     assert route_dev(shop.box, GATEWAY_IP) == "wan0"
 
 
-@pytest.mark.parametrize("store", [("", 'detector = "sequential"\n')], indirect=True)
+@pytest.mark.parametrize("store", [({}, {"detector": "sequential"})], indirect=True)
 async def test_sequential_detector_is_wired_in(store: Store) -> None:
     """probes.detector = "sequential": wired is judged by the sequential test (its
     verdict names it), a blackhole moves traffic to LTE, and it comes back."""
@@ -152,7 +152,7 @@ async def test_sequential_detector_is_wired_in(store: Store) -> None:
     assert store.status()["uplink"]["failovers_total"] == 1
 
 
-@pytest.mark.parametrize("store", ["dual_sim = true"], indirect=True)
+@pytest.mark.parametrize("store", [{"dual_sim": True}], indirect=True)
 async def test_lte_failing_while_active_tries_the_other_sim_first(store: Store) -> None:
     shop = store.shop
     await store.wait(lambda s: s["uplink"]["active"] == "wired", "wired active at start")

@@ -1,6 +1,6 @@
 """The box's own firewall (CONTRACTS 3a), chain `input` of table `inet storebox`.
 
-In the shop (`firmware.drill.shop`): a stand-in for the POS API listens on every address
+In the shop (`lab.shop`): a stand-in for the POS API listens on every address
 of the box; the POS on the LAN reaches it, a host on the wired ISP and one on the
 internet do not (their connection attempts time out: dropped, not refused, and counted);
 the box's probes over both uplinks, DHCP replies and the LAN's own traffic still work.
@@ -23,7 +23,7 @@ from failover.probes import ByteCounter, probe
 from failover.routes import Uplink, UplinkName, switch_uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.targets import parse_target
-from firmware.drill.netns import inside
+from lab.netns import inside
 from tests.failover.conftest import (
     GATEWAY_IP,
     LAN_BOX,

@@ -21,8 +21,8 @@ from tests.support.daemon import TOKEN, DaemonProcess, write_config
 
 @pytest.fixture
 def daemon(netns: str, tmp_path: Path) -> Iterator[DaemonProcess]:
-    config = write_config(tmp_path, extra="[debug]\nextra_components = "
-                                          "[\"tests.support.components:crashing\"]\n")
+    config = write_config(tmp_path, debug={
+        "extra_components": ["tests.support.components:crashing"]})
     proc = DaemonProcess(netns, config, env={"WATCHDOG_USEC": "400000"})
     try:
         proc.notify.wait_for("READY", "1")
@@ -174,7 +174,7 @@ def test_status_cli_reports_an_unreachable_daemon(tmp_path: Path,
 
 
 def test_bad_config_exits_2_without_starting(netns: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra="[hw]\npin_factory = \"gpio\"\n")
+    config = write_config(tmp_path, hw={"pin_factory": "gpio"})
     proc = subprocess.run([sys.executable, "-m", "firmware", "run", "--config", str(config)],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
@@ -195,8 +195,8 @@ def test_tcp_listener_from_a_test_thread_inside_the_namespace(daemon: DaemonProc
 
 
 def test_watchdog_is_withheld_while_the_loop_is_stalled(netns: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra="[debug]\nextra_components = "
-                                          "[\"tests.support.components:blocking\"]\n")
+    config = write_config(tmp_path, debug={
+        "extra_components": ["tests.support.components:blocking"]})
     proc = DaemonProcess(netns, config, env={"WATCHDOG_USEC": "400000"})
     try:
         proc.notify.wait_for("READY", "1")

@@ -46,12 +46,9 @@ async def fleet_box(netns: str, tmp: Path) -> AsyncIterator[FleetBox]:
         loop.set_default_executor(ThreadPoolExecutor(4, thread_name_prefix="in-netns"))
         broker = Mosquitto(tmp, port=PORT, netns=netns)
         broker.start()
-        config = write_config(tmp, extra=f"""
-[fleet]
-mqtt_url = "mqtt://127.0.0.1:{PORT}"
-command_key_file = "{key_file}"
-state_min_interval_s = 0.2
-""")
+        config = write_config(tmp, fleet={"mqtt_url": f"mqtt://127.0.0.1:{PORT}",
+                                       "command_key_file": key_file,
+                                       "state_min_interval_s": 0.2})
         daemon = DaemonProcess(netns, config)
         try:
             async with Operator(PORT, DEVICE, client_id="fleet-backend") as operator:

@@ -16,7 +16,7 @@ from tests.support.daemon import DaemonProcess, write_config
 
 
 def start(netns: str, tmp: Path, sim: str) -> DaemonProcess:
-    config = write_config(tmp, lte=f'simulator = "{sim}"\napn = "lte.sktelecom.com"')
+    config = write_config(tmp, lte={"simulator": sim, "apn": "lte.sktelecom.com"})
     proc = DaemonProcess(netns, config)
     proc.notify.wait_for("READY", "1")
     return proc

@@ -156,7 +156,7 @@ class DaemonWithoutPtrace(DaemonProcess):
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.starts += 1
-        with self.stderr_path.open("ab") as log:
+        with self.log_path.open("ab") as log:
             return subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, *WITHOUT_PTRACE, sys.executable, "-m",
                  "firmware", "run", "--config", str(self.config)],

@@ -24,14 +24,14 @@ from aiohttp import web
 import firmware.payments
 from firmware.config import load_config_text
 from firmware.daemon import BoxContext
-from firmware.drill.box import write_secret
 from firmware.payment_keys import MerchantGateway
 from firmware.payments import PaymentsComponent
 from firmware.state import BoxState
 from firmware.tokens import TokenStore
+from lab.box import write_secret
+from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.async_store import AsyncStore
 from payments_cache.desk import PaymentsDesk
-from payments_cache.gateway_sim import Faults, GatewaySimulator
 from payments_cache.keysource import KeySource
 from payments_cache.models import Card, GatewayResult, PaymentRequest
 from payments_cache.sealing import SealKey, generate_keypair
@@ -48,7 +48,7 @@ PROTECTION_FAULTS = {"seal_key_unreadable", "cannot_protect_card"}
 
 
 @asynccontextmanager
-async def box_with(netns: str, tmp: Path, *, payments: str = "",
+async def box_with(netns: str, tmp: Path, *, payments: dict[str, Any] | None = None,
                    prepare: Callable[[Path], None] | None = None,
                    env: dict[str, str] | None = None, faults: Faults | None = None,
                    seal_private_keys: tuple[bytes, ...] = ()) -> AsyncIterator[Box]:
@@ -58,7 +58,7 @@ async def box_with(netns: str, tmp: Path, *, payments: str = "",
         sim = GatewaySimulator(MERCHANT_KEY, seed=7, faults=faults,
                                seal_private_keys=seal_private_keys)
         url = await sim.start()
-        config = write_config(tmp, gateway_url=url, payments=payments)
+        config = write_config(tmp, gateway_url=url, payments=payments or {})
         if prepare is not None:
             prepare(tmp)
         daemon = DaemonProcess(netns, config, env=env)
@@ -207,7 +207,7 @@ async def test_unreadable_seal_key_with_the_file_provider_declines_and_keeps_no_
     private, public = generate_keypair()
     kid = SealKey.from_pem(public).kid
     seal_file = tmp_path / "gateway.pem"
-    async with box_with(netns, tmp_path, payments=f'seal_key_file = "{seal_file}"',
+    async with box_with(netns, tmp_path, payments={"seal_key_file": seal_file},
                         faults=DOWN, seal_private_keys=(private,)) as box:
         pid = box.daemon.proc.pid
         status = await until_status(
@@ -267,7 +267,7 @@ async def test_unreadable_seal_key_with_a_protecting_provider_encrypts_locally(
     seal_file = tmp_path / "gateway.pem"
     seal_file.write_bytes(b"-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
     async with box_with(netns, tmp_path,
-                        payments=f'key_provider = "systemd-creds"\nseal_key_file = "{seal_file}"',
+                        payments={"key_provider": "systemd-creds", "seal_key_file": seal_file},
                         env={"CREDENTIALS_DIRECTORY": str(credentials(tmp_path))},
                         faults=DOWN, seal_private_keys=(private,)) as box:
         pid = box.daemon.proc.pid
@@ -319,7 +319,7 @@ async def rotating_box(netns: str, tmp: Path, sim_keys: str
     private = {"A": priv_a, "B": priv_b}
     seal_file = tmp / "gateway.pem"
     seal_file.write_bytes(pub_a)
-    async with box_with(netns, tmp, payments=f'seal_key_file = "{seal_file}"', faults=DOWN,
+    async with box_with(netns, tmp, payments={"seal_key_file": seal_file}, faults=DOWN,
                         seal_private_keys=tuple(private[k] for k in sim_keys)) as box:
         await until_status(box, lambda s: s["payments"]["seal_kid"] == kid_a, "sealed to A")
         ids: dict[str, list[str]] = {kid_a: [], kid_b: []}
@@ -395,7 +395,7 @@ async def test_key_provider_unavailable_then_credential_and_sighup_opens_the_sto
         netns: str, tmp_path: Path) -> None:
     creds = tmp_path / "credentials"
     creds.mkdir(mode=0o700)  # empty: the credential is not loaded
-    async with box_with(netns, tmp_path, payments='key_provider = "systemd-creds"',
+    async with box_with(netns, tmp_path, payments={"key_provider": "systemd-creds"},
                         env={"CREDENTIALS_DIRECTORY": str(creds)}, faults=DOWN) as box:
         pid = box.daemon.proc.pid
         status = await until_status(

@@ -151,10 +151,8 @@ async def test_storebox_outages_csv_json_and_since(
 
 async def test_the_ledger_across_a_daemon_restart(
         netns: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, extra="""
-[debug]
-extra_components = ["tests.fleet.components:wired_from_env"]
-""")
+    config = write_config(tmp_path, debug={
+        "extra_components": ["tests.fleet.components:wired_from_env"]})
     daemon = DaemonProcess(netns, config, env={"SBX_TEST_WIRED": "down"})
     try:
         await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")

@@ -78,6 +78,7 @@ def test_contents(tree: tuple[str, Path]) -> None:
     assert "option" in (root / "usr/lib/modules-load.d/storebox.conf").read_text().split()
     site = root / "opt/storebox/lib/python3.11/site-packages"
     assert not (site / "pip").exists(), "no pip in the installed venv"
+    assert not (site / "lab").exists(), "the drill's lab/ is for a checkout, not the box"
     if arch == "arm64":
         assert list(site.glob("lgpio*.so")) or list(site.glob("_lgpio*.so")), \
             "the real lgpio (0.2.2.0, manylinux_2_34), not the empty placeholder"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from firmware.cli.main import main
-from payments_cache.gateway_sim import Faults
+from lab.gateway_sim import Faults
 from tests.support.box import VISA, eventually, payment_body, store_box
 
 OFFLINE = Faults(down=True, down_mode="refuse")

@@ -31,8 +31,8 @@ from aiohttp import web
 
 from firmware.config import load_config
 from firmware.daemon import Daemon
-from firmware.drill.box import write_secret
 from firmware.payments import PaymentsComponent, build_payments
+from lab.box import write_secret
 from payments_cache.models import Card, ForwardState
 from tests.support.daemon import MERCHANT_KEY, TOKEN, write_config
 
@@ -106,7 +106,7 @@ class InProcessBox:
 async def start_gateway(tmp: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
     key_file = write_secret(tmp / "sim-merchant-key", MERCHANT_KEY)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "payments_cache.gateway_sim", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "lab.gateway_sim", "--listen", "127.0.0.1:0",
         "--merchant-key-file", str(key_file), "--seed", "5", *args,
         stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None

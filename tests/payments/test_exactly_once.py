@@ -6,7 +6,7 @@ import asyncio
 import random
 from pathlib import Path
 
-from payments_cache.gateway_sim import Faults
+from lab.gateway_sim import Faults
 from tests.support.box import Box, eventually, payment_body, store_box
 from tests.support.crash_drill import OFFLINE_LIMITS, random_pan
 

@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from lab.gateway_sim import DeclineRules, Faults, GatewaySimulator
 from payments_cache.errors import GatewayRejected, GatewayUnavailable, UnknownOutcome
 from payments_cache.gateway import AuthorizationPayload
 from payments_cache.gateway_client import HttpGateway, parse_retry_after
-from payments_cache.gateway_sim import DeclineRules, Faults, GatewaySimulator
 from payments_cache.models import Card, GatewayResult
 
 KEY = "mk_test_9f2c41d7"

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from payments_cache.gateway_sim import DeclineRules, Faults, GatewaySimulator, main
+from lab.gateway_sim import DeclineRules, Faults, GatewaySimulator, main
 
 KEY = "mk_test_9f2c41d7"
 PAN = "4111111111111111"
@@ -510,7 +510,7 @@ async def test_cli_serves_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     key_file = tmp_path / "merchant-key"
     key_file.write_text(KEY + "\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "payments_cache.gateway_sim", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "lab.gateway_sim", "--listen", "127.0.0.1:0",
         "--merchant-key-file", str(key_file), "--seed", "5", "--decline-amount", "666",
         "--decline-pan", MASTERCARD, "--log-level", "debug",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from payments_cache.gateway_sim import DeclineRules, GatewaySimulator, main
+from lab.gateway_sim import DeclineRules, GatewaySimulator, main
 from payments_cache.models import Card
 from payments_cache.sealing import (
     INFO,
@@ -268,7 +268,7 @@ async def test_cli_opens_sealed_cards_with_its_keys(tmp_path: Path) -> None:
         paths += ["--seal-private-key", str(tmp_path / name)]
         (tmp_path / name).write_bytes(pem)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "payments_cache.gateway_sim", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "lab.gateway_sim", "--listen", "127.0.0.1:0",
         "--merchant-key-file", str(key_file), *paths,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from payments_cache.gateway_sim import Faults
+from lab.gateway_sim import Faults
 from tests.support.box import Box, payment_body, store_box
 from tests.support.daemon import TOKEN
 from tests.support.netns import inside
@@ -27,11 +27,8 @@ pytestmark = pytest.mark.netns
 
 HOST, PORT = "127.0.0.1", 18470
 TIMEOUT_S = 1.0
-LIMITS = f"""\
-request_timeout_s = {TIMEOUT_S}
-keepalive_timeout_s = 2.0
-tls_handshake_timeout_s = {TIMEOUT_S}
-"""
+LIMITS = {"request_timeout_s": TIMEOUT_S, "keepalive_timeout_s": 2.0,
+          "tls_handshake_timeout_s": TIMEOUT_S}
 #: a POS must still be answered within this while under attack (it answers in ms)
 ANSWER_S = 1.0
 
@@ -44,9 +41,9 @@ def tls_client() -> ssl.SSLContext:
 
 
 @contextlib.asynccontextmanager
-async def box_with(netns: str, tmp: Path, extra: str = LIMITS, faults: Faults | None = None,
+async def box_with(netns: str, tmp: Path, faults: Faults | None = None,
                    nofile: int | None = None) -> AsyncIterator[Box]:
-    async with store_box(netns, tmp, extra=extra, faults=faults, nofile=nofile) as box:
+    async with store_box(netns, tmp, api=LIMITS, faults=faults, nofile=nofile) as box:
         yield box
 
 

@@ -55,7 +55,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from payments_cache.gateway_sim import Faults, GatewaySimulator
+from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.keyproviders import KeyProvider, make_provider
 from payments_cache.models import Card, GatewayResult, PaymentRequest
 from payments_cache.sealing import SealKey, generate_keypair
@@ -106,7 +106,7 @@ THIEF_BINS = ["453201", "491761", "476173", "552433", "518791", "535522"]
 class Mode:
     name: str
     box: Path                       # everything the thief copies
-    payments: str = ""              # [payments] config lines
+    payments: dict[str, Any] = field(default_factory=dict)  # [payments] config keys
     env: dict[str, str] = field(default_factory=dict)
     seal_key: SealKey | None = None
     gateway_private: list[bytes] = field(default_factory=list)  # at the gateway
@@ -151,13 +151,12 @@ def mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mode]:
         (box / "gateway-seal.pub").write_bytes(public_pem)
         m.seal_key = SealKey.from_pem(public_pem)
         m.gateway_private = [private_pem]
-        m.payments = f'seal_key_file = "{box / "gateway-seal.pub"}"'
+        m.payments = {"seal_key_file": box / "gateway-seal.pub"}
     if m.name == "pkcs11":
         with softhsm(tmp_path / "hardware" / "hsm") as hsm:  # the token: not the box's files
             pin_file = write_pin_file(box / "pkcs11-pin", hsm.pin)
-            m.payments = (f'key_provider = "pkcs11"\npkcs11_module = "{hsm.module}"\n'
-                          f'pkcs11_token_label = "{hsm.token_label}"\n'
-                          f'pkcs11_pin_file = "{pin_file}"')
+            m.payments = {"key_provider": "pkcs11", "pkcs11_module": hsm.module,
+                          "pkcs11_token_label": hsm.token_label, "pkcs11_pin_file": pin_file}
             m.env = {"SOFTHSM2_CONF": str(hsm.conf)}
             m.open_provider = lambda create: make_provider(
                 "pkcs11", state_dir=state, pkcs11_module=hsm.module,
@@ -178,7 +177,7 @@ def mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mode]:
             sealed = box / "credstore.encrypted" / CREDENTIAL
             sealed.parent.mkdir()
             sealed.write_bytes(nonce + AESGCM(tpm).encrypt(nonce, kek, CREDENTIAL.encode()))
-            m.payments = 'key_provider = "systemd-creds"'
+            m.payments = {"key_provider": "systemd-creds"}
             m.env = {"CREDENTIALS_DIRECTORY": str(creds)}
             m.open_provider = lambda create: make_provider(
                 "systemd-creds", state_dir=state, credential_name=CREDENTIAL,

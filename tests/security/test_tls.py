@@ -282,7 +282,7 @@ def test_mutual_tls_wants_a_terminal_certificate_from_the_ca(netns: str,
     other_ca = make_ca(tmp_path, "someone-else")
     good = make_client(tmp_path, "pos-1", ca)
     stranger = make_client(tmp_path, "pos-x", other_ca)
-    daemon = start(netns, tmp_path, extra=f'client_ca_file = "{tmp_path / "terminals-ca.pem"}"\n')
+    daemon = start(netns, tmp_path, api={"client_ca_file": tmp_path / "terminals-ca.pem"})
     try:
         assert daemon.api_status()["client_certificates"] is True
         # the terminal's own certificate: served
@@ -308,11 +308,8 @@ def test_mutual_tls_wants_a_terminal_certificate_from_the_ca(netns: str,
 # --- which addresses get TLS -----------------------------------------------------------
 
 
-def lan_config(tmp: Path, tls: str, extra: str = "") -> Path:
-    config = write_config(tmp, tls=tls, extra=extra)
-    config.write_text(config.read_text().replace(f'listen = "127.0.0.1:{PORT}"',
-                                                 f'listen = "{LAN_IP}:{PORT}"'))
-    return config
+def lan_config(tmp: Path, tls: str, **api: Any) -> Path:
+    return write_config(tmp, tls=tls, api={"listen": f"{LAN_IP}:{PORT}", **api})
 
 
 def test_auto_serves_https_beyond_loopback(lan: str, tmp_path: Path) -> None:
@@ -342,7 +339,7 @@ def test_plain_http_beyond_loopback_is_refused_unless_allowed(lan: str,
 
 
 def test_allowed_plain_http_beyond_loopback_is_a_fault(lan: str, tmp_path: Path) -> None:
-    daemon = DaemonProcess(lan, lan_config(tmp_path, "off", "allow_plain_http = true\n"))
+    daemon = DaemonProcess(lan, lan_config(tmp_path, "off", allow_plain_http=True))
     try:
         daemon.notify.wait_for("READY", "1")
         doc = daemon.get("/v1/status")
@@ -374,7 +371,7 @@ def test_the_operators_certificate_is_served(netns: str, tmp_path: Path) -> None
     cert_file, key_file = make_client(tmp_path, "box.shop.example", ca)
     os.chmod(key_file, 0o600)
     daemon = start(netns, tmp_path,
-                   extra=f'tls_cert_file = "{cert_file}"\ntls_key_file = "{key_file}"\n')
+                   api={"tls_cert_file": cert_file, "tls_key_file": key_file})
     try:
         api = daemon.api_status()
         cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from firmware.drill.box import SealKeyPair, write_seal_keys
-from payments_cache.gateway_sim import Faults, GatewaySimulator
+from lab.box import SealKeyPair, write_seal_keys
+from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.sealing import SealOpener
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
@@ -97,22 +97,23 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 @asynccontextmanager
 async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
-                    extra: str = "", payments: str = "",
-                    sealed: bool = False, nofile: int | None = None) -> AsyncIterator[Box]:
+                    sealed: bool = False, nofile: int | None = None,
+                    **tables: dict[str, Any]) -> AsyncIterator[Box]:
     """Everything lives in `netns`: the simulator, the daemon, the POS's sockets.
 
     `sealed`: a fresh gateway key pair in `tmp`; the simulator holds the private key, the
     box's `payments.seal_key_file` names the public one, so every card kept offline is
-    sealed to the gateway (CONTRACTS §5a). `nofile`: the daemon's RLIMIT_NOFILE."""
+    sealed to the gateway (CONTRACTS §5a). `nofile`: the daemon's RLIMIT_NOFILE. `tables`:
+    keys of the config's tables (`tests.support.daemon.write_config`)."""
     seal = write_seal_keys(tmp) if sealed else None
     if seal is not None:
-        payments += f'\nseal_key_file = "{seal.public}"\n'
+        tables["payments"] = {**tables.get("payments", {}), "seal_key_file": seal.public}
     with inside(netns):
         opener = SealOpener.from_pem_files([seal.private]) if seal is not None else None
         sim = GatewaySimulator(MERCHANT_KEY, seed=7, faults=faults, seal_opener=opener)
         url = await sim.start()
-        daemon = DaemonProcess(netns, write_config(tmp, gateway_url=url, extra=extra,
-                                                   payments=payments), nofile=nofile)
+        daemon = DaemonProcess(netns, write_config(tmp, gateway_url=url, **tables),
+                               nofile=nofile)
         try:
             await asyncio.to_thread(daemon.notify.wait_for, "READY", "1")
             pin = await asyncio.to_thread(lambda: daemon.pin)

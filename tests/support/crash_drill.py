@@ -19,17 +19,17 @@ from typing import Any
 
 import aiohttp
 
-from firmware.drill.pos import random_pan
-from payments_cache.gateway_sim import StoredAuthorization
+from lab.gateway_sim import StoredAuthorization
+from lab.pos import random_pan
 from tests.support.box import API, Box, eventually, payment_body, store_box
 from tests.support.daemon import TOKEN
 
-OFFLINE_LIMITS = """
-offline_max_count = 1000000
-offline_max_total = 100000000000
-velocity_max_count = 1000000
-velocity_max_amount = 100000000000
-"""
+OFFLINE_LIMITS = {
+    "offline_max_count": 1000000,
+    "offline_max_total": 100000000000,
+    "velocity_max_count": 1000000,
+    "velocity_max_amount": 100000000000,
+}
 
 
 @dataclass
@@ -163,7 +163,7 @@ async def crash_drill(netns: str, tmp: Path, kills: int, workers: int = 4,
     rng = random.Random(seed)
     report = CrashReport()
     started = time.monotonic()
-    from payments_cache.gateway_sim import Faults
+    from lab.gateway_sim import Faults
 
     async with store_box(netns, tmp, faults=Faults(down=True, down_mode="refuse"),
                          payments=OFFLINE_LIMITS, sealed=sealed) as box:

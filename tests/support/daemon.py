@@ -1,17 +1,24 @@
-"""Run the real daemon as a subprocess inside a test's network namespace."""
+"""The real daemon as a subprocess inside a test's network namespace: `lab.box` with the
+tests' configuration and the API calls tests make of it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from firmware.cli.client import get_json
-from firmware.drill.box import NotifySocket, write_secret
+from firmware.config.schema import (
+    ApiConfig,
+    Config,
+    DeviceConfig,
+    LteConfig,
+    PaymentsConfig,
+    RoutingConfig,
+    WiredConfig,
+)
 from firmware.tokens import digest_of
+from lab.box import BoxDaemon, configure, write_secret
+from lab.box import write_config as write_box_config
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
@@ -26,87 +33,46 @@ def write_tokens(path: Path, tokens: list[tuple[str, str, str]]) -> Path:
         f"{name} {scopes} {digest_of(token).hex()}" for name, scopes, token in tokens))
 
 
-def write_config(tmp: Path, extra: str = "", port: int = 18470,
-                 gateway_url: str = "http://127.0.0.1:9", payments: str = "",
-                 lte: str = 'simulator = "SKT"',
-                 routing: str = 'backend = "none"\nfailover = false',
-                 wired: str = 'carrier = "KT"', tls: str = "on") -> Path:
-    """A config for tests; `payments` adds keys to [payments], `extra` adds keys to [api]
-    and tables. `tls = "on"`: the API speaks HTTPS on 127.0.0.1 too, as on a LAN (the
-    clients pin the box's certificate: `DaemonProcess.pin`)."""
+def base_config(tmp: Path, *, port: int = 18470, gateway_url: str = "http://127.0.0.1:9",
+                tls: str = "on") -> Config:
+    """The tests' box, its secrets written in `tmp`: no route control, the modem simulator,
+    the API on 127.0.0.1:`port`. `tls = "on"`: the API speaks HTTPS on 127.0.0.1 too, as
+    on a LAN (the clients pin the box's certificate: `DaemonProcess.pin`)."""
     (tmp / "state").mkdir(exist_ok=True)
     tokens = write_tokens(tmp / "pos-tokens", [("tests", TOKEN_SCOPES, TOKEN)])
     merchant_key = write_secret(tmp / "merchant-key", MERCHANT_KEY)
-    config = tmp / "storebox.toml"
-    config.write_text(f"""\
-[device]
-id = "store-test"
-state_dir = "{tmp / 'state'}"
-
-[payments]
-gateway_url = "{gateway_url}"
-allow_insecure_gateway = true  # the gateway simulator speaks plain HTTP
-merchant_key_file = "{merchant_key}"
-lost_attempt_lifetime_s = 1.0  # the tests' gateways are local: no proxy holds a request
-{payments}
-
-[routing]
-{routing}
-
-[wired]
-{wired}
-
-[lte]
-{lte}
-
-[api]
-listen = "127.0.0.1:{port}"
-tokens_file = "{tokens}"
-admin_socket = "{tmp / 'api.sock'}"
-tls = "{tls}"
-{extra}""")
-    return config
+    return Config(
+        device=DeviceConfig(id="store-test", state_dir=str(tmp / "state")),
+        payments=PaymentsConfig(
+            gateway_url=gateway_url,
+            allow_insecure_gateway=True,  # the gateway simulator speaks plain HTTP
+            merchant_key_file=str(merchant_key),
+            lost_attempt_lifetime_s=1.0),  # the tests' gateways are local: no proxy holds one
+        routing=RoutingConfig(backend="none", failover=False),
+        wired=WiredConfig(carrier="KT"),
+        lte=LteConfig(simulator="SKT"),
+        api=ApiConfig(listen=f"127.0.0.1:{port}", tokens_file=str(tokens),
+                      admin_socket=str(tmp / "api.sock"), tls=tls),  # type: ignore[arg-type]
+    )
 
 
-class DaemonProcess:
+def write_config(tmp: Path, *, port: int = 18470, gateway_url: str = "http://127.0.0.1:9",
+                 tls: str = "on", **tables: dict[str, Any]) -> Path:
+    """`base_config` with some keys of some tables changed (`lab.box.configure`), e.g.
+    ``write_config(tmp, payments={"seal_key_file": path}, debug={...})``, written to
+    `tmp/storebox.toml`."""
+    config = configure(base_config(tmp, port=port, gateway_url=gateway_url, tls=tls), **tables)
+    return write_box_config(tmp / "storebox.toml", config, by="the tests")
+
+
+class DaemonProcess(BoxDaemon):
+    """The daemon (`lab.box.BoxDaemon`) running this tree's code, and the API calls tests
+    make of it."""
+
     def __init__(self, netns: str, config: Path, env: dict[str, str] | None = None,
                  nofile: int | None = None) -> None:
-        #: RLIMIT_NOFILE (soft and hard) for the daemon, as a small box or systemd sets it
-        self.nofile = nofile
-        self.config = config
-        self.notify = NotifySocket(config.parent / "notify.sock")
-        self.stderr_path = config.parent / "daemon.log"
-        self.netns = netns
-        self.env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path),
-                        PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(env or {}))
-        self.starts = 0
-        self.proc = self._spawn()
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        self.starts += 1
-        with self.stderr_path.open("ab") as log:
-            return subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, sys.executable, "-m", "firmware", "run",
-                 "--config", str(self.config)],
-                stderr=log, stdout=subprocess.DEVNULL, env=self.env,
-                preexec_fn=self._limit_files if self.nofile else None)
-
-    def _limit_files(self) -> None:
-        import resource
-
-        assert self.nofile is not None
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up, as in a power cut or an OOM kill."""
-        self.proc.kill()
-        self.proc.wait()
-
-    def restart(self) -> None:
-        """Start again after the process ended; wait for READY=1."""
-        assert self.proc.poll() is not None, "still running"
-        self.proc = self._spawn()
-        self.notify.wait_for("READY", "1")
+        super().__init__(netns, config, env={"PYTHONPATH": str(REPO), **(env or {})},
+                         nofile=nofile)
 
     @property
     def socket_address(self) -> str:
@@ -141,20 +107,3 @@ class DaemonProcess:
         pin = self.api_status()["cert_sha256"]
         assert pin, "the API serves no TLS"
         return str(pin)
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.notify.close()

@@ -1,5 +1,5 @@
-"""Network namespaces for tests: the drill's own helpers (`firmware.drill.netns`)."""
+"""Network namespaces for tests: the drill's own helpers (`lab.netns`)."""
 
-from firmware.drill.netns import inside, namespace, run
+from lab.netns import inside, namespace, run
 
 __all__ = ["inside", "namespace", "run"]

@@ -12,8 +12,8 @@ same instant); `heal` deletes it.
 
 from __future__ import annotations
 
-from firmware.drill.netns import run
-from firmware.errors import DrillError
+from lab.errors import DrillError
+from lab.netns import run
 
 FAULT_TABLE = "sbxlab"
 

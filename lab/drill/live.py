@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from firmware.drill.pos import Sale
+from lab.pos import Sale
 
 LED_GLYPHS = {"on": "●", "off": "○"}
 BLINK_GLYPHS = ("◉", "○")  # a blinking LED alternates from one frame to the next

@@ -23,25 +23,19 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from firmware.drill import faults, live
-from firmware.drill.box import (
-    API_PORT,
-    GATEWAY_PORT,
-    BoxDaemon,
-    SealKeyPair,
-    new_secret,
-    write_config,
-    write_seal_keys,
-)
-from firmware.drill.fleet import FleetBroker
-from firmware.drill.netns import inside
-from firmware.drill.pos import DECLINED_AMOUNT, Terminals
-from firmware.drill.report import Arrival, PlayedPhase, Report, Sample, build_report, render
-from firmware.drill.shop import GATEWAY_IP, LAN_BOX, Shop, build_shop
-from firmware.drill.timeline import Faults, Options, Phase, plan
-from firmware.errors import DrillError
 from firmware.fleet.topics import EVENT_KINDS
-from payments_cache.gateway_sim import DeclineRules, GatewaySimulator
+from lab import faults
+from lab.box import BoxDaemon, SealKeyPair, new_secret, write_config, write_seal_keys
+from lab.drill import live
+from lab.drill.config import API_PORT, GATEWAY_PORT, drill_config
+from lab.drill.report import Arrival, PlayedPhase, Report, Sample, build_report, render
+from lab.drill.timeline import Faults, Options, Phase, plan
+from lab.errors import DrillError
+from lab.fleet import FleetBroker
+from lab.gateway_sim import DeclineRules, GatewaySimulator
+from lab.netns import inside
+from lab.pos import DECLINED_AMOUNT, Terminals
+from lab.shop import GATEWAY_IP, LAN_BOX, Shop, build_shop
 from payments_cache.sealing import SealOpener
 
 TOOLS = ("ip", "nft", "conntrack")
@@ -71,7 +65,7 @@ def preflight() -> None:
         raise DrillError("preflight", (
             "the drill builds network namespaces, veth pairs and nftables rules, which "
             "needs root. Run it as root (sudo make run, or sudo storebox drill). Without "
-            "root you can still run the parts: `python -m payments_cache.gateway_sim`, "
+            "root you can still run the parts: `python -m lab.gateway_sim`, "
             "`python -m hw.modem.simulator` and `storebox run --config` with "
             "routing.backend = \"none\" (what `make box` does)"))
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
@@ -175,7 +169,7 @@ class Drill:
         self.played: list[PlayedPhase] = []
 
     async def run(self, shop: Shop, workdir: Path) -> Report:
-        with _logs_to(workdir / "gateway.log", "payments_cache"):
+        with _logs_to(workdir / "gateway.log", "lab.gateway_sim"):
             return await self._run(shop, workdir)
 
     async def _run(self, shop: Shop, workdir: Path) -> Report:
@@ -191,10 +185,10 @@ class Drill:
         fleet = FleetBroker(shop.internet, workdir)
         try:
             await asyncio.to_thread(fleet.wait_listening)
-            config = write_config(workdir, merchant_key=self.merchant_key, token=self.token,
-                                  lte_carrier=self.lte_carrier,
-                                  failback_after_s=self.options.failback_after_s,
-                                  seal_key_file=seal.public)
+            config = write_config(workdir / "storebox.toml", drill_config(
+                workdir, merchant_key=self.merchant_key, token=self.token,
+                lte_carrier=self.lte_carrier, failback_after_s=self.options.failback_after_s,
+                seal_key_file=seal.public), by="`storebox drill`")
             daemon = BoxDaemon(shop.box, config)
             try:
                 await asyncio.to_thread(daemon.wait_ready)

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from firmware.drill.netns import inside, namespace
-from firmware.errors import DrillError
+from lab.errors import DrillError
+from lab.netns import inside, namespace
 
 GATEWAY_IP = "198.51.100.10"  # the payment gateway: on the LTE allowlist
 OTHER_IP = "203.0.113.20"  # anything else on the internet
@@ -156,6 +156,34 @@ def _veth(ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
     ipn(ns_b, "link", "set", name_b, "up")
 
 
+def _box_addresses(box: str, *, lte_point_to_point: bool, ipv6: bool) -> None:
+    """The uplink addresses a DHCP client (or the modem's PPP link) would have set."""
+    ipn(box, "addr", "add", f"{WIRED_ADDR}/24", "dev", "wan0")
+    if lte_point_to_point:
+        ipn(box, "addr", "add", LTE_ADDR, "peer", f"{LTE_GW}/32", "dev", "wwan0")
+    else:
+        ipn(box, "addr", "add", f"{LTE_ADDR}/24", "dev", "wwan0")
+    if ipv6:
+        ipn(box, "addr", "add", f"{WIRED_ADDR6}/64", "dev", "wan0", "nodad")
+        ipn(box, "addr", "add", f"{LTE_ADDR6}/64", "dev", "wwan0", "nodad")
+
+
+def _dhcp_routes(box: str, *, lte_point_to_point: bool, ipv6: bool) -> None:
+    """What the DHCP clients installed: a default route per uplink, wired preferred."""
+    ipn(box, "route", "add", "default", "via", WIRED_GW, "dev", "wan0",
+        "proto", "dhcp", "metric", "1024")
+    if lte_point_to_point:
+        ipn(box, "route", "add", "default", "dev", "wwan0", "metric", "1025")
+    else:
+        ipn(box, "route", "add", "default", "via", LTE_GW, "dev", "wwan0",
+            "proto", "dhcp", "metric", "1025")
+    if ipv6:
+        ipn(box, "-6", "route", "add", "default", "via", WIRED_GW6, "dev", "wan0",
+            "proto", "ra", "metric", "1024")
+        ipn(box, "-6", "route", "add", "default", "via", LTE_GW6, "dev", "wwan0",
+            "proto", "ra", "metric", "1025")
+
+
 @contextmanager
 def build_shop(*, os_routes: bool = True, box_addresses: bool = True, ipv6: bool = False,
                lte_point_to_point: bool = False, prefix: str = "sbx") -> Iterator[Shop]:
@@ -198,28 +226,9 @@ def build_shop(*, os_routes: bool = True, box_addresses: bool = True, ipv6: bool
             ipn(isp_w, "addr", "add", f"{WIRED_GW6}/64", "dev", "cust0", "nodad")
             ipn(isp_l, "addr", "add", f"{LTE_GW6}/64", "dev", "cust0", "nodad")
         if box_addresses:
-            ipn(box, "addr", "add", f"{WIRED_ADDR}/24", "dev", "wan0")
-            if lte_point_to_point:
-                ipn(box, "addr", "add", LTE_ADDR, "peer", f"{LTE_GW}/32", "dev", "wwan0")
-            else:
-                ipn(box, "addr", "add", f"{LTE_ADDR}/24", "dev", "wwan0")
-            if ipv6:
-                ipn(box, "addr", "add", f"{WIRED_ADDR6}/64", "dev", "wan0", "nodad")
-                ipn(box, "addr", "add", f"{LTE_ADDR6}/64", "dev", "wwan0", "nodad")
+            _box_addresses(box, lte_point_to_point=lte_point_to_point, ipv6=ipv6)
         if os_routes:
-            # What the DHCP clients installed.
-            ipn(box, "route", "add", "default", "via", WIRED_GW, "dev", "wan0",
-                "proto", "dhcp", "metric", "1024")
-            if lte_point_to_point:
-                ipn(box, "route", "add", "default", "dev", "wwan0", "metric", "1025")
-            else:
-                ipn(box, "route", "add", "default", "via", LTE_GW, "dev", "wwan0",
-                    "proto", "dhcp", "metric", "1025")
-            if ipv6:
-                ipn(box, "-6", "route", "add", "default", "via", WIRED_GW6, "dev", "wan0",
-                    "proto", "ra", "metric", "1024")
-                ipn(box, "-6", "route", "add", "default", "via", LTE_GW6, "dev", "wwan0",
-                    "proto", "ra", "metric", "1025")
+            _dhcp_routes(box, lte_point_to_point=lte_point_to_point, ipv6=ipv6)
         server = EchoServer(inet, [GATEWAY_IP, OTHER_IP])
         stack.callback(server.close)
         shop.servers.append(server)

@@ -25,7 +25,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from firmware.drill.pos import Sale
+from lab.pos import Sale
 
 MAX_FAILOVER_S = 5.0
 
@@ -74,7 +74,7 @@ class Report:
     #: the gateway simulator's count per answered payment: the proof behind the totals
     gateway_counts: dict[str, int] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
-    #: what the fleet operator received (`firmware.drill.fleet.FleetView.to_json`)
+    #: what the fleet operator received (`lab.fleet.FleetView.to_json`)
     fleet: dict[str, Any] = field(default_factory=dict)
     #: how the offline forwards arrived (see `_sealing`); empty without a seal key
     sealing: dict[str, Any] = field(default_factory=dict)
@@ -180,20 +180,26 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
 
     _payments(report, sales, gateway_counts)
 
+    _final(report, final)
+    if seal_kid is not None:
+        _sealing(report, sales, arrivals or {}, seal_kid, card_refused_422)
+    return report
+
+
+def _final(report: Report, final: Mapping[str, Any]) -> None:
+    """The box's last status: back on wired with nothing queued, or a failure."""
+    payments = final.get("payments", {})
     report.final = {"active": final.get("uplink", {}).get("active"),
-                    "queued": final.get("payments", {}).get("queued"),
-                    "forwarded_total": final.get("payments", {}).get("forwarded_total"),
+                    "queued": payments.get("queued"),
+                    "forwarded_total": payments.get("forwarded_total"),
                     "declined_after_offline_total":
-                        final.get("payments", {}).get("declined_after_offline_total"),
-                    "protection": final.get("payments", {}).get("protection"),
-                    "seal_kid": final.get("payments", {}).get("seal_kid")}
+                        payments.get("declined_after_offline_total"),
+                    "protection": payments.get("protection"),
+                    "seal_kid": payments.get("seal_kid")}
     if report.final["active"] != "wired" or report.final["queued"] != 0:
         report.failures.append(
             f"not recovered at the end: active uplink {report.final['active']!r}, "
             f"{report.final['queued']!r} payment(s) still queued")
-    if seal_kid is not None:
-        _sealing(report, sales, arrivals or {}, seal_kid, card_refused_422)
-    return report
 
 
 def _sealing(report: Report, sales: Sequence[Sale], arrivals: Mapping[str, Arrival],

@@ -2,7 +2,7 @@
 
 mosquitto listens on `BROKER_IP:BROKER_PORT` in the internet's namespace; the box's fleet
 agent reaches it through whichever uplink works. The operator is a subprocess in the
-same namespace (`python -m firmware.drill.fleet`) that subscribes to `storebox/#` and
+same namespace (`python -m lab.fleet`) that subscribes to `storebox/#` and
 writes every message as a JSON line, so the drill can show what the fleet saw of the
 outage: the box's events (those of the offline phase arriving late, marked `delayed`),
 its retained `status` and `state`.
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.drill.netns import inside
-from firmware.drill.shop import OTHER_IP
-from firmware.errors import DrillError
 from firmware.fleet.topics import parse_status
+from lab.errors import DrillError
+from lab.netns import inside
+from lab.shop import OTHER_IP
 
 BROKER_IP = OTHER_IP
 BROKER_PORT = 1883
@@ -61,7 +61,7 @@ class FleetBroker:
         else:
             raise DrillError("fleet broker", f"not listening within {within_s:g} s")
         self.operator = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, sys.executable, "-m", "firmware.drill.fleet",
+            ["ip", "netns", "exec", self.netns, sys.executable, "-m", "lab.fleet",
              "--host", BROKER_IP, "--port", str(BROKER_PORT), "--out", str(self.seen_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -14,11 +14,13 @@ The default story is the KT outage of 25 Oct 2021, compressed:
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from firmware.errors import DrillError
+from lab.errors import DrillError
 
 PhaseName = Literal["normal", "loss", "blackhole", "lte_down", "recovery"]
 FAULTS: tuple[str, ...] = ("loss", "blackhole", "lte_down")
@@ -96,6 +98,24 @@ def parse_faults(text: str) -> tuple[str, ...]:
         if name not in FAULTS:
             raise DrillError("options", f"faults = {name!r}: one of {', '.join(FAULTS)}")
     return names
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The options `storebox drill` was given (`firmware.cli.drill_cmd`): SHORT or the
+    defaults, with each option the technician set; DrillError naming a bad value."""
+    base = SHORT if args.short else Options()
+    changes: dict[str, object] = {}
+    for arg, field in (("normal_s", "normal_s"), ("loss_s", "loss_s"),
+                       ("blackhole_s", "blackhole_s"), ("lte_down_s", "lte_down_s"),
+                       ("recovery_s", "recovery_s"), ("loss", "loss_pct"),
+                       ("failback_after_s", "failback_after_s"),
+                       ("pos_interval_s", "pos_interval_s"), ("terminals", "terminals")):
+        value = getattr(args, arg)
+        if value is not None:
+            changes[field] = value
+    if args.faults is not None:
+        changes["faults"] = parse_faults(args.faults)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]  # checked there
 
 
 def plan(options: Options) -> list[Phase]:
