@@ -46,7 +46,7 @@ from failover.decision import (
     detection_time_bounds_s,
     sequential_monitor,
 )
-from failover.probes import ProbeOptions
+from failover.probes.options import ProbeOptions
 from failover.routes_netlink import NetlinkRoutes
 from firmware.drill.faults import FAULT_TABLE, nft
 from tests.failover.conftest import GATEWAY_IP, build_shop

@@ -90,7 +90,9 @@ from failover.decision import (
 )
 from failover.errors import DecisionConfigError, ProbeConfigError, RouteConfigError
 from failover.linkwatch import LinkWatcher
-from failover.probes import ByteCounter, ProbeOptions, probe_round
+from failover.probes.accounting import ByteCounter
+from failover.probes.options import ProbeOptions
+from failover.probes.round import probe_round
 from failover.routes import (
     ConnectionFlusher,
     Forwarding,

@@ -26,7 +26,7 @@ from failover.decision import (
 )
 from failover.engine import FailoverEngine
 from failover.nft import LanForwarding
-from failover.probes import ProbeOptions
+from failover.probes.options import ProbeOptions
 from failover.routes import (
     MetricScheme,
     ObserveOnlyRoutes,

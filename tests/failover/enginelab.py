@@ -39,7 +39,8 @@ from failover.decision import (
 )
 from failover.engine import FailoverEngine, ProbeRound
 from failover.nft import LanForwarding
-from failover.probes import ByteCounter, ProbeOptions
+from failover.probes.accounting import ByteCounter
+from failover.probes.options import ProbeOptions
 from failover.routes import (
     MetricScheme,
     RouteController,

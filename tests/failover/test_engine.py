@@ -32,7 +32,8 @@ from failover.decision import (
 from failover.decision import Uplink as Choice
 from failover.engine import FailoverEngine, estimate_round_bytes
 from failover.errors import ProbeConfigError, RouteConfigError, RouteError
-from failover.probes import ByteCounter, ProbeOptions
+from failover.probes.accounting import ByteCounter
+from failover.probes.options import ProbeOptions
 from failover.routes import MetricScheme, RouteProblem, SwitchReport, Uplink, UplinkName
 from failover.targets import ProbeTarget, parse_targets
 from tests.support.clock import loop_time as now

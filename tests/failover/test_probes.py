@@ -13,15 +13,11 @@ import pytest
 
 from failover.decision import LinkMonitor, LinkState, MonitorConfig
 from failover.errors import ProbeConfigError
-from failover.probes import (
-    ByteCounter,
-    ProbeOptions,
-    _icmp_socket,
-    build_dns_query,
-    parse_dns_response,
-    probe,
-    probe_round,
-)
+from failover.probes.accounting import ByteCounter
+from failover.probes.dns import build_dns_query, parse_dns_response
+from failover.probes.kinds import _icmp_socket
+from failover.probes.options import ProbeOptions
+from failover.probes.round import probe, probe_round
 from failover.targets import parse_target
 from tests.failover.netlab import (
     BOX_ADDR,
