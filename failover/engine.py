@@ -72,23 +72,17 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from failover import decision
-from failover.decision import (
+from failover import link
+from failover.budget import (
     LTE_BUDGET_BYTES,
     SECONDS_PER_MONTH,
-    Clock,
-    LinkChange,
-    LinkMonitor,
-    LinkStatus,
-    MonitorConfig,
-    RoundOutcome,
-    SelectorConfig,
-    Transition,
-    UplinkSelector,
     adaptive_standby_interval_s,
     standby_probe_interval_s,
 )
+from failover.config import MonitorConfig, SelectorConfig
+from failover.decision import LinkMonitor
 from failover.errors import DecisionConfigError, ProbeConfigError, RouteConfigError
+from failover.link import LinkChange, LinkStatus, Monotonic, RoundOutcome, Transition
 from failover.linkwatch import LinkWatcher
 from failover.probes.accounting import ByteCounter
 from failover.probes.options import ProbeOptions
@@ -104,6 +98,7 @@ from failover.routes import (
     switch_uplink,
     uplink_map,
 )
+from failover.selector import UplinkSelector
 from failover.targets import ProbeTarget, TargetKind, parse_target
 
 __all__ = [
@@ -198,16 +193,16 @@ class _LastRound:
     standby: bool
 
 
-def _route_name(choice: decision.Uplink) -> UplinkName | None:
-    if choice is decision.Uplink.WIRED:
+def _route_name(choice: link.Uplink) -> UplinkName | None:
+    if choice is link.Uplink.WIRED:
         return "wired"
-    if choice is decision.Uplink.LTE:
+    if choice is link.Uplink.LTE:
         return "lte"
     return None
 
 
-def _choice(name: UplinkName) -> decision.Uplink:
-    return decision.Uplink.WIRED if name == "wired" else decision.Uplink.LTE
+def _choice(name: UplinkName) -> link.Uplink:
+    return link.Uplink.WIRED if name == "wired" else link.Uplink.LTE
 
 
 def _positive(field: str, value: float) -> float:
@@ -233,7 +228,7 @@ class FailoverEngine:
         probe_options: ProbeOptions | Mapping[UplinkName, ProbeOptions] | None = None,
         counter: ByteCounter | None = None,
         netns: str | None = None,
-        clock: Clock = time.monotonic,
+        clock: Monotonic = time.monotonic,
         round_fn: RoundFn = probe_round,
         link_watcher: LinkWatcherFactory | None = None,
         watch_carrier: bool = True,
@@ -314,7 +309,7 @@ class FailoverEngine:
         # Without an LTE uplink the selector sees one that never comes up.
         self._no_lte = LinkMonitor(MonitorConfig(), clock).status()
         self._selector = UplinkSelector(selector, clock)
-        self._published: dict[UplinkName, tuple[decision.LinkState, bool]] = {
+        self._published: dict[UplinkName, tuple[link.LinkState, bool]] = {
             n: (m.state, m.status().carrier) for n, m in self._monitors.items()}
         self._carrier: dict[UplinkName, bool | None] = dict.fromkeys(names)
         self._wake: dict[UplinkName, asyncio.Event] = {n: asyncio.Event() for n in names}
@@ -332,7 +327,7 @@ class FailoverEngine:
         # decisions and their application
         self._latest: Transition | None = None
         self._reported: Transition | None = None
-        self._applied: decision.Uplink | None = None  # None: nothing applied yet
+        self._applied: link.Uplink | None = None  # None: nothing applied yet
         self._route_wake = asyncio.Event()
         self._decision_event = asyncio.Event()
         self._switch_failures = 0
@@ -351,12 +346,12 @@ class FailoverEngine:
     # ------------------------------------------------------------------ public view
 
     @property
-    def active(self) -> decision.Uplink:
+    def active(self) -> link.Uplink:
         """The selector's decision: ``wired``, ``lte`` or ``none`` (offline mode)."""
         return self._selector.active
 
     @property
-    def applied(self) -> decision.Uplink | None:
+    def applied(self) -> link.Uplink | None:
         """What route control last applied (None: nothing yet)."""
         return self._applied
 
@@ -400,7 +395,7 @@ class FailoverEngine:
             role = st.state.value
             if name == "lte":
                 role = self._selector.lte_role(st)
-            elif self._selector.active is decision.Uplink.WIRED and st.usable:
+            elif self._selector.active is link.Uplink.WIRED and st.usable:
                 role = "active"
             links[name] = {
                 "interface": self._uplinks[name].interface,
@@ -485,7 +480,7 @@ class FailoverEngine:
     def _wants_full_rate_lte(self) -> bool:
         if "lte" not in self._monitors:
             return False
-        if self._selector.active is decision.Uplink.LTE:
+        if self._selector.active is link.Uplink.LTE:
             return True
         if self._sim_task is not None and not self._sim_task.done():
             return True
@@ -520,7 +515,7 @@ class FailoverEngine:
     async def _round(self, name: UplinkName, standby: bool) -> None:
         cfg = self._configs[name]
         targets = self._targets[name]
-        lte_idle = name == "lte" and self._selector.active is not decision.Uplink.LTE
+        lte_idle = name == "lte" and self._selector.active is not link.Uplink.LTE
         started = self._clock()
         self._in_flight[name] += 1
         try:
@@ -670,7 +665,7 @@ class FailoverEngine:
         if transition is None or not self._switch_pending():
             return True
         target = self._selector.active
-        if target is decision.Uplink.NONE and self._defer_offline():
+        if target is link.Uplink.NONE and self._defer_offline():
             return True
         previous = self._applied
         left: list[UplinkName] = []
@@ -717,7 +712,7 @@ class FailoverEngine:
             if changes:
                 log.info("failover: sticky routes: %s", changes)
 
-    async def _flush_later(self, names: list[UplinkName], target: decision.Uplink) -> None:
+    async def _flush_later(self, names: list[UplinkName], target: link.Uplink) -> None:
         """Flush the flows still pinned to uplinks left while healthy, after a grace
         period (unless traffic went back to them meanwhile)."""
         await asyncio.sleep(self._flush_grace_s)
@@ -734,7 +729,7 @@ class FailoverEngine:
         """Before offline mode after LTE failed while active: try the other SIM."""
         if self._sim_task is not None and not self._sim_task.done():
             return True  # an attempt runs; it wakes the worker when it concludes
-        if (self._switch_sim is None or self._applied is not decision.Uplink.LTE
+        if (self._switch_sim is None or self._applied is not link.Uplink.LTE
                 or not self._sim_armed or "lte" not in self._monitors
                 or self._monitors["lte"].status().usable or self._tg is None):
             return False
@@ -773,7 +768,7 @@ class FailoverEngine:
                 self._note_problems(problems, ["lte"])
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._sim_verdict_timeout_s):
-                    while self._selector.active is decision.Uplink.NONE:
+                    while self._selector.active is link.Uplink.NONE:
                         self._decision_event.clear()
                         await self._decision_event.wait()
         finally:

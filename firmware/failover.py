@@ -15,16 +15,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from failover.config import MonitorConfig, SelectorConfig
 from failover.conntrack import ConntrackFlusher
-from failover.decision import (
-    SEQUENTIAL_RETRY_AFTER_S,
-    LinkStatus,
-    MonitorConfig,
-    SelectorConfig,
-    Transition,
-    sequential_monitor,
-)
 from failover.engine import FailoverEngine
+from failover.link import LinkStatus, Transition
 from failover.nft import LanForwarding
 from failover.probes.options import ProbeOptions
 from failover.routes import (
@@ -35,6 +29,7 @@ from failover.routes import (
     Uplink,
     UplinkName,
 )
+from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
 from firmware.config import Config

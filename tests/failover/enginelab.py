@@ -29,15 +29,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from failover.config import MonitorConfig, SelectorConfig
 from failover.conntrack import ConntrackFlusher
-from failover.decision import (
-    LinkStatus,
-    MonitorConfig,
-    SelectorConfig,
-    Transition,
-    TransitionKind,
-)
 from failover.engine import FailoverEngine, ProbeRound
+from failover.link import LinkStatus, Transition, TransitionKind
 from failover.nft import LanForwarding
 from failover.probes.accounting import ByteCounter
 from failover.probes.options import ProbeOptions

@@ -19,19 +19,13 @@ from typing import Any
 
 import pytest
 
-from failover.decision import (
-    LinkState,
-    LinkStatus,
-    MonitorConfig,
-    SelectorConfig,
-    Transition,
-    TransitionKind,
-    detection_time_bounds_s,
-    standby_probe_interval_s,
-)
-from failover.decision import Uplink as Choice
+from failover.budget import standby_probe_interval_s
+from failover.config import MonitorConfig, SelectorConfig
+from failover.decision import detection_time_bounds_s
 from failover.engine import FailoverEngine, estimate_round_bytes
 from failover.errors import ProbeConfigError, RouteConfigError, RouteError
+from failover.link import LinkState, LinkStatus, Transition, TransitionKind
+from failover.link import Uplink as Choice
 from failover.probes.accounting import ByteCounter
 from failover.probes.options import ProbeOptions
 from failover.routes import MetricScheme, RouteProblem, SwitchReport, Uplink, UplinkName

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from failover.decision import LinkMonitor, LinkState, MonitorConfig
+from failover.config import MonitorConfig
+from failover.decision import LinkMonitor
 from failover.errors import ProbeConfigError
+from failover.link import LinkState
 from failover.probes.accounting import ByteCounter
 from failover.probes.dns import build_dns_query, parse_dns_response
 from failover.probes.kinds import _icmp_socket
