@@ -2,7 +2,7 @@
 
 Run with `make bench`. Both down tests of the wired line, one after the other in the same
 run (`probes.detector`: "rounds", 4 failed rounds of 0.5 s; "sequential", the CUSUM of
-`failover.decision` on 0.2 s rounds with 4 tries per probe), each in a fresh shop of
+`failover.sequential` on 0.2 s rounds with 4 tries per probe), each in a fresh shop of
 namespaces (tests/failover/enginelab.py): the engine with real probes (TCP, DNS, ICMP;
 quorum 2 of 3), NetlinkRoutes, nft LAN forwarding and conntrack; production monitor
 settings except the recovery windows (3 s instead of 30 s, to keep the run short; they
@@ -38,16 +38,12 @@ import time
 import pytest
 
 from benchmarks.report import percentile, record
-from failover.decision import (
-    SEQUENTIAL_RETRY_AFTER_S,
-    LinkState,
-    MonitorConfig,
-    TransitionKind,
-    detection_time_bounds_s,
-    sequential_monitor,
-)
-from failover.probes import ProbeOptions
+from failover.config import MonitorConfig
+from failover.decision import detection_time_bounds_s
+from failover.link import LinkState, TransitionKind
+from failover.probes.options import ProbeOptions
 from failover.routes_netlink import NetlinkRoutes
+from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
 from lab.faults import FAULT_TABLE, nft
 from tests.failover.conftest import GATEWAY_IP, build_shop
 from tests.failover.enginelab import (

@@ -56,9 +56,14 @@ judged afresh (a new ``LinkMonitor``, probed at the full rate) for up to
 and offline mode never is. Otherwise (False, an exception, a timeout) offline mode is
 applied. One attempt per LTE failure: re-armed once LTE has been usable again.
 
-Clock: ``clock`` drives the decisions; scheduling uses the event loop's time. They
+Time: ``monotonic`` drives the decisions; scheduling uses the event loop's time. They
 must agree (the default, ``time.monotonic``, is what asyncio's loop uses; tests run a
 virtual-time loop and pass its ``time``).
+
+Parts: the settings are one ``EngineConfig``; the LTE standby accounting is
+``failover.budget.LteBudget``, route control ``failover.route_applier.RouteApplier``
+(the route worker and the routes' upkeep), the SIM switch
+``failover.sim_fallback.SimFallback``. The engine owns the tasks and wires them.
 """
 
 from __future__ import annotations
@@ -72,56 +77,40 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from failover import decision
-from failover.decision import (
-    LTE_BUDGET_BYTES,
-    SECONDS_PER_MONTH,
-    Clock,
-    LinkChange,
-    LinkMonitor,
-    LinkStatus,
-    MonitorConfig,
-    RoundOutcome,
-    SelectorConfig,
-    Transition,
-    UplinkSelector,
-    adaptive_standby_interval_s,
-    standby_probe_interval_s,
-)
+from failover import link
+from failover.budget import LTE_BUDGET_BYTES, LteBudget
+from failover.config import MonitorConfig, SelectorConfig
+from failover.decision import LinkMonitor
 from failover.errors import DecisionConfigError, ProbeConfigError, RouteConfigError
+from failover.link import LinkChange, LinkStatus, Monotonic, RoundOutcome, Transition
 from failover.linkwatch import LinkWatcher
-from failover.probes import ByteCounter, ProbeOptions, probe_round
+from failover.probes.accounting import ByteCounter
+from failover.probes.options import ProbeOptions
+from failover.probes.round import probe_round
+from failover.route_applier import RouteApplier, RouteTiming, StickySync
 from failover.routes import (
     ConnectionFlusher,
     Forwarding,
     RouteController,
-    RouteProblem,
     SwitchReport,
     Uplink,
     UplinkName,
-    switch_uplink,
     uplink_map,
 )
-from failover.targets import ProbeTarget, TargetKind, parse_target
+from failover.selector import UplinkSelector
+from failover.sim_fallback import SimFallback, SimSteps, SwitchSim
+from failover.targets import ProbeTarget, parse_target
 
 __all__ = [
-    "ROUND_BYTES_ESTIMATE",
     "CarrierSource",
+    "EngineConfig",
     "FailoverEngine",
     "LinkWatcherFactory",
     "ProbeRound",
     "RoundFn",
-    "StickySync",
-    "estimate_round_bytes",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class StickySync(Protocol):
-    """What the engine needs from ``failover.sticky.StickyRoutes``."""
-
-    async def sync(self) -> Any: ...
 
 
 class ProbeRound(RoundOutcome, Protocol):
@@ -150,26 +139,67 @@ class RoundFn(Protocol):
 
 CarrierSource = AbstractAsyncContextManager[AsyncIterator[tuple[str, bool]]]
 LinkWatcherFactory = Callable[[Sequence[str]], CarrierSource]
-
-# IP-level bytes one probe costs without loss (see failover.probes), per target kind.
-ROUND_BYTES_ESTIMATE: dict[TargetKind, int] = {
-    TargetKind.ICMP: 88,
-    TargetKind.DNS: 140,
-    TargetKind.TCP: 380,
-    TargetKind.HTTP: 920,
-    TargetKind.HTTPS: 5000,
-}
-_NAME_LOOKUP_BYTES = 140  # a target given by name is resolved over the uplink first
+Targets = Sequence[ProbeTarget | str] | Mapping[UplinkName, Sequence[ProbeTarget | str]]
 
 
-def estimate_round_bytes(targets: Sequence[ProbeTarget]) -> int:
-    """Bytes one round over ``targets`` costs on the wire, from the documented figures."""
-    total = 0
-    for target in targets:
-        total += ROUND_BYTES_ESTIMATE[target.kind]
-        if target.kind is not TargetKind.DNS and not target.host_is_ip:
-            total += _NAME_LOOKUP_BYTES
-    return total
+def _positive(field: str, value: float) -> None:
+    if not (isinstance(value, int | float) and value > 0):
+        raise DecisionConfigError(field, value, "must be a positive number")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """The engine's settings (module docs); seconds unless the name says otherwise.
+
+    ``monitor`` and ``probe_options`` are one for all uplinks or one per uplink name
+    (a name left out gets the defaults). ``netns``: where the carrier watcher looks.
+    ``standby_interval_s``: fixed LTE standby spacing; None derives it from the budget.
+    """
+
+    monitor: MonitorConfig | Mapping[UplinkName, MonitorConfig] | None = None
+    selector: SelectorConfig | None = None
+    probe_options: ProbeOptions | Mapping[UplinkName, ProbeOptions] | None = None
+    netns: str | None = None
+    watch_carrier: bool = True
+    lte_budget_bytes: float = LTE_BUDGET_BYTES
+    standby_interval_s: float | None = None
+    maintenance_interval_s: float = 10.0
+    round_slack_s: float = 0.5
+    switch_timeout_s: float = 30.0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+    flush_grace_s: float = 5.0
+    sim_switch_timeout_s: float = 60.0
+    sim_verdict_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _positive("lte_budget_bytes", self.lte_budget_bytes)
+        if self.standby_interval_s is not None:
+            _positive("standby_interval_s", self.standby_interval_s)
+        for field in ("maintenance_interval_s", "round_slack_s", "switch_timeout_s",
+                      "retry_initial_s", "retry_max_s", "sim_switch_timeout_s",
+                      "sim_verdict_timeout_s"):
+            _positive(field, getattr(self, field))
+
+    @property
+    def backoff_max_s(self) -> float:
+        """The longest retry wait (never shorter than the first)."""
+        return float(max(self.retry_initial_s, self.retry_max_s))
+
+    @property
+    def route_timing(self) -> RouteTiming:
+        return RouteTiming(float(self.switch_timeout_s), float(self.retry_initial_s),
+                           self.backoff_max_s, self.flush_grace_s)
+
+    def monitor_for(self, name: UplinkName) -> MonitorConfig:
+        monitor = self.monitor
+        if isinstance(monitor, Mapping):
+            return monitor.get(name, MonitorConfig())
+        return monitor or MonitorConfig()
+
+    def options_for(self, name: UplinkName) -> ProbeOptions | None:
+        options = self.probe_options
+        return options.get(name) if isinstance(options, Mapping) else options
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,124 +225,87 @@ class _LastRound:
     median_latency_ms: float | None
     standby: bool
 
-
-def _route_name(choice: decision.Uplink) -> UplinkName | None:
-    if choice is decision.Uplink.WIRED:
-        return "wired"
-    if choice is decision.Uplink.LTE:
-        return "lte"
-    return None
+    def describe(self, now: float) -> dict[str, Any]:
+        return {"ok": self.ok, "succeeded": self.succeeded, "attempted": self.attempted,
+                "median_latency_ms": self.median_latency_ms, "standby": self.standby,
+                "age_s": round(now - self.finished, 3)}
 
 
-def _choice(name: UplinkName) -> decision.Uplink:
-    return decision.Uplink.WIRED if name == "wired" else decision.Uplink.LTE
+def _checked_uplinks(uplinks: Sequence[Uplink], routes: RouteController,
+                     ) -> dict[UplinkName, Uplink]:
+    by_name: dict[UplinkName, Uplink] = uplink_map(uplinks)
+    if "wired" not in by_name:
+        raise RouteConfigError("uplinks", sorted(by_name), "a wired uplink is needed")
+    missing = set(by_name) - set(routes.uplinks)
+    if missing:
+        raise RouteConfigError("uplinks", sorted(missing),
+                               "not managed by the route controller")
+    for name, uplink in by_name.items():
+        if routes.uplinks[name].interface != uplink.interface:
+            raise RouteConfigError(f"{name}.interface", uplink.interface,
+                                   "differs from the route controller's")
+    return by_name
 
 
-def _positive(field: str, value: float) -> float:
-    if not (isinstance(value, int | float) and value > 0):
-        raise DecisionConfigError(field, value, "must be a positive number")
-    return float(value)
+def _targets_for(name: UplinkName, targets: Targets,
+                 config: MonitorConfig) -> tuple[ProbeTarget, ...]:
+    chosen = targets.get(name) if isinstance(targets, Mapping) else targets
+    if not chosen:
+        raise ProbeConfigError(f"{name}.targets", chosen, "at least one target is needed")
+    parsed = tuple(t if isinstance(t, ProbeTarget) else parse_target(t) for t in chosen)
+    if config.quorum > len(parsed):
+        raise ProbeConfigError(f"{name}.quorum", config.quorum,
+                               f"exceeds the {len(parsed)} probe targets")
+    return parsed
 
 
 class FailoverEngine:
-    """Watches the uplinks end to end and keeps traffic on the best one. See module docs."""
+    """Watches the uplinks end to end and keeps traffic on the best one. See module docs.
+
+    ``config`` holds the settings; the keywords are the collaborators: route control's
+    helpers (``forwarding``, ``conntrack``, ``sticky``), the probes (``round_fn``,
+    ``counter``), the carrier watcher, the modem's ``switch_sim``, the time source and
+    the owner's callbacks.
+    """
 
     def __init__(
         self,
         uplinks: Sequence[Uplink],
-        targets: Sequence[ProbeTarget | str] | Mapping[UplinkName, Sequence[ProbeTarget | str]],
+        targets: Targets,
         routes: RouteController,
+        config: EngineConfig | None = None,
         *,
         forwarding: Forwarding | None = None,
         conntrack: ConnectionFlusher | None = None,
         sticky: StickySync | None = None,
-        monitor: MonitorConfig | Mapping[UplinkName, MonitorConfig] | None = None,
-        selector: SelectorConfig | None = None,
-        probe_options: ProbeOptions | Mapping[UplinkName, ProbeOptions] | None = None,
         counter: ByteCounter | None = None,
-        netns: str | None = None,
-        clock: Clock = time.monotonic,
         round_fn: RoundFn = probe_round,
         link_watcher: LinkWatcherFactory | None = None,
-        watch_carrier: bool = True,
-        lte_budget_bytes: float = LTE_BUDGET_BYTES,
-        standby_interval_s: float | None = None,
-        maintenance_interval_s: float = 10.0,
-        round_slack_s: float = 0.5,
-        switch_timeout_s: float = 30.0,
-        retry_initial_s: float = 0.5,
-        retry_max_s: float = 10.0,
-        flush_grace_s: float = 5.0,
-        switch_sim: Callable[[], Awaitable[bool]] | None = None,
-        sim_switch_timeout_s: float = 60.0,
-        sim_verdict_timeout_s: float = 10.0,
+        switch_sim: SwitchSim | None = None,
+        monotonic: Monotonic = time.monotonic,
         on_link: Callable[[UplinkName, LinkStatus], None] | None = None,
         on_transition: Callable[[Transition, SwitchReport], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         on_round: Callable[[UplinkName, ProbeRound], None] | None = None,
     ) -> None:
-        self._uplinks: dict[UplinkName, Uplink] = uplink_map(uplinks)
-        if "wired" not in self._uplinks:
-            raise RouteConfigError("uplinks", sorted(self._uplinks), "a wired uplink is needed")
-        missing = set(self._uplinks) - set(routes.uplinks)
-        if missing:
-            raise RouteConfigError("uplinks", sorted(missing),
-                                   "not managed by the route controller")
-        for name, uplink in self._uplinks.items():
-            if routes.uplinks[name].interface != uplink.interface:
-                raise RouteConfigError(f"{name}.interface", uplink.interface,
-                                       "differs from the route controller's")
+        self._config = cfg = config if config is not None else EngineConfig()
+        self._uplinks = _checked_uplinks(uplinks, routes)
         names = list(self._uplinks)
-        self._routes = routes
-        self._flush_grace_s = flush_grace_s
-        self._forwarding = forwarding
-        self._conntrack = conntrack
-        self._sticky = sticky
-        self._configs: dict[UplinkName, MonitorConfig] = {}
-        self._targets: dict[UplinkName, tuple[ProbeTarget, ...]] = {}
-        self._options: dict[UplinkName, ProbeOptions | None] = {}
-        for name in names:
-            cfg = (monitor.get(name, MonitorConfig()) if isinstance(monitor, Mapping)
-                   else monitor or MonitorConfig())
-            chosen = targets.get(name) if isinstance(targets, Mapping) else targets
-            if not chosen:
-                raise ProbeConfigError(f"{name}.targets", chosen, "at least one target is needed")
-            parsed = tuple(t if isinstance(t, ProbeTarget) else parse_target(t) for t in chosen)
-            if cfg.quorum > len(parsed):
-                raise ProbeConfigError(f"{name}.quorum", cfg.quorum,
-                                       f"exceeds the {len(parsed)} probe targets")
-            self._configs[name] = cfg
-            self._targets[name] = parsed
-            self._options[name] = (probe_options.get(name) if isinstance(probe_options, Mapping)
-                                   else probe_options)
+        self._configs = {n: cfg.monitor_for(n) for n in names}
+        self._targets = {n: _targets_for(n, targets, self._configs[n]) for n in names}
+        self._options = {n: cfg.options_for(n) for n in names}
         self._counter = counter
-        self._clock = clock
+        self._monotonic = monotonic
         self._round_fn = round_fn
-        self._netns = netns
         self._link_watcher = link_watcher
-        self._watch_carrier = watch_carrier
-        self._budget = _positive("lte_budget_bytes", lte_budget_bytes)
-        self._fixed_standby = (None if standby_interval_s is None
-                               else _positive("standby_interval_s", standby_interval_s))
-        self._maintenance_interval_s = _positive("maintenance_interval_s", maintenance_interval_s)
-        self._round_slack_s = _positive("round_slack_s", round_slack_s)
-        self._switch_timeout_s = _positive("switch_timeout_s", switch_timeout_s)
-        self._retry_initial_s = _positive("retry_initial_s", retry_initial_s)
-        self._retry_max_s = max(self._retry_initial_s, _positive("retry_max_s", retry_max_s))
-        self._switch_sim = switch_sim
-        self._sim_switch_timeout_s = _positive("sim_switch_timeout_s", sim_switch_timeout_s)
-        self._sim_verdict_timeout_s = _positive("sim_verdict_timeout_s", sim_verdict_timeout_s)
         self._on_link = on_link
-        self._on_transition = on_transition
         self._on_error = on_error
         self._on_round = on_round
-
-        self._monitors: dict[UplinkName, LinkMonitor] = {
-            n: LinkMonitor(self._configs[n], clock) for n in names}
+        self._monitors = {n: LinkMonitor(self._configs[n], monotonic) for n in names}
         # Without an LTE uplink the selector sees one that never comes up.
-        self._no_lte = LinkMonitor(MonitorConfig(), clock).status()
-        self._selector = UplinkSelector(selector, clock)
-        self._published: dict[UplinkName, tuple[decision.LinkState, bool]] = {
+        self._no_lte = LinkMonitor(MonitorConfig(), monotonic).status()
+        self._selector = UplinkSelector(cfg.selector, monotonic)
+        self._published: dict[UplinkName, tuple[link.LinkState, bool]] = {
             n: (m.state, m.status().carrier) for n, m in self._monitors.items()}
         self._carrier: dict[UplinkName, bool | None] = dict.fromkeys(names)
         self._wake: dict[UplinkName, asyncio.Event] = {n: asyncio.Event() for n in names}
@@ -321,135 +314,111 @@ class FailoverEngine:
         self._last_round: dict[UplinkName, _LastRound | None] = dict.fromkeys(names)
         self._lte_full_rate = True
         self._lte_verdict_pending = True  # boot: until LTE is usable or a round fails
-        # LTE standby accounting
-        self._standby_bytes = 0
-        self._standby_rounds = 0
-        self._measured_round_bytes: float | None = None
-        self._period_start = clock()
-        self._period_bytes = 0
-        # decisions and their application
-        self._latest: Transition | None = None
-        self._reported: Transition | None = None
-        self._applied: decision.Uplink | None = None  # None: nothing applied yet
-        self._route_wake = asyncio.Event()
+        self._budget = LteBudget(
+            self._targets.get("lte") or self._targets["wired"], cfg.lte_budget_bytes,
+            fixed_interval_s=cfg.standby_interval_s, monotonic=monotonic)
+        self._applier = RouteApplier(
+            routes, self._selector, cfg.route_timing, forwarding=forwarding,
+            conntrack=conntrack, sticky=sticky, report=self._report,
+            on_transition=on_transition)
         self._decision_event = asyncio.Event()
-        self._switch_failures = 0
-        self._switches = 0
-        self._route_problems: list[RouteProblem] = []
-        # errors
+        self._sim = self._sim_fallback(switch_sim)
         self._errors = 0
         self._last_error: str | None = None
-        # SIM switching
-        self._sim_armed = True
-        self._sim_task: asyncio.Task[None] | None = None
-        self._sim_switches = 0
         self._tg: asyncio.TaskGroup | None = None
         self._running = False
+
+    def _sim_fallback(self, switch_sim: SwitchSim | None) -> SimFallback:
+        steps = SimSteps(self._rejudge_lte, self._ensure_lte_route, self._until_chosen,
+                         self._sim_over)
+        return SimFallback(switch_sim, steps, switch_timeout_s=self._config.sim_switch_timeout_s,
+                           verdict_timeout_s=self._config.sim_verdict_timeout_s,
+                           report=self._report)
 
     # ------------------------------------------------------------------ public view
 
     @property
-    def active(self) -> decision.Uplink:
+    def active(self) -> link.Uplink:
         """The selector's decision: ``wired``, ``lte`` or ``none`` (offline mode)."""
         return self._selector.active
 
     @property
-    def applied(self) -> decision.Uplink | None:
+    def applied(self) -> link.Uplink | None:
         """What route control last applied (None: nothing yet)."""
-        return self._applied
+        return self._applier.applied
 
     @property
     def standby_bytes(self) -> int:
         """LTE probe bytes spent while LTE was not the active uplink (hot standby)."""
-        return self._standby_bytes
+        return self._budget.standby_bytes
 
     @property
     def standby_interval_s(self) -> float:
         """Seconds between LTE rounds while LTE is in hot standby."""
-        if self._fixed_standby is not None:
-            return self._fixed_standby
-        per_round = self.lte_round_bytes
-        base = standby_probe_interval_s(per_round, self._budget)
-        self._roll_period()
-        elapsed = self._clock() - self._period_start
-        adaptive = adaptive_standby_interval_s(
-            self._period_bytes, elapsed, per_round, self._budget,
-            min_interval_s=base, max_interval_s=max(base, 3600.0))
-        return max(base, adaptive)
+        return self._budget.interval_s()
 
     @property
     def lte_round_bytes(self) -> float:
         """Bytes one LTE round costs: the estimate, or the measured average when larger."""
-        targets = self._targets.get("lte") or self._targets["wired"]
-        estimate = float(estimate_round_bytes(targets))
-        measured = self._measured_round_bytes
-        return estimate if measured is None else max(estimate, measured)
+        return self._budget.round_bytes
 
     def links(self) -> dict[UplinkName, LinkStatus]:
         return {name: m.status() for name, m in self._monitors.items()}
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready state for ``storebox status``."""
-        now = self._clock()
-        links: dict[str, Any] = {}
-        for name, monitor in self._monitors.items():
-            st = monitor.status()
-            last = self._last_round[name]
-            role = st.state.value
-            if name == "lte":
-                role = self._selector.lte_role(st)
-            elif self._selector.active is decision.Uplink.WIRED and st.usable:
-                role = "active"
-            links[name] = {
-                "interface": self._uplinks[name].interface,
-                "state": st.state.value,
-                "role": role,
-                "reason": st.reason,
-                "carrier": st.carrier,
-                "since_s": round(now - st.since, 3),
-                "stable_for_s": round(st.stable_for(now), 3),
-                "consecutive_failures": st.consecutive_failures,
-                "detector": self._configs[name].detector,
-                "evidence": round(st.evidence, 2),
-                "loss": st.loss,
-                "median_latency_ms": st.median_latency_ms,
-                "probe_interval_s": self._interval(name),
-                "rounds_started": self._rounds_started[name],
-                "rounds_in_flight": self._in_flight[name],
-                "targets": [t.text for t in self._targets[name]],
-                "last_round": None if last is None else {
-                    "ok": last.ok, "succeeded": last.succeeded, "attempted": last.attempted,
-                    "median_latency_ms": last.median_latency_ms, "standby": last.standby,
-                    "age_s": round(now - last.finished, 3)},
-            }
+        now = self._monotonic()
+        routes = self._applier
         history = self._selector.history[-10:]
         return {
             "active": self._selector.active.value,
-            "applied": None if self._applied is None else self._applied.value,
+            "applied": None if routes.applied is None else routes.applied.value,
             "active_since_s": round(now - self._selector.since, 3),
-            "switch_pending": self._switch_pending(),
-            "switches": self._switches,
-            "switch_failures": self._switch_failures,
-            "backend": self._routes.backend,
-            "links": links,
+            "switch_pending": routes.pending,
+            "switches": routes.switches,
+            "switch_failures": routes.switch_failures,
+            "backend": routes.routes.backend,
+            "links": {name: self._describe_link(name, now) for name in self._monitors},
             "lte_standby": None if "lte" not in self._uplinks else {
                 "full_rate": self._lte_full_rate,
                 "verdict_pending": self._lte_verdict_pending,
-                "interval_s": self.standby_interval_s,
-                "bytes_per_round": self.lte_round_bytes,
-                "budget_bytes_per_month": self._budget,
-                "standby_bytes": self._standby_bytes,
-                "standby_rounds": self._standby_rounds,
+                **self._budget.describe(),
             },
-            "sim": {"switch_available": self._switch_sim is not None,
-                    "switches": self._sim_switches, "armed": self._sim_armed,
-                    "switching": self._sim_task is not None and not self._sim_task.done()},
+            "sim": self._sim.describe(),
             "transitions": [{"kind": t.kind.value, "from": t.from_uplink.value,
                              "to": t.to_uplink.value, "reason": t.reason,
                              "age_s": round(now - t.at, 3)} for t in history],
-            "route_problems": [p.as_dict() for p in self._route_problems],
+            "route_problems": [p.as_dict() for p in routes.problems],
             "errors": self._errors,
             "last_error": self._last_error,
+        }
+
+    def _describe_link(self, name: UplinkName, now: float) -> dict[str, Any]:
+        st = self._monitors[name].status()
+        last = self._last_round[name]
+        role = st.state.value
+        if name == "lte":
+            role = self._selector.lte_role(st)
+        elif self._selector.active is link.Uplink.WIRED and st.usable:
+            role = "active"
+        return {
+            "interface": self._uplinks[name].interface,
+            "state": st.state.value,
+            "role": role,
+            "reason": st.reason,
+            "carrier": st.carrier,
+            "since_s": round(now - st.since, 3),
+            "stable_for_s": round(st.stable_for(now), 3),
+            "consecutive_failures": st.consecutive_failures,
+            "detector": self._configs[name].detector,
+            "evidence": round(st.evidence, 2),
+            "loss": st.loss,
+            "median_latency_ms": st.median_latency_ms,
+            "probe_interval_s": self._interval(name),
+            "rounds_started": self._rounds_started[name],
+            "rounds_in_flight": self._in_flight[name],
+            "targets": [t.text for t in self._targets[name]],
+            "last_round": None if last is None else last.describe(now),
         }
 
     # ------------------------------------------------------------------ running
@@ -465,9 +434,11 @@ class FailoverEngine:
                 self._decide()  # the initial LTE rate, and nothing else
                 for name in self._uplinks:
                     tg.create_task(self._probe_loop(name), name=f"failover-probes-{name}")
-                if self._watch_carrier:
+                if self._config.watch_carrier:
                     tg.create_task(self._carrier_loop(), name="failover-carrier")
-                tg.create_task(self._route_worker(), name="failover-routes")
+                tg.create_task(self._applier.run(tg, usable=self._usable,
+                                                 defer_offline=self._defer_offline),
+                               name="failover-routes")
                 tg.create_task(self._maintenance_loop(), name="failover-maintenance")
         finally:
             self._tg = None
@@ -483,9 +454,9 @@ class FailoverEngine:
     def _wants_full_rate_lte(self) -> bool:
         if "lte" not in self._monitors:
             return False
-        if self._selector.active is decision.Uplink.LTE:
+        if self._selector.active is link.Uplink.LTE:
             return True
-        if self._sim_task is not None and not self._sim_task.done():
+        if self._sim.running:
             return True
         if self._lte_verdict_pending:
             return True  # boot, carrier back, a new SIM: get a verdict quickly
@@ -518,12 +489,12 @@ class FailoverEngine:
     async def _round(self, name: UplinkName, standby: bool) -> None:
         cfg = self._configs[name]
         targets = self._targets[name]
-        lte_idle = name == "lte" and self._selector.active is not decision.Uplink.LTE
-        started = self._clock()
+        lte_idle = name == "lte" and self._selector.active is not link.Uplink.LTE
+        started = self._monotonic()
         self._in_flight[name] += 1
         try:
             try:
-                async with asyncio.timeout(cfg.probe_timeout_s + self._round_slack_s):
+                async with asyncio.timeout(cfg.probe_timeout_s + self._config.round_slack_s):
                     outcome: ProbeRound = await self._round_fn(
                         targets, self._uplinks[name].interface, cfg.probe_timeout_s,
                         cfg.quorum, options=self._options[name], counter=self._counter)
@@ -537,9 +508,10 @@ class FailoverEngine:
         finally:
             self._in_flight[name] -= 1
         if name == "lte":
-            self._account_lte(outcome, lte_idle, standby)
+            self._budget.account(outcome.bytes_sent + outcome.bytes_received, outcome.ok,
+                                 idle=lte_idle, standby=standby)
         self._last_round[name] = _LastRound(
-            started, self._clock(), outcome.ok, outcome.succeeded, outcome.attempted,
+            started, self._monotonic(), outcome.ok, outcome.succeeded, outcome.attempted,
             outcome.median_latency_ms, standby)
         change = self._monitors[name].observe_round(outcome)
         if name == "lte" and not outcome.ok:
@@ -552,39 +524,20 @@ class FailoverEngine:
             except Exception as exc:
                 self._report(exc)
 
-    def _roll_period(self) -> None:
-        now = self._clock()
-        while now - self._period_start >= SECONDS_PER_MONTH:
-            self._period_start += SECONDS_PER_MONTH
-            self._period_bytes = 0
-
-    def _account_lte(self, outcome: ProbeRound, idle: bool, standby: bool) -> None:
-        spent = outcome.bytes_sent + outcome.bytes_received
-        if spent > 0 and outcome.ok:
-            previous = self._measured_round_bytes
-            self._measured_round_bytes = (float(spent) if previous is None
-                                          else 0.8 * previous + 0.2 * spent)
-        if idle:
-            self._roll_period()
-            self._standby_bytes += spent
-            self._period_bytes += spent
-            if standby:
-                self._standby_rounds += 1
-
     # ------------------------------------------------------------------ carrier
 
     def _watcher(self, interfaces: Sequence[str]) -> CarrierSource:
         if self._link_watcher is not None:
             return self._link_watcher(interfaces)
-        return LinkWatcher(interfaces, netns=self._netns)
+        return LinkWatcher(interfaces, netns=self._config.netns)
 
     async def _carrier_loop(self) -> None:
         by_interface = {u.interface: name for name, u in self._uplinks.items()}
-        delay = self._retry_initial_s
+        delay = self._config.retry_initial_s
         while True:
             try:
                 async with self._watcher(sorted(by_interface)) as events:
-                    delay = self._retry_initial_s
+                    delay = self._config.retry_initial_s
                     async for ifname, up in events:
                         name = by_interface.get(ifname)
                         if name is not None:
@@ -593,7 +546,7 @@ class FailoverEngine:
             except Exception as exc:
                 self._report(exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self._retry_max_s)
+            delay = min(delay * 2, self._config.backoff_max_s)
 
     def carrier(self, name: UplinkName, up: bool) -> None:
         """Feed a carrier event (the watcher does; usable by an owner with its own)."""
@@ -619,7 +572,7 @@ class FailoverEngine:
         if change is not None:
             log.info("failover: %s %s -> %s (%s)", name, change.old, change.new, change.reason)
         if name == "lte" and status.usable:
-            self._sim_armed = True
+            self._sim.rearm()
             self._lte_verdict_pending = False
         if self._on_link is not None:
             try:
@@ -632,8 +585,7 @@ class FailoverEngine:
         if transition is not None:
             log.warning("failover: %s %s -> %s: %s", transition.kind, transition.from_uplink,
                         transition.to_uplink, transition.reason)
-            self._latest = transition
-            self._route_wake.set()
+            self._applier.decided(transition)
             self._decision_event.set()
         full = self._wants_full_rate_lte()
         if full != self._lte_full_rate:
@@ -643,180 +595,59 @@ class FailoverEngine:
 
     # ------------------------------------------------------------------ route control
 
-    def _switch_pending(self) -> bool:
-        return self._latest is not None and (
-            self._latest is not self._reported or self._applied is not self._selector.active)
-
-    async def _route_worker(self) -> None:
-        delay = self._retry_initial_s
-        while True:
-            await self._route_wake.wait()
-            self._route_wake.clear()
-            if await self._apply_latest():
-                delay = self._retry_initial_s
-                continue
-            # Failed: retry after a backoff; a new decision cuts the wait short.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._route_wake.wait()
-            delay = min(delay * 2, self._retry_max_s)
-            self._route_wake.set()
-
-    async def _apply_latest(self) -> bool:
-        """Apply the selector's current decision. False when it failed (retry)."""
-        transition = self._latest
-        if transition is None or not self._switch_pending():
-            return True
-        target = self._selector.active
-        if target is decision.Uplink.NONE and self._defer_offline():
-            return True
-        previous = self._applied
-        left: list[UplinkName] = []
-        old = None if previous is None else _route_name(previous)
-        if old is not None and previous is not target:
-            left.append(old)
-        # flows on an uplink that still works (a failback) get a grace period to finish
-        later = [n for n in left if n in self._monitors and self._monitors[n].status().usable]
-        try:
-            async with asyncio.timeout(self._switch_timeout_s):
-                report = await switch_uplink(
-                    _route_name(target), routes=self._routes, forwarding=self._forwarding,
-                    conntrack=self._conntrack, left=left,
-                    flush=[n for n in left if n not in later])
-        except Exception as exc:
-            self._switch_failures += 1
-            self._report(exc)
-            return False
-        self._applied = target
-        self._reported = transition
-        self._switches += 1
-        if later and self._conntrack is not None and self._tg is not None:
-            self._tg.create_task(self._flush_later(later, target), name="failover-late-flush")
-        if self._on_transition is not None:
-            try:
-                self._on_transition(transition, report)
-            except Exception as exc:
-                self._report(exc)
-        await self._sync_sticky()
-        # A decision taken while switching is applied next (the wake flag is set).
-        return True
-
-    async def _sync_sticky(self) -> None:
-        """Bring the sticky tables in line with the main table (a failure is reported;
-        the switch itself stands)."""
-        if self._sticky is None:
-            return
-        try:
-            async with asyncio.timeout(self._switch_timeout_s):
-                changes = await self._sticky.sync()
-        except Exception as exc:
-            self._report(exc)
-        else:
-            if changes:
-                log.info("failover: sticky routes: %s", changes)
-
-    async def _flush_later(self, names: list[UplinkName], target: decision.Uplink) -> None:
-        """Flush the flows still pinned to uplinks left while healthy, after a grace
-        period (unless traffic went back to them meanwhile)."""
-        await asyncio.sleep(self._flush_grace_s)
-        assert self._conntrack is not None
-        for name in names:
-            if self._applied is not target or _route_name(self._applied) == name:
-                return
-            try:
-                await self._conntrack.flush_uplink(self._routes.uplinks[name].interface)
-            except Exception as exc:
-                self._report(exc)
+    def _usable(self, name: UplinkName) -> bool:
+        return name in self._monitors and self._monitors[name].status().usable
 
     def _defer_offline(self) -> bool:
         """Before offline mode after LTE failed while active: try the other SIM."""
-        if self._sim_task is not None and not self._sim_task.done():
+        if self._sim.running:
             return True  # an attempt runs; it wakes the worker when it concludes
-        if (self._switch_sim is None or self._applied is not decision.Uplink.LTE
-                or not self._sim_armed or "lte" not in self._monitors
+        if (not self._sim.ready or self._applier.applied is not link.Uplink.LTE
+                or "lte" not in self._monitors
                 or self._monitors["lte"].status().usable or self._tg is None):
             return False
-        self._sim_armed = False
-        self._sim_task = self._tg.create_task(self._sim_attempt(), name="failover-sim-switch")
+        self._sim.start(self._tg)
         self._decide()  # LTE at full rate while the attempt runs
         return True
 
-    async def _sim_attempt(self) -> None:
-        assert self._switch_sim is not None
-        try:
-            switched = False
-            try:
-                async with asyncio.timeout(self._sim_switch_timeout_s):
-                    switched = bool(await self._switch_sim())
-            except Exception as exc:
-                self._report(exc)
-            if not switched:
-                log.warning("failover: SIM switch did not help; offline mode")
-                return
-            self._sim_switches += 1
-            log.warning("failover: LTE switched to its other SIM; judging it afresh")
-            monitor = LinkMonitor(self._configs["lte"], self._clock)
-            if self._carrier["lte"] is False:
-                monitor.carrier(False)
-            self._monitors["lte"] = monitor
-            self._lte_verdict_pending = True
-            self._publish("lte", None)
-            self._decide()
-            self._wake["lte"].set()
-            try:
-                problems = await self._routes.ensure_present(["lte"])
-            except Exception as exc:
-                self._report(exc)
-            else:
-                self._note_problems(problems, ["lte"])
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._sim_verdict_timeout_s):
-                    while self._selector.active is decision.Uplink.NONE:
-                        self._decision_event.clear()
-                        await self._decision_event.wait()
-        finally:
-            self._route_wake.set()
-            # The attempt is over: LTE drops back to its normal rate.
-            asyncio.get_running_loop().call_soon(self._decide)
+    def _rejudge_lte(self) -> None:
+        """After a SIM switch: a new monitor for LTE, probed at the full rate."""
+        monitor = LinkMonitor(self._configs["lte"], self._monotonic)
+        if self._carrier["lte"] is False:
+            monitor.carrier(False)
+        self._monitors["lte"] = monitor
+        self._lte_verdict_pending = True
+        self._publish("lte", None)
+        self._decide()
+        self._wake["lte"].set()
+
+    async def _ensure_lte_route(self) -> None:
+        await self._applier.ensure_present(["lte"], None)
+
+    async def _until_chosen(self) -> None:
+        while self._selector.active is link.Uplink.NONE:
+            self._decision_event.clear()
+            await self._decision_event.wait()
+
+    def _sim_over(self) -> None:
+        self._applier.wake.set()
+        # The attempt is over: LTE drops back to its normal rate.
+        asyncio.get_running_loop().call_soon(self._decide)
 
     # ------------------------------------------------------------------ maintenance
 
     async def _maintenance_loop(self) -> None:
         while True:
             await self._maintain()
-            await asyncio.sleep(self._maintenance_interval_s)
+            await asyncio.sleep(self._config.maintenance_interval_s)
 
     async def _maintain(self) -> None:
         watched = [n for n, m in self._monitors.items() if m.status().carrier]
         if watched:
-            try:
-                async with asyncio.timeout(self._switch_timeout_s):
-                    problems = await self._routes.ensure_present(watched)
-            except Exception as exc:
-                self._report(exc)
-            else:
-                self._note_problems(problems, watched)
-        await self._sync_sticky()
-        addresses_of = getattr(self._conntrack, "addresses_of", None)
-        if addresses_of is None:
-            return
-        for name, monitor in self._monitors.items():
-            if not monitor.status().usable:
-                continue
-            try:
-                async with asyncio.timeout(self._switch_timeout_s):
-                    await addresses_of(self._uplinks[name].interface)
-            except Exception as exc:
-                self._report(exc)
-
-    def _note_problems(self, problems: list[RouteProblem], checked: Sequence[UplinkName]) -> None:
-        kept = [p for p in self._route_problems if p.uplink not in checked]
-        new = kept + list(problems)
-        if new != self._route_problems:
-            for problem in problems:
-                log.warning("failover: no route via %s (%s): %s", problem.uplink,
-                            problem.interface, problem.reason)
-        self._route_problems = new
+            await self._applier.ensure_present(watched, self._config.switch_timeout_s)
+        await self._applier.sync_sticky()
+        await self._applier.remember_addresses(
+            [n for n, m in self._monitors.items() if m.status().usable])
 
     # ------------------------------------------------------------------ errors
 

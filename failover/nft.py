@@ -220,20 +220,40 @@ class LanForwarding:
         lines = [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}",
                  f"table {FAMILY} {TABLE} {{",
                  '\tcomment "storebox: shop LAN to the active uplink; regenerated on change"']
-        if self.lte_allowlist is not None:
-            v4, v6 = self.lte_allowlist
-            for name, kind, nets in (("lte_allow4", "ipv4_addr", v4),
-                                     ("lte_allow6", "ipv6_addr", v6)):
-                elements = (f" elements = {{ {', '.join(str(n) for n in nets)} }}"
-                            if nets else "")
-                lines.append(f"\tset {name} {{ type {kind}; flags interval;{elements} }}")
-        keep = ~FLOW_MARK_MASK & 0xFFFFFFFF
-        lines += [
+        lines += self._allowlist_sets()
+        lines += self._counters()
+        lines += self._prerouting_chain(lan)
+        lines += self._forward_chain(lan, wans, outs, sticky=active is not None)
+        lines += self._postrouting_chain(lan, outs)
+        if self.firewall:
+            lines += self._input_chain(lan, wans)
+        lines += ["}", ""]
+        return "\n".join(lines)
+
+    def _allowlist_sets(self) -> list[str]:
+        if self.lte_allowlist is None:
+            return []
+        v4, v6 = self.lte_allowlist
+        lines = []
+        for name, kind, nets in (("lte_allow4", "ipv4_addr", v4),
+                                 ("lte_allow6", "ipv6_addr", v6)):
+            elements = (f" elements = {{ {', '.join(str(n) for n in nets)} }}"
+                        if nets else "")
+            lines.append(f"\tset {name} {{ type {kind}; flags interval;{elements} }}")
+        return lines
+
+    def _counters(self) -> list[str]:
+        return [
             "\tcounter lte_blocked { }",
             "\tcounter standby_blocked { }",
             "\tcounter inbound_dropped { }",
             *(["\tcounter uplink_dropped { }", "\tcounter api_refused { }"]
               if self.firewall else []),
+        ]
+
+    def _prerouting_chain(self, lan: str) -> list[str]:
+        keep = ~FLOW_MARK_MASK & 0xFFFFFFFF
+        lines = [
             "\tchain prerouting {",
             "\t\ttype filter hook prerouting priority mangle; policy accept;",
         ]
@@ -241,40 +261,57 @@ class LanForwarding:
             mark = FLOW_MARKS[uplink]
             lines.append(f"\t\tiifname {lan} ct mark and {FLOW_MARK_MASK:#x} == {mark:#x} "
                          f"meta mark set meta mark and {keep:#010x} or {mark:#x}")
-        lines += [
-            "\t}",
+        lines.append("\t}")
+        return lines
+
+    def _forward_chain(self, lan: str, wans: str, outs: list[UplinkName], *,
+                       sticky: bool) -> list[str]:
+        lines = [
             "\tchain forward {",
             "\t\ttype filter hook forward priority filter; policy accept;",
             f"\t\tiifname {wans} oifname {lan} ct state established,related accept",
             f'\t\tiifname {wans} oifname {lan} counter name "inbound_dropped" drop',
         ]
         for uplink in outs:
-            out = self.uplinks[uplink]
-            if self.lte_allowlist is not None and uplink == "lte":
-                lines += [
-                    f'\t\tiifname {lan} oifname "{out}" ip daddr @lte_allow4 accept',
-                    f'\t\tiifname {lan} oifname "{out}" ip6 daddr @lte_allow6 accept',
-                    f'\t\tiifname {lan} oifname "{out}" counter name "lte_blocked" '
-                    "reject with icmpx admin-prohibited",
-                ]
-            else:
-                lines.append(f'\t\tiifname {lan} oifname "{out}" accept')
-        if active is not None:
-            # sticky flows: those masqueraded through an uplink left may keep it
-            for uplink, out in self.uplinks.items():
-                if uplink in outs:
-                    continue
-                pinned = (f'\t\tiifname {lan} oifname "{out}" '
-                          f"ct mark and {FLOW_MARK_MASK:#x} == {FLOW_MARKS[uplink]:#x}")
-                if self.lte_allowlist is not None and uplink == "lte":
-                    lines += [f"{pinned} ip daddr @lte_allow4 accept",
-                              f"{pinned} ip6 daddr @lte_allow6 accept"]
-                else:
-                    lines.append(f"{pinned} accept")
+            lines += self._forward_out(lan, uplink)
+        if sticky:
+            lines += self._forward_pinned(lan, outs)
         lines += [
             f'\t\tiifname {lan} oifname {wans} counter name "standby_blocked" '
             "reject with icmpx admin-prohibited",
             "\t}",
+        ]
+        return lines
+
+    def _forward_out(self, lan: str, uplink: UplinkName) -> list[str]:
+        out = self.uplinks[uplink]
+        if self.lte_allowlist is not None and uplink == "lte":
+            return [
+                f'\t\tiifname {lan} oifname "{out}" ip daddr @lte_allow4 accept',
+                f'\t\tiifname {lan} oifname "{out}" ip6 daddr @lte_allow6 accept',
+                f'\t\tiifname {lan} oifname "{out}" counter name "lte_blocked" '
+                "reject with icmpx admin-prohibited",
+            ]
+        return [f'\t\tiifname {lan} oifname "{out}" accept']
+
+    def _forward_pinned(self, lan: str, outs: list[UplinkName]) -> list[str]:
+        # sticky flows: those masqueraded through an uplink left may keep it
+        lines = []
+        for uplink, out in self.uplinks.items():
+            if uplink in outs:
+                continue
+            pinned = (f'\t\tiifname {lan} oifname "{out}" '
+                      f"ct mark and {FLOW_MARK_MASK:#x} == {FLOW_MARKS[uplink]:#x}")
+            if self.lte_allowlist is not None and uplink == "lte":
+                lines += [f"{pinned} ip daddr @lte_allow4 accept",
+                          f"{pinned} ip6 daddr @lte_allow6 accept"]
+            else:
+                lines.append(f"{pinned} accept")
+        return lines
+
+    def _postrouting_chain(self, lan: str, outs: list[UplinkName]) -> list[str]:
+        keep = ~FLOW_MARK_MASK & 0xFFFFFFFF
+        lines = [
             "\tchain postrouting {",
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         ]
@@ -283,10 +320,7 @@ class LanForwarding:
                          f"ct mark set ct mark and {keep:#010x} or {FLOW_MARKS[uplink]:#x} "
                          "masquerade")
         lines.append("\t}")
-        if self.firewall:
-            lines += self._input_chain(lan, wans)
-        lines += ["}", ""]
-        return "\n".join(lines)
+        return lines
 
     def _input_chain(self, lan: str, wans: str) -> list[str]:
         """The box's own firewall (CONTRACTS 3a): see "The box itself" in the module doc."""

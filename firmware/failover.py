@@ -15,18 +15,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from failover.config import MonitorConfig, SelectorConfig
 from failover.conntrack import ConntrackFlusher
-from failover.decision import (
-    SEQUENTIAL_RETRY_AFTER_S,
-    LinkStatus,
-    MonitorConfig,
-    SelectorConfig,
-    Transition,
-    sequential_monitor,
-)
-from failover.engine import FailoverEngine
+from failover.engine import EngineConfig, FailoverEngine
+from failover.link import LinkStatus, Transition
 from failover.nft import LanForwarding
-from failover.probes import ProbeOptions
+from failover.probes.options import ProbeOptions
 from failover.routes import (
     MetricScheme,
     ObserveOnlyRoutes,
@@ -35,6 +29,7 @@ from failover.routes import (
     Uplink,
     UplinkName,
 )
+from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
 from firmware.config import Config
@@ -187,9 +182,10 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
 
     def build(component: FailoverComponent) -> FailoverEngine:
         return FailoverEngine(
-            uplinks, targets, routes, forwarding=forwarding, conntrack=conntrack,
-            sticky=sticky, monitor=monitor, selector=selector, probe_options=probe_options,
-            lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000,
+            uplinks, targets, routes,
+            EngineConfig(monitor=monitor, selector=selector, probe_options=probe_options,
+                         lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000),
+            forwarding=forwarding, conntrack=conntrack, sticky=sticky,
             switch_sim=context.switch_sim,
             on_link=component.on_link, on_transition=component.on_transition,
             on_error=component.on_error)

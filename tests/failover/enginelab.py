@@ -29,17 +29,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from failover.config import MonitorConfig, SelectorConfig
 from failover.conntrack import ConntrackFlusher
-from failover.decision import (
-    LinkStatus,
-    MonitorConfig,
-    SelectorConfig,
-    Transition,
-    TransitionKind,
-)
-from failover.engine import FailoverEngine, ProbeRound
+from failover.engine import EngineConfig, FailoverEngine, ProbeRound
+from failover.link import LinkStatus, Transition, TransitionKind
 from failover.nft import LanForwarding
-from failover.probes import ByteCounter, ProbeOptions
+from failover.probes.accounting import ByteCounter
+from failover.probes.options import ProbeOptions
 from failover.routes import (
     MetricScheme,
     RouteController,
@@ -381,18 +377,18 @@ async def running_engine(shop: Shop, routes: RouteController, *,
             kwargs: dict[str, Any] = {
                 "monitor": MONITOR, "selector": SELECTOR,
                 "probe_options": ProbeOptions(dns_servers=()),
-                "maintenance_interval_s": 2.0, **engine_kwargs}
+                "maintenance_interval_s": 2.0, "netns": shop.box, **engine_kwargs}
             harness: Harness
             switch_log = SwitchLog()
             engine = FailoverEngine(
-                UPLINKS, TARGETS, TimedRoutes(routes, switch_log),
+                UPLINKS, TARGETS, TimedRoutes(routes, switch_log), EngineConfig(**kwargs),
                 forwarding=TimedForwarding(lan, switch_log),
                 conntrack=TimedFlusher(flusher, switch_log, lambda: harness.changed.set()),
-                sticky=pinning, counter=counter, netns=shop.box,
+                sticky=pinning, counter=counter,
                 on_transition=lambda t, r: harness.on_transition(t, r),
                 on_link=lambda n, s: harness.on_link(n, s),
                 on_error=lambda e: harness.on_error(e),
-                on_round=lambda n, o: harness.on_round(n, o), **kwargs)
+                on_round=lambda n, o: harness.on_round(n, o))
             harness = Harness(shop, engine, client, counter, switch_log, pinning)
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(engine.run(), name="engine"),

@@ -10,28 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from failover.decision import (
+from failover.budget import (
     SECONDS_PER_MONTH,
-    LinkMonitor,
-    LinkState,
-    LinkStatus,
-    MonitorConfig,
-    RoundSample,
-    SelectorConfig,
-    Transition,
-    TransitionKind,
-    Uplink,
-    UplinkSelector,
     adaptive_standby_interval_s,
-    detection_time_bounds_s,
-    exchange_failure_probability,
-    false_down_rate_for,
-    false_down_rate_per_hour,
     monthly_probe_bytes,
-    round_failure_probability,
     standby_probe_interval_s,
 )
+from failover.config import MonitorConfig, SelectorConfig, exchange_failure_probability
+from failover.decision import LinkMonitor, detection_time_bounds_s
 from failover.errors import DecisionConfigError, FailoverError
+from failover.link import LinkState, LinkStatus, RoundSample, Transition, TransitionKind, Uplink
+from failover.rounds import false_down_rate_for, false_down_rate_per_hour, round_failure_probability
+from failover.selector import UplinkSelector
+from tests.support.clock import ManualClock
 
 CFG = MonitorConfig()
 GOOD = RoundSample(3, 3, 2, 20.0)
@@ -39,19 +30,8 @@ PARTIAL = RoundSample(2, 3, 2, 20.0)
 BAD = RoundSample(0, 3, 2)
 
 
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
-
-
-def up_monitor(clock: Clock, config: MonitorConfig = CFG) -> LinkMonitor:
-    m = LinkMonitor(config, clock=clock)
+def up_monitor(clock: ManualClock, config: MonitorConfig = CFG) -> LinkMonitor:
+    m = LinkMonitor(config, monotonic=clock.monotonic)
     for _ in range(config.startup_rounds):
         clock.advance(config.round_interval_s)
         m.observe_round(GOOD)
@@ -79,15 +59,15 @@ def test_defaults_and_their_analysis() -> None:
 
 
 def test_starts_down_and_comes_up_after_the_startup_rounds() -> None:
-    clock = Clock()
-    m = LinkMonitor(CFG, clock=clock)
+    clock = ManualClock()
+    m = LinkMonitor(CFG, monotonic=clock.monotonic)
     assert m.status().state is LinkState.DOWN and not m.status().known
     clock.advance(0.5)
     assert m.observe_round(GOOD) is None
     clock.advance(0.5)
     change = m.observe_round(GOOD)
     assert change is not None and (change.old, change.new) == (LinkState.DOWN, LinkState.UP)
-    assert change.at == clock.now and m.status().since == clock.now
+    assert change.at == clock.monotonic() and m.status().since == clock.monotonic()
 
 
 @dataclass(order=True)
@@ -99,7 +79,7 @@ class _Done:
 
 def run_rounds(
     monitor: LinkMonitor,
-    clock: Clock,
+    clock: ManualClock,
     start: float,
     end: float,
     outcome_at_start: object,
@@ -116,7 +96,7 @@ def run_rounds(
         next_start = t if t < end else float("inf")
         if pending and pending[0].at <= next_start:
             done = heapq.heappop(pending)
-            clock.now = done.at
+            clock.monotonic_s = done.at
             change = monitor.observe_round(done.outcome)
             if change is not None and change.new is LinkState.DOWN and down_at is None:
                 n = monitor.config.down_after_rounds
@@ -133,7 +113,7 @@ def run_rounds(
 
 @pytest.mark.parametrize("phase", [i / 20 for i in range(10)])
 def test_a_blackhole_is_down_within_three_seconds(phase: float) -> None:
-    clock = Clock(0.0)
+    clock = ManualClock(monotonic=0.0)
     m = up_monitor(clock)
     blackhole = 100.0 + phase  # rounds start on the half second; try every phase
     down_at = run_rounds(m, clock, 2.0, 110.0, lambda t: t + 0.02 < blackhole)
@@ -144,11 +124,11 @@ def test_a_blackhole_is_down_within_three_seconds(phase: float) -> None:
 
 
 def test_carrier_loss_is_down_at_once_and_recovery_needs_the_window() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock)
     clock.advance(0.25)
     change = m.carrier(False)
-    assert change is not None and change.new is LinkState.DOWN and change.at == clock.now
+    assert change is not None and change.new is LinkState.DOWN and change.at == clock.monotonic()
     assert change.reason == "carrier lost"
     clock.advance(1)
     assert m.observe_round(GOOD) is None  # stale answers from before the loss are ignored
@@ -165,7 +145,7 @@ def test_carrier_loss_is_down_at_once_and_recovery_needs_the_window() -> None:
 
 
 def test_a_failed_round_restarts_the_stability_window() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock)
     for _ in range(4):
         clock.advance(0.5)
@@ -173,24 +153,24 @@ def test_a_failed_round_restarts_the_stability_window() -> None:
     assert m.status().state is LinkState.DOWN
     clock.advance(0.5)
     m.observe_round(GOOD)
-    first_good = clock.now
+    first_good = clock.monotonic()
     clock.advance(25)
     m.observe_round(GOOD)
     clock.advance(0.5)
     m.observe_round(BAD)  # a flap: not enough to matter while up, but we are recovering
     clock.advance(0.5)
     m.observe_round(GOOD)
-    restart = clock.now
-    clock.advance(first_good + 30 - clock.now + 1)
+    restart = clock.monotonic()
+    clock.advance(first_good + 30 - clock.monotonic() + 1)
     m.observe_round(GOOD)
     assert m.status().state is LinkState.DOWN
-    clock.now = restart + 30
+    clock.monotonic_s = restart + 30
     m.observe_round(GOOD)
     assert m.status().state is not LinkState.DOWN
 
 
 def test_single_failed_rounds_only_degrade() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock)
     for _ in range(3):
         clock.advance(0.5)
@@ -210,7 +190,7 @@ def test_single_failed_rounds_only_degrade() -> None:
 
 
 def test_partial_failures_and_high_latency_degrade() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock)
     for _ in range(CFG.quality_rounds):
         clock.advance(0.5)
@@ -244,7 +224,7 @@ def test_an_hour_of_twenty_percent_random_loss_never_goes_down() -> None:
     lost = sum(r.attempted - r.succeeded for r in rounds) / (3 * len(rounds))
     assert 0.035 < lost < 0.06  # ~0.36**3 = 4.7 % of probes fail
     assert 20 < failed < 80  # ~0.63 % of rounds fail: the loss is really exercised
-    clock = Clock(0.0)
+    clock = ManualClock(monotonic=0.0)
     m = up_monitor(clock)
     states = set()
     for r in rounds:
@@ -289,10 +269,10 @@ class Box:
     """Two monitors and a selector on one fake clock."""
 
     def __init__(self, sel: SelectorConfig | None = None, booted: bool = True) -> None:
-        self.clock = Clock()
-        self.wired = LinkMonitor(CFG, clock=self.clock)
-        self.lte = LinkMonitor(CFG, clock=self.clock)
-        self.sel = UplinkSelector(sel, clock=self.clock)
+        self.clock = ManualClock()
+        self.wired = LinkMonitor(CFG, monotonic=self.clock.monotonic)
+        self.lte = LinkMonitor(CFG, monotonic=self.clock.monotonic)
+        self.sel = UplinkSelector(sel, monotonic=self.clock.monotonic)
         self.transitions: list[Transition] = []
         if booted:
             self.step(GOOD, GOOD, n=CFG.startup_rounds)
@@ -339,7 +319,7 @@ def test_failover_when_wired_is_down_and_lte_healthy() -> None:
     assert (t.kind, t.from_uplink, t.to_uplink) == (TransitionKind.FAILOVER, Uplink.WIRED,
                                                      Uplink.LTE)
     assert t.reason == "wired down: 4 consecutive failed rounds"
-    assert t.at == box.clock.now and box.sel.since == t.at
+    assert t.at == box.clock.monotonic() and box.sel.since == t.at
     assert box.sel.lte_role(box.lte.status()) == "up"
 
 
@@ -435,9 +415,10 @@ events = st.lists(
 def test_never_fail_back_before_wired_has_been_good_for_the_window(
     steps: list[tuple[str, str, float]],
 ) -> None:
-    clock = Clock(0.0)
-    mon = {"wired": LinkMonitor(SMALL, clock=clock), "lte": LinkMonitor(SMALL, clock=clock)}
-    sel = UplinkSelector(SEL, clock=clock)
+    clock = ManualClock(monotonic=0.0)
+    mon = {"wired": LinkMonitor(SMALL, monotonic=clock.monotonic),
+           "lte": LinkMonitor(SMALL, monotonic=clock.monotonic)}
+    sel = UplinkSelector(SEL, monotonic=clock.monotonic)
     carrier = {"wired": True, "lte": True}
     # reference model, independent of the implementation
     good_since: dict[str, float | None] = {"wired": None, "lte": None}
@@ -459,7 +440,7 @@ def test_never_fail_back_before_wired_has_been_good_for_the_window(
             if sample.ok:
                 failures[link] = 0
                 if good_since[link] is None:
-                    good_since[link] = clock.now
+                    good_since[link] = clock.monotonic()
             else:
                 failures[link] += 1
                 good_since[link] = None
@@ -470,14 +451,14 @@ def test_never_fail_back_before_wired_has_been_good_for_the_window(
         # back from a failure only after the stability window of good rounds
         if before is LinkState.DOWN and after is not LinkState.DOWN and ever_up[link]:
             since = good_since[link]
-            assert since is not None and clock.now - since >= SMALL.stable_s
+            assert since is not None and clock.monotonic() - since >= SMALL.stable_s
         ever_up[link] |= after is not LinkState.DOWN
 
         wired, lte = mon["wired"].status(), mon["lte"].status()
         t = sel.update(wired, lte)
         if t is not None and t.kind is TransitionKind.FAILBACK and lte.usable:
             since = good_since["wired"]
-            assert since is not None and clock.now - since >= SEL.failback_stable_s
+            assert since is not None and clock.monotonic() - since >= SEL.failback_stable_s
         # the choice is always consistent with the links' states
         if sel.active is Uplink.WIRED:
             assert wired.usable
@@ -486,7 +467,7 @@ def test_never_fail_back_before_wired_has_been_good_for_the_window(
         elif wired.usable:
             raise AssertionError("offline although wired is usable")
         elif lte.usable:
-            assert not sel.history and clock.now < SEL.startup_grace_s
+            assert not sel.history and clock.monotonic() < SEL.startup_grace_s
 
 
 def _status(state: LinkState, good_since: float | None) -> LinkStatus:
@@ -498,8 +479,8 @@ def _status(state: LinkState, good_since: float | None) -> LinkStatus:
     window=st.floats(0, 100, allow_nan=False),
 )
 def test_selector_failback_threshold(stable_for: float, window: float) -> None:
-    clock = Clock(0.0)
-    sel = UplinkSelector(SelectorConfig(failback_stable_s=window), clock=clock)
+    clock = ManualClock(monotonic=0.0)
+    sel = UplinkSelector(SelectorConfig(failback_stable_s=window), monotonic=clock.monotonic)
     sel.update(_status(LinkState.DOWN, None), _status(LinkState.UP, 0.0))
     assert sel.active is Uplink.LTE
     t = sel.update(_status(LinkState.UP, -stable_for), _status(LinkState.UP, 0.0))

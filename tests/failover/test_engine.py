@@ -19,20 +19,15 @@ from typing import Any
 
 import pytest
 
-from failover.decision import (
-    LinkState,
-    LinkStatus,
-    MonitorConfig,
-    SelectorConfig,
-    Transition,
-    TransitionKind,
-    detection_time_bounds_s,
-    standby_probe_interval_s,
-)
-from failover.decision import Uplink as Choice
-from failover.engine import FailoverEngine, estimate_round_bytes
+from failover.budget import estimate_round_bytes, standby_probe_interval_s
+from failover.config import MonitorConfig, SelectorConfig
+from failover.decision import detection_time_bounds_s
+from failover.engine import EngineConfig, FailoverEngine
 from failover.errors import ProbeConfigError, RouteConfigError, RouteError
-from failover.probes import ByteCounter, ProbeOptions
+from failover.link import LinkState, LinkStatus, Transition, TransitionKind
+from failover.link import Uplink as Choice
+from failover.probes.accounting import ByteCounter
+from failover.probes.options import ProbeOptions
 from failover.routes import MetricScheme, RouteProblem, SwitchReport, Uplink, UplinkName
 from failover.targets import ProbeTarget, parse_targets
 from tests.support.clock import loop_time as now
@@ -244,12 +239,13 @@ async def rig(*, monitor: MonitorConfig = FAST_RECOVERY,
         holder[0].changed.set()
 
     loop = asyncio.get_running_loop()
+    config = EngineConfig(monitor=monitor,
+                          selector=selector or SelectorConfig(failback_stable_s=3.0), **kwargs)
     engine = FailoverEngine(
-        UPLINKS, TARGETS, routes, forwarding=forwarding, conntrack=conntrack,
-        monitor=monitor, selector=selector or SelectorConfig(failback_stable_s=3.0),
-        clock=loop.time, round_fn=net.round, link_watcher=carrier.factory,
+        UPLINKS, TARGETS, routes, config, forwarding=forwarding, conntrack=conntrack,
+        monotonic=loop.time, round_fn=net.round, link_watcher=carrier.factory,
         switch_sim=switch_sim, on_link=on_link, on_transition=on_transition,
-        on_error=on_error, **kwargs)
+        on_error=on_error)
     r = Rig(engine, net, routes, forwarding, conntrack, carrier)
     holder.append(r)
     real_round = net.round
@@ -660,8 +656,8 @@ def test_wired_only_box() -> None:
         routes = FakeRoutes()
         seen: list[Transition] = []
         engine = FailoverEngine([UPLINKS[0]], [t.text for t in TARGETS], routes,
-                                clock=asyncio.get_running_loop().time, round_fn=net.round,
-                                watch_carrier=False,
+                                EngineConfig(watch_carrier=False),
+                                monotonic=asyncio.get_running_loop().time, round_fn=net.round,
                                 on_transition=lambda t, _: seen.append(t))
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(engine.run())

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from failover.decision import LinkState, TransitionKind
-from failover.decision import Uplink as Choice
+from failover.link import LinkState, TransitionKind
+from failover.link import Uplink as Choice
 from failover.routes_netlink import NetlinkRoutes
 from failover.routes_nm import NetworkManagerRoutes
 from tests.failover.conftest import (

@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from failover.nft import LanForwarding
-from failover.probes import ByteCounter, probe
+from failover.probes.accounting import ByteCounter
+from failover.probes.round import probe
 from failover.routes import Uplink, UplinkName, switch_uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.targets import parse_target

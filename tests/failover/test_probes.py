@@ -11,17 +11,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from failover.decision import LinkMonitor, LinkState, MonitorConfig
+from failover.config import MonitorConfig
+from failover.decision import LinkMonitor
 from failover.errors import ProbeConfigError
-from failover.probes import (
-    ByteCounter,
-    ProbeOptions,
-    _icmp_socket,
-    build_dns_query,
-    parse_dns_response,
-    probe,
-    probe_round,
-)
+from failover.link import LinkState
+from failover.probes.accounting import ByteCounter
+from failover.probes.dns import build_dns_query, parse_dns_response
+from failover.probes.kinds import _icmp_socket
+from failover.probes.options import ProbeOptions
+from failover.probes.round import probe, probe_round
 from failover.targets import parse_target
 from tests.failover.netlab import (
     BOX_ADDR,
@@ -40,6 +38,7 @@ from tests.failover.netlab import (
     stop_services,
     topology,
 )
+from tests.support.clock import ManualClock
 from tests.support.netns import inside, run
 
 TCP = parse_target(f"tcp:{SERVER}:{TCP_PORT}")
@@ -164,10 +163,10 @@ async def test_blackhole_with_link_up_fails_every_probe_within_its_deadline(env:
 
 async def test_twenty_percent_random_loss_does_not_fail_rounds(env: Env) -> None:
     config = MonitorConfig()
-    t = [0.0]
-    monitor = LinkMonitor(config, clock=lambda: t[0])
+    clock = ManualClock(monotonic=0.0)
+    monitor = LinkMonitor(config, monotonic=clock.monotonic)
     for _ in range(config.startup_rounds):
-        t[0] += config.round_interval_s
+        clock.advance(config.round_interval_s)
         monitor.observe_round(await probe_round(CHEAP, "up0", 1.0, 2, options=env.options))
     assert monitor.state is LinkState.UP
     random_loss(env.lab.isp["up0"], "isp0", 20)
@@ -187,7 +186,7 @@ async def test_twenty_percent_random_loss_does_not_fail_rounds(env: Env) -> None
     assert retried, "no probe needed a retransmission: was there loss?"
     assert sum(rr.ok for rr in rounds) >= 18, [rr.errors for rr in rounds if not rr.ok]
     for rr in rounds:
-        t[0] += config.round_interval_s
+        clock.advance(config.round_interval_s)
         monitor.observe_round(rr)
         assert monitor.status().state is not LinkState.DOWN
 

@@ -1,61 +1,49 @@
-"""The sequential down test (CUSUM on failed probes, failover.decision): tables, and
+"""The sequential down test (CUSUM on failed probes, failover.sequential): tables, and
 false alarms in virtual time (probe outcomes drawn from the loss model, no sockets)."""
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
 import pytest
 
+from failover.config import MonitorConfig, exchange_failure_probability
 from failover.decision import (
     LinkMonitor,
-    LinkState,
-    MonitorConfig,
-    RoundSample,
-    RoundsTest,
-    SequentialTest,
     detection_time_bounds_s,
-    exchange_failure_probability,
-    false_down_rate_for,
     make_detector,
     rounds_to_detect,
-    sequential_monitor,
     simulate_burst_downs,
     simulate_false_downs,
 )
 from failover.errors import DecisionConfigError
+from failover.link import LinkState, RoundSample
+from failover.rounds import RoundsTest, false_down_rate_for
+from failover.sequential import SequentialTest, sequential_monitor
+from tests.support.clock import ManualClock
 
 SEQ = sequential_monitor()
 OLD = MonitorConfig()
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def rounds(failed: int, n: int = 3) -> RoundSample:
     return RoundSample(n - failed, n, 2, None if failed == n else 20.0)
 
 
-def up_monitor(clock: Clock, config: MonitorConfig = SEQ) -> LinkMonitor:
-    m = LinkMonitor(config, clock=clock)
+def up_monitor(clock: ManualClock, config: MonitorConfig = SEQ) -> LinkMonitor:
+    m = LinkMonitor(config, monotonic=clock.monotonic)
     for _ in range(config.startup_rounds):
-        clock.now += config.round_interval_s
+        clock.advance(config.round_interval_s)
         m.observe_round(rounds(0))
     assert m.state is LinkState.UP
     return m
 
 
-def feed(m: LinkMonitor, clock: Clock, failed: list[int]) -> int | None:
+def feed(m: LinkMonitor, clock: ManualClock, failed: list[int]) -> int | None:
     """Feed rounds every round_interval_s; the 1-based round at which the link went down."""
     for i, k in enumerate(failed, 1):
-        clock.now += m.config.round_interval_s
+        clock.advance(m.config.round_interval_s)
         change = m.observe_round(rounds(k))
         if change is not None and change.new is LinkState.DOWN:
             return i
@@ -110,7 +98,7 @@ def test_bad_settings_are_refused(overrides: dict[str, object], field: str) -> N
     ("blackhole after a partial round", [2, 3, 3, 3, 3], 4),
 ])
 def test_sequential_table(name: str, failed: list[int], down_at: int | None) -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock)
     assert feed(m, clock, failed) == down_at, name
     if down_at is not None:
@@ -119,24 +107,24 @@ def test_sequential_table(name: str, failed: list[int], down_at: int | None) -> 
 
 
 def test_guard_off_two_dead_rounds_suffice() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock, sequential_monitor(min_outage_s=0.0))
     assert feed(m, clock, [3, 3]) == 2
 
 
 def test_guard_uses_the_clock_not_the_round_count() -> None:
     """Rounds arriving late (a loaded box) need fewer of them; the span is what counts."""
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock)
     for i in range(3):
-        clock.now += 0.3
+        clock.advance(0.3)
         m.observe_round(rounds(3))
         assert (m.state is LinkState.DOWN) == (i == 2)
     assert m.state is LinkState.DOWN  # spans 0.6 s >= 0.5 s after 3 rounds
 
 
 def test_suspect_after_one_dead_round_and_carrier_loss_resets() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock)
     assert not m.status().suspect
     feed(m, clock, [3])
@@ -150,11 +138,11 @@ def test_suspect_after_one_dead_round_and_carrier_loss_resets() -> None:
 
 
 def test_rounds_detector_unchanged() -> None:
-    clock = Clock()
+    clock = ManualClock()
     m = up_monitor(clock, OLD)
     assert feed(m, clock, [3, 3, 3, 0, 3, 3, 3, 3]) == 8
     assert m.status().reason == "4 consecutive failed rounds"
-    clock2 = Clock()
+    clock2 = ManualClock()
     m2 = up_monitor(clock2, OLD)
     feed(m2, clock2, [2, 2])  # 2 of 3 failed: quorum missed
     assert m2.status().suspect and m2.status().consecutive_failures == 2

@@ -1,0 +1,206 @@
+"""One probe per target kind (DNS, TCP, ICMP, HTTP/HTTPS), each through the sockets of
+one uplink; ``PROBES`` maps a kind to its probe. A probe returns when the target
+answered and raises ``ProbeFailed`` (or an OS/aiohttp error) when it did not."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import secrets
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from failover.probes.accounting import ip_header
+from failover.probes.dns import RCODES, dns_query, resolve_a
+from failover.probes.failures import ProbeFailed
+from failover.probes.options import ProbeOptions
+from failover.probes.retry import hedged, udp_exchange
+from failover.probes.sockets import TcpBytes, accounting_socket, bound_socket, family_of
+from failover.targets import ProbeTarget, TargetKind
+
+__all__ = ["PROBES"]
+
+
+async def _probe_dns(
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+) -> None:
+    assert target.qname is not None
+    answer = await dns_query(target.host, target.qname, interface, options, wire)
+    if answer.rcode != 0:
+        raise ProbeFailed(f"DNS {RCODES.get(answer.rcode, f'rcode {answer.rcode}')}")
+
+
+async def _probe_tcp(
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+) -> None:
+    assert target.port is not None
+    addr = (await resolve_a(target.host, interface, options, wire))[0]
+    family = family_of(addr)
+    sink = TcpBytes()
+    loop = asyncio.get_running_loop()
+
+    async def connect_once() -> None:
+        sock = accounting_socket(family, socket.SOCK_STREAM, 0, interface, sink)
+        try:
+            await loop.sock_connect(sock, (addr, target.port))
+        finally:
+            sock.close()
+
+    try:
+        await hedged(connect_once, options.attempts, options.retry_after_s)
+    finally:
+        sink.finish()
+        wire[0] += sink.sent
+        wire[1] += sink.received
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def _icmp_socket(family: int, interface: str) -> tuple[socket.socket, bool]:
+    """An ICMP socket: unprivileged ping socket if allowed, else raw. (sock, is_raw)."""
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    try:
+        return bound_socket(family, socket.SOCK_DGRAM, proto, interface), False
+    except PermissionError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EPROTONOSUPPORT):
+            raise
+    return bound_socket(family, socket.SOCK_RAW, proto, interface), True
+
+
+async def _probe_icmp(
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+) -> None:
+    addr = (await resolve_a(target.host, interface, options, wire))[0]
+    family = family_of(addr)
+    v6 = family == socket.AF_INET6
+    echo_request, echo_reply = (128, 129) if v6 else (8, 0)
+    sock, raw = _icmp_socket(family, interface)
+    ident = secrets.randbits(16)
+    seq0 = secrets.randbits(15)
+    body = secrets.token_bytes(options.icmp_payload)
+    try:
+        sock.connect((addr, 0))  # no handshake: sets the peer filter
+        if not raw:  # the kernel replaces the identifier with the socket's "port"
+            ident = sock.getsockname()[1]
+
+        def make(n: int) -> bytes:
+            seq = (seq0 + n) & 0xFFFF
+            header = struct.pack("!BBHHH", echo_request, 0, 0, ident, seq)
+            csum = 0 if v6 else _checksum(header + body)
+            return struct.pack("!BBHHH", echo_request, 0, csum, ident, seq) + body
+
+        def accept(data: bytes) -> bool | None:
+            if raw and not v6:
+                data = data[(data[0] & 0x0F) * 4 :] if data else data
+            if len(data) < 8:
+                return None
+            kind, _code, _csum, rid, rseq = struct.unpack_from("!BBHHH", data)
+            if kind != echo_reply or rid != ident:
+                return None
+            if (rseq - seq0) & 0xFFFF >= options.attempts or data[8:] != body:
+                return None
+            return True
+
+        header = ip_header(family)
+        recv_header = 0 if raw and not v6 else header
+        await udp_exchange(sock, b"", accept, options, wire, header, make, recv_header)
+    finally:
+        sock.close()
+
+
+class _StaticResolver(AbstractResolver):
+    """Hands aiohttp the addresses we already resolved over the probed uplink."""
+
+    def __init__(self, host: str, addresses: list[str]) -> None:
+        self._host = host
+        self._addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host != self._host:
+            raise OSError(errno.EHOSTUNREACH, f"unexpected host {host!r}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=a,
+                port=port,
+                family=family_of(a),
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for a in self._addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def _probe_http(
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+) -> None:
+    assert target.url is not None
+    url: str = target.url
+    addresses = await resolve_a(target.host, interface, options, wire)
+    sinks: list[TcpBytes] = []
+
+    async def get_once() -> None:
+        sink = TcpBytes()  # one per attempt: a winner's snapshot must not freeze a loser's
+        sinks.append(sink)
+
+        def factory(addr_info: Any) -> socket.socket:
+            family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+            return accounting_socket(family, type_, proto, interface, sink)
+
+        connector = aiohttp.TCPConnector(
+            socket_factory=factory,
+            resolver=_StaticResolver(target.host, addresses),
+            ssl=options.ssl if target.kind is TargetKind.HTTPS else False,
+            force_close=True,
+            use_dns_cache=False,
+            happy_eyeballs_delay=None,
+        )
+        async with (
+            aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                headers={"User-Agent": options.user_agent},
+                skip_auto_headers=("Accept-Encoding",),
+            ) as session,
+            session.get(url, allow_redirects=False) as resp,
+        ):
+            await resp.content.read(options.http_max_body)
+            sink.finish()
+            if not 200 <= resp.status < 300:
+                raise ProbeFailed(f"HTTP {resp.status}")
+
+    try:
+        await hedged(get_once, options.attempts, options.retry_after_s)
+    finally:
+        for sink in sinks:
+            sink.finish()
+            wire[0] += sink.sent
+            wire[1] += sink.received
+
+
+PROBES: dict[TargetKind, Callable[[ProbeTarget, str, ProbeOptions, list[int]], Awaitable[None]]] = {
+    TargetKind.TCP: _probe_tcp,
+    TargetKind.DNS: _probe_dns,
+    TargetKind.HTTP: _probe_http,
+    TargetKind.HTTPS: _probe_http,
+    TargetKind.ICMP: _probe_icmp,
+}
