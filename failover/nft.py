@@ -129,11 +129,12 @@ over HTTP, reached through the LTE interface. The box may talk to it (the modem 
 a technician's curl on the box: the output path, not this table's forward chain); the
 LAN may not: forwarded LAN packets to `modem_mgmt4`/`modem_mgmt6` out of the LTE
 interface are dropped and counted (`modem_blocked`), whatever uplink is active and
-before any allowlist. The sets hold `modem_management` (`MODEM_MANAGEMENT` by default)
-and the LTE interface's default gateway when it is a private address (looked up by
-`guard()` and `refresh_modem_gateway()`, which the daemon runs every 10 s: a modem's
-reconnect may bring another); a public gateway is the carrier's and a link-local one is
-never forwarded.
+before any allowlist. The sets hold `modem_management` (the daemon passes
+`routing.modem_management`: by default 192.168.225.0/24, 192.168.8.0/24, 192.168.0.1 and
+192.168.1.1) and the LTE interface's default gateway when it is a private address
+(looked up by `guard()` and `refresh_modem_gateway()`, which the daemon runs every 10 s:
+a modem's reconnect may bring another); a public gateway is the carrier's, and a
+link-local one is never forwarded.
 """
 
 from __future__ import annotations
@@ -153,14 +154,6 @@ from failover.sticky import FLOW_MARK_MASK, FLOW_MARKS
 TABLE = "storebox"
 FAMILY = "inet"
 log = logging.getLogger("storebox.failover")
-
-#: Where LTE modems that route (ECM/RNDIS, "HiLink") answer on their own web and
-#: management pages, seen from the box: Qualcomm-based modules (Quectel, SIMCom, Telit)
-#: 192.168.225.0/24, Huawei HiLink 192.168.8.0/24, ZTE 192.168.0.1, Alcatel/TCL
-#: 192.168.1.1. The LAN never reaches them through the LTE interface (`routing.
-#: modem_management`); the LTE interface's own gateway is added when private.
-MODEM_MANAGEMENT: tuple[str, ...] = ("192.168.225.0/24", "192.168.8.0/24", "192.168.0.1",
-                                     "192.168.1.1")
 
 
 def _interface(field: str, value: object) -> str:
@@ -243,7 +236,7 @@ class LanForwarding:
                  lte_allowlist: Iterable[str] | None = None, netns: str | None = None,
                  nft: str = "nft", timeout: float = 10.0,
                  api_ports: Iterable[int] = (), firewall: bool = True,
-                 modem_management: Iterable[str] = MODEM_MANAGEMENT,
+                 modem_management: Iterable[str] = (),
                  modem_gateway: bool = True) -> None:
         if isinstance(lan_interfaces, str):
             raise NftConfigError("lan_interfaces", lan_interfaces, "must be a list of names")

@@ -24,6 +24,7 @@ from failover.probes import ByteCounter, probe
 from failover.routes import Uplink, UplinkName, switch_uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.targets import parse_target
+from firmware.config.schema import RoutingConfig
 from firmware.drill.netns import inside
 from tests.failover.conftest import (
     GATEWAY_IP,
@@ -356,7 +357,9 @@ def answers(ns: str, host: str, port: int = 8443) -> bool:
 @pytest.mark.usefixtures("modem")
 async def test_the_lan_cannot_reach_the_modems_management(
         shop: Shop, box: tuple[NetlinkRoutes, LanForwarding]) -> None:
-    routes, lan = box
+    routes, _ = box
+    lan = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box,
+                        modem_management=RoutingConfig().modem_management)
     # Without the block the LAN reaches them through LTE: what must change.
     unguarded = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box,
                               modem_management=[], modem_gateway=False)
@@ -415,7 +418,7 @@ def test_the_modem_block_is_rendered_before_any_accept() -> None:
 
 
 def test_private_gateways() -> None:
-    assert private_gateways([{"gateway": "192.168.225.1"}, {"gateway": "100.64.0.1"}, {"gateway": "1.1.1.1"},
-                             {"gateway": "fe80::1"}, {"dev": "wwan0"},
+    assert private_gateways([{"gateway": "192.168.225.1"}, {"gateway": "100.64.0.1"},
+                             {"gateway": "1.1.1.1"}, {"gateway": "fe80::1"}, {"dev": "wwan0"},
                              {"gateway": "fd00::1"}, {"gateway": "bogus"}]) \
         == ["192.168.225.1", "fd00::1"]
