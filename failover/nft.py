@@ -15,6 +15,9 @@ Ruleset shape (LAN `lan0`, wired `wan0` active, LTE allowlist configured)::
     table inet storebox {
         set lte_allow4 { type ipv4_addr; flags interval; elements = { 198.51.100.10 } }
         set lte_allow6 { type ipv6_addr; flags interval; }
+        set modem_mgmt4 { type ipv4_addr; flags interval;
+                          elements = { 192.168.0.1, 192.168.1.1, 192.168.8.0/24, ... } }
+        set modem_mgmt6 { type ipv6_addr; flags interval; }
         chain prerouting {
             type filter hook prerouting priority mangle; policy accept;
             iifname { "lan0" } ct mark and 0xff00 == 0x100 \
@@ -26,6 +29,8 @@ Ruleset shape (LAN `lan0`, wired `wan0` active, LTE allowlist configured)::
             type filter hook forward priority filter; policy accept;
             iifname { "wan0", "wwan0" } oifname { "lan0" } ct state established,related accept
             iifname { "wan0", "wwan0" } oifname { "lan0" } counter drop
+            iifname { "lan0" } oifname "wwan0" ip daddr @modem_mgmt4 counter drop
+            iifname { "lan0" } oifname "wwan0" ip6 daddr @modem_mgmt6 counter drop
             iifname { "lan0" } oifname "wan0" accept
             iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 \
                 ip daddr @lte_allow4 accept
@@ -108,14 +113,38 @@ and so replaced and removed with the rest, atomically::
   retransmits or fails that round.
 - Other interfaces (neither LAN nor uplink) keep everything but the API port.
 The table stays when the daemon stops (so does this protection); `remove()` deletes it.
+
+From the daemon's start, not from the first decision: `guard()` runs when the failover
+component is built, before the API listens. The engine applies the table only when it
+chooses an uplink, and with every uplink dead from the start it never chooses one; so
+`guard()` applies the table itself (as in offline mode) when there is none, or replaces
+the input chain of the one the previous run left. Every later transaction carries the
+input chain again: it is never absent between decisions.
+
+The modem's own management (CONTRACTS 3a)
+-----------------------------------------
+An LTE modem that routes (ECM/RNDIS, "HiLink") answers on its own address -- a Quectel
+on 192.168.225.1, a Huawei on 192.168.8.1 -- with a web page, sometimes AT commands
+over HTTP, reached through the LTE interface. The box may talk to it (the modem driver,
+a technician's curl on the box: the output path, not this table's forward chain); the
+LAN may not: forwarded LAN packets to `modem_mgmt4`/`modem_mgmt6` out of the LTE
+interface are dropped and counted (`modem_blocked`), whatever uplink is active and
+before any allowlist. The sets hold `modem_management` (the daemon passes
+`routing.modem_management`: by default 192.168.225.0/24, 192.168.8.0/24, 192.168.0.1 and
+192.168.1.1) and the LTE interface's default gateway when it is a private address
+(looked up by `guard()` and `refresh_modem_gateway()`, which the daemon runs every 10 s:
+a modem's reconnect may bring another); a public gateway is the carrier's, and a
+link-local one is never forwarded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
-from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_address, ip_network
 from typing import Any
 
 from failover.errors import NftConfigError, NftError
@@ -124,6 +153,7 @@ from failover.sticky import FLOW_MARK_MASK, FLOW_MARKS
 
 TABLE = "storebox"
 FAMILY = "inet"
+log = logging.getLogger("storebox.failover")
 
 
 def _interface(field: str, value: object) -> str:
@@ -134,23 +164,25 @@ def _interface(field: str, value: object) -> str:
     return value
 
 
-def parse_allowlist(entries: Iterable[str]) -> tuple[list[IPv4Network], list[IPv6Network]]:
-    """IP addresses / CIDRs, validated, merged (overlaps collapse), split by family."""
+def parse_networks(entries: Iterable[str], field: str = "lte_allowlist"
+                   ) -> tuple[list[IPv4Network], list[IPv6Network]]:
+    """IP addresses / CIDRs, validated, merged (overlaps collapse), split by family.
+    `field` names the config key in errors."""
     if isinstance(entries, str | bytes):
-        raise NftConfigError("lte_allowlist", entries, "must be a list of addresses/CIDRs")
+        raise NftConfigError(field, entries, "must be a list of addresses/CIDRs")
     v4: list[IPv4Network] = []
     v6: list[IPv6Network] = []
     for entry in entries:
         if not isinstance(entry, str):
-            raise NftConfigError("lte_allowlist", entry, "must be a string")
+            raise NftConfigError(field, entry, "must be a string")
         try:
             network = ip_network(entry.strip(), strict=True)
         except ValueError as exc:
-            raise NftConfigError("lte_allowlist", entry,
+            raise NftConfigError(field, entry,
                                  f"not an IP address or CIDR network ({exc})") from None
         if network.prefixlen == 0:
-            raise NftConfigError("lte_allowlist", entry,
-                                 "allows everything; leave the allowlist unset instead")
+            raise NftConfigError(field, entry,
+                                 "matches everything; leave the list empty instead")
         if isinstance(network, IPv4Network):
             v4.append(network)
         else:
@@ -164,6 +196,34 @@ def _port(value: object) -> int:
     return value
 
 
+def _uplinks(uplinks: Iterable[Uplink] | Mapping[UplinkName, str]) -> dict[UplinkName, str]:
+    pairs = (list(uplinks.items()) if isinstance(uplinks, Mapping)
+             else [(u.name, u.interface) for u in uplinks])
+    result: dict[UplinkName, str] = {}
+    for name, interface in pairs:
+        if name not in UPLINK_NAMES:
+            raise NftConfigError("uplinks", name, f"must be one of {', '.join(UPLINK_NAMES)}")
+        result[name] = _interface(f"{name}.interface", interface)
+    if not result:
+        raise NftConfigError("uplinks", pairs, "at least one uplink needed")
+    return result
+
+
+def private_gateways(routes: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The private gateway addresses of `ip -j route` entries (a modem's own, in ECM/RNDIS
+    mode: 192.168.225.1); public ones are the carrier's and link-local ones never cross
+    the forward path."""
+    found = []
+    for route in routes:
+        try:
+            address = ip_address(str(route.get("gateway", "")))
+        except ValueError:
+            continue
+        if address.is_private and not address.is_link_local and not address.is_loopback:
+            found.append(str(address))
+    return found
+
+
 def _set(names: Iterable[str]) -> str:
     return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
 
@@ -175,35 +235,36 @@ class LanForwarding:
                  uplinks: Iterable[Uplink] | Mapping[UplinkName, str],
                  lte_allowlist: Iterable[str] | None = None, netns: str | None = None,
                  nft: str = "nft", timeout: float = 10.0,
-                 api_ports: Iterable[int] = (), firewall: bool = True) -> None:
+                 api_ports: Iterable[int] = (), firewall: bool = True,
+                 modem_management: Iterable[str] = (),
+                 modem_gateway: bool = True) -> None:
         if isinstance(lan_interfaces, str):
             raise NftConfigError("lan_interfaces", lan_interfaces, "must be a list of names")
         self.lan = [_interface("lan_interfaces", name) for name in lan_interfaces]
         if not self.lan:
             raise NftConfigError("lan_interfaces", list(lan_interfaces), "at least one needed")
-        pairs = (list(uplinks.items()) if isinstance(uplinks, Mapping)
-                 else [(u.name, u.interface) for u in uplinks])
-        self.uplinks: dict[UplinkName, str] = {}
-        for name, interface in pairs:
-            if name not in UPLINK_NAMES:
-                raise NftConfigError("uplinks", name, f"must be one of {', '.join(UPLINK_NAMES)}")
-            self.uplinks[name] = _interface(f"{name}.interface", interface)
-        if not self.uplinks:
-            raise NftConfigError("uplinks", pairs, "at least one uplink needed")
+        self.uplinks = _uplinks(uplinks)
         clash = set(self.lan) & set(self.uplinks.values())
         if clash or len(set(self.uplinks.values())) != len(self.uplinks):
             raise NftConfigError("lan_interfaces", sorted(clash) or self.uplinks,
                                  "an interface cannot be both LAN and uplink, or two uplinks")
         self.lte_allowlist: tuple[list[IPv4Network], list[IPv6Network]] | None = None
         if lte_allowlist is not None:
-            self.lte_allowlist = parse_allowlist(lte_allowlist)
+            self.lte_allowlist = parse_networks(lte_allowlist)
+        self.modem_management = parse_networks(modem_management, "modem_management")
+        #: Look up the LTE interface's gateway (`refresh_modem_gateway`): blocked as well
+        #: when it is a private address (the modem's own, in ECM/RNDIS mode).
+        self.modem_gateway = modem_gateway
+        self.lte_gateways: tuple[str, ...] = ()
         self.api_ports = sorted({_port(p) for p in api_ports})
         self.firewall = firewall
         self.netns = netns
         self.nft = nft
         self.timeout = timeout
         self.active: UplinkName | None = None
+        self.also: tuple[UplinkName, ...] = ()
         self.applied = False
+        self._lock = asyncio.Lock()  # one transaction at a time: the engine's, the watcher's
 
     def render(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> str:
         """The whole transaction that makes `active` (None: no uplink) the LAN's way out.
@@ -219,108 +280,101 @@ class LanForwarding:
         wans = _set(self.uplinks.values())
         lines = [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}",
                  f"table {FAMILY} {TABLE} {{",
-                 '\tcomment "storebox: shop LAN to the active uplink; regenerated on change"']
-        lines += self._allowlist_sets()
-        lines += self._counters()
-        lines += self._prerouting_chain(lan)
-        lines += self._forward_chain(lan, wans, outs, sticky=active is not None)
-        lines += self._postrouting_chain(lan, outs)
+                 '\tcomment "storebox: shop LAN to the active uplink; regenerated on change"',
+                 *self._sets(),
+                 "\tcounter lte_blocked { }",
+                 "\tcounter standby_blocked { }",
+                 "\tcounter inbound_dropped { }",
+                 *(["\tcounter modem_blocked { }"] if "lte" in self.uplinks else []),
+                 *(["\tcounter uplink_dropped { }", "\tcounter api_refused { }"]
+                   if self.firewall else []),
+                 *self._prerouting(lan),
+                 *self._forward(lan, wans, outs, sticky=active is not None),
+                 *self._postrouting(lan, outs)]
         if self.firewall:
             lines += self._input_chain(lan, wans)
         lines += ["}", ""]
         return "\n".join(lines)
 
-    def _allowlist_sets(self) -> list[str]:
-        if self.lte_allowlist is None:
-            return []
-        v4, v6 = self.lte_allowlist
+    def _sets(self) -> list[str]:
+        """The address sets: the LTE allowlist, the modem's management addresses."""
+        sets: list[tuple[str, list[IPv4Network] | list[IPv6Network]]] = []
+        if self.lte_allowlist is not None:
+            sets += [("lte_allow4", self.lte_allowlist[0]), ("lte_allow6", self.lte_allowlist[1])]
+        if "lte" in self.uplinks:
+            v4, v6 = parse_networks(
+                [*(str(n) for n in (*self.modem_management[0], *self.modem_management[1])),
+                 *self.lte_gateways], "modem_management")
+            sets += [("modem_mgmt4", v4), ("modem_mgmt6", v6)]
         lines = []
-        for name, kind, nets in (("lte_allow4", "ipv4_addr", v4),
-                                 ("lte_allow6", "ipv6_addr", v6)):
-            elements = (f" elements = {{ {', '.join(str(n) for n in nets)} }}"
-                        if nets else "")
+        for name, nets in sets:
+            kind = "ipv4_addr" if name.endswith("4") else "ipv6_addr"
+            elements = f" elements = {{ {', '.join(str(n) for n in nets)} }}" if nets else ""
             lines.append(f"\tset {name} {{ type {kind}; flags interval;{elements} }}")
         return lines
 
-    def _counters(self) -> list[str]:
-        return [
-            "\tcounter lte_blocked { }",
-            "\tcounter standby_blocked { }",
-            "\tcounter inbound_dropped { }",
-            *(["\tcounter uplink_dropped { }", "\tcounter api_refused { }"]
-              if self.firewall else []),
-        ]
-
-    def _prerouting_chain(self, lan: str) -> list[str]:
+    def _prerouting(self, lan: str) -> list[str]:
         keep = ~FLOW_MARK_MASK & 0xFFFFFFFF
-        lines = [
-            "\tchain prerouting {",
-            "\t\ttype filter hook prerouting priority mangle; policy accept;",
-        ]
+        lines = ["\tchain prerouting {",
+                 "\t\ttype filter hook prerouting priority mangle; policy accept;"]
         for uplink in self.uplinks:
             mark = FLOW_MARKS[uplink]
             lines.append(f"\t\tiifname {lan} ct mark and {FLOW_MARK_MASK:#x} == {mark:#x} "
                          f"meta mark set meta mark and {keep:#010x} or {mark:#x}")
-        lines.append("\t}")
-        return lines
+        return [*lines, "\t}"]
 
-    def _forward_chain(self, lan: str, wans: str, outs: list[UplinkName], *,
-                       sticky: bool) -> list[str]:
+    def _forward(self, lan: str, wans: str, outs: list[UplinkName], *,
+                 sticky: bool) -> list[str]:
         lines = [
             "\tchain forward {",
             "\t\ttype filter hook forward priority filter; policy accept;",
             f"\t\tiifname {wans} oifname {lan} ct state established,related accept",
             f'\t\tiifname {wans} oifname {lan} counter name "inbound_dropped" drop',
         ]
+        if "lte" in self.uplinks:
+            # the modem's own management: the box may talk to it, the LAN may not
+            lte = self.uplinks["lte"]
+            lines += [f'\t\tiifname {lan} oifname "{lte}" ip daddr @modem_mgmt4 '
+                      'counter name "modem_blocked" drop',
+                      f'\t\tiifname {lan} oifname "{lte}" ip6 daddr @modem_mgmt6 '
+                      'counter name "modem_blocked" drop']
         for uplink in outs:
-            lines += self._forward_out(lan, uplink)
-        if sticky:
-            lines += self._forward_pinned(lan, outs)
-        lines += [
-            f'\t\tiifname {lan} oifname {wans} counter name "standby_blocked" '
-            "reject with icmpx admin-prohibited",
-            "\t}",
-        ]
-        return lines
-
-    def _forward_out(self, lan: str, uplink: UplinkName) -> list[str]:
-        out = self.uplinks[uplink]
-        if self.lte_allowlist is not None and uplink == "lte":
-            return [
-                f'\t\tiifname {lan} oifname "{out}" ip daddr @lte_allow4 accept',
-                f'\t\tiifname {lan} oifname "{out}" ip6 daddr @lte_allow6 accept',
-                f'\t\tiifname {lan} oifname "{out}" counter name "lte_blocked" '
-                "reject with icmpx admin-prohibited",
-            ]
-        return [f'\t\tiifname {lan} oifname "{out}" accept']
-
-    def _forward_pinned(self, lan: str, outs: list[UplinkName]) -> list[str]:
-        # sticky flows: those masqueraded through an uplink left may keep it
-        lines = []
-        for uplink, out in self.uplinks.items():
-            if uplink in outs:
-                continue
-            pinned = (f'\t\tiifname {lan} oifname "{out}" '
-                      f"ct mark and {FLOW_MARK_MASK:#x} == {FLOW_MARKS[uplink]:#x}")
+            out = self.uplinks[uplink]
             if self.lte_allowlist is not None and uplink == "lte":
-                lines += [f"{pinned} ip daddr @lte_allow4 accept",
-                          f"{pinned} ip6 daddr @lte_allow6 accept"]
+                lines += [
+                    f'\t\tiifname {lan} oifname "{out}" ip daddr @lte_allow4 accept',
+                    f'\t\tiifname {lan} oifname "{out}" ip6 daddr @lte_allow6 accept',
+                    f'\t\tiifname {lan} oifname "{out}" counter name "lte_blocked" '
+                    "reject with icmpx admin-prohibited",
+                ]
             else:
-                lines.append(f"{pinned} accept")
-        return lines
+                lines.append(f'\t\tiifname {lan} oifname "{out}" accept')
+        if sticky:
+            # sticky flows: those masqueraded through an uplink left may keep it
+            for uplink, out in self.uplinks.items():
+                if uplink in outs:
+                    continue
+                pinned = (f'\t\tiifname {lan} oifname "{out}" '
+                          f"ct mark and {FLOW_MARK_MASK:#x} == {FLOW_MARKS[uplink]:#x}")
+                if self.lte_allowlist is not None and uplink == "lte":
+                    lines += [f"{pinned} ip daddr @lte_allow4 accept",
+                              f"{pinned} ip6 daddr @lte_allow6 accept"]
+                else:
+                    lines.append(f"{pinned} accept")
+        return [*lines,
+                f'\t\tiifname {lan} oifname {wans} counter name "standby_blocked" '
+                "reject with icmpx admin-prohibited",
+                "\t}"]
 
-    def _postrouting_chain(self, lan: str, outs: list[UplinkName]) -> list[str]:
+    def _postrouting(self, lan: str, outs: list[UplinkName]) -> list[str]:
         keep = ~FLOW_MARK_MASK & 0xFFFFFFFF
-        lines = [
-            "\tchain postrouting {",
-            "\t\ttype nat hook postrouting priority srcnat; policy accept;",
-        ]
+        lines = ["\tchain postrouting {",
+                 "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
         for uplink in outs:
             lines.append(f'\t\tiifname {lan} oifname "{self.uplinks[uplink]}" '
                          f"ct mark set ct mark and {keep:#010x} or {FLOW_MARKS[uplink]:#x} "
                          "masquerade")
-        lines.append("\t}")
-        return lines
+        return [*lines, "\t}"]
 
     def _input_chain(self, lan: str, wans: str) -> list[str]:
         """The box's own firewall (CONTRACTS 3a): see "The box itself" in the module doc."""
@@ -350,15 +404,91 @@ class LanForwarding:
     async def apply(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> None:
         """Make `active` the LAN's uplink, atomically. None: the LAN is cut off.
         `also`: see `render`."""
-        script = self.render(active, also)
-        await self._nft(["-f", "-"], script, "apply")
-        self.active, self.applied = active, True
+        async with self._lock:
+            script = self.render(active, also)
+            await self._nft(["-f", "-"], script, "apply")
+            self.active, self.also, self.applied = active, tuple(also), True
+
+    async def guard(self) -> None:
+        """The box's own firewall from the daemon's start, before any uplink decision (and
+        so before the API listens): the engine's first `apply` may be long in coming (no
+        uplink works, none is ever chosen).
+
+        No table yet (the box booted): the whole table as in offline mode -- the input
+        chain, the LAN reaching no uplink, nothing from the uplinks reaching the LAN,
+        which is what the engine applies anyway until it has chosen an uplink. A table
+        left by the daemon's previous run (it stays when the daemon stops): only its
+        input chain is replaced, with this configuration's, so the LAN keeps the uplink
+        it had through a restart until the engine's first decision replaces the rest."""
+        if self.modem_gateway:
+            await self._lookup_gateways()
+        if not await self.present():
+            await self.apply(None)
+        elif self.firewall:
+            async with self._lock:
+                await self._nft(["-f", "-"], self.render_input(), "guard")
+
+    def render_input(self) -> str:
+        """A transaction that replaces the input chain of an existing table (and only it)."""
+        head = [f"table {FAMILY} {TABLE} {{",
+                "\tcounter uplink_dropped { }", "\tcounter api_refused { }",
+                "\tchain input { type filter hook input priority filter; policy accept; }",
+                "}", f"flush chain {FAMILY} {TABLE} input", f"table {FAMILY} {TABLE} {{"]
+        body = self._input_chain(_set(self.lan), _set(self.uplinks.values()))
+        return "\n".join([*head, *body, "}", ""])
+
+    async def refresh_modem_gateway(self) -> bool:
+        """Look up the LTE interface's gateway again; when it changed (a modem reconnect,
+        a new lease) and the table was applied, apply it again. True when it changed."""
+        before = self.lte_gateways
+        await self._lookup_gateways()
+        if self.lte_gateways == before:
+            return False
+        log.info("LAN forwarding: the LTE gateway is now %s",
+                 ", ".join(self.lte_gateways) or "none")
+        if self.applied:
+            async with self._lock:
+                script = self.render(self.active, self.also)
+                await self._nft(["-f", "-"], script, "apply")
+        return True
+
+    async def watch_modem_gateway(self, interval_s: float = 10.0) -> None:
+        """`refresh_modem_gateway` every `interval_s`, for ever (cancel to stop); failures
+        are logged and retried at the next turn."""
+        if not self.modem_gateway or "lte" not in self.uplinks:
+            return
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh_modem_gateway()
+            except (NftError, OSError) as exc:
+                log.error("LAN forwarding: the LTE gateway's block: %s", exc)
+
+    async def _lookup_gateways(self) -> None:
+        """`lte_gateways`: the private gateways of the LTE interface's default routes
+        (main table, both families); () when there is none or `ip` cannot tell."""
+        interface = self.uplinks.get("lte")
+        if interface is None:
+            return
+        found: list[str] = []
+        for family in ("-4", "-6"):
+            try:
+                code, out, _ = await self._run(
+                    ["route", "show", "default", "dev", interface], None,
+                    program=["ip", "-j", family])
+            except NftError as exc:
+                log.warning("LAN forwarding: the LTE gateway is unknown: %s", exc)
+                return
+            if code == 0 and out.strip():
+                with contextlib.suppress(ValueError, AttributeError):
+                    found += private_gateways(json.loads(out))
+        self.lte_gateways = tuple(dict.fromkeys(found))
 
     async def set_lte_allowlist(self, entries: Iterable[str] | None) -> None:
         """Change (None: drop) the LTE allowlist; re-applied at once if applied before."""
-        self.lte_allowlist = parse_allowlist(entries) if entries is not None else None
+        self.lte_allowlist = parse_networks(entries) if entries is not None else None
         if self.applied:
-            await self.apply(self.active)
+            await self.apply(self.active, self.also)
 
     async def remove(self) -> bool:
         """Delete table `inet storebox` (nothing else). False when it was not there."""
@@ -396,8 +526,10 @@ class LanForwarding:
         if code != 0:
             raise NftError(operation, code, err)
 
-    async def _run(self, args: list[str], stdin: str | None) -> tuple[int | None, str, str]:
-        command = [self.nft, *args]
+    async def _run(self, args: list[str], stdin: str | None,
+                   program: Sequence[str] | None = None) -> tuple[int | None, str, str]:
+        """`nft ARGS` (or `PROGRAM ARGS`) in the namespace: (exit code, stdout, stderr)."""
+        command = [*(program or [self.nft]), *args]
         if self.netns is not None:
             path = self.netns if "/" in self.netns else f"/run/netns/{self.netns}"
             command = ["nsenter", f"--net={path}", "--", *command]

@@ -14,6 +14,8 @@ error logged at start-up), so a new route cannot be reachable by accident.
   after `burst` failures a source gets 429 with Retry-After, without its token even being
   looked at, until the bucket refills. Refusals are logged once per window per source,
   with a count, never per request and never with the token.
+- `Authorization` or `Idempotency-Key` sent twice: 400 `duplicate_header` (the header
+  named in `field`), whatever the route, before the token is looked at.
 """
 
 from __future__ import annotations
@@ -279,8 +281,27 @@ def _refusal(status: int, code: str, message: str,
     return web.json_response(body, status=status, headers=headers)
 
 
+#: Headers a request carries at most once. With two, which one counts depends on who
+#: reads it (the first, the last, both joined by a comma): a request authenticated by one
+#: token and stored under another's name, or stored under one key and replayed under the
+#: other, so neither counts: 400 `duplicate_header`, before anything is looked at.
+SINGLE_HEADERS = ("Authorization", "Idempotency-Key")
+
+
+def duplicate_header(request: web.Request) -> str | None:
+    """The first of `SINGLE_HEADERS` that `request` carries more than once, or None."""
+    for name in SINGLE_HEADERS:
+        if len(request.headers.getall(name, ())) > 1:
+            return name
+    return None
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    duplicate = duplicate_header(request)
+    if duplicate is not None:
+        return _refusal(400, "duplicate_header",
+                        f"the {duplicate} header may be sent only once", field=duplicate)
     match = request.match_info
     resource = match.route.resource
     if match.http_exception is not None or resource is None:

@@ -9,6 +9,8 @@ attempt in offline mode, and the forwarder drains as soon as a link returns.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +20,7 @@ from typing import Any
 from failover.config import MonitorConfig, SelectorConfig
 from failover.conntrack import ConntrackFlusher
 from failover.engine import EngineConfig, FailoverEngine
+from failover.errors import NftError
 from failover.link import LinkStatus, Transition
 from failover.nft import LanForwarding
 from failover.probes.options import ProbeOptions
@@ -67,19 +70,29 @@ class FailoverComponent:
 
     name = "failover"
 
-    def __init__(self, state: BoxState, signal: UplinkSignal, build: Any) -> None:
+    def __init__(self, state: BoxState, signal: UplinkSignal, build: Any,
+                 forwarding: LanForwarding | None = None) -> None:
         self.state = state
         self.signal = signal
         self._build = build
+        self.forwarding = forwarding
         self.engine: FailoverEngine | None = None
         # engine times are monotonic; the status shows wall-clock times
 
     async def run(self) -> None:
         self.engine = self._build(self)
+        # the LTE gateway is blocked for the LAN as it changes (failover.nft)
+        watcher = (asyncio.create_task(self.forwarding.watch_modem_gateway(),
+                                       name="failover-modem-gateway")
+                   if self.forwarding is not None else None)
         try:
             await self.engine.run()
         finally:
             self.engine = None
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     def on_link(self, name: UplinkName, status: LinkStatus) -> None:
         health: LinkHealth = getattr(self.state.uplink, name)
@@ -143,6 +156,29 @@ def api_ports(config: Config) -> list[int]:
     return [int(str(v).rpartition(":")[2]) for v in values]
 
 
+async def _forwarding(context: BoxContext, uplinks: list[Uplink]) -> LanForwarding | None:
+    """The LAN's forwarding, its table already guarding the box (`LanForwarding.guard`):
+    built before the API listens, so the API is never open to the uplinks, not even
+    before the engine's first decision (which never comes while no uplink works)."""
+    routing = context.config.routing
+    if not routing.lan_interfaces:
+        return None
+    # the table also holds the box's own firewall: the API only from the LAN (3a)
+    forwarding = LanForwarding(lan_interfaces=routing.lan_interfaces, uplinks=uplinks,
+                               lte_allowlist=routing.lte_allowlist or None,
+                               api_ports=api_ports(context.config),
+                               modem_management=routing.modem_management)
+    try:
+        await forwarding.guard()
+    except NftError as exc:
+        # a box that cannot take payments helps nobody: serve, and say so loudly (the
+        # engine applies the table again at its first decision)
+        log.error("firewall: %s", exc)
+        context.state.events.emit("fault", f"firewall not in place: {exc}",
+                                  severity="error", reason="firewall")
+    return forwarding
+
+
 async def build_failover(context: BoxContext) -> FailoverComponent | None:
     config = context.config
     if not config.routing.failover:
@@ -167,11 +203,7 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
     selector = SelectorConfig(failback_stable_s=config.routing.failback_after_s)
     routes = route_controller(config, uplinks)
     context.closers.append(routes.close)
-    # the table also holds the box's own firewall: the API only from the LAN (3a)
-    forwarding = LanForwarding(lan_interfaces=config.routing.lan_interfaces, uplinks=uplinks,
-                               lte_allowlist=config.routing.lte_allowlist or None,
-                               api_ports=api_ports(config)) \
-        if config.routing.lan_interfaces else None
+    forwarding = await _forwarding(context, uplinks)
     conntrack = ConntrackFlusher() if config.routing.backend != "none" else None
     # LAN flows keep the uplink they started on until flushed (failover.sticky)
     sticky = StickyRoutes(uplinks) \
@@ -192,4 +224,4 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
 
     for health in (context.state.uplink.wired, context.state.uplink.lte):
         context.state.update(health, state="unknown")
-    return FailoverComponent(context.state, context.uplinks, build)
+    return FailoverComponent(context.state, context.uplinks, build, forwarding)

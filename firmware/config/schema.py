@@ -258,6 +258,14 @@ class RoutingConfig:
         "While on LTE, only these destination IPs/CIDRs are forwarded from the LAN (payment "
         "gateway, fleet broker) to protect the data budget; [] forwards everything.", [],
         cidrs)
+    # Where LTE modems that route (ECM/RNDIS, "HiLink") answer on their own web and
+    # management pages: Qualcomm-based modules (Quectel, SIMCom, Telit) 192.168.225.0/24,
+    # Huawei HiLink 192.168.8.0/24, ZTE 192.168.0.1, Alcatel/TCL 192.168.1.1.
+    modem_management: list[str] = doc(
+        "The LTE modem's own management addresses/CIDRs (its web page in ECM/RNDIS mode): "
+        "the LAN never reaches them through the LTE interface, the box does. The LTE "
+        "interface's gateway is added when it is a private address.",
+        ["192.168.225.0/24", "192.168.8.0/24", "192.168.0.1", "192.168.1.1"], cidrs)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ both recover, traffic fails back to wired and the offline payments are forwarded
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,12 +25,22 @@ import pytest
 from firmware.cli.client import get_json
 from lab.faults import blackhole, heal
 from lab.gateway_sim import GatewaySimulator
-from tests.failover.conftest import GATEWAY_IP, OTHER_IP, PORT, Shop
+from tests.failover.conftest import (
+    GATEWAY_IP,
+    LAN_BOX,
+    LTE_ADDR,
+    OTHER_IP,
+    PORT,
+    WIRED_ADDR,
+    Shop,
+    ipn,
+)
 from tests.support.box import API, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
 
 SIM_PORT = 9443
+API_PORT = 18470
 
 
 @dataclass
@@ -167,3 +180,60 @@ async def test_lte_failing_while_active_tries_the_other_sim_first(store: Store) 
     assert len(switches) == 1
     # the second SIM's network is dead too here: offline mode follows
     await store.wait(lambda s: s["uplink"]["active"] == "none", "offline mode", 30)
+
+
+def tcp_state(ns: str, host: str, port: int, pin: str | None = None) -> str:
+    """"open" (connected; with `pin`, the TLS handshake showed that certificate),
+    "dropped" (no answer) or "refused"."""
+    with inside(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect((host, port))
+        if pin is not None:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # pinned
+            with context.wrap_socket(s) as tls:
+                der = tls.getpeercert(binary_form=True)
+                assert der is not None and hashlib.sha256(der).hexdigest() == pin
+        return "open"
+    except TimeoutError:
+        return "dropped"
+    except OSError:
+        return "refused"
+    finally:
+        s.close()
+
+
+async def test_the_api_is_closed_to_the_uplinks_before_any_decision(
+        shop: Shop, tmp_path: Path) -> None:
+    """Both uplinks dead from the start: the engine never chooses one, so it never applies
+    the table; the firewall is there anyway, from before the API listened on 0.0.0.0."""
+    for isp in (shop.isp_wired, shop.isp_lte):  # the ISPs lose the internet
+        ipn(isp, "link", "set", "core0", "down")
+    config = write_config(
+        tmp_path, port=API_PORT,
+        routing={"backend": "netlink", "failover": True, "lan_interfaces": ["lan0"]},
+        lte={"interface": "wwan0", "simulator": "SKT"},
+        wired={"interface": "wan0", "carrier": "KT"},
+        probes={"targets": [f"tcp:{GATEWAY_IP}:{SIM_PORT}", f"tcp:{OTHER_IP}:{PORT}",
+                            f"icmp:{GATEWAY_IP}"]})
+    text = config.read_text()
+    assert f'"127.0.0.1:{API_PORT}"' in text
+    config.write_text(text.replace(f'"127.0.0.1:{API_PORT}"', f'"0.0.0.0:{API_PORT}"'))
+    daemon = DaemonProcess(shop.box, config)
+    try:
+        daemon.notify.wait_for("READY", "1")
+        pin = daemon.pin
+        await asyncio.sleep(2.0)  # rounds fail on both; no uplink is chosen
+        uplink = daemon.get("/v1/status")["uplink"]
+        assert uplink["active"] == "none" and uplink["failovers_total"] == 0, uplink
+        assert uplink["wired"]["state"] != "up" and uplink["lte"]["state"] != "up", uplink
+        # the carriers' side (and anyone they route) cannot reach the API
+        assert tcp_state(shop.isp_wired, WIRED_ADDR, API_PORT) == "dropped"
+        assert tcp_state(shop.isp_lte, LTE_ADDR, API_PORT) == "dropped"
+        # the POS on the LAN can, and gets the box it pinned
+        assert tcp_state(shop.client, LAN_BOX, API_PORT, pin) == "open"
+        assert tcp_state(shop.box, "127.0.0.1", API_PORT, pin) == "open"
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]

@@ -18,20 +18,26 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from aiohttp import web
 
-from failover.nft import LanForwarding
+from failover.errors import NftConfigError
+from failover.nft import LanForwarding, private_gateways
 from failover.probes.accounting import ByteCounter
 from failover.probes.round import probe
 from failover.routes import Uplink, UplinkName, switch_uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.targets import parse_target
+from firmware.config.schema import RoutingConfig
 from lab.netns import inside
 from tests.failover.conftest import (
     GATEWAY_IP,
     LAN_BOX,
+    LAN_CLIENT,
     LTE_ADDR,
+    LTE_GW,
     OTHER_IP,
     WIRED_ADDR,
+    EchoServer,
     Shop,
+    connect,
     ipn,
     seen_source,
     sh,
@@ -272,3 +278,148 @@ def test_the_input_chain_is_rendered_with_the_rest() -> None:
                           'iifname { "wan0", "wwan0" } counter name "uplink_dropped" drop']
     assert "chain input" not in LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS,
                                               firewall=False).render("wired")
+
+
+# --------------------------------------------------------------------------- from the start
+
+
+async def test_guard_before_any_decision(shop: Shop, listener: Listener) -> None:
+    """No uplink chosen yet (the engine's first `apply` may never come): `guard()` alone
+    keeps the uplinks' side away from the API, and from the LAN."""
+    ipn(shop.isp_wired, "route", "add", "192.168.50.0/24", "via", WIRED_ADDR)
+    ipn(shop.isp_lte, "route", "add", "192.168.50.0/24", "via", LTE_ADDR)
+    with inside(shop.client):
+        lan_host = socket.create_server(("0.0.0.0", 8080))
+    lan = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box,
+                        api_ports=[API_PORT])
+    try:
+        assert reach(shop.isp_wired, WIRED_ADDR, API_PORT) == "open"  # what guard changes
+        await lan.guard()
+        assert lan.applied and lan.active is None  # as in offline mode
+        for ns, address in OUTSIDE:
+            assert reach(getattr(shop, ns), address, API_PORT) == "dropped", (ns, address)
+        assert reach(shop.client, LAN_BOX, API_PORT) == "open"
+        assert counters(shop.box)["api_refused"] >= len(OUTSIDE)
+        # nothing from an uplink reaches the LAN, the LAN reaches no uplink yet
+        with inside(shop.isp_wired):
+            s = socket.socket()
+        s.settimeout(DROPPED_AFTER_S)
+        with s, pytest.raises(TimeoutError):
+            s.connect((LAN_CLIENT, 8080))
+        assert reach(shop.client, GATEWAY_IP, 8443) == "refused"
+    finally:
+        lan_host.close()
+        await lan.remove()
+
+
+async def test_guard_keeps_the_previous_runs_forwarding(
+        shop: Shop, listener: Listener, box: tuple[NetlinkRoutes, LanForwarding]) -> None:
+    """A restart: the table the last run left keeps the LAN on its uplink; only the input
+    chain is made anew from this run's configuration (here: another API port)."""
+    routes, before = box
+    await switch_uplink("wired", routes=routes, forwarding=before)
+    assert seen_source(shop.client, GATEWAY_IP) == WIRED_ADDR
+    after = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box,
+                          api_ports=[SSH_PORT])
+    await after.guard()
+    assert seen_source(shop.client, GATEWAY_IP) == WIRED_ADDR  # no gap for the LAN
+    ruleset = sh("ip", "netns", "exec", shop.box, "nft", "list", "table", "inet",
+                 "storebox").stdout
+    assert ruleset.count("chain input") == 1
+    assert "tcp dport 22 counter" in ruleset and "tcp dport 8470" not in ruleset
+    assert reach(shop.isp_wired, WIRED_ADDR, SSH_PORT) == "dropped"
+    assert reach(shop.client, LAN_BOX, SSH_PORT) == "open"
+
+
+# --------------------------------------------------------------------------- the modem
+
+MODEM_IP = "192.168.225.1"  # a Quectel in ECM mode answers here
+
+
+@pytest.fixture
+def modem(shop: Shop) -> Iterator[None]:
+    """The modem's management stands on the LTE side: on the carrier's namespace here,
+    at 192.168.225.1 and at the LTE gateway (a private address, as a modem's is)."""
+    ipn(shop.isp_lte, "addr", "add", f"{MODEM_IP}/32", "dev", "lo")
+    server = EchoServer(shop.isp_lte, [MODEM_IP, LTE_GW])
+    yield
+    server.close()
+
+
+def answers(ns: str, host: str, port: int = 8443) -> bool:
+    try:
+        s, _ = connect(ns, host, port, timeout=DROPPED_AFTER_S)
+    except TimeoutError:
+        return False
+    s.close()
+    return True
+
+
+@pytest.mark.usefixtures("modem")
+async def test_the_lan_cannot_reach_the_modems_management(
+        shop: Shop, box: tuple[NetlinkRoutes, LanForwarding]) -> None:
+    routes, _ = box
+    lan = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box,
+                        modem_management=RoutingConfig().modem_management)
+    # Without the block the LAN reaches them through LTE: what must change.
+    unguarded = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box,
+                              modem_management=[], modem_gateway=False)
+    await switch_uplink("lte", routes=routes, forwarding=unguarded)
+    assert answers(shop.client, MODEM_IP) and answers(shop.client, LTE_GW)
+
+    await lan.guard()  # learns the LTE gateway (10.2.0.1: private) from the routes
+    assert lan.lte_gateways == (LTE_GW,)
+    await switch_uplink("lte", routes=routes, forwarding=lan)
+    assert not answers(shop.client, MODEM_IP)
+    assert not answers(shop.client, LTE_GW)
+    assert counters(shop.box)["modem_blocked"] >= 2
+    # the box itself still talks to its modem; the LAN still reaches the internet via LTE
+    assert seen_source(shop.box, MODEM_IP) == LTE_ADDR
+    assert seen_source(shop.box, LTE_GW) == LTE_ADDR
+    assert seen_source(shop.client, OTHER_IP) == LTE_ADDR
+    # and while wired carries the LAN, the modem's addresses stay closed to the LAN
+    await switch_uplink("wired", routes=routes, forwarding=lan)
+    ipn(shop.box, "route", "add", f"{MODEM_IP}/32", "via", LTE_GW, "dev", "wwan0")
+    assert not answers(shop.client, MODEM_IP)
+
+
+async def test_a_new_lte_gateway_is_blocked_when_seen(
+        shop: Shop, box: tuple[NetlinkRoutes, LanForwarding]) -> None:
+    routes, lan = box
+    await switch_uplink("lte", routes=routes, forwarding=lan)
+    assert lan.lte_gateways == ()  # not looked up yet
+    assert await lan.refresh_modem_gateway() is True
+    assert "10.2.0.1" in sh("ip", "netns", "exec", shop.box, "nft", "list", "set", "inet",
+                            "storebox", "modem_mgmt4").stdout
+    assert lan.active == "lte"
+    assert await lan.refresh_modem_gateway() is False  # unchanged: nothing applied
+
+
+def test_the_modem_block_is_rendered_before_any_accept() -> None:
+    lan = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS,
+                        modem_management=["192.168.225.0/24", "fd00::1"])
+    lan.lte_gateways = ("10.2.0.1", "192.168.225.1")
+    text = lan.render("lte")
+    assert ("set modem_mgmt4 { type ipv4_addr; flags interval; "
+            "elements = { 10.2.0.1/32, 192.168.225.0/24 } }") in text
+    assert "set modem_mgmt6 { type ipv6_addr; flags interval; elements = { fd00::1/128 } }" \
+        in text
+    body = text.split("\tchain forward {\n", 1)[1].split("\t}\n", 1)[0]
+    rules = [line.strip() for line in body.splitlines()]
+    assert rules[3:5] == [
+        'iifname { "lan0" } oifname "wwan0" ip daddr @modem_mgmt4 counter name '
+        '"modem_blocked" drop',
+        'iifname { "lan0" } oifname "wwan0" ip6 daddr @modem_mgmt6 counter name '
+        '"modem_blocked" drop']
+    wired_only = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS[:1])
+    assert "modem_mgmt" not in wired_only.render("wired")
+    with pytest.raises(NftConfigError, match=r"modem_management='192.168.225.1/24'"):
+        LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS,
+                      modem_management=["192.168.225.1/24"])
+
+
+def test_private_gateways() -> None:
+    assert private_gateways([{"gateway": "192.168.225.1"}, {"gateway": "100.64.0.1"},
+                             {"gateway": "1.1.1.1"}, {"gateway": "fe80::1"}, {"dev": "wwan0"},
+                             {"gateway": "fd00::1"}, {"gateway": "bogus"}]) \
+        == ["192.168.225.1", "fd00::1"]

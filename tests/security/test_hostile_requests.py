@@ -77,6 +77,7 @@ class Case:
     content_type: str | None = "application/json"
     raw: bytes | None = None          # the whole request as sent, nothing added
     error_field: str | None = None    # the 400 answer's error.field, when checked
+    error_code: str | None = None     # the 400 answer's error.code, when checked
 
 
 def request_bytes(case: Case) -> bytes:
@@ -140,9 +141,19 @@ def _cases() -> list[Case]:
     add(Case("token in Basic auth", 401, token=None,
              headers=[("Authorization", "Basic " + "dGVzdDp0ZXN0")]))
     add(Case("token in the query string", 401, token=None, path=f"/v1/payments?token={TOKEN}"))
-    add(Case("two Authorization headers, the first wrong", (400, 401), token=None,
+    add(Case("two Authorization headers, the first wrong", 400, token=None,
              headers=[("Authorization", "Bearer wrong-token-0000000000"),
-                      ("Authorization", f"Bearer {TOKEN}")]))
+                      ("Authorization", f"Bearer {TOKEN}")],
+             error_field="Authorization", error_code="duplicate_header"))
+    add(Case("two Authorization headers, both right", 400,
+             headers=[("Authorization", f"Bearer {TOKEN}")],
+             error_field="Authorization", error_code="duplicate_header"))
+    add(Case("two Authorization headers, the second empty", 400,
+             headers=[("Authorization", "")],
+             error_field="Authorization", error_code="duplicate_header"))
+    add(Case("two Authorization headers on a read route", 400, method="GET",
+             path="/v1/status", body=b"", headers=[("authorization", f"Bearer {TOKEN}")],
+             error_field="Authorization", error_code="duplicate_header"))
     add(Case("token with a NUL", (400, 401), token=TOKEN + "\x00"))
     # --- JSON that is not a payment -------------------------------------------------
     for name, raw in [("empty body", b""), ("only {", b"{"), ("array", b"[]"),
@@ -241,7 +252,17 @@ def _cases() -> list[Case]:
     add(Case("Idempotency-Key spaces only", 400, key="   "))
     add(Case("Idempotency-Key control character", 400, key="k\x01y"))
     add(Case("two Idempotency-Keys, the first too long", 400, key="k" * 65,
-             headers=[("Idempotency-Key", "second-key")]))
+             headers=[("Idempotency-Key", "second-key")],
+             error_field="Idempotency-Key", error_code="duplicate_header"))
+    add(Case("two Idempotency-Keys, both valid", 400, key="dup-key-1",
+             headers=[("Idempotency-Key", "dup-key-2")],
+             error_field="Idempotency-Key", error_code="duplicate_header"))
+    add(Case("the same Idempotency-Key twice", 400, key="dup-key-3",
+             headers=[("IDEMPOTENCY-KEY", "dup-key-3")],
+             error_field="Idempotency-Key", error_code="duplicate_header"))
+    add(Case("two Idempotency-Keys and two tokens", 400, key="dup-key-4",
+             headers=[("Idempotency-Key", "dup-key-5"), ("Authorization", f"Bearer {TOKEN}")],
+             error_field="Authorization", error_code="duplicate_header"))
     # --- content type ---------------------------------------------------------------
     add(Case("form-encoded", 400, content_type="application/x-www-form-urlencoded",
              body=b"amount=12500&currency=KRW"))
@@ -335,10 +356,12 @@ async def test_hostile_requests(netns: str, tmp_path: Path) -> None:
                 wrong.append(f"{case.name}: got {status} (want {case.expect}), "
                              f"{stored} row(s) stored: {answer[:160]!r}")
                 continue
-            if status == 400 and case.error_field is not None:
+            if status == 400 and (case.error_field or case.error_code) is not None:
                 error = json.loads(answer)["error"]
-                if error.get("field") != case.error_field:
+                if case.error_field is not None and error.get("field") != case.error_field:
                     wrong.append(f"{case.name}: error {error}, want field {case.error_field}")
+                if case.error_code is not None and error.get("code") != case.error_code:
+                    wrong.append(f"{case.name}: error {error}, want code {case.error_code}")
         # still alive, and the count is live: a valid payment is one row more
         before = rows(state)
         ok = await box.pay(json.loads(VALID), key="after-the-attack")
