@@ -1,4 +1,5 @@
-"""The local HTTP API: /healthz, /v1/status, /metrics, and the routes other packages add.
+"""The local HTTP API: /healthz, /v1/openapi.json, /v1/status, /metrics, and the routes other
+packages add (every route and its answers: docs/openapi.json).
 
 Every request but `GET /healthz` needs `Authorization: Bearer <token>` (CONTRACTS §3)
 whose token has the route's scope (§3a): `ROUTE_SCOPES` below is the one table of every
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.resources
 import json
 import logging
 import math
@@ -48,6 +50,10 @@ OPEN = "open"
 #: route the box registers must be here (tests/security/test_scopes.py checks it).
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): OPEN,
+    # open: the interface's description (docs/openapi.json), the same for every box of a
+    # version and published with the source; it names nothing about this box and an
+    # integrator reads it before any token is issued
+    ("GET", "/v1/openapi.json"): OPEN,
     # read: the box's state for technicians and monitoring
     ("GET", "/v1/status"): "read",
     ("GET", "/metrics"): "read",
@@ -348,6 +354,16 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(status_document(request.app[STATE_KEY]), dumps=_dumps)
 
 
+@functools.cache
+def openapi_document() -> bytes:
+    """docs/openapi.json, shipped in the package as firmware/data/openapi.json."""
+    return importlib.resources.files("firmware").joinpath("data/openapi.json").read_bytes()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi_document(), content_type="application/json")
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -372,6 +388,7 @@ def build_app(state: BoxState, tokens: TokenStore, registry: CollectorRegistry,
     tokens.on_reload = tokens_reloaded
     tokens_reloaded(tokens.problem)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/metrics", metrics)
     return app

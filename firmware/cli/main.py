@@ -1,4 +1,4 @@
-"""`storebox`: the daemon and the technician's commands (CONTRACTS §1)."""
+"""`storebox`: the daemon and the technician's commands (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,24 @@ from firmware.config import DEFAULT_PATH, Config, load_config
 from firmware.errors import ApiClientError, ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+_EPILOG = ("Every command, option and exit code: docs/cli.md. The configuration keys: "
+           "docs/config.md. The API the commands call: docs/openapi.json (also served by the "
+           "box at GET /v1/openapi.json); the status document: docs/schemas/status.json.")
 _API_HELP = ("API address: unix:/PATH (the admin socket; default from the config), "
              "https://HOST:PORT#sha256=<certificate SHA-256 to pin> (or $STOREBOX_API_PIN), "
              "or http://HOST:PORT on loopback")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="storebox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="storebox", description=__doc__, epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon in the foreground (systemd Type=notify)")
     run.add_argument("--config", default=DEFAULT_PATH, help=f"config file (default {DEFAULT_PATH})")
 
     status = sub.add_parser("status", help="the box at a glance")
-    status.add_argument("--json", action="store_true", help="print the status document")
+    status.add_argument("--json", action="store_true",
+                        help="print the status document (docs/schemas/status.json)")
     status.add_argument("--config", default=None, help=f"config file (default {DEFAULT_PATH})")
     status.add_argument("--api", default=None, help=_API_HELP)
 
@@ -68,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    check = config_sub.add_parser("check", help="validate a config file")
+    check = config_sub.add_parser("check", help="validate a config file (keys: docs/config.md)")
     check.add_argument("--config", default=DEFAULT_PATH)
 
     drill_cmd.add_parser(sub)

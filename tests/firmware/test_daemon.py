@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from firmware.cli.client import get_json
 from firmware.cli.main import main
 from firmware.errors import ApiClientError
 from tests.support.daemon import TOKEN, DaemonProcess, write_config
+from tests.support.openapi import checked_get_json as get_json
+from tests.support.schemas import check_status
 
 
 @pytest.fixture
@@ -162,7 +163,9 @@ def test_status_cli_against_the_running_daemon(daemon: DaemonProcess,
     assert "device id: store-test" in out
     assert "crashy" in out
     assert main(["status", "--json", "--config", str(daemon.config)]) == 0
-    assert json.loads(capsys.readouterr().out)["device_id"] == "store-test"
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["device_id"] == "store-test"
+    check_status(printed, "storebox status --json")  # docs/schemas/status.json
 
 
 def test_status_cli_reports_an_unreachable_daemon(tmp_path: Path,

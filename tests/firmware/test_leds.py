@@ -25,6 +25,7 @@ from firmware.state import BoxState
 from firmware.status import status_document
 from firmware.tokens import TokenStore
 from hw.leds import LedPanel
+from tests.support import openapi
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -330,7 +331,7 @@ async def test_v1_status_shows_the_four_leds(tmp_path: Path) -> None:
     state.update(state.payments, queued=1)
     component = LedComponent(state, lambda: LedPanel(PINS, MockFactory()))
     task = asyncio.create_task(component.run())
-    async with TestClient(TestServer(context.app)) as client:
+    async with TestClient(TestServer(context.app), trace_configs=openapi.trace_configs()) as client:
         try:
             await until(state, lambda: bool(state.leds))
             response = await client.get("/v1/status",

@@ -11,6 +11,7 @@ from firmware.logs import scrub
 from firmware.metrics import registry_for
 from firmware.state import BoxState
 from firmware.status import status_document
+from tests.support.schemas import check_status
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 
@@ -36,6 +37,7 @@ def test_status_has_every_contract_field_with_honest_unknowns() -> None:
         "declined_after_offline_total": 0, "dead": 0, "quarantined": 0, "mode": "unknown",
         "protection": "unknown", "seal_kid": None, "key_provider": None, "faults": []}
     assert doc["leds"] == {}
+    check_status(doc)  # docs/schemas/status.json
 
 
 def test_views_follow_the_state_without_copies() -> None:
@@ -53,6 +55,7 @@ def test_views_follow_the_state_without_copies() -> None:
     assert doc["uplink"]["since"] == "2021-10-25T11:20:00+00:00"
     assert doc["uplink"]["wired"]["reason"] == "blackhole"
     assert doc["payments"]["oldest_queued_age_s"] == 120.0
+    check_status(doc)
 
     text = generate_latest(registry).decode()
     assert 'storebox_uplink_active{uplink="lte"} 1.0' in text

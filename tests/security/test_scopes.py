@@ -37,6 +37,7 @@ from firmware.errors import ApiClientError
 from firmware.metrics import registry_for
 from firmware.state import BoxState
 from firmware.tokens import TokenStore
+from tests.support import openapi
 from tests.support.daemon import DaemonProcess, write_config, write_tokens
 
 TOKENS = {
@@ -53,6 +54,7 @@ UNKNOWN = {"none": "", "bogus": "bogus-token-0123456789abcdef"}
 #: The routes the contract names, with the scope §3a gives them.
 CONTRACT = {
     ("GET", "/healthz"): OPEN,
+    ("GET", "/v1/openapi.json"): OPEN,
     ("POST", "/v1/payments"): "pos",
     ("GET", "/v1/payments/{payment_id}"): "pos",
     ("GET", "/v1/status"): "read",
@@ -102,9 +104,13 @@ async def test_every_registered_route_has_a_scope(
     for (method, path), scope in CONTRACT.items():
         assert (method, path) in routes
         assert ROUTE_SCOPES[(method, path)] == scope
-    # only /healthz is open
-    assert {r for r in routes if route_scope(*r) == OPEN} == {("GET", "/healthz"),
-                                                              ("HEAD", "/healthz")}
+    # only /healthz and the API's own description (docs/openapi.json) are open
+    assert {r for r in routes if route_scope(*r) == OPEN} == {
+        ("GET", "/healthz"), ("HEAD", "/healthz"),
+        ("GET", "/v1/openapi.json"), ("HEAD", "/v1/openapi.json")}
+    # and docs/openapi.json documents exactly the routes the daemon registers
+    documented = {(m.upper(), p) for p, item in openapi.spec()["paths"].items() for m in item}
+    assert {(m, p) for m, p in routes if m != "HEAD"} == documented
 
 
 async def test_the_scope_matrix(daemon_app: tuple[web.Application, Daemon]) -> None:
@@ -112,7 +118,7 @@ async def test_the_scope_matrix(daemon_app: tuple[web.Application, Daemon]) -> N
     route's scope, through to the handler with it."""
     app = daemon_app[0]
     cells: list[tuple[str, str, str, int]] = []
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app), trace_configs=openapi.trace_configs()) as client:
         for method, path in registered_routes(app):
             scope = route_scope(method, path)
             for who, token in {**TOKENS, **UNKNOWN}.items():
@@ -244,7 +250,7 @@ async def test_1000_bad_attempts_get_429_and_two_log_lines(tmp_path: Path, caplo
     caplog.set_level(logging.INFO, logger="storebox.api")
     statuses: list[int] = []
     retry_after: set[str] = set()
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app), trace_configs=openapi.trace_configs()) as client:
         for i in range(1000):
             async with client.get("/v1/status", headers={
                     "Authorization": f"Bearer guess-{i:04d}-0123456789"}) as r:

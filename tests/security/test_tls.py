@@ -28,13 +28,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from firmware.cli.client import get_json
 from firmware.cli.status_view import render_status
 from firmware.errors import ApiClientError
 from firmware.tls import CERT_NAME, KEY_NAME, box_certificate, server_context
 from tests.support.box import pinned_session
 from tests.support.daemon import TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
+from tests.support.openapi import checked_get_json as get_json
 
 pytestmark = pytest.mark.netns
 

@@ -17,6 +17,7 @@ import aiohttp
 from lab.box import SealKeyPair, write_seal_keys
 from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.sealing import SealOpener
+from tests.support import openapi
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
 
@@ -79,8 +80,9 @@ class Box:
 
 def pinned_session(pin: str, **kwargs: Any) -> aiohttp.ClientSession:
     """An aiohttp session that trusts exactly the certificate whose SHA-256 is `pin` (hex),
-    as a POS pins its box."""
+    as a POS pins its box. Every answer is checked against docs/openapi.json."""
     connector = aiohttp.TCPConnector(ssl=aiohttp.Fingerprint(bytes.fromhex(pin)))
+    kwargs.setdefault("trace_configs", openapi.trace_configs())
     return aiohttp.ClientSession(connector=connector, **kwargs)
 
 

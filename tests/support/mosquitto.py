@@ -18,6 +18,8 @@ from typing import Any
 
 import aiomqtt
 
+from tests.support.schemas import ContractViolation, check_fleet
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
@@ -149,7 +151,8 @@ class Received:
 
 
 class Operator:
-    """The fleet operator's side: subscribes to `storebox/<device>/#` with aiomqtt.
+    """The fleet operator's side: subscribes to `storebox/<device>/#` with aiomqtt. Every
+    payload the box publishes is checked against docs/schemas (`check_fleet`).
 
     With `client_id` set the session is persistent (clean_session False): messages
     published while it is away (e.g. while the broker restarts) are delivered after it
@@ -190,6 +193,10 @@ class Operator:
                 assert isinstance(message.payload, bytes)
                 got = Received(topic[len(self.root) + 1:], message.payload,
                                bool(message.retain), time.monotonic())
+                # held against docs/schemas; a violation is recorded and fails the test
+                # at teardown (tests/conftest.py), the reader keeps reading
+                with contextlib.suppress(ContractViolation):
+                    check_fleet(got.topic, got.payload)
                 self.received.append(got)
                 self._queue(got.topic).put_nowait(got)
 

@@ -37,6 +37,7 @@ from tests.payments.faults.conftest import (
     Rig,
     body,
 )
+from tests.support import openapi
 
 
 async def offline(rig: Rig, key: str, amount: int = 1000, **options: object) -> str:
@@ -462,7 +463,7 @@ async def test_09_a_decline_after_offline_says_what_to_collect(rig: Rig) -> None
     from payments_cache.desk import PaymentsDesk
     app = web.Application()
     add_routes(app, PaymentsDesk(rig.service))
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app), trace_configs=openapi.trace_configs()) as client:
         got = await client.get("/v1/queue")
         assert got.status == 200
         listed = (await got.json())["declined_after_offline"]
