@@ -116,9 +116,11 @@ def render_show(box: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
              ("wired", ": ".join(str(v) for v in (wired.get("state"), wired.get("reason"))
                                  if v)),
              ("LTE", ", ".join(str(v) for v in lte if v)),
-             ("queued offline", f"{box.get('queued')} ({box.get('queued_amount')})"),
+             ("queued offline", f"{box.get('queued') or 0}" + (
+                 f", amount {box['queued_amount']}" if box.get("queued_amount") else "")),
              ("ISP / region", f"{box.get('isp') or '-'} / {box.get('region') or '-'}"),
-             ("version", f"{box.get('version')} (config {box.get('config_version')})"),
+             ("version", f"{box.get('version') or '-'} "
+                         f"(config {box.get('config_version') or '-'})"),
              ("last seen", box.get("last_seen") or "-")]
     if modem.get("same_carrier_as_wired"):
         facts.append(("warning", "the LTE SIM is on the wired ISP's carrier"))

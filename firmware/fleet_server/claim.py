@@ -97,9 +97,9 @@ def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def as_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """`claim.csv`: `COLUMNS`, an empty cell for what is not known (None)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     return out.getvalue()

@@ -9,6 +9,7 @@ import asyncio
 import csv
 import io
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from firmware.cli.fleet_watch import Board, sse_events
 from firmware.cli.main import main
 from tests.fleet.test_fleet_server import Simulator, fleet_server, get, state, until
 from tests.support.mosquitto import Mosquitto
@@ -196,3 +198,36 @@ async def test_fleet_watch_draws_the_fleet_live_from_the_stream(
         code, _, err = await cli(capsys, "fleet", "watch", "--once",
                                  "--server", "http://127.0.0.1:9")
         assert code == 1 and "127.0.0.1:9" in err
+
+
+async def test_the_watch_screen_from_a_made_up_stream() -> None:
+    async def stream() -> AsyncIterator[bytes]:
+        box = {"device_id": "kt-1", "presence": "online", "active": "lte",
+               "wired": {"state": "down"}, "lte": {"state": "up"}, "queued": 2, "isp": "KT",
+               "region": "Seoul", "last_seen": "2021-10-25T11:20:13+00:00"}
+        incident = {"id": 3, "title": "KT wired down at 5 shops since 11:20:13",
+                    "ended_at": None}
+        for line in (": storebox fleet", "", "event: box",
+                     f"data: {json.dumps({'type': 'box', 'box': box})}", "",
+                     "event: event", 'data: {"type": "event", "device_id": "kt-1"}', "",
+                     "event: incident", "data: {broken", "",
+                     "event: incident",
+                     f"data: {json.dumps({'type': 'incident', 'incident': incident})}", ""):
+            yield (line + "\n").encode()
+
+    board = Board(keep=lambda box: box.get("isp") == "KT")
+    board.load([{"device_id": f"skt-{i}", "presence": "online", "active": "wired",
+                 "wired": {"state": "up"}, "isp": "SKT"} for i in range(3)]
+               + [{"device_id": "kt-0", "presence": "offline", "isp": "KT"}], [])
+    changed = [board.apply(kind, data) async for kind, data in sse_events(stream())]
+    assert changed == [True, False, True]
+    screen = board.render(datetime(2021, 10, 25, 11, 21, tzinfo=UTC), width=90, height=8)
+    lines = screen.splitlines()
+    assert lines[0] == ("storebox fleet  11:21:00 UTC  5 shops: 4 online, 0 stale, "
+                        "1 offline; wired down at 1")
+    assert lines[1] == "! #3 KT wired down at 5 shops since 11:20:13"
+    # the most urgent first (gone, then wired down), the --where filter applied
+    assert [line.split()[0] for line in lines[4:]] == ["kt-0", "kt-1"]
+    assert all(len(line) <= 90 for line in lines)
+    small = board.render(datetime(2021, 10, 25, 11, 21, tzinfo=UTC), height=5).splitlines()
+    assert small[-1] == "… and 1 more (narrow with --where)"
