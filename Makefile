@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Debian packages the tests and `make run` use (real kernel tools, NetworkManager, mosquitto).
+# Debian packages the tests and `make run` use (real kernel tools, NetworkManager, mosquitto;
+# chromium and its driver for the fleet dashboard's browser test).
 APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus softhsm2 \
-	mmdebstrap systemd-container binutils postgresql
+	mmdebstrap systemd-container binutils postgresql chromium chromium-driver
 PYTEST_ARGS ?=
 DRILL_ARGS ?=
 

@@ -1,7 +1,9 @@
-"""`storebox fleet serve|ls|incidents` (CONTRACTS §7): the operator's side.
+"""`storebox fleet serve|ls|incidents|show|export|watch` (CONTRACTS §7): the operator's side.
 
-`serve` runs the fleet server (`firmware.fleet_server`); `ls` and `incidents` read its
-JSON API (`--server URL`, else the `listen` of `--config`, else http://127.0.0.1:8480)."""
+`serve` runs the fleet server (`firmware.fleet_server`); the others read its JSON API
+(`--server URL`, else the `listen` of `--config`, else http://127.0.0.1:8480): `ls` and
+`incidents` here, `show`, `export` and `incidents --claim` in `fleet_views`, `watch` in
+`fleet_watch`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from firmware.cli import fleet_views, fleet_watch
+from firmware.cli.fleet_views import BOX_HEADER, box_line
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8480"
@@ -29,9 +34,19 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="only rows where KEY (dotted: wired.state) is VALUE; repeatable")
-        p.add_argument("--server", default=None, help=f"the fleet server (default "
-                       f"{DEFAULT_SERVER} or the listen of --config)")
-        p.add_argument("--config", default=None, help="TOML with [fleet_server]")
+        _server_args(p)
+    fsub.choices["incidents"].add_argument(
+        "--claim", type=int, default=None, metavar="ID",
+        help="incident ID's claim report: each shop's outage minutes and offline payments "
+             "(CSV; --json for JSON with totals)")
+    fleet_views.add_parsers(fsub, _server_args)
+    fleet_watch.add_parser(fsub, _server_args)
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=None, help=f"the fleet server (default "
+                   f"{DEFAULT_SERVER} or the listen of --config)")
+    p.add_argument("--config", default=None, help="TOML with [fleet_server]")
 
 
 def _server(args: argparse.Namespace) -> str:
@@ -50,14 +65,6 @@ def _fetch(url: str) -> Any:
         return json.load(response)
 
 
-def _box_line(b: dict[str, Any]) -> str:
-    wired = (b.get("wired") or {}).get("state") or "-"
-    lte = (b.get("lte") or {}).get("state") or "-"
-    return (f"{b['device_id']:20} {b.get('presence', '-'):8} {b.get('active')!s:6} "
-            f"{wired:9} {lte:9} {b.get('queued')!s:>6} {b.get('isp') or '-':8} "
-            f"{b.get('region') or '-':10} {b.get('last_seen') or '-'}")
-
-
 def cmd_fleet(args: argparse.Namespace) -> int:
     if args.fleet_command == "serve":
         from firmware.fleet_server.config import FleetServerConfigError, load
@@ -71,6 +78,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         setup_logging("info")
         return asyncio.run(serve(config))
+    if args.fleet_command == "watch":
+        return fleet_watch.run(args, _server(args))
+    if args.fleet_command in ("show", "export") or getattr(args, "claim", None) is not None:
+        return fleet_views.run(args, _server(args))
     query = urllib.parse.urlencode([("where", w) for w in args.where])
     path = "/api/boxes" if args.fleet_command == "ls" else "/api/incidents"
     url = _server(args) + path + (f"?{query}" if query else "")
@@ -82,10 +93,9 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.fleet_command == "ls":
-        print(f"{'box':20} {'presence':8} {'active':6} {'wired':9} {'lte':9} {'queued':>6} "
-              f"{'isp':8} {'region':10} last seen")
+        print(BOX_HEADER)
         for row in rows:
-            print(_box_line(row))
+            print(box_line(row))
     else:
         for row in rows or []:
             state = "open" if row.get("ended_at") is None else "ended"

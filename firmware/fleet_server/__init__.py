@@ -8,5 +8,8 @@ It is the operator's product, not the box's: it imports the contract's names fro
   clock passed in: testable without a broker);
 - `db`: SQLite persistence, written in batches;
 - `server`: the MQTT ingest (aiomqtt, `storebox/+/#`), the JSON API, server-sent events
-  and the one-page dashboard.
+  and the one-page dashboard (`dashboard.html`);
+- `shop_api`: one shop's page and timeline, an incident's claim report (its routes);
+- `records`: what the database remembers of a shop (timeline, outage-ledger rows);
+- `claim`: the claim report from an incident and its shops' outage rows (pure).
 """

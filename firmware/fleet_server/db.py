@@ -128,6 +128,19 @@ class FleetDb:
             "WHERE ended_at IS NULL ORDER BY id")
         return [_incident(row) for row in rows]
 
+    def load_incident(self, iid: int) -> Incident | None:
+        """One incident, open or ended, with its shops' down/back times (a claim report
+        asks for incidents of earlier runs too)."""
+        rows = self.backend.execute(
+            "SELECT id, kind, isp, region, started_at, boxes_affected, "
+            "boxes_without_failover, title, devices, members, ended_at FROM incidents "
+            "WHERE id = ?", (iid,))
+        if not rows:
+            return None
+        incident = _incident(rows[0][:10])
+        incident.ended_at = _dt(rows[0][10])
+        return incident
+
     def last_incident_id(self) -> int:
         ((n,),) = self.backend.execute("SELECT coalesce(max(id), 0) FROM incidents")
         return int(n)

@@ -25,6 +25,7 @@ from firmware.fleet.topics import ALL_BOXES
 from firmware.fleet_server.config import FleetServerConfig, broker_of
 from firmware.fleet_server.db import FleetDb
 from firmware.fleet_server.model import Change, FleetModel
+from firmware.fleet_server.shop_api import ShopApi
 
 log = logging.getLogger("storebox.fleet_server")
 
@@ -175,6 +176,7 @@ class FleetServer:
         app.router.add_get("/api/incidents", self._incidents)
         app.router.add_get("/api/stream", self._stream)
         app.router.add_get("/healthz", self._health)
+        ShopApi(self.model, self.db, self.now).add_routes(app)
         return app
 
     def _where(self, request: web.Request) -> list[tuple[str, str]]:
