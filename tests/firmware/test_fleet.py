@@ -25,9 +25,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware.components.context import BoxContext
+from firmware.components.fleet import build_fleet
 from firmware.config import Config, load_config_text
-from firmware.daemon import BoxContext
-from firmware.fleet import FleetAgent, build_fleet
+from firmware.fleet.agent import FleetAgent
 from firmware.state import BoxState
 from firmware.status import status_document
 from firmware.supervisor import Backoff
@@ -118,14 +119,13 @@ async def fleet_box(tmp: Path, url: str, fleet: str = "",
     context = BoxContext(config, state, TokenStore(str(tmp / "tokens")), web.Application())
     drains: list[int] = []
     reloads: list[int] = []
-    context.drain_queue = lambda: drains.append(1)
 
     def reload() -> dict[str, Any]:
         reloads.append(1)
         return {"ok": True, "tokens": 0, "restart_needed": []}
 
-    context.reload_config = reload
-    agent = await build_fleet(context)
+    agent = await build_fleet(context, drain_queue=lambda: drains.append(1),
+                              reload_config=reload)
     assert agent is not None
     if fast:
         agent.backoff = FAST

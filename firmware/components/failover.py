@@ -37,8 +37,8 @@ from failover.routes import (
 )
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
+from firmware.components.context import BoxContext
 from firmware.config import Config
-from firmware.daemon import BoxContext
 from firmware.state import BoxState, LinkHealth
 from payments_cache.uplinks import UplinkSignal
 
@@ -148,7 +148,11 @@ def api_ports(config: Config) -> list[int]:
     return [int(str(v).rpartition(":")[2]) for v in values]
 
 
-async def build_failover(context: BoxContext) -> FailoverComponent | None:
+async def build_failover(
+        context: BoxContext, *,
+        switch_sim: Callable[[], Awaitable[bool]] | None = None) -> FailoverComponent | None:
+    """The failover component; `switch_sim` (the modem's, with `lte.dual_sim`) is the
+    engine's last resort before offline mode."""
     config = context.config
     if not config.routing.failover:
         log.warning("failover is off (routing.failover = false): uplinks are not watched")
@@ -190,7 +194,7 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
             uplinks, targets, routes, forwarding=forwarding, conntrack=conntrack,
             sticky=sticky, monitor=monitor, selector=selector, probe_options=probe_options,
             lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000,
-            switch_sim=context.switch_sim,
+            switch_sim=switch_sim,
             on_link=component.on_link, on_transition=component.on_transition,
             on_error=component.on_error)
 
