@@ -42,6 +42,7 @@ from typing import Any
 
 import aiomqtt
 
+from firmware.errors import FirmwareError
 from firmware.events import Event
 from firmware.fleet.auth import brief
 from firmware.fleet.broker import Broker
@@ -74,8 +75,13 @@ MAX_QUEUED_COMMANDS = 100
 PUBLISH_BATCH = 100
 
 
-class FleetLinkError(Exception):
-    """The broker cannot be reached for a reason of our own (e.g. the TLS CA file)."""
+class FleetLinkError(FirmwareError):
+    """The broker cannot be reached for a reason of our own (e.g. the TLS CA file);
+    `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 _LINK_ERRORS = (aiomqtt.MqttError, OSError, FleetLinkError)
