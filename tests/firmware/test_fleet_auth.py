@@ -31,6 +31,7 @@ from firmware.fleet.auth import (
 from firmware.fleet.broker import broker_from
 from firmware.fleet.commands import parse_request
 from firmware.fleet.topics import topics_for
+from tests.support.clock import ManualClock
 from tests.support.mosquitto import sign_command
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
@@ -89,8 +90,7 @@ def _signed(key: Ed25519PrivateKey, expires: str, command_id: str = "c-1",
 
 def test_validity_window() -> None:
     key = Ed25519PrivateKey.generate()
-    now = [T0]
-    auth = Authorizer("store-0001", key.public_key(), wall=lambda: now[0])
+    auth = Authorizer("store-0001", key.public_key(), wall=ManualClock(wall=T0.timestamp()).now)
 
     def check(expires: datetime | str, command_id: str) -> None:
         text = expires if isinstance(expires, str) else expires.isoformat()
@@ -111,23 +111,23 @@ def test_validity_window() -> None:
 
 def test_replays_are_refused_until_the_id_expires(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    now = [T0]
+    clock = ManualClock(wall=T0.timestamp())
     used = UsedIds(tmp_path / "used.json")
-    auth = Authorizer("store-0001", key.public_key(), wall=lambda: now[0], used=used)
+    auth = Authorizer("store-0001", key.public_key(), wall=clock.now, used=used)
     fields = _signed(key, (T0 + timedelta(minutes=5)).isoformat())
     auth.authorize("queue_drain", "c-1", {}, fields)
     with pytest.raises(CommandRefused) as info:
         auth.authorize("queue_drain", "c-1", {}, fields)
     assert info.value.code == "replayed"
-    reloaded = Authorizer("store-0001", key.public_key(), wall=lambda: now[0],
+    reloaded = Authorizer("store-0001", key.public_key(), wall=clock.now,
                           used=UsedIds(tmp_path / "used.json"))
     with pytest.raises(CommandRefused, match="already used"):
         reloaded.authorize("queue_drain", "c-1", {}, fields)
     # later, the id's own expiry refuses it; and remembered ids are forgotten
-    now[0] = T0 + timedelta(minutes=10)
+    clock.advance(10 * 60)
     with pytest.raises(CommandRefused, match="expired"):
         auth.authorize("queue_drain", "c-1", {}, fields)
-    auth.authorize("queue_drain", "c-2", {}, _signed(key, (now[0] + timedelta(minutes=1))
+    auth.authorize("queue_drain", "c-2", {}, _signed(key, (clock.now() + timedelta(minutes=1))
                                                      .isoformat(), "c-2"))
     assert "c-1" not in used and "c-2" in used
     assert json.loads((tmp_path / "used.json").read_text()).keys() == {"c-2"}
