@@ -28,7 +28,7 @@ from firmware.state import BoxState
 from firmware.status import status_document
 from firmware.supervisor import Backoff
 
-__all__ = ["box_commands", "build_fleet"]
+__all__ = ["DrainQueue", "ReloadConfig", "box_commands", "build_fleet"]
 
 log = logging.getLogger("storebox.fleet")
 
