@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
@@ -49,20 +49,11 @@ def _box(s: BoxState, now: datetime) -> Iterator[Metric]:
 
 
 def _uplinks(s: BoxState) -> Iterator[Metric]:
-    active = GaugeMetricFamily("storebox_uplink_active",
-                               "1 for the uplink currently carrying traffic",
-                               labels=["uplink"])
-    for name in _UPLINKS:
-        active.add_metric([name], 1.0 if s.uplink.active == name else 0.0)
-    yield active
-
-    health = GaugeMetricFamily("storebox_uplink_state",
-                               "1 for each uplink's current health state",
-                               labels=["uplink", "state"])
-    for name, link in (("wired", s.uplink.wired), ("lte", s.uplink.lte)):
-        for st in _LINK_STATES:
-            health.add_metric([name, st], 1.0 if link.state == st else 0.0)
-    yield health
+    yield _state_set("storebox_uplink_active", "1 for the uplink currently carrying traffic",
+                     ["uplink"], _UPLINKS, [((), s.uplink.active)])
+    yield _state_set("storebox_uplink_state", "1 for each uplink's current health state",
+                     ["uplink", "state"], _LINK_STATES,
+                     [(("wired",), s.uplink.wired.state), (("lte",), s.uplink.lte.state)])
 
 
 def _counters(s: BoxState) -> Iterator[Metric]:
@@ -101,21 +92,13 @@ def _queue(s: BoxState, now: datetime) -> Iterator[Metric]:
 
 
 def _leds(s: BoxState) -> Iterator[Metric]:
-    leds = GaugeMetricFamily("storebox_led", "1 for the pattern each LED shows",
-                             labels=["led", "pattern"])
-    for name, shown in sorted(s.leds.items()):
-        for pattern in _LED_PATTERNS:
-            leds.add_metric([name, pattern], 1.0 if shown == pattern else 0.0)
-    yield leds
+    yield _state_set("storebox_led", "1 for the pattern each LED shows", ["led", "pattern"],
+                     _LED_PATTERNS, [((name,), shown) for name, shown in sorted(s.leds.items())])
 
 
 def _fleet(s: BoxState) -> Iterator[Metric]:
-    fleet = GaugeMetricFamily("storebox_fleet_link",
-                              "1 for the state of the link to the fleet broker",
-                              labels=["state"])
-    for fleet_link in _FLEET_LINKS:
-        fleet.add_metric([fleet_link], 1.0 if s.fleet.link == fleet_link else 0.0)
-    yield fleet
+    yield _state_set("storebox_fleet_link", "1 for the state of the link to the fleet broker",
+                     ["state"], _FLEET_LINKS, [((), s.fleet.link)])
 
 
 def _modem(s: BoxState) -> Iterator[Metric]:
@@ -136,6 +119,18 @@ def _components(s: BoxState) -> Iterator[Metric]:
         running.add_metric([name], 1.0 if comp.state == "running" else 0.0)
     yield restarts
     yield running
+
+
+def _state_set(metric: str, help_text: str, labels: list[str], choices: Iterable[str],
+               current: Iterable[tuple[tuple[str, ...], str]]) -> GaugeMetricFamily:
+    """For each (leading label values, state) in `current`, one sample per choice: 1 for
+    the state, 0 for every other (every state is always exported, so a dashboard sees a
+    change as 1 → 0, not a gap)."""
+    family = GaugeMetricFamily(metric, help_text, labels=labels)
+    for leading, state in current:
+        for choice in choices:
+            family.add_metric([*leading, choice], 1.0 if state == choice else 0.0)
+    return family
 
 
 def registry_for(state: BoxState) -> CollectorRegistry:

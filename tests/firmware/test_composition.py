@@ -3,12 +3,15 @@ each is handed from another (no slot one factory fills and a later one reads).""
 
 from __future__ import annotations
 
+import ast
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import firmware.components
 import firmware.daemon
 from firmware.components.context import BoxContext
 from firmware.components.failover import FailoverComponent
@@ -24,15 +27,22 @@ from tests.support.daemon import write_config
 FLEET = '[fleet]\nmqtt_url = "mqtt://127.0.0.1:9"\n'
 
 
-@pytest.fixture
-async def built(tmp_path: Path) -> AsyncIterator[Daemon]:
-    daemon = Daemon(load_config(write_config(tmp_path, routing='backend = "none"',
-                                             extra=FLEET)))
+@contextlib.asynccontextmanager
+async def composed(tmp_path: Path, **config: str) -> AsyncIterator[Daemon]:
+    """A daemon with its components built (not running): what `compose` made of `config`
+    (`tests.support.daemon.write_config` keywords)."""
+    daemon = Daemon(load_config(write_config(tmp_path, routing='backend = "none"', **config)))
     await daemon._build()
     try:
         yield daemon
     finally:
         await daemon._close()
+
+
+@pytest.fixture
+async def built(tmp_path: Path) -> AsyncIterator[Daemon]:
+    async with composed(tmp_path, extra=FLEET) as daemon:
+        yield daemon
 
 
 async def test_the_builtin_components_in_start_order(built: Daemon) -> None:
@@ -64,30 +74,22 @@ async def test_failover_is_handed_the_modems_switch_sim_only_with_dual_sim(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dual_sim: bool) -> None:
     seen = spy_on(monkeypatch, "build_failover")
     lte = f'simulator = "SKT"\ndual_sim = {str(dual_sim).lower()}'
-    daemon = Daemon(load_config(write_config(tmp_path, routing='backend = "none"', lte=lte)))
-    await daemon._build()
-    try:
+    async with composed(tmp_path, lte=lte) as daemon:
         modem = next(c for c in daemon.components if isinstance(c, ModemComponent))
         assert any(isinstance(c, FailoverComponent) for c in daemon.components)
         if dual_sim:
             assert seen["switch_sim"] == modem.switch_sim
         else:
             assert seen["switch_sim"] is None
-    finally:
-        await daemon._close()
 
 
 async def test_the_fleet_agent_is_handed_the_queue_drain_and_the_reload(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = spy_on(monkeypatch, "build_fleet")
-    daemon = Daemon(load_config(write_config(tmp_path, extra=FLEET)))
-    await daemon._build()
-    try:
+    async with composed(tmp_path, extra=FLEET) as daemon:
         payments = next(c for c in daemon.components if isinstance(c, PaymentsComponent))
         assert seen["drain_queue"] == payments.drain_queue
         assert seen["reload_config"] == daemon.reload
-    finally:
-        await daemon._close()
 
 
 @pytest.mark.parametrize("name", ["queue_drain", "config_reload"])
@@ -97,3 +99,24 @@ async def test_without_the_capability_a_changing_command_is_unavailable(name: st
     with pytest.raises(CommandRefused) as refused:
         await commands[name].run({})
     assert refused.value.code == "unavailable"
+
+
+def imported(node: ast.AST) -> list[str]:
+    """The modules an import statement may bind (`from a import b`: `a` and `a.b`)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return []
+
+
+def test_no_component_imports_the_daemon() -> None:
+    """The daemon composes the components; a component importing it back is the cycle
+    `firmware.components` exists to remove (function-level imports count)."""
+    folder = Path(firmware.components.__file__).parent
+    importers = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if any(name == "firmware.daemon" for name in imported(node)):
+                importers.append(f"{path.name}:{node.lineno}")
+    assert importers == []
