@@ -117,7 +117,7 @@ async def measure_reboot_recovery(reboots: int = REBOOTS) -> dict[str, float]:
         def wanted(s: ModemStatus) -> bool:
             return bool(s.present and s.registered and not s.data_up)
 
-        async def keep_data_up() -> None:  # firmware.modem.ModemComponent._keep_data_up
+        async def keep_data_up() -> None:  # firmware.components.modem.ModemComponent._keep_data_up
             while True:
                 await modem.wait_for(wanted, timeout=None)
                 with contextlib.suppress(ModemRebooted):

@@ -61,7 +61,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     # pos: the tills (payments_cache/api.py)
     ("POST", "/v1/payments"): "pos",
     ("GET", "/v1/payments/{payment_id}"): "pos",
-    # admin: changes what the box does (firmware/payments.py)
+    # admin: changes what the box does (firmware/components/payments.py)
     ("POST", "/v1/queue/drain"): "admin",
     ("POST", "/v1/keys/rotate"): "admin",
     ("POST", "/v1/queue/{payment_id}/requeue"): "admin",

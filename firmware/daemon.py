@@ -17,8 +17,6 @@ import os
 import resource
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,13 @@ from aiohttp import web
 
 from firmware import __version__
 from firmware.api import build_app
+from firmware.components.context import BoxContext, ComponentFactory
+from firmware.components.failover import build_failover
+from firmware.components.fleet import ReloadConfig, build_fleet
+from firmware.components.ledger import build_ledger
+from firmware.components.leds import build_leds
+from firmware.components.modem import build_modem
+from firmware.components.payments import build_payments
 from firmware.config import Config, load_config
 from firmware.config.listeners import api_problems, is_loopback, wants_tls
 from firmware.errors import ConfigError, FirmwareError
@@ -46,7 +51,6 @@ from firmware.status import status_line
 from firmware.supervisor import Component, Supervisor
 from firmware.tls import PLAIN_HTTP_FAULT, TlsSetupError, api_certificate, server_context
 from firmware.tokens import TokenStore
-from payments_cache.uplinks import UplinkSignal
 
 log = logging.getLogger("storebox.daemon")
 
@@ -69,54 +73,35 @@ class ComponentLoadError(FirmwareError):
         super().__init__(f"cannot load component {spec!r}: {reason}")
 
 
-@dataclass
-class BoxContext:
-    """What the composition root hands to every component factory."""
+async def compose(context: BoxContext, *,
+                  reload_config: ReloadConfig | None = None) -> list[Component]:
+    """The built-in components, in start order, each handed what it uses of another.
 
-    config: Config
-    state: BoxState
-    tokens: TokenStore
-    app: web.Application
-    #: Whether any uplink can reach the gateway, as the failover engine sees it.
-    uplinks: UplinkSignal = field(default_factory=UplinkSignal)
-    #: Set by the modem component when `lte.dual_sim`: switch to the other SIM slot.
-    switch_sim: Callable[[], Awaitable[bool]] | None = None
-    #: Set by the payments component: forward the queue now (`storebox queue drain`).
-    drain_queue: Callable[[], None] | None = None
-    #: Set by the daemon: re-read the config as SIGHUP does; returns what happened.
-    reload_config: Callable[[], dict[str, Any]] | None = None
-    reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
-    #: Closed in reverse order after every component task has stopped (e.g. the database).
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-
-#: Built-in component factories, in start order. Each may add HTTP routes to
-#: `context.app` (before it starts serving), open resources (registering closers) and
-#: return the component to supervise, or None when it has nothing to run.
-ComponentFactory = Callable[[BoxContext], Awaitable[Component | None]]
-
-
-def builtin_factories() -> list[ComponentFactory]:
-    from firmware.failover import build_failover
-    from firmware.fleet import build_fleet
-    from firmware.ledger.outages import build_ledger
-    from firmware.leds import build_leds
-    from firmware.modem import build_modem
-    from firmware.payments import build_payments
-
-    return [build_payments, build_modem, build_failover, build_ledger, build_leds, build_fleet]
+    This is the one place the order is written: the payments first (the POS routes),
+    the modem, then the failover engine with the modem's `switch_sim` (its last resort
+    before offline mode, with `lte.dual_sim`), the outage ledger (nothing to supervise:
+    it follows the uplink states the failover component writes), the LEDs, and the fleet
+    agent with the payments' `drain_queue` and the daemon's `reload_config`."""
+    config = context.config
+    payments = await build_payments(context)
+    modem = await build_modem(context)
+    failover = await build_failover(
+        context, switch_sim=modem.switch_sim if config.lte.dual_sim else None)
+    await build_ledger(context)
+    leds = await build_leds(context)
+    fleet = await build_fleet(context, drain_queue=payments.drain_queue,
+                              reload_config=reload_config)
+    return [c for c in (payments, modem, failover, leds, fleet) if c is not None]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:
     """Build a component from a "module:factory" spec (debug.extra_components)."""
     module_name, _, attr = spec.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory: ComponentFactory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ComponentLoadError(spec, str(exc)) from exc
-    component: Component = factory(context)
-    return component
+    return factory(context)
 
 
 class Daemon:
@@ -129,8 +114,6 @@ class Daemon:
         self.tokens = TokenStore(config.api.tokens_file)
         self.app = build_app(self.state, self.tokens, registry_for(self.state))
         self.context = BoxContext(config, self.state, self.tokens, self.app)
-        self.context.reload_config = self.reload
-        self.factories = builtin_factories()
         self.components: list[Component] = []
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -184,10 +167,7 @@ class Daemon:
         return 0
 
     async def _build(self) -> None:
-        for factory in self.factories:
-            component = await factory(self.context)
-            if component is not None:
-                self.components.append(component)
+        self.components = await compose(self.context, reload_config=self.reload)
         self.components += [load_component(spec, self.context)
                             for spec in self.config.debug.extra_components]
 

@@ -153,10 +153,10 @@ class WindowLog:
     """Counts events and logs them as one summary line per window (the first at once)."""
 
     def __init__(self, logger: logging.Logger, window_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
         self.window_s = window_s
-        self.clock = clock
+        self.monotonic = monotonic
         self.kinds: collections.Counter[str] = collections.Counter()
         self.sources: collections.Counter[str] = collections.Counter()
         self._last = float("-inf")
@@ -166,7 +166,7 @@ class WindowLog:
         self.kinds[kind] += 1
         if source:
             self.sources[source] += 1
-        now = self.clock()
+        now = self.monotonic()
         if now - self._last >= self.window_s:
             self.flush()
         elif self._handle is None:
@@ -180,7 +180,7 @@ class WindowLog:
             self._handle = None
         if not self.kinds:
             return
-        self._last = self.clock()
+        self._last = self.monotonic()
         what = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(self.kinds.items()))
         top = ", ".join(f"{s} ({n})" for s, n in self.sources.most_common(3))
         self.logger.warning("API connections: %s%s (at most one such line per %.0f s)",
@@ -262,12 +262,12 @@ class ConnectionGuard:
     """The registry of open API connections and the caps on them."""
 
     def __init__(self, limits: Limits, counters: ConnectionCounters, budget: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.counters = counters
         self.budget = budget
-        self.clock = clock
-        self.events = WindowLog(log, limits.log_window_s, clock)
+        self.monotonic = monotonic
+        self.events = WindowLog(log, limits.log_window_s, monotonic)
         self._all: dict[_Connection, None] = {}
         self._by_source: dict[str, dict[_Connection, None]] = {}
         self._by_handler: dict[RequestHandler, LimitedProtocol] = {}
@@ -310,7 +310,7 @@ class ConnectionGuard:
         if len(self._all) >= self.budget:
             self.note("refused", source)  # too many still closing: this one waits its turn
             return None
-        conn = _Connection(sock, source, self.clock())
+        conn = _Connection(sock, source, self.monotonic())
         self._all[conn] = None
         self._by_source.setdefault(source, {})[conn] = None
         self._count()

@@ -61,7 +61,7 @@ class TlsSetupError(FirmwareError):
         super().__init__(f"{key}: {reason}")
 
 
-class PinMismatch(ssl.SSLError):
+class PinMismatch(FirmwareError, ssl.SSLError):
     """The server's certificate is not the pinned one."""
 
 

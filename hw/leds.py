@@ -7,7 +7,7 @@ a blink is gpiozero's own background blink (`LED.blink(background=True)`) with
 `blink_s` on and `blink_s` off. Setting the pattern an LED already shows does nothing,
 so a blink is never restarted (an LED re-set on every state change would stutter).
 
-The panel knows nothing of what the LEDs mean (`firmware.leds` does). Errors about names,
+The panel knows nothing of what the LEDs mean (`firmware.components.leds` does). Errors about names,
 patterns and settings are `LedError`s naming the field and the value; a pin that cannot be
 claimed raises gpiozero's own error, after the LEDs already built are released.
 """

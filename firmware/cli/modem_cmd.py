@@ -13,6 +13,7 @@ import errno
 from typing import Any
 
 from firmware.cli.status_view import _RULE, _Layout
+from firmware.errors import FirmwareError
 from hw.modem.carriers import carrier_for
 from hw.modem.errors import CommandError, CommandTimeout, ModemError, PortClosed, PortOpenError
 from hw.modem.modem import Modem
@@ -22,7 +23,7 @@ from hw.modem.status import ModemStatus
 INFO_TIMEOUT_S = 60.0
 
 
-class ModemUnavailable(Exception):
+class ModemUnavailable(FirmwareError):
     """The modem could not be asked; `reason` is the one line the technician sees."""
 
     def __init__(self, port: str, reason: str) -> None:

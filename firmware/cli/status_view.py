@@ -66,28 +66,49 @@ def _link_row(layout: _Layout, link: dict[str, Any]) -> str:
 def render_status(doc: dict[str, Any], colour: bool = False) -> str:
     """The status document as a sectioned, aligned text block."""
     layout = _Layout(colour)
-    layout.section("Box", [
+    layout.section("Box", _box_rows(layout, doc))
+    if doc.get("api"):
+        layout.section("API", _api_rows(layout, doc["api"]))
+    layout.section("Uplink", _uplink_rows(layout, doc["uplink"]))
+    layout.section("Modem", _modem_rows(layout, doc["modem"]))
+    layout.section("Payments", _payments_rows(layout, doc["payments"]))
+    leds = doc.get("leds") or {}
+    layout.section("LEDs", [(name, layout.paint(state)) for name, state in sorted(leds.items())]
+                   or [("panel", "unknown")])
+    fleet = doc.get("fleet") or {}
+    if fleet:
+        layout.section("Fleet", _fleet_rows(layout, fleet))
+    layout.section("Components", _component_rows(layout, doc.get("components") or {}))
+    layout.lines.append(_RULE)
+    return "\n".join(layout.lines)
+
+
+def _box_rows(layout: _Layout, doc: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
         ("device id", doc["device_id"]),
         ("version", doc["version"]),
         ("phase", layout.paint(doc.get("phase", "unknown"))),
         ("uptime", _duration(doc.get("uptime_s"))),
-    ])
-    if doc.get("api"):
-        layout.section("API", _api_rows(layout, doc["api"]))
-    up = doc["uplink"]
+    ]
+
+
+def _uplink_rows(layout: _Layout, up: dict[str, Any]) -> list[tuple[str, str]]:
     since = f" since {up['since']}" if up.get("since") else ""
-    layout.section("Uplink", [
+    return [
         ("active", layout.paint(up["active"]) + since),
         ("wired", _link_row(layout, up["wired"])),
         ("lte", _link_row(layout, up["lte"])),
         ("failovers", f"{up.get('failovers_total', 0)}  failbacks: "
                       f"{up.get('failbacks_total', 0)}"),
-    ])
-    m = doc["modem"]
+    ]
+
+
+def _modem_rows(layout: _Layout, m: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the modem is doing now, then only the troubles it has (`_modem_troubles`)."""
     operator = _or_unknown(m.get("operator"))
     if m.get("mcc_mnc"):
         operator += f" ({m['mcc_mnc']})"
-    rows = [
+    return [
         ("registered", layout.paint(_yes_no(m.get("registered")))
          + (f" ({m['registration']})" if m.get("registration") else "")),
         ("operator", operator),
@@ -99,7 +120,12 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
          + (f" ({m['sim_fault']})" if m.get("sim_fault") else "")),
         ("data", layout.paint(_yes_no(m.get("data_up")))
          + (f" {m['ip']}" if m.get("ip") else "")),
+        *_modem_troubles(layout, m),
     ]
+
+
+def _modem_troubles(layout: _Layout, m: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
     if m.get("not_connected_reason"):
         rows.append(("why not", str(m["not_connected_reason"])))
     if m.get("recovery_step"):
@@ -111,9 +137,11 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
     if m.get("same_carrier_as_wired"):
         rows.append(("carrier diversity", layout.paint("none")
                      + ": the SIM is on the wired line's carrier; one outage takes both"))
-    layout.section("Modem", rows)
-    p = doc["payments"]
-    layout.section("Payments", [
+    return rows
+
+
+def _payments_rows(layout: _Layout, p: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
         ("mode", layout.paint(p.get("mode", "unknown"))),
         ("queued", f"{p['queued']} ({p['queued_amount']} minor units)"),
         ("oldest queued", _duration(p.get("oldest_queued_age_s"))),
@@ -122,29 +150,27 @@ def render_status(doc: dict[str, Any], colour: bool = False) -> str:
         ("dead", str(p.get("dead", 0))),
         ("cards", _protection(p)),
         *[("fault", layout.paint("down") + f": {f}") for f in p.get("faults") or []],
-    ])
-    leds = doc.get("leds") or {}
-    layout.section("LEDs", [(name, layout.paint(state)) for name, state in sorted(leds.items())]
-                   or [("panel", "unknown")])
-    fleet = doc.get("fleet") or {}
-    if fleet:
-        link = layout.paint(str(fleet.get("link", "unknown")))
-        if fleet.get("broker"):
-            link += f"  {fleet['broker']}"
-        if fleet.get("since"):
-            link += f"  since {fleet['since']}"
-        rows = [("link", link)]
-        if fleet.get("last_error") and fleet.get("link") != "up":
-            rows.append(("last error", str(fleet["last_error"])))
-        layout.section("Fleet", rows)
-    comps = doc.get("components") or {}
-    layout.section("Components", [
+    ]
+
+
+def _fleet_rows(layout: _Layout, fleet: dict[str, Any]) -> list[tuple[str, str]]:
+    link = layout.paint(str(fleet.get("link", "unknown")))
+    if fleet.get("broker"):
+        link += f"  {fleet['broker']}"
+    if fleet.get("since"):
+        link += f"  since {fleet['since']}"
+    rows = [("link", link)]
+    if fleet.get("last_error") and fleet.get("link") != "up":
+        rows.append(("last error", str(fleet["last_error"])))
+    return rows
+
+
+def _component_rows(layout: _Layout, comps: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
         (name, layout.paint(c["state"]) + (f"  restarts: {c['restarts']}" if c["restarts"] else "")
          + (f"  last error: {c['last_error']}" if c.get("last_error") else ""))
         for name, c in comps.items()
-    ] or [("components", "none")])
-    layout.lines.append(_RULE)
-    return "\n".join(layout.lines)
+    ] or [("components", "none")]
 
 
 def _api_rows(layout: _Layout, api: dict[str, Any]) -> list[tuple[str, str]]:

@@ -3,7 +3,8 @@
 `load_config` checks the TOML alone; `storebox config check` also runs `file_problems`,
 so that a technician learns of a missing merchant key or a seal key that is not the
 gateway's X25519 public key before the box is installed. The daemon itself starts with
-these problems and shows them as payments faults instead (`firmware.payments`).
+these problems and shows them as payments faults instead
+(`firmware.components.payments`).
 
 Checked are the values the box will use, defaults included (a config that leaves
 `payments.merchant_key_file` out still needs `/etc/storebox/merchant-key`).

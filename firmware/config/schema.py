@@ -122,7 +122,7 @@ def cidrs(value: list[str]) -> str | None:
     return None
 
 
-#: The LEDs of the panel (what each shows: `firmware.leds`).
+#: The LEDs of the panel (what each shows: `firmware.components.leds`).
 LED_NAMES: tuple[str, ...] = ("wired", "lte", "offline", "alert")
 
 

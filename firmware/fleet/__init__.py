@@ -1,9 +1,6 @@
 """The fleet agent: the box's MQTT link to the fleet operator (CONTRACTS §6).
 
 `topics` (the topic tree), `broker` (where and how to connect), `auth` (signed commands),
-`commands` (parse, authorize, run, answer) and `agent` (the supervised component).
+`commands` (parse, authorize, run, answer) and `agent` (the supervised component); the
+daemon builds it with `firmware.components.fleet`.
 """
-
-from firmware.fleet.agent import FleetAgent, build_fleet
-
-__all__ = ["FleetAgent", "build_fleet"]

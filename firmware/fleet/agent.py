@@ -1,7 +1,7 @@
 """The fleet agent: the box's link to the fleet operator over MQTT (CONTRACTS §6).
 
-One supervised component. While the broker is reachable it keeps, under
-`storebox/<device.id>/`:
+One supervised component (built by `firmware.components.fleet`). While the broker is
+reachable it keeps, under `storebox/<device.id>/`:
 
 - `status`: retained JSON (CONTRACTS §6a) `{"status": "online", "session", "since"}`
   after every connect (birth); `offline` with the same `session` is the Last Will (the
@@ -33,32 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import ssl
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware.config import Config
-from firmware.daemon import BoxContext
+from firmware.errors import FirmwareError
 from firmware.events import Event
-from firmware.fleet.auth import (
-    Authorizer,
-    CommandRefused,
-    KeyFileError,
-    UsedIds,
-    brief,
-    load_public_key,
-)
-from firmware.fleet.broker import Broker, broker_from
-from firmware.fleet.commands import Command, CommandSet
-from firmware.fleet.store import FILE as STORE_FILE
+from firmware.fleet.auth import brief
+from firmware.fleet.broker import Broker
+from firmware.fleet.commands import CommandSet
 from firmware.fleet.store import FleetStore, Pending, boot_id
 from firmware.fleet.topics import EVENT_KINDS, Topics, status_payload, topics_for
 from firmware.logs import scrub
@@ -83,13 +71,17 @@ REQUEST_TIMEOUT_S = 10.0
 GOODBYE_TIMEOUT_S = 1.5
 #: Commands waiting to be read; more are dropped by the MQTT client (with a warning).
 MAX_QUEUED_COMMANDS = 100
-USED_IDS_FILE = "fleet-used-command-ids.json"
 #: Events read from the store per round trip while publishing.
 PUBLISH_BATCH = 100
 
 
-class FleetLinkError(Exception):
-    """The broker cannot be reached for a reason of our own (e.g. the TLS CA file)."""
+class FleetLinkError(FirmwareError):
+    """The broker cannot be reached for a reason of our own (e.g. the TLS CA file);
+    `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 _LINK_ERRORS = (aiomqtt.MqttError, OSError, FleetLinkError)
@@ -474,104 +466,4 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-# ---------------------------------------------------------------------- composition
-
-
-def read_command_key(path: str) -> tuple[Ed25519PublicKey | None, str | None]:
-    """The operator's key, or None and why (logged)."""
-    if not path:
-        return None, None
-    try:
-        return load_public_key(path), None
-    except KeyFileError as exc:
-        log.error("fleet: fleet.command_key_file: %s; commands that change the box are "
-                  "refused", exc)
-        return None, f"fleet.command_key_file: {exc}"
-
-
-def box_commands(context: BoxContext) -> list[Command]:
-    state = context.state
-
-    async def ping(args: dict[str, Any]) -> dict[str, Any]:
-        return {"pong": True, "device_id": state.device_id, "version": state.version,
-                "at": state.wall().isoformat()}
-
-    async def status(args: dict[str, Any]) -> dict[str, Any]:
-        return status_document(state)
-
-    async def queue_drain(args: dict[str, Any]) -> dict[str, Any]:
-        if context.drain_queue is None:
-            raise CommandRefused("unavailable", "this box has no payment queue to drain")
-        context.drain_queue()  # as `storebox queue drain`: wake the forwarder now
-        return {"draining": True}
-
-    async def config_reload(args: dict[str, Any]) -> dict[str, Any]:
-        if context.reload_config is None:
-            raise CommandRefused("unavailable", "this box cannot reload its configuration")
-        summary = context.reload_config()  # as SIGHUP
-        if not summary.get("ok"):
-            raise CommandRefused("reload_refused", "; ".join(summary.get("problems", []))
-                                 or "the configuration was refused")
-        return summary
-
-    return [Command("ping", ping), Command("status", status),
-            Command("queue_drain", queue_drain, changes=True),
-            Command("config_reload", config_reload, changes=True)]
-
-
-def config_version(config: Config) -> str:
-    """The first 16 hex of the SHA-256 of the config file (of the settings when there is
-    no file): the fleet sees which boxes run which configuration."""
-    try:
-        data = Path(config.source).read_bytes()
-    except OSError:
-        data = repr(config).encode()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def site_of(config: Config) -> dict[str, str]:
-    """The state's `site` (CONTRACTS §6a): how the fleet groups shops."""
-    return {"isp": config.wired.isp or config.wired.carrier, "region": config.device.region}
-
-
-def fleet_agent(config: Config, state: BoxState, commands: CommandSet,
-                store: FleetStore | None = None) -> FleetAgent:
-    fleet = config.fleet
-    return FleetAgent(
-        state, broker_from(config), commands, state_min_interval_s=fleet.state_min_interval_s,
-        state_every_s=fleet.state_every_s, event_buffer=fleet.event_buffer,
-        backoff=Backoff(initial_s=1.0, cap_s=fleet.reconnect_max_s, healthy_after_s=60.0),
-        store=store, site=site_of(config), config_version=config_version(config))
-
-
-async def build_fleet(context: BoxContext) -> FleetAgent | None:
-    config = context.config
-    if not config.fleet.mqtt_url:
-        log.info("fleet agent off (fleet.mqtt_url is empty)")
-        return None
-    key, problem = read_command_key(config.fleet.command_key_file)
-    authorizer = Authorizer(config.device.id, key, wall=context.state.wall,
-                            used=UsedIds(Path(config.device.state_dir) / USED_IDS_FILE),
-                            key_problem=problem)
-
-    def reload_key(new: Config) -> None:
-        authorizer.set_key(*read_command_key(new.fleet.command_key_file))
-
-    context.reload_hooks.append(reload_key)
-    store = FleetStore(Path(config.device.state_dir) / STORE_FILE,
-                       cap=config.fleet.event_buffer)
-
-    async def close_store() -> None:
-        store.close()
-
-    context.closers.append(close_store)
-    agent = fleet_agent(config, context.state, CommandSet(box_commands(context), authorizer),
-                        store)
-    context.state.update(context.state.fleet, link="connecting", broker=agent.broker.url,
-                         since=context.state.wall(), last_error=None)
-    log.info("fleet agent: %s as %s; changing commands %s", agent.broker.url,
-             agent.broker.client_id, "need the operator's signature" if key else "refused")
-    return agent
-
-
-__all__ = ["FleetAgent", "box_commands", "build_fleet"]
+__all__ = ["FleetAgent", "FleetLinkError"]

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_key,
 )
 
+from firmware.errors import FirmwareError
+
 log = logging.getLogger("storebox.fleet")
 
 #: A signed command may be valid for at most this long from now.
@@ -40,7 +42,7 @@ MAX_AHEAD = timedelta(hours=1)
 SIGNATURE_BYTES = 64
 
 
-class CommandRefused(Exception):
+class CommandRefused(FirmwareError):
     """A command the box will not run: `code` for machines, `message` for people."""
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
@@ -65,8 +67,13 @@ def canonical_message(device_id: str, name: str, command_id: str, args: dict[str
                       ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-class KeyFileError(Exception):
-    pass
+class KeyFileError(FirmwareError):
+    """The operator's command key file cannot be used: `path` names it, `reason` says why."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.reason = message
+        super().__init__(message)
 
 
 def load_public_key(path: str) -> Ed25519PublicKey:
@@ -74,7 +81,7 @@ def load_public_key(path: str) -> Ed25519PublicKey:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise KeyFileError(f"cannot read {path!r}: {exc.strerror}") from exc
+        raise KeyFileError(path, f"cannot read {path!r}: {exc.strerror}") from exc
     text = data.strip()
     try:
         if text.startswith(b"-----BEGIN"):
@@ -84,9 +91,10 @@ def load_public_key(path: str) -> Ed25519PublicKey:
         else:
             key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
     except (ValueError, UnsupportedAlgorithm, binascii.Error) as exc:
-        raise KeyFileError(f"{path!r} holds no Ed25519 public key: {exc}") from exc
+        raise KeyFileError(path, f"{path!r} holds no Ed25519 public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path!r} holds a {type(key).__name__}, not an Ed25519 public key")
+        raise KeyFileError(
+            path, f"{path!r} holds a {type(key).__name__}, not an Ed25519 public key")
     return key
 
 

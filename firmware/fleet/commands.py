@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.errors import FirmwareError
 from firmware.fleet.auth import Authorizer, CommandRefused, SignedFields, brief
 
 log = logging.getLogger("storebox.fleet")
@@ -34,7 +35,7 @@ MAX_NAME_CHARS = 64
 _FIELDS = ("id", "args", "sig", "expires_at")
 
 
-class _Malformed(ValueError):
+class _Malformed(FirmwareError, ValueError):
     """A payload that is JSON only in a dangerous sense (too deep, NaN, duplicate key...)."""
 
 

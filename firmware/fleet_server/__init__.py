@@ -1,7 +1,9 @@
 """The fleet operator's server (CONTRACTS §7): `storebox fleet serve --config PATH`.
 
 It is the operator's product, not the box's: it imports the contract's names from
-`firmware.fleet.topics` and nothing else of the box, and the box never imports it.
+`firmware.fleet.topics`, the recorded migrations (`firmware.ledger.migrate`) and the
+package's exception root (`firmware.errors`) and nothing else of the box, and the box
+never imports it.
 
 - `config`: the `[fleet_server]` TOML;
 - `model`: presence, states, events de-duplicated by seq, and incidents (pure logic, the

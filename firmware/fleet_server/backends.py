@@ -100,13 +100,13 @@ class PostgresBackend:
             import psycopg  # the optional `fleet` extra: boxes never need it
         except ImportError as exc:
             raise FleetServerConfigError(
-                f"fleet_server.database: {_redact(dsn)!r} needs psycopg "
-                "(pip install 'storebox[fleet]')") from exc
+                [f"fleet_server.database: {_redact(dsn)!r} needs psycopg "
+                 "(pip install 'storebox[fleet]')"]) from exc
         try:
             self.conn = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
             raise FleetServerConfigError(
-                f"fleet_server.database: cannot connect to {_redact(dsn)!r}: {exc}") from exc
+                [f"fleet_server.database: cannot connect to {_redact(dsn)!r}: {exc}"]) from exc
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self.conn.execute(_placeholders(sql), tuple(params))

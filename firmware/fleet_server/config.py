@@ -8,9 +8,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from firmware.errors import FirmwareError
 
-class FleetServerConfigError(Exception):
-    pass
+
+class FleetServerConfigError(FirmwareError):
+    """The fleet server's config could not be loaded; `problems` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ def load(path: str | Path) -> FleetServerConfig:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise FleetServerConfigError(f"{path}: {exc}") from exc
+        raise FleetServerConfigError([f"{path}: {exc}"]) from exc
     return from_dict(doc.get("fleet_server", {}), str(path))
 
 
@@ -89,7 +95,7 @@ def from_dict(table: dict[str, Any], source: str = "<config>") -> FleetServerCon
     except ValueError:
         problems.append(f"{source}: fleet_server.listen: must be HOST:PORT")
     if problems:
-        raise FleetServerConfigError("\n".join(problems))
+        raise FleetServerConfigError(problems)
     return config
 
 

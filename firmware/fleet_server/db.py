@@ -78,6 +78,8 @@ class FleetDb:
             box: Box = change["box"]
             self.boxes[box.device_id] = box
             self.history.append(_history_row(box))
+        elif change["type"] == "seq":
+            self.boxes[change["box"].device_id] = change["box"]
         elif change["type"] == "event":
             self.events.append((change["device_id"], change["seq"], change["kind"],
                                 change["at"], change["received_at"],

@@ -202,6 +202,7 @@ class FleetModel:
             self.duplicates += 1
             return
         box.last_seq = seq
+        self.on_change({"type": "seq", "box": box})  # the box row's last_seq, no history
         self.events_stored += 1
         self.on_change({"type": "event", "device_id": box.device_id, "seq": seq,
                         "kind": doc.get("kind"), "at": doc.get("at"),

@@ -68,9 +68,9 @@ def subscriptions(shared_group: str) -> list[str]:
 
 class FleetServer:
     def __init__(self, config: FleetServerConfig,
-                 now: Callable[[], datetime] = _now) -> None:
+                 wall: Callable[[], datetime] = _now) -> None:
         self.config = config
-        self.now = now
+        self.wall = wall
         self.db = FleetDb(config.database)
         self.model = FleetModel(config, self._changed)
         for box in self.db.load_boxes():
@@ -90,6 +90,8 @@ class FleetServer:
 
     def _changed(self, change: Change) -> None:
         self.db.queue(change)
+        if change["type"] == "seq":  # bookkeeping only: the event itself is streamed
+            return
         view = self._view(change)
         for queue in list(self.streams):
             if queue.full():
@@ -100,7 +102,7 @@ class FleetServer:
     def _view(self, change: Change) -> dict[str, Any]:
         if change["type"] == "box":
             return {"type": "box",
-                    "box": change["box"].to_json(self.now(), self.model.stale_after_s)}
+                    "box": change["box"].to_json(self.wall(), self.model.stale_after_s)}
         if change["type"] == "incident":
             return {"type": "incident", "incident": change["incident"].to_json()}
         return {k: v for k, v in change.items() if k != "doc"} | {"kind": change["kind"]}
@@ -148,7 +150,7 @@ class FleetServer:
                         payload = message.payload
                         data = bytes(payload) if isinstance(payload, bytes | bytearray) \
                             else str(payload or "").encode()
-                        self.model.handle(str(message.topic), data, self.now())
+                        self.model.handle(str(message.topic), data, self.wall())
                         self._touch()
             except aiomqtt.MqttError as exc:
                 self.mqtt_up = False
@@ -160,7 +162,7 @@ class FleetServer:
     async def _flush_and_tick(self) -> None:
         while True:
             await asyncio.sleep(min(self.config.flush_s, TICK_S))
-            self.model.tick(self.now())
+            self.model.tick(self.wall())
             try:
                 self.db.flush()
             except Exception:
@@ -176,7 +178,7 @@ class FleetServer:
         app.router.add_get("/api/incidents", self._incidents)
         app.router.add_get("/api/stream", self._stream)
         app.router.add_get("/healthz", self._health)
-        ShopApi(self.model, self.db, self.now).add_routes(app)
+        ShopApi(self.model, self.db, self.wall).add_routes(app)
         return app
 
     def _where(self, request: web.Request) -> list[tuple[str, str]]:
@@ -187,7 +189,7 @@ class FleetServer:
 
     async def _boxes(self, request: web.Request) -> web.Response:
         where = self._where(request)
-        rows = [r for r in self.model.boxes_json(self.now()) if matches(r, where)]
+        rows = [r for r in self.model.boxes_json(self.wall()) if matches(r, where)]
         return web.json_response(rows)
 
     async def _incidents(self, request: web.Request) -> web.Response:

@@ -3,12 +3,13 @@ SQLite file (`<state_dir>/outages.sqlite3`, recorded migrations) across restarts
 upgrades: evidence for an ISP compensation claim.
 
 It follows the box state rather than the failover engine: a listener on `BoxState`
-sees `uplink.wired.state` / `uplink.lte.state` (written by `firmware.failover`) go
-`down` (an outage opens) and leave `down` for `up`, `degraded` or `standby` (it ends;
-`unknown`, the state before the first judgement, does neither). While an outage is open,
-every payment the box takes offline (a rise of `payments.queued`) is counted against it.
-An ended outage goes into `BoxState.outages.ended`, from where the fleet agent sends it
-as an `outage` event.
+sees `uplink.wired.state` / `uplink.lte.state` (written by
+`firmware.components.failover`) go `down` (an outage opens) and leave `down` for `up`,
+`degraded` or `standby` (it ends; `unknown`, the state before the first judgement, does
+neither). While an outage is open, every payment the box takes offline (a rise of
+`payments.queued`) is counted against it. An ended outage goes into
+`BoxState.outages.ended`, from where the fleet agent sends it as an `outage` event. The
+daemon builds it with `firmware.components.ledger`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from firmware.config import Config
-from firmware.daemon import BoxContext
 from firmware.ledger.migrate import Migration, connect, migrate
 from firmware.state import BoxState, LinkHealth
 
@@ -191,31 +190,6 @@ class LedgerFollower:
             for value in each:
                 self.ledger.count_payment(ident, value)
         return False
-
-
-def isp_for(config: Config, state: BoxState) -> Callable[[str], str]:
-    def isp(uplink: str) -> str:
-        if uplink == "wired":
-            return config.wired.isp or config.wired.carrier
-        return state.modem.operator or ""
-
-    return isp
-
-
-async def build_ledger(context: BoxContext) -> None:
-    """The ledger follows the state from now on; nothing to supervise (returns None)."""
-    path = Path(context.config.device.state_dir) / FILE
-    ledger = OutageLedger(path)
-    follower = LedgerFollower(context.state, ledger, isp_for(context.config, context.state))
-    context.state.on_change(follower)
-
-    async def close() -> None:
-        follower.closed = True
-        ledger.close()
-
-    context.closers.append(close)
-    log.info("outage ledger: %s (%d outages, %d open)", path, ledger.total(),
-             len(follower.open))
 
 
 # ---------------------------------------------------------------------- reading it

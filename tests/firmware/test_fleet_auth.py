@@ -4,9 +4,12 @@ and the `[fleet]` configuration keys."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +31,8 @@ from firmware.fleet.auth import (
 from firmware.fleet.broker import broker_from
 from firmware.fleet.commands import parse_request
 from firmware.fleet.topics import topics_for
+from tests.support.clock import ManualClock
+from tests.support.mosquitto import sign_command
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 EXAMPLE = Path(__file__).parents[2] / "firmware" / "data" / "example.toml"
@@ -85,8 +90,7 @@ def _signed(key: Ed25519PrivateKey, expires: str, command_id: str = "c-1",
 
 def test_validity_window() -> None:
     key = Ed25519PrivateKey.generate()
-    now = [T0]
-    auth = Authorizer("store-0001", key.public_key(), wall=lambda: now[0])
+    auth = Authorizer("store-0001", key.public_key(), wall=ManualClock(wall=T0.timestamp()).now)
 
     def check(expires: datetime | str, command_id: str) -> None:
         text = expires if isinstance(expires, str) else expires.isoformat()
@@ -107,35 +111,119 @@ def test_validity_window() -> None:
 
 def test_replays_are_refused_until_the_id_expires(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    now = [T0]
+    clock = ManualClock(wall=T0.timestamp())
     used = UsedIds(tmp_path / "used.json")
-    auth = Authorizer("store-0001", key.public_key(), wall=lambda: now[0], used=used)
+    auth = Authorizer("store-0001", key.public_key(), wall=clock.now, used=used)
     fields = _signed(key, (T0 + timedelta(minutes=5)).isoformat())
     auth.authorize("queue_drain", "c-1", {}, fields)
     with pytest.raises(CommandRefused) as info:
         auth.authorize("queue_drain", "c-1", {}, fields)
     assert info.value.code == "replayed"
-    reloaded = Authorizer("store-0001", key.public_key(), wall=lambda: now[0],
+    reloaded = Authorizer("store-0001", key.public_key(), wall=clock.now,
                           used=UsedIds(tmp_path / "used.json"))
     with pytest.raises(CommandRefused, match="already used"):
         reloaded.authorize("queue_drain", "c-1", {}, fields)
     # later, the id's own expiry refuses it; and remembered ids are forgotten
-    now[0] = T0 + timedelta(minutes=10)
+    clock.advance(10 * 60)
     with pytest.raises(CommandRefused, match="expired"):
         auth.authorize("queue_drain", "c-1", {}, fields)
-    auth.authorize("queue_drain", "c-2", {}, _signed(key, (now[0] + timedelta(minutes=1))
+    auth.authorize("queue_drain", "c-2", {}, _signed(key, (clock.now() + timedelta(minutes=1))
                                                      .isoformat(), "c-2"))
     assert "c-1" not in used and "c-2" in used
     assert json.loads((tmp_path / "used.json").read_text()).keys() == {"c-2"}
 
 
-def test_signature_of_the_wrong_length() -> None:
-    key = Ed25519PrivateKey.generate()
-    auth = Authorizer("store-0001", key.public_key(), wall=lambda: T0)
-    fields = SignedFields(sig=base64.b64encode(b"x" * 10).decode(),
-                          expires_at=(T0 + timedelta(minutes=1)).isoformat())
-    with pytest.raises(CommandRefused, match="64 bytes"):
-        auth.authorize("queue_drain", "c-1", {}, fields)
+# ---------------------------------------------------------------------- who may run a command
+
+OPERATOR = Ed25519PrivateKey.generate()
+INTRUDER = Ed25519PrivateKey.generate()
+IN_5_MIN = (T0 + timedelta(minutes=5)).isoformat()
+
+
+@dataclass(frozen=True)
+class Presented:
+    """A changing command as the box receives it: what `Authorizer.authorize` is given."""
+
+    name: str = "queue_drain"
+    command_id: str = "c-1"
+    args: dict[str, Any] = field(default_factory=dict)
+    sig: Any = None
+    expires_at: Any = IN_5_MIN
+
+    @property
+    def signed(self) -> SignedFields:
+        return SignedFields(sig=self.sig, expires_at=self.expires_at)
+
+    def but(self, **changes: Any) -> Presented:
+        """The same command with `changes` made after it was signed."""
+        return dataclasses.replace(self, **changes)
+
+
+def operator_signed(key: Ed25519PrivateKey = OPERATOR, *, name: str = "queue_drain",
+                    device_id: str = "store-0001", args: dict[str, Any] | None = None,
+                    expires_at: datetime | str = IN_5_MIN) -> Presented:
+    """A command signed on the operator's side (`sign_command`, not the box's own code)."""
+    when = expires_at if isinstance(expires_at, str) else expires_at.isoformat()
+    sig = sign_command(key, device_id, name, "c-1", args or {}, when)
+    return Presented(name=name, args=args or {}, sig=sig, expires_at=when)
+
+#: Every way a changing command is refused: (case, presented, code, field, in message).
+REFUSALS: list[tuple[str, Presented, str, str | None, str]] = [
+    ("unsigned", Presented(), "unauthorized", "sig", "'sig'"),
+    ("forged", operator_signed(INTRUDER), "bad_signature", "sig", "does not match"),
+    ("signed for another box", operator_signed(device_id="store-other"),
+     "bad_signature", "sig", "does not match"),
+    ("args changed after signing", operator_signed().but(args={"force": True}),
+     "bad_signature", "sig", "does not match"),
+    ("signed for another command", operator_signed(name="config_reload").but(
+        name="queue_drain"), "bad_signature", "sig", "does not match"),
+    ("expired", operator_signed(expires_at=T0 - timedelta(seconds=1)),
+     "expired", "expires_at", "expired"),
+    ("valid too far ahead", operator_signed(expires_at=T0 + timedelta(hours=2)),
+     "bad_request", "expires_at", "ahead"),
+    ("signature not base64", operator_signed().but(sig="not base64!"),
+     "bad_request", "sig", "not base64"),
+    ("signature not a string", operator_signed().but(sig=12),
+     "bad_request", "sig", "base64 string"),
+    ("signature of the wrong length", operator_signed().but(
+        sig=base64.b64encode(b"x" * 10).decode()), "bad_request", "sig", "64 bytes"),
+    ("no expiry", operator_signed().but(expires_at=None),
+     "bad_request", "expires_at", "missing"),
+    ("expiry without a UTC offset", operator_signed(expires_at="2021-10-25T11:25:00"),
+     "bad_request", "expires_at", "UTC offset"),
+]
+
+
+@pytest.mark.parametrize(("presented", "code", "field_name", "says"),
+                         [case[1:] for case in REFUSALS], ids=[case[0] for case in REFUSALS])
+def test_a_changing_command_is_refused(tmp_path: Path, presented: Presented, code: str,
+                                       field_name: str | None, says: str) -> None:
+    used = UsedIds(tmp_path / "used.json")
+    auth = Authorizer("store-0001", OPERATOR.public_key(), wall=lambda: T0, used=used)
+    with pytest.raises(CommandRefused) as refused:
+        auth.authorize(presented.name, presented.command_id, presented.args, presented.signed)
+    assert (refused.value.code, refused.value.field) == (code, field_name)
+    assert says in refused.value.message
+    assert presented.command_id not in used  # a refused command does not use up its id
+
+
+def test_the_operators_command_is_accepted_once() -> None:
+    auth = Authorizer("store-0001", OPERATOR.public_key(), wall=lambda: T0)
+    good = operator_signed()
+    auth.authorize(good.name, good.command_id, good.args, good.signed)
+    assert good.command_id in auth.used
+    with pytest.raises(CommandRefused) as refused:
+        auth.authorize(good.name, good.command_id, good.args, good.signed)
+    assert (refused.value.code, refused.value.field) == ("replayed", "id")
+
+
+def test_without_a_key_every_changing_command_is_refused() -> None:
+    auth = Authorizer("store-0001", None, wall=lambda: T0)
+    good = operator_signed()
+    with pytest.raises(CommandRefused) as refused:
+        auth.authorize(good.name, good.command_id, good.args, good.signed)
+    assert (refused.value.code, refused.value.field) == ("unauthorized", None)
+    assert "command_key_file is empty" in refused.value.message
 
 
 def test_parse_request_names_the_field() -> None:

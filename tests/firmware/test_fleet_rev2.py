@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from firmware.components.context import BoxContext
+from firmware.components.fleet import build_fleet
 from firmware.config import load_config_text
-from firmware.daemon import BoxContext
-from firmware.fleet import build_fleet
 from firmware.fleet.store import FleetStore, boot_id
 from firmware.state import BoxState
 from firmware.tokens import TokenStore

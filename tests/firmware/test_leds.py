@@ -1,5 +1,6 @@
-"""firmware.leds: the LED pattern as a view of the box state, and the component that
-publishes it in `BoxState.leds` and drives the panel (gpiozero MockFactory pins)."""
+"""firmware.components.leds: the LED pattern as a view of the box state, and the
+component that publishes it in `BoxState.leds` and drives the panel (gpiozero MockFactory
+pins)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from gpiozero.pins.mock import MockFactory
 
 from firmware.api import build_app
+from firmware.components.context import BoxContext
+from firmware.components.leds import LedComponent, build_leds, led_pattern
 from firmware.config import load_config, load_config_text
 from firmware.config.schema import LED_NAMES, HwConfig
-from firmware.daemon import BoxContext, builtin_factories
 from firmware.errors import ConfigError
-from firmware.leds import LedComponent, build_leds, led_pattern
 from firmware.metrics import registry_for
 from firmware.state import BoxState
 from firmware.status import status_document
@@ -316,10 +317,6 @@ async def test_build_leds_from_the_config_drives_mock_pins(tmp_path: Path) -> No
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-def test_the_leds_are_a_builtin_component() -> None:
-    assert build_leds in builtin_factories()
 
 
 async def test_v1_status_shows_the_four_leds(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ async def test_info_says_why_lte_is_not_connected(sim: ModemSimulator) -> None:
 
 def test_status_and_fleet_document_say_why_lte_is_not_connected() -> None:
     from firmware.cli.status_view import render_status
-    from firmware.modem import apply_snapshot
+    from firmware.components.modem import apply_snapshot
     from firmware.state import BoxState
     from firmware.status import status_document
     from hw.modem.parsers.identity import SimState

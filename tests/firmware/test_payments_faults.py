@@ -21,11 +21,11 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
-import firmware.payments
+import firmware.components.payments
+from firmware.components.context import BoxContext
+from firmware.components.payments import PaymentsComponent
 from firmware.config import load_config_text
-from firmware.daemon import BoxContext
 from firmware.payment_keys import MerchantGateway
-from firmware.payments import PaymentsComponent
 from firmware.state import BoxState
 from firmware.tokens import TokenStore
 from lab.box import write_secret
@@ -501,7 +501,7 @@ key_cryptoperiod_days = 30
                        **options: Any) -> AsyncStore:
             return await AsyncStore.open(directory, keys, clock=clock, **options)
 
-    monkeypatch.setattr(firmware.payments, "AsyncStore", ClockedStore)
+    monkeypatch.setattr(firmware.components.payments, "AsyncStore", ClockedStore)
     state = BoxState(config.device.id, "test")
     tokens = tmp_path / "tokens"
     write_secret(tokens, "token-0123456789")

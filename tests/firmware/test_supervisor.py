@@ -6,27 +6,27 @@ import pytest
 
 from firmware.state import BoxState
 from firmware.supervisor import Backoff, Supervisor
+from tests.support.clock import ManualClock
 from tests.support.components import Crashing
 
 
-class FakeTime:
+class RecordingClock(ManualClock):
+    """The shared test clock, remembering every sleep the supervisor asks for."""
+
     def __init__(self) -> None:
-        self.now = 0.0
+        super().__init__()
         self.sleeps: list[float] = []
 
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
-
-    def monotonic(self) -> float:
-        return self.now
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await super().sleep(seconds)
 
 
 async def test_crashing_component_is_restarted_with_backoff_and_reported() -> None:
     state = BoxState("t", "0")
-    clock = FakeTime()
-    supervisor = Supervisor(state, Backoff(initial_s=1.0, cap_s=8.0), clock.sleep,
-                            clock.monotonic)
+    clock = RecordingClock()
+    supervisor = Supervisor(state, Backoff(initial_s=1.0, cap_s=8.0), sleep=clock.sleep,
+                            monotonic=clock.monotonic)
     component = Crashing()
     task = asyncio.create_task(supervisor.supervise(component))
     seen = state.revision
@@ -57,7 +57,7 @@ def test_backoff_is_capped() -> None:
 
 async def test_backoff_resets_after_a_healthy_run() -> None:
     state = BoxState("t", "0")
-    clock = FakeTime()
+    clock = RecordingClock()
 
     class SlowCrash:
         name = "slow"
@@ -65,13 +65,13 @@ async def test_backoff_resets_after_a_healthy_run() -> None:
 
         async def run(self) -> None:
             self.runs += 1
-            clock.now += 120.0  # ran healthily for two minutes, then failed
+            clock.advance(120.0)  # ran healthily for two minutes, then failed
             if self.runs <= 3:
                 raise OSError("link lost")
             await asyncio.Event().wait()
 
     supervisor = Supervisor(state, Backoff(initial_s=1.0, cap_s=60.0, healthy_after_s=60.0),
-                            clock.sleep, clock.monotonic)
+                            sleep=clock.sleep, monotonic=clock.monotonic)
     comp = SlowCrash()
     task = asyncio.create_task(supervisor.supervise(comp))
     seen = state.revision

@@ -11,14 +11,15 @@ from firmware.logs import scrub
 from firmware.metrics import registry_for
 from firmware.state import BoxState
 from firmware.status import status_document
+from tests.support.clock import ManualClock
 from tests.support.schemas import check_status
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 
 
-def make_state() -> tuple[BoxState, list[datetime]]:
-    now = [T0]
-    return BoxState("store-0001", "1.2.3", wall=lambda: now[0]), now
+def make_state() -> tuple[BoxState, ManualClock]:
+    clock = ManualClock(wall=T0.timestamp())
+    return BoxState("store-0001", "1.2.3", wall=clock.now), clock
 
 
 def test_status_has_every_contract_field_with_honest_unknowns() -> None:
@@ -41,14 +42,14 @@ def test_status_has_every_contract_field_with_honest_unknowns() -> None:
 
 
 def test_views_follow_the_state_without_copies() -> None:
-    state, now = make_state()
+    state, clock = make_state()
     registry = registry_for(state)
     state.update(state.uplink, active="lte", since=T0)
     state.update(state.uplink.wired, state="down", reason="blackhole")
     state.update(state.payments, queued=3, queued_amount=37500,
                  oldest_queued_at=T0 - timedelta(seconds=90))
     state.update(state.modem, signal_dbm=-71, registered=True)
-    now[0] = T0 + timedelta(seconds=30)
+    clock.advance(30)
 
     doc = status_document(state)
     assert doc["uplink"]["active"] == "lte"
@@ -134,8 +135,8 @@ def test_server_errors_are_one_line_a_minute_without_the_request_bytes() -> None
 
     from firmware.logs import ServerErrorFilter
 
-    now = [0.0]
-    limiter = ServerErrorFilter(window_s=60, monotonic=lambda: now[0])
+    clock = ManualClock(monotonic=0.0)
+    limiter = ServerErrorFilter(window_s=60, monotonic=clock.monotonic)
 
     def record() -> logging.LogRecord:
         try:
@@ -150,7 +151,7 @@ def test_server_errors_are_one_line_a_minute_without_the_request_bytes() -> None
     assert first.exc_info is None and "739" not in first.getMessage()
     assert first.getMessage().startswith("a client request failed (ValueError)")
     assert not limiter.filter(record()) and not limiter.filter(record())
-    now[0] = 61
+    clock.advance(61)
     later = record()
     assert limiter.filter(later)
     assert "2 more since the last report" in later.getMessage()

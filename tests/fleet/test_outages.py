@@ -15,9 +15,10 @@ import pytest
 from aiohttp import web
 
 from firmware.cli.main import main
+from firmware.components.context import BoxContext
+from firmware.components.ledger import build_ledger
 from firmware.config import Config, load_config_text
-from firmware.daemon import BoxContext
-from firmware.ledger.outages import COLUMNS, build_ledger
+from firmware.ledger.outages import COLUMNS
 from firmware.state import BoxState
 from firmware.tokens import TokenStore
 from tests.support.daemon import DaemonProcess, write_config

@@ -1,7 +1,7 @@
 """The CVC lives only in the request's scope (and the PAN only while a payment is taken).
 
 The box's payment side runs in this process, built as the daemon builds it
-(`firmware.payments.build_payments`), behind the daemon's HTTP application; the
+(`firmware.components.payments.build_payments`), behind the daemon's HTTP application; the
 gateway simulator and the POS each run in a subprocess, so that the only copies of
 the card in this process are the box's own. After each payment is answered, every
 object the garbage collector tracks, and every string and bytes object they refer
@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from firmware.components.payments import PaymentsComponent, build_payments
 from firmware.config import load_config
 from firmware.daemon import Daemon
-from firmware.payments import PaymentsComponent, build_payments
 from lab.box import write_secret
 from payments_cache.models import Card, ForwardState
 from tests.support.daemon import MERCHANT_KEY, TOKEN, write_config

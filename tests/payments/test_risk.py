@@ -411,8 +411,8 @@ def test_bad_currency_limits_raise(change: dict[str, Any]) -> None:
 
 
 def config_limits(payments: str) -> RiskLimits:
+    from firmware.components.payments import settings_from
     from firmware.config import load_config_text
-    from firmware.payments import settings_from
 
     config = load_config_text('[device]\nid = "s"\n[payments]\n'
                               'gateway_url = "https://gw.example"\n' + payments)

@@ -1,7 +1,7 @@
 """The payments core in one process against a model gateway, on an injected clock.
 
 `Rig` wires the real `AsyncStore` (SQLite in a temporary directory), `PaymentService` and
-`Forwarder` the way `firmware/payments.py` does (one `Claims` shared by both, the
+`Forwarder` the way `firmware/components/payments.py` does (one `Claims` shared by both, the
 forwarder woken by uplink changes), with a `Clock` whose wall time can be stepped or
 unset independently of its monotonic time. `ModelGateway` implements the gateway's
 idempotency rules (CONTRACTS §5) and injects the faults a real gateway and network
@@ -314,7 +314,7 @@ class Rig:
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append((kind, {"mono": self.clock.mono(), "life": self.life, **fields}))
 
-    def _uplink_changed(self, reach: str) -> None:  # as firmware/payments.py wires it
+    def _uplink_changed(self, reach: str) -> None:  # as firmware/components/payments.py wires it
         if reach != "down" and self.store is not None:
             self.forwarder.wake()
 

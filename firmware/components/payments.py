@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from firmware.components.context import BoxContext
 from firmware.config import Config
-from firmware.daemon import BoxContext
 from firmware.payment_keys import (
     MerchantGateway,
     legacy_kek,
@@ -227,6 +227,11 @@ class PaymentsComponent:
         self._full = True
         self._dirty.set()
 
+    def drain_queue(self) -> None:
+        """Forward the queue now (`storebox queue drain`, the fleet's `queue_drain`)."""
+        if self.forwarder is not None:
+            self.forwarder.wake()
+
     def _uplinks_changed(self, reach: str) -> None:
         if reach != "down" and self.forwarder is not None:
             self.forwarder.wake()
@@ -341,8 +346,7 @@ async def build_payments(context: BoxContext) -> PaymentsComponent:
     add_routes(context.app, desk)
 
     async def drain_now(request: web.Request) -> web.Response:
-        if component.forwarder is not None:
-            component.forwarder.wake()
+        component.drain_queue()
         return web.json_response({"draining": True}, status=202)
 
     async def rotate_keys(request: web.Request) -> web.Response:
@@ -362,7 +366,6 @@ async def build_payments(context: BoxContext) -> PaymentsComponent:
                                   "quarantined": report.quarantined})
 
     context.app.router.add_post("/v1/queue/drain", drain_now)
-    context.drain_queue = lambda: component.forwarder.wake() if component.forwarder else None
     context.app.router.add_post("/v1/keys/rotate", rotate_keys)
     context.reload_hooks.append(component.reload)
     return component

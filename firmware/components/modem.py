@@ -16,8 +16,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from firmware.components.context import BoxContext
 from firmware.config import Config
-from firmware.daemon import BoxContext
 from firmware.state import BoxState
 from hw.gpio import PowerKey, SimulatorPower, make_pin_factory
 from hw.modem.channel import AtChannel
@@ -178,7 +178,4 @@ async def build_modem(context: BoxContext) -> ModemComponent:
         log.info("LTE modem: the built-in EC25 simulator (%s SIM) on %s",
                  config.lte.simulator, port)
     context.state.update(context.state.modem, present=None)
-    component = ModemComponent(config, context.state, port, power_control(config, simulator))
-    if config.lte.dual_sim:
-        context.switch_sim = component.switch_sim
-    return component
+    return ModemComponent(config, context.state, port, power_control(config, simulator))

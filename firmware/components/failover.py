@@ -35,8 +35,8 @@ from failover.routes import (
 from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
+from firmware.components.context import BoxContext
 from firmware.config import Config
-from firmware.daemon import BoxContext
 from firmware.state import BoxState, LinkHealth
 from payments_cache.uplinks import UplinkSignal
 
@@ -179,7 +179,11 @@ async def _forwarding(context: BoxContext, uplinks: list[Uplink]) -> LanForwardi
     return forwarding
 
 
-async def build_failover(context: BoxContext) -> FailoverComponent | None:
+async def build_failover(
+        context: BoxContext, *,
+        switch_sim: Callable[[], Awaitable[bool]] | None = None) -> FailoverComponent | None:
+    """The failover component; `switch_sim` (the modem's, with `lte.dual_sim`) is the
+    engine's last resort before offline mode."""
     config = context.config
     if not config.routing.failover:
         log.warning("failover is off (routing.failover = false): uplinks are not watched")
@@ -218,7 +222,7 @@ async def build_failover(context: BoxContext) -> FailoverComponent | None:
             EngineConfig(monitor=monitor, selector=selector, probe_options=probe_options,
                          lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000),
             forwarding=forwarding, conntrack=conntrack, sticky=sticky,
-            switch_sim=context.switch_sim,
+            switch_sim=switch_sim,
             on_link=component.on_link, on_transition=component.on_transition,
             on_error=component.on_error)
 

@@ -41,8 +41,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from firmware.components.context import BoxContext
 from firmware.config.schema import LED_NAMES
-from firmware.daemon import BoxContext
 from firmware.state import BoxState, LedState, LinkState
 from hw.gpio import make_pin_factory
 from hw.leds import LedPanel
