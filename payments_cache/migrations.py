@@ -246,6 +246,7 @@ def _m0006_stuck_and_owed_totals(conn: sqlite3.Connection) -> None:
         END""")
 
 
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_queue_indexes", _m0002_queue_indexes),

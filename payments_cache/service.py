@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -37,9 +38,8 @@ from payments_cache.errors import (
     UnknownOutcome,
 )
 from payments_cache.gateway import AuthorizationPayload, Gateway
-from payments_cache.models import ForwardState, PaymentRequest, PaymentStatus, QueueStats
+from payments_cache.models import ForwardState, Payment, PaymentRequest, PaymentStatus, QueueStats
 from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskLimits, evaluate
-from payments_cache.store import Payment
 from payments_cache.uplinks import UplinkSignal
 from payments_cache.validation import parse_idempotency_key, parse_payment_request
 from payments_cache.wallclock import clock_unset
@@ -153,7 +153,7 @@ class _KeyLocks:
 class PaymentService:
     def __init__(self, store: AsyncStore, gateway: Gateway, uplinks: UplinkSignal,
                  settings: ServiceSettings, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 wall: Callable[[], float] = time.time,
                  on_event: EventCallback | None = None,
                  on_change: Callable[[], None] | None = None,
                  can_protect: Callable[[], bool] = lambda: True,
@@ -172,7 +172,7 @@ class PaymentService:
         self.gateway = gateway
         self.uplinks = uplinks
         self.settings = settings
-        self._now = now
+        self._wall = wall
         self._on_event = on_event
         self._on_change = on_change
         self._keys = _KeyLocks()
@@ -376,6 +376,9 @@ class PaymentService:
         payment = await self.store.get(payment_id)
         assert payment is not None
         return payment
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), UTC)
 
     def _today(self) -> date:
         return self._now().date()

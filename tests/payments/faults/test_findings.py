@@ -25,18 +25,18 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from payments_cache.async_store import AsyncStore
 from payments_cache.errors import KeyMaterialError
-from payments_cache.forwarder import Backoff
+from payments_cache.forward_settings import Backoff
 from payments_cache.models import ForwardState, PaymentStatus
 from tests.payments.faults.conftest import (
     DEADLINE_S,
     GRACE_S,
     LIFETIME_S,
     LIMITS,
-    Clock,
     NoJitter,
     Rig,
     body,
 )
+from tests.support.clock import ManualClock
 
 
 async def offline(rig: Rig, key: str, amount: int = 1000, **options: object) -> str:
@@ -336,7 +336,7 @@ async def test_07a_a_retry_after_hold_survives_no_clock_step(rig: Rig) -> None:
     rig.gateway.script[first] = ["429"]
     await rig.forwarder.drain_once()
     assert len(rig.gateway.authorizations(first)) == 1
-    rig.clock.step(-6 * 3600)
+    rig.clock.step_wall(-6 * 3600)
     second = await offline(rig, "k7b")
     rig.clock.advance(31)
     await rig.forwarder.drain_once()
@@ -350,7 +350,7 @@ async def test_07b_with_the_clock_unset_an_expired_card_is_not_approved_offline(
 
     Failed before 71a2525 (02bb35c): ``approved_offline`` (in 1970 the card had not
     expired)."""
-    async with opened(Rig(state_dir, clock=Clock(wall=100 * 86_400.0))) as rig:
+    async with opened(Rig(state_dir, clock=ManualClock(wall=100 * 86_400.0))) as rig:
         rig.uplinks.set("down")
         answer = await rig.pay("k7", body(1000, exp=(12, 1989)))
         assert (answer["status"], answer["decline_reason"]) == ("declined_offline",
@@ -366,12 +366,12 @@ async def test_07c_a_row_from_before_the_clock_was_set_is_never_the_oldest(
     Failed before 71a2525 (02bb35c): the 1970 row was approved offline and counted as
     56 years old: every offline payment after the clock was set was declined
     ``queue_too_old``."""
-    clock = Clock(wall=100 * 86_400.0)
+    clock = ManualClock(wall=100 * 86_400.0)
     async with opened(Rig(state_dir, clock=clock, unreachable_pause_s=0.0)) as rig:
         rig.gateway.next_faults = ["504_after"]
         early = await rig.pay("k7-1970", body(1000, exp=(12, 1989)))
         assert early["status"] in ("approved_offline", "declined_offline")
-        clock.step(1_800_000_000.0 - clock.wall())  # NTP
+        clock.step_wall(1_800_000_000.0 - clock.wall())  # NTP
         rig.uplinks.set("down")
         answer = await rig.pay("k7-now", body(1000))
         assert answer["status"] == "approved_offline", answer
@@ -388,7 +388,7 @@ async def test_07d_with_the_clock_unset_a_current_card_is_declined_not_refused(
 
     Failed before the fix (and on 02bb35c): ``InvalidRequest: card.exp_year: ... at most
     1990), got 2030``."""
-    async with opened(Rig(state_dir, clock=Clock(wall=100 * 86_400.0))) as rig:
+    async with opened(Rig(state_dir, clock=ManualClock(wall=100 * 86_400.0))) as rig:
         rig.uplinks.set("down")
         answer = await rig.pay("k7d", body(1000, exp=(12, 2030)))
         assert (answer["status"], answer["decline_reason"]) == ("declined_offline",
@@ -536,9 +536,9 @@ async def test_bug_a_forward_clock_step_skips_the_lost_attempt_window(
         with contextlib.suppress(asyncio.CancelledError):
             await dying
         pid = gw.authorizations()[0].pid
-        gw.in_transit.append((rig.clock.mono() + 30, pid, gw.last_body))
+        gw.in_transit.append((rig.clock.monotonic() + 30, pid, gw.last_body))
         await rig.restart()
-        rig.clock.step(6 * 3600)  # NTP corrects a clock that was 6 h slow
+        rig.clock.step_wall(6 * 3600)  # NTP corrects a clock that was 6 h slow
         await rig.run_for(GRACE_S + DEADLINE_S + LIFETIME_S + 60)
         assert gw.charged(pid)
         row = await rig.row(pid)
@@ -555,12 +555,12 @@ async def test_bug_b_a_clock_corrected_back_delays_the_queue_by_the_step(rig: Ri
 
     Fixed: a due time further ahead than any delay the box sets (`store.MAX_DELAY`) is
     due now, and observed clock steps move every due time."""
-    rig.clock.step(6 * 3600)
+    rig.clock.step_wall(6 * 3600)
     rig.gateway.mode = "down"  # stood in without an uplink change (no forced drain)
     answer = await rig.pay("kc", body(1000))
     assert answer["status"] == "approved_offline"
     rig.gateway.mode = "ok"
-    rig.clock.step(-6 * 3600)
+    rig.clock.step_wall(-6 * 3600)
     await rig.run_for(3600)
     assert (await rig.row(answer["id"])).forward_state is ForwardState.FORWARDED
 
@@ -586,7 +586,7 @@ async def test_bug_c_a_gateway_404ing_every_path_closes_a_charged_payment(
         with contextlib.suppress(asyncio.CancelledError):
             await dying
         pid = gw.authorizations()[0].pid
-        gw.in_transit.append((rig.clock.mono(), pid, gw.last_body))
+        gw.in_transit.append((rig.clock.monotonic(), pid, gw.last_body))
         gw.deliver()
         assert gw.charged(pid)
         await rig.restart()
