@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,18 @@ class Card:
     @property
     def masked(self) -> str:
         return f"{self.pan[:6]}{'*' * (len(self.pan) - 10)}{self.pan[-4:]}"
+
+    def to_dict(self, *, include_cvc: bool) -> dict[str, Any]:
+        """The card as JSON fields, the one place a card becomes a dict: PAN and expiry,
+        and the CVC (when the POS sent one) only with `include_cvc`. Only an online
+        authorization and the POS's own request body carry it; whatever is kept, sealed,
+        hashed or forwarded offline is made with ``include_cvc=False`` (PCI DSS 3.3.1.2:
+        no CVC after authorization)."""
+        doc: dict[str, Any] = {"pan": self.pan, "exp_month": self.exp_month,
+                               "exp_year": self.exp_year}
+        if include_cvc and self.cvc is not None:
+            doc["cvc"] = self.cvc
+        return doc
 
 
 @dataclass(frozen=True)

@@ -326,12 +326,8 @@ def request_to_body(request: PaymentRequest) -> dict[str, Any]:
     """The canonical JSON object of a request: `parse_payment_request` of its
     `json.dumps` gives back an equal `PaymentRequest` (absent optionals are omitted).
     Contains the PAN and CVC: for comparison and forwarding, never for logs."""
-    card: dict[str, Any] = {"pan": request.card.pan, "exp_month": request.card.exp_month,
-                            "exp_year": request.card.exp_year}
-    if request.card.cvc is not None:
-        card["cvc"] = request.card.cvc
     body: dict[str, Any] = {"amount": request.amount, "currency": request.currency,
-                            "card": card}
+                            "card": request.card.to_dict(include_cvc=True)}
     if request.terminal_id is not None:
         body["terminal_id"] = request.terminal_id
     if request.reference is not None:
