@@ -9,9 +9,11 @@ counted, not forwarded) and released when the key is back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
+from collections.abc import Iterator
 
 from payments_cache.crypto import KeyRecord, KeyRing, Purpose, Wrapper, card_plaintext
 from payments_cache.database import Database
@@ -41,12 +43,18 @@ class KeyRotation:
         if not needed:
             return
         records = [self._ring.generate(p, self._db.now_ms()) for p in needed]
+        with self._staged(records), self._db.tx("create keys") as conn:
+            for record in records:
+                conn.execute("UPDATE keys SET state = 'previous' "
+                             "WHERE purpose = ? AND state = 'active'", (record.purpose,))
+                insert_key(conn, record)
+
+    @contextlib.contextmanager
+    def _staged(self, records: list[KeyRecord]) -> Iterator[None]:
+        """Keys made for one transaction: active in the ring once it has committed,
+        forgotten if it fails (the ring never holds a key the database does not)."""
         try:
-            with self._db.tx("create keys") as conn:
-                for record in records:
-                    conn.execute("UPDATE keys SET state = 'previous' "
-                                 "WHERE purpose = ? AND state = 'active'", (record.purpose,))
-                    insert_key(conn, record)
+            yield
         except BaseException:
             for record in records:
                 self._ring.forget(record.key_id)
@@ -101,19 +109,12 @@ class KeyRotation:
         previous HMAC key stays while its fingerprints can count (`retire_hmac_keys`)."""
         now = self._db.now_ms()
         new = [self._ring.generate("data", now), self._ring.generate("hmac", now)]
-        try:
-            with self._db.tx("rotate keys") as conn:
-                conn.execute("UPDATE keys SET state = 'previous' WHERE state = 'active'")
-                for record in new:
-                    insert_key(conn, record)
-                count, quarantined = self._reprotect_all(conn, new[0].key_id, new[1].key_id)
-                retired = self._retire_unused_keys(conn)
-        except BaseException:
+        with self._staged(new), self._db.tx("rotate keys") as conn:
+            conn.execute("UPDATE keys SET state = 'previous' WHERE state = 'active'")
             for record in new:
-                self._ring.forget(record.key_id)
-            raise
-        for record in new:
-            self._ring.activate(record)
+                insert_key(conn, record)
+            count, quarantined = self._reprotect_all(conn, new[0].key_id, new[1].key_id)
+            retired = self._retire_unused_keys(conn)
         for key_id in retired:
             self._ring.forget(key_id)
         self._db.scrub()
