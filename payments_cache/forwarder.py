@@ -61,7 +61,7 @@ _GLOBAL_HOLD_STATUSES = (429, 503)
 #: How long a proof that the gateway answers lookups on its path holds (monotonic).
 PATH_CHECK_EVERY_S = 600.0
 #: A wall clock that moved this much against the monotonic one was set (NTP, the modem).
-CLOCK_STEP_S = 5.0
+WALL_STEP_S = 5.0
 #: A payment rejected this many times while the gateway is not rejecting everything is
 #: dead (its own fault) even when no other payment went through meanwhile.
 REJECTIONS_BEFORE_DEAD = 3
@@ -172,7 +172,7 @@ class Forwarder:
         due or are stored while this pass runs; return when none is left in flight."""
         force, self._force_next = self._force_next, False
         self._wake.clear()
-        await self._follow_clock_steps()
+        await self._follow_wall_steps()
         if self._mono() - self._recovered_at >= self._settings.recover_every_s:
             self._recovered_at = self._mono()
             await self._store.recover_stale_pending(self._now() - self._settings.stale_after)
@@ -565,14 +565,14 @@ class Forwarder:
                             "forwarding paused")
         return pause
 
-    async def _follow_clock_steps(self) -> None:
+    async def _follow_wall_steps(self) -> None:
         """When the wall clock is set (NTP after a boot without RTC, a time from the
         modem, a correction of hours), every stored due time moves with it: a clock
         corrected back by 6 h must not hold the queue for 6 h, one set forward must not
         end a lost attempt's wait early."""
         offset = self._wall() - self._mono()
         last, self._wall_offset = self._wall_offset, offset
-        if last is None or abs(offset - last) < CLOCK_STEP_S:
+        if last is None or abs(offset - last) < WALL_STEP_S:
             return
         step = offset - last
         moved = await self._store.shift_schedule(timedelta(seconds=step))

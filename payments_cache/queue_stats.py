@@ -13,7 +13,7 @@ from datetime import datetime
 
 from payments_cache.models import ForwardState, QueueStats
 from payments_cache.rows import from_ms, to_ms
-from payments_cache.wallclock import CLOCK_FLOOR
+from payments_cache.wallclock import WALL_FLOOR
 
 
 def read_queue_totals(conn: sqlite3.Connection) -> QueueStats:
@@ -21,7 +21,7 @@ def read_queue_totals(conn: sqlite3.Connection) -> QueueStats:
     included: the offline caps count them), and the oldest payment still being
     forwarded (the age rule: stuck, quarantined and clock-unset rows do not count)."""
     count, amount = conn.execute("SELECT count, amount FROM queue_totals").fetchone()
-    floor = to_ms(CLOCK_FLOOR)
+    floor = to_ms(WALL_FLOOR)
     (oldest,) = conn.execute(  # one index range per state
         "SELECT min(m) FROM (SELECT min(created_at) AS m FROM payments "
         "WHERE forward_state = 'queued' AND quarantined = 0 AND created_at >= ? "

@@ -42,7 +42,7 @@ from payments_cache.models import ForwardState, Payment, PaymentRequest, Payment
 from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskLimits, evaluate
 from payments_cache.uplinks import UplinkSignal
 from payments_cache.validation import parse_idempotency_key, parse_payment_request
-from payments_cache.wallclock import clock_unset
+from payments_cache.wallclock import wall_unset
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class PaymentService:
                                                              RiskDecision]:
         limits, now, today = self.settings.limits, self._now(), self._today()
         protectable = self.can_protect()
-        unset = clock_unset(now)
+        unset = wall_unset(now)
 
         def decide(stats: QueueStats, velocity: tuple[int, int]) -> RiskDecision:
             if not protectable:

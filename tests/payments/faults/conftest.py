@@ -54,7 +54,7 @@ try:  # added by 71a2525
 except ImportError:  # pragma: no cover - older firmware
     Claims = None  # type: ignore[assignment,misc]
 
-#: 2027-01-15, well after wallclock.CLOCK_FLOOR.
+#: 2027-01-15, well after wallclock.WALL_FLOOR.
 T0 = 1_800_000_000.0
 #: Where the rig's monotonic clock starts.
 MONO0 = 10_000.0

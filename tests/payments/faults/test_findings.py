@@ -383,7 +383,7 @@ async def test_07d_with_the_clock_unset_a_current_card_is_declined_not_refused(
     refused every real card with 400 ``invalid_field`` "card.exp_year must be at most 20
     years ahead (at most 1990)", online too, so the POS saw a card error and the
     `clock_unset` rule never ran. Fixed in validation.py (the years-ahead check is
-    skipped before wallclock.CLOCK_FLOOR): offline it is declined ``clock_unset``,
+    skipped before wallclock.WALL_FLOOR): offline it is declined ``clock_unset``,
     online the gateway judges the card.
 
     Failed before the fix (and on 02bb35c): ``InvalidRequest: card.exp_year: ... at most
@@ -526,7 +526,7 @@ async def test_bug_a_forward_clock_step_skips_the_lost_attempt_window(
 
     Fixed: the forwarder also waits the lifetime out on its monotonic clock (a payment
     from before a restart: a lifetime from the start), and every due time moves with a
-    clock step it sees (`Forwarder._follow_clock_steps`)."""
+    clock step it sees (`Forwarder._follow_wall_steps`)."""
     async with opened(Rig(state_dir, unreachable_pause_s=0.0)) as rig:
         gw = rig.gateway
         gw.gate = asyncio.Event()
