@@ -86,9 +86,12 @@ class ForwardState(StrEnum):
 @dataclass(frozen=True)
 class QueueStats:
     count: int
-    amount: int
+    amount: int                  # every currency's minor units added up
     oldest_created_at: datetime | None
     by_state: dict[str, int]
+    #: The owed amount of each currency with any (quarantined and stuck included, as
+    #: `amount`): the offline caps are per currency.
+    amount_by_currency: dict[str, int] = field(default_factory=dict)
 
 
 # --- what the store answers ------------------------------------------------------------

@@ -1,8 +1,8 @@
 """What the store owes the gateway, as the offline risk rules and the status see it.
 
 Read inside the caller's transaction (`Store.take_offline_many` decides each payment
-against exactly the queue it joins). Count and amount come from the table the triggers
-of migration 0006 keep current, so the rules read them in O(1).
+against exactly the queue it joins). Count and amounts come from the tables the
+triggers of migrations 0006 and 0007 keep current, so the rules read them in O(1).
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from payments_cache.wallclock import WALL_FLOOR
 
 def read_queue_totals(conn: sqlite3.Connection) -> QueueStats:
     """Count and amount of everything owed to the gateway (quarantined and stuck
-    included: the offline caps count them), and the oldest payment still being
-    forwarded (the age rule: stuck, quarantined and clock-unset rows do not count)."""
+    included: the offline caps count them), the same amount per currency, and the
+    oldest payment still being forwarded (the age rule: stuck, quarantined and
+    clock-unset rows do not count)."""
     count, amount = conn.execute("SELECT count, amount FROM queue_totals").fetchone()
+    by_currency = {str(currency): int(owed) for currency, owed in conn.execute(
+        "SELECT currency, amount FROM queue_totals_by_currency WHERE amount <> 0")}
     floor = to_ms(WALL_FLOOR)
     (oldest,) = conn.execute(  # one index range per state
         "SELECT min(m) FROM (SELECT min(created_at) AS m FROM payments "
@@ -28,7 +31,7 @@ def read_queue_totals(conn: sqlite3.Connection) -> QueueStats:
         "AND stuck_at IS NULL UNION ALL SELECT min(created_at) FROM payments "
         "WHERE forward_state = 'unknown' AND quarantined = 0 AND created_at >= ? "
         "AND stuck_at IS NULL)", (floor, floor)).fetchone()
-    return QueueStats(count, amount, from_ms(oldest), {})
+    return QueueStats(count, amount, from_ms(oldest), {}, by_currency)
 
 
 def read_queue_stats(conn: sqlite3.Connection) -> QueueStats:
@@ -44,7 +47,8 @@ def read_queue_stats(conn: sqlite3.Connection) -> QueueStats:
         "'approved_offline' AND final_status = 'declined'), 0), "
         "coalesce(sum(stuck_at IS NOT NULL AND forward_state IN ('queued', 'unknown')), 0) "
         "FROM payments").fetchone()
-    return QueueStats(totals.count, totals.amount, totals.oldest_created_at, by_state)
+    return QueueStats(totals.count, totals.amount, totals.oldest_created_at, by_state,
+                      totals.amount_by_currency)
 
 
 def read_card_velocity(conn: sqlite3.Connection, fingerprints: list[str],

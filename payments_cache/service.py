@@ -265,8 +265,8 @@ class PaymentService:
                 return RiskDecision.decline("clock_unset")
             oldest = None if stats.oldest_created_at is None else max(
                 0.0, (now - stats.oldest_created_at).total_seconds())
-            return evaluate(request, limits, QueueSnapshot(stats.count, stats.amount, oldest),
-                            CardVelocity(*velocity), today)
+            queue = QueueSnapshot(stats.count, stats.amount, oldest, stats.amount_by_currency)
+            return evaluate(request, limits, queue, CardVelocity(*velocity), today)
         return decide
 
     async def _decide(self, payment: Payment, request: PaymentRequest, lost_until: datetime,

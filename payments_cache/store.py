@@ -394,7 +394,8 @@ class Store:
             return read_queue_stats(self.db.conn)
 
     def queue_totals(self) -> QueueStats:
-        """Count, amount and oldest of the queue, in O(1); `by_state` is left empty."""
+        """Count, amount (also per currency) and oldest of the queue, in O(1); `by_state`
+        is left empty."""
         with self.db.guard("read queue totals"):
             return read_queue_totals(self.db.conn)
 

@@ -869,6 +869,41 @@ def test_queue_totals_follow_every_transition(store: Store, clock: ManualClock,
     assert (stats.count, stats.amount) == scanned() == (2, 9000)
 
 
+
+def test_owed_amounts_per_currency_follow_every_transition(store: Store, clock: ManualClock,
+                                                           state_dir: Path) -> None:
+    """The trigger-kept amount of each currency (migration 0007) equals a full scan of
+    what is owed after every kind of change; stuck payments stay owed, as in the total."""
+    def scanned() -> dict[str, int]:
+        with raw(state_dir) as conn:
+            return dict(conn.execute(
+                "SELECT currency, sum(amount) FROM payments WHERE forward_state "
+                "IN ('queued', 'unknown') GROUP BY currency").fetchall())
+
+    def owed() -> dict[str, int]:
+        totals = store.queue_totals()
+        assert totals.amount_by_currency == store.queue_stats().amount_by_currency
+        assert sum(totals.amount_by_currency.values()) == totals.amount
+        return totals.amount_by_currency
+
+    a = queued(store, "ca", 1, amount=1000)
+    u = store.take_offline("cu", request(2, 700, currency="USD"), lambda s, v: APPROVE,
+                           clock.now())
+    queued(store, "cb", 3, amount=2000, unknown=True)
+    assert owed() == scanned() == {"KRW": 3000, "USD": 700}
+    store.record_forward_result(a.id, GatewayResult("approved", "X1"), expect=a)
+    store.mark_dead(u.id, expect=u, error="400")
+    assert owed() == scanned() == {"KRW": 2000}
+    requeued = store.requeue(u.id)
+    stuck = store.note_error(u.id, expect=requeued, error="500", retry_at=clock.now(),
+                             stuck=True)
+    assert stuck is not None and stuck.stuck_at is not None
+    assert owed() == scanned() == {"KRW": 2000, "USD": 700}
+    store.take_offline("cd", request(4, 9000, currency="USD"),
+                       lambda s, v: StandInDecision(False, "no"), clock.now())
+    assert owed() == scanned() == {"KRW": 2000, "USD": 700}
+
+
 def test_postponed_scrub_leaves_no_ciphertext_once_flushed(state_dir: Path,
                                                            clock: ManualClock) -> None:
     s = open_store(state_dir, clock, scrub_interval_s=3600)

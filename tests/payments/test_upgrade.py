@@ -76,6 +76,7 @@ def test_an_upgrade_in_place_keeps_every_queued_card_bound_to_its_row(legacy: Pa
             assert isinstance(card, Card) and card.pan == PANS[key]
         stats = store.queue_stats()
         assert (stats.count, stats.by_state["dead"]) == (4, 1)  # q1 q2 u p; d is dead
+        assert stats.amount_by_currency == {"KRW": stats.amount}  # filled by 0007
     finally:
         store.close()
     rows = _rows(legacy)

@@ -242,8 +242,8 @@ class ModelGateway:
 
 
 def body(amount: int = 1000, *, pan: str = VISA, exp: tuple[int, int] = (12, 2030),
-         reference: str | None = None, terminal: str = "pos-1") -> bytes:
-    doc: dict[str, Any] = {"amount": amount, "currency": "KRW",
+         reference: str | None = None, terminal: str = "pos-1", currency: str = "KRW") -> bytes:
+    doc: dict[str, Any] = {"amount": amount, "currency": currency,
                            "card": {"pan": pan, "exp_month": exp[0], "exp_year": exp[1],
                                     "cvc": "123"},
                            "terminal_id": terminal}

@@ -27,6 +27,7 @@ from payments_cache.async_store import AsyncStore
 from payments_cache.errors import KeyMaterialError
 from payments_cache.forward_settings import Backoff
 from payments_cache.models import ForwardState, PaymentStatus
+from payments_cache.risk import CurrencyLimits
 from tests.payments.faults.conftest import (
     DEADLINE_S,
     GRACE_S,
@@ -596,3 +597,35 @@ async def test_bug_c_a_gateway_404ing_every_path_closes_a_charged_payment(
         assert row.forward_state is not ForwardState.NONE or [
             f["payment_id"] for f in rig.faults()
             if str(f.get("reason")).startswith("approved_after")] == [pid], row
+
+
+# --- 8. the offline caps are per currency (#8) -------------------------------------------
+
+
+async def test_per_currency_caps_a_queue_of_usd_does_not_eat_the_krw_cap(state_dir: Path) -> None:
+    """The store gives the risk rules the queued amount of each currency, so a queue of
+    USD (under its own caps) leaves the KRW total cap whole, and each currency's total
+    rule still holds on its own amount.
+
+    Failed before the store filled `QueueSnapshot.amount_by_currency`: the rules fell
+    back to the all-currency total and the KRW payment was declined
+    ``queue_total_over_limit`` behind 60,000 of USD."""
+    usd = CurrencyLimits(max_amount=50_000, max_total=60_000, velocity_max_amount=10**8)
+    rig = Rig(state_dir, limits=replace(LIMITS, max_total=50_000,
+                                        other_currencies=(("USD", usd),)))
+    async with opened(rig):
+        for i in range(3):
+            await offline(rig, f"k8u{i}", 20_000, currency="USD")
+        rig.uplinks.set("down")
+        over_usd = await rig.pay("k8u-over", body(1, currency="USD"))
+        krw = await rig.pay("k8k", body(50_000))
+        over_krw = await rig.pay("k8k-over", body(1))
+        assert (over_usd["status"], over_usd["decline_reason"]) == (
+            "declined_offline", "queue_total_over_limit")
+        assert krw["status"] == "approved_offline", krw
+        assert (over_krw["status"], over_krw["decline_reason"]) == (
+            "declined_offline", "queue_total_over_limit")
+        assert rig.store is not None
+        totals = await rig.store.queue_totals()
+        assert (totals.count, totals.amount) == (4, 110_000)
+        assert totals.amount_by_currency == {"USD": 60_000, "KRW": 50_000}
