@@ -18,8 +18,8 @@ from payments_cache.errors import (
     PaymentNotFound,
     StorageUnavailable,
 )
+from payments_cache.models import Payment
 from payments_cache.service import IdempotencyConflict, PaymentBusy
-from payments_cache.store import Payment
 from payments_cache.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)

@@ -18,18 +18,20 @@ from typing import Any, ParamSpec, TypeVar
 
 from payments_cache.errors import PaymentsError, StorageUnavailable
 from payments_cache.keysource import KeySource, RotatingWrapper
-from payments_cache.models import GatewayResult, PaymentRequest, QueueStats
-from payments_cache.protection import ForwardCard
-from payments_cache.retention import ExpiryReport
-from payments_cache.sealing import SealKey
-from payments_cache.store import (
+from payments_cache.models import (
+    GatewayResult,
     OfflineDecision,
     OfflineRequest,
     OpenReport,
     Payment,
+    PaymentRequest,
+    QueueStats,
     RotationReport,
-    Store,
 )
+from payments_cache.protection import ForwardCard
+from payments_cache.retention import ExpiryReport
+from payments_cache.sealing import SealKey
+from payments_cache.store import Store
 
 
 def _settle(future: asyncio.Future[Payment | PaymentsError],

@@ -424,8 +424,7 @@ def _encode_parts(*parts: bytes) -> bytes:
 
 def card_plaintext(card: Card) -> bytes:
     """The sealed card: PAN and expiry. The CVC is deliberately not part of it."""
-    return json.dumps({"pan": card.pan, "exp_month": card.exp_month,
-                       "exp_year": card.exp_year}, separators=(",", ":")).encode()
+    return json.dumps(card.to_dict(include_cvc=False), separators=(",", ":")).encode()
 
 
 def card_from_plaintext(payment_id: str, plaintext: bytes) -> Card:

@@ -20,8 +20,8 @@ from typing import Any
 
 from payments_cache.cards import brand
 from payments_cache.crypto import request_hash
+from payments_cache.rows import new_payment_id
 from payments_cache.service import IdempotencyConflict, PaymentService
-from payments_cache.store import new_payment_id
 from payments_cache.validation import parse_idempotency_key, parse_payment_request
 
 CANNOT_PROTECT = "cannot_protect_card"

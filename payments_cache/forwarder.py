@@ -47,9 +47,10 @@ from payments_cache.errors import (
     UnknownOutcome,
 )
 from payments_cache.event_limit import EventLimiter
+from payments_cache.forward_settings import ForwarderSettings
 from payments_cache.gateway import AuthorizationPayload, Gateway
-from payments_cache.models import ForwardState, GatewayResult, PaymentStatus
-from payments_cache.store import MAX_DELAY, Payment
+from payments_cache.models import ForwardState, GatewayResult, Payment, PaymentStatus
+from payments_cache.store import MAX_DELAY
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +61,12 @@ _GLOBAL_HOLD_STATUSES = (429, 503)
 #: How long a proof that the gateway answers lookups on its path holds (monotonic).
 PATH_CHECK_EVERY_S = 600.0
 #: A wall clock that moved this much against the monotonic one was set (NTP, the modem).
-CLOCK_STEP_S = 5.0
+WALL_STEP_S = 5.0
 #: A payment rejected this many times while the gateway is not rejecting everything is
 #: dead (its own fault) even when no other payment went through meanwhile.
 REJECTIONS_BEFORE_DEAD = 3
 #: Statuses that refuse the box's credentials rather than the payment.
 _CREDENTIAL_STATUSES = (401, 403)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter: ``min(cap, base * 2**(n-1))``, less up to
-    `jitter` of it at random, and never less than a (bounded) Retry-After."""
-
-    base_s: float = 2.0
-    cap_s: float = 300.0
-    jitter: float = 0.5
-    max_retry_after_s: float = 3600.0
-
-    def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
-        exp = min(self.cap_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 32))
-        delay = exp * (1 - self.jitter * rng.random())
-        if retry_after_s is not None:
-            delay = max(delay, self.retry_after(retry_after_s))
-        return delay
-
-    def retry_after(self, retry_after_s: float) -> float:
-        return min(max(0.0, retry_after_s), self.max_retry_after_s)
 
 
 @dataclass
@@ -114,37 +94,17 @@ class DrainReport:
 
 
 class Forwarder:
-    def __init__(self, store: AsyncStore, gateway: Gateway, merchant_id: str, *,
-                 concurrency: int = 8, backoff: Backoff | None = None,
-                 authorize_timeout_s: float = 15.0, lookup_timeout_s: float = 10.0,
-                 idle_poll_s: float = 30.0, min_poll_s: float = 0.25,
-                 stale_pending_after_s: float = 300.0, recover_every_s: float = 60.0,
-                 unreachable_pause_s: float = 1.0, not_found_confirm_s: float = 5.0,
-                 stuck_after_attempts: int = 10, stuck_after_s: float = 6 * 3600.0,
-                 reject_breaker_after: int = 3, force_min_interval_s: float = 30.0,
-                 clock: Callable[[], float] = time.time,
+    def __init__(self, store: AsyncStore, gateway: Gateway, merchant_id: str,
+                 settings: ForwarderSettings | None = None, *,
+                 wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 claims: Claims | None = None, lost_attempt_s: float = 120.0,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None,
+                 rng: random.Random | None = None, claims: Claims | None = None,
                  on_event: EventCallback | None = None) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+        self._settings = settings = settings or ForwarderSettings()
         self._store = store
         self._gateway = gateway
         self._merchant_id = merchant_id
-        self._concurrency = concurrency
-        self._backoff = backoff or Backoff()
-        self._authorize_timeout_s = authorize_timeout_s
-        self._lookup_timeout_s = lookup_timeout_s
-        self._idle_poll_s = idle_poll_s
-        self._min_poll_s = min_poll_s
-        self._stale_after = timedelta(seconds=stale_pending_after_s)
-        self._not_found_confirm = timedelta(seconds=not_found_confirm_s)
-        self._stuck_after_attempts = stuck_after_attempts
-        self._stuck_after = timedelta(seconds=stuck_after_s)
-        self._reject_breaker_after = reject_breaker_after
-        self._force_min_interval_s = force_min_interval_s
         self._mono = monotonic
         self._forced_at = float("-inf")
         #: Payments whose failure could not even be recorded: not before (monotonic).
@@ -160,25 +120,22 @@ class Forwarder:
         self._first_not_found: dict[str, float] = {}  # id -> monotonic
         self._pending_seen: dict[str, float] = {}  # PENDING id -> first seen (monotonic)
         self._lost_deadlines: dict[str, float] = {}   # id -> monotonic
-        self._lost_lifetime_s = lost_attempt_s
         self._started = monotonic()
         self._path_confirmed_at = float("-inf")
         self._wall_offset: float | None = None
-        self._clock = clock
+        self._wall = wall
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._on_event = on_event
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(settings.concurrency)
         self._claims = claims or Claims()
         self._wake = asyncio.Event()
         self._force_next = False
         self._hold_until = float("-inf")
         self._drained_owed = False
         self._unreachable_streak = 0
-        self._unreachable_base_s = unreachable_pause_s
         self._hold_is_unreachable = False
         self._recovered_at = float("-inf")
-        self._recover_every_s = recover_every_s
         self.counters = Counters()
 
     # control
@@ -189,7 +146,7 @@ class Forwarder:
         flap); Retry-After holds and the grace period of interrupted payments still
         apply."""
         now = self._mono()
-        if now - self._forced_at >= self._force_min_interval_s:
+        if now - self._forced_at >= self._settings.force_min_interval_s:
             self._force_next = True
             self._forced_at = now
         if self._hold_is_unreachable:
@@ -208,7 +165,7 @@ class Forwarder:
             except Exception as exc:  # a bug must not stop the forwarder
                 log.exception("forwarder pass failed")
                 self._fault("forwarder_pass_failed", error=str(exc))
-                delay = self._idle_poll_s
+                delay = self._settings.idle_poll_s
             await self._idle(delay)
 
     async def drain_once(self) -> DrainReport:
@@ -216,8 +173,8 @@ class Forwarder:
         due or are stored while this pass runs; return when none is left in flight."""
         force, self._force_next = self._force_next, False
         self._wake.clear()
-        await self._follow_clock_steps()
-        if self._mono() - self._recovered_at >= self._recover_every_s:
+        await self._follow_wall_steps()
+        if self._mono() - self._recovered_at >= self._settings.recover_every_s:
             self._recovered_at = self._mono()
             await self._recover_stale()
         report = DrainReport()
@@ -237,7 +194,7 @@ class Forwarder:
         seen: set[str] = set()
         while True:
             rows = [] if self._held() else await self._store.due_for_forwarding(
-                self._now(), limit=self._concurrency,
+                self._now(), limit=self._settings.concurrency,
                 exclude=seen | self._claims.ids() | self._waiting(), ignore_backoff=force)
             if not rows and not running:
                 return
@@ -299,7 +256,7 @@ class Forwarder:
     async def _forward(self, payment: Payment) -> str:
         try:
             if payment.forward_state is ForwardState.UNKNOWN:
-                found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
+                found = await self._gateway.lookup(payment.id, self._settings.lookup_timeout_s)
                 if found is not None:
                     return await self._resolved(payment, found)
                 if (wait := await self._not_found_wait(payment)) is not None:
@@ -326,7 +283,7 @@ class Forwarder:
             captured_at=payment.created_at, terminal_id=payment.terminal_id,
             reference=payment.reference,
             card_hint={"brand": payment.brand, "last4": payment.last4})
-        result = await self._gateway.authorize(payload, self._authorize_timeout_s)
+        result = await self._gateway.authorize(payload, self._settings.authorize_timeout_s)
         return await self._resolved(payment, result)
 
     async def _not_found_wait(self, payment: Payment) -> tuple[datetime, bool] | None:
@@ -355,13 +312,13 @@ class Forwarder:
             return now + timedelta(seconds=self._lost_deadline(payment) - mono), False
         if not await self._lookups_trusted():
             self._first_not_found.pop(payment.id, None)
-            return now + self._not_found_confirm, False
+            return now + self._settings.not_found_confirm, False
         first = self._first_not_found.get(payment.id)
         if first is None:
             self._first_not_found[payment.id] = mono
-            return now + self._not_found_confirm, True
-        if mono - first < self._not_found_confirm.total_seconds():
-            return now + timedelta(seconds=first + self._not_found_confirm.total_seconds()
+            return now + self._settings.not_found_confirm, True
+        if mono - first < self._settings.not_found_confirm.total_seconds():
+            return now + timedelta(seconds=first + self._settings.not_found_confirm.total_seconds()
                                    - mono), False
         return None  # proven; it stays so (an identical offline body is safe to resend)
 
@@ -369,7 +326,7 @@ class Forwarder:
         """The monotonic time before which `payment`'s lost attempt may still arrive: as
         the service registered it, or — for a payment this process did not send — a whole
         lifetime after this process started (its attempt died with the process before)."""
-        return self._lost_deadlines.get(payment.id, self._started + self._lost_lifetime_s)
+        return self._lost_deadlines.get(payment.id, self._started + self._settings.lost_attempt_s)
 
     def lost_attempt(self, payment_id: str, lifetime_s: float) -> None:
         """The POS service sent `payment_id` and lost the answer: it may still arrive at
@@ -388,7 +345,7 @@ class Forwarder:
         if known is None:
             return True  # nothing to compare with: a new box
         try:
-            found = await self._gateway.lookup(known, self._lookup_timeout_s)
+            found = await self._gateway.lookup(known, self._settings.lookup_timeout_s)
         except GatewayError:
             return False
         if found is None:
@@ -458,9 +415,9 @@ class Forwarder:
         if isinstance(exc, GatewayUnavailable) and retry_after is not None \
                 and exc.status in _GLOBAL_HOLD_STATUSES:
             self._hold_until = max(self._hold_until,
-                                   self._mono() + self._backoff.retry_after(retry_after))
+                                   self._mono() + self._settings.backoff.retry_after(retry_after))
             self._hold_is_unreachable = False
-        delay = self._backoff.delay(payment.attempts + 1, self._rng, retry_after)
+        delay = self._settings.backoff.delay(payment.attempts + 1, self._rng, retry_after)
         await self._store.schedule_retry(
             payment.id, expect=payment, at=self._now() + timedelta(seconds=delay),
             error=str(exc), unknown=unknown)
@@ -472,7 +429,7 @@ class Forwarder:
         payment. Hold every request for a growing interval (one probe per interval, no
         store write per payment) until it answers again or `wake()` says a link is back."""
         self._unreachable_streak += 1
-        pause = min(self._backoff.cap_s, self._unreachable_base_s
+        pause = min(self._settings.backoff.cap_s, self._settings.unreachable_pause_s
                     * 2.0 ** min(self._unreachable_streak - 1, 16))
         if self._mono() + pause > self._hold_until:
             self._hold_until = self._mono() + pause
@@ -494,7 +451,7 @@ class Forwarder:
             return self._unreachable(GatewayUnavailable(payment.id, exc.reason, None,
                                                         exc.status))
         try:
-            found = await self._gateway.lookup(payment.id, self._lookup_timeout_s)
+            found = await self._gateway.lookup(payment.id, self._settings.lookup_timeout_s)
         except (GatewayUnavailable, UnknownOutcome) as lookup_exc:
             self._count_rejection(payment, exc)  # the breaker still sees the rejection
             return await self._retry(payment, lookup_exc, unknown=True)
@@ -518,13 +475,13 @@ class Forwarder:
     def _gateway_accepts(self) -> None:
         self._successes += 1
         self._path_confirmed_at = self._mono()
-        if len(self._reject_streak) >= self._reject_breaker_after:
+        if len(self._reject_streak) >= self._settings.reject_breaker_after:
             log.warning("the gateway accepts payments again")
         self._reject_streak.clear()
         self._storage_streak = 0
 
     def _breaker_open(self) -> bool:
-        return len(self._reject_streak) >= self._reject_breaker_after
+        return len(self._reject_streak) >= self._settings.reject_breaker_after
 
     def _payments_own_rejection(self, payment: Payment) -> bool:
         """A rejection is the payment's own when the gateway took other payments since it
@@ -542,8 +499,8 @@ class Forwarder:
         self._reject_streak.add(payment.id)
         if not self._breaker_open():
             return
-        pause = min(self._backoff.cap_s, self._backoff.base_s * 2.0 ** min(
-            len(self._reject_streak) - self._reject_breaker_after, 16))
+        pause = min(self._settings.backoff.cap_s, self._settings.backoff.base_s * 2.0 ** min(
+            len(self._reject_streak) - self._settings.reject_breaker_after, 16))
         self._hold_until = max(self._hold_until, self._mono() + pause)
         self._hold_is_unreachable = False
         self._fault("gateway_rejects_everything", status=exc.status, error=exc.reason,
@@ -556,7 +513,7 @@ class Forwarder:
         reported, instead of the whole queue going dead over a gateway-side
         misconfiguration (a moved path, a misrouted proxy)."""
         self._count_rejection(payment, exc)
-        delay = self._backoff.delay(payment.attempts + 1, self._rng)
+        delay = self._settings.backoff.delay(payment.attempts + 1, self._rng)
         await self._store.schedule_retry(payment.id, expect=payment,
                                          at=self._now() + timedelta(seconds=delay), error=error)
         self.counters.retried += 1
@@ -572,10 +529,10 @@ class Forwarder:
         requeues it."""
         self.counters.errors += 1
         error = f"{type(exc).__name__}: {exc}"
-        delay = self._backoff.delay(payment.error_attempts + 1, self._rng)
+        delay = self._settings.backoff.delay(payment.error_attempts + 1, self._rng)
         first = payment.first_error_at or self._now()
-        stuck = (payment.error_attempts + 1 >= self._stuck_after_attempts
-                 or self._now() - first >= self._stuck_after)
+        stuck = (payment.error_attempts + 1 >= self._settings.stuck_after_attempts
+                 or self._now() - first >= self._settings.stuck_after)
         try:
             updated = await self._store.note_error(
                 payment.id, expect=payment, error=error,
@@ -600,7 +557,7 @@ class Forwarder:
         """The store cannot be written (disk full, read-only): pause the forwarder with a
         growing interval; one fault per minute, however many payments are waiting."""
         self._storage_streak += 1
-        pause = min(self._backoff.cap_s, self._backoff.base_s * 2.0 ** min(
+        pause = min(self._settings.backoff.cap_s, self._settings.backoff.base_s * 2.0 ** min(
             self._storage_streak - 1, 16))
         self._hold_until = max(self._hold_until, self._mono() + pause)
         self._hold_is_unreachable = False
@@ -616,18 +573,18 @@ class Forwarder:
         mono = self._mono()
         pending = await self._store.pending_ids()
         self._pending_seen = {pid: self._pending_seen.get(pid, mono) for pid in pending}
-        limit = self._stale_after.total_seconds()
+        limit = self._settings.stale_after.total_seconds()
         overdue = [pid for pid, seen in self._pending_seen.items() if mono - seen >= limit]
-        await self._store.recover_stale_pending(self._now() - self._stale_after, overdue)
+        await self._store.recover_stale_pending(self._now() - self._settings.stale_after, overdue)
 
-    async def _follow_clock_steps(self) -> None:
+    async def _follow_wall_steps(self) -> None:
         """When the wall clock is set (NTP after a boot without RTC, a time from the
         modem, a correction of hours), every stored due time moves with it: a clock
         corrected back by 6 h must not hold the queue for 6 h, one set forward must not
         end a lost attempt's wait early."""
-        offset = self._clock() - self._mono()
+        offset = self._wall() - self._mono()
         last, self._wall_offset = self._wall_offset, offset
-        if last is None or abs(offset - last) < CLOCK_STEP_S:
+        if last is None or abs(offset - last) < WALL_STEP_S:
             return
         step = offset - last
         moved = await self._store.shift_schedule(timedelta(seconds=step))
@@ -658,16 +615,16 @@ class Forwarder:
     # timing
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), UTC)
+        return datetime.fromtimestamp(self._wall(), UTC)
 
     def _held(self) -> bool:
         return self._mono() < self._hold_until
 
     async def _next_delay(self) -> float:
         due = await self._store.next_due_at()
-        delay = self._idle_poll_s if due is None else due.timestamp() - self._clock()
+        delay = self._settings.idle_poll_s if due is None else due.timestamp() - self._wall()
         delay = max(delay, self._hold_until - self._mono())
-        return min(max(delay, self._min_poll_s), self._idle_poll_s)
+        return min(max(delay, self._settings.min_poll_s), self._settings.idle_poll_s)
 
     async def _idle(self, delay: float) -> None:
         if self._wake.is_set():

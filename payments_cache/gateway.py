@@ -50,11 +50,7 @@ class AuthorizationPayload:
             if self.card_hint is not None:
                 fields["card_hint"] = self.card_hint
             return fields
-        card: dict[str, Any] = {"pan": self.card.pan, "exp_month": self.card.exp_month,
-                                "exp_year": self.card.exp_year}
-        if self.card.cvc is not None and not self.offline:
-            card["cvc"] = self.card.cvc
-        return {"card": card}
+        return {"card": self.card.to_dict(include_cvc=not self.offline)}
 
 
 class Gateway(Protocol):

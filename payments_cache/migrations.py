@@ -246,6 +246,34 @@ def _m0006_stuck_and_owed_totals(conn: sqlite3.Connection) -> None:
         END""")
 
 
+def _m0007_owed_by_currency(conn: sqlite3.Connection) -> None:
+    """The owed amount of each currency, kept by triggers on the same condition as
+    `queue_totals` (quarantined and stuck payments included): the offline caps are per
+    currency, so a queue of USD must not eat the KRW cap, and every offline payment
+    reads them in O(1)."""
+    conn.execute("""
+        CREATE TABLE queue_totals_by_currency (
+            currency TEXT PRIMARY KEY,
+            amount   INTEGER NOT NULL
+        ) WITHOUT ROWID""")
+    # the f-strings below interpolate only the constant condition _OWED
+    conn.execute(f"INSERT INTO queue_totals_by_currency (currency, amount) "
+                 f"SELECT currency, sum(amount) FROM payments WHERE {_OWED} GROUP BY currency")
+    new, old = _OWED.replace("forward_state", "NEW.forward_state"), _OWED.replace(
+        "forward_state", "OLD.forward_state")
+    join = ("INSERT INTO queue_totals_by_currency (currency, amount) "
+            "VALUES (NEW.currency, NEW.amount) "
+            "ON CONFLICT (currency) DO UPDATE SET amount = amount + excluded.amount")
+    leave = "UPDATE queue_totals_by_currency SET amount = amount - OLD.amount " \
+            "WHERE currency = OLD.currency"
+    for name, event, when, action in (
+            ("insert", "INSERT", new, join), ("delete", "DELETE", old, leave),
+            ("update_leave", "UPDATE OF forward_state, amount, currency", old, leave),
+            ("update_join", "UPDATE OF forward_state, amount, currency", new, join)):
+        conn.execute(f"CREATE TRIGGER queue_totals_by_currency_{name} AFTER {event} "
+                     f"ON payments WHEN {when} BEGIN {action}; END")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_queue_indexes", _m0002_queue_indexes),
@@ -253,6 +281,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0004_card_protection", _m0004_card_protection),
     Migration("0005_lost_attempts", _m0005_lost_attempts),
     Migration("0006_stuck_and_owed_totals", _m0006_stuck_and_owed_totals),
+    Migration("0007_owed_by_currency", _m0007_owed_by_currency),
 )
 
 

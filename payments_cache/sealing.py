@@ -315,8 +315,8 @@ def _describe(value: object) -> str:
 
 def card_plaintext(card: Card) -> bytes:
     """The canonical JSON the contract seals: PAN and expiry, never the CVC."""
-    doc = {"exp_month": card.exp_month, "exp_year": card.exp_year, "pan": card.pan}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return json.dumps(card.to_dict(include_cvc=False), sort_keys=True,
+                      separators=(",", ":")).encode("ascii")
 
 
 def _aad(payment_id: str) -> bytes:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -37,12 +38,11 @@ from payments_cache.errors import (
     UnknownOutcome,
 )
 from payments_cache.gateway import AuthorizationPayload, Gateway
-from payments_cache.models import ForwardState, PaymentRequest, PaymentStatus, QueueStats
+from payments_cache.models import ForwardState, Payment, PaymentRequest, PaymentStatus, QueueStats
 from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskLimits, evaluate
-from payments_cache.store import Payment
 from payments_cache.uplinks import UplinkSignal
 from payments_cache.validation import parse_idempotency_key, parse_payment_request
-from payments_cache.wallclock import clock_unset
+from payments_cache.wallclock import wall_unset
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class _KeyLocks:
 class PaymentService:
     def __init__(self, store: AsyncStore, gateway: Gateway, uplinks: UplinkSignal,
                  settings: ServiceSettings, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 wall: Callable[[], float] = time.time,
                  on_event: EventCallback | None = None,
                  on_change: Callable[[], None] | None = None,
                  can_protect: Callable[[], bool] = lambda: True,
@@ -172,7 +172,7 @@ class PaymentService:
         self.gateway = gateway
         self.uplinks = uplinks
         self.settings = settings
-        self._now = now
+        self._wall = wall
         self._on_event = on_event
         self._on_change = on_change
         self._keys = _KeyLocks()
@@ -256,7 +256,7 @@ class PaymentService:
                                                              RiskDecision]:
         limits, now, today = self.settings.limits, self._now(), self._today()
         protectable = self.can_protect()
-        unset = clock_unset(now)
+        unset = wall_unset(now)
 
         def decide(stats: QueueStats, velocity: tuple[int, int]) -> RiskDecision:
             if not protectable:
@@ -265,8 +265,8 @@ class PaymentService:
                 return RiskDecision.decline("clock_unset")
             oldest = None if stats.oldest_created_at is None else max(
                 0.0, (now - stats.oldest_created_at).total_seconds())
-            return evaluate(request, limits, QueueSnapshot(stats.count, stats.amount, oldest),
-                            CardVelocity(*velocity), today)
+            queue = QueueSnapshot(stats.count, stats.amount, oldest, stats.amount_by_currency)
+            return evaluate(request, limits, queue, CardVelocity(*velocity), today)
         return decide
 
     async def _decide(self, payment: Payment, request: PaymentRequest, lost_until: datetime,
@@ -376,6 +376,9 @@ class PaymentService:
         payment = await self.store.get(payment_id)
         assert payment is not None
         return payment
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), UTC)
 
     def _today(self) -> date:
         return self._now().date()

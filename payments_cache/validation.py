@@ -67,7 +67,7 @@ from payments_cache.cards import expired, is_digits, luhn_valid
 from payments_cache.currency import MINOR_UNITS
 from payments_cache.errors import InvalidRequest
 from payments_cache.models import Card, PaymentRequest
-from payments_cache.wallclock import CLOCK_FLOOR
+from payments_cache.wallclock import WALL_FLOOR
 
 MAX_BODY_BYTES: Final = 16 * 1024
 MAX_AMOUNT: Final = 10**12           # exclusive; 10**12 - 1 minor units is the largest
@@ -291,7 +291,7 @@ def _card(value: Any, today: date) -> Card:
                        "a 4-digit integer year")
     # with the clock unset (a Pi without RTC boots in 1970) "years ahead" means nothing:
     # every real card would be refused; the offline rules decline `clock_unset` instead
-    if exp_year > today.year + MAX_EXPIRY_YEARS_AHEAD and today >= CLOCK_FLOOR.date():
+    if exp_year > today.year + MAX_EXPIRY_YEARS_AHEAD and today >= WALL_FLOOR.date():
         _fail("invalid_field", "card.exp_year",
               f"card.exp_year must be at most {MAX_EXPIRY_YEARS_AHEAD} years ahead "
               f"(at most {today.year + MAX_EXPIRY_YEARS_AHEAD}), got {exp_year!r}")
@@ -326,12 +326,8 @@ def request_to_body(request: PaymentRequest) -> dict[str, Any]:
     """The canonical JSON object of a request: `parse_payment_request` of its
     `json.dumps` gives back an equal `PaymentRequest` (absent optionals are omitted).
     Contains the PAN and CVC: for comparison and forwarding, never for logs."""
-    card: dict[str, Any] = {"pan": request.card.pan, "exp_month": request.card.exp_month,
-                            "exp_year": request.card.exp_year}
-    if request.card.cvc is not None:
-        card["cvc"] = request.card.cvc
     body: dict[str, Any] = {"amount": request.amount, "currency": request.currency,
-                            "card": card}
+                            "card": request.card.to_dict(include_cvc=True)}
     if request.terminal_id is not None:
         body["terminal_id"] = request.terminal_id
     if request.reference is not None:

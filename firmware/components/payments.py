@@ -29,11 +29,12 @@ from payments_cache.async_store import AsyncStore
 from payments_cache.claims import Claims
 from payments_cache.desk import PaymentsDesk
 from payments_cache.errors import KeyMaterialError, PaymentsError
+from payments_cache.forward_settings import ForwarderSettings
 from payments_cache.forwarder import Forwarder
 from payments_cache.keyproviders import KeyProvider
+from payments_cache.models import RotationReport
 from payments_cache.risk import CurrencyLimits, RiskLimits
 from payments_cache.service import PaymentService, ServiceSettings
-from payments_cache.store import RotationReport
 
 log = logging.getLogger("storebox.payments")
 
@@ -153,10 +154,12 @@ class PaymentsComponent:
             on_lost_attempt=lambda pid, s: self.forwarder.lost_attempt(pid, s)
             if self.forwarder is not None else None)
         self.forwarder = Forwarder(
-            store, self.gateway, config.payments.merchant_id,
-            concurrency=config.payments.forward_concurrency, on_event=self.on_event,
-            not_found_confirm_s=min(NOT_FOUND_CONFIRM_S, config.payments.lost_attempt_lifetime_s),
-            claims=claims, lost_attempt_s=lost_attempt_s(config))
+            store, self.gateway, config.payments.merchant_id, ForwarderSettings(
+                concurrency=config.payments.forward_concurrency,
+                not_found_confirm_s=min(NOT_FOUND_CONFIRM_S,
+                                        config.payments.lost_attempt_lifetime_s),
+                lost_attempt_s=lost_attempt_s(config)),
+            on_event=self.on_event, claims=claims)
         self.desk.service = self.service
 
     async def _close_provider(self) -> None:

@@ -16,7 +16,6 @@ The user PIN is read from a file that group/other may not access (0600 or strict
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from pkcs11.types import DecryptMixin, EncryptMixin, Object, Token
 
 from payments_cache.errors import KeyProviderError
 from payments_cache.keyproviders import blob, pkcs11_session
+from payments_cache.keyproviders.secret_file import read_secret_file
 from payments_cache.keyproviders.software import require_header, unwrap_failed
 
 NAME = "pkcs11"
@@ -212,22 +212,7 @@ class Pkcs11KeyProvider:
 
 def read_pin(path: Path) -> str:
     """The user PIN, from a file group/other may not access; one trailing newline allowed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise KeyProviderError(NAME, f"cannot open PIN file {str(path)!r}: "
-                               f"{exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyProviderError(NAME, f"PIN file {str(path)!r} is not a regular file")
-        if st.st_mode & 0o077:
-            raise KeyProviderError(NAME, f"PIN file {str(path)!r} has mode "
-                                   f"{stat.S_IMODE(st.st_mode):04o}, which lets group/other "
-                                   "access it; expected 0600")
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+    data, _ = read_secret_file(path, NAME, "PIN file", 4096)
     pin = data.decode("utf-8", errors="strict").removesuffix("\n")
     if not pin:
         raise KeyProviderError(NAME, f"PIN file {str(path)!r} is empty")

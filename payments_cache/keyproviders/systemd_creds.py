@@ -24,11 +24,11 @@ current KEK is the highest-numbered credential present; ``rotate_kek`` and
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from payments_cache.errors import KeyProviderError
 from payments_cache.keyproviders import blob
+from payments_cache.keyproviders.secret_file import read_secret_file
 from payments_cache.keyproviders.software import SoftwareKeks
 
 NAME = "systemd-creds"
@@ -136,24 +136,11 @@ def _directory(name: str, given: str | Path | None) -> Path:
 
 def _read(path: Path) -> bytes:
     """The raw 32-byte KEK; refuses symlinks, group/other access and any other size."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise KeyProviderError(NAME, f"cannot open credential {str(path)!r}: "
-                               f"{exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
-            raise KeyProviderError(NAME, f"credential {str(path)!r} must be a regular file "
-                                   f"no group/other may read (mode "
-                                   f"{stat.S_IMODE(st.st_mode):04o})")
-        if st.st_size != blob.RAW_KEY_BYTES:
-            raise KeyProviderError(NAME, f"credential {str(path)!r} holds {st.st_size} bytes; "
-                                   f"expected exactly {blob.RAW_KEY_BYTES} raw bytes "
-                                   "(not base64)")
-        data = os.read(fd, blob.RAW_KEY_BYTES + 1)
-    finally:
-        os.close(fd)
+    data, st = read_secret_file(path, NAME, "credential", blob.RAW_KEY_BYTES + 1)
+    if st.st_size != blob.RAW_KEY_BYTES:
+        raise KeyProviderError(NAME, f"credential {str(path)!r} holds {st.st_size} bytes; "
+                               f"expected exactly {blob.RAW_KEY_BYTES} raw bytes "
+                               "(not base64)")
     if len(data) != blob.RAW_KEY_BYTES:
         raise KeyProviderError(NAME, f"credential {str(path)!r}: read {len(data)} bytes, "
                                f"expected {blob.RAW_KEY_BYTES}")

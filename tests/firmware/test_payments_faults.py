@@ -31,11 +31,11 @@ from firmware.tokens import TokenStore
 from lab.box import write_secret
 from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.async_store import AsyncStore
+from payments_cache.database import DB_NAME
 from payments_cache.desk import PaymentsDesk
 from payments_cache.keysource import KeySource
-from payments_cache.models import Card, GatewayResult, PaymentRequest
+from payments_cache.models import Card, GatewayResult, PaymentRequest, StandInDecision
 from payments_cache.sealing import SealKey, generate_keypair
-from payments_cache.store import DB_NAME, StandInDecision
 from tests.support.box import VISA, Box, eventually, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, DaemonProcess, write_config
 from tests.support.netns import inside
@@ -499,7 +499,7 @@ key_cryptoperiod_days = 30
         @classmethod
         async def open(cls, directory: str | Path, keys: KeySource,
                        **options: Any) -> AsyncStore:
-            return await AsyncStore.open(directory, keys, clock=clock, **options)
+            return await AsyncStore.open(directory, keys, wall=clock, **options)
 
     monkeypatch.setattr(firmware.components.payments, "AsyncStore", ClockedStore)
     state = BoxState(config.device.id, "test")

@@ -1,15 +1,23 @@
-"""payments_cache.cards: Luhn, brand, expiry and blocked BINs."""
+"""payments_cache.cards: Luhn, brand, expiry and blocked BINs; `Card.to_dict`, the one
+card serialisation, and where the CVC goes."""
 
 from __future__ import annotations
 
 import calendar
-from datetime import date
+import json
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from payments_cache.cards import bin_blocked, brand, expired, luhn_valid, parse_bin_entry
+from payments_cache.crypto import card_plaintext as crypto_plaintext
+from payments_cache.gateway import AuthorizationPayload
+from payments_cache.models import Card, PaymentRequest
+from payments_cache.sealing import card_plaintext as sealed_plaintext
+from payments_cache.validation import request_to_body
 
 
 def luhn_check_digit(body: str) -> str:
@@ -217,3 +225,32 @@ def test_bin_range_matches_integer_comparison(pan: str, width: int,
 def test_every_pan_is_blocked_by_its_own_prefix(pan: str, width: int) -> None:
     assert bin_blocked(pan, [pan[:width]])
     assert bin_blocked(pan, [f"{pan[:width]}-{pan[:width]}"])
+
+
+# --- one card serialisation: the CVC only where it is asked for -----------------
+
+
+def _card_forms(card: Card) -> dict[str, bytes | dict[str, Any]]:
+    """Every form payments_cache turns a card into, by where it goes."""
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    payload = dict(payment_id="pay_1", amount=100, currency="KRW", card=card,
+                   merchant_id="m", captured_at=at)
+    return {
+        "online authorization": AuthorizationPayload(offline=False, **payload).to_json(),
+        "offline authorization": AuthorizationPayload(offline=True, **payload).to_json(),
+        "POS request body": request_to_body(PaymentRequest(100, "KRW", card)),
+        "locally encrypted": crypto_plaintext(card),
+        "sealed to the gateway": sealed_plaintext(card),
+    }
+
+
+def test_the_cvc_is_in_exactly_the_forms_that_ask_for_it() -> None:
+    card = Card("4111111111111111", 12, 2030, cvc="4729")
+    forms = _card_forms(card)
+    with_cvc = {name for name, form in forms.items() if b"4729" in json.dumps(
+        form if isinstance(form, dict) else form.decode()).encode()}
+    assert with_cvc == {"online authorization", "POS request body"}
+    assert card.to_dict(include_cvc=False) == {"pan": "4111111111111111", "exp_month": 12,
+                                               "exp_year": 2030}
+    assert card.to_dict(include_cvc=True)["cvc"] == "4729"
+    assert "cvc" not in Card("4111111111111111", 12, 2030).to_dict(include_cvc=True)

@@ -14,31 +14,29 @@ from typing import Any
 import pytest
 
 from payments_cache.async_store import AsyncStore
+from payments_cache.database import DB_NAME
 from payments_cache.errors import (
     GatewayRejected,
     GatewayUnavailable,
     UnknownOutcome,
 )
-from payments_cache.forwarder import Backoff, Forwarder
+from payments_cache.forward_settings import Backoff, ForwarderSettings
+from payments_cache.forwarder import Forwarder
 from payments_cache.gateway import AuthorizationPayload
-from payments_cache.models import Card, ForwardState, GatewayResult, PaymentRequest, PaymentStatus
-from payments_cache.store import DB_NAME, Payment, StandInDecision
+from payments_cache.models import (
+    Card,
+    ForwardState,
+    GatewayResult,
+    Payment,
+    PaymentRequest,
+    PaymentStatus,
+    StandInDecision,
+)
+from tests.support.clock import T0, ManualClock
 
-T0 = 1_700_000_000.0
 MERCHANT = "merchant-42"
 PAN = "4111111111111111"
 Script = list[BaseException | GatewayResult | None]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class NoJitter(random.Random):
@@ -118,14 +116,14 @@ def _next(script: dict[str, Script], pid: str) -> BaseException | GatewayResult 
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[AsyncStore]:
-    s = await AsyncStore.open(tmp_path / "state", tmp_path / "state" / "kek.key", clock=clock,
-                              pending_grace_s=60)
+async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[AsyncStore]:
+    s = await AsyncStore.open(tmp_path / "state", tmp_path / "state" / "kek.key",
+                              wall=clock.wall, monotonic=clock.monotonic, pending_grace_s=60)
     yield s
     await s.close()
 
@@ -140,12 +138,13 @@ def events() -> list[tuple[str, dict[str, Any]]]:
     return []
 
 
-def forwarder(store: AsyncStore, gateway: FakeGateway, clock: Clock,
-              events: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> Forwarder:
-    kwargs.setdefault("backoff", Backoff(base_s=2.0, cap_s=10.0, jitter=0.5))
-    kwargs.setdefault("lost_attempt_s", 0.0)  # the monotonic guard: tests/payments/faults
-    return Forwarder(store, gateway, MERCHANT, clock=clock, monotonic=clock, rng=NoJitter(),
-                     on_event=lambda kind, **fields: events.append((kind, fields)), **kwargs)
+def forwarder(store: AsyncStore, gateway: FakeGateway, clock: ManualClock,
+              events: list[tuple[str, dict[str, Any]]], **tuning: Any) -> Forwarder:
+    tuning.setdefault("backoff", Backoff(base_s=2.0, cap_s=10.0, jitter=0.5))
+    tuning.setdefault("lost_attempt_s", 0.0)  # the monotonic guard: tests/payments/faults
+    return Forwarder(store, gateway, MERCHANT, ForwarderSettings(**tuning), wall=clock.wall,
+                     monotonic=clock.monotonic, rng=NoJitter(),
+                     on_event=lambda kind, **fields: events.append((kind, fields)))
 
 
 async def stand_in(store: AsyncStore, key: str, amount: int = 1000, *,
@@ -176,11 +175,11 @@ def at(seconds: float) -> datetime:
 # --- the normal path -------------------------------------------------------------------
 
 
-async def test_forwards_oldest_first_with_an_offline_body(store: AsyncStore, gateway: FakeGateway,
-                                                          clock: Clock, events: list[Any]) -> None:
+async def test_forwards_oldest_first_with_an_offline_body(
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     clock.advance(30)
     c = await stand_in(store, "c")
-    clock.advance(-20)
+    clock.step_wall(-20)
     a = await stand_in(store, "a")
     clock.advance(10)
     b = await stand_in(store, "b")
@@ -241,7 +240,7 @@ async def quiescent(spy: CountingStore, gateway: FakeGateway) -> None:
             return
 
 
-async def test_concurrency_is_bounded(store: AsyncStore, gateway: FakeGateway, clock: Clock,
+async def test_concurrency_is_bounded(store: AsyncStore, gateway: FakeGateway, clock: ManualClock,
                                       events: list[Any]) -> None:
     ids = [(await stand_in(store, f"k{i}")).id for i in range(12)]
     gateway.gate = asyncio.Event()
@@ -257,7 +256,7 @@ async def test_concurrency_is_bounded(store: AsyncStore, gateway: FakeGateway, c
 
 
 async def test_a_payment_that_keeps_failing_does_not_block_the_others(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     stuck = await stand_in(store, "stuck")
     clock.advance(1)
     others = [await stand_in(store, f"k{i}") for i in range(4)]
@@ -278,8 +277,10 @@ async def test_a_payment_that_keeps_failing_does_not_block_the_others(
 
     delays = []
     for _ in range(4):  # capped exponential backoff: 4, 8, 10, 10
-        clock.now = (await state(store, stuck.id)).next_attempt_at.timestamp()  # type: ignore[union-attr]
-        before = clock.now
+        due = (await state(store, stuck.id)).next_attempt_at
+        assert due is not None
+        clock.advance(due.timestamp() - clock.wall())
+        before = clock.wall()
         await fwd.drain_once()
         after = await state(store, stuck.id)
         assert after.next_attempt_at is not None
@@ -301,7 +302,7 @@ def test_backoff_jitter_stays_within_bounds() -> None:
 
 
 async def test_retry_after_holds_the_gateway(store: AsyncStore, gateway: FakeGateway,
-                                            clock: Clock, events: list[Any]) -> None:
+                                            clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
     clock.advance(1)
     q = await stand_in(store, "q")
@@ -325,7 +326,7 @@ async def test_retry_after_holds_the_gateway(store: AsyncStore, gateway: FakeGat
 
 
 async def test_retry_after_for_one_payment_does_not_hold_the_others(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
     clock.advance(1)
     q = await stand_in(store, "q")
@@ -338,7 +339,7 @@ async def test_retry_after_for_one_payment_does_not_hold_the_others(
 
 
 async def test_wake_retries_now_instead_of_waiting_out_the_backoff(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
     gateway.authorize_script[p.id] = [GatewayUnavailable(p.id, "no route")]
     fwd = forwarder(store, gateway, clock, events)
@@ -352,7 +353,7 @@ async def test_wake_retries_now_instead_of_waiting_out_the_backoff(
 
 
 async def test_unknown_outcome_is_retried_with_the_identical_body(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
     gateway.authorize_script[p.id] = [UnknownOutcome(p.id, "read timeout")]
     fwd = forwarder(store, gateway, clock, events)
@@ -369,7 +370,7 @@ async def test_unknown_outcome_is_retried_with_the_identical_body(
 
 
 async def test_unknown_forward_state_looks_up_first_and_records_what_is_found(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p", unknown=True)
     gateway.stored[p.id] = GatewayResult("approved", "ONLINE1")  # the lost online answer
     gateway.bodies[p.id] = {"offline": False}
@@ -381,7 +382,7 @@ async def test_unknown_forward_state_looks_up_first_and_records_what_is_found(
 
 
 async def test_unknown_not_found_is_forwarded_after_a_second_look(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p", unknown=True)
     fwd = forwarder(store, gateway, clock, events)
     await fwd.drain_once()
@@ -396,13 +397,13 @@ async def test_unknown_not_found_is_forwarded_after_a_second_look(
 
 
 async def test_not_found_proves_nothing_while_the_lost_attempt_may_still_arrive(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     """Found in the outage drill: the forwarder looked up a payment whose online answer
     was lost, got 404 while the original request was still on its way, and sent the
     offline form under the same key. Now the lost attempt's lifetime is waited out."""
     request = PaymentRequest(1000, "KRW", Card(PAN, 12, 2030, cvc="123"), "pos-1", "r")
     begun = await store.begin_online("late", request)
-    lost_until = datetime.fromtimestamp(clock.now + 63, UTC)
+    lost_until = datetime.fromtimestamp(clock.wall() + 63, UTC)
     p = await store.stand_in(begun.id, StandInDecision(True), outcome_unknown=True,
                              lost_attempt_until=lost_until)
     assert p.next_attempt_at == lost_until, "the first lookup is not due at once"
@@ -423,7 +424,7 @@ async def test_not_found_proves_nothing_while_the_lost_attempt_may_still_arrive(
 
 
 async def test_unknown_stays_unknown_until_a_definite_answer(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p", unknown=True)
     gateway.lookup_script[p.id] = [GatewayUnavailable(p.id, "down")]
     gateway.authorize_script[p.id] = [GatewayUnavailable(p.id, "down")]
@@ -445,7 +446,7 @@ async def test_unknown_stays_unknown_until_a_definite_answer(
 
 
 async def test_declined_after_offline_is_counted_and_emitted(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p", amount=4200)
     gateway.decline.add(p.id)
     unknown = await stand_in(store, "u", unknown=True)
@@ -466,7 +467,7 @@ async def test_declined_after_offline_is_counted_and_emitted(
 
 
 async def test_declined_offline_with_unknown_outcome_is_never_authorized(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     charged = await stand_in(store, "charged", approved=False, unknown=True)
     gateway.stored[charged.id] = GatewayResult("approved", "ONLINE2")
     gateway.bodies[charged.id] = {"offline": False}
@@ -489,9 +490,9 @@ async def test_declined_offline_with_unknown_outcome_is_never_authorized(
 
 
 async def test_interrupted_payments_are_resolved_after_their_grace_period(
-        tmp_path: Path, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        tmp_path: Path, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     state_dir = tmp_path / "state"
-    store = await AsyncStore.open(state_dir, state_dir / "kek.key", clock=clock)
+    store = await AsyncStore.open(state_dir, state_dir / "kek.key", wall=clock.wall)
     request = PaymentRequest(1000, "KRW", Card(PAN, 12, 2030, cvc="123"))
     found = await store.begin_online("found", request)
     lost = await store.begin_online("lost", request)
@@ -499,7 +500,7 @@ async def test_interrupted_payments_are_resolved_after_their_grace_period(
     gateway.stored[found.id] = GatewayResult("approved", "ONLINE3")
     gateway.bodies[found.id] = {"offline": False}
 
-    store = await AsyncStore.open(state_dir, state_dir / "kek.key", clock=clock,
+    store = await AsyncStore.open(state_dir, state_dir / "kek.key", wall=clock.wall,
                                   pending_grace_s=60, lost_attempt_s=50)
     try:
         assert sorted(store.report.recovered_pending) == sorted([found.id, lost.id])
@@ -525,7 +526,7 @@ async def test_interrupted_payments_are_resolved_after_their_grace_period(
 
 
 async def test_a_stale_pending_row_is_recovered_by_the_forwarder(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     request = PaymentRequest(1000, "KRW", Card(PAN, 12, 2030))
     stale = await store.begin_online("stale", request)
     fwd = forwarder(store, gateway, clock, events, stale_pending_after_s=300,
@@ -542,7 +543,7 @@ async def test_a_stale_pending_row_is_recovered_by_the_forwarder(
 
 
 async def test_a_4xx_makes_the_payment_dead_once_the_gateway_takes_others(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
     clock.advance(1)
     q = await stand_in(store, "q")
@@ -572,7 +573,7 @@ async def test_a_4xx_makes_the_payment_dead_once_the_gateway_takes_others(
 
 
 async def test_a_lone_payment_rejected_again_and_again_is_dead(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
     gateway.authorize_script[p.id] = [GatewayRejected(p.id, 400, "bad currency")] * 3
     fwd = forwarder(store, gateway, clock, events)
@@ -584,7 +585,7 @@ async def test_a_lone_payment_rejected_again_and_again_is_dead(
 
 
 async def test_a_gateway_rejecting_everything_opens_a_breaker_not_dead_payments(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     """A moved path or a misrouted proxy answers 404 to every authorization: one
     fault, forwarding paused, every payment kept; all forwarded once it is fixed."""
     ids = []
@@ -610,7 +611,7 @@ async def test_a_gateway_rejecting_everything_opens_a_breaker_not_dead_payments(
 
 
 async def test_a_422_for_a_payment_the_gateway_already_holds_is_resolved_not_dead(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     """An online attempt the box believed unprocessed was processed after all."""
     p = await stand_in(store, "p")
     gateway.stored[p.id] = GatewayResult("approved", "ONLINE4")
@@ -623,7 +624,7 @@ async def test_a_422_for_a_payment_the_gateway_already_holds_is_resolved_not_dea
 
 
 async def test_a_quarantined_record_is_reported_and_skipped(
-        tmp_path: Path, store: AsyncStore, gateway: FakeGateway, clock: Clock,
+        tmp_path: Path, store: AsyncStore, gateway: FakeGateway, clock: ManualClock,
         events: list[Any]) -> None:
     bad = await stand_in(store, "bad")
     clock.advance(1)
@@ -649,7 +650,7 @@ async def test_a_quarantined_record_is_reported_and_skipped(
 
 
 async def test_concurrent_drains_and_new_stand_ins_never_forward_twice(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     first = [(await stand_in(store, f"first-{i}")).id for i in range(15)]
     fwd = forwarder(store, gateway, clock, events, concurrency=3)
 
@@ -674,7 +675,7 @@ async def test_concurrent_drains_and_new_stand_ins_never_forward_twice(
 
 
 async def test_a_forward_cancelled_in_flight_is_replayed_not_lost(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     p = await stand_in(store, "p")
     gateway.gate = asyncio.Event()
     fwd = forwarder(store, gateway, clock, events)
@@ -691,7 +692,7 @@ async def test_a_forward_cancelled_in_flight_is_replayed_not_lost(
 
 
 async def test_a_drain_cancelled_before_its_tasks_start_gives_back_every_slot(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     for i in range(6):
         await stand_in(store, f"k{i}")
     spy = CountingStore(store)
@@ -722,7 +723,7 @@ async def test_a_drain_cancelled_before_its_tasks_start_gives_back_every_slot(
 
 
 async def test_run_drains_on_wake_and_stops_when_cancelled(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     naps: list[float] = []
     drained = asyncio.Event()
 
@@ -735,8 +736,8 @@ async def test_run_drains_on_wake_and_stops_when_cancelled(
         if kind == "queue_drained":
             drained.set()
 
-    fwd = Forwarder(store, gateway, MERCHANT, clock=clock, sleep=sleep, rng=NoJitter(),
-                    idle_poll_s=30, on_event=on_event)
+    fwd = Forwarder(store, gateway, MERCHANT, ForwarderSettings(idle_poll_s=30),
+                    wall=clock.wall, sleep=sleep, rng=NoJitter(), on_event=on_event)
     first = await stand_in(store, "first")
     runner = asyncio.create_task(fwd.run())
     await drained.wait()
@@ -753,7 +754,7 @@ async def test_run_drains_on_wake_and_stops_when_cancelled(
 
 
 async def test_run_sleeps_until_the_next_payment_is_due(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     naps: list[float] = []
     napped = asyncio.Event()
 
@@ -764,8 +765,9 @@ async def test_run_sleeps_until_the_next_payment_is_due(
 
     p = await stand_in(store, "p")
     gateway.authorize_script[p.id] = [GatewayUnavailable(p.id, "503", status=503)]
-    fwd = Forwarder(store, gateway, MERCHANT, clock=clock, sleep=sleep, rng=NoJitter(),
-                    backoff=Backoff(base_s=7.0), idle_poll_s=30)
+    fwd = Forwarder(store, gateway, MERCHANT,
+                    ForwarderSettings(backoff=Backoff(base_s=7.0), idle_poll_s=30),
+                    wall=clock.wall, sleep=sleep, rng=NoJitter())
     runner = asyncio.create_task(fwd.run())
     await napped.wait()
     runner.cancel()
@@ -779,7 +781,7 @@ async def test_run_sleeps_until_the_next_payment_is_due(
 
 
 async def test_unreachable_gateway_pauses_all_forwarding_without_writes(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     payments = []
     for i in range(20):
         payments.append(await stand_in(store, f"u{i}"))
@@ -809,7 +811,7 @@ async def test_unreachable_gateway_pauses_all_forwarding_without_writes(
 
 
 async def test_refused_credentials_pause_forwarding_and_kill_no_payment(
-        store: AsyncStore, gateway: FakeGateway, clock: Clock, events: list[Any]) -> None:
+        store: AsyncStore, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     a = await stand_in(store, "cred-a")
     clock.advance(0.01)
     b = await stand_in(store, "cred-b")

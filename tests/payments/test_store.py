@@ -18,6 +18,7 @@ import pytest
 
 from payments_cache.async_store import AsyncStore
 from payments_cache.crypto import RecordBinding, load_or_create_kek, request_hash
+from payments_cache.database import DB_NAME
 from payments_cache.errors import (
     DuplicatePayment,
     InvalidTransition,
@@ -32,37 +33,18 @@ from payments_cache.models import (
     Card,
     ForwardState,
     GatewayResult,
+    Payment,
     PaymentRequest,
     PaymentStatus,
     QueueStats,
+    StandInDecision,
 )
 from payments_cache.risk import RiskDecision
-from payments_cache.store import (
-    ABANDONED_REASON,
-    DB_NAME,
-    Payment,
-    StandInDecision,
-    Store,
-)
+from payments_cache.store import ABANDONED_REASON, Store
+from tests.support.clock import T0, ManualClock
 
-T0 = 1_700_000_000.0
 CVC = "8273"
 APPROVE = StandInDecision(approved=True)
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    @property
-    def dt(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
 
 
 def luhn_pan(rng: random.Random, prefix: str = "4", length: int = 16) -> str:
@@ -86,8 +68,8 @@ def request(i: int = 0, amount: int = 1000, **overrides: object) -> PaymentReque
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -95,12 +77,13 @@ def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
 
 
-def open_store(state_dir: Path, clock: Clock, **kwargs: object) -> Store:
-    return Store.open(state_dir, state_dir / "kek.key", clock=clock, **kwargs)  # type: ignore[arg-type]
+def open_store(state_dir: Path, clock: ManualClock, **kwargs: object) -> Store:
+    return Store.open(state_dir, state_dir / "kek.key", wall=clock.wall,  # type: ignore[arg-type]
+                      monotonic=clock.monotonic, **kwargs)
 
 
 @pytest.fixture
-def store(state_dir: Path, clock: Clock) -> Iterator[Store]:
+def store(state_dir: Path, clock: ManualClock) -> Iterator[Store]:
     s = open_store(state_dir, clock)
     yield s
     with contextlib.suppress(Exception):
@@ -162,7 +145,7 @@ def raw_blob(state_dir: Path, payment_id: str) -> bytes | None:
 
 
 def test_open_sets_durability_pragmas_and_private_files(store: Store, state_dir: Path) -> None:
-    conn = store._conn
+    conn = store.db.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
@@ -179,7 +162,7 @@ def test_open_sets_durability_pragmas_and_private_files(store: Store, state_dir:
 
 
 def test_open_refuses_an_unsafe_kek_before_touching_the_database(state_dir: Path,
-                                                                  clock: Clock) -> None:
+                                                                  clock: ManualClock) -> None:
     state_dir.mkdir()
     (state_dir / "kek.key").write_bytes(os.urandom(32))
     os.chmod(state_dir / "kek.key", 0o644)
@@ -188,7 +171,8 @@ def test_open_refuses_an_unsafe_kek_before_touching_the_database(state_dir: Path
     assert not (state_dir / DB_NAME).exists()
 
 
-def test_a_corrupt_database_file_is_storage_unavailable(state_dir: Path, clock: Clock) -> None:
+def test_a_corrupt_database_file_is_storage_unavailable(state_dir: Path,
+                                                        clock: ManualClock) -> None:
     state_dir.mkdir()
     (state_dir / DB_NAME).write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageUnavailable) as info:
@@ -199,7 +183,7 @@ def test_a_corrupt_database_file_is_storage_unavailable(state_dir: Path, clock: 
 # --- POS-side operations ---------------------------------------------------------------
 
 
-def test_begin_online_stores_a_pending_payment_with_a_sealed_card(store: Store, clock: Clock,
+def test_begin_online_stores_a_pending_payment_with_a_sealed_card(store: Store, clock: ManualClock,
                                                                  state_dir: Path) -> None:
     req = request(1, amount=12500)
     p = store.begin_online("key-1", req)
@@ -210,7 +194,7 @@ def test_begin_online_stores_a_pending_payment_with_a_sealed_card(store: Store, 
     assert (p.brand, p.last4) == ("visa", PANS[1][-4:])
     with raw(state_dir) as conn:  # first6 is not kept: brand and BIN rules are done with it
         assert conn.execute("SELECT first6 FROM payments").fetchone()[0] is None
-    assert p.created_at == clock.dt and p.has_card and p.key_id is not None
+    assert p.created_at == clock.now() and p.has_card and p.key_id is not None
     assert p.fingerprint == store.fingerprint(PANS[1]) != PANS[1]
     assert PANS[1] not in repr(p)
     card = store.card_for_forwarding(p.id)
@@ -279,7 +263,7 @@ def test_settle_unknown_payment(store: Store) -> None:
     (StandInDecision(False, "velocity"), True, PaymentStatus.DECLINED_OFFLINE,
      ForwardState.UNKNOWN, False),
 ])
-def test_stand_in(store: Store, state_dir: Path, clock: Clock, decision: StandInDecision,
+def test_stand_in(store: Store, state_dir: Path, clock: ManualClock, decision: StandInDecision,
                   unknown: bool, status: PaymentStatus, forward: ForwardState,
                   has_card: bool) -> None:
     p = store.begin_online("key-1", request(1))
@@ -291,7 +275,7 @@ def test_stand_in(store: Store, state_dir: Path, clock: Clock, decision: StandIn
     if not decision.approved:
         assert decided.decline_reason == decision.reason
     if forward in (ForwardState.QUEUED, ForwardState.UNKNOWN):
-        assert decided.next_attempt_at == clock.dt
+        assert decided.next_attempt_at == clock.now()
     with pytest.raises(InvalidTransition):
         store.stand_in(p.id, decision)
 
@@ -299,7 +283,7 @@ def test_stand_in(store: Store, state_dir: Path, clock: Clock, decision: StandIn
 # --- queue views -----------------------------------------------------------------------
 
 
-def test_queue_stats_and_list(store: Store, state_dir: Path, clock: Clock) -> None:
+def test_queue_stats_and_list(store: Store, state_dir: Path, clock: ManualClock) -> None:
     assert store.queue_stats().count == 0
     assert store.queue_stats().oldest_created_at is None
     a = queued(store, "a", 1, 100)
@@ -332,10 +316,10 @@ def test_queue_stats_and_list(store: Store, state_dir: Path, clock: Clock) -> No
 
 
 def test_card_velocity_counts_offline_approvals_on_that_card_since(store: Store,
-                                                                  clock: Clock) -> None:
+                                                                  clock: ManualClock) -> None:
     queued(store, "old", 1, 100)
     clock.advance(60)
-    since = clock.dt
+    since = clock.now()
     queued(store, "a", 1, 200)
     queued(store, "b", 1, 400)
     queued(store, "other card", 2, 800)
@@ -349,13 +333,13 @@ def test_card_velocity_counts_offline_approvals_on_that_card_since(store: Store,
 
 
 def test_due_for_forwarding_oldest_first_with_backoff_and_exclusions(store: Store,
-                                                                    clock: Clock) -> None:
+                                                                    clock: ManualClock) -> None:
     clock.advance(30)
     late = queued(store, "late", 1)
-    clock.advance(-20)
+    clock.step_wall(-20)
     early = queued(store, "early", 2)
     clock.advance(50)
-    now = clock.dt
+    now = clock.now()
     assert [p.id for p in store.due_for_forwarding(now, limit=10)] == [early.id, late.id]
     assert [p.id for p in store.due_for_forwarding(now, limit=1)] == [early.id]
     assert [p.id for p in store.due_for_forwarding(now, limit=10, exclude=[early.id])] == [
@@ -386,7 +370,8 @@ def test_forwarder_updates_are_compare_and_set(store: Store) -> None:
 # --- crash recovery --------------------------------------------------------------------
 
 
-def test_pending_rows_left_by_a_crash_become_interrupted(state_dir: Path, clock: Clock) -> None:
+def test_pending_rows_left_by_a_crash_become_interrupted(state_dir: Path,
+                                                         clock: ManualClock) -> None:
     s = open_store(state_dir, clock)
     p = s.begin_online("key-1", request(1))
     clock.advance(1)
@@ -401,15 +386,15 @@ def test_pending_rows_left_by_a_crash_become_interrupted(state_dir: Path, clock:
         assert got is not None and got.interrupted
         assert (got.status, got.forward_state) == (PaymentStatus.PENDING, ForwardState.UNKNOWN)
         assert got.has_card
-        assert got.next_attempt_at == clock.dt + timedelta(seconds=60)
+        assert got.next_attempt_at == clock.now() + timedelta(seconds=60)
         assert s.get(done.id) == done
         found = s.lookup_idempotency("key-1")
         assert found is not None and found[1] == request_hash(request(1))
         # the grace period is left to a POS retry; wake-ups do not cut it short
-        assert [x.id for x in s.due_for_forwarding(clock.dt, limit=10)] == [done.id]
-        assert [x.id for x in s.due_for_forwarding(clock.dt, limit=10,
+        assert [x.id for x in s.due_for_forwarding(clock.now(), limit=10)] == [done.id]
+        assert [x.id for x in s.due_for_forwarding(clock.now(), limit=10,
                                                    ignore_backoff=True)] == [done.id]
-        later = clock.dt + timedelta(seconds=61)
+        later = clock.now() + timedelta(seconds=61)
         assert [x.id for x in s.due_for_forwarding(later, limit=10)] == [p.id, done.id]
         # a POS retry re-drives it; whatever the decision, the forwarder must look it up
         decided = s.stand_in(p.id, StandInDecision(True))
@@ -418,7 +403,7 @@ def test_pending_rows_left_by_a_crash_become_interrupted(state_dir: Path, clock:
         s.close()
 
 
-def test_interrupted_payment_can_be_settled_by_a_retry(state_dir: Path, clock: Clock) -> None:
+def test_interrupted_payment_can_be_settled_by_a_retry(state_dir: Path, clock: ManualClock) -> None:
     s = open_store(state_dir, clock)
     p = s.begin_online("key-1", request(1))
     s.close()
@@ -431,10 +416,10 @@ def test_interrupted_payment_can_be_settled_by_a_retry(state_dir: Path, clock: C
         s.close()
 
 
-def test_interrupted_payment_resolved_by_the_forwarder(store: Store, clock: Clock) -> None:
+def test_interrupted_payment_resolved_by_the_forwarder(store: Store, clock: ManualClock) -> None:
     found = store.begin_online("found", request(1))
     lost = store.begin_online("lost", request(2))
-    assert sorted(store.recover_stale_pending(clock.dt + timedelta(seconds=1))) == sorted(
+    assert sorted(store.recover_stale_pending(clock.now() + timedelta(seconds=1))) == sorted(
         [found.id, lost.id])
     f, lo = store.get(found.id), store.get(lost.id)
     assert f is not None and lo is not None
@@ -449,11 +434,11 @@ def test_interrupted_payment_resolved_by_the_forwarder(store: Store, clock: Cloc
     assert store.queue_stats().count == 0
 
 
-def test_recover_stale_pending_spares_recent_attempts(store: Store, clock: Clock) -> None:
+def test_recover_stale_pending_spares_recent_attempts(store: Store, clock: ManualClock) -> None:
     old = store.begin_online("old", request(1))
     clock.advance(600)
     recent = store.begin_online("recent", request(2))
-    assert store.recover_stale_pending(clock.dt - timedelta(seconds=300)) == [old.id]
+    assert store.recover_stale_pending(clock.now() - timedelta(seconds=300)) == [old.id]
     r = store.get(recent.id)
     assert r is not None and r.forward_state is ForwardState.NONE
 
@@ -500,7 +485,7 @@ def test_swapping_ciphertexts_between_payments_fails(store: Store, state_dir: Pa
 
 
 def test_wrong_kek_quarantines_existing_records_and_keeps_serving(
-        state_dir: Path, tmp_path: Path, clock: Clock) -> None:
+        state_dir: Path, tmp_path: Path, clock: ManualClock) -> None:
     s = open_store(state_dir, clock)
     a = queued(s, "a", 1)
     b = queued(s, "b", 2)
@@ -509,7 +494,8 @@ def test_wrong_kek_quarantines_existing_records_and_keeps_serving(
     s.close()
 
     load_or_create_kek(tmp_path / "another-kek.key")  # a KEK, but not the one that wrapped
-    s = Store.open(state_dir, tmp_path / "another-kek.key", clock=clock)
+    s = Store.open(state_dir, tmp_path / "another-kek.key", wall=clock.wall,
+                   monotonic=clock.monotonic)
     try:
         assert len(s.report.unusable_keys) == 2  # the data key and the HMAC key
         assert s.report.quarantined == sorted([a.id, b.id])
@@ -535,7 +521,8 @@ def test_wrong_kek_quarantines_existing_records_and_keeps_serving(
 # --- no card data on disk --------------------------------------------------------------
 
 
-def test_no_pan_or_cvc_bytes_anywhere_under_the_state_dir(state_dir: Path, clock: Clock) -> None:
+def test_no_pan_or_cvc_bytes_anywhere_under_the_state_dir(state_dir: Path,
+                                                          clock: ManualClock) -> None:
     used = list(range(1, 9))
     s = open_store(state_dir, clock)
     online = s.begin_online("online", request(1))
@@ -594,7 +581,7 @@ def _silently_delete(conn: sqlite3.Connection) -> None:
 
 
 @pytest.mark.parametrize("broken", [_delete_then_fail, _silently_delete])
-def test_a_failing_migration_rolls_back_without_losing_rows(state_dir: Path, clock: Clock,
+def test_a_failing_migration_rolls_back_without_losing_rows(state_dir: Path, clock: ManualClock,
                                                             broken: object) -> None:
     s = open_store(state_dir, clock)
     ids = []
@@ -613,12 +600,12 @@ def test_a_failing_migration_rolls_back_without_losing_rows(state_dir: Path, clo
         assert "doomed" not in columns
     s = open_store(state_dir, clock)
     try:
-        assert [p.id for p in s.due_for_forwarding(clock.dt, limit=10)] == ids
+        assert [p.id for p in s.due_for_forwarding(clock.now(), limit=10)] == ids
     finally:
         s.close()
 
 
-def test_a_database_from_newer_firmware_is_refused(state_dir: Path, clock: Clock) -> None:
+def test_a_database_from_newer_firmware_is_refused(state_dir: Path, clock: ManualClock) -> None:
     open_store(state_dir, clock).close()
     with raw(state_dir) as conn:
         conn.execute("INSERT INTO migrations (name, applied_at) VALUES ('9999_future', 0)")
@@ -652,21 +639,21 @@ def _state(p: Payment | None) -> tuple[object, ...]:
 
 
 def test_key_rotation_keeps_every_payment_and_forward_state(state_dir: Path, store: Store,
-                                                           clock: Clock) -> None:
+                                                           clock: ManualClock) -> None:
     payments = _mixed_payments(store)
     before = {p.id: _state(store.get(p.id)) for p in payments}
     with_card = [p for p in payments if _state(store.get(p.id))[5]]
     assert len(with_card) == 6  # q1, q2, unknown, dead, retry, pending (not f, not o)
     old_key = with_card[0].key_id
     old_blobs = {p.id: raw_blob(state_dir, p.id) for p in with_card}
-    due_before = [p.id for p in store.due_for_forwarding(clock.dt, limit=100)]
+    due_before = [p.id for p in store.due_for_forwarding(clock.now(), limit=100)]
 
     report = store.rotate_keys()
 
     assert report.reencrypted == len(with_card) and report.retired_keys == [old_key]
     assert report.quarantined == []
     assert {p.id: _state(store.get(p.id)) for p in payments} == before
-    assert [p.id for p in store.due_for_forwarding(clock.dt, limit=100)] == due_before
+    assert [p.id for p in store.due_for_forwarding(clock.now(), limit=100)] == due_before
     for p in with_card:
         got = store.get(p.id)
         assert got is not None and got.key_id == report.new_key_id
@@ -757,7 +744,7 @@ def fill(path: Path) -> None:
 
 
 def test_disk_full_is_storage_unavailable_atomic_and_recoverable(tiny_fs: Path,
-                                                                 clock: Clock) -> None:
+                                                                 clock: ManualClock) -> None:
     state = tiny_fs / "state"
     s = open_store(state, clock)
     try:
@@ -796,7 +783,7 @@ def test_disk_full_is_storage_unavailable_atomic_and_recoverable(tiny_fs: Path,
         s.close()
     s = open_store(state, clock)
     try:
-        assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert s.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert s.lookup_idempotency(key) is not None
         assert s.queue_stats().by_state["queued"] >= len(before) + 1
     finally:
@@ -804,10 +791,10 @@ def test_disk_full_is_storage_unavailable_atomic_and_recoverable(tiny_fs: Path,
 
 
 def test_storage_errors_map_to_storage_unavailable(store: Store) -> None:
-    with pytest.raises(StorageUnavailable) as info, store._guard("read the payment"):
+    with pytest.raises(StorageUnavailable) as info, store.db.guard("read the payment"):
         raise sqlite3.OperationalError("disk I/O error")
     assert (info.value.operation, info.value.reason) == ("read the payment", "disk I/O error")
-    with pytest.raises(sqlite3.IntegrityError), store._guard("x"):
+    with pytest.raises(sqlite3.IntegrityError), store.db.guard("x"):
         raise sqlite3.IntegrityError("constraint")
 
 
@@ -815,8 +802,9 @@ def test_storage_errors_map_to_storage_unavailable(store: Store) -> None:
 
 
 async def test_async_store_runs_everything_on_its_own_thread(state_dir: Path,
-                                                            clock: Clock) -> None:
-    s = await AsyncStore.open(state_dir, state_dir / "kek.key", clock=clock)
+                                                            clock: ManualClock) -> None:
+    s = await AsyncStore.open(state_dir, state_dir / "kek.key", wall=clock.wall,
+                              monotonic=clock.monotonic)
     try:
         payments = await asyncio.gather(*(s.begin_online(f"k{i}", request(i))
                                           for i in range(20)))
@@ -856,7 +844,7 @@ def test_take_offline_decides_on_the_queue_it_joins(store: Store) -> None:
         store.take_offline("off-0", PaymentRequest(1, "KRW", card), decide, since)
 
 
-def test_queue_totals_follow_every_transition(store: Store, clock: Clock,
+def test_queue_totals_follow_every_transition(store: Store, clock: ManualClock,
                                               state_dir: Path) -> None:
     """The trigger-kept totals equal a full scan after every kind of change."""
     def scanned() -> tuple[int, int]:
@@ -874,15 +862,50 @@ def test_queue_totals_follow_every_transition(store: Store, clock: Clock,
     store.mark_dead(c.id, expect=c, error="400")
     stats = store.queue_stats()
     assert (stats.count, stats.amount) == scanned() == (1, 2000)
-    store.take_offline("td", request(4, 7000), lambda s, v: StandInDecision(True), clock.dt)
+    store.take_offline("td", request(4, 7000), lambda s, v: StandInDecision(True), clock.now())
     store.take_offline("te", request(5, 9000), lambda s, v: StandInDecision(False, "no"),
-                       clock.dt)
+                       clock.now())
     stats = store.queue_stats()
     assert (stats.count, stats.amount) == scanned() == (2, 9000)
 
 
+
+def test_owed_amounts_per_currency_follow_every_transition(store: Store, clock: ManualClock,
+                                                           state_dir: Path) -> None:
+    """The trigger-kept amount of each currency (migration 0007) equals a full scan of
+    what is owed after every kind of change; stuck payments stay owed, as in the total."""
+    def scanned() -> dict[str, int]:
+        with raw(state_dir) as conn:
+            return dict(conn.execute(
+                "SELECT currency, sum(amount) FROM payments WHERE forward_state "
+                "IN ('queued', 'unknown') GROUP BY currency").fetchall())
+
+    def owed() -> dict[str, int]:
+        totals = store.queue_totals()
+        assert totals.amount_by_currency == store.queue_stats().amount_by_currency
+        assert sum(totals.amount_by_currency.values()) == totals.amount
+        return totals.amount_by_currency
+
+    a = queued(store, "ca", 1, amount=1000)
+    u = store.take_offline("cu", request(2, 700, currency="USD"), lambda s, v: APPROVE,
+                           clock.now())
+    queued(store, "cb", 3, amount=2000, unknown=True)
+    assert owed() == scanned() == {"KRW": 3000, "USD": 700}
+    store.record_forward_result(a.id, GatewayResult("approved", "X1"), expect=a)
+    store.mark_dead(u.id, expect=u, error="400")
+    assert owed() == scanned() == {"KRW": 2000}
+    requeued = store.requeue(u.id)
+    stuck = store.note_error(u.id, expect=requeued, error="500", retry_at=clock.now(),
+                             stuck=True)
+    assert stuck is not None and stuck.stuck_at is not None
+    assert owed() == scanned() == {"KRW": 2000, "USD": 700}
+    store.take_offline("cd", request(4, 9000, currency="USD"),
+                       lambda s, v: StandInDecision(False, "no"), clock.now())
+    assert owed() == scanned() == {"KRW": 2000, "USD": 700}
+
+
 def test_postponed_scrub_leaves_no_ciphertext_once_flushed(state_dir: Path,
-                                                           clock: Clock) -> None:
+                                                           clock: ManualClock) -> None:
     s = open_store(state_dir, clock, scrub_interval_s=3600)
     try:
         first = queued(s, "sc1", 1)
@@ -900,8 +923,9 @@ def test_postponed_scrub_leaves_no_ciphertext_once_flushed(state_dir: Path,
 
 
 async def test_offline_stand_ins_arriving_together_share_one_commit(tmp_path: Path,
-                                                                    clock: Clock) -> None:
-    store = await AsyncStore.open(tmp_path / "s", tmp_path / "s" / "kek.key", clock=clock)
+                                                                    clock: ManualClock) -> None:
+    store = await AsyncStore.open(tmp_path / "s", tmp_path / "s" / "kek.key", wall=clock.wall,
+                                  monotonic=clock.monotonic)
     commits: list[int] = []
     original = store._store.take_offline_many
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from payments_cache.crypto import load_or_create_kek
+from payments_cache.database import DB_NAME
 from payments_cache.errors import KeyMaterialError, RecordQuarantined
 from payments_cache.migrations import MIGRATIONS, applied_migrations
 from payments_cache.models import Card, ForwardState, PaymentRequest, PaymentStatus
 from payments_cache.sealing import SealedCard, SealKey, SealOpener, generate_keypair
-from payments_cache.store import DB_NAME, Store
+from payments_cache.store import Store
 
 LEGACY = Path(__file__).parent / "data" / "legacy-0003"
 PANS = {"q1": "4111111111111111", "q2": "5555555555554444", "u": "4012888888881881",
@@ -66,7 +67,7 @@ def test_the_legacy_fixture_is_what_the_old_firmware_wrote(legacy: Path) -> None
 
 
 def test_an_upgrade_in_place_keeps_every_queued_card_bound_to_its_row(legacy: Path) -> None:
-    store = Store.open(legacy, legacy / "kek", clock=lambda: T)
+    store = Store.open(legacy, legacy / "kek", wall=lambda: T)
     try:
         assert "0004_card_protection" in store.report.applied_migrations
         assert len(store.report.upgraded) == len(STILL_OWED)
@@ -75,6 +76,7 @@ def test_an_upgrade_in_place_keeps_every_queued_card_bound_to_its_row(legacy: Pa
             assert isinstance(card, Card) and card.pan == PANS[key]
         stats = store.queue_stats()
         assert (stats.count, stats.by_state["dead"]) == (4, 1)  # q1 q2 u p; d is dead
+        assert stats.amount_by_currency == {"KRW": stats.amount}  # filled by 0007
     finally:
         store.close()
     rows = _rows(legacy)
@@ -84,7 +86,7 @@ def test_an_upgrade_in_place_keeps_every_queued_card_bound_to_its_row(legacy: Pa
 
 
 def test_a_retry_of_an_upgraded_payment_gets_its_first_answer(legacy: Path) -> None:
-    store = Store.open(legacy, legacy / "kek", clock=lambda: T)
+    store = Store.open(legacy, legacy / "kek", wall=lambda: T)
     try:
         found = store.lookup_idempotency("q1")
         assert found is not None
@@ -99,7 +101,7 @@ def test_with_a_seal_key_the_upgrade_seals_every_card_and_keeps_no_local_form(
     private, public = generate_keypair()
     opener = SealOpener()
     opener.add_private_key(private)
-    store = Store.open(legacy, legacy / "kek", clock=lambda: T,
+    store = Store.open(legacy, legacy / "kek", wall=lambda: T,
                        seal_key=SealKey.from_pem(public))
     try:
         for key in STILL_OWED:
@@ -118,7 +120,7 @@ def test_with_a_seal_key_the_upgrade_seals_every_card_and_keeps_no_local_form(
 def test_moving_to_a_key_provider_rewraps_the_keys_and_erases_the_old_kek(
         legacy: Path, tmp_path: Path) -> None:
     provider_kek = tmp_path / "elsewhere" / "kek"   # stands in for a token-held KEK
-    store = Store.open(legacy, provider_kek, clock=lambda: T, legacy_kek=legacy / "kek")
+    store = Store.open(legacy, provider_kek, wall=lambda: T, legacy_kek=legacy / "kek")
     try:
         pid = _payment_id(store, "q2")
         card = store.card_for_forwarding(pid)
@@ -126,7 +128,7 @@ def test_moving_to_a_key_provider_rewraps_the_keys_and_erases_the_old_kek(
     finally:
         store.close()
     assert not (legacy / "kek").exists()
-    reopened = Store.open(legacy, provider_kek, clock=lambda: T)
+    reopened = Store.open(legacy, provider_kek, wall=lambda: T)
     try:
         card = reopened.card_for_forwarding(_payment_id(reopened, "q1"))
         assert isinstance(card, Card) and card.pan == PANS["q1"]
@@ -138,12 +140,12 @@ def test_moving_to_a_key_provider_rewraps_the_keys_and_erases_the_old_kek(
 def test_a_missing_kek_is_never_replaced_while_keys_are_wrapped_by_it(legacy: Path) -> None:
     (legacy / "kek").unlink()
     with pytest.raises(KeyMaterialError, match="missing"):
-        Store.open(legacy, legacy / "kek", clock=lambda: T)
+        Store.open(legacy, legacy / "kek", wall=lambda: T)
     assert not (legacy / "kek").exists()
     # nothing was changed: restoring the key opens the queue again
     shutil.copy(LEGACY / "kek", legacy / "kek")
     (legacy / "kek").chmod(0o600)
-    store = Store.open(legacy, legacy / "kek", clock=lambda: T)
+    store = Store.open(legacy, legacy / "kek", wall=lambda: T)
     try:
         assert store.report.quarantined == []
         assert store.queue_stats().count == 4
@@ -152,7 +154,7 @@ def test_a_missing_kek_is_never_replaced_while_keys_are_wrapped_by_it(legacy: Pa
 
 
 def test_a_new_box_may_create_its_kek(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "state", tmp_path / "keys" / "kek", clock=lambda: T)
+    store = Store.open(tmp_path / "state", tmp_path / "keys" / "kek", wall=lambda: T)
     store.close()
     assert load_or_create_kek(tmp_path / "keys" / "kek").path.endswith("kek")
 
@@ -168,7 +170,7 @@ def test_an_edited_row_is_quarantined_never_forwarded(tmp_path: Path, sealed: bo
     associated data; for a sealed card a keyed row MAC): a row edited from 1200 KRW to
     1 USD no longer opens, it is quarantined and reported."""
     _, public = generate_keypair()
-    store = Store.open(tmp_path / "state", tmp_path / "state" / "kek", clock=lambda: T,
+    store = Store.open(tmp_path / "state", tmp_path / "state" / "kek", wall=lambda: T,
                        merchant_id="m-1", seal_key=SealKey.from_pem(public) if sealed else None)
     try:
         request = PaymentRequest(1200, "KRW", Card(PANS["q1"], 12, 2030, "123"), "pos-1", "r")
@@ -191,7 +193,7 @@ def test_an_edited_row_is_quarantined_never_forwarded(tmp_path: Path, sealed: bo
 def test_a_database_is_snapshotted_before_it_is_migrated(legacy: Path) -> None:
     """An A/B update rolled back: the earlier firmware refuses the migrated database, so
     the store keeps it as it was before migrating (``VACUUM INTO``, 0600)."""
-    Store.open(legacy, legacy / "kek", clock=lambda: T).close()
+    Store.open(legacy, legacy / "kek", wall=lambda: T).close()
     snapshot = legacy / f"{DB_NAME}.before-0004_card_protection"
     assert snapshot.exists() and (snapshot.stat().st_mode & 0o777) == 0o600
     conn = sqlite3.connect(snapshot)
@@ -200,10 +202,10 @@ def test_a_database_is_snapshotted_before_it_is_migrated(legacy: Path) -> None:
         assert conn.execute("SELECT count(*) FROM payments").fetchone()[0] == len(PANS)
     finally:
         conn.close()
-    Store.open(legacy, legacy / "kek", clock=lambda: T).close()  # nothing pending: none
+    Store.open(legacy, legacy / "kek", wall=lambda: T).close()  # nothing pending: none
     assert sorted(p.name for p in legacy.glob(f"{DB_NAME}.before-*")) == [snapshot.name]
 
 
 def test_a_new_database_needs_no_snapshot(tmp_path: Path) -> None:
-    Store.open(tmp_path / "state", tmp_path / "kek", clock=lambda: T).close()
+    Store.open(tmp_path / "state", tmp_path / "kek", wall=lambda: T).close()
     assert list((tmp_path / "state").glob(f"{DB_NAME}.before-*")) == []

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from payments_cache.cards import luhn_valid
 from payments_cache.currency import MINOR_UNITS, NO_MINOR_UNIT, UnknownCurrency, minor_units
+from payments_cache.database import DB_NAME
 from payments_cache.errors import InvalidRequest
 from payments_cache.models import Card, PaymentRequest
-from payments_cache.store import DB_NAME
 from payments_cache.validation import (
     MAX_AMOUNT,
     MAX_BODY_BYTES,

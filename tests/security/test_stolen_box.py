@@ -57,9 +57,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lab.gateway_sim import Faults, GatewaySimulator
 from payments_cache.keyproviders import KeyProvider, make_provider
-from payments_cache.models import Card, GatewayResult, PaymentRequest
+from payments_cache.models import Card, GatewayResult, PaymentRequest, StandInDecision
 from payments_cache.sealing import SealKey, generate_keypair
-from payments_cache.store import StandInDecision, Store
+from payments_cache.store import Store
 from tests.security.thief import Loot, copy_box, loot, luhn_complete
 from tests.support.box import Box, eventually, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, DaemonProcess, write_config
@@ -207,7 +207,7 @@ def write_aged_rows(m: Mode) -> dict[str, str]:
     whose keys were rotated recently). Returns label -> payment id."""
     now = time.time()
     clock = [now]
-    store = Store.open(m.box / "state", m.keys, clock=lambda: clock[0], seal_key=m.seal_key,
+    store = Store.open(m.box / "state", m.keys, wall=lambda: clock[0], seal_key=m.seal_key,
                        merchant_id=MERCHANT_ID)
     approve = StandInDecision(True)
     ids: dict[str, str] = {}

@@ -46,13 +46,13 @@ from payments_cache.crypto import (
     _encode_parts,
     _hmac,
 )
+from payments_cache.database import DB_NAME
 from payments_cache.errors import KeyMaterialError, PaymentsError
 from payments_cache.keyproviders import blob as blobfmt
 from payments_cache.keyproviders.file import FileKeyProvider
 from payments_cache.keyproviders.software import SoftwareKeks
 from payments_cache.protection import CardProtection
 from payments_cache.sealing import SealedCard, SealOpener, kid_of
-from payments_cache.store import DB_NAME
 
 FINGERPRINT_DOMAIN = "card-fingerprint"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from payments_cache.models import Card, GatewayResult, PaymentRequest
-from payments_cache.store import StandInDecision, Store
+from payments_cache.models import Card, GatewayResult, PaymentRequest, StandInDecision
+from payments_cache.store import Store
 
 PANS = {"q1": "4111111111111111", "q2": "5555555555554444", "u": "4012888888881881",
         "p": "378282246310005", "d": "6011111111111117", "f": "4000056655665556",
@@ -23,7 +23,7 @@ APPROVE = StandInDecision(True)
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     now = [1_700_000_000.0]
-    s = Store.open(out, out / "kek", clock=lambda: now[0])
+    s = Store.open(out, out / "kek", wall=lambda: now[0])
 
     def begin(name: str, amount: int):  # type: ignore[no-untyped-def]
         now[0] += 1
@@ -40,8 +40,8 @@ def main(out: Path) -> None:
     s.record_forward_result(fwd.id, GatewayResult("approved", "A1"), expect=fwd)
     s.stand_in(begin("x", 500).id, StandInDecision(False, "limit"))
     begin("p", 5000)  # interrupted: the process "dies" during the online attempt
-    s._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    s._conn.close()
+    s.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.db.conn.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 `Rig` wires the real `AsyncStore` (SQLite in a temporary directory), `PaymentService` and
 `Forwarder` the way `firmware/components/payments.py` does (one `Claims` shared by both, the
-forwarder woken by uplink changes), with a `Clock` whose wall time can be stepped or
+forwarder woken by uplink changes), with a `ManualClock` whose wall time can be stepped or
 unset independently of its monotonic time. `ModelGateway` implements the gateway's
 idempotency rules (CONTRACTS §5) and injects the faults a real gateway and network
 produce, raising exactly what `gateway_client.HttpGateway` raises for each of them.
@@ -27,7 +27,6 @@ import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +39,25 @@ from payments_cache.errors import (
     StorageUnavailable,
     UnknownOutcome,
 )
-from payments_cache.forwarder import Backoff, Forwarder
+from payments_cache.forward_settings import Backoff, ForwarderSettings
+from payments_cache.forwarder import Forwarder
 from payments_cache.gateway import AuthorizationPayload
-from payments_cache.models import GatewayResult
+from payments_cache.models import GatewayResult, Payment
 from payments_cache.risk import RiskLimits
 from payments_cache.service import PaymentService, ServiceSettings
-from payments_cache.store import Payment, Store
+from payments_cache.store import Store
 from payments_cache.uplinks import UplinkSignal
+from tests.support.clock import ManualClock
 
 try:  # added by 71a2525
     from payments_cache.claims import Claims
 except ImportError:  # pragma: no cover - older firmware
     Claims = None  # type: ignore[assignment,misc]
 
-#: 2027-01-15, well after wallclock.CLOCK_FLOOR.
+#: 2027-01-15, well after wallclock.WALL_FLOOR.
 T0 = 1_800_000_000.0
+#: Where the rig's monotonic clock starts.
+MONO0 = 10_000.0
 MERCHANT = "merchant-7"
 VISA = "4111111111111111"
 MASTERCARD = "5555555555554444"
@@ -70,33 +73,6 @@ def accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return kwargs
     return {k: v for k, v in kwargs.items() if k in params}
-
-
-class Clock:
-    """Wall time (`wall`, what `time.time()` says: may be stepped or unset) and monotonic
-    time (`mono`: only ever moves forward). `advance` moves both, as time passing does."""
-
-    def __init__(self, wall: float = T0) -> None:
-        self.wall_s = wall
-        self.mono_s = 10_000.0
-
-    def wall(self) -> float:
-        return self.wall_s
-
-    def mono(self) -> float:
-        return self.mono_s
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.wall_s, UTC)
-
-    def advance(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.wall_s += seconds
-        self.mono_s += seconds
-
-    def step(self, seconds: float) -> None:
-        """The wall clock jumps (NTP, the modem's NITZ); monotonic time does not."""
-        self.wall_s += seconds
 
 
 class NoJitter(random.Random):
@@ -146,7 +122,7 @@ class ModelGateway:
     unprocessed), "malformed" (every authorization processed, answered with a 200 the
     client cannot parse). `script[pid]` / `next_faults` are faults for single requests."""
 
-    clock: Clock
+    clock: ManualClock
     mode: str = "ok"
     late_s: float = 30.0
     decline_amounts: set[int] = field(default_factory=set)
@@ -176,8 +152,8 @@ class ModelGateway:
 
     def deliver(self) -> None:
         """Requests held in a proxy whose time has come reach the gateway."""
-        due = [t for t in self.in_transit if t[0] <= self.clock.mono()]
-        self.in_transit = [t for t in self.in_transit if t[0] > self.clock.mono()]
+        due = [t for t in self.in_transit if t[0] <= self.clock.monotonic()]
+        self.in_transit = [t for t in self.in_transit if t[0] > self.clock.monotonic()]
         for _, pid, body in due:
             with contextlib.suppress(GatewayRejected):
                 self._process(pid, body)
@@ -202,7 +178,7 @@ class ModelGateway:
             raise RuntimeError("a bug below the gateway call")
         if fault == "refused":
             raise GatewayUnavailable(pid, "cannot connect: connection refused")
-        self.sent.append(Sent(self.clock.mono(), "authorize", pid, online=not payload.offline))
+        self.sent.append(Sent(self.clock.monotonic(), "authorize", pid, online=not payload.offline))
         if self.gate is not None:
             gate, self.gate = self.gate, None
             self.last_body = body
@@ -212,7 +188,7 @@ class ModelGateway:
             raise unknown_outcome(pid, f"timed out after {timeout_s}s waiting for the answer",
                                   timed_out=True)
         if fault == "late":
-            self.in_transit.append((self.clock.mono() + self.late_s, pid, body))
+            self.in_transit.append((self.clock.monotonic() + self.late_s, pid, body))
             raise unknown_outcome(pid, f"timed out after {timeout_s}s waiting for the answer",
                                   timed_out=True)
         if fault == "429":
@@ -253,7 +229,7 @@ class ModelGateway:
         self.deliver()
         if self.mode == "down":
             raise GatewayUnavailable(payment_id, "lookup failed: connection refused")
-        self.sent.append(Sent(self.clock.mono(), "lookup", payment_id))
+        self.sent.append(Sent(self.clock.monotonic(), "lookup", payment_id))
         if self.mode == "swallow":
             raise GatewayUnavailable(payment_id, f"lookup timed out after {timeout_s}s")
         if self.mode == "reject_all":
@@ -266,8 +242,8 @@ class ModelGateway:
 
 
 def body(amount: int = 1000, *, pan: str = VISA, exp: tuple[int, int] = (12, 2030),
-         reference: str | None = None, terminal: str = "pos-1") -> bytes:
-    doc: dict[str, Any] = {"amount": amount, "currency": "KRW",
+         reference: str | None = None, terminal: str = "pos-1", currency: str = "KRW") -> bytes:
+    doc: dict[str, Any] = {"amount": amount, "currency": currency,
                            "card": {"pan": pan, "exp_month": exp[0], "exp_year": exp[1],
                                     "cvc": "123"},
                            "terminal_id": terminal}
@@ -285,12 +261,12 @@ LIMITS = RiskLimits(max_amount=50_000, max_total=1_000_000, max_count=100,
 class Rig:
     """The payments core of one box, restartable, on an injected clock."""
 
-    def __init__(self, directory: Path, clock: Clock | None = None,
+    def __init__(self, directory: Path, clock: ManualClock | None = None,
                  gateway: ModelGateway | None = None, *, limits: RiskLimits = LIMITS,
                  unreachable_pause_s: float = 2.0, concurrency: int = 4,
                  **forwarder_options: Any) -> None:
         self.dir = directory
-        self.clock = clock or Clock()
+        self.clock = clock or ManualClock(wall=T0, monotonic=MONO0)
         self.gateway = gateway or ModelGateway(self.clock)
         self.uplinks = UplinkSignal("up")
         self.uplinks.on_change(self._uplink_changed)
@@ -312,7 +288,7 @@ class Rig:
         return self.dir / "kek.key"
 
     def _event(self, kind: str, **fields: Any) -> None:
-        self.events.append((kind, {"mono": self.clock.mono(), "life": self.life, **fields}))
+        self.events.append((kind, {"mono": self.clock.monotonic(), "life": self.life, **fields}))
 
     def _uplink_changed(self, reach: str) -> None:  # as firmware/components/payments.py wires it
         if reach != "down" and self.store is not None:
@@ -326,7 +302,8 @@ class Rig:
         return ServiceSettings(**{k: v for k, v in options.items() if k in names})
 
     async def open(self) -> AsyncStore:
-        options = accepted(Store.open, dict(clock=self.clock.wall, pending_grace_s=GRACE_S,
+        options = accepted(Store.open, dict(wall=self.clock.wall, monotonic=self.clock.monotonic,
+                                            pending_grace_s=GRACE_S,
                                             lost_attempt_s=DEADLINE_S + LIFETIME_S))
         store = await AsyncStore.open(self.dir, self.kek, **options)
         self.store = store
@@ -334,15 +311,16 @@ class Rig:
         claims = Claims() if Claims is not None else None
         self.service = PaymentService(store, self.gateway, self.uplinks, self.settings(),
                                       **accepted(PaymentService.__init__, dict(
-                                          now=self.clock.now, on_event=self._event,
+                                          wall=self.clock.wall, on_event=self._event,
                                           claims=claims)))
-        options = dict(concurrency=self.concurrency, clock=self.clock.wall,
-                       monotonic=self.clock.mono, claims=claims, rng=NoJitter(),
-                       on_event=self._event, sleep=self._virtual_sleep,
-                       backoff=Backoff(base_s=2.0, cap_s=300.0, jitter=0.5))
-        options.update(self.forwarder_options)
-        self.forwarder = Forwarder(store, self.gateway, MERCHANT,
-                                   **accepted(Forwarder.__init__, options))
+        tuning = dict(concurrency=self.concurrency,
+                      backoff=Backoff(base_s=2.0, cap_s=300.0, jitter=0.5))
+        tuning.update(self.forwarder_options)
+        settings = ForwarderSettings(**accepted(ForwarderSettings, tuning))
+        self.forwarder = Forwarder(store, self.gateway, MERCHANT, settings, **accepted(
+            Forwarder.__init__, dict(wall=self.clock.wall, monotonic=self.clock.monotonic,
+                                     claims=claims, rng=NoJitter(), on_event=self._event,
+                                     sleep=self._virtual_sleep)))
         return store
 
     async def close(self) -> None:
@@ -357,7 +335,7 @@ class Rig:
     async def set_writable(self, writable: bool) -> None:
         """The disk fills up / turns read-only (every write fails in SQLite), or recovers."""
         assert self.store is not None
-        conn = self.store._store._conn
+        conn = self.store._store.db.conn
         await self.store._call(conn.execute, f"PRAGMA query_only = {0 if writable else 1}")
 
     async def pay(self, key: str, raw: bytes) -> dict[str, Any]:
@@ -382,7 +360,7 @@ class Rig:
     async def run_for(self, seconds: float) -> None:
         """The forwarder's own `run` loop for `seconds` of virtual time: its `sleep` is
         `_virtual_sleep`, which moves the clock instead of waiting."""
-        self._run_end = self.clock.mono() + seconds
+        self._run_end = self.clock.monotonic() + seconds
         done = self._run_done = asyncio.Event()
         runner = asyncio.create_task(self.forwarder.run())
         waiter = asyncio.create_task(done.wait())
@@ -397,7 +375,7 @@ class Rig:
         self.gateway.deliver()
 
     async def _virtual_sleep(self, delay: float) -> None:
-        left = self._run_end - self.clock.mono()
+        left = self._run_end - self.clock.monotonic()
         if left <= 0:
             self._run_done.set()
             await asyncio.Future()  # parked until `run_for` cancels the loop

@@ -25,19 +25,20 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from payments_cache.async_store import AsyncStore
 from payments_cache.errors import KeyMaterialError
-from payments_cache.forwarder import Backoff
+from payments_cache.forward_settings import Backoff
 from payments_cache.models import ForwardState, PaymentStatus
+from payments_cache.risk import CurrencyLimits
 from tests.payments.faults.conftest import (
     DEADLINE_S,
     GRACE_S,
     LIFETIME_S,
     LIMITS,
-    Clock,
     NoJitter,
     Rig,
     body,
 )
 from tests.support import openapi
+from tests.support.clock import ManualClock
 
 
 async def offline(rig: Rig, key: str, amount: int = 1000, **options: object) -> str:
@@ -337,7 +338,7 @@ async def test_07a_a_retry_after_hold_survives_no_clock_step(rig: Rig) -> None:
     rig.gateway.script[first] = ["429"]
     await rig.forwarder.drain_once()
     assert len(rig.gateway.authorizations(first)) == 1
-    rig.clock.step(-6 * 3600)
+    rig.clock.step_wall(-6 * 3600)
     second = await offline(rig, "k7b")
     rig.clock.advance(31)
     await rig.forwarder.drain_once()
@@ -351,7 +352,7 @@ async def test_07b_with_the_clock_unset_an_expired_card_is_not_approved_offline(
 
     Failed before 71a2525 (02bb35c): ``approved_offline`` (in 1970 the card had not
     expired)."""
-    async with opened(Rig(state_dir, clock=Clock(wall=100 * 86_400.0))) as rig:
+    async with opened(Rig(state_dir, clock=ManualClock(wall=100 * 86_400.0))) as rig:
         rig.uplinks.set("down")
         answer = await rig.pay("k7", body(1000, exp=(12, 1989)))
         assert (answer["status"], answer["decline_reason"]) == ("declined_offline",
@@ -367,12 +368,12 @@ async def test_07c_a_row_from_before_the_clock_was_set_is_never_the_oldest(
     Failed before 71a2525 (02bb35c): the 1970 row was approved offline and counted as
     56 years old: every offline payment after the clock was set was declined
     ``queue_too_old``."""
-    clock = Clock(wall=100 * 86_400.0)
+    clock = ManualClock(wall=100 * 86_400.0)
     async with opened(Rig(state_dir, clock=clock, unreachable_pause_s=0.0)) as rig:
         rig.gateway.next_faults = ["504_after"]
         early = await rig.pay("k7-1970", body(1000, exp=(12, 1989)))
         assert early["status"] in ("approved_offline", "declined_offline")
-        clock.step(1_800_000_000.0 - clock.wall())  # NTP
+        clock.step_wall(1_800_000_000.0 - clock.wall())  # NTP
         rig.uplinks.set("down")
         answer = await rig.pay("k7-now", body(1000))
         assert answer["status"] == "approved_offline", answer
@@ -384,12 +385,12 @@ async def test_07d_with_the_clock_unset_a_current_card_is_declined_not_refused(
     refused every real card with 400 ``invalid_field`` "card.exp_year must be at most 20
     years ahead (at most 1990)", online too, so the POS saw a card error and the
     `clock_unset` rule never ran. Fixed in validation.py (the years-ahead check is
-    skipped before wallclock.CLOCK_FLOOR): offline it is declined ``clock_unset``,
+    skipped before wallclock.WALL_FLOOR): offline it is declined ``clock_unset``,
     online the gateway judges the card.
 
     Failed before the fix (and on 02bb35c): ``InvalidRequest: card.exp_year: ... at most
     1990), got 2030``."""
-    async with opened(Rig(state_dir, clock=Clock(wall=100 * 86_400.0))) as rig:
+    async with opened(Rig(state_dir, clock=ManualClock(wall=100 * 86_400.0))) as rig:
         rig.uplinks.set("down")
         answer = await rig.pay("k7d", body(1000, exp=(12, 2030)))
         assert (answer["status"], answer["decline_reason"]) == ("declined_offline",
@@ -527,7 +528,7 @@ async def test_bug_a_forward_clock_step_skips_the_lost_attempt_window(
 
     Fixed: the forwarder also waits the lifetime out on its monotonic clock (a payment
     from before a restart: a lifetime from the start), and every due time moves with a
-    clock step it sees (`Forwarder._follow_clock_steps`)."""
+    clock step it sees (`Forwarder._follow_wall_steps`)."""
     async with opened(Rig(state_dir, unreachable_pause_s=0.0)) as rig:
         gw = rig.gateway
         gw.gate = asyncio.Event()
@@ -537,9 +538,9 @@ async def test_bug_a_forward_clock_step_skips_the_lost_attempt_window(
         with contextlib.suppress(asyncio.CancelledError):
             await dying
         pid = gw.authorizations()[0].pid
-        gw.in_transit.append((rig.clock.mono() + 30, pid, gw.last_body))
+        gw.in_transit.append((rig.clock.monotonic() + 30, pid, gw.last_body))
         await rig.restart()
-        rig.clock.step(6 * 3600)  # NTP corrects a clock that was 6 h slow
+        rig.clock.step_wall(6 * 3600)  # NTP corrects a clock that was 6 h slow
         await rig.run_for(GRACE_S + DEADLINE_S + LIFETIME_S + 60)
         assert gw.charged(pid)
         row = await rig.row(pid)
@@ -556,12 +557,12 @@ async def test_bug_b_a_clock_corrected_back_delays_the_queue_by_the_step(rig: Ri
 
     Fixed: a due time further ahead than any delay the box sets (`store.MAX_DELAY`) is
     due now, and observed clock steps move every due time."""
-    rig.clock.step(6 * 3600)
+    rig.clock.step_wall(6 * 3600)
     rig.gateway.mode = "down"  # stood in without an uplink change (no forced drain)
     answer = await rig.pay("kc", body(1000))
     assert answer["status"] == "approved_offline"
     rig.gateway.mode = "ok"
-    rig.clock.step(-6 * 3600)
+    rig.clock.step_wall(-6 * 3600)
     await rig.run_for(3600)
     assert (await rig.row(answer["id"])).forward_state is ForwardState.FORWARDED
 
@@ -587,7 +588,7 @@ async def test_bug_c_a_gateway_404ing_every_path_closes_a_charged_payment(
         with contextlib.suppress(asyncio.CancelledError):
             await dying
         pid = gw.authorizations()[0].pid
-        gw.in_transit.append((rig.clock.mono(), pid, gw.last_body))
+        gw.in_transit.append((rig.clock.monotonic(), pid, gw.last_body))
         gw.deliver()
         assert gw.charged(pid)
         await rig.restart()
@@ -610,11 +611,11 @@ async def test_bug_d_a_lookup_waits_for_a_wall_clock_that_was_ahead(rig: Rig,
 
     Fixed: only the monotonic deadline of the lost attempt decides
     (`Forwarder._not_found_wait`)."""
-    rig.clock.step(2 * 3600)
+    rig.clock.step_wall(2 * 3600)
     rig.gateway.next_faults = [fault]
     answer = await rig.pay("kd", body(1000))
     rig.gateway.next_faults = []
-    rig.clock.step(-2 * 3600)
+    rig.clock.step_wall(-2 * 3600)
     await rig.run_for(1800)
     row = await rig.row(answer["id"])
     assert row.forward_state in (ForwardState.FORWARDED, ForwardState.NONE), row
@@ -628,14 +629,46 @@ async def test_bug_e_a_pending_row_from_an_ahead_clock_is_never_recovered(rig: R
 
     Fixed: a row seen PENDING for `stale_pending_after_s` by the forwarder's monotonic
     clock is recovered too (`Forwarder._recover_stale`)."""
-    rig.clock.step(6 * 3600)
+    rig.clock.step_wall(6 * 3600)
     rig.gateway.next_faults = ["boom"]
     answer = await rig.pay("ke", body(1000))
     rig.gateway.next_faults = []
-    rig.clock.step(-6 * 3600)
+    rig.clock.step_wall(-6 * 3600)
     await rig.run_for(1800)
     store = rig.store
     assert store is not None
     hit = await store.lookup_idempotency("ke")
     assert hit is not None, answer
     assert hit[0].status is not PaymentStatus.PENDING, hit[0]
+
+
+# --- 8. the offline caps are per currency (#8) -------------------------------------------
+
+
+async def test_per_currency_caps_a_queue_of_usd_does_not_eat_the_krw_cap(state_dir: Path) -> None:
+    """The store gives the risk rules the queued amount of each currency, so a queue of
+    USD (under its own caps) leaves the KRW total cap whole, and each currency's total
+    rule still holds on its own amount.
+
+    Failed before the store filled `QueueSnapshot.amount_by_currency`: the rules fell
+    back to the all-currency total and the KRW payment was declined
+    ``queue_total_over_limit`` behind 60,000 of USD."""
+    usd = CurrencyLimits(max_amount=50_000, max_total=60_000, velocity_max_amount=10**8)
+    rig = Rig(state_dir, limits=replace(LIMITS, max_total=50_000,
+                                        other_currencies=(("USD", usd),)))
+    async with opened(rig):
+        for i in range(3):
+            await offline(rig, f"k8u{i}", 20_000, currency="USD")
+        rig.uplinks.set("down")
+        over_usd = await rig.pay("k8u-over", body(1, currency="USD"))
+        krw = await rig.pay("k8k", body(50_000))
+        over_krw = await rig.pay("k8k-over", body(1))
+        assert (over_usd["status"], over_usd["decline_reason"]) == (
+            "declined_offline", "queue_total_over_limit")
+        assert krw["status"] == "approved_offline", krw
+        assert (over_krw["status"], over_krw["decline_reason"]) == (
+            "declined_offline", "queue_total_over_limit")
+        assert rig.store is not None
+        totals = await rig.store.queue_totals()
+        assert (totals.count, totals.amount) == (4, 110_000)
+        assert totals.amount_by_currency == {"USD": 60_000, "KRW": 50_000}

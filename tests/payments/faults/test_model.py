@@ -56,8 +56,7 @@ from hypothesis.stateful import (
 )
 
 from payments_cache.errors import KeyMaterialError
-from payments_cache.models import ForwardState, PaymentStatus
-from payments_cache.store import Payment
+from payments_cache.models import ForwardState, Payment, PaymentStatus
 from tests.payments.faults.conftest import FAULTS, LIMITS, T0, Rig, body
 
 MAX_SENDS_PER_HOUR = 150
@@ -84,7 +83,7 @@ class PaymentsMachine(RuleBasedStateMachine):
                        unreachable_pause_s=0.0, idle_poll_s=600.0)
         self.rig.gateway.decline_amounts = set(DECLINED_AT_GATEWAY)
         self.run(self.rig.open())
-        self.mono0 = self.rig.clock.mono()
+        self.mono0 = self.rig.clock.monotonic()
         self.writable = True
         self.bodies: dict[str, bytes] = {}
         self.answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -98,7 +97,7 @@ class PaymentsMachine(RuleBasedStateMachine):
     # helpers
 
     def _true_wall(self) -> float:
-        return T0 + (self.rig.clock.mono() - self.mono0)
+        return T0 + (self.rig.clock.monotonic() - self.mono0)
 
     def _set_wall(self, wall: float) -> None:
         self.rig.clock.wall_s = wall
@@ -179,9 +178,9 @@ class PaymentsMachine(RuleBasedStateMachine):
         if gw.mode != "ok":  # the request went to a gateway that cannot take it
             reached = "never"
         if reached == "processed":
-            gw.in_transit.append((self.rig.clock.mono(), attempt.pid, request))
+            gw.in_transit.append((self.rig.clock.monotonic(), attempt.pid, request))
         elif reached == "late":
-            gw.in_transit.append((self.rig.clock.mono() + gw.late_s, attempt.pid, request))
+            gw.in_transit.append((self.rig.clock.monotonic() + gw.late_s, attempt.pid, request))
         gw.deliver()
         await self.rig.close()
         await self._reopen()
@@ -222,7 +221,7 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     @rule()
     def clock_unset(self) -> None:
-        self._set_wall(86_400.0 * 50 + (self.rig.clock.mono() - self.mono0))
+        self._set_wall(86_400.0 * 50 + (self.rig.clock.monotonic() - self.mono0))
 
     @rule()
     def clock_set(self) -> None:
@@ -319,7 +318,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             times = [(f["life"], f["mono"]) for f in self.rig.faults(reason)]
             for (la, a), (lb, b) in itertools.pairwise(times):
                 assert la != lb or b - a >= 60, f"{reason} twice within {b - a}s"
-        minutes = (self.rig.clock.mono() - self.mono0) / 60
+        minutes = (self.rig.clock.monotonic() - self.mono0) / 60
         assert len(self.rig.events) <= 30 + 8 * self.requests + 2 * minutes, (
             f"{len(self.rig.events)} events for {self.requests} requests in {minutes:.0f} min")
 
