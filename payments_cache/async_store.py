@@ -12,7 +12,7 @@ import functools
 import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -237,8 +237,8 @@ class AsyncStore:
     async def list_declined_after_offline(self, limit: int = 100) -> list[Payment]:
         return await self._call(self._store.list_declined_after_offline, limit)
 
-    async def shift_schedule(self, step: timedelta) -> int:
-        return await self._call(self._store.shift_schedule, step)
+    async def follow_wall(self) -> None:
+        await self._call(self._store.follow_wall)
 
     async def a_payment_the_gateway_holds(self) -> str | None:
         return await self._call(self._store.a_payment_the_gateway_holds)

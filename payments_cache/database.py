@@ -22,6 +22,7 @@ from pathlib import Path
 from payments_cache.crypto import fsync_dir
 from payments_cache.errors import StorageUnavailable
 from payments_cache.migrations import Migration, applied_migrations
+from payments_cache.wall_frame import WallFrame
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,20 @@ DB_NAME = "payments.sqlite3"
 class Database:
     """One SQLite connection (used from the thread that opened it) and its transactions.
 
-    `wall` stamps rows (milliseconds since the epoch); `monotonic` paces the WAL scrub."""
+    `wall` stamps rows (milliseconds since the epoch); `monotonic` paces the WAL scrub.
+    With a `frame`, every write transaction first follows a step of the wall clock
+    (`on_wall_step(conn, step_ms)` moves what the step must move)."""
 
     def __init__(self, conn: sqlite3.Connection, *, wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 scrub_interval_s: float = 0.0) -> None:
+                 scrub_interval_s: float = 0.0, frame: WallFrame | None = None,
+                 on_wall_step: Callable[[sqlite3.Connection, int], None] | None = None
+                 ) -> None:
         self.conn = conn
         self._wall = wall
         self._monotonic = monotonic
+        self._frame = frame
+        self._on_wall_step = on_wall_step
         self._scrub_interval_s = scrub_interval_s
         self._scrubbed_at = float("-inf")
         self._scrub_pending = False
@@ -73,6 +80,7 @@ class Database:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
+                    self._follow_wall()
                     yield self.conn
                     self.conn.execute("COMMIT")
                 except BaseException:
@@ -81,6 +89,20 @@ class Database:
             finally:
                 if not durable:
                     self.conn.execute("PRAGMA synchronous = FULL")
+
+    def _follow_wall(self) -> None:
+        if self._frame is None or not self._frame.pending():
+            return
+        step = self._frame.follow(self.conn)
+        if step and self._on_wall_step is not None:
+            self._on_wall_step(self.conn, step)
+
+    def follow_wall(self) -> None:
+        """Follow a step of the wall clock now (before a read that compares stored times),
+        in a transaction of its own; nothing is done when the clock was not set."""
+        if self._frame is not None and self._frame.pending():
+            with self.tx("follow the wall clock", durable=False):
+                pass
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:

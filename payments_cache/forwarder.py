@@ -60,8 +60,6 @@ EventCallback = Callable[..., None]
 _GLOBAL_HOLD_STATUSES = (429, 503)
 #: How long a proof that the gateway answers lookups on its path holds (monotonic).
 PATH_CHECK_EVERY_S = 600.0
-#: A wall clock that moved this much against the monotonic one was set (NTP, the modem).
-WALL_STEP_S = 5.0
 #: A payment rejected this many times while the gateway is not rejecting everything is
 #: dead (its own fault) even when no other payment went through meanwhile.
 REJECTIONS_BEFORE_DEAD = 3
@@ -122,7 +120,6 @@ class Forwarder:
         self._lost_deadlines: dict[str, float] = {}   # id -> monotonic
         self._started = monotonic()
         self._path_confirmed_at = float("-inf")
-        self._wall_offset: float | None = None
         self._wall = wall
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -291,10 +288,9 @@ class Forwarder:
 
         * that attempt can no longer arrive: its lifetime has passed on this process's
           monotonic clock (registered by the service, or a whole lifetime after this
-          process started for an attempt that died with an earlier one). The stored
-          wall time `lost_attempt_until` is not trusted for this: a clock set forward
-          (NTP after a boot in 1970) would end the wait early, one set back after the
-          row was written would hold it for hours;
+          process started for an attempt that died with an earlier one), and the stored
+          wall time `lost_attempt_until` (kept in step with the clock by the store's
+          wall frame) has passed too when it is plausible (at most one window ahead);
         * a second look, `not_found_confirm_s` later by the monotonic clock, agrees;
         * the gateway is known to answer lookups on its path: the breaker is closed and
           a payment it holds was found recently (a moved path or a misrouted proxy
@@ -306,10 +302,15 @@ class Forwarder:
         if payment.lost_attempt_until is None and payment.status is \
                 PaymentStatus.APPROVED_OFFLINE:
             return None  # only the offline form was ever sent: resending it is a replay
-        # the monotonic deadline alone decides: the stored wall time may have been
-        # written under a clock set since (hours ahead, or 1970)
-        if payment.lost_attempt_until is not None and mono < self._lost_deadline(payment):
-            return now + timedelta(seconds=self._lost_deadline(payment) - mono), False
+        if payment.lost_attempt_until is not None:
+            # the stored wall time counts only while plausible: no further ahead than one
+            # attempt's whole window (written under a clock set back since, across a
+            # reboot, it would hold the payment for as long as the step)
+            window = timedelta(seconds=self._settings.lost_attempt_s)
+            if now < payment.lost_attempt_until <= now + window:
+                return payment.lost_attempt_until, False
+            if mono < self._lost_deadline(payment):
+                return now + timedelta(seconds=self._lost_deadline(payment) - mono), False
         if not await self._lookups_trusted():
             self._first_not_found.pop(payment.id, None)
             return now + self._settings.not_found_confirm, False
@@ -578,18 +579,9 @@ class Forwarder:
         await self._store.recover_stale_pending(self._now() - self._settings.stale_after, overdue)
 
     async def _follow_wall_steps(self) -> None:
-        """When the wall clock is set (NTP after a boot without RTC, a time from the
-        modem, a correction of hours), every stored due time moves with it: a clock
-        corrected back by 6 h must not hold the queue for 6 h, one set forward must not
-        end a lost attempt's wait early."""
-        offset = self._wall() - self._mono()
-        last, self._wall_offset = self._wall_offset, offset
-        if last is None or abs(offset - last) < WALL_STEP_S:
-            return
-        step = offset - last
-        moved = await self._store.shift_schedule(timedelta(seconds=step))
-        log.warning("the wall clock moved by %+.0f s: %d due times moved with it", step,
-                    moved)
+        """A step of the wall clock since the last write moves the stored schedule now,
+        before due times are compared (`payments_cache.wall_frame`)."""
+        await self._store.follow_wall()
 
     def _waiting(self) -> set[str]:
         now = self._mono()

@@ -274,6 +274,12 @@ def _m0007_owed_by_currency(conn: sqlite3.Connection) -> None:
                      f"ON payments WHEN {when} BEGIN {action}; END")
 
 
+def _m0008_wall_frame(conn: sqlite3.Connection) -> None:
+    # the wall/monotonic offset stored times were written under (payments_cache.wall_frame)
+    conn.execute("CREATE TABLE wall_frame (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                 "boot_id TEXT NOT NULL, offset_ms INTEGER NOT NULL)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_queue_indexes", _m0002_queue_indexes),
@@ -282,6 +288,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0005_lost_attempts", _m0005_lost_attempts),
     Migration("0006_stuck_and_owed_totals", _m0006_stuck_and_owed_totals),
     Migration("0007_owed_by_currency", _m0007_owed_by_currency),
+    Migration("0008_wall_frame", _m0008_wall_frame),
 )
 
 

@@ -125,6 +125,7 @@ from payments_cache.rows import (
 )
 from payments_cache.sealing import SealKey
 from payments_cache.upgrade import UPGRADE_NEEDS, upgrade_rows
+from payments_cache.wall_frame import WallFrame, current_boot_id
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class Store:
              migrations: Sequence[Migration] = MIGRATIONS,
              scrub_interval_s: float = 0.0, seal_key: SealKey | None = None,
              merchant_id: str | None = None, legacy_kek: str | Path | None = None,
-             lost_attempt_s: float = 120.0) -> Store:
+             lost_attempt_s: float = 120.0, boot_id: str | None = None) -> Store:
         """Open (creating if needed) the store in `directory`.
 
         `keys` wraps the database's keys: a KEK file path (the legacy/development form)
@@ -170,7 +171,9 @@ class Store:
         new one behind the queue's back (`KeyMaterialError`). `legacy_kek`: the KEK
         file of earlier firmware; keys wrapped by it are re-wrapped by `keys` and the
         file is erased. `seal_key`: cards are sealed to the gateway (CONTRACTS §5a).
-        `wall` stamps the rows; `monotonic` paces the WAL scrub (`scrub_interval_s`).
+        `wall` stamps the rows; `monotonic` paces the WAL scrub (`scrub_interval_s`);
+        with `boot_id` (default: the kernel's) they are the frame in which stored wall
+        times are kept when the clock is set (`payments_cache.wall_frame`).
 
         Raises `KeyMaterialError`, `MigrationFailed` or `StorageUnavailable`. Keys the
         KEK cannot unwrap do not stop it: the payments sealed under them are quarantined
@@ -188,8 +191,11 @@ class Store:
             records = load_key_records(conn)
             ring = KeyRing(rewrapping(wrapper, legacy), records,
                            ephemeral_fingerprints=not protects_at_rest(wrapper))
+            frame = WallFrame(wall=wall, monotonic=monotonic,
+                              boot_id=current_boot_id() if boot_id is None else boot_id)
             db = Database(conn, wall=wall, monotonic=monotonic,
-                          scrub_interval_s=scrub_interval_s)
+                          scrub_interval_s=scrub_interval_s, frame=frame,
+                          on_wall_step=shift_schedule)
             store = cls(db, ring, pending_grace_s, seal_key=seal_key,
                         merchant_id=merchant_id, lost_attempt_s=lost_attempt_s)
             store._start(applied, wrapper, legacy)
@@ -553,15 +559,10 @@ class Store:
                 "ORDER BY created_at DESC, id LIMIT ?", (limit,)).fetchall()
         return [payment_from_row(r) for r in rows]
 
-    def shift_schedule(self, step: timedelta) -> int:
-        """The wall clock was set by `step`: move every owed payment's due time and
-        lost-attempt window by it (they measure elapsed time, not dates)."""
-        ms = int(step.total_seconds() * 1000)
-        with self.db.tx("follow a clock step", durable=False) as conn:
-            return conn.execute(
-                "UPDATE payments SET next_attempt_at = next_attempt_at + ?, "
-                "lost_attempt_until = lost_attempt_until + ? "
-                "WHERE forward_state IN ('queued', 'unknown')", (ms, ms)).rowcount
+    def follow_wall(self) -> None:
+        """Move the stored schedule with a step of the wall clock, if it was set since
+        the last write (`payments_cache.wall_frame`)."""
+        self.db.follow_wall()
 
     def a_payment_the_gateway_holds(self) -> str | None:
         """The id of the latest payment the gateway is known to hold (settled online or
@@ -694,3 +695,13 @@ class Store:
         return update_payment(conn, payment_id, **fields, updated_at=self.db.now_ms())
 
 
+def shift_schedule(conn: sqlite3.Connection, step_ms: int) -> None:
+    """The wall clock was set by `step_ms`: move every owed payment's due time and
+    lost-attempt window by it (they measure elapsed time, not dates). Creation times
+    stay: they are what the clock said, bound to each card by its MAC."""
+    moved = conn.execute(
+        "UPDATE payments SET next_attempt_at = next_attempt_at + ?, "
+        "lost_attempt_until = lost_attempt_until + ? "
+        "WHERE forward_state IN ('queued', 'unknown')", (step_ms, step_ms)).rowcount
+    log.warning("the wall clock was set by %+.0f s: %d due times moved with it",
+                step_ms / 1000, moved)

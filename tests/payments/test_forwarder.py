@@ -492,7 +492,8 @@ async def test_declined_offline_with_unknown_outcome_is_never_authorized(
 async def test_interrupted_payments_are_resolved_after_their_grace_period(
         tmp_path: Path, gateway: FakeGateway, clock: ManualClock, events: list[Any]) -> None:
     state_dir = tmp_path / "state"
-    store = await AsyncStore.open(state_dir, state_dir / "kek.key", wall=clock.wall)
+    store = await AsyncStore.open(state_dir, state_dir / "kek.key", wall=clock.wall,
+                                  monotonic=clock.monotonic)
     request = PaymentRequest(1000, "KRW", Card(PAN, 12, 2030, cvc="123"))
     found = await store.begin_online("found", request)
     lost = await store.begin_online("lost", request)
@@ -501,7 +502,8 @@ async def test_interrupted_payments_are_resolved_after_their_grace_period(
     gateway.bodies[found.id] = {"offline": False}
 
     store = await AsyncStore.open(state_dir, state_dir / "kek.key", wall=clock.wall,
-                                  pending_grace_s=60, lost_attempt_s=50)
+                                  monotonic=clock.monotonic, pending_grace_s=60,
+                                  lost_attempt_s=50)
     try:
         assert sorted(store.report.recovered_pending) == sorted([found.id, lost.id])
         fwd = forwarder(store, gateway, clock, events, lost_attempt_s=50)

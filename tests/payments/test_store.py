@@ -346,7 +346,9 @@ def test_due_for_forwarding_oldest_first_with_backoff_and_exclusions(store: Stor
         late.id]
     store.schedule_retry(early.id, expect=early, at=now + timedelta(seconds=10), error="503")
     assert [p.id for p in store.due_for_forwarding(now, limit=10)] == [late.id]
-    assert store.next_due_at() == late.next_attempt_at
+    # (the wall clock was set back 20 s after `late` was stored: its due time moved too)
+    late_now = store.get(late.id)
+    assert late_now is not None and store.next_due_at() == late_now.next_attempt_at
     assert [p.id for p in store.due_for_forwarding(now, limit=10, ignore_backoff=True)] == [
         early.id, late.id]
     assert [p.id for p in store.due_for_forwarding(now + timedelta(seconds=10), limit=10)] == [
@@ -951,3 +953,57 @@ async def test_offline_stand_ins_arriving_together_share_one_commit(tmp_path: Pa
         assert (await store.queue_stats()).count == 15
     finally:
         await store.close()
+
+
+# --------------------------------------------------------------------------- wall frame
+
+
+def due(store: Store, payment: Payment) -> datetime:
+    row = store.get(payment.id)
+    assert row is not None and row.next_attempt_at is not None
+    return row.next_attempt_at
+
+
+def test_a_step_of_the_wall_clock_moves_what_was_stored_before_it_only(
+        store: Store, clock: ManualClock) -> None:
+    before = queued(store, "before", 1)
+    due_before = due(store, before)
+    clock.step_wall(-6 * 3600)  # NTP corrects a clock 6 h fast
+    after = queued(store, "after", 2)  # the first write after the step follows it
+    assert due(store, before) == due_before - timedelta(hours=6)
+    assert due(store, after) == after.next_attempt_at  # written in the new frame: untouched
+    clock.step_wall(2)  # slewing, not a step
+    queued(store, "later", 3)
+    assert due(store, before) == due_before - timedelta(hours=6)
+
+
+def test_a_read_first_follows_the_step_too(store: Store, clock: ManualClock) -> None:
+    p = queued(store, "p", 1)
+    clock.step_wall(3600)
+    store.follow_wall()
+    assert due(store, p) == p.next_attempt_at + timedelta(hours=1)
+
+
+def test_a_step_while_the_daemon_was_down_is_followed_in_the_same_boot_only(
+        state_dir: Path, clock: ManualClock) -> None:
+    def reopen(boot: str) -> Store:
+        return Store.open(state_dir, state_dir / "kek.key", wall=clock.wall,
+                          monotonic=clock.monotonic, boot_id=boot)
+
+    s = reopen("boot-a")
+    p = queued(s, "p", 1)
+    s.close()
+    clock.step_wall(-3600)
+    s = reopen("boot-a")  # restarted, same boot: the monotonic clock goes on
+    try:
+        s.follow_wall()
+        assert due(s, p) == p.next_attempt_at - timedelta(hours=1)
+    finally:
+        s.close()
+    clock.step_wall(-3600)
+    s = reopen("boot-b")  # rebooted: nothing to compare with, nothing moved
+    try:
+        s.follow_wall()
+        assert due(s, p) == p.next_attempt_at - timedelta(hours=1)
+    finally:
+        s.close()

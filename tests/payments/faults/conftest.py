@@ -282,6 +282,9 @@ class Rig:
         self._run_done = asyncio.Event()
         self.service: PaymentService
         self.forwarder: Forwarder
+        #: The service tells the forwarder of its lost attempts, as the daemon wires it
+        #: (off: the forwarder must still not trust a 404 too early).
+        self.wire_lost_attempts = True
 
     @property
     def kek(self) -> Path:
@@ -289,6 +292,10 @@ class Rig:
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append((kind, {"mono": self.clock.monotonic(), "life": self.life, **fields}))
+
+    def _lost_attempt(self, payment_id: str, lifetime_s: float) -> None:
+        if self.wire_lost_attempts:  # as firmware/components/payments.py wires it
+            self.forwarder.lost_attempt(payment_id, lifetime_s)
 
     def _uplink_changed(self, reach: str) -> None:  # as firmware/components/payments.py wires it
         if reach != "down" and self.store is not None:
@@ -312,7 +319,8 @@ class Rig:
         self.service = PaymentService(store, self.gateway, self.uplinks, self.settings(),
                                       **accepted(PaymentService.__init__, dict(
                                           wall=self.clock.wall, on_event=self._event,
-                                          claims=claims)))
+                                          claims=claims,
+                                          on_lost_attempt=self._lost_attempt)))
         tuning = dict(concurrency=self.concurrency,
                       backoff=Backoff(base_s=2.0, cap_s=300.0, jitter=0.5))
         tuning.update(self.forwarder_options)

@@ -672,3 +672,32 @@ async def test_per_currency_caps_a_queue_of_usd_does_not_eat_the_krw_cap(state_d
         totals = await rig.store.queue_totals()
         assert (totals.count, totals.amount) == (4, 110_000)
         assert totals.amount_by_currency == {"USD": 60_000, "KRW": 50_000}
+
+
+@pytest.mark.parametrize("wired", [True, False], ids=["callback", "no-callback"])
+async def test_bug_f_a_late_request_after_the_wall_clock_was_unset(rig: Rig,
+                                                                    wired: bool) -> None:
+    """Found by test_model (shrunk: the forwarder ran 5 minutes, the clock was unset to
+    1970, an online attempt held in a proxy past its deadline was declined offline with
+    `clock_unset`, and charged when it arrived). The forwarder saw the clock's step only
+    at its next pass, after the payment was written under the new clock, and moved that
+    payment's lost-attempt window back by 57 years; its 404 was then trusted at once
+    (in the rig no callback told the forwarder of the lost attempt either).
+
+    Fixed: the store follows a step inside the first write transaction after it
+    (`payments_cache.wall_frame`), so only rows written before it move; the forwarder
+    also waits for a plausible stored window; the rig wires the callback as the daemon
+    does (and the test runs without it too)."""
+    rig.wire_lost_attempts = wired
+    await rig.run_for(300)
+    rig.clock.wall_s = 86_400.0 * 50
+    rig.gateway.next_faults = ["late"]
+    answer = await rig.pay("kf", body(1000))
+    rig.gateway.next_faults = []
+    assert answer["status"] == "declined_offline", answer
+    await rig.run_for(3600)
+    row = await rig.row(answer["id"])
+    charged = rig.gateway.charged(answer["id"])
+    faulted = [f["payment_id"] for f in rig.faults()
+               if str(f.get("reason")).startswith("approved_after")]
+    assert not charged or row.status is PaymentStatus.APPROVED or faulted == [row.id], row
