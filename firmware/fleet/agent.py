@@ -20,7 +20,8 @@ One supervised component. While the broker is reachable it keeps, under
   published says how many in `dropped_before`). Those that waited carry
   `"delayed": true`. QoS 1: an event whose PUBACK was lost is sent again (the `seq`
   tells duplicates apart);
-- `cmd/<name>` → `cmd_result`: `firmware.fleet.commands`.
+- `cmd/<name>` → `cmd_result`: `firmware.fleet.commands`;
+- the fleet's retained desired-config document → `cmd_result`: `firmware.fleet.desired`.
 
 The broker being away is normal (the box exists for when the internet fails): the agent
 retries with capped exponential backoff and jitter and never blocks or stops the box.
@@ -58,9 +59,16 @@ from firmware.fleet.auth import (
 )
 from firmware.fleet.broker import Broker, broker_from
 from firmware.fleet.commands import Command, CommandSet
+from firmware.fleet.desired import DesiredConfig, applied_version
 from firmware.fleet.store import FILE as STORE_FILE
 from firmware.fleet.store import FleetStore, Pending, boot_id
-from firmware.fleet.topics import EVENT_KINDS, Topics, status_payload, topics_for
+from firmware.fleet.topics import (
+    DESIRED_CONFIG,
+    EVENT_KINDS,
+    Topics,
+    status_payload,
+    topics_for,
+)
 from firmware.logs import scrub
 from firmware.state import BoxState
 from firmware.status import status_document
@@ -142,6 +150,8 @@ class FleetAgent:
         self.boot = boot or boot_id()
         self.site = dict(site or {"isp": "", "region": ""})
         self.config_version = config_version
+        #: Applies the fleet's desired config (None: not subscribed).
+        self.desired: DesiredConfig | None = None
         #: This connection's session (`<boot id>-<counter>`) and when it began.
         self.session: str | None = None
         self.session_since = state.wall()
@@ -312,6 +322,8 @@ class FleetAgent:
             await client.publish(self.topics.status, self._status("online"), qos=1,
                                  retain=True)
             await client.subscribe(self.topics.commands, qos=1)
+            if self.desired is not None:
+                await client.subscribe(DESIRED_CONFIG, qos=1)
             self._went_up()
             tasks = [asyncio.create_task(self._publish_state(client), name="fleet-state"),
                      asyncio.create_task(self._publish_events(client), name="fleet-events-out"),
@@ -419,12 +431,17 @@ class FleetAgent:
 
     async def _serve_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            name = self.topics.command_name(str(message.topic))
-            if name is None:
-                continue
             raw = message.payload
             payload = bytes(raw) if isinstance(raw, bytes | bytearray) else \
                 str(raw if raw is not None else "").encode()
+            if self.desired is not None and str(message.topic) == DESIRED_CONFIG:
+                answer = self.desired.handle(payload)
+                if answer is not None:
+                    await client.publish(self.topics.command_result, _json(answer), qos=1)
+                continue
+            name = self.topics.command_name(str(message.topic))
+            if name is None:
+                continue
             await client.publish(self.topics.command_result,
                                  await self._answer(name, payload, message.retain), qos=1)
 
@@ -520,8 +537,12 @@ def box_commands(context: BoxContext) -> list[Command]:
 
 
 def config_version(config: Config) -> str:
-    """The first 16 hex of the SHA-256 of the config file (of the settings when there is
-    no file): the fleet sees which boxes run which configuration."""
+    """The version of the fleet's desired config the box applied, else the first 16 hex
+    of the SHA-256 of the config file (of the settings when there is no file): the fleet
+    sees which boxes run which configuration, and which converged."""
+    applied = applied_version(config.device.state_dir)
+    if applied:
+        return str(applied)
     try:
         data = Path(config.source).read_bytes()
     except OSError:
@@ -542,6 +563,15 @@ def fleet_agent(config: Config, state: BoxState, commands: CommandSet,
         state_every_s=fleet.state_every_s, event_buffer=fleet.event_buffer,
         backoff=Backoff(initial_s=1.0, cap_s=fleet.reconnect_max_s, healthy_after_s=60.0),
         store=store, site=site_of(config), config_version=config_version(config))
+
+
+def desired_config(context: BoxContext, agent: FleetAgent,
+                   authorizer: Authorizer) -> DesiredConfig:
+    def applied(version: int) -> None:
+        agent.config_version = str(version)
+        context.state.touch()  # the state goes out with the new config_version
+
+    return DesiredConfig(lambda: context.config, authorizer, context.reload_config, applied)
 
 
 async def build_fleet(context: BoxContext) -> FleetAgent | None:
@@ -567,6 +597,7 @@ async def build_fleet(context: BoxContext) -> FleetAgent | None:
     context.closers.append(close_store)
     agent = fleet_agent(config, context.state, CommandSet(box_commands(context), authorizer),
                         store)
+    agent.desired = desired_config(context, agent, authorizer)
     context.state.update(context.state.fleet, link="connecting", broker=agent.broker.url,
                          since=context.state.wall(), last_error=None)
     log.info("fleet agent: %s as %s; changing commands %s", agent.broker.url,

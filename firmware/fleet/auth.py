@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_key,
 )
 
+from firmware.fleet.topics import canonical_message
+
 log = logging.getLogger("storebox.fleet")
 
 #: A signed command may be valid for at most this long from now.
@@ -54,15 +56,6 @@ class CommandRefused(Exception):
         if self.field is not None:
             error["field"] = self.field
         return error
-
-
-def canonical_message(device_id: str, name: str, command_id: str, args: dict[str, Any],
-                      expires_at: str) -> bytes:
-    """The bytes the operator signs (and the box verifies) for one command."""
-    body = {"device_id": device_id, "name": name, "id": command_id, "args": args,
-            "expires_at": expires_at}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 class KeyFileError(Exception):

@@ -22,12 +22,11 @@ from firmware.fleet.auth import (
     KeyFileError,
     SignedFields,
     UsedIds,
-    canonical_message,
     load_public_key,
 )
 from firmware.fleet.broker import broker_from
 from firmware.fleet.commands import parse_request
-from firmware.fleet.topics import topics_for
+from firmware.fleet.topics import canonical_message, topics_for
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 EXAMPLE = Path(__file__).parents[2] / "firmware" / "data" / "example.toml"
