@@ -1,7 +1,8 @@
-"""`storebox fleet serve|ls|incidents` (CONTRACTS §7): the operator's side.
+"""`storebox fleet serve|ls|incidents|...` (CONTRACTS §7): the operator's side.
 
 `serve` runs the fleet server (`firmware.fleet_server`); `ls` and `incidents` read its
-JSON API (`--server URL`, else the `listen` of `--config`, else http://127.0.0.1:8480)."""
+JSON API (`firmware.cli.fleet_api`); `cmd`, `jobs`, `config` and `key` are operations
+(`firmware.cli.fleet_ops_cmd`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
+from firmware.cli import fleet_ops_cmd
+from firmware.cli.fleet_api import API_ERRORS, add_server_options, fetch, server_url
+
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
-DEFAULT_SERVER = "http://127.0.0.1:8480"
 
 
 def add_parser(sub: Any) -> None:
@@ -29,25 +30,8 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="only rows where KEY (dotted: wired.state) is VALUE; repeatable")
-        p.add_argument("--server", default=None, help=f"the fleet server (default "
-                       f"{DEFAULT_SERVER} or the listen of --config)")
-        p.add_argument("--config", default=None, help="TOML with [fleet_server]")
-
-
-def _server(args: argparse.Namespace) -> str:
-    if args.server:
-        return str(args.server).rstrip("/")
-    if args.config:
-        from firmware.fleet_server.config import load
-
-        host, port = load(args.config).host_port
-        return f"http://{host}:{port}"
-    return DEFAULT_SERVER
-
-
-def _fetch(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (http only)
-        return json.load(response)
+        add_server_options(p)
+    fleet_ops_cmd.add_parsers(fsub)
 
 
 def _box_line(b: dict[str, Any]) -> str:
@@ -71,12 +55,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         setup_logging("info")
         return asyncio.run(serve(config))
+    if args.fleet_command in fleet_ops_cmd.ACTIONS:
+        return fleet_ops_cmd.run(args)
     query = urllib.parse.urlencode([("where", w) for w in args.where])
     path = "/api/boxes" if args.fleet_command == "ls" else "/api/incidents"
-    url = _server(args) + path + (f"?{query}" if query else "")
+    url = server_url(args) + path + (f"?{query}" if query else "")
     try:
-        rows = _fetch(url)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        rows = fetch(url)
+    except API_ERRORS as exc:
         print(f"storebox fleet {args.fleet_command}: {url}: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if args.json:
