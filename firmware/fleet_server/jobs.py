@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from firmware.fleet_server.signing import MAX_VALID, OperatorKey
+from firmware.fleet_server.where import parse_where
 
 OUTCOMES = ("ok", "refused", "error", "no_answer", "offline", "not_sent")
 FAILURES = frozenset({"refused", "error", "no_answer"})
@@ -69,13 +70,10 @@ def _name(value: Any) -> str:
 def _where(value: Any) -> list[tuple[str, str]]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"where: a list of \"KEY=VALUE\" strings, got {value!r}")
-    pairs = []
-    for item in value:
-        key, sep, wanted = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"where: expected KEY=VALUE, got {item!r}")
-        pairs.append((key, wanted))
-    return pairs
+    try:
+        return parse_where(value)
+    except ValueError as exc:
+        raise ValueError(f"where: {exc}") from None
 
 
 def _number(body: dict[str, Any], key: str, default: float | None, low: float,

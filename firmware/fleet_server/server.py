@@ -25,6 +25,7 @@ from firmware.fleet_server.db import FleetDb
 from firmware.fleet_server.link import mqtt_client
 from firmware.fleet_server.model import Change, FleetModel
 from firmware.fleet_server.operations import Operations
+from firmware.fleet_server.where import matches, parse_where
 
 log = logging.getLogger("storebox.fleet_server")
 
@@ -33,28 +34,6 @@ TICK_S = 1.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def matches(row: dict[str, Any], where: list[tuple[str, str]]) -> bool:
-    """`KEY=VALUE` filters; a dotted key reaches into objects (`wired.state=down`)."""
-    for key, wanted in where:
-        value: Any = row
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        text = json.dumps(value) if isinstance(value, bool) or value is None else str(value)
-        if text != wanted and str(value) != wanted:
-            return False
-    return True
-
-
-def parse_where(values: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--where {item!r}: expected KEY=VALUE")
-        out.append((key, value))
-    return out
 
 
 def subscriptions(shared_group: str) -> list[str]:
