@@ -1,9 +1,11 @@
-"""`storebox fleet serve|ls|incidents|show|export|watch` (CONTRACTS §7): the operator's side.
+"""`storebox fleet serve|ls|incidents|show|export|watch|cmd|jobs|config|key`
+(docs/cli.md): the operator's side.
 
-`serve` runs the fleet server (`firmware.fleet_server`); the others read its JSON API
-(`--server URL`, else the `listen` of `--config`, else http://127.0.0.1:8480): `ls` and
-`incidents` here, `show`, `export` and `incidents --claim` in `fleet_views`, `watch` in
-`fleet_watch`."""
+`serve` runs the fleet server (`firmware.fleet_server`); the others use its JSON API
+(`firmware.cli.fleet_api`: `--server URL`, else the `listen` of `--config`, else
+http://127.0.0.1:8480): `ls` and `incidents` here, `show`, `export` and `incidents
+--claim` in `fleet_views`, `watch` in `fleet_watch`; `cmd`, `jobs`, `config` and `key`
+are operations (`fleet_ops_cmd`)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,14 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
-from firmware.cli import fleet_views, fleet_watch
+from firmware.cli import fleet_ops_cmd, fleet_views, fleet_watch
+from firmware.cli.fleet_api import API_ERRORS, add_server_options, fetch, server_url
 from firmware.cli.fleet_views import BOX_HEADER, box_line
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
-DEFAULT_SERVER = "http://127.0.0.1:8480"
 
 
 def add_parser(sub: Any) -> None:
@@ -34,60 +34,45 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="only rows where KEY (dotted: wired.state) is VALUE; repeatable")
-        _server_args(p)
+        add_server_options(p)
     fsub.choices["incidents"].add_argument(
         "--claim", type=int, default=None, metavar="ID",
         help="incident ID's claim report: each shop's outage minutes and offline payments "
              "(CSV; --json for JSON with totals)")
-    fleet_views.add_parsers(fsub, _server_args)
-    fleet_watch.add_parser(fsub, _server_args)
+    fleet_views.add_parsers(fsub, add_server_options)
+    fleet_watch.add_parser(fsub, add_server_options)
+    fleet_ops_cmd.add_parsers(fsub)
 
 
-def _server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=None, help=f"the fleet server (default "
-                   f"{DEFAULT_SERVER} or the listen of --config)")
-    p.add_argument("--config", default=None, help="TOML with [fleet_server]")
+def _serve(args: argparse.Namespace) -> int:
+    from firmware.fleet_server.config import FleetServerConfigError, load
+    from firmware.fleet_server.server import serve
+    from firmware.logs import setup_logging
 
-
-def _server(args: argparse.Namespace) -> str:
-    if args.server:
-        return str(args.server).rstrip("/")
-    if args.config:
-        from firmware.fleet_server.config import load
-
-        host, port = load(args.config).host_port
-        return f"http://{host}:{port}"
-    return DEFAULT_SERVER
-
-
-def _fetch(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (http only)
-        return json.load(response)
+    try:
+        config = load(args.config)
+    except FleetServerConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging("info")
+    return asyncio.run(serve(config))
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     if args.fleet_command == "serve":
-        from firmware.fleet_server.config import FleetServerConfigError, load
-        from firmware.fleet_server.server import serve
-        from firmware.logs import setup_logging
-
-        try:
-            config = load(args.config)
-        except FleetServerConfigError as exc:
-            print(exc, file=sys.stderr)
-            return EXIT_CONFIG
-        setup_logging("info")
-        return asyncio.run(serve(config))
+        return _serve(args)
+    if args.fleet_command in fleet_ops_cmd.ACTIONS:
+        return fleet_ops_cmd.run(args)
     if args.fleet_command == "watch":
-        return fleet_watch.run(args, _server(args))
+        return fleet_watch.run(args, server_url(args))
     if args.fleet_command in ("show", "export") or getattr(args, "claim", None) is not None:
-        return fleet_views.run(args, _server(args))
+        return fleet_views.run(args, server_url(args))
     query = urllib.parse.urlencode([("where", w) for w in args.where])
     path = "/api/boxes" if args.fleet_command == "ls" else "/api/incidents"
-    url = _server(args) + path + (f"?{query}" if query else "")
+    url = server_url(args) + path + (f"?{query}" if query else "")
     try:
-        rows = _fetch(url)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        rows = fetch(url)
+    except API_ERRORS as exc:
         print(f"storebox fleet {args.fleet_command}: {url}: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if args.json:

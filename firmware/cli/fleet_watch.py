@@ -215,7 +215,7 @@ async def watch(server: str, board: Board, out: TextIO, *, once: bool = False,
 
 
 def run(args: argparse.Namespace, server: str) -> int:
-    from firmware.fleet_server.server import matches, parse_where
+    from firmware.fleet_server.where import matches, parse_where
 
     try:
         where = parse_where(args.where)

@@ -22,6 +22,7 @@ from firmware.fleet.agent import FleetAgent
 from firmware.fleet.auth import Authorizer, CommandRefused, KeyFileError, UsedIds, load_public_key
 from firmware.fleet.broker import broker_from
 from firmware.fleet.commands import Command, CommandSet
+from firmware.fleet.desired import DesiredConfig, applied_version
 from firmware.fleet.store import FILE as STORE_FILE
 from firmware.fleet.store import FleetStore
 from firmware.state import BoxState
@@ -85,8 +86,12 @@ def box_commands(state: BoxState, *, drain_queue: DrainQueue | None = None,
 
 
 def config_version(config: Config) -> str:
-    """The first 16 hex of the SHA-256 of the config file (of the settings when there is
-    no file): the fleet sees which boxes run which configuration."""
+    """The version of the fleet's desired config the box applied, else the first 16 hex
+    of the SHA-256 of the config file (of the settings when there is no file): the fleet
+    sees which boxes run which configuration, and which converged."""
+    applied = applied_version(config.device.state_dir)
+    if applied:
+        return str(applied)
     try:
         data = Path(config.source).read_bytes()
     except OSError:
@@ -107,6 +112,16 @@ def fleet_agent(config: Config, state: BoxState, commands: CommandSet,
         state_every_s=fleet.state_every_s, event_buffer=fleet.event_buffer,
         backoff=Backoff(initial_s=1.0, cap_s=fleet.reconnect_max_s, healthy_after_s=60.0),
         store=store, site=site_of(config), config_version=config_version(config))
+
+
+def desired_config(context: BoxContext, agent: FleetAgent, authorizer: Authorizer,
+                   reload_config: ReloadConfig | None) -> DesiredConfig:
+    """The fleet's desired config, applied through the daemon's reload (as SIGHUP)."""
+    def applied(version: int) -> None:
+        agent.config_version = str(version)
+        context.state.touch()  # the state goes out with the new config_version
+
+    return DesiredConfig(lambda: context.config, authorizer, reload_config, applied)
 
 
 async def build_fleet(context: BoxContext, *, drain_queue: DrainQueue | None = None,
@@ -135,6 +150,7 @@ async def build_fleet(context: BoxContext, *, drain_queue: DrainQueue | None = N
     commands = box_commands(context.state, drain_queue=drain_queue,
                             reload_config=reload_config)
     agent = fleet_agent(config, context.state, CommandSet(commands, authorizer), store)
+    agent.desired = desired_config(context, agent, authorizer, reload_config)
     context.state.update(context.state.fleet, link="connecting", broker=agent.broker.url,
                          since=context.state.wall(), last_error=None)
     log.info("fleet agent: %s as %s; changing commands %s", agent.broker.url,

@@ -12,6 +12,7 @@ from typing import Any
 
 from firmware.config.listeners import api_problems
 from firmware.config.locate import key_lines
+from firmware.config.overlay import lay_over, with_overlay
 from firmware.config.schema import Config
 from firmware.errors import ConfigError, Problem
 
@@ -33,11 +34,30 @@ def load_config(path: str | Path) -> Config:
 
 def load_config_text(text: str, name: str = "<string>") -> Config:
     """Validate TOML `text` as a configuration; `name` is used in problem reports."""
+    data = with_overlay(_parse(text, name))  # the fleet's desired config, when accepted
+    return _validated(data, text, name)
+
+
+def load_config_with(path: str | Path, settings: dict[str, Any]) -> Config:
+    """The file at `path` as it would load with the fleet's desired `settings` instead of
+    the stored ones: how the agent checks a desired config before it accepts it."""
+    name = str(path)
     try:
-        data = tomllib.loads(text)
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(name, 0, "<file>", f"cannot read: {exc}")]) from exc
+    return _validated(lay_over(_parse(text, name), settings), text, name)
+
+
+def _parse(text: str, name: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _decode_error_line(str(exc))
         raise ConfigError([Problem(name, line, "<toml>", f"not valid TOML: {exc}")]) from exc
+
+
+def _validated(data: dict[str, Any], text: str, name: str) -> Config:
     validator = _Validator(name, key_lines(text))
     config = validator.build(Config, data, "")
     if isinstance(config, Config):

@@ -20,7 +20,8 @@ reachable it keeps, under `storebox/<device.id>/`:
   published says how many in `dropped_before`). Those that waited carry
   `"delayed": true`. QoS 1: an event whose PUBACK was lost is sent again (the `seq`
   tells duplicates apart);
-- `cmd/<name>` → `cmd_result`: `firmware.fleet.commands`.
+- `cmd/<name>` → `cmd_result`: `firmware.fleet.commands`;
+- the fleet's retained desired-config document → `cmd_result`: `firmware.fleet.desired`.
 
 The broker being away is normal (the box exists for when the internet fails): the agent
 retries with capped exponential backoff and jitter and never blocks or stops the box.
@@ -47,8 +48,15 @@ from firmware.events import Event
 from firmware.fleet.auth import brief
 from firmware.fleet.broker import Broker
 from firmware.fleet.commands import CommandSet
+from firmware.fleet.desired import DesiredConfig
 from firmware.fleet.store import FleetStore, Pending, boot_id
-from firmware.fleet.topics import EVENT_KINDS, Topics, status_payload, topics_for
+from firmware.fleet.topics import (
+    DESIRED_CONFIG,
+    EVENT_KINDS,
+    Topics,
+    status_payload,
+    topics_for,
+)
 from firmware.logs import scrub
 from firmware.state import BoxState
 from firmware.status import status_document
@@ -134,6 +142,8 @@ class FleetAgent:
         self.boot = boot or boot_id()
         self.site = dict(site or {"isp": "", "region": ""})
         self.config_version = config_version
+        #: Applies the fleet's desired config (None: not subscribed).
+        self.desired: DesiredConfig | None = None
         #: This connection's session (`<boot id>-<counter>`) and when it began.
         self.session: str | None = None
         self.session_since = state.wall()
@@ -304,6 +314,8 @@ class FleetAgent:
             await client.publish(self.topics.status, self._status("online"), qos=1,
                                  retain=True)
             await client.subscribe(self.topics.commands, qos=1)
+            if self.desired is not None:
+                await client.subscribe(DESIRED_CONFIG, qos=1)
             self._went_up()
             tasks = [asyncio.create_task(self._publish_state(client), name="fleet-state"),
                      asyncio.create_task(self._publish_events(client), name="fleet-events-out"),
@@ -411,12 +423,17 @@ class FleetAgent:
 
     async def _serve_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            name = self.topics.command_name(str(message.topic))
-            if name is None:
-                continue
             raw = message.payload
             payload = bytes(raw) if isinstance(raw, bytes | bytearray) else \
                 str(raw if raw is not None else "").encode()
+            if self.desired is not None and str(message.topic) == DESIRED_CONFIG:
+                answer = self.desired.handle(payload)
+                if answer is not None:
+                    await client.publish(self.topics.command_result, _json(answer), qos=1)
+                continue
+            name = self.topics.command_name(str(message.topic))
+            if name is None:
+                continue
             await client.publish(self.topics.command_result,
                                  await self._answer(name, payload, message.retain), qos=1)
 

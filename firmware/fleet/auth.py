@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from firmware.errors import FirmwareError
+from firmware.fleet.topics import canonical_message
 
 log = logging.getLogger("storebox.fleet")
 
@@ -56,15 +57,6 @@ class CommandRefused(FirmwareError):
         if self.field is not None:
             error["field"] = self.field
         return error
-
-
-def canonical_message(device_id: str, name: str, command_id: str, args: dict[str, Any],
-                      expires_at: str) -> bytes:
-    """The bytes the operator signs (and the box verifies) for one command."""
-    body = {"device_id": device_id, "name": name, "id": command_id, "args": args,
-            "expires_at": expires_at}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 class KeyFileError(FirmwareError):

@@ -21,6 +21,33 @@ EVENT_KINDS_REV2 = frozenset({"outage"})
 #: Every topic of every box, for the fleet's back end (CONTRACTS §7).
 ALL_BOXES = "storebox/+/#"
 
+#: The fleet-wide desired-config document (retained, signed, versioned). Outside
+#: `storebox/+/`, so no consumer of ALL_BOXES takes "fleet" for a box id and a box whose
+#: device.id is "fleet" collides with nothing.
+DESIRED_CONFIG = "storebox-fleet/desired-config"
+#: The `name` of the `cmd_result` a box sends about a desired-config document.
+DESIRED_CONFIG_RESULT = "desired-config"
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def canonical_message(device_id: str, name: str, command_id: str, args: dict[str, Any],
+                      expires_at: str) -> bytes:
+    """The bytes the operator signs (and the box verifies) for one command."""
+    return _canonical({"device_id": device_id, "name": name, "id": command_id, "args": args,
+                       "expires_at": expires_at})
+
+
+def config_message(version: int, issued_at: str, settings: dict[str, Any]) -> bytes:
+    """The bytes the operator signs (and every box verifies) for one desired-config
+    document: fleet-wide, so bound to no device; `kind` keeps a command's signature from
+    ever verifying as a config's (their fields differ too)."""
+    return _canonical({"kind": DESIRED_CONFIG_RESULT, "version": version,
+                       "issued_at": issued_at, "settings": settings})
+
 
 def status_payload(status: str, session: str, since: datetime) -> bytes:
     """The retained `status` payload (CONTRACTS §6a): the birth message and the Last Will

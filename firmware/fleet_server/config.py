@@ -50,6 +50,12 @@ class FleetServerConfig:
     #: (each event reaches one worker); every worker reads status and state itself
     #: (retained messages are not delivered on shared subscriptions). Empty: one worker.
     shared_group: str = ""
+    #: The operator's Ed25519 private key (PEM PKCS#8, OpenSSH, or base64 of the raw 32
+    #: bytes) that signs command jobs and desired-config documents; "" sends commands
+    #: unsigned (boxes refuse those that change them) and refuses to push a config.
+    command_key_file: str = ""
+    #: A command job waits this long for each box's `cmd_result`, then counts no answer.
+    command_timeout_s: float = 30.0
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -9,6 +9,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from firmware.fleet_server import jobs_store
 from firmware.fleet_server.backends import Backend, Migration, migrate, open_backend
 from firmware.fleet_server.model import Box, Change, Incident, Member
 
@@ -32,6 +33,7 @@ MIGRATIONS: list[Migration] = [
     ("0002_incident_members", [
         # device -> [down_at, back_at]: what reopening an incident after a restart needs
         "ALTER TABLE incidents ADD COLUMN members TEXT"]),
+    jobs_store.MIGRATION,  # command jobs, their results, desired configs, the audit log
 ]
 
 _UPSERT_BOX = (

@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -24,8 +22,11 @@ from aiohttp import web
 from firmware.fleet.topics import ALL_BOXES
 from firmware.fleet_server.config import FleetServerConfig, broker_of
 from firmware.fleet_server.db import FleetDb
+from firmware.fleet_server.link import mqtt_client
 from firmware.fleet_server.model import Change, FleetModel
+from firmware.fleet_server.operations import Operations
 from firmware.fleet_server.shop_api import ShopApi
+from firmware.fleet_server.where import matches, parse_where
 
 log = logging.getLogger("storebox.fleet_server")
 
@@ -34,28 +35,6 @@ TICK_S = 1.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def matches(row: dict[str, Any], where: list[tuple[str, str]]) -> bool:
-    """`KEY=VALUE` filters; a dotted key reaches into objects (`wired.state=down`)."""
-    for key, wanted in where:
-        value: Any = row
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        text = json.dumps(value) if isinstance(value, bool) or value is None else str(value)
-        if text != wanted and str(value) != wanted:
-            return False
-    return True
-
-
-def parse_where(values: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--where {item!r}: expected KEY=VALUE")
-        out.append((key, value))
-    return out
 
 
 def subscriptions(shared_group: str) -> list[str]:
@@ -85,6 +64,16 @@ class FleetServer:
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.operations = Operations(config, self.db.backend, self.select, self._online,
+                                     wall=wall)
+
+    def select(self, where: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The boxes (as `GET /api/boxes` shows them) that match `where`."""
+        return [r for r in self.model.boxes_json(self.wall()) if matches(r, where)]
+
+    def _online(self, device: str) -> bool:
+        box = self.model.boxes.get(device)
+        return box is not None and box.online
 
     # ------------------------------------------------------------------ changes
 
@@ -125,21 +114,12 @@ class FleetServer:
     # ------------------------------------------------------------------ ingest
 
     async def ingest(self) -> None:
-        host, port, tls = broker_of(self.config)
-        password = None
-        if self.config.password_file:
-            text = Path(self.config.password_file).read_text(encoding="utf-8")  # noqa: ASYNC240
-            password = text.splitlines()[0] if text else ""
-        context = ssl.create_default_context(cafile=self.config.ca_file or None) if tls \
-            else None
+        host, port, _ = broker_of(self.config)
         delay = 0.5
         while True:
             try:
-                async with aiomqtt.Client(host, port, identifier=self.config.client_id,
-                                          username=self.config.username or None,
-                                          password=password, tls_context=context,
-                                          clean_session=True,
-                                          max_queued_incoming_messages=0) as client:
+                async with mqtt_client(self.config, self.config.client_id,
+                                       max_queued_incoming_messages=0) as client:
                     topics = subscriptions(self.config.shared_group)
                     for topic in topics:
                         await client.subscribe(topic, qos=1)
@@ -179,6 +159,7 @@ class FleetServer:
         app.router.add_get("/api/stream", self._stream)
         app.router.add_get("/healthz", self._health)
         ShopApi(self.model, self.db, self.wall).add_routes(app)
+        self.operations.add_routes(app)
         return app
 
     def _where(self, request: web.Request) -> list[tuple[str, str]]:
@@ -189,8 +170,7 @@ class FleetServer:
 
     async def _boxes(self, request: web.Request) -> web.Response:
         where = self._where(request)
-        rows = [r for r in self.model.boxes_json(self.wall()) if matches(r, where)]
-        return web.json_response(rows)
+        return web.json_response(self.select(where))
 
     async def _incidents(self, request: web.Request) -> web.Response:
         where = self._where(request)
@@ -240,13 +220,15 @@ class FleetServer:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         self._tasks = [asyncio.create_task(self.ingest(), name="fleet-ingest"),
-                       asyncio.create_task(self._flush_and_tick(), name="fleet-flush")]
+                       asyncio.create_task(self._flush_and_tick(), name="fleet-flush"),
+                       asyncio.create_task(self.operations.run(), name="fleet-operations")]
         log.info("fleet server: http://%s:%d/", host, self.port)
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.operations.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         self.db.close()

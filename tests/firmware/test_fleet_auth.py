@@ -25,12 +25,11 @@ from firmware.fleet.auth import (
     KeyFileError,
     SignedFields,
     UsedIds,
-    canonical_message,
     load_public_key,
 )
 from firmware.fleet.broker import broker_from
 from firmware.fleet.commands import parse_request
-from firmware.fleet.topics import topics_for
+from firmware.fleet.topics import canonical_message, topics_for
 from tests.support.clock import ManualClock
 from tests.support.mosquitto import sign_command
 
