@@ -125,7 +125,7 @@ from payments_cache.rows import (
 )
 from payments_cache.sealing import SealKey
 from payments_cache.upgrade import UPGRADE_NEEDS, upgrade_rows
-from payments_cache.wall_frame import WallFrame, current_boot_id
+from payments_cache.wall_frame import WallFrame, current_boot_id, shift_schedule
 
 log = logging.getLogger(__name__)
 
@@ -694,14 +694,3 @@ class Store:
     def _update(self, conn: sqlite3.Connection, payment_id: str, **fields: Any) -> Payment:
         return update_payment(conn, payment_id, **fields, updated_at=self.db.now_ms())
 
-
-def shift_schedule(conn: sqlite3.Connection, step_ms: int) -> None:
-    """The wall clock was set by `step_ms`: move every owed payment's due time and
-    lost-attempt window by it (they measure elapsed time, not dates). Creation times
-    stay: they are what the clock said, bound to each card by its MAC."""
-    moved = conn.execute(
-        "UPDATE payments SET next_attempt_at = next_attempt_at + ?, "
-        "lost_attempt_until = lost_attempt_until + ? "
-        "WHERE forward_state IN ('queued', 'unknown')", (step_ms, step_ms)).rowcount
-    log.warning("the wall clock was set by %+.0f s: %d due times moved with it",
-                step_ms / 1000, moved)

@@ -18,9 +18,12 @@ attempt's lifetime is ignored) cover that.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: A change of the wall/monotonic offset this large is a step of the clock; smaller
 #: ones are NTP slewing and scheduling noise.
@@ -75,3 +78,15 @@ class WallFrame:
         conn.execute("INSERT INTO wall_frame (id, boot_id, offset_ms) VALUES (1, ?, ?) "
                      "ON CONFLICT (id) DO UPDATE SET boot_id = excluded.boot_id, "
                      "offset_ms = excluded.offset_ms", (self._boot_id, offset))
+
+
+def shift_schedule(conn: sqlite3.Connection, step_ms: int) -> None:
+    """The wall clock was set by `step_ms`: move every owed payment's due time and
+    lost-attempt window by it (they measure elapsed time, not dates). Creation times
+    stay: they are what the clock said, bound to each card by its MAC."""
+    moved = conn.execute(
+        "UPDATE payments SET next_attempt_at = next_attempt_at + ?, "
+        "lost_attempt_until = lost_attempt_until + ? "
+        "WHERE forward_state IN ('queued', 'unknown')", (step_ms, step_ms)).rowcount
+    log.warning("the wall clock was set by %+.0f s: %d due times moved with it",
+                step_ms / 1000, moved)

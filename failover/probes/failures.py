@@ -10,10 +10,12 @@ import ssl
 
 import aiohttp
 
+from failover.errors import FailoverError
+
 __all__ = ["ProbeFailed", "describe_failure"]
 
 
-class ProbeFailed(Exception):
+class ProbeFailed(FailoverError):
     """A definitive, expected failure (an answer that says no)."""
 
     def __init__(self, reason: str) -> None:
