@@ -2,7 +2,7 @@
 
 Run with `make bench`. Everything runs in a network namespace: the real daemon
 (synchronous=FULL), the gateway simulator, and a POS client on loopback. Sealing is on
-(CONTRACTS §5a): the box seals every card it keeps to a fresh gateway key, the simulator
+(docs/gateway-protocol.md): the box seals every card it keeps to a fresh gateway key, the simulator
 holds the private key and opens every card it is forwarded.
 """
 

@@ -80,7 +80,7 @@ The engine's flush of the uplink left (at once when it died, after a grace perio
 when it is healthy) ends the stickiness: the flow's next packet makes a new, unmarked
 entry that follows the main table.
 
-The box itself (CONTRACTS 3a)
+The box itself (docs/openapi.json)
 -----------------------------
 `chain input` (hook input, priority filter) is the box's own firewall, in the same table
 and so replaced and removed with the rest, atomically::
@@ -121,7 +121,7 @@ chooses an uplink, and with every uplink dead from the start it never chooses on
 the input chain of the one the previous run left. Every later transaction carries the
 input chain again: it is never absent between decisions.
 
-The modem's own management (CONTRACTS 3a)
+The modem's own management (docs/openapi.json)
 -----------------------------------------
 An LTE modem that routes (ECM/RNDIS, "HiLink") answers on its own address -- a Quectel
 on 192.168.225.1, a Huawei on 192.168.8.1 -- with a web page, sometimes AT commands
@@ -377,7 +377,7 @@ class LanForwarding:
         return [*lines, "\t}"]
 
     def _input_chain(self, lan: str, wans: str) -> list[str]:
-        """The box's own firewall (CONTRACTS 3a): see "The box itself" in the module doc."""
+        """The box's own firewall (docs/openapi.json): see "The box itself" in the module doc."""
         lines = [
             "\tchain input {",
             "\t\ttype filter hook input priority filter; policy accept;",

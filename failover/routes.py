@@ -8,7 +8,7 @@ kernel agree. Two backends implement it:
 
 Metric scheme
 -------------
-Every uplink with a usable link keeps a default route (CONTRACTS §2: probes bound to an
+Every uplink with a usable link keeps a default route (docs/config.md: probes bound to an
 interface need a route out of it). Only the metric differs:
 
 - the *active* uplink: `MetricScheme.active` (default 50);

@@ -1,7 +1,7 @@
 """Route control over netlink (pyroute2's asyncio API): kernel default routes, no `ip`.
 
 Where the gateway comes from
-    storebox never configures addresses or gateways (CONTRACTS §2). Each uplink's next
+    storebox never configures addresses or gateways (docs/config.md). Each uplink's next
     hop is learnt from the default route the OS (DHCP client, ModemManager, ...)
     installed on that interface, preferring it over storebox's own copy so that a new
     gateway after a lease change is picked up. A point-to-point uplink (PPP, raw-IP

@@ -1,4 +1,4 @@
-"""Probe targets: the strings of ``[probes] targets`` (CONTRACTS.md §2), parsed.
+"""Probe targets: the strings of ``[probes] targets`` (docs/config.md), parsed.
 
 Syntax (whitespace around the whole string is ignored):
 

@@ -1,7 +1,7 @@
 """The local HTTP API: /healthz, /v1/openapi.json, /v1/status, /metrics, and the routes other
 packages add (every route and its answers: docs/openapi.json).
 
-Every request but `GET /healthz` needs `Authorization: Bearer <token>` (CONTRACTS §3)
+Every request but `GET /healthz` needs `Authorization: Bearer <token>` (docs/openapi.json)
 whose token has the route's scope (§3a): `ROUTE_SCOPES` below is the one table of every
 route and the scope it needs. A route missing from it is refused to everyone (403, and an
 error logged at start-up), so a new route cannot be reachable by accident.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 Severity = Literal["info", "warning", "error"]
 
-#: Event kinds named by CONTRACTS §6, plus the box's own.
+#: Event kinds named by docs/mqtt.md, plus the box's own.
 KINDS = frozenset({
     "failover", "failback", "modem_reset", "offline_mode", "queue_drained",
     "declined_after_offline", "fault", "component_restarted", "config_reloaded",

@@ -122,7 +122,7 @@ class FleetState:
 
 @dataclass
 class OutagesState:
-    """The outage ledger (`firmware.ledger.outages`, CONTRACTS §8)."""
+    """The outage ledger (`firmware.ledger.outages`, docs/cli.md)."""
 
     #: Uplinks whose outage is open now ("wired", "lte").
     open: list[str] = field(default_factory=list)
@@ -150,7 +150,7 @@ class ConnectionCounters:
 
 @dataclass
 class ApiState:
-    """How the POS API is served (CONTRACTS §3a): TLS, the certificate to pin, listeners."""
+    """How the POS API is served (docs/openapi.json): TLS, the certificate to pin, listeners."""
 
     tls: bool = False
     #: hex SHA-256 of the DER certificate (what a POS pins); None without TLS

@@ -1,4 +1,4 @@
-"""The status document (CONTRACTS §4): a view of `BoxState`, computed on demand."""
+"""The status document (docs/schemas/status.json): a view of `BoxState`, computed on demand."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _api(state: BoxState) -> dict[str, Any]:
 
 
 def status_document(state: BoxState) -> dict[str, Any]:
-    """Every binding field of CONTRACTS §4; values are null/"unknown" until known."""
+    """Every binding field of docs/schemas/status.json; values are null/"unknown" until known."""
     now = state.wall()
     pay = state.payments
     oldest_age = (round((now - pay.oldest_queued_at).total_seconds(), 1)

@@ -1,4 +1,4 @@
-"""TLS for the POS API (CONTRACTS §3a): the box's own certificate, the server context, pinning.
+"""TLS for the POS API (docs/openapi.json): the box's own certificate, the server context, pinning.
 
 Which listen addresses get HTTPS (`api.tls`):
 

@@ -1,6 +1,6 @@
 """Bearer tokens for the POS API (`api.tokens_file`): hashed, scoped, checked in constant time.
 
-The file (CONTRACTS §3a, README "Security: tokens and scopes") holds one token a line:
+The file (docs/openapi.json, README "Security: tokens and scopes") holds one token a line:
 
     # storebox API tokens: NAME SCOPES SHA256-HEX CREATED (written by `storebox token`)
     till-1 pos 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b 2025-01-01T10:00:00Z
@@ -51,7 +51,7 @@ from pathlib import Path
 
 log = logging.getLogger("storebox.tokens")
 
-#: The scopes a token may have (CONTRACTS §3a). None implies another.
+#: The scopes a token may have (docs/openapi.json). None implies another.
 SCOPES = ("pos", "read", "admin")
 #: Scopes of a token from a file in the old form (one plain token a line).
 LEGACY_SCOPES = frozenset({"pos", "read"})

@@ -36,7 +36,7 @@ def write_secret(path: Path, value: str) -> Path:
 
 @dataclass(frozen=True)
 class SealKeyPair:
-    """The gateway's seal key pair made for one run (CONTRACTS §5a). `private` is for the
+    """The gateway's seal key pair made for one run (docs/gateway-protocol.md). `private` is for the
     gateway simulator only; the box's config names `public`."""
 
     private: Path

@@ -1,4 +1,4 @@
-"""The POS-facing payment routes (CONTRACTS §3), added to the box's HTTP application.
+"""The POS-facing payment routes (docs/openapi.json), added to the box's HTTP application.
 
 Authentication is the application's job (the box adds a bearer-token middleware);
 these handlers only map the service's outcomes to HTTP.

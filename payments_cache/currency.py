@@ -1,6 +1,6 @@
 """ISO 4217 currency codes and their minor-unit exponents.
 
-Amounts cross the POS API as integers in the currency's minor unit (CONTRACTS §3):
+Amounts cross the POS API as integers in the currency's minor unit (docs/openapi.json):
 12500 KRW is 12,500 won (exponent 0), 12500 USD is $125.00 (exponent 2), 12500 BHD
 is 12.500 dinar (exponent 3). `minor_units(code)` tells which.
 

@@ -6,7 +6,7 @@ answers every POS request at once and truthfully: a valid payment is declined of
 with reason ``cannot_protect_card`` — nothing stored, nothing sent, nobody charged — and
 bad input still gets its 400. As soon as the store opens, the service takes over.
 
-Those declines keep the Idempotency-Key promise (CONTRACTS §3): the desk remembers, in
+Those declines keep the Idempotency-Key promise (docs/openapi.json): the desk remembers, in
 memory only, each key's request hash (`crypto.request_hash`: no PAN, no CVC) and its
 answer, so a retry gets the same answer (also after the store has opened, instead of a
 new payment) and another body under that key gets 409.

@@ -46,7 +46,7 @@ class KeyMaterialError(PaymentsError):
 
 
 class GatewayError(PaymentsError):
-    """Base of the errors talking to the upstream gateway (CONTRACTS §5)."""
+    """Base of the errors talking to the upstream gateway (docs/gateway-protocol.md)."""
 
 
 class GatewayUnavailable(GatewayError):
@@ -140,7 +140,7 @@ class KeyProviderError(KeyMaterialError):
 
 
 class SealKeyError(PaymentsError):
-    """A seal key file (CONTRACTS §5a) is missing, unreadable, not PEM or not X25519."""
+    """A seal key file (docs/gateway-protocol.md) is missing, unreadable, not PEM or not X25519."""
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path

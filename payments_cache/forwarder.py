@@ -1,4 +1,4 @@
-"""Forwards offline payments to the gateway, exactly once in effect (CONTRACTS §5).
+"""Forwards offline payments to the gateway, exactly once in effect (docs/gateway-protocol.md).
 
 * Oldest first, at most `concurrency` requests in flight; each payment has its own
   ``next_attempt_at``, so one that keeps failing never holds back the others.

@@ -1,4 +1,4 @@
-"""What the payments side needs from the upstream gateway (CONTRACTS §5), as a protocol.
+"""What the payments side needs from the upstream gateway (docs/gateway-protocol.md), as a protocol.
 
 `gateway_client.HttpGateway` implements it over HTTP; tests may hand in any
 object with the same two methods.
@@ -20,7 +20,7 @@ class AuthorizationPayload:
     serialises to the same JSON, so a retry under the same Idempotency-Key is a replay.
 
     `card` is the card itself (online, or an offline card the box encrypted locally) or
-    the card sealed to the gateway (CONTRACTS §5a: sent as ``card_sealed`` with the
+    the card sealed to the gateway (docs/gateway-protocol.md: sent as ``card_sealed`` with the
     optional ``card_hint`` of brand and last4)."""
 
     payment_id: str

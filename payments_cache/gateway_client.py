@@ -1,4 +1,4 @@
-"""`HttpGateway`: the `Gateway` protocol (CONTRACTS §5) over HTTP with aiohttp.
+"""`HttpGateway`: the `Gateway` protocol (docs/gateway-protocol.md) over HTTP with aiohttp.
 
 Outcome mapping of `authorize`:
 

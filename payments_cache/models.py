@@ -45,7 +45,7 @@ class Card:
 
 @dataclass(frozen=True)
 class PaymentRequest:
-    """A validated `POST /v1/payments` body (CONTRACTS §3)."""
+    """A validated `POST /v1/payments` body (docs/openapi.json)."""
 
     amount: int
     currency: str
@@ -56,7 +56,7 @@ class PaymentRequest:
 
 @dataclass(frozen=True)
 class GatewayResult:
-    """The gateway's answer to an authorization (CONTRACTS §5)."""
+    """The gateway's answer to an authorization (docs/gateway-protocol.md)."""
 
     status: Literal["approved", "declined"]
     auth_code: str | None = None
@@ -64,7 +64,7 @@ class GatewayResult:
 
 
 class PaymentStatus(StrEnum):
-    """What the POS was told (CONTRACTS §3); PENDING while the online attempt runs."""
+    """What the POS was told (docs/openapi.json); PENDING while the online attempt runs."""
 
     PENDING = "pending"
     APPROVED = "approved"
@@ -74,7 +74,7 @@ class PaymentStatus(StrEnum):
 
 
 class ForwardState(StrEnum):
-    """Where an offline-approved payment is on its way to the gateway (CONTRACTS §3)."""
+    """Where an offline-approved payment is on its way to the gateway (docs/openapi.json)."""
 
     NONE = "none"              # online payment, or declined offline: nothing to forward
     UNKNOWN = "unknown"        # an online attempt's answer was lost: look it up first

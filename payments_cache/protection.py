@@ -1,7 +1,7 @@
 """How the box keeps a card it may still have to forward: sealed, or encrypted here.
 
 Two forms, chosen by whether the gateway gave the box a seal key
-(`payments.seal_key_file`, CONTRACTS §5a):
+(`payments.seal_key_file`, docs/gateway-protocol.md):
 
 * **sealed** — HPKE to the gateway's X25519 public key at the moment the payment is
   accepted (`payments_cache.sealing`). The box keeps no key that opens it: a stolen box

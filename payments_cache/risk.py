@@ -1,4 +1,4 @@
-"""The offline stand-in risk rules (CONTRACTS §3): may the box approve this payment
+"""The offline stand-in risk rules (docs/openapi.json): may the box approve this payment
 without asking the gateway?
 
 When no uplink reaches the gateway within the online deadline, the box approves

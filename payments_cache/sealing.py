@@ -1,4 +1,4 @@
-"""Sealing cards to the gateway's public key (CONTRACTS §5a): HPKE, RFC 9180.
+"""Sealing cards to the gateway's public key (docs/gateway-protocol.md): HPKE, RFC 9180.
 
 Why: a box that approves offline must keep each card until it can forward it. With a
 seal key it keeps only a form that *the gateway* can open — the box never holds the
@@ -66,7 +66,7 @@ __all__ = [
 
 INFO = b"storebox card v1"
 SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.AES256_GCM)
-"""The one HPKE suite of CONTRACTS §5a (stateless; safe to share)."""
+"""The one HPKE suite of docs/gateway-protocol.md (stateless; safe to share)."""
 
 BLOB_VERSION = 1
 ENC_BYTES = 32          # an X25519 public key
@@ -126,7 +126,7 @@ def _raw_public(key: X25519PublicKey) -> bytes:
 
 
 def kid_of(key: X25519PublicKey) -> str:
-    """The key id of CONTRACTS §5a: first 16 hex digits of SHA-256 of the raw key."""
+    """The key id of docs/gateway-protocol.md: first 16 hex digits of SHA-256 of the raw key."""
     return hashlib.sha256(_raw_public(key)).hexdigest()[:KID_HEX]
 
 
@@ -258,7 +258,8 @@ class SealedCard:
                f"ct=<{len(self.ct)} bytes>)"
 
     def to_json(self) -> dict[str, str]:
-        """The wire form of CONTRACTS §5a: ``{"kid", "enc", "ct"}``, base64url unpadded."""
+        """The wire form of docs/gateway-protocol.md: ``{"kid", "enc", "ct"}``,
+        base64url unpadded."""
         return {"kid": self.kid, "enc": _b64url(self.enc), "ct": _b64url(self.ct)}
 
     @classmethod

@@ -94,7 +94,7 @@ _ONLINE = (PaymentStatus.APPROVED, PaymentStatus.DECLINED)
 
 
 def answer(payment: Payment) -> dict[str, Any]:
-    """The POS answer (CONTRACTS §3), derived from the stored row alone."""
+    """The POS answer (docs/openapi.json), derived from the stored row alone."""
     return {
         "id": payment.id,
         "status": payment.status.value,

@@ -170,7 +170,7 @@ class Store:
         while the database holds no wrapped key: a missing KEK is never replaced by a
         new one behind the queue's back (`KeyMaterialError`). `legacy_kek`: the KEK
         file of earlier firmware; keys wrapped by it are re-wrapped by `keys` and the
-        file is erased. `seal_key`: cards are sealed to the gateway (CONTRACTS §5a).
+        file is erased. `seal_key`: cards are sealed to the gateway (docs/gateway-protocol.md).
         `wall` stamps the rows; `monotonic` paces the WAL scrub (`scrub_interval_s`);
         with `boot_id` (default: the kernel's) they are the frame in which stored wall
         times are kept when the clock is set (`payments_cache.wall_frame`).

@@ -1,4 +1,4 @@
-"""Validate a `POST /v1/payments` body and its Idempotency-Key (CONTRACTS §3).
+"""Validate a `POST /v1/payments` body and its Idempotency-Key (docs/openapi.json).
 
 `parse_payment_request` turns raw bytes into a `PaymentRequest` or raises
 `InvalidRequest(code, field, message)`, which the API answers with
@@ -27,7 +27,7 @@ Error codes (stable; the POS may switch on them), with the `field` they carry:
 - `card_expired` (`card.exp_year` when the year is past, else `card.exp_month`): the
   expiry month is over.
 - `card_number_in_text` (`terminal_id`, `reference` or `Idempotency-Key`): the
-  free-text value holds what looks like a card number (CONTRACTS §3a, see below).
+  free-text value holds what looks like a card number (docs/openapi.json, see below).
   Checked right after the value's type, before its length and characters, so a
   value that is wrong in several ways is reported as this.
 

@@ -1,5 +1,5 @@
 """`storebox fleet show DEVICE`, `fleet export [--csv|--json]` and `fleet incidents --claim
-ID` (CONTRACTS §7): views of the fleet server's JSON API for the operator, in a terminal
+ID` (docs/cli.md): views of the fleet server's JSON API for the operator, in a terminal
 or as files for a spreadsheet and for the ISP compensation claim.
 
 Each reads the API of the server named by `--server`/`--config` (the caller resolves it);

@@ -1,4 +1,4 @@
-"""`storebox outages [--json|--csv] [--since ISO]`: the box's outage ledger (CONTRACTS §8),
+"""`storebox outages [--json|--csv] [--since ISO]`: the box's outage ledger (docs/cli.md),
 read from `<state_dir>/outages.sqlite3` (read-only: it works with the daemon running or
 not)."""
 

@@ -1,4 +1,4 @@
-"""`storebox selftest [--json] [--record]`: may this firmware stay (A/B updates, CONTRACTS §9)?
+"""`storebox selftest [--json] [--record]`: may this firmware stay (A/B updates, docs/cli.md)?
 
 Run by the update client after booting the new slot: Mender's ArtifactCommit state
 script, RAUC's mark-good service, or the Pi's tryboot commit. Exit codes **(binding)**:

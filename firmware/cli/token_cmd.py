@@ -1,4 +1,4 @@
-"""`storebox token add|list|revoke`: the POS API's bearer tokens (CONTRACTS §3a).
+"""`storebox token add|list|revoke`: the POS API's bearer tokens (docs/openapi.json).
 
 `add` prints a new token once (192 random bits) and stores only its SHA-256 in
 `api.tokens_file`; `list` shows names, scopes and creation times (never a whole hash);

@@ -100,7 +100,7 @@ def config_version(config: Config) -> str:
 
 
 def site_of(config: Config) -> dict[str, str]:
-    """The state's `site` (CONTRACTS §6a): how the fleet groups shops."""
+    """The state's `site` (docs/mqtt.md): how the fleet groups shops."""
     return {"isp": config.wired.isp or config.wired.carrier, "region": config.device.region}
 
 

@@ -1,4 +1,4 @@
-"""Configuration: a typed schema for every section of CONTRACTS §2, loaded from TOML."""
+"""Configuration: a typed schema for every section of docs/config.md, loaded from TOML."""
 
 from firmware.config.loader import DEFAULT_PATH, load_config, load_config_text
 from firmware.config.schema import Config

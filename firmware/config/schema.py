@@ -306,7 +306,7 @@ class ProbesConfig:
 class PaymentsConfig:
     """Online authorization and offline stand-in."""
 
-    gateway_url: str = doc("Base URL of the payment gateway (CONTRACTS §5); https:// "
+    gateway_url: str = doc("Base URL of the payment gateway (docs/gateway-protocol.md); https:// "
                            "unless allow_insecure_gateway.", check=http_url)
     allow_insecure_gateway: bool = doc(
         "Allow a plain http:// gateway_url (card data in clear text): for drills and tests "
@@ -316,7 +316,8 @@ class PaymentsConfig:
                                  "/etc/storebox/merchant-key")
     seal_key_file: str = doc(
         "The gateway's X25519 public key (PEM): every card kept for an offline payment is "
-        "sealed to it (HPKE) and the box keeps no key that opens it (CONTRACTS 5a). \"\" "
+        "sealed to it (HPKE) and the box keeps no key that opens it "
+        "(docs/gateway-protocol.md). \"\" "
         "keeps cards encrypted locally under the key provider's keys. Reloaded by SIGHUP.",
         "")
     key_provider: Literal["file", "pkcs11", "systemd-creds"] = doc(

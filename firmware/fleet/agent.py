@@ -1,9 +1,9 @@
-"""The fleet agent: the box's link to the fleet operator over MQTT (CONTRACTS §6).
+"""The fleet agent: the box's link to the fleet operator over MQTT (docs/mqtt.md).
 
 One supervised component (built by `firmware.components.fleet`). While the broker is
 reachable it keeps, under `storebox/<device.id>/`:
 
-- `status`: retained JSON (CONTRACTS §6a) `{"status": "online", "session", "since"}`
+- `status`: retained JSON (docs/mqtt.md) `{"status": "online", "session", "since"}`
   after every connect (birth); `offline` with the same `session` is the Last Will (the
   broker says it when the link dies) and is published on a clean stop too. The session
   is `<boot id>-<connect counter>`, the counter kept in `fleet.sqlite3`, so a late Will

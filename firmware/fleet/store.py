@@ -1,4 +1,4 @@
-"""The fleet agent's own database (`<state_dir>/fleet.sqlite3`, CONTRACTS §6a).
+"""The fleet agent's own database (`<state_dir>/fleet.sqlite3`, docs/mqtt.md).
 
 - the event outbox: every fleet event gets its `seq` here (per box, increasing, kept
   across restarts and upgrades) and waits in this table until the broker acknowledged it

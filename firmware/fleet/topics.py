@@ -1,4 +1,4 @@
-"""The fleet's MQTT topics (CONTRACTS §6), all under `storebox/<device.id>/`."""
+"""The fleet's MQTT topics (docs/mqtt.md), all under `storebox/<device.id>/`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-#: Event kinds published on `events` (CONTRACTS §6); the box's other events stay local.
+#: Event kinds published on `events` (docs/mqtt.md); the box's other events stay local.
 EVENT_KINDS = frozenset({
     "failover", "failback", "modem_reset", "offline_mode", "queue_drained",
     "declined_after_offline", "fault",
@@ -15,10 +15,10 @@ EVENT_KINDS = frozenset({
 
 ONLINE = b"online"
 OFFLINE = b"offline"
-#: Revision 2 (CONTRACTS §6a): kinds the box adds; consumers ignore kinds they do not know.
+#: Revision 2 (docs/mqtt.md): kinds the box adds; consumers ignore kinds they do not know.
 EVENT_KINDS_REV2 = frozenset({"outage"})
 
-#: Every topic of every box, for the fleet's back end (CONTRACTS §7).
+#: Every topic of every box, for the fleet's back end (docs/cli.md).
 ALL_BOXES = "storebox/+/#"
 
 #: The fleet-wide desired-config document (retained, signed, versioned). Outside
@@ -50,7 +50,7 @@ def config_message(version: int, issued_at: str, settings: dict[str, Any]) -> by
 
 
 def status_payload(status: str, session: str, since: datetime) -> bytes:
-    """The retained `status` payload (CONTRACTS §6a): the birth message and the Last Will
+    """The retained `status` payload (docs/mqtt.md): the birth message and the Last Will
     of one connection carry the same `session`."""
     return json.dumps({"status": status, "session": session, "since": since.isoformat()},
                       separators=(",", ":")).encode()
@@ -95,7 +95,7 @@ class Topics:
 
     @property
     def state(self) -> str:
-        """Retained status document (CONTRACTS §4)."""
+        """Retained status document (docs/schemas/status.json)."""
         return f"{self.root}/state"
 
     @property

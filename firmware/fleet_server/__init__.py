@@ -1,4 +1,4 @@
-"""The fleet operator's server (CONTRACTS §7): `storebox fleet serve --config PATH`.
+"""The fleet operator's server (docs/cli.md): `storebox fleet serve --config PATH`.
 
 It is the operator's product, not the box's: it imports the contract's names from
 `firmware.fleet.topics`, the recorded migrations (`firmware.ledger.migrate`) and the

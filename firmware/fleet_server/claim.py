@@ -1,6 +1,6 @@
 """An incident's claim report: for each of its shops, how long the wired line was out and
 how many payments (count, amount) were taken offline meanwhile: the evidence for the ISP
-compensation claim (CONTRACTS §7, §8).
+compensation claim (docs/cli.md).
 
 The minutes and payments come from the boxes' own outage ledgers (each ended outage is an
 `outage` event: `uplink, isp, started_at, ended_at, duration_s, detected_by, cause_hint,

@@ -1,4 +1,4 @@
-"""`[fleet_server]` in the fleet server's TOML (CONTRACTS §7)."""
+"""`[fleet_server]` in the fleet server's TOML (docs/cli.md)."""
 
 from __future__ import annotations
 

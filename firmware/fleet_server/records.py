@@ -1,5 +1,5 @@
 """What the database remembers of one shop: the state history and events of its timeline,
-and the outage-ledger rows it sent as `outage` events (CONTRACTS §8).
+and the outage-ledger rows it sent as `outage` events (docs/cli.md).
 
 The model holds the present (every box's latest state); the past is only in the database,
 which several ingest workers may share, so these read it (the caller flushes first, so

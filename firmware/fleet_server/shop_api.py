@@ -1,4 +1,4 @@
-"""The API behind a shop's page and an incident's claim report (CONTRACTS §7):
+"""The API behind a shop's page and an incident's claim report (docs/cli.md):
 
 - `GET /api/boxes/<id>`: the box as in `/api/boxes`, with its whole last state document
   and the incidents it is part of;

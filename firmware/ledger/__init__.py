@@ -1,2 +1,2 @@
-"""The box's own small databases: the outage ledger (CONTRACTS §8) and the recorded
+"""The box's own small databases: the outage ledger (docs/cli.md) and the recorded
 migrations they share (`migrate`)."""

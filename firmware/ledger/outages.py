@@ -1,4 +1,4 @@
-"""The box's outage ledger (CONTRACTS §8): one row per uplink outage, kept in its own
+"""The box's outage ledger (docs/cli.md): one row per uplink outage, kept in its own
 SQLite file (`<state_dir>/outages.sqlite3`, recorded migrations) across restarts and
 upgrades: evidence for an ISP compensation claim.
 
@@ -32,7 +32,7 @@ FILE = "outages.sqlite3"
 #: The ended outages kept in the box state (and so in the status and for the fleet).
 KEEP_IN_STATE = 20
 UPLINKS = ("wired", "lte")
-#: The columns of `storebox outages` (CONTRACTS §8), in order.
+#: The columns of `storebox outages` (docs/cli.md), in order.
 COLUMNS = ("uplink", "isp", "started_at", "ended_at", "duration_s", "detected_by",
            "cause_hint", "payments_offline", "payments_offline_amount")
 #: Link states that end an outage (`unknown` says nothing yet).

@@ -11,7 +11,7 @@ returns a `Report`. The drill fails (`Report.failures`) on any of:
 - any failover during the loss phase;
 - offline mode never reached while both uplinks were down;
 - the box not back on wired with an empty queue at the end;
-- with a seal key (CONTRACTS §5a, `seal_kid`): an offline forward that arrived with its
+- with a seal key (docs/gateway-protocol.md, `seal_kid`): an offline forward that arrived with its
   card unsealed or sealed under another kid, a sealed card the gateway refused (422), or
   a box whose status does not say it seals under that kid.
 """

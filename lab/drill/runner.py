@@ -131,7 +131,7 @@ async def _fleet_caught_up(fleet: FleetBroker, observer: Observer, within_s: flo
     """Whether, within `within_s`, the fleet operator has seen the box online again, back
     on its active uplink, with every event of the fleet's kinds the box emitted (those of
     the outage arrive late)."""
-    # matched by kind and time: the fleet's `seq` is its own (CONTRACTS §6a), not the
+    # matched by kind and time: the fleet's `seq` is its own (docs/mqtt.md), not the
     # status document's
     wanted = [(e["kind"], e.get("at")) for e in observer.ordered_events()
               if e.get("kind") in EVENT_KINDS]
@@ -174,7 +174,7 @@ class Drill:
 
     async def _run(self, shop: Shop, workdir: Path) -> Report:
         # a fresh gateway seal key pair: the private key goes to the gateway simulator
-        # only, the box's config names the public one (CONTRACTS §5a)
+        # only, the box's config names the public one (docs/gateway-protocol.md)
         seal = write_seal_keys(workdir)
         with inside(shop.internet):
             sim = GatewaySimulator(
@@ -217,7 +217,7 @@ class Drill:
                 uplink = observer.latest and observer.latest.get("uplink")
                 raise DrillError("start the box", "the box did not come up on wired within "
                                  f"30 s; uplink: {uplink}\n{daemon.log_tail()}")
-            # the POS pins the certificate the box shows in its status (CONTRACTS §3a)
+            # the POS pins the certificate the box shows in its status (docs/openapi.json)
             terminals.pin = _api_pin(observer.latest or {})
             showing = tg.create_task(self._show(observer, terminals), name="drill-view")
             selling = tg.create_task(terminals.run(), name="drill-pos")

@@ -1,4 +1,4 @@
-"""A simulator of the upstream card gateway (CONTRACTS §5), with fault injection.
+"""A simulator of the upstream card gateway (docs/gateway-protocol.md), with fault injection.
 
 Used by the tests, the benchmarks and `make run`. Everything lives in memory; it is
 plain asyncio + aiohttp and never logs a card number.
@@ -12,7 +12,7 @@ Gateway endpoints (every one needs ``Authorization: Bearer <merchant key>`` exce
   it is refused with 422; while the first request under the key is still being
   processed a repeat gets 409 (with ``Retry-After: 1``). Bad input: 400; wrong or
   missing key: 401. "The same body" means equal JSON (key order does not matter).
-  An offline authorization may carry ``card_sealed`` (CONTRACTS §5a) instead of ``card``,
+  An offline authorization may carry ``card_sealed`` (docs/gateway-protocol.md) instead of ``card``,
   with an optional ``card_hint`` ``{"brand", "last4"}``; see "Sealed cards" below.
 - ``GET /v1/authorizations/{payment_id}`` — the stored result (200), 409 while the
   first request is still being processed, 404 when it was never received.
@@ -27,7 +27,7 @@ Decision rule (deterministic; see `DeclineRules`), checked in this order:
 4. the amount is in ``decline_amounts`` → declined ``insufficient_funds``;
 5. otherwise approved with a random 6-character auth code (``[A-Z0-9]``).
 
-Sealed cards (CONTRACTS §5a). The simulator holds the gateway's X25519 private keys
+Sealed cards (docs/gateway-protocol.md). The simulator holds the gateway's X25519 private keys
 (``seal_private_keys``/``seal_opener``, ``--seal-private-key``) and opens ``card_sealed``
 with the payment id as aad, then applies the decision rule to the opened card. Exactly
 one of ``card``/``card_sealed`` (else 400); ``card_sealed`` on an online request, or not of

@@ -47,7 +47,7 @@ def _seconds(value: str) -> float:
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lab.gateway_sim",
-        description="Simulated card gateway (CONTRACTS §5) with fault injection.")
+        description="Simulated card gateway (docs/gateway-protocol.md) with fault injection.")
     p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8443),
                    metavar="HOST:PORT", help="gateway address (default 127.0.0.1:8443; port 0 "
                    "picks one)")
@@ -77,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="do not decline expired cards")
     p.add_argument("--seal-private-key", type=Path, action="append", default=[],
                    metavar="PATH", help="X25519 private key (PEM PKCS8) that opens card_sealed "
-                   "(CONTRACTS §5a; repeatable, for key rotation)")
+                   "(docs/gateway-protocol.md; repeatable, for key rotation)")
     p.add_argument("--log-level", default="warning",
                    choices=["debug", "info", "warning", "error"])
     return p

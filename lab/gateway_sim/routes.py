@@ -1,4 +1,5 @@
-"""The gateway's endpoints (CONTRACTS §5), the ones the box talks to: authorize, look up,
+"""The gateway's endpoints (docs/gateway-protocol.md), the ones the box talks to:
+authorize, look up,
 health. Each request passes the fault injector's front door, then authentication and
 validation, then the processing delay (see the package docstring for the order)."""
 

@@ -1,4 +1,4 @@
-"""The gateway's wire format (CONTRACTS §5): authorization bodies validated into
+"""The gateway's wire format (docs/gateway-protocol.md): authorization bodies validated into
 `Authorization`, sealed cards opened and checked against their hint, error answers.
 Messages never echo the PAN."""
 

@@ -1,6 +1,6 @@
 """The box's config as `lab.box` writes it (read back unchanged); the drill's config and
 its seal key pair: the gateway's private key stays with the gateway simulator, the box's
-config names only the public key (CONTRACTS §5a)."""
+config names only the public key (docs/gateway-protocol.md)."""
 
 from __future__ import annotations
 

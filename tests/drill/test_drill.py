@@ -4,7 +4,7 @@ The real daemon in a shop made of namespaces, with the modem simulator, mock LED
 gateway simulator; a POS on the LAN; 20 % loss, a KT-style blackhole, the LTE carrier
 failing too, recovery. It fails on any unanswered sale, lost or duplicated payment,
 failover slower than 5 s, or failover during the loss phase. The box seals every card it
-keeps to a seal key made for the run (CONTRACTS §5a): every offline forward must arrive
+keeps to a seal key made for the run (docs/gateway-protocol.md): every offline forward must arrive
 sealed under that key's kid and be opened by the gateway simulator.
 """
 

@@ -175,7 +175,8 @@ def test_unsealed_and_refused_forwards_are_counted_in_the_report() -> None:
 
 
 def test_online_authorizations_carry_the_card_and_are_not_offline_forwards() -> None:
-    # an online payment sends the card with its CVC (CONTRACTS 5a): not a sealing failure;
+    # an online payment sends the card with its CVC (docs/gateway-protocol.md):
+    # not a sealing failure;
     # nor is an offline approval whose lost online attempt the box found by lookup
     r = report(arrivals={**GOOD_ARRIVALS, "pay_3": Arrival(False, None)})
     assert r.passed, r.failures

@@ -1,4 +1,4 @@
-"""The box's own firewall (CONTRACTS 3a), chain `input` of table `inet storebox`.
+"""The box's own firewall (docs/openapi.json), chain `input` of table `inet storebox`.
 
 In the shop (`lab.shop`): a stand-in for the POS API listens on every address
 of the box; the POS on the LAN reaches it, a host on the wired ISP and one on the

@@ -1,4 +1,4 @@
-"""Probe target syntax (CONTRACTS.md §2 plus icmp:HOST)."""
+"""Probe target syntax (docs/config.md plus icmp:HOST)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fleet revision 2 on the box (CONTRACTS §6a), against a real mosquitto: the `status`
+"""Fleet revision 2 on the box (docs/mqtt.md), against a real mosquitto: the `status`
 payload's session (birth and Will of one connection), `seq` kept across restarts, events
 kept on disk while the broker is away (and across a restart), `config_version` and
 `site` in the state."""

@@ -412,7 +412,7 @@ async def test_key_provider_unavailable_then_credential_and_sighup_opens_the_sto
         assert answer.body["mode"] == "offline"
         assert answer.body["decline_reason"] == "cannot_protect_card"
         assert answer.body["card"] == {"brand": "visa", "last4": "1111"}
-        # CONTRACTS §3: the same key and body get the first answer again, another body 409
+        # docs/openapi.json: the same key and body get the first answer again, another body 409
         again = await box.pay(first, key="closed-1")
         assert again.status == 200 and again.body == answer.body
         other = await box.pay({**first, "amount": 777}, key="closed-1")

@@ -1,4 +1,4 @@
-"""The dashboard (CONTRACTS §7) in a real headless Chromium (Debian `chromium` and
+"""The dashboard (docs/cli.md) in a real headless Chromium (Debian `chromium` and
 `chromium-driver`, driven by selenium), against `storebox fleet serve` as its own process
 and a real mosquitto: the table fills, the filters narrow it, an incident appears on top
 live (no reload) when shops go down, and a click shows the shop's timeline, which follows

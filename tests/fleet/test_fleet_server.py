@@ -1,4 +1,4 @@
-"""`storebox fleet serve` (CONTRACTS §7) against a real mosquitto: a small box simulator
+"""`storebox fleet serve` (docs/cli.md) against a real mosquitto: a small box simulator
 publishes the contract for ~50 boxes from one process."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The operator's views of one shop and of one incident (CONTRACTS §7, §8): `GET
+"""The operator's views of one shop and of one incident (docs/cli.md): `GET
 /api/boxes/<id>`, its timeline, an incident's claim report from the boxes' `outage` events,
 and the CLI over them (`fleet show`, `fleet export`, `fleet incidents --claim`, `fleet
 watch`), against a real mosquitto and both databases."""
@@ -39,7 +39,7 @@ async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
 
 def outage(ident: int, started: datetime, minutes: float, payments: int, amount: int,
            uplink: str = "wired") -> dict[str, Any]:
-    """An `outage` event as the box's fleet agent sends a ledger row (CONTRACTS §8)."""
+    """An `outage` event as the box's fleet agent sends a ledger row (docs/cli.md)."""
     ended = started + timedelta(minutes=minutes)
     return {"kind": "outage", "severity": "info", "at": ended.isoformat(), "id": ident,
             "uplink": uplink, "isp": "KT", "started_at": started.isoformat(),

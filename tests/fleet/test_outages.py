@@ -1,4 +1,4 @@
-"""The outage ledger (CONTRACTS §8): recorded from the box state, kept across restarts
+"""The outage ledger (docs/cli.md): recorded from the box state, kept across restarts
 (in-process and the real daemon), read by `storebox outages`."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SIGKILL the daemon at random moments under POS load: nothing lost, nothing twice.
 
-The box seals every card it keeps to the gateway simulator's key (CONTRACTS §5a), so the
+The box seals every card it keeps to the gateway simulator's key (docs/gateway-protocol.md), so the
 drill also proves that every payment forwarded after the kills arrived sealed under the
 box's kid and was opened by the gateway, and that no sealed card was refused (a card
 re-sealed after a kill would be a different body: 422 conflict)."""

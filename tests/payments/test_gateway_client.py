@@ -445,7 +445,7 @@ def test_parse_retry_after() -> None:
 
 
 async def test_retrying_client_forwards_each_payment_exactly_once() -> None:
-    """The forwarding discipline of CONTRACTS §5 against a misbehaving gateway: retry on
+    """The forwarding discipline of docs/gateway-protocol.md against a misbehaving gateway: retry on
     unavailable, look up after an unknown outcome. Every payment is processed once."""
     faults = Faults(latency_s=0.002, jitter_s=0.01, fail_5xx=0.2, fail_429=0.1,
                     drop_answers=0.3)

@@ -1,4 +1,4 @@
-"""The gateway simulator (CONTRACTS §5) over real HTTP on loopback."""
+"""The gateway simulator (docs/gateway-protocol.md) over real HTTP on loopback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The gateway simulator's side of sealed cards (CONTRACTS §5a), over real HTTP on loopback:
+"""The gateway simulator's side of sealed cards (docs/gateway-protocol.md), over real
+HTTP on loopback:
 it opens ``card_sealed`` with its private keys and decides on the opened card."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sealed cards (CONTRACTS §5a): the suite against RFC 9180's published vectors and
+"""Sealed cards (docs/gateway-protocol.md): the suite against RFC 9180's published vectors and
 against an independent implementation (cryptography's HPKE), then the contract around it:
 aad = payment id, kid, PEM handling, the JSON and blob forms, and no PAN anywhere."""
 

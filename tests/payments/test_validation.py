@@ -285,7 +285,7 @@ def test_messages_are_capped() -> None:
 # --- properties -----------------------------------------------------------------
 
 def holds_card_number(text: str) -> bool:
-    """The test's own reading of CONTRACTS §3a, by brute force: some substring of `text`
+    """The test's own reading of docs/openapi.json, by brute force: some substring of `text`
     is 12-19 digits, possibly grouped by single spaces or dashes, not cut out of a
     longer digit group, and passes Luhn."""
     for i in range(len(text)):
@@ -550,7 +550,7 @@ def test_expiry_more_than_20_years_ahead_is_refused_relative_to_today() -> None:
     assert parse_payment_request(encode(body), date(2030, 1, 1)).card.exp_year == 2050
 
 
-# --- free text is not a place for cards (CONTRACTS §3a) ----------------------------
+# --- free text is not a place for cards (docs/openapi.json) ----------------------------
 
 OTHER_PAN = "4000056655665556"   # Luhn-valid, not the card's PAN
 CARD_TEXTS = [

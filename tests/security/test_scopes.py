@@ -1,4 +1,4 @@
-"""The POS API's trust boundary (CONTRACTS §3a, issue #8): every route has a scope, each
+"""The POS API's trust boundary (docs/openapi.json, issue #8): every route has a scope, each
 token only its scopes, the admin socket by its permissions, failed authentications rate
 limited and logged once per window.
 

@@ -1,4 +1,4 @@
-"""TLS on the POS API (CONTRACTS §3a): the real daemon in a namespace, clients that pin.
+"""TLS on the POS API (docs/openapi.json): the real daemon in a namespace, clients that pin.
 
 What a POS on the shop LAN relies on: HTTPS wherever the API leaves loopback, only TLS
 1.2+ with ECDHE and AEAD ciphers, the certificate the status shows is the one served

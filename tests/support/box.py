@@ -105,7 +105,8 @@ async def store_box(netns: str, tmp: Path, faults: Faults | None = None,
 
     `sealed`: a fresh gateway key pair in `tmp`; the simulator holds the private key, the
     box's `payments.seal_key_file` names the public one, so every card kept offline is
-    sealed to the gateway (CONTRACTS §5a). `nofile`: the daemon's RLIMIT_NOFILE. `tables`:
+    sealed to the gateway (docs/gateway-protocol.md). `nofile`: the daemon's RLIMIT_NOFILE.
+    `tables`:
     keys of the config's tables (`tests.support.daemon.write_config`)."""
     seal = write_seal_keys(tmp) if sealed else None
     if seal is not None:

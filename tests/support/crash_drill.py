@@ -2,7 +2,7 @@
 
 Used by the crash-safety test (≥ 50 kills) and the benchmark (≥ 1,000 kills). With
 `sealed=True` (the default) the box seals every card it keeps to the gateway simulator's
-key (CONTRACTS §5a), and the report says how each forwarded payment arrived: sealed under
+key (docs/gateway-protocol.md), and the report says how each forwarded payment arrived: sealed under
 the box's kid and opened by the simulator, or not.
 """
 

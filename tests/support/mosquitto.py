@@ -136,7 +136,7 @@ class Received:
 
     @property
     def status(self) -> str | None:
-        """`online`/`offline` of a `status` payload (JSON since CONTRACTS §6a)."""
+        """`online`/`offline` of a `status` payload (JSON since docs/mqtt.md)."""
         from firmware.fleet.topics import parse_status
 
         value = parse_status(self.payload)["status"]

@@ -4,7 +4,7 @@
 `Forwarder` the way `firmware/components/payments.py` does (one `Claims` shared by both, the
 forwarder woken by uplink changes), with a `ManualClock` whose wall time can be stepped or
 unset independently of its monotonic time. `ModelGateway` implements the gateway's
-idempotency rules (CONTRACTS §5) and injects the faults a real gateway and network
+idempotency rules (docs/gateway-protocol.md) and injects the faults a real gateway and network
 produce, raising exactly what `gateway_client.HttpGateway` raises for each of them.
 
 Nothing here sleeps: time moves only when a test moves the clock, and concurrency is
@@ -115,7 +115,7 @@ class Sent:
 
 @dataclass
 class ModelGateway:
-    """The gateway's idempotency store (CONTRACTS §5) and the faults around it.
+    """The gateway's idempotency store (docs/gateway-protocol.md) and the faults around it.
 
     `mode` is the gateway as a whole: "ok", "down" (nothing reachable), "reject_all"
     (a 404 for every path, lookups included), "swallow" (every request times out
