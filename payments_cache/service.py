@@ -218,9 +218,18 @@ class PaymentService:
             current = await self._current(payment.id)
             if current.status is not PaymentStatus.PENDING:
                 return current  # resolved meanwhile (the forwarder's lookup)
-            earlier = max(filter(None, (current.lost_attempt_until,
-                                        self._lost_until(current.created_at))))
-            return await self._decide(current, request, self._lost_until_now(), earlier)
+            return await self._decide(current, request, self._lost_until_now(),
+                                      self._earlier_window(current))
+
+    def _earlier_window(self, current: Payment) -> datetime:
+        """Until when the cut-short attempt may still reach the gateway: the later of its
+        stored window (kept in step with the clock by the store) and one from its creation
+        time. Never
+        beyond a whole window from now: that attempt began before now, and a creation
+        time written under a clock set back since would otherwise hold it for hours."""
+        found = max(filter(None, (current.lost_attempt_until,
+                                  self._lost_until(current.created_at))))
+        return min(found, self._lost_until_now())
 
     async def get(self, payment_id: str) -> dict[str, Any] | None:
         payment = await self.store.get(payment_id)

@@ -701,3 +701,34 @@ async def test_bug_f_a_late_request_after_the_wall_clock_was_unset(rig: Rig,
     faulted = [f["payment_id"] for f in rig.faults()
                if str(f.get("reason")).startswith("approved_after")]
     assert not charged or row.status is PaymentStatus.APPROVED or faulted == [row.id], row
+
+
+async def test_bug_g_a_retry_after_a_clock_step_back_holds_the_payment_for_hours(
+        rig: Rig) -> None:
+    """Found by test_model (shrunk: killed mid-attempt before the gateway got it, the
+    clock set back 6 h, the POS retries the key). The resumed attempt's earlier window was
+    taken from the payment's creation time, written 6 h "later" than the clock now says,
+    so the lost attempt was waited for 6 hours (and the forwarder told so).
+
+    Fixed: an earlier attempt's window is never beyond a whole window from now
+    (`PaymentService._earlier_window`)."""
+    gw = rig.gateway
+    gw.gate = asyncio.Event()
+    dying = asyncio.create_task(rig.pay("kg", body(1000)))
+    await gw.arrived.wait()
+    dying.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await dying
+    await rig.restart()
+    gw.gate = None
+    rig.clock.step_wall(-6 * 3600)
+    gw.next_faults = ["refused"]
+    await rig.pay("kg", body(1000))
+    gw.next_faults = []
+    await rig.run_for(1800)
+    store = rig.store
+    assert store is not None
+    hit = await store.lookup_idempotency("kg")
+    assert hit is not None
+    row = hit[0]
+    assert row.forward_state is not ForwardState.UNKNOWN, row
