@@ -130,19 +130,19 @@ class _Source:
 class AuthLimiter:
     """Failed authentications per source address: a token bucket (`burst` failures, one
     more every `refill_s`), and log lines at most one per `window_s` per source plus one
-    summary with the count. `clock` is injectable so the tests need no sleep."""
+    summary with the count. `monotonic` is injectable so the tests need no sleep."""
 
     def __init__(self, burst: int = 10, refill_s: float = 6.0, window_s: float = 60.0,
-                 max_sources: int = 4096, clock: Callable[[], float] = time.monotonic,
+                 max_sources: int = 4096, monotonic: Callable[[], float] = time.monotonic,
                  logger: logging.Logger | None = None, timers: bool = True) -> None:
         self.burst = burst
         self.refill_s = refill_s
         self.window_s = window_s
         self.max_sources = max_sources
-        self.clock = clock
+        self.monotonic = monotonic
         self.log = logger or log
         #: Flush summaries from the event loop at the end of a window (off in tests, which
-        #: call flush() with their own clock).
+        #: call flush() with their own monotonic clock).
         self.timers = timers
         self._sources: dict[str, _Source] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -167,7 +167,7 @@ class AuthLimiter:
         entry = self._sources.get(source)
         if entry is None:
             return None
-        now = self.clock()
+        now = self.monotonic()
         entry = self._source(source, now)
         if entry.tokens >= 1.0:
             return None
@@ -177,7 +177,7 @@ class AuthLimiter:
 
     def failed(self, source: str, what: str) -> None:
         """A failed authentication from `source`: one token from its bucket."""
-        now = self.clock()
+        now = self.monotonic()
         entry = self._source(source, now)
         entry.tokens = max(0.0, entry.tokens - 1.0)
         self._note(source, entry, now, what)
@@ -202,7 +202,7 @@ class AuthLimiter:
     def flush(self) -> None:
         """Log the summary of every window that has ended; forget sources that are quiet
         and whole again."""
-        now = self.clock()
+        now = self.monotonic()
         for source in list(self._sources):
             entry = self._sources[source]
             if entry.window_start is not None and now - entry.window_start >= self.window_s:

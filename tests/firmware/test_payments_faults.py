@@ -37,6 +37,7 @@ from payments_cache.keysource import KeySource
 from payments_cache.models import Card, GatewayResult, PaymentRequest, StandInDecision
 from payments_cache.sealing import SealKey, generate_keypair
 from tests.support.box import VISA, Box, eventually, payment_body, pinned_session
+from tests.support.clock import ManualClock
 from tests.support.daemon import MERCHANT_KEY, DaemonProcess, write_config
 from tests.support.netns import inside
 
@@ -454,17 +455,6 @@ async def test_key_provider_unavailable_then_credential_and_sighup_opens_the_sto
 # --------------------------------------------------------------------------- upkeep
 
 
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 DAY = 86_400.0
 
 
@@ -476,12 +466,12 @@ def request(i: int, amount: int) -> PaymentRequest:
 
 @pytest.fixture
 async def upkeep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                 ) -> AsyncIterator[tuple[PaymentsComponent, Clock, Path]]:
+                 ) -> AsyncIterator[tuple[PaymentsComponent, ManualClock, Path]]:
     """The payments component as the daemon builds it (file provider), its store on an
     injected clock."""
     state_dir = tmp_path / "state"
     state_dir.mkdir(mode=0o700)
-    clock = Clock()
+    clock = ManualClock()
     config = load_config_text(f"""\
 [device]
 id = "store-test"
@@ -499,7 +489,8 @@ key_cryptoperiod_days = 30
         @classmethod
         async def open(cls, directory: str | Path, keys: KeySource,
                        **options: Any) -> AsyncStore:
-            return await AsyncStore.open(directory, keys, wall=clock, **options)
+            return await AsyncStore.open(directory, keys, wall=clock.wall,
+                                         monotonic=clock.monotonic, **options)
 
     monkeypatch.setattr(firmware.components.payments, "AsyncStore", ClockedStore)
     state = BoxState(config.device.id, "test")
@@ -536,7 +527,7 @@ def payment_rows(state_dir: Path) -> dict[str, tuple[Any, ...]]:
 
 
 async def test_upkeep_erases_fingerprints_purges_settled_rows_and_rotates_keys(
-        upkeep: tuple[PaymentsComponent, Clock, Path]) -> None:
+        upkeep: tuple[PaymentsComponent, ManualClock, Path]) -> None:
     component, clock, state_dir = upkeep
     store = component.store
     assert store is not None

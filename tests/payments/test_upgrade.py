@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,8 @@ PANS = {"q1": "4111111111111111", "q2": "5555555555554444", "u": "40128888888818
         "x": "5105105105105100"}
 STILL_OWED = ("q1", "q2", "u", "d", "p")  # queued, unknown, dead, interrupted
 T = datetime(2023, 11, 15, tzinfo=UTC).timestamp()
+#: A fixed moment (a clock that neither passes nor is set: no wall-clock step is seen).
+AT_T: dict[str, Any] = {"wall": lambda: T, "monotonic": lambda: 0.0}
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def test_the_legacy_fixture_is_what_the_old_firmware_wrote(legacy: Path) -> None
 
 
 def test_an_upgrade_in_place_keeps_every_queued_card_bound_to_its_row(legacy: Path) -> None:
-    store = Store.open(legacy, legacy / "kek", wall=lambda: T)
+    store = Store.open(legacy, legacy / "kek", **AT_T)
     try:
         assert "0004_card_protection" in store.report.applied_migrations
         assert len(store.report.upgraded) == len(STILL_OWED)
@@ -86,7 +89,7 @@ def test_an_upgrade_in_place_keeps_every_queued_card_bound_to_its_row(legacy: Pa
 
 
 def test_a_retry_of_an_upgraded_payment_gets_its_first_answer(legacy: Path) -> None:
-    store = Store.open(legacy, legacy / "kek", wall=lambda: T)
+    store = Store.open(legacy, legacy / "kek", **AT_T)
     try:
         found = store.lookup_idempotency("q1")
         assert found is not None
@@ -101,7 +104,7 @@ def test_with_a_seal_key_the_upgrade_seals_every_card_and_keeps_no_local_form(
     private, public = generate_keypair()
     opener = SealOpener()
     opener.add_private_key(private)
-    store = Store.open(legacy, legacy / "kek", wall=lambda: T,
+    store = Store.open(legacy, legacy / "kek", **AT_T,
                        seal_key=SealKey.from_pem(public))
     try:
         for key in STILL_OWED:
@@ -120,7 +123,7 @@ def test_with_a_seal_key_the_upgrade_seals_every_card_and_keeps_no_local_form(
 def test_moving_to_a_key_provider_rewraps_the_keys_and_erases_the_old_kek(
         legacy: Path, tmp_path: Path) -> None:
     provider_kek = tmp_path / "elsewhere" / "kek"   # stands in for a token-held KEK
-    store = Store.open(legacy, provider_kek, wall=lambda: T, legacy_kek=legacy / "kek")
+    store = Store.open(legacy, provider_kek, **AT_T, legacy_kek=legacy / "kek")
     try:
         pid = _payment_id(store, "q2")
         card = store.card_for_forwarding(pid)
@@ -128,7 +131,7 @@ def test_moving_to_a_key_provider_rewraps_the_keys_and_erases_the_old_kek(
     finally:
         store.close()
     assert not (legacy / "kek").exists()
-    reopened = Store.open(legacy, provider_kek, wall=lambda: T)
+    reopened = Store.open(legacy, provider_kek, **AT_T)
     try:
         card = reopened.card_for_forwarding(_payment_id(reopened, "q1"))
         assert isinstance(card, Card) and card.pan == PANS["q1"]
@@ -140,12 +143,12 @@ def test_moving_to_a_key_provider_rewraps_the_keys_and_erases_the_old_kek(
 def test_a_missing_kek_is_never_replaced_while_keys_are_wrapped_by_it(legacy: Path) -> None:
     (legacy / "kek").unlink()
     with pytest.raises(KeyMaterialError, match="missing"):
-        Store.open(legacy, legacy / "kek", wall=lambda: T)
+        Store.open(legacy, legacy / "kek", **AT_T)
     assert not (legacy / "kek").exists()
     # nothing was changed: restoring the key opens the queue again
     shutil.copy(LEGACY / "kek", legacy / "kek")
     (legacy / "kek").chmod(0o600)
-    store = Store.open(legacy, legacy / "kek", wall=lambda: T)
+    store = Store.open(legacy, legacy / "kek", **AT_T)
     try:
         assert store.report.quarantined == []
         assert store.queue_stats().count == 4
@@ -154,7 +157,7 @@ def test_a_missing_kek_is_never_replaced_while_keys_are_wrapped_by_it(legacy: Pa
 
 
 def test_a_new_box_may_create_its_kek(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "state", tmp_path / "keys" / "kek", wall=lambda: T)
+    store = Store.open(tmp_path / "state", tmp_path / "keys" / "kek", **AT_T)
     store.close()
     assert load_or_create_kek(tmp_path / "keys" / "kek").path.endswith("kek")
 
@@ -170,7 +173,7 @@ def test_an_edited_row_is_quarantined_never_forwarded(tmp_path: Path, sealed: bo
     associated data; for a sealed card a keyed row MAC): a row edited from 1200 KRW to
     1 USD no longer opens, it is quarantined and reported."""
     _, public = generate_keypair()
-    store = Store.open(tmp_path / "state", tmp_path / "state" / "kek", wall=lambda: T,
+    store = Store.open(tmp_path / "state", tmp_path / "state" / "kek", **AT_T,
                        merchant_id="m-1", seal_key=SealKey.from_pem(public) if sealed else None)
     try:
         request = PaymentRequest(1200, "KRW", Card(PANS["q1"], 12, 2030, "123"), "pos-1", "r")
@@ -193,7 +196,7 @@ def test_an_edited_row_is_quarantined_never_forwarded(tmp_path: Path, sealed: bo
 def test_a_database_is_snapshotted_before_it_is_migrated(legacy: Path) -> None:
     """An A/B update rolled back: the earlier firmware refuses the migrated database, so
     the store keeps it as it was before migrating (``VACUUM INTO``, 0600)."""
-    Store.open(legacy, legacy / "kek", wall=lambda: T).close()
+    Store.open(legacy, legacy / "kek", **AT_T).close()
     snapshot = legacy / f"{DB_NAME}.before-0004_card_protection"
     assert snapshot.exists() and (snapshot.stat().st_mode & 0o777) == 0o600
     conn = sqlite3.connect(snapshot)
@@ -202,10 +205,10 @@ def test_a_database_is_snapshotted_before_it_is_migrated(legacy: Path) -> None:
         assert conn.execute("SELECT count(*) FROM payments").fetchone()[0] == len(PANS)
     finally:
         conn.close()
-    Store.open(legacy, legacy / "kek", wall=lambda: T).close()  # nothing pending: none
+    Store.open(legacy, legacy / "kek", **AT_T).close()  # nothing pending: none
     assert sorted(p.name for p in legacy.glob(f"{DB_NAME}.before-*")) == [snapshot.name]
 
 
 def test_a_new_database_needs_no_snapshot(tmp_path: Path) -> None:
-    Store.open(tmp_path / "state", tmp_path / "kek", wall=lambda: T).close()
+    Store.open(tmp_path / "state", tmp_path / "kek", **AT_T).close()
     assert list((tmp_path / "state").glob(f"{DB_NAME}.before-*")) == []

@@ -38,6 +38,7 @@ from firmware.metrics import registry_for
 from firmware.state import BoxState
 from firmware.tokens import TokenStore
 from tests.support import openapi
+from tests.support.clock import ManualClock
 from tests.support.daemon import DaemonProcess, write_config, write_tokens
 
 TOKENS = {
@@ -235,17 +236,10 @@ async def test_the_admin_socket_is_admin_only_while_it_is_private(tmp_path: Path
 # --------------------------------------------------------------------------- rate limit
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_1000_bad_attempts_get_429_and_two_log_lines(tmp_path: Path, caplog: Any) -> None:
-    clock = Clock()
-    limiter = AuthLimiter(burst=10, refill_s=6.0, window_s=60.0, clock=clock, timers=False)
+    clock = ManualClock()
+    limiter = AuthLimiter(burst=10, refill_s=6.0, window_s=60.0, monotonic=clock.monotonic,
+                          timers=False)
     app = small_app(tmp_path, limiter)
     caplog.set_level(logging.INFO, logger="storebox.api")
     statuses: list[int] = []
@@ -269,7 +263,7 @@ async def test_1000_bad_attempts_get_429_and_two_log_lines(tmp_path: Path, caplo
         assert api_lines[0].getMessage().startswith("401 GET /v1/status from 127.0.0.1: "
                                                     "token not accepted")
         # the window ends: one summary with the count
-        clock.now += 60.0
+        clock.advance(60.0)
         limiter.flush()
         api_lines = [r for r in caplog.records if r.name == "storebox.api"]
         assert len(api_lines) == 2
@@ -282,27 +276,28 @@ async def test_1000_bad_attempts_get_429_and_two_log_lines(tmp_path: Path, caplo
 
 
 def test_limiter_per_source_refill_and_forgetting(caplog: Any) -> None:
-    clock = Clock()
-    limiter = AuthLimiter(burst=3, refill_s=10.0, window_s=60.0, clock=clock, timers=False)
+    clock = ManualClock()
+    limiter = AuthLimiter(burst=3, refill_s=10.0, window_s=60.0, monotonic=clock.monotonic,
+                          timers=False)
     for _ in range(3):
         assert limiter.retry_after("10.0.0.1", "x") is None
         limiter.failed("10.0.0.1", "401 x")
     assert limiter.retry_after("10.0.0.1", "x") == pytest.approx(10.0)
     assert limiter.retry_after("10.0.0.2", "y") is None  # another till is not affected
-    clock.now += 4.0
+    clock.advance(4.0)
     assert limiter.retry_after("10.0.0.1", "x") == pytest.approx(6.0)
-    clock.now += 6.0
+    clock.advance(6.0)
     assert limiter.retry_after("10.0.0.1", "x") is None  # one attempt more
     limiter.failed("10.0.0.1", "401 x")
     assert limiter.retry_after("10.0.0.1", "x") is not None
-    clock.now += 3600.0
+    clock.advance(3600.0)
     limiter.flush()
     assert limiter._sources == {}  # quiet and whole again: forgotten
 
 
 def test_limiter_table_is_bounded() -> None:
-    clock = Clock()
-    limiter = AuthLimiter(burst=2, max_sources=50, clock=clock, timers=False,
+    clock = ManualClock()
+    limiter = AuthLimiter(burst=2, max_sources=50, monotonic=clock.monotonic, timers=False,
                           logger=logging.getLogger("test.quiet"))
     for i in range(5000):
         limiter.failed(f"10.1.{i // 256}.{i % 256}", "401")
@@ -310,16 +305,17 @@ def test_limiter_table_is_bounded() -> None:
 
 
 def test_one_log_line_per_window_per_source(caplog: Any) -> None:
-    clock = Clock()
+    clock = ManualClock()
     logger = logging.getLogger("test.limiter")
-    limiter = AuthLimiter(burst=5, window_s=60.0, clock=clock, timers=False, logger=logger)
+    limiter = AuthLimiter(burst=5, window_s=60.0, monotonic=clock.monotonic, timers=False,
+                          logger=logger)
     caplog.set_level(logging.INFO, logger="test.limiter")
     for _window in range(3):
         for _ in range(100):
             if limiter.retry_after("10.0.0.9", "GET /x from 10.0.0.9") is None:
                 limiter.failed("10.0.0.9", "401 GET /x from 10.0.0.9: token not accepted")
-            clock.now += 0.5
-        clock.now += 10.0
+            clock.advance(0.5)
+        clock.advance(10.0)
     limiter.flush()
     messages = [r.getMessage() for r in caplog.records if r.name == "test.limiter"]
     # a first line and a summary per window: 3 windows (100 attempts each) → 6 lines
