@@ -41,6 +41,24 @@ from tests.support import openapi
 from tests.support.clock import ManualClock
 
 
+async def killed_mid_attempt(rig: Rig, key: str, amount: int = 1000) -> None:
+    """The daemon dies while the online attempt of `key` is at the gateway (its request
+    arrived; no answer yet)."""
+    gw = rig.gateway
+    gw.gate = asyncio.Event()
+    dying = asyncio.create_task(rig.pay(key, body(amount)))
+    await gw.arrived.wait()
+    dying.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await dying
+
+
+def faulted_approved_after(rig: Rig) -> list[str]:
+    """The payments an `approved_after_*` fault was raised for."""
+    return [f["payment_id"] for f in rig.faults()
+            if str(f.get("reason")).startswith("approved_after")]
+
+
 async def offline(rig: Rig, key: str, amount: int = 1000, **options: object) -> str:
     """A payment taken while no uplink works: approved offline, queued."""
     before = rig.uplinks.state
@@ -531,12 +549,7 @@ async def test_bug_a_forward_clock_step_skips_the_lost_attempt_window(
     clock step it sees (`Forwarder._follow_wall_steps`)."""
     async with opened(Rig(state_dir, unreachable_pause_s=0.0)) as rig:
         gw = rig.gateway
-        gw.gate = asyncio.Event()
-        dying = asyncio.create_task(rig.pay("kb", body(1000)))
-        await gw.arrived.wait()
-        dying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dying
+        await killed_mid_attempt(rig, "kb")
         pid = gw.authorizations()[0].pid
         gw.in_transit.append((rig.clock.monotonic() + 30, pid, gw.last_body))
         await rig.restart()
@@ -544,9 +557,7 @@ async def test_bug_a_forward_clock_step_skips_the_lost_attempt_window(
         await rig.run_for(GRACE_S + DEADLINE_S + LIFETIME_S + 60)
         assert gw.charged(pid)
         row = await rig.row(pid)
-        assert row.status is PaymentStatus.APPROVED or [
-            f["payment_id"] for f in rig.faults()
-            if str(f.get("reason")).startswith("approved_after")] == [pid], row
+        assert row.status is PaymentStatus.APPROVED or faulted_approved_after(rig) == [pid], row
 
 
 async def test_bug_b_a_clock_corrected_back_delays_the_queue_by_the_step(rig: Rig) -> None:
@@ -581,12 +592,7 @@ async def test_bug_c_a_gateway_404ing_every_path_closes_a_charged_payment(
     (`Forwarder._lookups_trusted`)."""
     async with opened(Rig(state_dir, unreachable_pause_s=0.0)) as rig:
         gw = rig.gateway
-        gw.gate = asyncio.Event()
-        dying = asyncio.create_task(rig.pay("kd", body(1000)))
-        await gw.arrived.wait()
-        dying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dying
+        await killed_mid_attempt(rig, "kd")
         pid = gw.authorizations()[0].pid
         gw.in_transit.append((rig.clock.monotonic(), pid, gw.last_body))
         gw.deliver()
@@ -595,9 +601,8 @@ async def test_bug_c_a_gateway_404ing_every_path_closes_a_charged_payment(
         gw.mode = "reject_all"
         await rig.run_for(300)
         row = await rig.row(pid)
-        assert row.forward_state is not ForwardState.NONE or [
-            f["payment_id"] for f in rig.faults()
-            if str(f.get("reason")).startswith("approved_after")] == [pid], row
+        assert row.forward_state is not ForwardState.NONE \
+            or faulted_approved_after(rig) == [pid], row
 
 
 @pytest.mark.parametrize("fault", ["503_hold", "reject"])
@@ -698,9 +703,8 @@ async def test_bug_f_a_late_request_after_the_wall_clock_was_unset(rig: Rig,
     await rig.run_for(3600)
     row = await rig.row(answer["id"])
     charged = rig.gateway.charged(answer["id"])
-    faulted = [f["payment_id"] for f in rig.faults()
-               if str(f.get("reason")).startswith("approved_after")]
-    assert not charged or row.status is PaymentStatus.APPROVED or faulted == [row.id], row
+    assert not charged or row.status is PaymentStatus.APPROVED \
+        or faulted_approved_after(rig) == [row.id], row
 
 
 async def test_bug_g_a_retry_after_a_clock_step_back_holds_the_payment_for_hours(
@@ -713,12 +717,7 @@ async def test_bug_g_a_retry_after_a_clock_step_back_holds_the_payment_for_hours
     Fixed: an earlier attempt's window is never beyond a whole window from now
     (`PaymentService._earlier_window`)."""
     gw = rig.gateway
-    gw.gate = asyncio.Event()
-    dying = asyncio.create_task(rig.pay("kg", body(1000)))
-    await gw.arrived.wait()
-    dying.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await dying
+    await killed_mid_attempt(rig, "kg")
     await rig.restart()
     gw.gate = None
     rig.clock.step_wall(-6 * 3600)
