@@ -25,12 +25,15 @@ Ruleset shape (LAN `lan0`, wired `wan0` active, LTE allowlist configured)::
             iifname { "lan0" } ct mark and 0xff00 == 0x200 \
                 meta mark set meta mark and 0xffff00ff or 0x200
         }
+        chain modem_guard {
+            type filter hook forward priority filter - 1; policy accept;
+            iifname { "lan0" } oifname "wwan0" ip daddr @modem_mgmt4 counter drop
+            iifname { "lan0" } oifname "wwan0" ip6 daddr @modem_mgmt6 counter drop
+        }
         chain forward {
             type filter hook forward priority filter; policy accept;
             iifname { "wan0", "wwan0" } oifname { "lan0" } ct state established,related accept
             iifname { "wan0", "wwan0" } oifname { "lan0" } counter drop
-            iifname { "lan0" } oifname "wwan0" ip daddr @modem_mgmt4 counter drop
-            iifname { "lan0" } oifname "wwan0" ip6 daddr @modem_mgmt6 counter drop
             iifname { "lan0" } oifname "wan0" accept
             iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 \
                 ip daddr @lte_allow4 accept
@@ -118,18 +121,20 @@ From the daemon's start, not from the first decision: `guard()` runs when the fa
 component is built, before the API listens. The engine applies the table only when it
 chooses an uplink, and with every uplink dead from the start it never chooses one; so
 `guard()` applies the table itself (as in offline mode) when there is none, or replaces
-the input chain of the one the previous run left. Every later transaction carries the
-input chain again: it is never absent between decisions.
+the input chain and the modem's guard of the one the previous run left. Every later
+transaction carries both again: they are never absent between decisions.
 
-The modem's own management (docs/openapi.json)
------------------------------------------
+The modem's own management
+--------------------------
 An LTE modem that routes (ECM/RNDIS, "HiLink") answers on its own address -- a Quectel
 on 192.168.225.1, a Huawei on 192.168.8.1 -- with a web page, sometimes AT commands
 over HTTP, reached through the LTE interface. The box may talk to it (the modem driver,
 a technician's curl on the box: the output path, not this table's forward chain); the
 LAN may not: forwarded LAN packets to `modem_mgmt4`/`modem_mgmt6` out of the LTE
-interface are dropped and counted (`modem_blocked`), whatever uplink is active and
-before any allowlist. The sets hold `modem_management` (the daemon passes
+interface are dropped and counted (`modem_blocked`) in a base chain of their own,
+`modem_guard`, hooked before the forward chain (a drop there is final): whatever uplink
+is active, before any allowlist, and from the daemon's start, even when a table left by
+its previous run still forwards the LAN. The sets hold `modem_management` (the daemon passes
 `routing.modem_management`: by default 192.168.225.0/24, 192.168.8.0/24, 192.168.0.1 and
 192.168.1.1) and the LTE interface's default gateway when it is a private address
 (looked up by `guard()` and `refresh_modem_gateway()`, which the daemon runs every 10 s:
@@ -289,6 +294,7 @@ class LanForwarding:
                  *(["\tcounter uplink_dropped { }", "\tcounter api_refused { }"]
                    if self.firewall else []),
                  *self._prerouting(lan),
+                 *self._modem_guard(lan),
                  *self._forward(lan, wans, outs, sticky=active is not None),
                  *self._postrouting(lan, outs)]
         if self.firewall:
@@ -313,6 +319,21 @@ class LanForwarding:
             lines.append(f"\tset {name} {{ type {kind}; flags interval;{elements} }}")
         return lines
 
+    def _modem_guard(self, lan: str) -> list[str]:
+        """The modem's own management: the box may talk to it, the LAN may not. A base
+        chain of its own, before the forward chain (a drop there is final), so that
+        `guard` can put it in place at start without replacing the LAN's forwarding."""
+        if "lte" not in self.uplinks:
+            return []
+        lte = self.uplinks["lte"]
+        return ["\tchain modem_guard {",
+                "\t\ttype filter hook forward priority filter - 1; policy accept;",
+                f'\t\tiifname {lan} oifname "{lte}" ip daddr @modem_mgmt4 '
+                'counter name "modem_blocked" drop',
+                f'\t\tiifname {lan} oifname "{lte}" ip6 daddr @modem_mgmt6 '
+                'counter name "modem_blocked" drop',
+                "\t}"]
+
     def _prerouting(self, lan: str) -> list[str]:
         keep = ~FLOW_MARK_MASK & 0xFFFFFFFF
         lines = ["\tchain prerouting {",
@@ -331,13 +352,6 @@ class LanForwarding:
             f"\t\tiifname {wans} oifname {lan} ct state established,related accept",
             f'\t\tiifname {wans} oifname {lan} counter name "inbound_dropped" drop',
         ]
-        if "lte" in self.uplinks:
-            # the modem's own management: the box may talk to it, the LAN may not
-            lte = self.uplinks["lte"]
-            lines += [f'\t\tiifname {lan} oifname "{lte}" ip daddr @modem_mgmt4 '
-                      'counter name "modem_blocked" drop',
-                      f'\t\tiifname {lan} oifname "{lte}" ip6 daddr @modem_mgmt6 '
-                      'counter name "modem_blocked" drop']
         for uplink in outs:
             out = self.uplinks[uplink]
             if self.lte_allowlist is not None and uplink == "lte":
@@ -418,24 +432,45 @@ class LanForwarding:
         chain, the LAN reaching no uplink, nothing from the uplinks reaching the LAN,
         which is what the engine applies anyway until it has chosen an uplink. A table
         left by the daemon's previous run (it stays when the daemon stops): only its
-        input chain is replaced, with this configuration's, so the LAN keeps the uplink
-        it had through a restart until the engine's first decision replaces the rest."""
+        input chain and the modem's guard are replaced, with this configuration's, so the
+        LAN keeps the uplink it had through a restart until the engine's first decision
+        replaces the rest, and never reaches the modem's management meanwhile."""
         if self.modem_gateway:
             await self._lookup_gateways()
         if not await self.present():
             await self.apply(None)
-        elif self.firewall:
+        elif self.firewall or "lte" in self.uplinks:
             async with self._lock:
-                await self._nft(["-f", "-"], self.render_input(), "guard")
+                await self._nft(["-f", "-"], self.render_guard(), "guard")
 
-    def render_input(self) -> str:
-        """A transaction that replaces the input chain of an existing table (and only it)."""
-        head = [f"table {FAMILY} {TABLE} {{",
-                "\tcounter uplink_dropped { }", "\tcounter api_refused { }",
-                "\tchain input { type filter hook input priority filter; policy accept; }",
-                "}", f"flush chain {FAMILY} {TABLE} input", f"table {FAMILY} {TABLE} {{"]
-        body = self._input_chain(_set(self.lan), _set(self.uplinks.values()))
-        return "\n".join([*head, *body, "}", ""])
+    def render_guard(self) -> str:
+        """A transaction that replaces the input chain and the modem's guard (with its
+        address sets) of an existing table, and only them."""
+        lines: list[str] = []
+        if self.firewall:
+            lines += [f"table {FAMILY} {TABLE} {{",
+                      "\tcounter uplink_dropped { }", "\tcounter api_refused { }",
+                      "\tchain input { type filter hook input priority filter; "
+                      "policy accept; }",
+                      "}", f"flush chain {FAMILY} {TABLE} input", f"table {FAMILY} {TABLE} {{",
+                      *self._input_chain(_set(self.lan), _set(self.uplinks.values())), "}"]
+        if "lte" in self.uplinks:
+            lines += self._render_modem_guard()
+        return "\n".join([*lines, ""])
+
+    def _render_modem_guard(self) -> list[str]:
+        sets = [line for line in self._sets() if "modem_mgmt" in line]
+        names = ("modem_mgmt4", "modem_mgmt6")
+        return [f"table {FAMILY} {TABLE} {{",
+                "\tcounter modem_blocked { }",
+                "\tset modem_mgmt4 { type ipv4_addr; flags interval; }",
+                "\tset modem_mgmt6 { type ipv6_addr; flags interval; }",
+                "\tchain modem_guard { type filter hook forward priority filter - 1; "
+                "policy accept; }",
+                "}",
+                *(f"flush set {FAMILY} {TABLE} {name}" for name in names),
+                f"flush chain {FAMILY} {TABLE} modem_guard",
+                f"table {FAMILY} {TABLE} {{", *sets, *self._modem_guard(_set(self.lan)), "}"]
 
     async def refresh_modem_gateway(self) -> bool:
         """Look up the LTE interface's gateway again; when it changed (a modem reconnect,

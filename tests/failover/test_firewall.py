@@ -369,6 +369,11 @@ async def test_the_lan_cannot_reach_the_modems_management(
 
     await lan.guard()  # learns the LTE gateway (10.2.0.1: private) from the routes
     assert lan.lte_gateways == (LTE_GW,)
+    # a restart: the last run's table still carries the LAN on LTE, and the guard alone
+    # (before any decision of this run) already closes the modem to it
+    assert seen_source(shop.client, OTHER_IP) == LTE_ADDR
+    assert not answers(shop.client, MODEM_IP)
+    assert not answers(shop.client, LTE_GW)
     await switch_uplink("lte", routes=routes, forwarding=lan)
     assert not answers(shop.client, MODEM_IP)
     assert not answers(shop.client, LTE_GW)
@@ -404,9 +409,11 @@ def test_the_modem_block_is_rendered_before_any_accept() -> None:
             "elements = { 10.2.0.1/32, 192.168.225.0/24 } }") in text
     assert "set modem_mgmt6 { type ipv6_addr; flags interval; elements = { fd00::1/128 } }" \
         in text
-    body = text.split("\tchain forward {\n", 1)[1].split("\t}\n", 1)[0]
+    body = text.split("\tchain modem_guard {\n", 1)[1].split("\t}\n", 1)[0]
     rules = [line.strip() for line in body.splitlines()]
-    assert rules[3:5] == [
+    assert rules[0] == "type filter hook forward priority filter - 1; policy accept;"
+    assert text.index("chain modem_guard") < text.index("chain forward")
+    assert rules[1:3] == [
         'iifname { "lan0" } oifname "wwan0" ip daddr @modem_mgmt4 counter name '
         '"modem_blocked" drop',
         'iifname { "lan0" } oifname "wwan0" ip6 daddr @modem_mgmt6 counter name '

@@ -207,13 +207,13 @@ def test_the_sticky_flow_marks() -> None:
         'iifname { "lan0" } oifname "eth0" ct mark set ct mark and 0xffff00ff or 0x100 '
         "masquerade"]
     # Flows marked for the uplink left may keep it; nothing else goes out through it.
-    # (rules 2-3: the modem's management, failover.nft "The modem's own management")
-    assert rules(wired, "forward")[4:] == [
+    # (the modem's management is its own chain before this one: `modem_guard`)
+    assert rules(wired, "forward")[2:] == [
         'iifname { "lan0" } oifname "eth0" accept',
         'iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 accept',
         'iifname { "lan0" } oifname { "eth0", "wwan0" } counter name "standby_blocked" '
         "reject with icmpx admin-prohibited"]
-    assert rules(lan.render("lte"), "forward")[4:6] == [
+    assert rules(lan.render("lte"), "forward")[2:4] == [
         'iifname { "lan0" } oifname "wwan0" accept',
         'iifname { "lan0" } oifname "eth0" ct mark and 0xff00 == 0x100 accept']
     # While the routes move both uplinks are open anyway: no sticky rule needed.
@@ -233,7 +233,7 @@ def test_sticky_lte_flows_stay_on_the_allowlist() -> None:
     uplinks: dict[UplinkName, str] = {"wired": "eth0", "lte": "wwan0"}
     lan = LanForwarding(lan_interfaces=["lan0"], uplinks=uplinks,
                         lte_allowlist=["198.51.100.10"])
-    assert rules(lan.render("wired"), "forward")[5:7] == [
+    assert rules(lan.render("wired"), "forward")[3:5] == [
         'iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 '
         "ip daddr @lte_allow4 accept",
         'iifname { "lan0" } oifname "wwan0" ct mark and 0xff00 == 0x200 '
