@@ -31,13 +31,26 @@ from firmware.cli.client import get_json
 from firmware.config import load_config
 from firmware.errors import ConfigError
 from firmware.lan.dnsmasq import LanFiles, count_leases, render_conf, render_servers
-from firmware.lan.resolvers import upstream_for
+from firmware.lan.resolvers import NetworkManagerResolvers, upstream_for
 from lab.box import configure
 from lab.dns import DnsResponder, answer
 from lab.faults import blackhole, heal, nft
-from tests.failover.conftest import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT, Shop, ipn
+from tests.failover.conftest import (
+    GATEWAY_IP,
+    LAN_BOX,
+    LTE_ADDR,
+    LTE_GW,
+    OTHER_IP,
+    PORT,
+    WIRED_ADDR,
+    WIRED_GW,
+    Shop,
+    build_shop,
+    ipn,
+)
 from tests.support.daemon import TOKEN, DaemonProcess, base_config, write_config
 from tests.support.netns import inside
+from tests.support.nm import NMConnection, network_manager
 
 PUBLIC_DNS = "203.0.113.53"
 #: What each resolver answers for every name.
@@ -140,6 +153,26 @@ def test_the_responder_answers_a_questions_with_its_address() -> None:
     query = build_dns_query(0x1234, "till.example")
     got = parse_dns_response(answer(query, FROM_LTE, 0) or b"", query)
     assert got is not None and got.rcode == 0 and got.addresses == (FROM_LTE,)
+
+
+async def test_resolvers_are_learnt_from_networkmanager() -> None:
+    """With the NM backend an uplink's resolvers are what NetworkManager holds for its
+    device (here a static profile's; a DHCP lease's the same way)."""
+    if os.geteuid() != 0 or shutil.which("NetworkManager") is None:
+        pytest.skip("needs root and NetworkManager (make deps)")
+    with build_shop(os_routes=False, box_addresses=False) as shop:
+        connections = [
+            NMConnection("wired", "wan0", f"{WIRED_ADDR}/24", WIRED_GW, 100,
+                         dns4=("10.1.0.1", "10.1.0.53")),
+            NMConnection("lte", "wwan0", f"{LTE_ADDR}/24", LTE_GW, 600)]
+        with network_manager(shop.box, connections) as nm:
+            learn = NetworkManagerResolvers(bus_address=nm.bus_address)
+            try:
+                assert await learn("wan0") == ("10.1.0.1", "10.1.0.53")
+                assert await learn("wwan0") == ()
+                assert await learn("nosuch0") == ()  # logged once, not raised
+            finally:
+                await learn.close()
 
 
 # -- the box in the shop ---------------------------------------------------------------
