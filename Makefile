@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and `make run` use (real kernel tools, NetworkManager, mosquitto;
-# chromium and its driver for the fleet dashboard's browser test).
+# dnsmasq-base for the LAN's DHCP and DNS and busybox's udhcpc as the LAN client's DHCP
+# client; chromium and its driver for the fleet dashboard's browser test).
 APT_PACKAGES := nftables mosquitto network-manager iproute2 iputils-ping conntrack socat dbus softhsm2 \
-	mmdebstrap systemd-container binutils postgresql chromium chromium-driver
+	dnsmasq-base udhcpc mmdebstrap systemd-container binutils postgresql chromium chromium-driver
 PYTEST_ARGS ?=
 DRILL_ARGS ?=
 

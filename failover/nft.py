@@ -104,6 +104,18 @@ and so replaced and removed with the rest, atomically::
         iifname { "wan0", "wwan0" } counter name "uplink_dropped" drop
     }
 
+With the LAN's DHCP and DNS served (`lan_services`, config `lan.enabled`), the LAN's
+queries and DHCP requests are accepted by name before the LAN's blanket accept, and the
+same ports are dropped (counted, `lan_services_refused`) from every other interface,
+like the API port: no uplink and no other network ever reaches the box's resolver
+(an open resolver is an amplifier) or its DHCP server::
+
+        iifname { "lan0" } udp dport { 53, 67 } accept
+        iifname { "lan0" } tcp dport 53 accept
+        ...
+        udp dport { 53, 67 } counter name "lan_services_refused" drop
+        tcp dport 53 counter name "lan_services_refused" drop
+
 - Loopback and the LAN interfaces reach everything the box serves (the API on
   `api.listen`, a technician's ssh); nothing else reaches the API port (`api_refused`).
 - The uplinks (wired, LTE: the carrier's side of the modem included) take only what
@@ -242,7 +254,7 @@ class LanForwarding:
                  nft: str = "nft", timeout: float = 10.0,
                  api_ports: Iterable[int] = (), firewall: bool = True,
                  modem_management: Iterable[str] = (),
-                 modem_gateway: bool = True) -> None:
+                 modem_gateway: bool = True, lan_services: bool = False) -> None:
         if isinstance(lan_interfaces, str):
             raise NftConfigError("lan_interfaces", lan_interfaces, "must be a list of names")
         self.lan = [_interface("lan_interfaces", name) for name in lan_interfaces]
@@ -263,6 +275,9 @@ class LanForwarding:
         self.lte_gateways: tuple[str, ...] = ()
         self.api_ports = sorted({_port(p) for p in api_ports})
         self.firewall = firewall
+        #: The box serves the LAN DNS and DHCP (`lan.enabled`): ports 53 and 67 are taken
+        #: from the LAN interfaces only.
+        self.lan_services = lan_services
         self.netns = netns
         self.nft = nft
         self.timeout = timeout
@@ -291,8 +306,7 @@ class LanForwarding:
                  "\tcounter standby_blocked { }",
                  "\tcounter inbound_dropped { }",
                  *(["\tcounter modem_blocked { }"] if "lte" in self.uplinks else []),
-                 *(["\tcounter uplink_dropped { }", "\tcounter api_refused { }"]
-                   if self.firewall else []),
+                 *(self._firewall_counters() if self.firewall else []),
                  *self._prerouting(lan),
                  *self._modem_guard(lan),
                  *self._forward(lan, wans, outs, sticky=active is not None),
@@ -390,6 +404,10 @@ class LanForwarding:
                          "masquerade")
         return [*lines, "\t}"]
 
+    def _firewall_counters(self) -> list[str]:
+        return ["\tcounter uplink_dropped { }", "\tcounter api_refused { }",
+                *(["\tcounter lan_services_refused { }"] if self.lan_services else [])]
+
     def _input_chain(self, lan: str, wans: str) -> list[str]:
         """The box's own firewall (docs/openapi.json): see "The box itself" in the module doc."""
         lines = [
@@ -397,6 +415,11 @@ class LanForwarding:
             "\t\ttype filter hook input priority filter; policy accept;",
             '\t\tiif "lo" accept',
             "\t\tct state established,related accept",
+        ]
+        if self.lan_services:
+            lines += [f"\t\tiifname {lan} udp dport {{ 53, 67 }} accept",
+                      f"\t\tiifname {lan} tcp dport 53 accept"]
+        lines += [
             f"\t\tiifname {lan} accept",
             # DHCP client replies (a renewal's unicast answer, or one to a broadcast)
             f"\t\tiifname {wans} udp sport 67 udp dport 68 accept",
@@ -412,6 +435,10 @@ class LanForwarding:
         if self.api_ports:
             ports = "{ " + ", ".join(str(p) for p in self.api_ports) + " }"
             lines.append(f'\t\ttcp dport {ports} counter name "api_refused" drop')
+        if self.lan_services:
+            # the LAN's DNS and DHCP server, from anywhere but the LAN
+            lines += ['\t\tudp dport { 53, 67 } counter name "lan_services_refused" drop',
+                      '\t\ttcp dport 53 counter name "lan_services_refused" drop']
         lines += [f'\t\tiifname {wans} counter name "uplink_dropped" drop', "\t}"]
         return lines
 
@@ -448,8 +475,7 @@ class LanForwarding:
         address sets) of an existing table, and only them."""
         lines: list[str] = []
         if self.firewall:
-            lines += [f"table {FAMILY} {TABLE} {{",
-                      "\tcounter uplink_dropped { }", "\tcounter api_refused { }",
+            lines += [f"table {FAMILY} {TABLE} {{", *self._firewall_counters(),
                       "\tchain input { type filter hook input priority filter; "
                       "policy accept; }",
                       "}", f"flush chain {FAMILY} {TABLE} input", f"table {FAMILY} {TABLE} {{",

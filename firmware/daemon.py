@@ -27,6 +27,7 @@ from firmware.api import build_app
 from firmware.components.context import BoxContext, ComponentFactory
 from firmware.components.failover import build_failover
 from firmware.components.fleet import ReloadConfig, build_fleet
+from firmware.components.lan_services import build_lan_services
 from firmware.components.ledger import build_ledger
 from firmware.components.leds import build_leds
 from firmware.components.modem import build_modem
@@ -81,17 +82,21 @@ async def compose(context: BoxContext, *,
     the modem, then the failover engine with the modem's `switch_sim` (its last resort
     before offline mode, with `lte.dual_sim`), the outage ledger (nothing to supervise:
     it follows the uplink states the failover component writes), the LEDs, and the fleet
-    agent with the payments' `drain_queue` and the daemon's `reload_config`."""
+    agent with the payments' `drain_queue` and the daemon's `reload_config`. The LAN's
+    DHCP and DNS (`lan.enabled`) come before the failover engine, which is handed their
+    `follow`: the LAN's upstream resolvers switch with the active uplink."""
     config = context.config
     payments = await build_payments(context)
     modem = await build_modem(context)
+    lan = await build_lan_services(context)
     failover = await build_failover(
-        context, switch_sim=modem.switch_sim if config.lte.dual_sim else None)
+        context, switch_sim=modem.switch_sim if config.lte.dual_sim else None,
+        on_switch=lan.follow if lan is not None else None)
     await build_ledger(context)
     leds = await build_leds(context)
     fleet = await build_fleet(context, drain_queue=payments.drain_queue,
                               reload_config=reload_config)
-    return [c for c in (payments, modem, failover, leds, fleet) if c is not None]
+    return [c for c in (payments, modem, lan, failover, leds, fleet) if c is not None]
 
 
 def load_component(spec: str, context: BoxContext) -> Component:

@@ -133,6 +133,23 @@ class OutagesState:
 
 
 @dataclass
+class LanState:
+    """The shop LAN's DHCP and DNS (`firmware.components.lan_services`)."""
+
+    enabled: bool = False
+    interfaces: list[str] = field(default_factory=list)
+    dhcp: bool = False
+    #: Leases dnsmasq holds that have not expired.
+    leases: int = 0
+    #: The uplink whose resolvers the LAN's DNS forwards to, and those servers in order
+    #: (the uplink's own, then lan.fallback_dns), each asked through `upstream_interface`.
+    upstream_uplink: Literal["wired", "lte"] | None = None
+    upstream_interface: str | None = None
+    upstream_servers: list[str] = field(default_factory=list)
+    since: datetime | None = None
+
+
+@dataclass
 class ConnectionCounters:
     """The POS API's TCP connections (`firmware.http_limits`). Written on every connection
     without waking watchers: read when a status is asked for."""
@@ -192,6 +209,7 @@ class BoxState:
         self.fleet = FleetState()
         self.api = ApiState()
         self.outages = OutagesState()
+        self.lan = LanState()
         self.components: dict[str, ComponentState] = {}
         self.events = EventBus(wall=self.wall)
         self.revision = 0

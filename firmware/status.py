@@ -35,6 +35,18 @@ def _api(state: BoxState) -> dict[str, Any]:
     }
 
 
+def _lan(state: BoxState) -> dict[str, Any]:
+    lan = state.lan
+    return {
+        "enabled": lan.enabled,
+        "interfaces": list(lan.interfaces),
+        "dhcp": lan.dhcp,
+        "leases": lan.leases,
+        "upstream": {"uplink": lan.upstream_uplink, "interface": lan.upstream_interface,
+                     "servers": list(lan.upstream_servers), "since": _iso(lan.since)},
+    }
+
+
 def status_document(state: BoxState) -> dict[str, Any]:
     """Every binding field of docs/schemas/status.json; values are null/"unknown" until known."""
     now = state.wall()
@@ -79,6 +91,7 @@ def status_document(state: BoxState) -> dict[str, Any]:
         "api": _api(state),
         "fleet": {"link": state.fleet.link, "broker": state.fleet.broker,
                   "since": _iso(state.fleet.since), "last_error": state.fleet.last_error},
+        "lan": _lan(state),
         "outages": {"open": list(state.outages.open), "total": state.outages.total,
                     "last": state.outages.ended[-1] if state.outages.ended else None},
         "components": components,

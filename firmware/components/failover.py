@@ -71,11 +71,14 @@ class FailoverComponent:
     name = "failover"
 
     def __init__(self, state: BoxState, signal: UplinkSignal, build: Any,
-                 forwarding: LanForwarding | None = None) -> None:
+                 forwarding: LanForwarding | None = None,
+                 on_switch: Callable[[str], None] | None = None) -> None:
         self.state = state
         self.signal = signal
         self._build = build
         self.forwarding = forwarding
+        #: Told the uplink ("wired", "lte", "none") after every transition (the LAN's DNS).
+        self._on_switch = on_switch
         self.engine: FailoverEngine | None = None
         # engine times are monotonic; the status shows wall-clock times
 
@@ -123,6 +126,8 @@ class FailoverComponent:
         if to == "wired" and uplink.lte.state == "up":
             self.state.update(uplink.lte, state="standby")
         self.signal.set("down" if to == "none" else "up")
+        if self._on_switch is not None:
+            self._on_switch(to)
         if to != "none":
             self.signal.switched()  # online attempts and the forwarder try the new path now
         self.state.events.emit(
@@ -167,7 +172,8 @@ async def _forwarding(context: BoxContext, uplinks: list[Uplink]) -> LanForwardi
     forwarding = LanForwarding(lan_interfaces=routing.lan_interfaces, uplinks=uplinks,
                                lte_allowlist=routing.lte_allowlist or None,
                                api_ports=api_ports(context.config),
-                               modem_management=routing.modem_management)
+                               modem_management=routing.modem_management,
+                               lan_services=context.config.lan.enabled)
     try:
         await forwarding.guard()
     except NftError as exc:
@@ -179,11 +185,24 @@ async def _forwarding(context: BoxContext, uplinks: list[Uplink]) -> LanForwardi
     return forwarding
 
 
+def _probe_options(config: Config) -> dict[UplinkName, ProbeOptions]:
+    """Each uplink's probe options: names in probe targets resolve through that uplink's
+    own resolvers (`wired.dns`, `lte.dns`; `failover.probes.dns`, bound to it), and the
+    sequential detector's wired probes retry faster."""
+    wired = ProbeOptions(dns_servers=tuple(config.wired.dns))
+    if config.probes.detector == "sequential":
+        wired = ProbeOptions(attempts=4, retry_after_s=SEQUENTIAL_RETRY_AFTER_S,
+                             dns_servers=tuple(config.wired.dns))
+    return {"wired": wired, "lte": ProbeOptions(dns_servers=tuple(config.lte.dns))}
+
+
 async def build_failover(
         context: BoxContext, *,
-        switch_sim: Callable[[], Awaitable[bool]] | None = None) -> FailoverComponent | None:
+        switch_sim: Callable[[], Awaitable[bool]] | None = None,
+        on_switch: Callable[[str], None] | None = None) -> FailoverComponent | None:
     """The failover component; `switch_sim` (the modem's, with `lte.dual_sim`) is the
-    engine's last resort before offline mode."""
+    engine's last resort before offline mode; `on_switch` is told every new active
+    uplink (the LAN's DNS follows it)."""
     config = context.config
     if not config.routing.failover:
         log.warning("failover is off (routing.failover = false): uplinks are not watched")
@@ -195,15 +214,12 @@ async def build_failover(
         targets=len(probes.targets), quorum=probes.effective_quorum,
         down_after_rounds=probes.down_after_rounds, stable_s=config.routing.failback_after_s)
     monitor: MonitorConfig | dict[UplinkName, MonitorConfig] = rounds
-    probe_options: dict[UplinkName, ProbeOptions] | None = None
     if probes.detector == "sequential":
         # wired gets the sequential test; LTE (billed) keeps the rounds
         monitor = {"wired": sequential_monitor(
             targets=len(probes.targets), quorum=probes.effective_quorum,
             stable_s=config.routing.failback_after_s, min_outage_s=probes.min_outage_s),
             "lte": rounds}
-        probe_options = {"wired": ProbeOptions(attempts=4,
-                                               retry_after_s=SEQUENTIAL_RETRY_AFTER_S)}
     selector = SelectorConfig(failback_stable_s=config.routing.failback_after_s)
     routes = route_controller(config, uplinks)
     context.closers.append(routes.close)
@@ -219,7 +235,8 @@ async def build_failover(
     def build(component: FailoverComponent) -> FailoverEngine:
         return FailoverEngine(
             uplinks, targets, routes,
-            EngineConfig(monitor=monitor, selector=selector, probe_options=probe_options,
+            EngineConfig(monitor=monitor, selector=selector,
+                         probe_options=_probe_options(config),
                          lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000),
             forwarding=forwarding, conntrack=conntrack, sticky=sticky,
             switch_sim=switch_sim,
@@ -228,4 +245,4 @@ async def build_failover(
 
     for health in (context.state.uplink.wired, context.state.uplink.lte):
         context.state.update(health, state="unknown")
-    return FailoverComponent(context.state, context.uplinks, build, forwarding)
+    return FailoverComponent(context.state, context.uplinks, build, forwarding, on_switch)

@@ -81,6 +81,9 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
         if lan in uplinks:
             problems.append(("routing.lan_interfaces",
                              f"{lan!r} is an uplink interface, not a LAN"))
+    if config.lan.enabled and not config.routing.lan_interfaces:
+        problems.append(("lan.enabled", "needs routing.lan_interfaces: the interfaces the "
+                                        "LAN's DHCP and DNS are served on"))
     fleet = config.fleet
     if fleet.state_min_interval_s > fleet.state_every_s:
         problems.append(("fleet.state_min_interval_s",

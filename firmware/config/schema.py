@@ -122,6 +122,35 @@ def cidrs(value: list[str]) -> str | None:
     return None
 
 
+def ip_addresses(value: list[str]) -> str | None:
+    import ipaddress
+
+    for item in value:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            return f"entry {item!r} is not an IP address"
+    return None
+
+
+def dhcp_ranges(value: list[str]) -> str | None:
+    import ipaddress
+
+    for item in value:
+        first, sep, last = item.partition("-")
+        try:
+            low, high = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
+        except ValueError:
+            return f"entry {item!r} must be FIRST-LAST, two IPv4 addresses"
+        if not sep or low > high:
+            return f"entry {item!r} must be FIRST-LAST with FIRST <= LAST"
+    return None
+
+
+def lease_time(value: int) -> str | None:
+    return None if value >= 120 else f"must be 120 seconds or more (dnsmasq's least), got {value!r}"
+
+
 #: The LEDs of the panel (what each shows: `firmware.components.leds`).
 LED_NAMES: tuple[str, ...] = ("wired", "lte", "offline", "alert")
 
@@ -207,6 +236,11 @@ class WiredConfig:
     isp: str = doc("The wired line's ISP as the fleet groups shops (free text, e.g. \"KT\"); "
                    "sent in the state's `site` and the outage ledger; \"\" falls back to "
                    "wired.carrier.", "")
+    dns: list[str] = doc(
+        "The wired ISP's resolvers (IP addresses), which the shop LAN's DNS forwards to "
+        "while wired is active (lan.enabled); [] learns them from NetworkManager "
+        "(routing.backend = \"networkmanager\") and otherwise leaves only lan.fallback_dns.",
+        [], ip_addresses)
 
 
 @dataclass(frozen=True)
@@ -230,6 +264,11 @@ class LteConfig:
     dual_sim: bool = doc(
         "The modem has a second SIM (Quectel AT+QDSIM): when LTE fails while it carries "
         "traffic, switch SIM before going offline. Best on another carrier.", False)
+    dns: list[str] = doc(
+        "The LTE carrier's resolvers (IP addresses; those of the PDP context), which the "
+        "shop LAN's DNS forwards to while LTE is active (lan.enabled); [] learns them from "
+        "NetworkManager (routing.backend = \"networkmanager\") and otherwise leaves only "
+        "lan.fallback_dns.", [], ip_addresses)
     simulator: Literal["", "KT", "SKT", "LGU"] = doc(
         "Run the built-in EC25 simulator (hw.modem.simulator) with a SIM of this carrier "
         "instead of a real modem; \"\" for real hardware.", "")
@@ -266,6 +305,36 @@ class RoutingConfig:
         "the LAN never reaches them through the LTE interface, the box does. The LTE "
         "interface's gateway is added when it is a private address.",
         ["192.168.225.0/24", "192.168.8.0/24", "192.168.0.1", "192.168.1.1"], cidrs)
+
+
+@dataclass(frozen=True)
+class LanConfig:
+    """The shop LAN's own services: DHCP and a caching DNS forwarder that follows the uplink."""
+
+    enabled: bool = doc(
+        "Serve routing.lan_interfaces a caching DNS forwarder (dnsmasq, supervised by "
+        "storebox) whose upstreams are the active uplink's resolvers, and DHCP on "
+        "dhcp_ranges. Off by default, even with lan_interfaces set: a box added to a LAN "
+        "whose router already hands out addresses must not become a second DHCP server.",
+        False)
+    dhcp_ranges: list[str] = doc(
+        "Addresses handed out, \"FIRST-LAST\" each (IPv4, inside the subnet of one of "
+        "routing.lan_interfaces; the lease gives the box as router and DNS server); [] "
+        "serves DNS only (terminals with static addresses pointing at the box).", [],
+        dhcp_ranges)
+    lease_time_s: int = doc("How long a DHCP lease lasts (clients renew at half of it).",
+                            43200, lease_time)
+    domain: str = doc("The LAN's own domain (e.g. \"shop.lan\"): leases' host names "
+                      "resolve under it and its names are never forwarded; \"\" for none.",
+                      "")
+    fallback_dns: list[str] = doc(
+        "Public resolvers (IP addresses) forwarded to as well, over the active uplink: "
+        "the LAN keeps resolving when the active ISP's own resolvers fail or are unknown "
+        "(the standby uplink's resolvers answer only over that uplink, and the LAN's "
+        "queries are not sent there). [] for the ISPs' resolvers only.",
+        ["1.1.1.1", "8.8.8.8"], ip_addresses)
+    cache_size: int = doc("Names dnsmasq keeps cached (cleared when the uplink changes).",
+                          1000, non_negative)
 
 
 @dataclass(frozen=True)
@@ -490,6 +559,7 @@ class Config:
     lte: LteConfig = field(default_factory=LteConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
+    lan: LanConfig = field(default_factory=LanConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     hw: HwConfig = field(default_factory=HwConfig)

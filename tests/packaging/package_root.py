@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 DEB = REPO / "dist" / f"storebox_{VERSION}_amd64.deb"
 PACKAGES = ["python3", "nftables", "conntrack", "iproute2", "procps", "systemd",
-            "systemd-sysv", "dbus", "udev"]
+            "systemd-sysv", "dbus", "udev", "dnsmasq-base"]
 CACHE = Path(os.environ.get("STOREBOX_ROOT_CACHE", "/var/cache/storebox-test"))
 NSPAWN = ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "--private-network"]
 MERCHANT_KEY = "mk_test_0123456789abcdef"

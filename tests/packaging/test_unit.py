@@ -76,6 +76,7 @@ def test_unit_has_what_the_box_needs() -> None:
     assert lines["LoadCredentialEncrypted"] == (
         "storebox-kek:/etc/credstore.encrypted/storebox-kek")
     assert lines["User"] == "storebox"
-    assert set(lines["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert set(lines["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW",
+                                                           "CAP_NET_BIND_SERVICE"}
     assert lines["ExecStart"].startswith("/usr/bin/storebox run --config "
                                          "/etc/storebox/storebox.toml")

@@ -60,6 +60,8 @@ class NMConnection:
     address6: str | None = None  # "2001:db8:1::2/64"
     gateway6: str | None = None
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: The resolvers the profile gives (as a DHCP lease would): its IP4Config shows them.
+    dns4: tuple[str, ...] = ()
 
     def keyfile(self) -> str:
         address = self.address4 + (f",{self.gateway4}" if self.gateway4 else "")
@@ -67,7 +69,8 @@ class NMConnection:
                  f"interface-name={self.interface}", "autoconnect=true", "",
                  "[ethernet]", "",
                  "[ipv4]", "method=manual", f"address1={address}",
-                 f"route-metric={self.route_metric}", ""]
+                 f"route-metric={self.route_metric}",
+                 *([f"dns={';'.join(self.dns4)};"] if self.dns4 else []), ""]
         if self.address6:
             six = self.address6 + (f",{self.gateway6}" if self.gateway6 else "")
             lines += ["[ipv6]", "method=manual", f"address1={six}",
