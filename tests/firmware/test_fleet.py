@@ -188,7 +188,8 @@ async def test_last_will_offline_when_the_connection_dies_then_online_again(
         sock.shutdown(socket.SHUT_RDWR)  # the link dies: no DISCONNECT, no goodbye
         will = await op.next("status")
         assert will.status == "offline"
-        again = await op.next("status")  # the agent reconnects by itself
+        # the agent reconnects by itself, after its backoff (more on a loaded machine)
+        again = await op.next("status", 30.0)
         assert again.status == "online"
         await box.until(lambda: box.agent.connections == 2)
 
@@ -587,7 +588,8 @@ async def test_bad_commands_get_an_answer_naming_the_problem(
         client = box.agent.client
         assert client is not None
         client._client.socket().shutdown(socket.SHUT_RDWR)  # reconnect: now it is retained
-        again = await op.next("cmd_result", where=lambda m: m.json()["id"] == "kept")
+        # the reconnect waits out the agent's backoff (seconds; more on a loaded machine)
+        again = await op.next("cmd_result", 30.0, where=lambda m: m.json()["id"] == "kept")
         assert again.json()["error"]["code"] == "retained"
         await op.publish("cmd/ping", b"", retain=True)  # clear it
 
