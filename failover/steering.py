@@ -245,11 +245,12 @@ class Steering:
     """The policy fed by the engine, applied by a worker task (module docs).
 
     ``destinations`` returns the addresses to steer (the gateway's, resolved afresh
-    at every steer, plus configured ones); ``on_steer`` hears every applied change.
+    at every steer, plus configured ones); ``on_steer`` hears every applied change (with
+    the destinations and the steered LTE bytes so far).
     The engine ``attach``es its ``LteBudget`` and error report."""
 
     def __init__(self, policy: SteerPolicy, routes: SteerRouting, destinations: Destinations,
-                 *, on_steer: Callable[[SteerChange, Sequence[str]], None] | None = None,
+                 *, on_steer: Callable[[SteerChange, list[str], int], None] | None = None,
                  account_interval_s: float = 10.0, retry_s: float = 5.0,
                  monotonic: Monotonic = time.monotonic) -> None:
         self.policy = policy
@@ -329,7 +330,7 @@ class Steering:
         self.applied = change
         if self._on_steer is not None:
             try:
-                self._on_steer(change, list(self.applied_to))
+                self._on_steer(change, list(self.applied_to), self.lte_bytes)
             except Exception as exc:
                 self.report(exc)
         if not change.steered:

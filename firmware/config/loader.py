@@ -76,6 +76,15 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
     if config.probes.quorum > targets:
         problems.append(("probes.quorum", f"must be at most the number of probes.targets "
                                           f"({targets}), got {config.probes.quorum!r}"))
+    steer = config.steer
+    if steer.unsteer_loss_pct > steer.steer_loss_pct:
+        problems.append(("steer.unsteer_loss_pct", f"must be at most steer.steer_loss_pct "
+                                                   f"({steer.steer_loss_pct!r}), got "
+                                                   f"{steer.unsteer_loss_pct!r}"))
+    if steer.unsteer_latency_ms > steer.steer_latency_ms:
+        problems.append(("steer.unsteer_latency_ms",
+                         f"must be at most steer.steer_latency_ms ({steer.steer_latency_ms!r}),"
+                         f" got {steer.unsteer_latency_ms!r}"))
     uplinks = {config.wired.interface, config.lte.interface}
     for lan in config.routing.lan_interfaces:
         if lan in uplinks:

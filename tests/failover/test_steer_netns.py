@@ -72,7 +72,7 @@ async def test_engine_steers_in_a_brownout_and_back() -> None:
         policy = SteerPolicy(SteerConfig(steer_after_s=2.0, unsteer_after_s=3.0,
                                          steer_min_interval_s=1.0, window_s=3.0))
         steering = Steering(policy, SteerRoutes(LTE, netns=shop.box), destinations,
-                            on_steer=lambda c, d: changes.append((c, d)),
+                            on_steer=lambda c, d, _b: changes.append((c, d)),
                             account_interval_s=0.5)
         try:
             async with running_engine(shop, routes, steering=steering) as lab:
