@@ -80,7 +80,7 @@ async def test_gateway_destinations() -> None:
     assert await gateway_destinations("http://198.51.100.10", ["203.0.113.0/24"]) == [
         "198.51.100.10", "203.0.113.0/24"]
     assert await gateway_destinations("https://gw.invalid", ["203.0.113.7"]) == ["203.0.113.7"]
-    with pytest.raises(SteerDestinationError, match="gw.invalid"):
+    with pytest.raises(SteerDestinationError, match=r"gw\.invalid"):
         await gateway_destinations("https://gw.invalid", [])
 
 
