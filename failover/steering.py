@@ -20,7 +20,8 @@ sticky tables' sync leaves alone.
 Connections. A kept-alive connection to the gateway opened over wired has wired's
 source address; once the rule moves its packets to LTE they cannot be answered. They
 are closed (``ss -K``, the kernel's socket destroy) when the rules change either way,
-so the next request opens a new one on the new path.
+so the next request opens a new one on the new path -- except when steering ends
+because of a failover: the main table then goes by LTE too and they keep working.
 
 Budget. Steered bytes are LTE bytes: while steered, LTE's interface counters are read
 every ``account_interval_s`` and what moved (probes included, a slight over-count) is
@@ -85,7 +86,7 @@ class SteerRouting(Protocol):
     """What ``Steering`` needs from the kernel side (``SteerRoutes``; tests fake it)."""
 
     async def steer(self, destinations: Sequence[str]) -> None: ...
-    async def unsteer(self) -> None: ...
+    async def unsteer(self, close_connections: bool = True) -> None: ...
     async def lte_bytes(self) -> int | None: ...
 
 
@@ -134,14 +135,16 @@ class SteerRoutes:
         if changed:
             await self._close_connections(wanted | current)
 
-    async def unsteer(self) -> None:
-        """No steer rules: the gateway's traffic follows the main table again."""
+    async def unsteer(self, close_connections: bool = True) -> None:
+        """No steer rules: the gateway's traffic follows the main table again.
+        ``close_connections`` False: they stay (a failover moved the main table to LTE,
+        where they already are)."""
         async with self._lock:
             current = await self._current()
             for rule in sorted(current):
                 await self._rule("del", rule)
             self.destinations = []
-        if current:
+        if current and close_connections:
             await self._close_connections(current)
 
     async def lte_bytes(self) -> int | None:
@@ -267,6 +270,7 @@ class Steering:
         self.applied_to: list[str] = []
         self.lte_bytes = 0
         self._counter: int | None = None
+        self._wired_active = True
         self._wake = asyncio.Event()
 
     def attach(self, budget: LteBudget, report: Callable[[BaseException], None]) -> Steering:
@@ -281,6 +285,7 @@ class Steering:
     def evaluate(self, wired: LinkStatus, lte: LinkStatus, active: Choice) -> None:
         """After every round and link change: the policy's verdict, applied by ``run``."""
         del wired  # the policy judges wired by its rounds; kept for the call's symmetry
+        self._wired_active = active is Choice.WIRED
         change = self.policy.evaluate(lte_healthy=lte_healthy(lte),
                                       wired_active=active is Choice.WIRED)
         if change is not None:
@@ -325,7 +330,8 @@ class Steering:
             self.applied_to = destinations
         else:
             await self._account()
-            await self.routes.unsteer()
+            # after a failover the steered connections are on the new path already
+            await self.routes.unsteer(close_connections=self._wired_active)
             self._counter = None
         self.applied = change
         if self._on_steer is not None:
