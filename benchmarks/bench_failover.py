@@ -23,7 +23,14 @@ do not affect detection). A LAN client opens a connection to the payment gateway
   made by switching an nft blackhole);
 * STOREBOX_BENCH_DETECTORS (default "rounds,sequential") picks the detectors to run;
 * LTE standby: the interval the budget allows, the measured bytes of an LTE round, the
-  bytes per hour and per month that makes, and what standby actually spent under loss.
+  bytes per hour and per month that makes, and what standby actually spent under loss;
+* brownout (`test_brownout_benchmark`, each detector in a fresh shop, steering with the
+  `[steer]` defaults): STOREBOX_BENCH_BROWNOUT_S (default 300) seconds of 60 % exchange
+  loss on wired (37 % each way, random), while the box makes an "online payment" to the
+  gateway every 0.5 s (TCP connect, the server's greeting, one echoed line; 3 s deadline,
+  `payments.online_deadline_s`): the payments' p95 latency over the whole loss phase,
+  the steers and failovers in it, another destination's route (wired), and after the
+  heal the time until the gateway's traffic is back on wired.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import statistics
 import time
 
@@ -42,10 +50,14 @@ from failover.config import MonitorConfig
 from failover.decision import detection_time_bounds_s
 from failover.link import LinkState, TransitionKind
 from failover.probes.options import ProbeOptions
+from failover.routes import Uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
+from failover.steer import SteerPolicy
+from failover.steering import Steering, SteerRoutes
 from lab.faults import FAULT_TABLE, nft
-from tests.failover.conftest import GATEWAY_IP, build_shop
+from lab.shop import OTHER_IP, PORT, route_dev
+from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, build_shop
 from tests.failover.enginelab import (
     MONITOR,
     UPLINKS,
@@ -55,11 +67,15 @@ from tests.failover.enginelab import (
     set_link,
 )
 from tests.failover.netlab import blackhole, nft_drops, random_loss
+from tests.support.netns import inside
 
 pytestmark = pytest.mark.timeout(3600)
 RUNS = int(os.environ.get("STOREBOX_BENCH_FAILOVER_RUNS", "40"))
 OTHER_RUNS = int(os.environ.get("STOREBOX_BENCH_OTHER_RUNS", "10"))
 LOSS_S = float(os.environ.get("STOREBOX_BENCH_LOSS_S", "120"))
+BROWNOUT_S = float(os.environ.get("STOREBOX_BENCH_BROWNOUT_S", "300"))
+BROWNOUT_EACH_WAY = 37  # % each way: 1 - 0.63² = 60 % of exchanges lost
+PAYMENT_DEADLINE_S = 3.0
 BURST_BAD_S, BURST_GOOD_S = 0.2, 2.0
 SEQUENTIAL = sequential_monitor(stable_s=MONITOR.stable_s)
 DETECTORS: dict[str, tuple[MonitorConfig, ProbeOptions]] = {
@@ -262,3 +278,117 @@ async def test_failover_benchmarks() -> None:
         rows += await _detector_runs(detector, rng)
     rows.append(("load average at end", os.getloadavg()[0], ""))
     record("failover", rows)
+
+
+# --------------------------------------------------------------------------- brownout
+
+
+async def _payment(box: str) -> tuple[float, float, str | None]:
+    """One box-originated exchange with the gateway: (started, seconds, source seen)."""
+    loop = asyncio.get_running_loop()
+    with inside(box):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    started = time.monotonic()
+    source = None
+    try:
+        async with asyncio.timeout(PAYMENT_DEADLINE_S):
+            await loop.sock_connect(s, (GATEWAY_IP, PORT))
+            greeting = b""
+            while not greeting.endswith(b"\n"):
+                chunk = await loop.sock_recv(s, 64)
+                if not chunk:
+                    raise ConnectionError("closed")
+                greeting += chunk
+            await loop.sock_sendall(s, b"pay\n")
+            echoed = await loop.sock_recv(s, 64)
+            if not echoed:
+                raise ConnectionError("closed")
+            source = greeting.decode().strip()
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        s.close()
+    return started, time.monotonic() - started, source
+
+
+async def _payments(box: str, stop: asyncio.Event,
+                    done: list[tuple[float, float, str | None]]) -> None:
+    async with asyncio.TaskGroup() as tg:
+        while not stop.is_set():
+            tg.create_task(_collect(box, done))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
+
+
+async def _collect(box: str, done: list[tuple[float, float, str | None]]) -> None:
+    done.append(await _payment(box))
+
+
+async def _brownout_run(detector: str) -> list[tuple[str, object, str]]:
+    monitor, options = DETECTORS[detector]
+    changes: list[tuple[float, bool]] = []
+
+    async def destinations() -> list[str]:
+        return [GATEWAY_IP]
+
+    with build_shop() as shop:
+        routes = NetlinkRoutes(UPLINKS, netns=shop.box)
+        steering = Steering(SteerPolicy(), SteerRoutes(Uplink("lte", "wwan0"), netns=shop.box),
+                            destinations,
+                            on_steer=lambda c, _d, _b: changes.append((time.monotonic(),
+                                                                       c.steered)))
+        try:
+            async with running_engine(
+                    shop, routes, steering=steering, monitor={"wired": monitor, "lte": MONITOR},
+                    probe_options={"wired": options, "lte": ProbeOptions(dns_servers=())},
+                    ) as lab:
+                done: list[tuple[float, float, str | None]] = []
+                stop = asyncio.Event()
+                payer = asyncio.create_task(_payments(shop.box, stop, done))
+                await _pause(10.0)
+                t0 = time.monotonic()
+                random_loss(shop.isp_wired, "cust0", BROWNOUT_EACH_WAY)
+                await lab.wait_for(lambda: bool(changes), 60.0)
+                other = route_dev(shop.box, OTHER_IP)
+                await _pause(max(0.0, t0 + BROWNOUT_S - time.monotonic()))
+                t1 = time.monotonic()
+                clear_faults(shop.isp_wired)
+                await lab.wait_for(lambda: len(changes) >= 2, 120.0)
+                stop.set()
+                await payer
+                steered_bytes = lab.engine.describe()["lte_standby"]["steered_bytes"]
+        finally:
+            await routes.close()
+    during = [d for t, d, _ in done if t0 <= t < t1]
+    after_steer = [d for t, d, _ in done if changes[0][0] <= t < t1]
+    steers = sum(1 for t, s in changes if s and t0 <= t < t1)
+    failovers = sum(1 for k in lab.kinds(after=t0) if k is TransitionKind.FAILOVER)
+    via_lte = sum(1 for t, _, src in done if t0 <= t < t1 and src == LTE_ADDR)
+    return [
+        (f"[{detector}] brownout {BROWNOUT_S / 60:.1f} min, 60 % exchange loss: payments "
+         f"p95 (s, n={len(during)})", percentile(during, 95), "<= 2 s"),
+        ("  median / max (s)", f"{statistics.median(during):.3f} / {max(during):.2f}",
+         f"deadline {PAYMENT_DEADLINE_S} s"),
+        ("  loss -> steered (s)", changes[0][0] - t0, "steer_after_s 5 + window"),
+        ("  payments via LTE / failed", f"{via_lte} / {sum(1 for d in during if d >= 3.0)}",
+         ""),
+        ("  p95 after the steer (s)", percentile(after_steer, 95), ""),
+        ("  steers during the loss phase", steers, "<= 1 per 5 min"),
+        ("  failovers during the loss phase", failovers, "0 (the detector's brownout band)"),
+        ("  another destination routed via", other, "wan0"),
+        ("  heal -> unsteered (s)", changes[1][0] - t1, "unsteer_after_s 30 + window"),
+        ("  steered LTE bytes (budget)", steered_bytes, ""),
+    ]
+
+
+async def test_brownout_benchmark() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CI runs as root)")
+    rows: list[tuple[str, object, str]] = [("load average at start", os.getloadavg()[0], "< 1.5")]
+    chosen = os.environ.get("STOREBOX_BENCH_DETECTORS", ",".join(DETECTORS)).split(",")
+    for detector in chosen:
+        rows += await _brownout_run(detector)
+    rows.append(("load average at end", os.getloadavg()[0], ""))
+    record("failover_brownout", rows)

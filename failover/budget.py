@@ -109,7 +109,8 @@ class LteBudget:
     """What LTE's standby rounds spend this month, and so how far apart they go.
 
     Rounds taken while LTE is not the active uplink count against ``budget_bytes``
-    (the rounds at full rate while LTE awaits a verdict too); a month is
+    (the rounds at full rate while LTE awaits a verdict too), and so do the bytes of
+    payments steered around a brownout (``account_steered``); a month is
     ``SECONDS_PER_MONTH`` from the first one. The cost of a round is the documented
     estimate for its targets, or the measured average when larger.
     """
@@ -128,6 +129,7 @@ class LteBudget:
         self._monotonic = monotonic
         self.standby_bytes = 0
         self.standby_rounds = 0
+        self.steered_bytes = 0
         self._measured_round_bytes: float | None = None
         self._period_start = monotonic()
         self._period_bytes = 0
@@ -165,6 +167,13 @@ class LteBudget:
             if standby:
                 self.standby_rounds += 1
 
+    def account_steered(self, spent: int) -> None:
+        """Bytes the payments steered to LTE moved (``failover.steering``): this month's
+        spending, so standby probing slows to keep the month within budget."""
+        self._roll_period()
+        self.steered_bytes += spent
+        self._period_bytes += spent
+
     def describe(self) -> dict[str, Any]:
         return {
             "interval_s": self.interval_s(),
@@ -172,6 +181,7 @@ class LteBudget:
             "budget_bytes_per_month": self.budget_bytes,
             "standby_bytes": self.standby_bytes,
             "standby_rounds": self.standby_rounds,
+            "steered_bytes": self.steered_bytes,
         }
 
     def _roll_period(self) -> None:

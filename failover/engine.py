@@ -63,7 +63,9 @@ virtual-time loop and pass its ``time``).
 Parts: the settings are one ``EngineConfig``; the LTE standby accounting is
 ``failover.budget.LteBudget``, route control ``failover.route_applier.RouteApplier``
 (the route worker and the routes' upkeep), the SIM switch
-``failover.sim_fallback.SimFallback``. The engine owns the tasks and wires them.
+``failover.sim_fallback.SimFallback``, the optional steering of the gateway's traffic
+around a brownout ``failover.steering.Steering`` (fed every wired round, asked at every
+decision). The engine owns the tasks and wires them.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ from failover.routes import (
 )
 from failover.selector import UplinkSelector
 from failover.sim_fallback import SimFallback, SimSteps, SwitchSim
+from failover.steering import Steering
 from failover.targets import ProbeTarget, parse_target
 
 __all__ = [
@@ -282,6 +285,7 @@ class FailoverEngine:
         round_fn: RoundFn = probe_round,
         link_watcher: LinkWatcherFactory | None = None,
         switch_sim: SwitchSim | None = None,
+        steering: Steering | None = None,
         monotonic: Monotonic = time.monotonic,
         on_link: Callable[[UplinkName, LinkStatus], None] | None = None,
         on_transition: Callable[[Transition, SwitchReport], None] | None = None,
@@ -298,9 +302,7 @@ class FailoverEngine:
         self._monotonic = monotonic
         self._round_fn = round_fn
         self._link_watcher = link_watcher
-        self._on_link = on_link
-        self._on_error = on_error
-        self._on_round = on_round
+        self._on_link, self._on_error, self._on_round = on_link, on_error, on_round
         self._monitors = {n: LinkMonitor(self._configs[n], monotonic) for n in names}
         # Without an LTE uplink the selector sees one that never comes up.
         self._no_lte = LinkMonitor(MonitorConfig(), monotonic).status()
@@ -323,6 +325,8 @@ class FailoverEngine:
             on_transition=on_transition)
         self._decision_event = asyncio.Event()
         self._sim = self._sim_fallback(switch_sim)
+        # steered bytes count against the LTE budget
+        self._steering = steering and steering.attach(self._budget, self._report)
         self._errors = 0
         self._last_error: str | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -385,6 +389,7 @@ class FailoverEngine:
                 **self._budget.describe(),
             },
             "sim": self._sim.describe(),
+            "steer": None if self._steering is None else self._steering.describe(),
             "transitions": [{"kind": t.kind.value, "from": t.from_uplink.value,
                              "to": t.to_uplink.value, "reason": t.reason,
                              "age_s": round(now - t.at, 3)} for t in history],
@@ -440,6 +445,8 @@ class FailoverEngine:
                                                  defer_offline=self._defer_offline),
                                name="failover-routes")
                 tg.create_task(self._maintenance_loop(), name="failover-maintenance")
+                if self._steering is not None:
+                    tg.create_task(self._steering.run(), name="failover-steer")
         finally:
             self._tg = None
             self._running = False
@@ -514,6 +521,8 @@ class FailoverEngine:
             started, self._monotonic(), outcome.ok, outcome.succeeded, outcome.attempted,
             outcome.median_latency_ms, standby)
         change = self._monitors[name].observe_round(outcome)
+        if name == "wired" and self._steering is not None:
+            self._steering.add_round(outcome)
         if name == "lte" and not outcome.ok:
             self._lte_verdict_pending = False
         self._publish(name, change)
@@ -587,6 +596,9 @@ class FailoverEngine:
                         transition.to_uplink, transition.reason)
             self._applier.decided(transition)
             self._decision_event.set()
+        if self._steering is not None:  # the gateway's traffic around a brownout
+            self._steering.evaluate(self._status("wired"), self._status("lte"),
+                                    self._selector.active)
         full = self._wants_full_rate_lte()
         if full != self._lte_full_rate:
             self._lte_full_rate = full

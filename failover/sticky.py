@@ -28,8 +28,9 @@ is up with an address, the last copy is kept; when the link is gone or down, the
 kernel has dropped the copy itself and the rules go too, so marked packets fall back
 to the main table.
 
-What storebox changes: only routes carrying its protocol (`RTPROT_STOREBOX`, 83) in
-tables other than main/local/default, and rules carrying that protocol. The tables
+What storebox changes here: only routes carrying its protocol (`RTPROT_STOREBOX`, 83)
+in the sticky tables, and rules carrying that protocol at the sticky priorities (the
+steer rules of `failover.steering` have a priority of their own). The tables
 and their ids belong to storebox (choose other ids when 2001/2002 are taken). Both
 route backends leave them alone: NetworkManager (1.42) manages the main table and the
 rules it configured itself, nothing else. `remove()` deletes them all (the daemon
@@ -255,17 +256,20 @@ class StickyRoutes:
         self._lock = asyncio.Lock()
 
     async def current(self) -> StickyState:
-        """storebox's routes outside the main table and its rules, as the kernel has them."""
+        """storebox's routes in the sticky tables and its rules of the sticky priorities, as
+        the kernel has them (the steer rules, ``failover.steering``, are not ours)."""
+        tables = set(self.tables.values())
+        priorities = (self.priority, self.priority + 1)
         routes: set[TableRoute] = set()
         rules: set[StickyRule] = set()
         for family in self.families:
             for msg in await self.netlink.dump("route", family=family):
                 route = _route_from_msg(msg, self.protocol)
-                if route is not None:
+                if route is not None and route.table in tables:
                     routes.add(route)
             for msg in await self.netlink.dump("rule", family=family):
                 rule = _rule_from_msg(msg, self.protocol)
-                if rule is not None:
+                if rule is not None and rule.priority in priorities:
                     rules.add(rule)
         return StickyState(frozenset(routes), frozenset(rules))
 

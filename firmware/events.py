@@ -21,7 +21,7 @@ KINDS = frozenset({
     "failover", "failback", "modem_reset", "offline_mode", "queue_drained",
     "declined_after_offline", "fault", "component_restarted", "config_reloaded",
     "carrier_overlap", "started", "stopping", "keys_rotated",
-    "modem_recovered", "clock_set",
+    "modem_recovered", "clock_set", "steer", "unsteer",
 })
 
 

@@ -18,7 +18,7 @@ from firmware.events import EventBus
 
 UplinkName = Literal["wired", "lte", "none"]
 LinkState = Literal["up", "degraded", "down", "standby", "unknown"]
-LedState = Literal["off", "on", "blink"]
+LedState = Literal["off", "on", "blink", "blink_fast"]
 
 
 @dataclass
@@ -33,11 +33,24 @@ class LinkHealth:
 
 
 @dataclass
+class SteerView:
+    """The gateway's traffic steered to LTE around a wired brownout (failover/steer.py)."""
+
+    steered: bool = False
+    since: datetime | None = None
+    reason: str | None = None
+    destinations: list[str] = field(default_factory=list)
+    steers_total: int = 0
+    lte_bytes: int = 0  # steered bytes over LTE so far, as of the last steer or unsteer
+
+
+@dataclass
 class UplinkState:
     active: UplinkName = "none"
     since: datetime | None = None
     wired: LinkHealth = field(default_factory=LinkHealth)
     lte: LinkHealth = field(default_factory=LinkHealth)
+    steer: SteerView = field(default_factory=SteerView)
     failovers_total: int = 0
     failbacks_total: int = 0
 

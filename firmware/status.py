@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from firmware.state import BoxState, LinkHealth
+from firmware.state import BoxState, LinkHealth, SteerView
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -16,6 +16,12 @@ def _iso(value: datetime | None) -> str | None:
 def _link(health: LinkHealth) -> dict[str, Any]:
     doc = asdict(health)
     doc["since"] = _iso(health.since)
+    return doc
+
+
+def _steer(steer: SteerView) -> dict[str, Any]:
+    doc = asdict(steer)
+    doc["since"] = _iso(steer.since)
     return doc
 
 
@@ -71,6 +77,7 @@ def status_document(state: BoxState) -> dict[str, Any]:
             "lte": _link(state.uplink.lte),
             "failovers_total": state.uplink.failovers_total,
             "failbacks_total": state.uplink.failbacks_total,
+            "steer": _steer(state.uplink.steer),
         },
         "modem": asdict(state.modem),
         "payments": {

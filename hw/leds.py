@@ -4,8 +4,9 @@
 given pin factory (`hw.gpio.make_pin_factory`; `"mock"` is gpiozero's `MockFactory`,
 whose `MockPin.state` shows the level of each pin). `set(name, pattern)` drives one LED;
 a blink is gpiozero's own background blink (`LED.blink(background=True)`) with
-`blink_s` on and `blink_s` off. Setting the pattern an LED already shows does nothing,
-so a blink is never restarted (an LED re-set on every state change would stutter).
+`blink_s` on and `blink_s` off, a `blink_fast` the same at four times the rate. Setting
+the pattern an LED already shows does nothing, so a blink is never restarted (an LED
+re-set on every state change would stutter).
 
 The panel knows nothing of what the LEDs mean (`firmware.components.leds` does). Errors about names,
 patterns and settings are `LedError`s naming the field and the value; a pin that cannot be
@@ -23,7 +24,7 @@ from hw.errors import HwError
 
 __all__ = ["PATTERNS", "LedError", "LedPanel", "Pattern"]
 
-Pattern = Literal["off", "on", "blink"]
+Pattern = Literal["off", "on", "blink", "blink_fast"]
 PATTERNS: Final[tuple[Pattern, ...]] = get_args(Pattern)
 
 
@@ -90,7 +91,8 @@ class LedPanel:
         elif pattern == "off":
             led.off()
         else:
-            led.blink(on_time=self.blink_s, off_time=self.blink_s, background=True)
+            period = self.blink_s if pattern == "blink" else self.blink_s / 4
+            led.blink(on_time=period, off_time=period, background=True)
         self._states[name] = pattern
         return True
 

@@ -2,7 +2,8 @@
 
 The engine (`failover.engine`) knows nothing of the box. This module builds it from
 the config, makes `BoxState.uplink` follow it, turns its transitions into the
-contract's events (failover, failback, offline_mode), and tells the payments side
+contract's events (failover, failback, offline_mode; steer and unsteer around a
+brownout: `firmware.components.steer`), and tells the payments side
 whether any uplink can reach the gateway (`UplinkSignal`): online-first skips a doomed
 attempt in offline mode, and the forwarder drains as soon as a link returns.
 """
@@ -33,9 +34,11 @@ from failover.routes import (
     UplinkName,
 )
 from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
+from failover.steer import SteerChange
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
 from firmware.components.context import BoxContext
+from firmware.components.steer import build_steering
 from firmware.config import Config
 from firmware.state import BoxState, LinkHealth
 from payments_cache.uplinks import UplinkSignal
@@ -136,6 +139,21 @@ class FailoverComponent:
             from_uplink=transition.from_uplink.value, to_uplink=to, reason=transition.reason,
             flushed=report.flushed)
 
+    def on_steer(self, change: SteerChange, destinations: list[str], lte_bytes: int) -> None:
+        """The gateway's traffic moved to LTE around a brownout, or back to wired."""
+        steer = self.state.uplink.steer
+        self.state.update(steer, steered=change.steered, since=_wall(change.at),
+                          reason=change.reason, destinations=list(destinations),
+                          steers_total=steer.steers_total + change.steered,
+                          lte_bytes=lte_bytes)
+        self.signal.switched()  # the payments' path changed: earlier failures are stale
+        kind = "steer" if change.steered else "unsteer"
+        where = ", ".join(destinations) or "the gateway"
+        self.state.events.emit(
+            kind, f"{where} {'by LTE' if change.steered else 'back on wired'}: {change.reason}",
+            severity="warning" if change.steered else "info", reason=change.reason,
+            destinations=list(destinations), lte_bytes=lte_bytes)
+
     def on_error(self, exc: BaseException) -> None:
         log.error("route control: %s", exc)
         self.state.events.emit("fault", f"route control: {exc}", severity="error",
@@ -232,6 +250,9 @@ async def build_failover(
         context.closers.append(_remover(sticky))
     targets = parse_targets(probes.targets)
 
+    # built once: its policy (the steer interval) outlives an engine restart
+    steering = build_steering(context, uplinks[1], lambda *change: component.on_steer(*change))
+
     def build(component: FailoverComponent) -> FailoverEngine:
         return FailoverEngine(
             uplinks, targets, routes,
@@ -239,10 +260,11 @@ async def build_failover(
                          probe_options=_probe_options(config),
                          lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000),
             forwarding=forwarding, conntrack=conntrack, sticky=sticky,
-            switch_sim=switch_sim,
+            switch_sim=switch_sim, steering=steering,
             on_link=component.on_link, on_transition=component.on_transition,
             on_error=component.on_error)
 
     for health in (context.state.uplink.wired, context.state.uplink.lte):
         context.state.update(health, state="unknown")
-    return FailoverComponent(context.state, context.uplinks, build, forwarding, on_switch)
+    component = FailoverComponent(context.state, context.uplinks, build, forwarding, on_switch)
+    return component

@@ -8,7 +8,9 @@
 |         |                         | losing probes or slow)         |                        |
 | lte     | LTE carries the traffic | LTE usable in standby          | down, or not known yet |
 |         | (uplink.active "lte")   | (standby/up/degraded, not      |                        |
-|         |                         | active)                        |                        |
+|         |                         | active); blink_fast: the       |                        |
+|         |                         | payments are steered to LTE    |                        |
+|         |                         | around a wired brownout        |                        |
 | offline | standing in: no uplink  | payments queued (queued > 0),  | nothing queued         |
 |         | works (active "none"    | waiting to be forwarded, while |                        |
 |         | after the first         | not standing in                |                        |
@@ -90,6 +92,8 @@ def led_pattern(state: BoxState) -> dict[str, LedState]:
     lte: LedState
     if uplink.active == "lte":
         lte = "on"
+    elif uplink.steer.steered:
+        lte = "blink_fast"  # the payments go by LTE around a wired brownout
     elif uplink.lte.state in _USABLE:
         lte = "blink"
     else:

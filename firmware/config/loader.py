@@ -71,6 +71,14 @@ def _validated(data: dict[str, Any], text: str, name: str) -> Config:
 
 def cross_checks(config: Config) -> list[tuple[str, str]]:
     """Rules that involve more than one key."""
+    return [*_uplink_checks(config), *_steer_checks(config), *_fleet_checks(config),
+            *_payments_checks(config), *api_problems(config.api)]
+
+
+Problems = list[tuple[str, str]]
+
+
+def _uplink_checks(config: Config) -> Problems:
     problems = []
     targets = len(config.probes.targets)
     if config.probes.quorum > targets:
@@ -84,6 +92,28 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
     if config.lan.enabled and not config.routing.lan_interfaces:
         problems.append(("lan.enabled", "needs routing.lan_interfaces: the interfaces the "
                                         "LAN's DHCP and DNS are served on"))
+    if config.wired.interface == config.lte.interface:
+        problems.append(("lte.interface", f"must differ from wired.interface, both are "
+                                          f"{config.lte.interface!r}"))
+    return problems
+
+
+def _steer_checks(config: Config) -> Problems:
+    problems = []
+    steer = config.steer
+    if steer.unsteer_loss_pct > steer.steer_loss_pct:
+        problems.append(("steer.unsteer_loss_pct", f"must be at most steer.steer_loss_pct "
+                                                   f"({steer.steer_loss_pct!r}), got "
+                                                   f"{steer.unsteer_loss_pct!r}"))
+    if steer.unsteer_latency_ms > steer.steer_latency_ms:
+        problems.append(("steer.unsteer_latency_ms",
+                         f"must be at most steer.steer_latency_ms ({steer.steer_latency_ms!r}),"
+                         f" got {steer.unsteer_latency_ms!r}"))
+    return problems
+
+
+def _fleet_checks(config: Config) -> Problems:
+    problems = []
     fleet = config.fleet
     if fleet.state_min_interval_s > fleet.state_every_s:
         problems.append(("fleet.state_min_interval_s",
@@ -95,6 +125,17 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
     if fleet.ca_file and not fleet.mqtt_url.startswith("mqtts://"):
         problems.append(("fleet.ca_file", f"needs an mqtts:// fleet.mqtt_url, got "
                                           f"{fleet.mqtt_url!r}"))
+    # credentials are sent only with a user name (a password alone is refused above)
+    if fleet.mqtt_url.startswith("mqtt://") and fleet.username and not fleet.allow_insecure:
+        problems.append(("fleet.mqtt_url",
+                         "sends fleet.username and the password in clear text: use mqtts://, "
+                         "or set fleet.allow_insecure = true (tests and labs only), got "
+                         f"{fleet.mqtt_url!r}"))
+    return problems
+
+
+def _payments_checks(config: Config) -> Problems:
+    problems = []
     payments = config.payments
     if payments.gateway_url.startswith("http://") and not payments.allow_insecure_gateway:
         problems.append(("payments.gateway_url",
@@ -106,21 +147,11 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
                          f"{payments.currency} is the box's currency (payments.currency): "
                          "its caps are offline_max_amount, offline_max_total and "
                          "velocity_max_amount"))
-    # credentials are sent only with a user name (a password alone is refused above)
-    if fleet.mqtt_url.startswith("mqtt://") and fleet.username and not fleet.allow_insecure:
-        problems.append(("fleet.mqtt_url",
-                         "sends fleet.username and the password in clear text: use mqtts://, "
-                         "or set fleet.allow_insecure = true (tests and labs only), got "
-                         f"{fleet.mqtt_url!r}"))
-    if config.payments.key_provider == "file" and config.device.environment == "production":
+    if payments.key_provider == "file" and config.device.environment == "production":
         problems.append(("payments.key_provider",
                          "\"file\" keeps the key-encryption key on the box's own disk: "
                          "development only; use \"pkcs11\" or \"systemd-creds\" when "
                          "device.environment is \"production\""))
-    problems.extend(api_problems(config.api))
-    if config.wired.interface == config.lte.interface:
-        problems.append(("lte.interface", f"must differ from wired.interface, both are "
-                                          f"{config.lte.interface!r}"))
     return problems
 
 

@@ -371,6 +371,48 @@ class ProbesConfig:
         return self.quorum or len(self.targets) // 2 + 1
 
 
+def percent(value: Any) -> str | None:
+    return None if 0 < value <= 100 else f"must be a percentage above 0, up to 100, got {value!r}"
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    """Payments steered around a brownout: the box's own traffic to the payment gateway
+    goes by LTE while wired loses or delays too much, the rest of the shop stays on wired
+    (failover/steer.py has the arithmetic)."""
+
+    enabled: bool = doc(
+        "Steer the gateway's traffic (the box's own connections to the addresses of "
+        "payments.gateway_url, and `destinations`) to LTE by policy routing while wired is "
+        "in a brownout and LTE is healthy. Needs routing.backend netlink or networkmanager.",
+        True)
+    steer_loss_pct: float = doc(
+        "Steer when the wired probes' loss over the last window_s reaches this (a probe "
+        "retries: at 60 % packet loss a probe with 3 tries fails 21.6 % of the time, at "
+        "20 % each way 4.7 %).", 10.0, percent)
+    steer_latency_ms: float = doc(
+        "...or when the wired probes' median latency over the window reaches this.", 600.0,
+        positive)
+    unsteer_loss_pct: float = doc(
+        "Come back only when the probe loss is below this (and the latency below "
+        "unsteer_latency_ms) for unsteer_after_s.", 3.0, percent)
+    unsteer_latency_ms: float = doc("The latency below which wired counts as recovered.",
+                                    300.0, positive)
+    steer_after_s: float = doc("Wired must be past a steer threshold this long first.", 5.0,
+                               non_negative)
+    unsteer_after_s: float = doc("Wired must be below both unsteer thresholds this long "
+                                 "before the gateway's traffic comes back.", 30.0, non_negative)
+    steer_min_interval_s: float = doc(
+        "At most one steer this often, whatever the line does (no flapping).", 300.0,
+        non_negative)
+    window_s: float = doc("The window the probe loss and latency are judged over.", 5.0,
+                          positive)
+    destinations: list[str] = doc(
+        "More IPs/CIDRs steered with the gateway (e.g. the POS vendor's API the box calls); "
+        "the gateway's own addresses are resolved from payments.gateway_url at each steer.",
+        [], cidrs)
+
+
 @dataclass(frozen=True)
 class PaymentsConfig:
     """Online authorization and offline stand-in."""
@@ -560,6 +602,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     lan: LanConfig = field(default_factory=LanConfig)
+    steer: SteerConfig = field(default_factory=SteerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     hw: HwConfig = field(default_factory=HwConfig)

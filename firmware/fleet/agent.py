@@ -12,10 +12,11 @@ reachable it keeps, under `storebox/<device.id>/`:
   (a view, never a copy), on every state change but at most once per
   `fleet.state_min_interval_s` (a burst is coalesced: the LTE link is metered) and at
   least every `fleet.state_every_s`, with `config_version` and `site` (§6a);
-- `events`: one JSON object per event of `EVENT_KINDS` (and `outage`, from the outage
-  ledger's rows in the state), in order, each with `seq` (per box, increasing, kept
-  across restarts: `firmware.fleet.store`) and `session`. Events are collected whether or
-  not the broker is reachable and wait in `fleet.sqlite3` until acknowledged, up to
+- `events`: one JSON object per event of `EVENT_KINDS` (and of `EVENT_KINDS_REV2`:
+  `steer`/`unsteer`, and `outage` from the outage ledger's rows in the state), in order,
+  each with `seq` (per box, increasing, kept across restarts: `firmware.fleet.store`)
+  and `session`. Events are collected whether or not the broker is reachable and wait
+  in `fleet.sqlite3` until acknowledged, up to
   `fleet.event_buffer` (the oldest are dropped beyond that, and the next event
   published says how many in `dropped_before`). Those that waited carry
   `"delayed": true`. QoS 1: an event whose PUBACK was lost is sent again (the `seq`
@@ -53,6 +54,7 @@ from firmware.fleet.store import FleetStore, Pending, boot_id
 from firmware.fleet.topics import (
     DESIRED_CONFIG,
     EVENT_KINDS,
+    EVENT_KINDS_REV2,
     Topics,
     status_payload,
     topics_for,
@@ -196,7 +198,7 @@ class FleetAgent:
         if event.seq <= self._last_seq:
             return
         self._last_seq = event.seq
-        if event.kind not in EVENT_KINDS:
+        if event.kind not in EVENT_KINDS and event.kind not in EVENT_KINDS_REV2:
             return
         doc = event.to_json()
         del doc["seq"]  # the fleet's seq is the store's, kept across restarts

@@ -16,7 +16,8 @@ EVENT_KINDS = frozenset({
 ONLINE = b"online"
 OFFLINE = b"offline"
 #: Revision 2 (docs/mqtt.md): kinds the box adds; consumers ignore kinds they do not know.
-EVENT_KINDS_REV2 = frozenset({"outage"})
+#: `steer`/`unsteer`: the gateway's traffic moved to LTE around a wired brownout and back.
+EVENT_KINDS_REV2 = frozenset({"outage", "steer", "unsteer"})
 
 #: Every topic of every box, for the fleet's back end (docs/cli.md).
 ALL_BOXES = "storebox/+/#"

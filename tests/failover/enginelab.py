@@ -44,6 +44,7 @@ from failover.routes import (
     Uplink,
     UplinkName,
 )
+from failover.steering import Steering
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
 from lab.faults import heal
@@ -360,9 +361,11 @@ class Harness:
 @asynccontextmanager
 async def running_engine(shop: Shop, routes: RouteController, *,
                          client_period_s: float = 0.05, sticky: bool = True,
+                         steering: Steering | None = None,
                          **engine_kwargs: Any) -> AsyncIterator[Harness]:
     """Services, the engine (real everything) and the LAN client, running; booted on
-    wired with the LAN going out through it."""
+    wired with the LAN going out through it. `steering`: the engine's (its rules are
+    removed on exit)."""
     ipn(shop.internet, "addr", "add", f"{RESOLVER}/32", "dev", "lo")
     lan = LanForwarding(lan_interfaces=["lan0"], uplinks=UPLINKS, netns=shop.box)
     flusher = ConntrackFlusher(netns=shop.box)
@@ -384,7 +387,7 @@ async def running_engine(shop: Shop, routes: RouteController, *,
                 UPLINKS, TARGETS, TimedRoutes(routes, switch_log), EngineConfig(**kwargs),
                 forwarding=TimedForwarding(lan, switch_log),
                 conntrack=TimedFlusher(flusher, switch_log, lambda: harness.changed.set()),
-                sticky=pinning, counter=counter,
+                sticky=pinning, counter=counter, steering=steering,
                 on_transition=lambda t, r: harness.on_transition(t, r),
                 on_link=lambda n, s: harness.on_link(n, s),
                 on_error=lambda e: harness.on_error(e),
@@ -403,6 +406,8 @@ async def running_engine(shop: Shop, routes: RouteController, *,
                     for task in tasks:
                         task.cancel()
     finally:
+        if steering is not None:
+            await steering.remove()
         await stop_services(handles)
         await flusher.close()
         if pinning is not None:

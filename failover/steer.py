@@ -1,0 +1,219 @@
+"""Payments steered around a brownout: when to move the gateway's traffic to LTE (pure).
+
+A brownout is wired up but bad: 40-70 % of packets lost, or seconds of latency. The
+failover detector (``failover.decision``) rides it out by design -- it is tuned not to
+cry wolf below the loss it promises to survive -- so the whole shop stays on wired and
+an online payment, a few TCP and TLS round trips, runs into retransmission timeouts and
+stands in. Steering moves *only* the payment gateway's traffic (``failover.steering``:
+a policy rule to the LTE table for the gateway's addresses) while the rest of the shop
+stays on wired, and brings it back with hysteresis.
+
+What is measured. Each wired probe round reports its failed probes and the median
+latency of the probes that answered (``failover.probes``). Both are judged over the
+last ``window_s`` seconds of rounds: the *loss* is failed / attempted probes, the
+*latency* the median of the rounds' medians. A probe retries (3 or 4 attempts), so
+its loss is far below the packet loss: at ``e`` loss of an exchange it fails with
+``e^attempts`` and, when it answers, its latency grows by a retry interval for every
+lost attempt. At 60 % exchange loss (37 % each way) a rounds-detector probe (3
+attempts) fails with 0.6³ = 21.6 %, a sequential one (4 attempts) with 13 %; at the
+detector's design loss (20 % each way, 36 % exchange loss) with 4.7 % and 1.7 %.
+
+Hysteresis, and why it does not flap:
+
+* *steer* when the window is bad -- loss ≥ ``steer_loss`` (10 %) or latency ≥
+  ``steer_latency_ms`` (600 ms) -- continuously for ``steer_after_s`` (5 s), wired
+  carries the traffic, LTE is healthy (``up``: not degraded, not awaiting a verdict),
+  and the last steer is at least ``steer_min_interval_s`` (300 s) ago: at most one
+  steer per 5 minutes, whatever the line does;
+* *unsteer* when the window is good -- loss < ``unsteer_loss`` (3 %) and latency <
+  ``unsteer_latency_ms`` (300 ms) -- continuously for ``unsteer_after_s`` (30 s); at
+  once when LTE stops being usable or wired stops carrying the traffic (a failover
+  moved everything anyway).
+
+Between the thresholds nothing changes. Under constant 60 % loss the window's loss
+stays near 21.6 % (13 %): with 30 probes in a 5 s window (rounds of 0.5 s) its
+standard deviation is 7.5 points, the 3 % exit needs 0 failed probes in 34 -- a
+chance of 2.5e-4 per window and it must hold for 30 s: steered stays steered. At the
+design loss the 10 % entry needs 3 failed of 30 (16 % of windows) held for 5 s (10
+overlapping windows) -- rare, and then held back for 5 minutes by the interval.
+
+Time is injected (``monotonic=``); nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from failover.errors import DecisionConfigError
+from failover.link import Monotonic
+
+__all__ = ["SteerChange", "SteerConfig", "SteerPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class SteerConfig:
+    """The steering policy's thresholds (module docs); seconds unless named otherwise."""
+
+    steer_loss: float = 0.10
+    steer_latency_ms: float = 600.0
+    unsteer_loss: float = 0.03
+    unsteer_latency_ms: float = 300.0
+    steer_after_s: float = 5.0
+    unsteer_after_s: float = 30.0
+    steer_min_interval_s: float = 300.0
+    window_s: float = 5.0
+    min_probes: int = 6  # a window judges nothing with fewer attempted probes
+
+    def __post_init__(self) -> None:
+        for name in ("steer_loss", "unsteer_loss"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value <= 1:
+                raise DecisionConfigError(name, value, "must be a fraction in (0, 1]")
+        for name in ("steer_latency_ms", "unsteer_latency_ms", "window_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise DecisionConfigError(name, value, "must be a positive number")
+        for name in ("steer_after_s", "unsteer_after_s", "steer_min_interval_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise DecisionConfigError(name, value, "must be 0 or more")
+        if self.unsteer_loss > self.steer_loss:
+            raise DecisionConfigError("unsteer_loss", self.unsteer_loss,
+                                      f"must not exceed steer_loss ({self.steer_loss})")
+        if self.unsteer_latency_ms > self.steer_latency_ms:
+            raise DecisionConfigError(
+                "unsteer_latency_ms", self.unsteer_latency_ms,
+                f"must not exceed steer_latency_ms ({self.steer_latency_ms})")
+        if isinstance(self.min_probes, bool) or not isinstance(self.min_probes, int) \
+                or self.min_probes < 1:
+            raise DecisionConfigError("min_probes", self.min_probes, "must be 1 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class SteerChange:
+    """The gateway's traffic moves to LTE (``steered``) or back to wired."""
+
+    steered: bool
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    at: float
+    failed: int
+    attempted: int
+    latency_ms: float | None
+
+
+class SteerPolicy:
+    """Whether the gateway's traffic goes by LTE; fed wired rounds (module docs)."""
+
+    def __init__(self, config: SteerConfig | None = None,
+                 monotonic: Monotonic = time.monotonic) -> None:
+        self.config = config if config is not None else SteerConfig()
+        self._monotonic = monotonic
+        self._window: deque[_Round] = deque()
+        self.steered = False
+        self.since: float | None = None  # of the current steered/unsteered state
+        self.reason = "not steered"
+        self.steers = 0
+        self._last_steer: float | None = None
+        self._bad_since: float | None = None
+        self._good_since: float | None = None
+
+    def quality(self) -> tuple[float | None, float | None]:
+        """(loss, latency ms) of the window; loss None while it holds too few probes."""
+        attempted = sum(r.attempted for r in self._window)
+        failed = sum(r.failed for r in self._window)
+        latencies = [r.latency_ms for r in self._window if r.latency_ms is not None]
+        loss = failed / attempted if attempted >= self.config.min_probes else None
+        return loss, (statistics.median(latencies) if latencies else None)
+
+    def add_round(self, failed: int, attempted: int, latency_ms: float | None) -> None:
+        """One completed wired round (failed of attempted probes, median latency)."""
+        now = self._monotonic()
+        self._window.append(_Round(now, failed, attempted, latency_ms))
+        while self._window and self._window[0].at <= now - self.config.window_s:
+            self._window.popleft()
+
+    def evaluate(self, *, lte_healthy: bool, wired_active: bool) -> SteerChange | None:
+        """Decide on the window and the links now (after every round and link change)."""
+        now = self._monotonic()
+        if self.steered:
+            return self._while_steered(now, lte_healthy, wired_active)
+        return self._while_unsteered(now, lte_healthy, wired_active)
+
+    def describe(self, now: float | None = None) -> dict[str, Any]:
+        now = self._monotonic() if now is None else now
+        loss, latency = self.quality()
+        return {"steered": self.steered, "reason": self.reason, "steers": self.steers,
+                "since_s": None if self.since is None else round(now - self.since, 3),
+                "loss": None if loss is None else round(loss, 4),
+                "median_latency_ms": latency}
+
+    # -- internals
+
+    def _bad(self) -> str | None:
+        cfg = self.config
+        loss, latency = self.quality()
+        problems = []
+        if loss is not None and loss >= cfg.steer_loss:
+            problems.append(f"wired probe loss {loss:.0%}")
+        if latency is not None and latency >= cfg.steer_latency_ms:
+            problems.append(f"wired latency {latency:.0f}ms")
+        return ", ".join(problems) or None
+
+    def _good(self) -> bool:
+        cfg = self.config
+        loss, latency = self.quality()
+        return (loss is not None and loss < cfg.unsteer_loss
+                and (latency is None or latency < cfg.unsteer_latency_ms))
+
+    def _while_unsteered(self, now: float, lte_healthy: bool,
+                         wired_active: bool) -> SteerChange | None:
+        bad = self._bad() if wired_active else None
+        if bad is None:
+            self._bad_since = None
+            return None
+        if self._bad_since is None:
+            self._bad_since = now
+        cfg = self.config
+        if now - self._bad_since < cfg.steer_after_s or not lte_healthy:
+            return None
+        if self._last_steer is not None and now - self._last_steer < cfg.steer_min_interval_s:
+            return None
+        self._last_steer = now
+        self.steers += 1
+        return self._set(True, f"brownout: {bad} for {now - self._bad_since:.1f}s", now)
+
+    def _while_steered(self, now: float, lte_healthy: bool,
+                       wired_active: bool) -> SteerChange | None:
+        if not lte_healthy:
+            return self._set(False, "LTE is not usable", now)
+        if not wired_active:
+            return self._set(False, "wired no longer carries the traffic", now)
+        if not self._good():
+            self._good_since = None
+            return None
+        if self._good_since is None:
+            self._good_since = now
+        held = now - self._good_since
+        if held < self.config.unsteer_after_s:
+            return None
+        loss, latency = self.quality()
+        shown = "" if latency is None else f", latency {latency:.0f}ms"
+        return self._set(False, f"wired recovered: probe loss {loss or 0.0:.0%}{shown} "
+                                f"for {held:.1f}s", now)
+
+    def _set(self, steered: bool, reason: str, now: float) -> SteerChange:
+        self.steered = steered
+        self.since = now
+        self.reason = reason
+        self._bad_since = None
+        self._good_since = None
+        return SteerChange(steered, reason, now)
