@@ -82,6 +82,10 @@ class ModemView:
     sinr_db: float | None = None
     data_up: bool | None = None
     ip: str | None = None
+    #: The resolvers the network gave the LTE data call (AT+CGCONTRDP); [] while it is
+    #: down or the modem does not say. The LAN's DNS forwards to them on LTE when
+    #: `lte.dns` is not configured (`firmware.lan.resolvers`).
+    dns: list[str] = field(default_factory=list)
     sim: str | None = None
     sim_fault: str | None = None
     sim_slot: int | None = None

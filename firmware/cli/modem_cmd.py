@@ -159,6 +159,8 @@ def render_modem(port: str, snap: ModemStatus, colour: bool = False) -> str:
                               ("s/n", _v(snap.sinr_db, " dB"))])
     connected = None if snap.data_up is None else ("yes" if snap.data_up else "no")
     bearer = [("connected", _v(connected)), ("address", _v(snap.ip))]
+    if snap.dns:
+        bearer.append(("dns", ", ".join(snap.dns)))
     if snap.not_connected_reason:
         bearer.append(("why not", snap.not_connected_reason))
     layout.section("Bearer", bearer)

@@ -8,9 +8,10 @@ failover engine: the failover component calls `follow` on every transition
 dnsmasq told with SIGHUP, which keeps every lease. Before the engine's first decision
 the LAN forwards to wired's resolvers (the uplink the box prefers); in offline mode the
 last upstream stays (nothing answers anyway, and the cache still does). Every few
-seconds the component re-reads the learnt resolvers (a DHCP renewal may change them),
-asks the uplink's own resolvers whether they answer (`firmware.lan.resolvers`: while
-none does, the fallback goes first) and counts the leases for the status.
+seconds the component re-reads the learnt resolvers (a DHCP renewal may change them)
+and the modem's (the LTE data call's, `modem.dns` in the state), asks the uplink's own
+resolvers whether they answer (`firmware.lan.resolvers`: while none does, the fallback
+goes first) and counts the leases for the status.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ class LanServices:
         uplink: Uplink = "lte" if self._uplink == "lte" else "wired"
         interface = (self.config.lte if uplink == "lte" else self.config.wired).interface
         learnt = await self._learn(interface) if self._learn is not None else ()
-        upstream = upstream_for(self.config, uplink, learnt)
+        modem = self.state.modem
+        upstream = upstream_for(self.config, uplink, learnt,
+                                tuple(modem.dns) if modem.data_up else ())
         if upstream.fallback and not await self._check(upstream.own, interface):
             upstream = dataclasses.replace(upstream, own_answering=False)
         return upstream

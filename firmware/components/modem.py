@@ -49,7 +49,7 @@ def apply_snapshot(state: BoxState, snap: ModemStatus) -> None:
         operator=snap.operator, mcc_mnc=snap.mcc_mnc,
         rat=snap.rat.name.lower() if snap.rat else None, signal_dbm=snap.signal_dbm,
         rsrp_dbm=snap.rsrp_dbm, rsrq_db=snap.rsrq_db, sinr_db=snap.sinr_db,
-        data_up=snap.data_up, ip=snap.ip,
+        data_up=snap.data_up, ip=snap.ip, dns=list(snap.dns),
         sim=snap.sim_state.name.lower() if snap.sim_state else None,
         sim_fault=snap.sim_fault, sim_slot=snap.sim_slot, sim_mcc_mnc=snap.sim_mcc_mnc,
         same_carrier_as_wired=snap.same_carrier,

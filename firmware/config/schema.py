@@ -267,7 +267,8 @@ class LteConfig:
     dns: list[str] = doc(
         "The LTE carrier's resolvers (IP addresses; those of the PDP context), which the "
         "shop LAN's DNS forwards to while LTE is active (lan.enabled); [] learns them from "
-        "NetworkManager (routing.backend = \"networkmanager\") and otherwise leaves only "
+        "NetworkManager (routing.backend = \"networkmanager\") or else takes those the "
+        "modem reports for its data call (AT+CGCONTRDP), and without either leaves only "
         "lan.fallback_dns.", [], ip_addresses)
     simulator: Literal["", "KT", "SKT", "LGU"] = doc(
         "Run the built-in EC25 simulator (hw.modem.simulator) with a SIM of this carrier "

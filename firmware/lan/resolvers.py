@@ -3,8 +3,12 @@
 Each uplink's resolvers are configured (`wired.dns`, `lte.dns`) or, when NetworkManager
 owns the uplinks (`routing.backend = "networkmanager"`), learnt from it: the nameservers
 of the device's IP4Config are what DHCP on that uplink (or the static profile, or the
-modem's PDP context through ModemManager) gave it. They are read again every time the
-LAN's upstream is decided, so a DHCP renewal that changes them is followed.
+modem's PDP context through ModemManager) gave it. LTE's are otherwise those the box's
+own modem reports for its data call (`AT+CGCONTRDP`, TS 27.007 §10.1.23: the PDP
+context's DNS servers, in the status as `modem.dns`), since NetworkManager does not see
+a modem the box drives over AT itself. Configured wins, then NetworkManager's, then the
+modem's. They are read again every time the LAN's upstream is decided, so a DHCP
+renewal (or a new data call) that changes them is followed.
 
 The upstream while an uplink is active is that uplink's resolvers, each asked through
 that uplink's interface (dnsmasq's `server=ADDRESS@INTERFACE`, SO_BINDTODEVICE, as the
@@ -99,10 +103,12 @@ async def answering(servers: tuple[str, ...], interface: str, timeout_s: float =
     return False
 
 
-def upstream_for(config: Config, uplink: Uplink, learnt: tuple[str, ...] = ()) -> Upstream:
-    """The upstream while `uplink` is active: its configured resolvers, else the `learnt`."""
+def upstream_for(config: Config, uplink: Uplink, learnt: tuple[str, ...] = (),
+                 modem: tuple[str, ...] = ()) -> Upstream:
+    """The upstream while `uplink` is active: its configured resolvers, else the `learnt`
+    (NetworkManager's), else for LTE the `modem`'s (its data call's, `AT+CGCONTRDP`)."""
     link = config.wired if uplink == "wired" else config.lte
-    own = tuple(link.dns) or learnt
+    own = tuple(link.dns) or learnt or (modem if uplink == "lte" else ())
     return Upstream(uplink, link.interface, own, tuple(config.lan.fallback_dns))
 
 

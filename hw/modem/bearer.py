@@ -1,5 +1,6 @@
 """The data call (bearer) of a `Modem` on its PDP context `cid`: activation through the
-vendor profile, the address the network assigns, deactivation, and its status.
+vendor profile, the address and the resolvers the network assigns (`+CGPADDR`,
+`+CGCONTRDP`), deactivation, and its status.
 
 The `Modem` decides when (registered first, after the profile's preparation and any
 reboot it needs: `Modem.connect_data`); this part knows how, and folds what it learns
@@ -12,7 +13,7 @@ import asyncio
 import dataclasses
 
 from hw.modem.core import ModemCore
-from hw.modem.errors import ModemRebooted
+from hw.modem.errors import CommandError, ModemRebooted, ParseError
 from hw.modem.status import DataStatus
 
 __all__ = ["Bearer"]
@@ -37,6 +38,7 @@ class Bearer:
         status = await core.profile.activate_data(core, apn, core.cid)
         if status.ip is None and status.ipv6 is None:
             status = await self._await_address(status, boots)
+        status = await self._with_dns(status)
         if core.boots != boots:  # a reboot took the call down while it was set up
             raise ModemRebooted(f"connect_data({apn!r})")
         self._set(status, data_down_reason=None)
@@ -57,6 +59,24 @@ class Bearer:
             pass
         return status
 
+    async def _with_dns(self, status: DataStatus) -> DataStatus:
+        """`status` with the resolvers the network gave the call (`+CGCONTRDP`), which the
+        LAN's DNS forwards to while LTE carries the shop (`firmware.lan.resolvers`). A
+        modem that refuses the command (ERROR, +CME ERROR) knows none: (). An answer that
+        does not parse is counted and the last good resolvers of the same call stay."""
+        if not status.up:
+            return status
+        core = self._core
+        try:
+            dns = await core.profile.read_dns(core, status.cid)
+        except CommandError:
+            dns = ()
+        except ParseError as exc:
+            core.parse_failed(exc)
+            old = core.state.data
+            dns = old.dns if old is not None and old.up and old.cid == status.cid else ()
+        return dataclasses.replace(status, dns=dns)
+
     async def deactivate(self) -> None:
         """Take the data call down (`+QNETDEVCTL=0,...` / `+CGACT=0,<cid>`)."""
         core = self._core
@@ -67,9 +87,9 @@ class Bearer:
                              apn=data.apn if data else None))
 
     async def read_status(self) -> DataStatus:
-        """Whether the data call is up, and its addresses (read from the modem)."""
+        """Whether the data call is up, its addresses and resolvers (read from the modem)."""
         core = self._core
-        status = await core.profile.read_data_status(core, core.cid)
+        status = await self._with_dns(await core.profile.read_data_status(core, core.cid))
         old = core.state.data
         if old is not None and old.apn and status.apn is None:
             status = dataclasses.replace(status, apn=old.apn)

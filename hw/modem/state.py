@@ -159,6 +159,7 @@ def view(state: ModemState, wired_carrier: str = "") -> ModemStatus:
         data_up=data_up,
         ip=data.ip if data and data_up else None,
         ipv6=data.ipv6 if data and data_up else None,
+        dns=data.dns if data and data_up else (),
         same_carrier=_same_carrier(st, wired_carrier, mcc_mnc),
         recovery_step=st.recovery_step, resets_total=st.resets_total,
         reboots_seen=st.reboots_seen, last_reset_reason=st.last_reset_reason,

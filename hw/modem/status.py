@@ -99,7 +99,9 @@ class DataStatus:
     """The packet-data call on context `cid`: `up`, and the addresses the network gave.
 
     `method` is how the call is made: `"ecm"` (Quectel `+QNETDEVCTL`, the host sees an
-    Ethernet interface) or `"pdp"` (plain `+CGACT`; the host side is a QMI/PPP matter)."""
+    Ethernet interface) or `"pdp"` (plain `+CGACT`; the host side is a QMI/PPP matter).
+    `dns`: the resolvers the network gave the context (`+CGCONTRDP`, primary first); ()
+    when the modem does not say (it answered ERROR, or the call is down)."""
 
     up: bool
     cid: int
@@ -107,6 +109,7 @@ class DataStatus:
     ipv6: str | None
     method: str
     apn: str | None = None
+    dns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,8 @@ class ModemStatus:
     - `registered`, `registration`, `roaming`, `tac`, `cell_id`: consolidated registration.
     - `operator`, `mcc_mnc`: the serving network; `rat`: access technology now.
     - `signal_dbm` (RSSI), `rsrp_dbm`, `rsrq_db`, `sinr_db`.
-    - `data_up`, `ip`, `ipv6`: the data call.
+    - `data_up`, `ip`, `ipv6`, `dns`: the data call, and the resolvers the network gave
+      it (`+CGCONTRDP`; () when down or not told).
     - `same_carrier`: the SIM's carrier (or, without IMSI, the serving network's) is the
       wired ISP's carrier — one failure domain for both uplinks (None when unknown).
     - `recovery_step`: the recovery-ladder step in progress or last failed (None when
@@ -168,6 +172,7 @@ class ModemStatus:
     data_up: bool = False
     ip: str | None = None
     ipv6: str | None = None
+    dns: tuple[str, ...] = ()
     same_carrier: bool | None = None
     recovery_step: str | None = None
     resets_total: int = 0

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,15 @@ import pytest
 from failover.nft import LanForwarding
 from failover.probes.dns import build_dns_query, parse_dns_response
 from firmware.cli.client import get_json
+from firmware.components.lan_services import LanServices
+from firmware.components.modem import apply_snapshot
 from firmware.config import load_config
 from firmware.errors import ConfigError
 from firmware.lan.dnsmasq import LanFiles, count_leases, render_conf, render_servers
 from firmware.lan.resolvers import NetworkManagerResolvers, upstream_for
+from firmware.state import BoxState
+from firmware.status import status_document
+from hw.modem.status import ModemStatus
 from lab.box import configure
 from lab.dns import DnsResponder, answer
 from lab.faults import blackhole, heal, nft
@@ -53,6 +59,8 @@ from tests.support.netns import inside
 from tests.support.nm import NMConnection, network_manager
 
 PUBLIC_DNS = "203.0.113.53"
+#: SK Telecom's primary resolver, what the simulated SKT modem reports (AT+CGCONTRDP).
+SKT_DNS = "210.220.163.82"
 #: What each resolver answers for every name.
 FROM_WIRED, FROM_LTE, FROM_PUBLIC = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 LEASES = "192.168.50.100-192.168.50.150"
@@ -79,6 +87,40 @@ def test_the_upstream_is_the_active_uplinks_resolvers_then_the_fallback(tmp_path
     learnt = configure(config, lte={"interface": "wwan0", "dns": []})
     assert upstream_for(learnt, "lte", ("10.2.0.9",)).servers == ("10.2.0.9", PUBLIC_DNS)
     assert upstream_for(learnt, "lte").servers == (PUBLIC_DNS,)
+
+
+def test_lte_without_configured_resolvers_takes_the_modems(tmp_path: Path) -> None:
+    """The box's own modem reports its data call's resolvers (AT+CGCONTRDP, `modem.dns`
+    in the state): the LTE upstream when `lte.dns` is not configured; configured (and
+    NetworkManager's) win, and wired never takes them."""
+    config = configure(lan_config(tmp_path), lte={"interface": "wwan0", "dns": []})
+    modem = (SKT_DNS, "219.250.36.130")
+    assert upstream_for(config, "lte", modem=modem).servers == (*modem, PUBLIC_DNS)
+    assert upstream_for(config, "lte", ("10.2.0.9",), modem).servers == ("10.2.0.9",
+                                                                         PUBLIC_DNS)
+    assert upstream_for(lan_config(tmp_path), "lte", modem=modem).servers == (
+        "10.2.0.1", PUBLIC_DNS)
+    assert upstream_for(config, "wired", modem=modem).servers == ("10.1.0.1", PUBLIC_DNS)
+
+
+async def test_the_lan_component_forwards_lte_to_the_resolvers_the_modem_reports(
+        tmp_path: Path) -> None:
+    config = configure(lan_config(tmp_path), lte={"interface": "wwan0", "dns": []})
+    state = BoxState("store-0001", "1.2.3")
+
+    async def answers(servers: tuple[str, ...], interface: str) -> bool:
+        return True
+
+    lan = LanServices(config, state, LanFiles(tmp_path / "lan"), check=answers)
+    lan.follow("lte")
+    apply_snapshot(state, ModemStatus(present=True, registered=True, data_up=True,
+                                      ip=LTE_ADDR, dns=(SKT_DNS,)))
+    assert state.modem.dns == [SKT_DNS]
+    assert status_document(state)["modem"]["dns"] == [SKT_DNS]
+    assert (await lan._upstream()).servers == (SKT_DNS, PUBLIC_DNS)
+    apply_snapshot(state, ModemStatus(present=True, registered=True, data_up=False))
+    assert state.modem.dns == []
+    assert (await lan._upstream()).servers == (PUBLIC_DNS,)
 
 
 def test_the_dnsmasq_configuration_serves_the_lan_only(tmp_path: Path) -> None:
@@ -245,11 +287,18 @@ def resolvers(shop: Shop) -> Iterator[dict[str, DnsResponder]]:
 @pytest.fixture
 async def lan(shop: Shop, resolvers: dict[str, DnsResponder], tmp_path: Path
               ) -> AsyncIterator[Lan]:
+    async with serving(shop, tmp_path, lte_dns=["10.2.0.1"]) as running:
+        yield running
+
+
+@asynccontextmanager
+async def serving(shop: Shop, tmp_path: Path, *, lte_dns: list[str]) -> AsyncIterator[Lan]:
+    """The daemon serving the LAN, its LTE modem the simulator with an SKT SIM."""
     config = write_config(
         tmp_path,
         routing={"backend": "netlink", "failover": True, "failback_after_s": 2.0,
                  "lan_interfaces": ["lan0"]},
-        lte={"interface": "wwan0", "simulator": "SKT", "dns": ["10.2.0.1"]},
+        lte={"interface": "wwan0", "simulator": "SKT", "dns": lte_dns},
         wired={"interface": "wan0", "carrier": "KT", "dns": ["10.1.0.1"]},
         lan={"enabled": True, "dhcp_ranges": [LEASES], "lease_time_s": 600,
              "fallback_dns": [PUBLIC_DNS]},
@@ -348,6 +397,28 @@ async def test_the_lan_keeps_resolving_when_only_the_wired_isps_resolver_dies(
     await lan.wait(lambda s: s["lan"]["upstream"]["servers"] == ["10.1.0.1", PUBLIC_DNS],
                    "the ISP's resolver first again")
     assert await resolve_async(shop.client, fresh("back")) == FROM_WIRED
+
+
+async def test_on_lte_the_lan_forwards_to_the_resolvers_the_modem_reports(
+        shop: Shop, resolvers: dict[str, DnsResponder], tmp_path: Path) -> None:
+    """No `lte.dns`: after the failover the LAN forwards to the resolver the SKT modem
+    reported for its data call (AT+CGCONTRDP), here served by the LTE ISP."""
+    ipn(shop.isp_lte, "addr", "add", f"{SKT_DNS}/32", "dev", "lo")
+    carrier = DnsResponder(shop.isp_lte, SKT_DNS, FROM_LTE)
+    try:
+        async with serving(shop, tmp_path, lte_dns=[]) as lan:
+            await lan.wait(lambda s: s["modem"]["dns"][:1] == [SKT_DNS], "the modem's DNS")
+            await lan.wait(lambda s: s["uplink"]["active"] == "wired", "wired at start")
+            assert lan.status()["lan"]["upstream"]["servers"] == ["10.1.0.1", PUBLIC_DNS]
+            blackhole(shop.isp_wired, "cust0")
+            await lan.wait(lambda s: s["lan"]["upstream"]["uplink"] == "lte", "on LTE")
+            upstream = lan.status()["lan"]["upstream"]
+            assert upstream["servers"][:2] == [SKT_DNS, "219.250.36.130"], upstream
+            assert await resolve_async(shop.client, fresh("carrier")) == FROM_LTE
+            assert carrier.queries >= 1 and resolvers["lte"].queries == 0
+            heal(shop.isp_wired)
+    finally:
+        carrier.close()
 
 
 async def test_dnsmasq_is_restarted_when_it_dies(lan: Lan) -> None:

@@ -322,6 +322,36 @@ async def test_data_hook_on_cgact_and_reboot(sim: ModemSimulator) -> None:
         assert info.value.cme_code == 30
 
 
+async def test_cgcontrdp_bytes_carry_the_carriers_resolvers() -> None:
+    """An EC25's answer (ModemManager's captured post-v9.4.0 layout) with the SIM's
+    carrier's resolvers; ERROR while no context is active."""
+    async with ModemSimulator(sims=[SimCard.skt()]) as sim, \
+            await SerialTransport.open(sim.slave_path) as transport:
+        port = Raw(transport)
+        await port.exchange(b"ATE0\r")
+        assert await port.exchange(b"AT+CGCONTRDP=1\r") == b"\r\nERROR\r\n"
+        assert await port.exchange(b"AT+CGCONTRDP\r") == b"\r\nERROR\r\n"
+        assert await port.exchange(b"AT+CGCONTRDP=?\r") == b"\r\n+CGCONTRDP: ()\r\n\r\nOK\r\n"
+        assert await port.exchange(b'AT+CGDCONT=1,"IP","lte.sktelecom.com"\r') == b"\r\nOK\r\n"
+        assert await port.exchange(b"AT+CGACT=1,1\r") == b"\r\nOK\r\n"
+        line = (b'+CGCONTRDP: 1,5,"lte.sktelecom.com.mnc005.mcc450.gprs",'
+                b'"10.155.32.7.255.255.255.255","10.155.32.7","210.220.163.82",'
+                b'"219.250.36.130","0.0.0.0","0.0.0.0",0')
+        assert await port.exchange(b"AT+CGCONTRDP=1\r") == b"\r\n" + line + b"\r\n\r\nOK\r\n"
+        assert await port.exchange(b"AT+CGCONTRDP\r") == b"\r\n" + line + b"\r\n\r\nOK\r\n"
+        assert await port.exchange(b"AT+CGCONTRDP=?\r") == (
+            b"\r\n+CGCONTRDP: (1)\r\n\r\nOK\r\n")
+        assert await port.exchange(b"AT+CGCONTRDP=2\r") == b"\r\nERROR\r\n"
+        assert await port.exchange(b"AT+CGACT=0,1\r") == b"\r\nOK\r\n"
+        assert await port.exchange(b"AT+CGCONTRDP=1\r") == b"\r\nERROR\r\n"
+
+
+def test_each_carrier_has_its_own_resolvers() -> None:
+    assert SimCard.kt().dns == ("168.126.63.1", "168.126.63.2")
+    assert SimCard.skt().dns == ("210.220.163.82", "219.250.36.130")
+    assert SimCard.lgu().dns == ("164.124.101.2", "203.248.252.2")
+
+
 async def test_usbnet_setting(sim: ModemSimulator) -> None:
     async with await AtChannel.open(sim.slave_path) as channel:
         assert (await channel.command('AT+QCFG="usbnet"')).lines == ('+QCFG: "usbnet",0',)

@@ -1,5 +1,6 @@
 """Packet domain parsers (3GPP TS 27.007): `+CGDCONT` (10.1.1), `+CGACT` (10.1.10),
-`+CGPADDR` (10.1.14) and the `+CGEV` events (10.1.19) that tell the data call went down.
+`+CGPADDR` (10.1.14), `+CGCONTRDP` (10.1.23: the context's gateway and DNS servers) and
+the `+CGEV` events (10.1.19) that tell the data call went down.
 Pure, like every module of `hw.modem.parsers`.
 """
 
@@ -145,6 +146,113 @@ def parse_cgpaddr(text: str) -> tuple[PdpAddress, ...]:
                 v6 = address
         result.append(PdpAddress(cid=cid, ipv4=v4, ipv6=v6))
     return tuple(result)
+
+
+# --- dynamic parameters: +CGCONTRDP (clause 10.1.23) ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PdpDynamicParams:
+    """One `+CGCONTRDP` line: what the network gave one bearer of context `cid`. Addresses
+    are normalised (`str(ipaddress.ip_address(...))`), None when the modem left them out
+    or empty; an IPV4V6 context has one line per address family."""
+
+    cid: int
+    bearer_id: int
+    apn: str | None
+    local_address: str | None
+    subnet: str | None
+    gateway: str | None
+    dns_primary: str | None
+    dns_secondary: str | None
+
+    @property
+    def dns(self) -> tuple[str, ...]:
+        """The resolvers given, primary first; unspecified ones ("0.0.0.0", "::") left out."""
+        return tuple(a for a in (self.dns_primary, self.dns_secondary)
+                     if a is not None and not ipaddress.ip_address(a).is_unspecified)
+
+
+def _dotted_v6(text: str) -> str:
+    """TS 27.007's default IPv6 notation: 16 dot-separated decimal octets."""
+    octets = text.split(".")
+    if len(octets) != 16 or not all(o.isdigit() and int(o) <= 255 for o in octets):
+        raise ValueError(f"not 16 decimal octets: {text!r}")
+    return str(ipaddress.IPv6Address(bytes(int(o) for o in octets)))
+
+
+def _address(text: str) -> str | None:
+    """A gateway or DNS field: None when empty, dotted-octet IPv6, else any IP address."""
+    if not text:
+        return None
+    if text.count(".") == 15:
+        return _dotted_v6(text)
+    return str(ipaddress.ip_address(text))
+
+
+def _local_and_subnet(text: str) -> tuple[str, str | None, bool]:
+    """`<local_addr and subnet_mask>` split by its dots, as ModemManager's
+    `split_local_address_and_subnet`: 3 an IPv4 address alone (the pre-v9.4.0 layout, the
+    mask in a field of its own), 7 IPv4 address and mask, 15 an IPv6 address, 31 IPv6
+    address and mask, none an address in colon notation (after `+CGPIAF`). Returns
+    (address, subnet, is IPv6)."""
+    dots = text.count(".")
+    octets = text.split(".")
+    if dots == 0 and ":" in text:
+        address, _, prefix = text.partition("/")  # +CGPIAF's <IPv6_subnetnotation>
+        return str(ipaddress.IPv6Address(address)), prefix or None, True
+    if dots == 3:
+        return str(ipaddress.IPv4Address(text)), None, False
+    if dots == 7:
+        return (str(ipaddress.IPv4Address(".".join(octets[:4]))),
+                str(ipaddress.IPv4Address(".".join(octets[4:]))), False)
+    if dots == 15:
+        return _dotted_v6(text), None, True
+    if dots == 31:
+        return _dotted_v6(".".join(octets[:16])), _dotted_v6(".".join(octets[16:])), True
+    raise ValueError(f"not an address (and mask): {text!r}")
+
+
+def _cgcontrdp_line(line: str, fields: list[Field]) -> PdpDynamicParams:
+    if len(fields) < 3:
+        raise ParseError("+CGCONTRDP", line, "expected <cid>,<bearer_id>,<apn>,...")
+    texts = [f.text for f in fields]
+    address = subnet = None
+    shift = 0
+    try:
+        if len(texts) > 3 and texts[3]:
+            address, subnet, v6 = _local_and_subnet(texts[3])
+            if subnet is None and not v6:  # before TS 27.007 v9.4.0: the mask on its own
+                subnet = _address(texts[4]) if len(texts) > 4 else None
+                shift = 1
+        gateway, dns1, dns2 = (_address(texts[i + shift]) if len(texts) > i + shift
+                               else None for i in (4, 5, 6))
+    except ValueError as exc:
+        raise ParseError("+CGCONTRDP", line, str(exc)) from None
+    return PdpDynamicParams(
+        cid=to_int(texts[0], "+CGCONTRDP", line, "<cid>"),
+        bearer_id=to_int(texts[1], "+CGCONTRDP", line, "<bearer_id>"),
+        apn=texts[2] or None, local_address=address, subnet=subnet, gateway=gateway,
+        dns_primary=dns1, dns_secondary=dns2)
+
+
+def parse_cgcontrdp(text: str) -> tuple[PdpDynamicParams, ...]:
+    """`+CGCONTRDP: <cid>,<bearer_id>,<apn>[,<local_addr and subnet_mask>[,<gw_addr>
+    [,<DNS_prim_addr>[,<DNS_sec_addr>[,...]]]]]` lines, one per bearer (empty response:
+    none). As ModemManager's `mm_3gpp_parse_cgcontrdp_response`: only <cid>, <bearer_id>
+    and <apn> are mandatory, the APN may be empty, fields are quoted or not, IPv4 address
+    and mask come as 8 dotted octets ("a.b.c.d.m.m.m.m") or, before TS 27.007 v9.4.0, as
+    two fields (detected by the first holding a bare IPv4 address), IPv6 as 16 dotted
+    octets or in colon notation; the fields after the secondary DNS are not read."""
+    return tuple(_cgcontrdp_line(line, fields)
+                 for line, fields in _prefixed_lines(text, "+CGCONTRDP"))
+
+
+def context_dns(params: tuple[PdpDynamicParams, ...], cid: int) -> tuple[str, ...]:
+    """The resolvers of context `cid`, from every bearer line of it (an IPV4V6 context's
+    IPv4 line first, as the modem lists them), each once."""
+    found = [a for p in params if p.cid == cid for a in p.dns]
+    return tuple(dict.fromkeys(found))
 
 
 # --- packet domain events: +CGEV (clause 10.1.19) -------------------------------------

@@ -31,7 +31,13 @@ from hw.modem.parsers.identity import (
     parse_cgsn,
     parse_iccid,
 )
-from hw.modem.parsers.pdp import PdpAddress, parse_cgact, parse_cgpaddr
+from hw.modem.parsers.pdp import (
+    PdpAddress,
+    context_dns,
+    parse_cgact,
+    parse_cgcontrdp,
+    parse_cgpaddr,
+)
 from hw.modem.parsers.registration import AccessTechnology
 from hw.modem.parsers.signal import ExtendedSignalQuality, SignalQuality, parse_cesq, parse_csq
 from hw.modem.status import DataStatus, SignalReading
@@ -280,3 +286,11 @@ class GenericProfile:
         response = await at.command(f"AT+CGPADDR={cid}", timeout=self.timeouts.command)
         lines = [line for line in response.lines if line.startswith("+CGPADDR:")]
         return _address_strings(parse_cgpaddr("\n".join(lines)), cid)
+
+    async def read_dns(self, at: AtPort, cid: int) -> tuple[str, ...]:
+        """`+CGCONTRDP=<cid>` -> the resolvers the network gave the context (TS 27.007
+        §10.1.23; EC25 and SIM7600 answer it). A modem without the command answers ERROR:
+        the `CommandError` passes through (`hw.modem.bearer` then knows none)."""
+        response = await at.command(f"AT+CGCONTRDP={cid}", timeout=self.timeouts.command)
+        lines = [line for line in response.lines if line.startswith("+CGCONTRDP:")]
+        return context_dns(parse_cgcontrdp("\n".join(lines)), cid)

@@ -1,6 +1,7 @@
 """What the simulated world holds: the SIM cards in the slots (`SimCard`, with presets for
-the three Korean carriers) and the radio conditions (`Signal`, in physical units, from
-which every AT encoding is derived). Plain mutable data: tests change them at run time."""
+the three Korean carriers, their networks' resolvers included) and the radio conditions
+(`Signal`, in physical units, from which every AT encoding is derived). Plain mutable
+data: tests change them at run time."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class SimCard:
     pci: int = 123
     earfcn: int = 1550
     band: int = 3
+    #: the resolvers the carrier's network gives a data call (`AT+CGCONTRDP`); KT's
+    dns: tuple[str, ...] = ("168.126.63.1", "168.126.63.2")
 
     @property
     def plmn(self) -> str:
@@ -48,7 +51,7 @@ class SimCard:
         """An SK Telecom SIM (450-05)."""
         base = cls(operator="SKTelecom", short_name="SKT", mnc="05", imsi="450051234567890",
                    iccid="89820512345678901234", tac=0x2B3C, cell_id=0x2B3E002, pci=211,
-                   earfcn=1350, band=3)
+                   earfcn=1350, band=3, dns=("210.220.163.82", "219.250.36.130"))
         return dataclasses.replace(base, **changes)
 
     @classmethod
@@ -56,7 +59,7 @@ class SimCard:
         """An LG U+ SIM (450-06)."""
         base = cls(operator="LG U+", short_name="LGU+", mnc="06", imsi="450061234567890",
                    iccid="89820612345678901234", tac=0x3C4D, cell_id=0x3C4F003, pci=307,
-                   earfcn=2600, band=7)
+                   earfcn=2600, band=7, dns=("164.124.101.2", "203.248.252.2"))
         return dataclasses.replace(base, **changes)
 
     @classmethod

@@ -1,5 +1,5 @@
-"""Packet data: `AT+CGDCONT`, `AT+CGATT`, `AT+CGACT`, `AT+CGPADDR`, `AT+CGEREP`,
-`AT+QCFG="usbnet"[,n]`, `AT+QNETDEVCTL`; the data hook is awaited before the `OK` that
+"""Packet data: `AT+CGDCONT`, `AT+CGATT`, `AT+CGACT`, `AT+CGPADDR`, `AT+CGCONTRDP`,
+`AT+CGEREP`, `AT+QCFG="usbnet"[,n]`, `AT+QNETDEVCTL`; the data hook is awaited before the `OK` that
 brings the call up. The scenario knob `network_deactivate` (the network ends the call)."""
 
 from __future__ import annotations
@@ -107,6 +107,34 @@ class PacketCommands(DeviceCore):
             address = self.pdp_address if cid in self._active else "0.0.0.0"
             rows.append(f'+CGPADDR: {cid},"{address}"')
         return Reply(rows)
+
+    async def _cmd_cgcontrdp(self, kind: str, args: list[str]) -> Reply:
+        """The active contexts' dynamic parameters (TS 27.007 §10.1.23), one IPv4 line
+        each in the post-v9.4.0 layout of ModemManager's captured answer
+        (`src/tests/test-modem-helpers.c`): address and mask as 8 dotted octets, the
+        gateway (the /32 address itself, as there), the SIM's carrier's resolvers, empty
+        P-CSCFs as "0.0.0.0" and the IM CN flag. ERROR when no context asked for is
+        active."""
+        if kind == "test":
+            return Reply([f"+CGCONTRDP: ({','.join(str(c) for c in sorted(self._active))})"])
+        if kind == "read":
+            return self._error()
+        try:
+            cids = [int(a) for a in args if a] if kind == "set" else sorted(self._active)
+        except ValueError:
+            return self._error()
+        if not cids or any(cid not in self._active for cid in cids):
+            return self._error()
+        return Reply([self._cgcontrdp_line(cid) for cid in cids])
+
+    def _cgcontrdp_line(self, cid: int) -> str:
+        card = self.sim
+        apn = self._contexts.get(cid, ("IP", ""))[1]
+        network_apn = f"{apn}.mnc{card.mnc:0>3}.mcc{card.mcc}.gprs" if apn else ""
+        primary, secondary = (*card.dns, "0.0.0.0", "0.0.0.0")[:2]
+        address = self.pdp_address
+        return (f'+CGCONTRDP: {cid},5,"{network_apn}","{address}.255.255.255.255",'
+                f'"{address}","{primary}","{secondary}","0.0.0.0","0.0.0.0",0')
 
     async def _cmd_cgerep(self, kind: str, args: list[str]) -> Reply:
         if kind == "read":
