@@ -41,10 +41,11 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+if TYPE_CHECKING:
+    from dbus_fast.aio import MessageBus
+
 
 from failover.errors import FailoverError
 from failover.probes.dns import dns_query
@@ -158,6 +159,11 @@ class NetworkManagerResolvers:
 
     async def _call(self, path: str, interface: str, member: str, signature: str,
                     body: list[Any]) -> Any:
+        # imported here: only the NetworkManager backend needs D-Bus (a box without it
+        # never loads dbus_fast; its modules are ~3 MB of the daemon's RSS)
+        from dbus_fast import BusType, Message, MessageType
+        from dbus_fast.aio import MessageBus
+
         if self._bus is None or not self._bus.connected:
             self._bus = await MessageBus(bus_address=self.bus_address,
                                          bus_type=BusType.SYSTEM).connect()
