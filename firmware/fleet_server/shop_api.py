@@ -29,10 +29,10 @@ MAX_TIMELINE = 1000
 
 
 class ShopApi:
-    def __init__(self, model: FleetModel, db: FleetDb, now: Callable[[], datetime]) -> None:
+    def __init__(self, model: FleetModel, db: FleetDb, wall: Callable[[], datetime]) -> None:
         self.model = model
         self.db = db
-        self.now = now
+        self.wall = wall
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/boxes/{device_id}", self.box)
@@ -51,7 +51,7 @@ class ShopApi:
         box = self.model.boxes.get(device)
         if box is None:
             raise web.HTTPNotFound(text=f"no box {device!r}")
-        doc = box.to_json(self.now(), self.model.stale_after_s)
+        doc = box.to_json(self.wall(), self.model.stale_after_s)
         doc["state"] = box.state
         doc["incidents"] = [{k: v for k, v in i.to_json().items() if k != "devices"}
                             for i in reversed(self.model.incidents) if device in i.members]
@@ -83,7 +83,7 @@ class ShopApi:
             raise web.HTTPNotFound(text=f"no incident {iid}")
         outages = records.outage_rows(self.db.backend, incident.members)
         margin = timedelta(seconds=self.model.config.incident_window_s)
-        return incident, claim.claim_rows(incident, self.model.boxes, outages, self.now(),
+        return incident, claim.claim_rows(incident, self.model.boxes, outages, self.wall(),
                                           margin)
 
     async def claim_csv(self, request: web.Request) -> web.Response:
