@@ -129,6 +129,8 @@ class FleetModel:
         self.duplicates = 0
         self.ignored_wills = 0
         self.messages = 0
+        #: state and event payloads that were not JSON objects (a box's bug, not ours)
+        self.malformed = 0
         #: The last incident id given (ids continue after those in the database).
         self.id_base = 0
 
@@ -178,8 +180,9 @@ class FleetModel:
         try:
             doc = json.loads(payload)
         except ValueError:
-            return
+            doc = None
         if not isinstance(doc, dict):
+            self.malformed += 1
             return
         was_down = box.wired_down and bool(box.state)
         box.state, box.state_at = doc, now
@@ -196,6 +199,7 @@ class FleetModel:
             doc = json.loads(payload)
             seq = int(doc["seq"])
         except (ValueError, KeyError, TypeError):
+            self.malformed += 1
             return
         if seq <= box.last_seq:  # a QoS 1 redelivery, or older than what we have
             box.duplicates += 1
@@ -279,7 +283,8 @@ class FleetModel:
         where = f" ({region} {in_region})" if region else ""
         ended = (f"; ended {incident.ended_at.strftime('%H:%M:%S')}"
                  if incident.ended_at else "")
-        incident.title = (f"{incident.isp} wired down at {affected} shops{where} since "
+        shops = "shop" if affected == 1 else "shops"
+        incident.title = (f"{incident.isp} wired down at {affected} {shops}{where} since "
                           f"{incident.started_at.strftime('%H:%M:%S')}; {without} without "
                           f"failover{ended}")
         if before != (affected, without, region, incident.ended_at) or not incident.title:

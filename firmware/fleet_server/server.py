@@ -179,7 +179,8 @@ class FleetServer:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "mqtt": self.mqtt_up,
                                   "boxes": len(self.model.boxes),
-                                  "messages": self.model.messages})
+                                  "messages": self.model.messages,
+                                  "malformed": self.model.malformed})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
