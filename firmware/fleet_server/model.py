@@ -117,8 +117,12 @@ Change = dict[str, Any]
 
 class FleetModel:
     def __init__(self, config: FleetServerConfig,
-                 on_change: Callable[[Change], None] | None = None) -> None:
+                 on_change: Callable[[Change], None] | None = None, *,
+                 defer_recount: bool = False) -> None:
         self.config = config
+        #: Open incidents changed since the last `settle()` (with `defer_recount` only).
+        self.defer_recount = defer_recount
+        self.unsettled: dict[int, Incident] = {}
         self.boxes: dict[str, Box] = {}
         self.incidents: list[Incident] = []
         self.open: dict[str, Incident] = {}
@@ -192,7 +196,7 @@ class FleetModel:
         elif was_down and not box.wired_down:
             self._came_back(box, now)
         else:
-            self._refresh_incident(box.isp)
+            self._refresh_incident(box)
 
     def _event(self, box: Box, payload: bytes, now: datetime) -> None:
         try:
@@ -264,12 +268,32 @@ class FleetModel:
             incident.members[box.device_id].back_at = now
             self._refresh(incident)
 
-    def _refresh_incident(self, isp: str) -> None:
-        incident = self.open.get(isp)
-        if incident is not None:
+    def _refresh_incident(self, box: Box) -> None:
+        """A member's new state may change its incident's count without failover (the
+        counts walk the members only: another shop's state changes nothing)."""
+        incident = self.open.get(box.isp)
+        if incident is not None and box.device_id in incident.members:
             self._refresh(incident)
 
     def _refresh(self, incident: Incident) -> None:
+        if self.defer_recount and incident.title and incident.ended_at is None:
+            self.unsettled[incident.id] = incident
+            return
+        self._recount(incident)
+
+    def settle(self) -> None:
+        """Recount the open incidents changed since the last call.
+
+        With `defer_recount` (the server, which calls this with every batch it writes) a
+        change to an open incident's shops is recounted here, not per message: a recount
+        walks all its shops, and 2,000 shops of one ISP going down within 10 s were
+        2,000 walks of up to 2,000 shops, with every state of a member one more
+        (BENCHMARKS.md "Fleet"). Opening and closing are recounted at once."""
+        unsettled, self.unsettled = self.unsettled, {}
+        for incident in unsettled.values():
+            self._recount(incident)
+
+    def _recount(self, incident: Incident) -> None:
         members = [self.boxes[d] for d in incident.members if d in self.boxes]
         down = [b for b in members if incident.members[b.device_id].back_at is None]
         affected = len(incident.members)
@@ -307,4 +331,5 @@ class FleetModel:
         return [self.boxes[d].to_json(now, self.stale_after_s) for d in sorted(self.boxes)]
 
     def incidents_json(self) -> list[dict[str, Any]]:
+        self.settle()
         return [i.to_json() for i in reversed(self.incidents)]
