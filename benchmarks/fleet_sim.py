@@ -336,13 +336,14 @@ class Simulator:
         times they were sent."""
         sent = []
         step = spread_s / max(1, len(ids))
-        for device in ids:
+        began = time.monotonic()
+        for n, device in enumerate(ids):
             box = self.by_id[device]
             box.wired_down = down
             if box.connected:
                 box.publish_state()
                 sent.append(time.time())
-            await asyncio.sleep(step)
+            await asyncio.sleep(max(0.0, began + (n + 1) * step - time.monotonic()))
         return sent
 
     def stats(self) -> dict[str, Any]:
