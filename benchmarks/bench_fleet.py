@@ -1,6 +1,6 @@
 """Issue 12: `storebox fleet serve` with 10,000 boxes, on loopback, bounded (~6 min).
 
-One mosquitto (tests/support/mosquitto.py, persistence on, its open-file limit raised)
+One mosquitto (tests/support/mosquitto.py, persistence on, the open-file limit raised)
 and one `fleet serve` (a subprocess: SQLite, the operator's signing key); the boxes are
 simulated by `fleet_sim.py` in STOREBOX_BENCH_FLEET_WORKERS processes (default 2, one per
 core), each holding its share of STOREBOX_BENCH_FLEET_BOXES (default 10,000) raw MQTT
@@ -135,6 +135,7 @@ class Fleet:
     # ------------------------------------------------------------------ processes
 
     def start(self) -> None:
+        fleet_sim._raise_fd_limit()  # inherited by mosquitto: a descriptor per connection
         self.broker.start()
         log = (self.tmp / "fleet-server.log").open("ab")
         profile = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []

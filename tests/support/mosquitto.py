@@ -23,13 +23,6 @@ from tests.support.schemas import ContractViolation, check_fleet
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
-def _raise_fd_limit() -> None:
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,8 +42,8 @@ class Mosquitto:
     `persistence` keeps sessions and queued QoS 1 messages across a stop/start, as a
     fleet broker would; `users` turns anonymous access off and uses a password file;
     `log_types` (mosquitto's `log_type`s) and `extra` (more config lines) are for the
-    fleet benchmark's 10,000 connections. It runs with its open-file limit raised to the
-    hard limit (one descriptor per connection)."""
+    fleet benchmark's 10,000 connections (which also raises the open-file limit it
+    inherits)."""
 
     def __init__(self, tmp: Path, port: int | None = None, netns: str | None = None,
                  users: dict[str, str] | None = None, tls: TlsFiles | None = None,
@@ -91,7 +84,7 @@ class Mosquitto:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen([*prefix, MOSQUITTO, "-c", str(self.conf)],
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, preexec_fn=_raise_fd_limit)
+                                     text=True)
         self._lines = queue.Queue()  # this run's lines
         threading.Thread(target=self._read, args=(self.proc, self._lines), daemon=True).start()
         self.wait_log(" running", timeout)
