@@ -43,5 +43,7 @@ def test_full_drill() -> None:
          f"{report.fleet.get('events')} ({report.fleet.get('delayed')})", ""),
         ("fleet: caught up within 30 s of the end (status, state, events)",
          report.fleet.get("caught_up"), "True"),
+        ("fleet: the incident fleet serve opened",
+         (report.fleet.get("incident") or {}).get("title"), "KT wired down at 1 shop"),
     ])
     assert report.passed, report.failures

@@ -48,9 +48,10 @@ def _setns(fd: int) -> None:
 def inside(name: str) -> Iterator[None]:
     """Run the calling thread inside namespace `name`: sockets it opens live there.
 
-    Only the calling thread moves (setns(2)); it is moved back on exit.
+    Only the calling thread moves (setns(2)); it is moved back on exit, to the namespace
+    it was in (its own: a worker thread's may differ from the main thread's).
     """
-    with open("/proc/self/ns/net") as home, open(f"/run/netns/{name}") as target:
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as target:
         _setns(target.fileno())
         try:
             yield

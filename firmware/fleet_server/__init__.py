@@ -9,8 +9,9 @@ never imports it.
 - `model`: presence, states, events de-duplicated by seq, and incidents (pure logic, the
   clock passed in: testable without a broker);
 - `db`: SQLite persistence, written in batches;
-- `server`: the MQTT ingest (aiomqtt, `storebox/+/#`), the JSON API, server-sent events
-  and the one-page dashboard (`dashboard.html`);
+- `server`: the MQTT ingest (aiomqtt: `status`, `state`, `events`), the JSON API and the
+  one-page dashboard (`dashboard.html`);
+- `stream`: the server-sent events of `/api/stream`, one frame per change for every viewer;
 - `shop_api`: one shop's page and timeline, an incident's claim report (its routes);
 - `records`: what the database remembers of a shop (timeline, outage-ledger rows);
 - `claim`: the claim report from an incident and its shops' outage rows (pure).

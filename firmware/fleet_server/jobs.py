@@ -44,6 +44,10 @@ DEFAULT_MIN_SAMPLE = 10
 VALID_MARGIN = timedelta(minutes=5)
 #: How often a running job's new results are written to the database.
 SAVE_EVERY_S = 1.0
+#: Commands published and not yet acknowledged by the broker (QoS 1), per runner: the
+#: rate is not bounded by one broker round trip per box (10,000 boxes at 200/s took 72 s
+#: one after the other, BENCHMARKS.md "Fleet").
+MAX_IN_FLIGHT = 64
 
 Select = Callable[[list[tuple[str, str]]], list[dict[str, Any]]]
 
@@ -143,6 +147,9 @@ class Job:
     sent: int = 0
     #: How many results have each outcome (kept as they change: a job may be 10,000 boxes).
     tally: Counter[str] = field(default_factory=Counter)
+    #: Publishes not yet acknowledged by the broker, and the first that failed.
+    deliveries: set[asyncio.Task[None]] = field(default_factory=set)
+    publish_error: BaseException | None = None
 
     def record(self, device: str, outcome: str, **fields: Any) -> None:
         row = self.results.get(device)
@@ -201,6 +208,7 @@ class JobRunner:
         self.monotonic = monotonic
         self.sleep = sleep
         self.jobs: dict[str, Job] = {}
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     def answer(self, device: str, doc: dict[str, Any]) -> None:
         """A box's `cmd_result`: the outcome of its job's command, if it waits for one."""
@@ -219,8 +227,10 @@ class JobRunner:
         saver = asyncio.create_task(self._save_often(job))
         try:
             await self._send_all(job, online)
+            await self._delivered(job)
             await self._wait_answers(job)
         except Exception as exc:  # the broker went away for good: what was sent stands
+            await self._delivered(job, check=False)
             job.status, job.reason = "failed", f"{type(exc).__name__}: {exc}"
             for device in job.devices:
                 if device not in job.results:
@@ -228,6 +238,8 @@ class JobRunner:
             await self._wait_answers(job)
         finally:
             saver.cancel()
+            for task in list(job.deliveries):  # stopped: the server is going away
+                task.cancel()
             self._finish(job)
 
     async def _send_all(self, job: Job, online: Callable[[str], bool]) -> None:
@@ -248,6 +260,8 @@ class JobRunner:
             if not online(device):
                 job.record(device, "offline")
                 continue
+            if job.publish_error is not None:
+                raise job.publish_error
             await self._send(job, device)
 
     async def _send(self, job: Job, device: str) -> None:
@@ -261,14 +275,32 @@ class JobRunner:
         job.waiting[device] = self.monotonic() + job.spec.timeout_s
         job.record(device, "waiting", sent_at=now.isoformat())
         job.sent += 1
+        await self._in_flight.acquire()
+        task = asyncio.create_task(self._deliver(
+            job, device, f"storebox/{device}/cmd/{job.spec.name}",
+            json.dumps(doc, separators=(",", ":")).encode()))
+        job.deliveries.add(task)
+        task.add_done_callback(job.deliveries.discard)
+
+    async def _deliver(self, job: Job, device: str, topic: str, payload: bytes) -> None:
+        """Publish one command; a failure makes it `not_sent` and stops the job's sends."""
         try:
-            await self.publish(f"storebox/{device}/cmd/{job.spec.name}",
-                               json.dumps(doc, separators=(",", ":")).encode())
-        except BaseException:
+            await self.publish(topic, payload)
+        except Exception as exc:
             job.waiting.pop(device, None)
             job.record(device, "not_sent")
             job.sent -= 1
-            raise
+            if job.publish_error is None:
+                job.publish_error = exc
+        finally:
+            self._in_flight.release()
+
+    async def _delivered(self, job: Job, check: bool = True) -> None:
+        """Wait for the publishes in flight; raise the first failure (`check`)."""
+        while job.deliveries:
+            await asyncio.gather(*job.deliveries, return_exceptions=True)
+        if check and job.publish_error is not None:
+            raise job.publish_error
 
     def _expire(self, job: Job) -> None:
         now = self.monotonic()

@@ -31,8 +31,11 @@ PUBLISH_WAIT_S = 10.0
 ResultHandler = Callable[[str, dict[str, Any]], None]
 
 
-def mqtt_client(config: FleetServerConfig, identifier: str, **options: Any) -> aiomqtt.Client:
-    """A client for the broker of `config`, with its credentials and TLS."""
+def mqtt_client(config: FleetServerConfig, identifier: str, *, clean_session: bool = True,
+                **options: Any) -> aiomqtt.Client:
+    """A client for the broker of `config`, with its credentials and TLS; with
+    `clean_session` False the broker keeps its subscriptions and QoS 1 messages while
+    it is away (a broker with persistence: across the broker's restart too)."""
     host, port, tls = broker_of(config)
     password = None
     if config.password_file:
@@ -41,7 +44,7 @@ def mqtt_client(config: FleetServerConfig, identifier: str, **options: Any) -> a
     context = ssl.create_default_context(cafile=config.ca_file or None) if tls else None
     return aiomqtt.Client(host, port, identifier=identifier,
                           username=config.username or None, password=password,
-                          tls_context=context, clean_session=True, **options)
+                          tls_context=context, clean_session=clean_session, **options)
 
 
 class OperationsLink:

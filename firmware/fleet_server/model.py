@@ -117,8 +117,15 @@ Change = dict[str, Any]
 
 class FleetModel:
     def __init__(self, config: FleetServerConfig,
-                 on_change: Callable[[Change], None] | None = None) -> None:
+                 on_change: Callable[[Change], None] | None = None, *,
+                 defer_recount: bool = False) -> None:
         self.config = config
+        #: Open incidents changed since the last `settle()` (with `defer_recount` only).
+        self.defer_recount = defer_recount
+        self.unsettled: dict[int, Incident] = {}
+        #: Online boxes per ISP, kept as statuses and states come; None until first
+        #: asked (then counted from `boxes`, which the server fills from its database).
+        self._online_by_isp: Counter[str] | None = None
         self.boxes: dict[str, Box] = {}
         self.incidents: list[Incident] = []
         self.open: dict[str, Incident] = {}
@@ -129,6 +136,8 @@ class FleetModel:
         self.duplicates = 0
         self.ignored_wills = 0
         self.messages = 0
+        #: state and event payloads that were not JSON objects (a box's bug, not ours)
+        self.malformed = 0
         #: The last incident id given (ids continue after those in the database).
         self.id_base = 0
 
@@ -168,6 +177,8 @@ class FleetModel:
             box.online, box.status_since = False, doc["since"]
         else:
             return
+        if was_online != box.online:
+            self._count(box.isp, 1 if box.online else -1)
         self._box_changed(box)
         if was_online and not box.online:
             self._went_down(box, now)
@@ -178,24 +189,30 @@ class FleetModel:
         try:
             doc = json.loads(payload)
         except ValueError:
-            return
+            doc = None
         if not isinstance(doc, dict):
+            self.malformed += 1
             return
         was_down = box.wired_down and bool(box.state)
+        isp = box.isp
         box.state, box.state_at = doc, now
+        if box.online and box.isp != isp:
+            self._count(isp, -1)
+            self._count(box.isp, 1)
         self._box_changed(box)
         if box.wired_down and not was_down:
             self._went_down(box, now)
         elif was_down and not box.wired_down:
             self._came_back(box, now)
         else:
-            self._refresh_incident(box.isp)
+            self._refresh_incident(box)
 
     def _event(self, box: Box, payload: bytes, now: datetime) -> None:
         try:
             doc = json.loads(payload)
             seq = int(doc["seq"])
         except (ValueError, KeyError, TypeError):
+            self.malformed += 1
             return
         if seq <= box.last_seq:  # a QoS 1 redelivery, or older than what we have
             box.duplicates += 1
@@ -232,8 +249,12 @@ class FleetModel:
         for device, at in list(recent.items()):
             if now - at > window:
                 del recent[device]
-        online = sum(1 for b in self.boxes.values() if b.isp == isp and
-                     (b.online or b.device_id in recent))
+        # the ISP's online shops and those of the window gone offline since: counted as
+        # they change, not by walking every box per message (1,000 Wills in a few seconds
+        # were 1,000 walks of 10,000 boxes, BENCHMARKS.md "Fleet")
+        online = self._online_of(isp) + sum(
+            1 for d in recent if (b := self.boxes.get(d)) is not None and not b.online
+            and b.isp == isp)
         n = len(recent)
         if n >= self.config.incident_min_boxes and \
                 n >= self.config.incident_min_share * online:
@@ -244,6 +265,15 @@ class FleetModel:
             self.open[isp] = incident
             recent.clear()
             self._refresh(incident)
+
+    def _online_of(self, isp: str) -> int:
+        if self._online_by_isp is None:
+            self._online_by_isp = Counter(b.isp for b in self.boxes.values() if b.online)
+        return self._online_by_isp[isp]
+
+    def _count(self, isp: str, delta: int) -> None:
+        if self._online_by_isp is not None:
+            self._online_by_isp[isp] += delta
 
     def restore(self, incident: Incident) -> None:
         """An incident still open when the server stopped: it goes on, its shops with it."""
@@ -260,12 +290,32 @@ class FleetModel:
             incident.members[box.device_id].back_at = now
             self._refresh(incident)
 
-    def _refresh_incident(self, isp: str) -> None:
-        incident = self.open.get(isp)
-        if incident is not None:
+    def _refresh_incident(self, box: Box) -> None:
+        """A member's new state may change its incident's count without failover (the
+        counts walk the members only: another shop's state changes nothing)."""
+        incident = self.open.get(box.isp)
+        if incident is not None and box.device_id in incident.members:
             self._refresh(incident)
 
     def _refresh(self, incident: Incident) -> None:
+        if self.defer_recount and incident.title and incident.ended_at is None:
+            self.unsettled[incident.id] = incident
+            return
+        self._recount(incident)
+
+    def settle(self) -> None:
+        """Recount the open incidents changed since the last call.
+
+        With `defer_recount` (the server, which calls this with every batch it writes) a
+        change to an open incident's shops is recounted here, not per message: a recount
+        walks all its shops, and 2,000 shops of one ISP going down within 10 s were
+        2,000 walks of up to 2,000 shops, with every state of a member one more
+        (BENCHMARKS.md "Fleet"). Opening and closing are recounted at once."""
+        unsettled, self.unsettled = self.unsettled, {}
+        for incident in unsettled.values():
+            self._recount(incident)
+
+    def _recount(self, incident: Incident) -> None:
         members = [self.boxes[d] for d in incident.members if d in self.boxes]
         down = [b for b in members if incident.members[b.device_id].back_at is None]
         affected = len(incident.members)
@@ -279,7 +329,8 @@ class FleetModel:
         where = f" ({region} {in_region})" if region else ""
         ended = (f"; ended {incident.ended_at.strftime('%H:%M:%S')}"
                  if incident.ended_at else "")
-        incident.title = (f"{incident.isp} wired down at {affected} shops{where} since "
+        shops = "shop" if affected == 1 else "shops"
+        incident.title = (f"{incident.isp} wired down at {affected} {shops}{where} since "
                           f"{incident.started_at.strftime('%H:%M:%S')}; {without} without "
                           f"failover{ended}")
         if before != (affected, without, region, incident.ended_at) or not incident.title:
@@ -302,4 +353,5 @@ class FleetModel:
         return [self.boxes[d].to_json(now, self.stale_after_s) for d in sorted(self.boxes)]
 
     def incidents_json(self) -> list[dict[str, Any]]:
+        self.settle()
         return [i.to_json() for i in reversed(self.incidents)]

@@ -1,14 +1,14 @@
 """`storebox fleet serve`: MQTT ingest, the JSON API, server-sent events, the dashboard.
 
-The ingest is one aiomqtt client with a normal subscription to `storebox/+/#` (so every
-box's retained `status` and `state` arrive at once), reconnecting with backoff; the
-model is updated per message and the database in batches (`flush_s`).
+The ingest is one aiomqtt client with normal subscriptions to every box's `status`,
+`state` and `events` (so every box's retained `status` and `state` arrive at once; see
+`subscriptions`), a persistent session, reconnecting with backoff; the model is updated
+per message and the database in batches (`flush_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -19,13 +19,13 @@ from typing import Any
 import aiomqtt
 from aiohttp import web
 
-from firmware.fleet.topics import ALL_BOXES
 from firmware.fleet_server.config import FleetServerConfig, broker_of
 from firmware.fleet_server.db import FleetDb
 from firmware.fleet_server.link import mqtt_client
 from firmware.fleet_server.model import Change, FleetModel
 from firmware.fleet_server.operations import Operations
 from firmware.fleet_server.shop_api import ShopApi
+from firmware.fleet_server.stream import Broadcast
 from firmware.fleet_server.where import matches, parse_where
 
 log = logging.getLogger("storebox.fleet_server")
@@ -37,12 +37,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def subscriptions(shared_group: str) -> list[str]:
-    """What one worker subscribes to: everything, or (scale-out) status and state itself
-    and the events shared with the other workers of `shared_group`."""
-    if not shared_group:
-        return [ALL_BOXES]
-    return ["storebox/+/status", "storebox/+/state", f"$share/{shared_group}/storebox/+/events"]
+def subscriptions(shared_group: str) -> list[tuple[str, int]]:
+    """What one worker subscribes to, with the QoS: every box's status, state and events,
+    (scale-out) the events shared with the other workers of `shared_group`.
+
+    `state` at QoS 0: it is retained and comes at least every minute, so the broker's
+    copy on every (re)subscription and the next one make up for one lost with a broken
+    connection, and no PUBACK per state is sent (at 1,700 states a second the PUBACKs
+    were a fifth of the server's CPU, BENCHMARKS.md "Fleet"). Status and events at QoS 1:
+    a Will or an event is said once."""
+    events = "storebox/+/events"
+    return [("storebox/+/status", 1), ("storebox/+/state", 0),
+            (f"$share/{shared_group}/{events}" if shared_group else events, 1)]
 
 
 class FleetServer:
@@ -51,13 +57,13 @@ class FleetServer:
         self.config = config
         self.wall = wall
         self.db = FleetDb(config.database)
-        self.model = FleetModel(config, self._changed)
+        self.model = FleetModel(config, self._changed, defer_recount=True)
         for box in self.db.load_boxes():
             self.model.boxes[box.device_id] = box
         self.model.id_base = self.db.last_incident_id()
         for incident in self.db.load_open_incidents():
             self.model.restore(incident)
-        self.streams: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.broadcast = Broadcast()
         self.revision = 0
         self._waiters: list[asyncio.Future[None]] = []
         self.mqtt_up = False
@@ -79,14 +85,16 @@ class FleetServer:
 
     def _changed(self, change: Change) -> None:
         self.db.queue(change)
-        if change["type"] == "seq":  # bookkeeping only: the event itself is streamed
+        if change["type"] == "seq" or not self.broadcast.viewers:  # seq: bookkeeping only
             return
-        view = self._view(change)
-        for queue in list(self.streams):
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(view)
+        view = self._view(change)  # one frame for every viewer (stream.py)
+        data = json.dumps(view, separators=(",", ":"))
+        self.broadcast.publish(f"event: {view['type']}\ndata: {data}\n\n".encode())
+
+    @property
+    def streams(self) -> set[object]:
+        """The viewers of `/api/stream` now."""
+        return self.broadcast.viewers
 
     def _view(self, change: Change) -> dict[str, Any]:
         if change["type"] == "box":
@@ -118,14 +126,18 @@ class FleetServer:
         delay = 0.5
         while True:
             try:
+                # a persistent session: events a box publishes while this worker is
+                # reconnecting (a broker restart: the boxes may be back first) are kept
+                # for it by the broker, not lost (BENCHMARKS.md, fleet)
                 async with mqtt_client(self.config, self.config.client_id,
+                                       clean_session=False,
                                        max_queued_incoming_messages=0) as client:
                     topics = subscriptions(self.config.shared_group)
-                    for topic in topics:
-                        await client.subscribe(topic, qos=1)
+                    for topic, qos in topics:
+                        await client.subscribe(topic, qos=qos)
                     self.mqtt_up, delay = True, 0.5
-                    log.info("fleet server: subscribed to %s on %s:%d", ", ".join(topics),
-                             host, port)
+                    log.info("fleet server: subscribed to %s on %s:%d",
+                             ", ".join(t for t, _ in topics), host, port)
                     async for message in client.messages:
                         payload = message.payload
                         data = bytes(payload) if isinstance(payload, bytes | bytearray) \
@@ -142,6 +154,7 @@ class FleetServer:
     async def _flush_and_tick(self) -> None:
         while True:
             await asyncio.sleep(min(self.config.flush_s, TICK_S))
+            self.model.settle()
             self.model.tick(self.wall())
             try:
                 self.db.flush()
@@ -156,7 +169,7 @@ class FleetServer:
         app.router.add_get("/", self._page)
         app.router.add_get("/api/boxes", self._boxes)
         app.router.add_get("/api/incidents", self._incidents)
-        app.router.add_get("/api/stream", self._stream)
+        app.router.add_get("/api/stream", self.broadcast.serve)
         app.router.add_get("/healthz", self._health)
         ShopApi(self.model, self.db, self.wall).add_routes(app)
         self.operations.add_routes(app)
@@ -179,30 +192,8 @@ class FleetServer:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "mqtt": self.mqtt_up,
                                   "boxes": len(self.model.boxes),
-                                  "messages": self.model.messages})
-
-    async def _stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
-        await response.prepare(request)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
-        self.streams.add(queue)
-        try:
-            await response.write(b": storebox fleet\n\n")
-            while True:
-                try:
-                    async with asyncio.timeout(15):
-                        item = await queue.get()
-                except TimeoutError:
-                    await response.write(b": keepalive\n\n")
-                    continue
-                data = json.dumps(item, separators=(",", ":"))
-                await response.write(f"event: {item['type']}\ndata: {data}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self.streams.discard(queue)
-        return response
+                                  "messages": self.model.messages,
+                                  "malformed": self.model.malformed})
 
     async def _page(self, request: web.Request) -> web.Response:
         page = resources.files("firmware.fleet_server").joinpath("dashboard.html")

@@ -24,6 +24,7 @@ from lab.shop import GATEWAY_IP, LAN_BOX, OTHER_IP, PORT
 
 GATEWAY_PORT = 9443
 API_PORT = 8470
+DEVICE_ID = "store-drill"
 
 
 def drill_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: str,
@@ -36,7 +37,7 @@ def drill_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: s
     key_file = write_secret(workdir / "merchant-key", merchant_key)
     gateway = f"http://{GATEWAY_IP}:{GATEWAY_PORT}"
     return Config(
-        device=DeviceConfig(id="store-drill", state_dir=str(workdir / "state")),
+        device=DeviceConfig(id=DEVICE_ID, state_dir=str(workdir / "state")),
         wired=WiredConfig(interface="wan0", carrier="KT"),
         lte=LteConfig(interface="wwan0", simulator=lte_carrier),  # type: ignore[arg-type]  # the CLI's choices
         routing=RoutingConfig(backend="netlink", failover=True,

@@ -74,7 +74,7 @@ class Report:
     #: the gateway simulator's count per answered payment: the proof behind the totals
     gateway_counts: dict[str, int] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
-    #: what the fleet operator received (`lab.fleet.FleetView.to_json`)
+    #: what the fleet server (`fleet serve`) holds of the box (`lab.fleet.FleetView.to_json`)
     fleet: dict[str, Any] = field(default_factory=dict)
     #: how the offline forwards arrived (see `_sealing`); empty without a seal key
     sealing: dict[str, Any] = field(default_factory=dict)
@@ -320,13 +320,7 @@ def render(report: Report) -> str:
         "the shop's risk)",
     ]
     if report.fleet:
-        f = report.fleet
-        lines.append(f"  fleet         the operator got {f.get('events')} events "
-                     f"({f.get('delayed')} delayed by the outage), "
-                     f"{f.get('state_messages')} state messages; status "
-                     f"{f.get('status')!r}, active {f.get('active')}"
-                     + ("" if f.get("caught_up") else "; NOT every event arrived")
-                     + (f"; {f['malformed']} payload(s) not JSON" if f.get("malformed") else ""))
+        lines += _fleet_lines(report.fleet)
     if report.sealing:
         lines.append(_sealing_line(report.sealing))
     lines.append("")
@@ -338,3 +332,20 @@ def render(report: Report) -> str:
     else:
         lines += [f"  FAILED: {failure}" for failure in report.failures]
     return "\n".join(lines)
+
+
+def _fleet_lines(f: dict[str, Any]) -> list[str]:
+    """What `fleet serve` saw: the box's events and state, and the incident it opened."""
+    if f.get("error"):
+        return [f"  fleet         fleet serve did not answer: {f['error']}"]
+    lines = [f"  fleet         fleet serve got {f.get('events')} events "
+             f"({f.get('delayed')} delayed by the outage), {f.get('state_changes')} state "
+             f"changes; status {f.get('status')!r}, active {f.get('active')}"
+             + ("" if f.get("caught_up") else "; NOT every event arrived")
+             + (f"; {f['malformed']} payload(s) not JSON" if f.get("malformed") else "")]
+    incident = f.get("incident")
+    if incident:
+        lines.append(f"  incident      #{incident.get('id')} {incident.get('title')}")
+    else:
+        lines.append("  incident      fleet serve opened none for the outage")
+    return lines

@@ -27,7 +27,7 @@ from firmware.fleet.topics import EVENT_KINDS
 from lab import faults
 from lab.box import BoxDaemon, SealKeyPair, new_secret, write_config, write_seal_keys
 from lab.drill import live
-from lab.drill.config import API_PORT, GATEWAY_PORT, drill_config
+from lab.drill.config import API_PORT, DEVICE_ID, GATEWAY_PORT, drill_config
 from lab.drill.report import Arrival, PlayedPhase, Report, Sample, build_report, render
 from lab.drill.timeline import Faults, Options, Phase, plan
 from lab.errors import DrillError
@@ -128,23 +128,32 @@ def _recovered(doc: dict[str, Any]) -> bool:
 
 
 async def _fleet_caught_up(fleet: FleetBroker, observer: Observer, within_s: float) -> bool:
-    """Whether, within `within_s`, the fleet operator has seen the box online again, back
+    """Whether, within `within_s`, the fleet server has seen the box online again, back
     on its active uplink, with every event of the fleet's kinds the box emitted (those of
     the outage arrive late)."""
     # matched by kind and time: the fleet's `seq` is its own (docs/mqtt.md), not the
     # status document's
     wanted = [(e["kind"], e.get("at")) for e in observer.ordered_events()
               if e.get("kind") in EVENT_KINDS]
+    device = _device_id(observer)
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        view = fleet.seen()
-        seen = {(e.get("kind"), e.get("at")) for e in view.events}
-        active = (observer.latest or {}).get("uplink", {}).get("active")
-        if view.status == "online" and view.active == active \
-                and all(key in seen for key in wanted):
-            return True
+        try:
+            view = await asyncio.to_thread(fleet.seen, device)
+        except DrillError:
+            view = None  # the server is busy: the next poll tells
+        if view is not None:
+            seen = {(e.get("kind"), e.get("at")) for e in view.events}
+            active = (observer.latest or {}).get("uplink", {}).get("active")
+            if view.status == "online" and view.active == active \
+                    and all(key in seen for key in wanted):
+                return True
         await asyncio.sleep(POLL_S)
     return False
+
+
+def _device_id(observer: Observer) -> str:
+    return str((observer.latest or {}).get("device_id") or DEVICE_ID)
 
 
 def _api_pin(status: dict[str, Any]) -> str:
@@ -241,7 +250,11 @@ class Drill:
                               gateway_counts=counts, final=observer.latest or {},
                               arrivals=arrivals, seal_kid=seal.kid,
                               card_refused_422=sim.stats().card_refused_422)
-        report.fleet = {**fleet.seen().to_json(), "caught_up": caught_up}
+        try:
+            seen = (await asyncio.to_thread(fleet.seen, _device_id(observer))).to_json()
+        except DrillError as exc:
+            seen = {"error": exc.detail}
+        report.fleet = {**seen, "caught_up": caught_up}
         return report
 
     async def _timeline(self, shop: Shop, observer: Observer) -> None:

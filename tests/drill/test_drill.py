@@ -72,12 +72,17 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
         == payments["approved_offline"]
     assert (f"offline forwards: {sealing['offline_forwards']}, all sealed "
             f"(kid {sealing['kid']})") in proc.stdout
-    # the fleet operator heard of it all, the outage's events once the box was back
+    # the fleet operator (`fleet serve`) heard of it all, the outage's events once the
+    # box was back, and opened one incident for the KT outage (incident_min_boxes = 1)
     fleet = report["fleet"]
     assert fleet["caught_up"] is True and fleet["status"] == "online"
     assert fleet["malformed"] == 0
     assert {"failover", "offline_mode", "failback"} <= set(fleet["kinds"])
-    assert fleet["active"] == "wired" and fleet["state_messages"] >= 2
+    assert fleet["active"] == "wired" and fleet["state_changes"] >= 2
+    assert fleet["incidents"] == 1
+    title = fleet["incident"]["title"]
+    assert title.startswith("KT wired down at 1 shop"), title
+    assert f"incident      #{fleet['incident']['id']} {title}" in proc.stdout
     # the drill leaves no namespace behind
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [line for line in left.splitlines() if line.startswith("sbd")], left

@@ -40,11 +40,15 @@ class Mosquitto:
     """mosquitto on 127.0.0.1:`port` (in `netns` if given), its log kept for assertions.
 
     `persistence` keeps sessions and queued QoS 1 messages across a stop/start, as a
-    fleet broker would; `users` turns anonymous access off and uses a password file."""
+    fleet broker would; `users` turns anonymous access off and uses a password file;
+    `log_types` (mosquitto's `log_type`s) and `extra` (more config lines) are for the
+    fleet benchmark's 10,000 connections (which also raises the open-file limit it
+    inherits)."""
 
     def __init__(self, tmp: Path, port: int | None = None, netns: str | None = None,
                  users: dict[str, str] | None = None, tls: TlsFiles | None = None,
-                 persistence: bool = True) -> None:
+                 persistence: bool = True, log_types: tuple[str, ...] = ("all",),
+                 extra: tuple[str, ...] = ()) -> None:
         self.dir = tmp / f"mosquitto-{id(self)}"
         self.dir.mkdir(parents=True)
         self.port = port or free_port()
@@ -52,7 +56,8 @@ class Mosquitto:
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
-        conf = [f"listener {self.port} 127.0.0.1", "log_dest stderr", "log_type all",
+        conf = [f"listener {self.port} 127.0.0.1", "log_dest stderr",
+                *(f"log_type {t}" for t in log_types),
                 "user root", f"allow_anonymous {'false' if users else 'true'}"]
         if users:
             pwfile = self.dir / "passwd"
@@ -65,6 +70,7 @@ class Mosquitto:
             conf += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
         if persistence:
             conf += ["persistence true", f"persistence_location {self.dir}/"]
+        conf += extra
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(conf) + "\n")
 
