@@ -42,6 +42,10 @@ class FleetServerConfig:
     incident_min_share: float = 0.02
     #: it closes when this share of its shops is back, each for `incident_stable_s`.
     incident_close_share: float = 0.9
+    #: A sudden loss of at least this share of the fleet's boxes (offline within
+    #: `incident_window_s`, across ISPs) is one fleet-wide incident (the broker or the
+    #: operator's network), not an incident per ISP.
+    fleet_lost_share: float = 0.5
     incident_stable_s: float = 60.0
     #: Writes to the database are batched: at most this long in memory.
     flush_s: float = 0.5

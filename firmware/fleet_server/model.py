@@ -101,6 +101,8 @@ class Incident:
     boxes_affected: int = 0
     boxes_without_failover: int = 0
     title: str = ""
+    #: A shop incident found to be part of a fleet-wide loss: that incident's id.
+    folded_into: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "isp": self.isp, "region": self.region,
@@ -109,10 +111,31 @@ class Incident:
                 "boxes_affected": self.boxes_affected,
                 "boxes_without_failover": self.boxes_without_failover,
                 "boxes_back": sum(1 for m in self.members.values() if m.back_at),
-                "title": self.title, "devices": sorted(self.members)}
+                "title": self.title, "devices": sorted(self.members),
+                "folded_into": self.folded_into}
 
 
 Change = dict[str, Any]
+#: The open incidents' key of the fleet-wide one (it has no ISP).
+FLEET = ""
+
+
+def _title(incident: Incident, affected: int, down: int, without: int, region: str,
+           in_region: int) -> str:
+    """The incident in plain words."""
+    since = incident.started_at.strftime("%H:%M:%S")
+    ended = f"; ended {incident.ended_at.strftime('%H:%M:%S')}" if incident.ended_at else ""
+    if incident.kind == "fleet_unreachable":
+        return (f"Fleet unreachable: {affected} boxes went offline at once since {since} "
+                f"({down} still offline): the broker or the operator's network, not the "
+                f"shops{ended}")
+    shops = "shop" if affected == 1 else "shops"
+    where = f" ({region} {in_region})" if region else ""
+    title = (f"{incident.isp} wired down at {affected} {shops}{where} since {since}; "
+             f"{without} without failover{ended}")
+    if incident.folded_into is not None:
+        title += f"; part of the fleet-wide incident #{incident.folded_into}"
+    return title
 
 
 class FleetModel:
@@ -131,6 +154,8 @@ class FleetModel:
         self.open: dict[str, Incident] = {}
         #: Wired-down (or gone offline) changes not in an incident: isp -> device -> when.
         self.recent: dict[str, dict[str, datetime]] = {}
+        #: Boxes gone offline within the window, whatever their ISP (a fleet-wide loss).
+        self.gone: dict[str, datetime] = {}
         self.on_change = on_change or (lambda change: None)
         self.events_stored = 0
         self.duplicates = 0
@@ -181,9 +206,12 @@ class FleetModel:
             self._count(box.isp, 1 if box.online else -1)
         self._box_changed(box)
         if was_online and not box.online:
-            self._went_down(box, now)
-        elif box.online and not was_online and not box.wired_down:
-            self._came_back(box, now)
+            if not self._fleet_loss(box, now):
+                self._went_down(box, now)
+        elif box.online and not was_online:
+            self._fleet_member_back(box, now)
+            if not box.wired_down:
+                self._came_back(box, now)
 
     def _state(self, box: Box, payload: bytes, now: datetime) -> None:
         try:
@@ -266,6 +294,61 @@ class FleetModel:
             recent.clear()
             self._refresh(incident)
 
+    def _fleet_loss(self, box: Box, now: datetime) -> bool:
+        """Whether `box` going offline is part of a sudden loss of most of the fleet (then
+        it joins that one incident, not its ISP's): at least `fleet_lost_share` of the
+        boxes online a window ago went offline within `incident_window_s`, across ISPs.
+        Thousands of shops do not lose power at once; the broker, or the operator's own
+        network, does. Shop incidents opened by those same losses within the window are
+        folded into it."""
+        window = timedelta(seconds=self.config.incident_window_s)
+        self.gone[box.device_id] = now
+        for device, at in list(self.gone.items()):
+            if now - at > window:
+                del self.gone[device]
+        incident = self.open.get(FLEET)
+        if incident is not None:
+            incident.members.setdefault(box.device_id, Member(now)).back_at = None
+            self._refresh(incident)
+            return True
+        total = sum((self._online_by_isp or self._recount_online()).values()) + len(self.gone)
+        if len(self.gone) < max(self.config.incident_min_boxes,
+                                self.config.fleet_lost_share * total):
+            return False
+        self.id_base += 1
+        incident = Incident(self.id_base, FLEET, min(self.gone.values()),
+                            {d: Member(at) for d, at in self.gone.items()},
+                            kind="fleet_unreachable")
+        self.incidents.append(incident)
+        self.open[FLEET] = incident
+        self._fold_shop_incidents(incident, now - window, now)
+        self._recount(incident)
+        return True
+
+    def _fold_shop_incidents(self, fleet: Incident, since: datetime, now: datetime) -> None:
+        for isp, incident in list(self.open.items()):
+            if isp == FLEET or incident.started_at < since:
+                continue
+            if any(self.boxes[d].online for d in incident.members if d in self.boxes):
+                continue  # a shop still online went wired-down: a real carrier outage
+            incident.folded_into, incident.ended_at = fleet.id, now
+            del self.open[isp]
+            self._recount(incident)
+        for recent in self.recent.values():
+            for device in [d for d in recent if d in self.gone]:
+                del recent[device]
+
+    def _fleet_member_back(self, box: Box, now: datetime) -> None:
+        self.gone.pop(box.device_id, None)
+        incident = self.open.get(FLEET)
+        if incident is not None and box.device_id in incident.members:
+            incident.members[box.device_id].back_at = now
+            self._refresh(incident)
+
+    def _recount_online(self) -> Counter[str]:
+        self._online_by_isp = Counter(b.isp for b in self.boxes.values() if b.online)
+        return self._online_by_isp
+
     def _online_of(self, isp: str) -> int:
         if self._online_by_isp is None:
             self._online_by_isp = Counter(b.isp for b in self.boxes.values() if b.online)
@@ -326,13 +409,7 @@ class FleetModel:
                   incident.ended_at)
         incident.boxes_affected, incident.boxes_without_failover = affected, without
         incident.region = region
-        where = f" ({region} {in_region})" if region else ""
-        ended = (f"; ended {incident.ended_at.strftime('%H:%M:%S')}"
-                 if incident.ended_at else "")
-        shops = "shop" if affected == 1 else "shops"
-        incident.title = (f"{incident.isp} wired down at {affected} {shops}{where} since "
-                          f"{incident.started_at.strftime('%H:%M:%S')}; {without} without "
-                          f"failover{ended}")
+        incident.title = _title(incident, affected, len(down), without, region, in_region)
         if before != (affected, without, region, incident.ended_at) or not incident.title:
             self.on_change({"type": "incident", "incident": incident})
 

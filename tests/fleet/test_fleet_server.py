@@ -281,3 +281,50 @@ async def test_two_ingest_workers_on_one_postgresql_no_duplicate_rows_no_lost_ev
         assert a.db.count("state_history") == leader.db.history_written
         rows = leader.db.backend.execute("SELECT device_id, last_seq FROM boxes")
         assert sorted(rows) == [(device, 20) for device in boxes]
+
+
+def test_most_of_the_fleet_lost_at_once_is_one_fleet_incident_not_one_per_isp() -> None:
+    """The broker's (or the operator's) network fails: the Wills of most boxes arrive
+    within seconds, across every ISP. One fleet-wide incident, and the shop incident one
+    ISP had already opened from the first of those Wills is folded into it."""
+    config = from_dict({"incident_min_boxes": 3, "incident_min_share": 0.02,
+                        "incident_stable_s": 0.0, "fleet_lost_share": 0.5})
+    model = FleetModel(config)
+    boxes = [(f"{isp.lower()}-{i}", isp) for isp in ("KT", "SKT", "LG") for i in range(10)]
+    for device, isp in boxes:
+        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-1", T0),
+                     T0)
+        model.handle(f"storebox/{device}/state", json.dumps(state(isp, "Seoul")).encode(), T0)
+    for n, (device, _) in enumerate(boxes[:20]):  # KT's ten first, then SKT's: 20 of 30
+        model.handle(f"storebox/{device}/status",
+                     status_payload("offline", f"{device}-1", T0),
+                     T0 + timedelta(seconds=n))
+    fleet = [i for i in model.incidents if i.kind == "fleet_unreachable"]
+    assert len(fleet) == 1 and list(model.open) == [""], model.incidents_json()
+    assert fleet[0].boxes_affected >= 15
+    assert fleet[0].title.startswith("Fleet unreachable: ")
+    folded = [i for i in model.incidents if i.folded_into is not None]
+    assert [i.isp for i in folded] == ["KT", "SKT"]  # opened by their first Wills, folded
+    assert all(i.ended_at is not None and i.folded_into == fleet[0].id for i in folded)
+    assert not any(i.kind == "wired_down" and i.ended_at is None for i in model.incidents)
+    back = T0 + timedelta(minutes=5)
+    for device, _ in boxes[:20]:
+        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-2", back),
+                     back)
+    model.tick(back + timedelta(seconds=1))
+    assert not model.open and fleet[0].ended_at is not None
+
+
+def test_a_tenth_of_the_fleet_offline_stays_a_shop_incident() -> None:
+    config = from_dict({"incident_min_boxes": 3, "fleet_lost_share": 0.5})
+    model = FleetModel(config)
+    boxes = [(f"{isp.lower()}-{i}", isp) for isp in ("KT", "SKT", "LG") for i in range(10)]
+    for device, isp in boxes:
+        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-1", T0),
+                     T0)
+        model.handle(f"storebox/{device}/state", json.dumps(state(isp, "Seoul")).encode(), T0)
+    for device, _ in boxes[:3]:  # three KT shops lose power or their line
+        model.handle(f"storebox/{device}/status", status_payload("offline", f"{device}-1", T0),
+                     T0)
+    assert [i.kind for i in model.incidents] == ["wired_down"]
+    assert model.incidents[0].isp == "KT" and model.incidents[0].folded_into is None
