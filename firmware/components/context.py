@@ -49,7 +49,7 @@ class BoxContext:
 ComponentFactory = Callable[[BoxContext], Component]
 
 
-def remove_then_close(remove: Callable[[], Awaitable[None]],
+def remove_then_close(remove: Callable[[], Awaitable[object]],
                       close: Callable[[], Awaitable[None]], *, what: str,
                       log: logging.Logger) -> Callable[[], Awaitable[None]]:
     """A closer for what a component installed in the kernel (sticky routes, steer rules):
