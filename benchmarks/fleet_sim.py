@@ -31,7 +31,7 @@ import random
 import re
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from typing import Any
@@ -356,29 +356,35 @@ class Simulator:
                 "states_sent": self.states_sent}
 
 
-async def _serve(conn: Connection, sim: Simulator) -> None:
+async def _requests(conn: Connection) -> AsyncIterator[tuple[Any, ...]]:
+    """The parent's requests on the pipe `conn` as they come, read without blocking the
+    worker's event loop."""
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
     loop.add_reader(conn.fileno(), ready.set)
-    ticker = asyncio.create_task(sim.tick())
-    background: set[asyncio.Task[Any]] = set()
     while True:
         await ready.wait()
         ready.clear()
         while conn.poll():
-            request = conn.recv()
-            if request[0] == "stop":
-                ticker.cancel()
-                for box in sim.boxes:
-                    if box.task is not None:
-                        box.task.cancel()
-                    if box.writer is not None:
-                        box.writer.write(packet(DISCONNECT, b""))
-                conn.send(("stopped",))
-                return
-            task = asyncio.create_task(_handle(conn, sim, request))
-            background.add(task)
-            task.add_done_callback(background.discard)
+            yield conn.recv()
+
+
+async def _serve(conn: Connection, sim: Simulator) -> None:
+    ticker = asyncio.create_task(sim.tick())
+    background: set[asyncio.Task[Any]] = set()
+    async for request in _requests(conn):
+        if request[0] == "stop":
+            ticker.cancel()
+            for box in sim.boxes:
+                if box.task is not None:
+                    box.task.cancel()
+                if box.writer is not None:
+                    box.writer.write(packet(DISCONNECT, b""))
+            conn.send(("stopped",))
+            return
+        task = asyncio.create_task(_handle(conn, sim, request))
+        background.add(task)
+        task.add_done_callback(background.discard)
 
 
 async def _handle(conn: Connection, sim: Simulator, request: tuple[Any, ...]) -> None:
@@ -509,27 +515,20 @@ class Viewers:
 
 
 async def _view_all(conn: Connection, viewers: Viewers) -> None:
-    loop = asyncio.get_running_loop()
-    ready = asyncio.Event()
-    loop.add_reader(conn.fileno(), ready.set)
     tasks = [asyncio.create_task(viewers.view(k)) for k in range(viewers.n)]
-    while True:
-        await ready.wait()
-        ready.clear()
-        while conn.poll():
-            request = conn.recv()
-            if request[0] == "phase":
-                viewers.phase = request[1]
-                conn.send(("phase", request[1]))
-            elif request[0] == "report":
-                conn.send(("report", viewers.report()))
-            elif request[0] == "stop":
-                for task in tasks:
-                    task.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                conn.send(("stopped",))
-                return
+    async for request in _requests(conn):
+        if request[0] == "phase":
+            viewers.phase = request[1]
+            conn.send(("phase", request[1]))
+        elif request[0] == "report":
+            conn.send(("report", viewers.report()))
+        elif request[0] == "stop":
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            conn.send(("stopped",))
+            return
 
 
 def worker_viewers(conn: Connection, url: str, n: int) -> None:

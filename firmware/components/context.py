@@ -12,6 +12,7 @@ imports the daemon.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from firmware.supervisor import Component
 from firmware.tokens import TokenStore
 from payments_cache.uplinks import UplinkSignal
 
-__all__ = ["BoxContext", "ComponentFactory"]
+__all__ = ["BoxContext", "ComponentFactory", "remove_then_close"]
 
 
 @dataclass
@@ -46,3 +47,20 @@ class BoxContext:
 #: A factory named by `debug.extra_components = ["module:factory"]`: called with the
 #: context once the built-in components are built, it returns the component to supervise.
 ComponentFactory = Callable[[BoxContext], Component]
+
+
+def remove_then_close(remove: Callable[[], Awaitable[object]],
+                      close: Callable[[], Awaitable[None]], *, what: str,
+                      log: logging.Logger) -> Callable[[], Awaitable[None]]:
+    """A closer for what a component installed in the kernel (sticky routes, steer rules):
+    `remove` it, logging a failure as `what` on the component's `log` so that shutdown goes
+    on, and `close` its handle in any case."""
+    async def closer() -> None:
+        try:
+            await remove()
+        except Exception as exc:
+            log.error("%s: %s", what, exc)
+        finally:
+            await close()
+
+    return closer

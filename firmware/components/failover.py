@@ -37,7 +37,7 @@ from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
 from failover.steer import SteerChange
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
-from firmware.components.context import BoxContext
+from firmware.components.context import BoxContext, remove_then_close
 from firmware.components.steer import build_steering
 from firmware.config import Config
 from firmware.state import BoxState, LinkHealth
@@ -160,18 +160,6 @@ class FailoverComponent:
                                reason="route_control")
 
 
-def _remover(sticky: StickyRoutes) -> Callable[[], Awaitable[None]]:
-    async def remove() -> None:
-        try:
-            await sticky.remove()
-        except Exception as exc:
-            log.error("sticky routes: %s", exc)
-        finally:
-            await sticky.close()
-
-    return remove
-
-
 def api_ports(config: Config) -> list[int]:
     """The TCP ports the POS API listens on (`api.listen`, HOST:PORT)."""
     listen = config.api.listen
@@ -247,7 +235,8 @@ async def build_failover(
     sticky = StickyRoutes(uplinks) \
         if forwarding is not None and config.routing.backend != "none" else None
     if sticky is not None:
-        context.closers.append(_remover(sticky))
+        context.closers.append(remove_then_close(sticky.remove, sticky.close,
+                                                 what="sticky routes", log=log))
     targets = parse_targets(probes.targets)
 
     # built once: its policy (the steer interval) outlives an engine restart

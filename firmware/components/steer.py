@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from failover.routes import Uplink
 from failover.steer import SteerChange, SteerConfig, SteerPolicy
 from failover.steering import Steering, SteerRoutes
-from firmware.components.context import BoxContext
+from firmware.components.context import BoxContext, remove_then_close
 from firmware.config import Config
 from firmware.errors import FirmwareError
 
@@ -87,13 +87,6 @@ def build_steering(context: BoxContext, lte: Uplink, on_steer: OnSteer) -> Steer
     steering = Steering(SteerPolicy(steer_config(config)), routes, destinations,
                         on_steer=on_steer)
 
-    async def remove() -> None:
-        try:
-            await steering.remove()
-        except Exception as exc:
-            log.error("steer rules: %s", exc)
-        finally:
-            await routes.close()
-
-    context.closers.append(remove)
+    context.closers.append(remove_then_close(steering.remove, routes.close,
+                                             what="steer rules", log=log))
     return steering

@@ -98,27 +98,26 @@ def _uplink_checks(config: Config) -> Problems:
     return problems
 
 
+def _at_most(key: str, value: float, bound_key: str, bound: float) -> Problems:
+    """The problem of `key` when its `value` exceeds the key `bound_key` it must not pass
+    (a hysteresis pair, an interval inside another), or none."""
+    if value > bound:
+        return [(key, f"must be at most {bound_key} ({bound!r}), got {value!r}")]
+    return []
+
+
 def _steer_checks(config: Config) -> Problems:
-    problems = []
     steer = config.steer
-    if steer.unsteer_loss_pct > steer.steer_loss_pct:
-        problems.append(("steer.unsteer_loss_pct", f"must be at most steer.steer_loss_pct "
-                                                   f"({steer.steer_loss_pct!r}), got "
-                                                   f"{steer.unsteer_loss_pct!r}"))
-    if steer.unsteer_latency_ms > steer.steer_latency_ms:
-        problems.append(("steer.unsteer_latency_ms",
-                         f"must be at most steer.steer_latency_ms ({steer.steer_latency_ms!r}),"
-                         f" got {steer.unsteer_latency_ms!r}"))
-    return problems
+    return [*_at_most("steer.unsteer_loss_pct", steer.unsteer_loss_pct,
+                      "steer.steer_loss_pct", steer.steer_loss_pct),
+            *_at_most("steer.unsteer_latency_ms", steer.unsteer_latency_ms,
+                      "steer.steer_latency_ms", steer.steer_latency_ms)]
 
 
 def _fleet_checks(config: Config) -> Problems:
-    problems = []
     fleet = config.fleet
-    if fleet.state_min_interval_s > fleet.state_every_s:
-        problems.append(("fleet.state_min_interval_s",
-                         f"must be at most fleet.state_every_s ({fleet.state_every_s!r}), "
-                         f"got {fleet.state_min_interval_s!r}"))
+    problems = _at_most("fleet.state_min_interval_s", fleet.state_min_interval_s,
+                        "fleet.state_every_s", fleet.state_every_s)
     if fleet.password_file and not fleet.username:
         problems.append(("fleet.password_file", "needs fleet.username (MQTT sends a password "
                                                 "only with a user name)"))

@@ -129,6 +129,13 @@ def _seconds(later: datetime | None, earlier: datetime) -> float | None:
     return None if later is None else round((later - earlier).total_seconds(), 3)
 
 
+def _seconds_to_event(events: Sequence[Mapping[str, Any]], kind: str,
+                      phase: PlayedPhase) -> float | None:
+    """Seconds from the start of `phase` to the box's first `kind` event at or after it
+    (None: no such event), on the wall clock the box stamps its events with."""
+    return _seconds(_first_event(events, kind, phase.started_at), phase.started_at)
+
+
 def _phase(phases: Sequence[PlayedPhase], name: str) -> PlayedPhase | None:
     return next((p for p in phases if p.name == name), None)
 
@@ -157,8 +164,7 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
 
     blackhole = _phase(phases, "blackhole")
     if blackhole is not None:
-        report.failover_s = _seconds(
-            _first_event(events, "failover", blackhole.started_at), blackhole.started_at)
+        report.failover_s = _seconds_to_event(events, "failover", blackhole)
         if report.failover_s is None:
             report.failures.append("no failover to LTE during the blackhole")
         elif report.failover_s > max_failover_s:
@@ -167,8 +173,7 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
 
     lte_down = _phase(phases, "lte_down")
     if lte_down is not None:
-        report.offline_after_s = _seconds(
-            _first_event(events, "offline_mode", lte_down.started_at), lte_down.started_at)
+        report.offline_after_s = _seconds_to_event(events, "offline_mode", lte_down)
         if report.offline_after_s is None:
             report.failures.append("offline mode never reached with both uplinks down")
     report.offline_s = offline_seconds(samples, first)

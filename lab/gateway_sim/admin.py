@@ -62,9 +62,7 @@ class AdminRoutes:
 
     async def _handle_post_faults(self, request: web.Request) -> web.StreamResponse:
         try:
-            changes = json.loads(await request.read())
-            if not isinstance(changes, dict):
-                raise ValueError("the body must be a JSON object of fault fields")
+            changes = await _json_object(request, "fault fields")
             new = self._sim.faults.merged(changes)
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             return error(400, "invalid_faults", str(exc))
@@ -81,9 +79,7 @@ class AdminRoutes:
 
     async def _handle_post_rules(self, request: web.Request) -> web.StreamResponse:
         try:
-            changes = json.loads(await request.read())
-            if not isinstance(changes, dict):
-                raise ValueError("the body must be a JSON object of rule fields")
+            changes = await _json_object(request, "rule fields")
             rules = self._sim.set_rules(**changes)
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             return error(400, "invalid_rules", str(exc))
@@ -96,3 +92,12 @@ class AdminRoutes:
     async def _handle_reset(self, request: web.Request) -> web.StreamResponse:
         self._sim.reset()
         return web.json_response({"reset": True})
+
+
+async def _json_object(request: web.Request, what: str) -> dict[str, Any]:
+    """The request's body, which must be a JSON object of `what`; ValueError (or
+    UnicodeDecodeError) otherwise, answered 400 by the caller."""
+    body = json.loads(await request.read())
+    if not isinstance(body, dict):
+        raise ValueError(f"the body must be a JSON object of {what}")
+    return body

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from lab.gateway_sim.knobs import known_changes
 from lab.gateway_sim.ledger import Ledger
 from lab.gateway_sim.wire import error
 
@@ -70,11 +71,7 @@ class Faults:
 
     def merged(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with `changes` applied; unknown names or bad values raise ValueError."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown fault(s): {', '.join(unknown)}")
-        values = dict(changes)
+        values = known_changes(self, changes, "fault")
         # JSON has no int/float distinction: accept 2.0 for an integer knob.
         for name in ("fail_5xx_status", "retry_after_s"):
             value = values.get(name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from lab.gateway_sim.knobs import known_changes
 from lab.gateway_sim.wire import PAN_RE, Authorization, open_card
 from payments_cache.cards import luhn_valid
 from payments_cache.models import GatewayResult
@@ -50,11 +51,7 @@ class DeclineRules:
         }
 
     def merged(self, changes: Mapping[str, Any]) -> DeclineRules:
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown rule(s): {', '.join(unknown)}")
-        values = dict(changes)
+        values = known_changes(self, changes, "rule")
         for name in ("decline_amounts", "decline_pans"):
             if name in values:
                 if not isinstance(values[name], list | tuple | set | frozenset):

@@ -35,6 +35,7 @@ from tests.failover.conftest import (
     Shop,
     ipn,
 )
+from tests.support import netns
 from tests.support.box import API, payment_body, pinned_session
 from tests.support.daemon import MERCHANT_KEY, TOKEN, DaemonProcess, write_config
 from tests.support.netns import inside
@@ -185,24 +186,15 @@ async def test_lte_failing_while_active_tries_the_other_sim_first(store: Store) 
 def tcp_state(ns: str, host: str, port: int, pin: str | None = None) -> str:
     """"open" (connected; with `pin`, the TLS handshake showed that certificate),
     "dropped" (no answer) or "refused"."""
-    with inside(ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect((host, port))
-        if pin is not None:
-            context = ssl.create_default_context()
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # pinned
-            with context.wrap_socket(s) as tls:
-                der = tls.getpeercert(binary_form=True)
-                assert der is not None and hashlib.sha256(der).hexdigest() == pin
-        return "open"
-    except TimeoutError:
-        return "dropped"
-    except OSError:
-        return "refused"
-    finally:
-        s.close()
+    def pinned(s: socket.socket) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # pinned
+        with context.wrap_socket(s) as tls:
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None and hashlib.sha256(der).hexdigest() == pin
+
+    return netns.tcp_state(ns, host, port, timeout_s=1.0,
+                           greeted=None if pin is None else pinned)
 
 
 async def test_the_api_is_closed_to_the_uplinks_before_any_decision(

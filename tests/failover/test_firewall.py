@@ -43,6 +43,7 @@ from tests.failover.conftest import (
     sh,
 )
 from tests.failover.netlab import _DnsProtocol
+from tests.support.netns import tcp_state
 
 UPLINKS = [Uplink("wired", "wan0"), Uplink("lte", "wwan0")]
 API_PORT = 8470
@@ -87,19 +88,11 @@ class Listener:
 
 def reach(ns: str, host: str, port: int) -> str:
     """"open" (greeted), "refused" (RST or ICMP error) or "dropped" (no answer)."""
-    with inside(ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(DROPPED_AFTER_S)
-    try:
-        s.connect((host, port))
-        assert s.recv(16) == b"hi\n"
-        return "open"
-    except TimeoutError:
-        return "dropped"
-    except OSError:
-        return "refused"
-    finally:
-        s.close()
+    return tcp_state(ns, host, port, timeout_s=DROPPED_AFTER_S, greeted=_greets)
+
+
+def _greets(s: socket.socket) -> None:
+    assert s.recv(16) == b"hi\n"
 
 
 def pings(ns: str, host: str) -> bool:

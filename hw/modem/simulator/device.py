@@ -459,6 +459,20 @@ class DeviceCore(ABC):
     def _error(self, code: int | None = None) -> Reply:
         return Reply(final="ERROR" if code is None else self._cme(code))
 
+    def _mode(self, kind: str, args: list[str], attr: str, *, read: str, test: str,
+              values: tuple[str, ...]) -> Reply:
+        """A command that only reads, lists and sets one small integer mode, the attribute
+        named `attr` (`AT+CMEE`, `AT+CTZR`, `AT+CGEREP`, `AT+QSIMSTAT`): `read` is its read
+        answer, `test` its test answer, `values` the modes a set accepts."""
+        if kind == "read":
+            return Reply([read])
+        if kind == "test":
+            return Reply([test])
+        if kind == "set" and args[0] in values:
+            setattr(self, attr, int(args[0]))
+            return Reply()
+        return self._error()
+
     def _quirk(self, line: str) -> bool:
         """Play a configured quirk for `line`; True when it replaced the answer."""
         key = line.upper()

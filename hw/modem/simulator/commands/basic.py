@@ -57,14 +57,8 @@ class BasicCommands(DeviceCore):
     _cmd_gsn = _cmd_cgsn
 
     async def _cmd_cmee(self, kind: str, args: list[str]) -> Reply:
-        if kind == "read":
-            return Reply([f"+CMEE: {self._cmee}"])
-        if kind == "test":
-            return Reply(["+CMEE: (0-2)"])
-        if kind == "set" and args[0] in ("0", "1", "2"):
-            self._cmee = int(args[0])
-            return Reply()
-        return self._error()
+        return self._mode(kind, args, "_cmee", read=f"+CMEE: {self._cmee}",
+                          test="+CMEE: (0-2)", values=("0", "1", "2"))
 
     async def _cmd_cscs(self, kind: str, args: list[str]) -> Reply:
         if kind == "read":

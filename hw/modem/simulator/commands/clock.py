@@ -45,11 +45,5 @@ class ClockCommands(DeviceCore):
         return Reply([f'+QLTS: "{when:%Y/%m/%d,%H:%M:%S}{self._tz()},0"'])
 
     async def _cmd_ctzr(self, kind: str, args: list[str]) -> Reply:
-        if kind == "read":
-            return Reply([f"+CTZR: {self._ctzr}"])
-        if kind == "test":
-            return Reply(["+CTZR: (0-2)"])
-        if kind == "set" and args[0] in ("0", "1", "2"):
-            self._ctzr = int(args[0])
-            return Reply()
-        return self._error()
+        return self._mode(kind, args, "_ctzr", read=f"+CTZR: {self._ctzr}",
+                          test="+CTZR: (0-2)", values=("0", "1", "2"))

@@ -137,14 +137,8 @@ class PacketCommands(DeviceCore):
                 f'"{address}","{primary}","{secondary}","0.0.0.0","0.0.0.0",0')
 
     async def _cmd_cgerep(self, kind: str, args: list[str]) -> Reply:
-        if kind == "read":
-            return Reply([f"+CGEREP: {self._cgerep},0"])
-        if kind == "test":
-            return Reply(["+CGEREP: (0-2),(0,1)"])
-        if kind == "set" and args[0] in ("0", "1", "2"):
-            self._cgerep = int(args[0])
-            return Reply()
-        return self._error()
+        return self._mode(kind, args, "_cgerep", read=f"+CGEREP: {self._cgerep},0",
+                          test="+CGEREP: (0-2),(0,1)", values=("0", "1", "2"))
 
     async def _cmd_qcfg(self, kind: str, args: list[str]) -> Reply:
         if kind == "test":

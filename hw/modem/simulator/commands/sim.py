@@ -95,14 +95,9 @@ class SimCommands(DeviceCore):
         return self._sim_error() or Reply([self.sim.imsi])
 
     async def _cmd_qsimstat(self, kind: str, args: list[str]) -> Reply:
-        if kind == "read":
-            return Reply([f"+QSIMSTAT: {self._qsimstat},{1 if self.sim.present else 0}"])
-        if kind == "test":
-            return Reply(["+QSIMSTAT: (0,1)"])
-        if kind == "set" and args[0] in ("0", "1"):
-            self._qsimstat = int(args[0])
-            return Reply()
-        return self._error()
+        inserted = 1 if self.sim.present else 0
+        return self._mode(kind, args, "_qsimstat", read=f"+QSIMSTAT: {self._qsimstat},{inserted}",
+                          test="+QSIMSTAT: (0,1)", values=("0", "1"))
 
     async def _cmd_qdsim(self, kind: str, args: list[str]) -> Reply:
         if kind == "read":
