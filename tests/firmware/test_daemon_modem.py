@@ -69,8 +69,9 @@ def test_same_carrier_as_the_wired_line_is_said_loudly(netns: str, tmp_path: Pat
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     proc = start(netns, tmp_path, "KT")
     try:
-        doc = wait_status(proc, lambda d: d["modem"]["same_carrier_as_wired"] is True,
-                          "the carrier overlap")
+        # the state and the event are published one after the other: wait for both
+        doc = wait_status(proc, lambda d: d["modem"]["same_carrier_as_wired"] is True and any(
+            e["kind"] == "carrier_overlap" for e in d["recent_events"]), "the carrier overlap")
         events = [e for e in doc["recent_events"] if e["kind"] == "carrier_overlap"]
         assert len(events) == 1 and events[0]["severity"] == "warning"
         assert events[0]["mcc_mnc"] == "45008"
