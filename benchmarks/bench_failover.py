@@ -21,7 +21,17 @@ do not affect detection). A LAN client opens a connection to the payment gateway
   40 % random loss each way on the wired line, and of bursty loss (Gilbert-Elliott:
   total loss for exponential periods of mean 0.2 s, lossless ones of mean 2 s between,
   made by switching an nft blackhole);
-* STOREBOX_BENCH_DETECTORS (default "rounds,sequential") picks the detectors to run;
+* DNS-only failure (a carrier's resolver dies): the wired ISP drops every DNS query to
+  the resolver that serves the gateway's name (198.51.100.53, the DNS probe target);
+  TCP and ICMP targets by IP and the LAN's traffic are fine. For STOREBOX_BENCH_DNS_S
+  (default 30) seconds: no failover (LTE would not bring the IP targets back, and the
+  LAN's own DNS following the uplink is the LAN resolver's job), wired `degraded`, the
+  LAN's requests by IP on wired without a failure;
+* STOREBOX_BENCH_DETECTORS (default "rounds,sequential") picks the detectors to run,
+  STOREBOX_BENCH_FAULTS (default "blackhole,link down,partial blackhole,dns only") the
+  faults and STOREBOX_BENCH_LOSSES (default "20%,40%,bursty") the loss phases: e.g. 10
+  real minutes of 20 % loss alone with STOREBOX_BENCH_FAULTS= STOREBOX_BENCH_LOSSES=20%
+  STOREBOX_BENCH_LOSS_S=600;
 * LTE standby: the interval the budget allows, the measured bytes of an LTE round, the
   bytes per hour and per month that makes, and what standby actually spent under loss;
 * brownout (`test_brownout_benchmark`, each detector in a fresh shop, steering with the
@@ -66,7 +76,7 @@ from tests.failover.enginelab import (
     running_engine,
     set_link,
 )
-from tests.failover.netlab import blackhole, nft_drops, random_loss
+from tests.failover.netlab import RESOLVER, blackhole, nft_drops, random_loss
 from tests.support.netns import inside
 
 pytestmark = pytest.mark.timeout(3600)
@@ -76,7 +86,13 @@ LOSS_S = float(os.environ.get("STOREBOX_BENCH_LOSS_S", "120"))
 BROWNOUT_S = float(os.environ.get("STOREBOX_BENCH_BROWNOUT_S", "300"))
 BROWNOUT_EACH_WAY = 37  # % each way: 1 - 0.63² = 60 % of exchanges lost
 PAYMENT_DEADLINE_S = 3.0
+DNS_S = float(os.environ.get("STOREBOX_BENCH_DNS_S", "30"))
+FAULTS = [f for f in os.environ.get(
+    "STOREBOX_BENCH_FAULTS", "blackhole,link down,partial blackhole,dns only").split(",") if f]
+LOSSES = [w for w in os.environ.get("STOREBOX_BENCH_LOSSES", "20%,40%,bursty").split(",") if w]
 BURST_BAD_S, BURST_GOOD_S = 0.2, 2.0
+FAULT_RUNS = {"blackhole": (RUNS, "median <= 1.6 s, p95 <= 2.0 s"),
+              "link down": (OTHER_RUNS, "<= 1 s"), "partial blackhole": (OTHER_RUNS, "")}
 SEQUENTIAL = sequential_monitor(stable_s=MONITOR.stable_s)
 DETECTORS: dict[str, tuple[MonitorConfig, ProbeOptions]] = {
     "rounds": (MONITOR, ProbeOptions(dns_servers=())),
@@ -93,6 +109,21 @@ def partial_blackhole(ns: str, ifname: str, address: str) -> None:
         table inet {FAULT_TABLE} {{
           chain in {{ type filter hook prerouting priority -300; policy accept;
             iifname "{ifname}" ip daddr {address} counter drop
+          }}
+        }}
+        """)
+
+
+def dns_only_failure(ns: str, ifname: str) -> None:
+    """The resolver (the DNS probe target, which serves the gateway's name) unreachable
+    through this ISP: its DNS queries dropped; everything by IP passes."""
+    nft(ns, f"""
+        table inet {FAULT_TABLE}
+        delete table inet {FAULT_TABLE}
+        table inet {FAULT_TABLE} {{
+          chain in {{ type filter hook prerouting priority -300; policy accept;
+            iifname "{ifname}" ip daddr {RESOLVER} meta l4proto {{ tcp, udp }} th dport 53 \
+              counter drop
           }}
         }}
         """)
@@ -200,6 +231,40 @@ async def _loss_phase(lab: Harness, what: str, rng: random.Random) -> list[tuple
     return rows
 
 
+async def _dns_only_phase(lab: Harness, detector: str) -> list[tuple[str, object, str]]:
+    """DNS_S seconds of the wired ISP dropping DNS to the resolver: nothing fails over."""
+    shop = lab.shop
+    t0 = time.monotonic()
+    rounds0 = len(lab.rounds["wired"])
+    dns_only_failure(shop.isp_wired, "cust0")
+    await _pause(DNS_S)
+    t1 = time.monotonic()
+    state = lab.engine.links()["wired"].state
+    dropped = nft_drops(shop.isp_wired)
+    clear_faults(shop.isp_wired)
+    wired_rounds = [o for _, o in lab.rounds["wired"][rounds0:]]
+    degraded = [at - t0 for at, n, s in lab.links
+                if at >= t0 and n == "wired" and s.state is LinkState.DEGRADED]
+    requests = lab.client.between(t0, t1 - 1.0)
+    failed = sum(1 for r in requests if not r.ok)
+    via_wired = sum(1 for r in requests if r.ok and r.uplink == "wired")
+    failovers = sum(1 for k in lab.kinds(after=t0) if k is TransitionKind.FAILOVER)
+    rows: list[tuple[str, object, str]] = [
+        (f"[{detector}] false failovers in {(t1 - t0):.0f} s of DNS-only failure", failovers,
+         "target 0"),
+        ("  wired state at the end / degraded after (s)",
+         f"{state.value} / {degraded[0]:.2f}" if degraded else state.value, "degraded"),
+        ("  failed probes / probes (the DNS target's)",
+         f"{sum(r.attempted - r.succeeded for r in wired_rounds)}"
+         f"/{sum(r.attempted for r in wired_rounds)}", f"{dropped} queries dropped"),
+        ("  LAN requests by IP: failed / via wired / all", f"{failed} / {via_wired} / "
+         f"{len(requests)}", "0 failed"),
+    ]
+    if failovers:
+        await lab.wait_for(lambda: lab.engine.active.value == "wired", 30.0)
+    return rows
+
+
 async def _detector_runs(detector: str, rng: random.Random) -> list[tuple[str, object, str]]:
     monitor, options = DETECTORS[detector]
     best, worst = detection_time_bounds_s(monitor)
@@ -213,9 +278,11 @@ async def _detector_runs(detector: str, rng: random.Random) -> list[tuple[str, o
                     shop, routes, monitor={"wired": monitor, "lte": MONITOR},
                     probe_options={"wired": options, "lte": ProbeOptions(dns_servers=())},
                     ) as lab:
-                for kind, runs, target in (("blackhole", RUNS, "median <= 1.6 s, p95 <= 2.0 s"),
-                                           ("link down", OTHER_RUNS, "<= 1 s"),
-                                           ("partial blackhole", OTHER_RUNS, "")):
+                for kind in FAULTS:
+                    if kind == "dns only":
+                        rows += await _dns_only_phase(lab, detector)
+                        continue
+                    runs, target = FAULT_RUNS[kind]
                     decided: list[float] = []
                     flowing: list[float] = []
                     for _ in range(runs):
@@ -242,7 +309,7 @@ async def _detector_runs(detector: str, rng: random.Random) -> list[tuple[str, o
                 ]
                 idle0 = lab.engine.standby_bytes
                 t0 = time.monotonic()
-                for what in ("20%", "40%", "bursty"):
+                for what in LOSSES:
                     rows += [(f"[{detector}] {m}" if not m.startswith(" ") else m, v, t)
                              for m, v, t in await _loss_phase(lab, what, rng)]
                 elapsed = time.monotonic() - t0
@@ -252,7 +319,7 @@ async def _detector_runs(detector: str, rng: random.Random) -> list[tuple[str, o
                 per_round = statistics.mean(o.bytes_sent + o.bytes_received for o in lte_ok)
                 interval = state["interval_s"]
                 per_hour = per_round * 3600 / interval
-                spent_per_hour = (lab.engine.standby_bytes - idle0) * 3600 / elapsed
+                spent_per_hour = (lab.engine.standby_bytes - idle0) * 3600 / max(elapsed, 1.0)
                 rows += [
                     (f"[{detector}] LTE standby interval (s)", float(interval),
                      "budget 5 MB/month"),

@@ -25,9 +25,10 @@ to 3 attempts within its deadline (see ``failover.probes``).
   a link that has never failed (boot) comes up after ``startup_rounds`` (2).
 
 Where the rest is: the down tests with the arithmetic that argues for them, in
-``failover.rounds`` (the default: consecutive failed rounds; detection time and
-false alarms at 20 % loss) and ``failover.sequential`` (a CUSUM on failed probes:
-faster, with Lorden's bound and the bursty-loss figures); the uplink choice in
+``failover.rounds`` (consecutive failed rounds: ``MonitorConfig``'s own preset and LTE's
+test; detection time and false alarms at 20 % loss) and ``failover.sequential`` (a CUSUM
+on failed probes, the wired line's default ``probes.detector``: faster, with Lorden's
+bound and the bursty-loss figures); the uplink choice in
 ``failover.selector``; the LTE standby pacing in ``failover.budget``; the shared
 vocabulary (``LinkState``, ``LinkStatus``, ``Uplink``, ``Transition``) in
 ``failover.link`` and the parameters in ``failover.config``. Here: ``LinkMonitor``,
@@ -92,6 +93,9 @@ class LinkMonitor:
         self._window: deque[tuple[bool, int, int, float | None]] = deque(
             maxlen=self.config.quality_rounds
         )
+        # (loss, median latency) of the window: asked for several times a round (status,
+        # the selector, the LTE rate), computed once per round
+        self._quality_cache: tuple[float | None, float | None] | None = None
 
     @property
     def state(self) -> LinkState:
@@ -137,6 +141,7 @@ class LinkMonitor:
         self._window.append(
             (outcome.ok, outcome.succeeded, outcome.attempted, outcome.median_latency_ms)
         )
+        self._quality_cache = None
         cfg = self.config
         if outcome.ok:
             self._consecutive_failures = 0
@@ -176,11 +181,13 @@ class LinkMonitor:
     # -- internals
 
     def _quality(self) -> tuple[float | None, float | None]:
-        attempted = sum(a for _, _, a, _ in self._window)
-        succeeded = sum(s for _, s, _, _ in self._window)
-        loss = 1.0 - succeeded / attempted if attempted else None
-        lat = [m for _, _, _, m in self._window if m is not None]
-        return loss, (statistics.median(lat) if lat else None)
+        if self._quality_cache is None:
+            attempted = sum(a for _, _, a, _ in self._window)
+            succeeded = sum(s for _, s, _, _ in self._window)
+            loss = 1.0 - succeeded / attempted if attempted else None
+            lat = [m for _, _, _, m in self._window if m is not None]
+            self._quality_cache = loss, (statistics.median(lat) if lat else None)
+        return self._quality_cache
 
     def _quality_state(self) -> tuple[LinkState, str]:
         cfg = self.config

@@ -346,21 +346,22 @@ class ProbesConfig:
         "Probe targets: tcp:HOST:PORT, dns:SERVER:NAME, icmp:HOST or http(s):// URLs.",
         ["tcp:203.0.113.10:443", "dns:203.0.113.53:gateway.example",
          "https://gateway.example/health"], probe_target)
-    interval_s: float = doc("Seconds between probe rounds on the wired/active uplink.", 0.5,
-                            positive)
-    timeout_s: float = doc("Deadline of one probe.", 1.0, positive)
+    interval_s: float = doc("Seconds between probe rounds of the rounds test: LTE's (while it "
+                            "is active or wired is in doubt), and wired's with detector = "
+                            "\"rounds\".", 0.5, positive)
+    timeout_s: float = doc("Deadline of one probe of the rounds test.", 1.0, positive)
     quorum: int = doc("Targets that must answer for a round to pass; 0 means a majority "
                       "(2 of 3).", 0, non_negative)
-    down_after_rounds: int = doc("Consecutive failed rounds before an uplink is down "
-                                 "(4 rounds at 0.5 s: a blackhole is seen in 2.5-3 s).", 4,
-                                 positive)
+    down_after_rounds: int = doc("Consecutive failed rounds before an uplink judged by the "
+                                 "rounds test is down (4 rounds at 0.5 s: a blackhole is seen "
+                                 "in 2.5-3 s).", 4, positive)
     lte_budget_mb_per_month: float = doc("Data budget of LTE standby probing.", 5.0, positive)
     detector: Literal["rounds", "sequential"] = doc(
-        "How the wired uplink is declared down: \"rounds\" (down_after_rounds failed "
-        "rounds of interval_s; 2.5-3 s) or \"sequential\" (a CUSUM on probe failures, "
+        "How the wired uplink is declared down: \"sequential\" (a CUSUM on probe failures, "
         "rounds every 0.2 s with 4 tries per probe and a 0.6 s deadline; 1.2-1.4 s, at most "
         "1e-6 false failovers an hour at 20 % loss; interval_s, timeout_s and "
-        "down_after_rounds then apply to LTE only).", "rounds")
+        "down_after_rounds then apply to LTE only) or \"rounds\" (down_after_rounds failed "
+        "rounds of interval_s; 2.5-3 s, with 6 probes a second against 15).", "sequential")
     min_outage_s: float = doc("Sequential detector: the evidence must span this long before "
                               "wired is down (a total blackout shorter than about this + "
                               "0.45 s is ridden out; each 0.2 s more delays detection).", 0.5,

@@ -201,6 +201,20 @@ async def test_ensure_present_repairs_a_dhcp_route_that_came_back(shop: Shop,
     assert {d: r["metric"] for d, r in defaults(shop.box).items()} == {"wan0": 100, "wwan0": 50}
 
 
+async def test_ensure_present_restores_a_metric_changed_behind_its_back(
+        shop: Shop, routes: NetlinkRoutes) -> None:
+    """The maintenance pass reads the kernel once when all is in place (no writes, see
+    test_activate_is_idempotent); a route that is not as it should be takes the full
+    path."""
+    await routes.activate("wired")
+    lte = defaults(shop.box)["wwan0"]
+    ipn(shop.box, "route", "del", "default", "dev", "wwan0", "metric", str(lte["metric"]))
+    ipn(shop.box, "route", "add", "default", "via", lte["gateway"], "dev", "wwan0",
+        "proto", "83", "metric", "700")
+    assert await routes.ensure_present(["wired", "lte"]) == []
+    assert {d: r["metric"] for d, r in defaults(shop.box).items()} == {"wan0": 50, "wwan0": 600}
+
+
 async def test_gateway_follows_a_new_dhcp_lease(shop: Shop, routes: NetlinkRoutes) -> None:
     await routes.activate("wired")
     ipn(shop.isp_wired, "addr", "add", "10.1.0.254/24", "dev", "cust0")

@@ -196,7 +196,9 @@ def test_simulation_skipping_is_exact() -> None:
 
 
 def test_forty_percent_loss_rate_stated_in_the_docs() -> None:
-    """≈ 0.038 false failovers an hour at 40 % each way (docs); the rounds detector ≈ 5."""
+    """≈ 0.038 false failovers an hour at 40 % each way with rounds in start order (docs;
+    0.082 in the engine's completion order, benchmarks/bench_false_failovers.py); the
+    rounds detector ≈ 5."""
     found = simulate_false_downs(SEQ, 0.40, 1_000, random.Random(7)) / 1_000
     assert 0.015 <= found <= 0.08
     assert found < false_down_rate_for(OLD, 0.40) / 50
