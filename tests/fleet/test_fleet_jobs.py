@@ -248,8 +248,9 @@ async def test_the_desired_config_converges_and_refusals_name_the_key(
         assert refused["shop-00"]["code"] == "not_remote"
         assert refused["shop-00"]["field"] == "settings.fleet.mqtt_url"
         assert "'fleet.mqtt_url'" in refused["shop-00"]["message"]
-        assert all(b.state.get("config_version") == "1" for b in
-                   list(server.model.boxes.values())[:3])
+        # (by name: the server knows the boxes in the order their messages came)
+        assert all(server.model.boxes[f"shop-{i:02d}"].state.get("config_version") == "1"
+                   for i in range(3))
         # an old version published again changes nothing (versions only go up)
         async with Simulator(broker.port) as sim:
             await sim.client.publish(DESIRED_CONFIG, json.dumps(doc), qos=1, retain=True)
