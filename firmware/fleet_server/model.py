@@ -297,7 +297,8 @@ class FleetModel:
     def _fleet_loss(self, box: Box, now: datetime) -> bool:
         """Whether `box` going offline is part of a sudden loss of most of the fleet (then
         it joins that one incident, not its ISP's): at least `fleet_lost_share` of the
-        boxes online a window ago went offline within `incident_window_s`, across ISPs.
+        boxes online a window ago went offline within `incident_window_s`, across ISPs (at
+        least two: the shops of one ISP going offline together are that ISP's outage).
         Thousands of shops do not lose power at once; the broker, or the operator's own
         network, does. Shop incidents opened by those same losses within the window are
         folded into it."""
@@ -312,9 +313,10 @@ class FleetModel:
             self._refresh(incident)
             return True
         total = sum((self._online_by_isp or self._recount_online()).values()) + len(self.gone)
-        if len(self.gone) < max(self.config.incident_min_boxes,
-                                self.config.fleet_lost_share * total):
-            return False
+        isps = {self.boxes[d].isp for d in self.gone if d in self.boxes}
+        if len(isps) < 2 or len(self.gone) < max(self.config.incident_min_boxes,
+                                                 self.config.fleet_lost_share * total):
+            return False  # one ISP's shops (or a fleet of one) is that ISP's outage
         self.id_base += 1
         incident = Incident(self.id_base, FLEET, min(self.gone.values()),
                             {d: Member(at) for d, at in self.gone.items()},

@@ -328,3 +328,19 @@ def test_a_tenth_of_the_fleet_offline_stays_a_shop_incident() -> None:
                      T0)
     assert [i.kind for i in model.incidents] == ["wired_down"]
     assert model.incidents[0].isp == "KT" and model.incidents[0].folded_into is None
+
+
+def test_one_isps_shops_offline_together_are_that_isps_outage_even_when_most() -> None:
+    """Two thirds of the fleet, but all on KT (and the drill's fleet of one): KT's."""
+    config = from_dict({"incident_min_boxes": 1, "fleet_lost_share": 0.5})
+    model = FleetModel(config)
+    boxes = [(f"kt-{i}", "KT") for i in range(10)] + [(f"skt-{i}", "SKT") for i in range(5)]
+    for device, isp in boxes:
+        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-1", T0),
+                     T0)
+        model.handle(f"storebox/{device}/state", json.dumps(state(isp, "Seoul")).encode(), T0)
+    for device, _ in boxes[:10]:
+        model.handle(f"storebox/{device}/status", status_payload("offline", f"{device}-1", T0),
+                     T0)
+    assert [(i.kind, i.isp, i.boxes_affected) for i in model.incidents] == [
+        ("wired_down", "KT", 10)]
