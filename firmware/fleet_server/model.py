@@ -312,7 +312,7 @@ class FleetModel:
             incident.members.setdefault(box.device_id, Member(now)).back_at = None
             self._refresh(incident)
             return True
-        total = sum((self._online_by_isp or self._recount_online()).values()) + len(self.gone)
+        total = sum(self._online().values()) + len(self.gone)
         isps = {self.boxes[d].isp for d in self.gone if d in self.boxes}
         if len(isps) < 2 or len(self.gone) < max(self.config.incident_min_boxes,
                                                  self.config.fleet_lost_share * total):
@@ -347,14 +347,15 @@ class FleetModel:
             incident.members[box.device_id].back_at = now
             self._refresh(incident)
 
-    def _recount_online(self) -> Counter[str]:
-        self._online_by_isp = Counter(b.isp for b in self.boxes.values() if b.online)
+    def _online(self) -> Counter[str]:
+        """Each ISP's online boxes: counted once from the boxes, then kept as they change
+        (an empty count is a count too: never walked again)."""
+        if self._online_by_isp is None:
+            self._online_by_isp = Counter(b.isp for b in self.boxes.values() if b.online)
         return self._online_by_isp
 
     def _online_of(self, isp: str) -> int:
-        if self._online_by_isp is None:
-            self._online_by_isp = Counter(b.isp for b in self.boxes.values() if b.online)
-        return self._online_by_isp[isp]
+        return self._online()[isp]
 
     def _count(self, isp: str, delta: int) -> None:
         if self._online_by_isp is not None:
