@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -102,12 +103,35 @@ def publish(broker: Mosquitto, steps: Callable[[Simulator], Awaitable[None]]) ->
 
 
 def wait(driver: WebDriver, check: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(driver, 10, poll_frequency=0.1).until(check, what)
+    """Until `check` holds; an element the page re-rendered meanwhile is looked for again."""
+    return WebDriverWait(driver, 10, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException]).until(check, what)
+
+
+def texts(driver: WebDriver, css: str) -> list[str]:
+    """The rendered text of every element matching `css`, read in one script."""
+    found: list[str] = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText.trim())",
+        css)
+    return found
+
+
+def incidents(driver: WebDriver) -> list[dict[str, Any]]:
+    """The open incidents as shown: text, claim link and top edge, read in one script."""
+    found: list[dict[str, Any]] = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#incidents .incident.open'), e => ({"
+        " text: e.innerText.trim(), claim: e.querySelector('a.claim').href,"
+        " top: e.getBoundingClientRect().top}))")
+    return found
 
 
 def rows(driver: WebDriver) -> list[list[str]]:
-    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in driver.find_elements(By.CSS_SELECTOR, "#boxes tr")]
+    """The table's cells, read in one script: the page re-renders the table on every live
+    update, so cells found one WebDriver call at a time can go stale between calls."""
+    cells: list[list[str]] = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#boxes tr'),"
+        " tr => Array.from(tr.querySelectorAll('td'), td => td.innerText.trim()))")
+    return cells
 
 
 def test_the_dashboard_in_chromium(fleet_serve: str, broker: Mosquitto,
@@ -147,27 +171,27 @@ def test_the_dashboard_in_chromium(fleet_serve: str, broker: Mosquitto,
 
     publish(broker, kt_down)
     # (it opens at the fifth shop; the sixth joins with the server's next recount)
-    incident = wait(browser, lambda d: [e for e in d.find_elements(
-        By.CSS_SELECTOR, "#incidents .incident.open") if " at 6 shops " in e.text],
-        "an open incident of six shops")[0]
-    assert incident.text.startswith("#1 KT wired down at 6 shops (Seoul 6) since ")
-    assert "; 2 without failover" in incident.text
-    assert incident.find_element(By.CSS_SELECTOR, "a.claim").get_attribute("href") \
-        .endswith("/api/incidents/1/claim.csv")
-    table = browser.find_element(By.ID, "boxes")
-    assert incident.location["y"] < table.location["y"]  # incidents above the shops
+    incident = wait(browser, lambda d: [i for i in incidents(d) if " at 6 shops " in i["text"]],
+                    "an open incident of six shops")[0]
+    assert incident["text"].startswith("#1 KT wired down at 6 shops (Seoul 6) since ")
+    assert "; 2 without failover" in incident["text"]
+    assert incident["claim"].endswith("/api/incidents/1/claim.csv")
+    table_top = browser.execute_script(
+        "return document.getElementById('boxes').getBoundingClientRect().top")
+    assert incident["top"] < table_top  # incidents above the shops
     assert browser.execute_script("return window.notReloaded") is True
     wait(browser, lambda d: len(rows(d)) == 6, "the six shops on LTE in Seoul")
     assert all(r[1:5] == ["online", "lte", "down", "up"] for r in rows(browser))
 
     # a click shows the shop's timeline; it follows the shop live
-    browser.find_element(By.CSS_SELECTOR, '#boxes tr[data-device="kt-01"]').click()
+    wait(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, '#boxes tr[data-device="kt-01"]').click() is None, "a click on kt-01")
     wait(browser, lambda d: d.find_element(By.ID, "shop").is_displayed()
-         and len(d.find_elements(By.CSS_SELECTOR, "#timeline li")) >= 3, "the timeline")
-    assert browser.find_element(By.ID, "shop-title").text == "kt-01"
-    facts = browser.find_element(By.ID, "shop-facts").text
+         and len(texts(d, "#timeline li")) >= 3, "the timeline")
+    assert texts(browser, "#shop-title") == ["kt-01"]
+    facts = texts(browser, "#shop-facts")[0]
     assert "the LTE SIM is on the wired ISP's carrier" in facts and "incident #1" in facts
-    entries = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#timeline li")]
+    entries = texts(browser, "#timeline li")
     assert any("failover: wired down; on LTE" in e for e in entries[:2]), entries
     order = [next(i for i, e in enumerate(entries) if text in e) for text in
              ("on lte, wired down, LTE up", "on wired, wired up, LTE standby",
@@ -175,7 +199,7 @@ def test_the_dashboard_in_chromium(fleet_serve: str, broker: Mosquitto,
     assert order == sorted(order), entries  # newest first
 
     publish(broker, lambda sim: sim.state("kt-01", state("KT", "Seoul")))
-    wait(browser, lambda d: "on wired, wired up, LTE standby" in
-         d.find_element(By.CSS_SELECTOR, "#timeline li").text, "the timeline follows live")
+    wait(browser, lambda d: "on wired, wired up, LTE standby" in texts(d, "#timeline li")[0],
+         "the timeline follows live")
     assert browser.execute_script("return window.notReloaded") is True
     browser.save_screenshot(str(tmp_path / "dashboard.png"))
