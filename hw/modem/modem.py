@@ -72,6 +72,7 @@ from hw.modem.errors import (
 )
 from hw.modem.exchange import Response
 from hw.modem.exclusive import TaskLock
+from hw.modem.lifecycle import AsyncClosing
 from hw.modem.network import Network
 from hw.modem.parsers.identity import (
     ModemIdentity,
@@ -124,7 +125,7 @@ def _replayable(command: str) -> bool:
     return not text.startswith(_NEVER_REPLAYED)
 
 
-class Modem:
+class Modem(AsyncClosing):
     """An LTE modem behind `channel` (which the modem owns from now on: `close()` closes it).
 
     `pin`: the SIM PIN from the config (4..8 digits; "" or None: none). `apn`: default APN
@@ -256,12 +257,6 @@ class Modem:
     async def close(self) -> None:
         self._remove_callback()
         await self._channel.close()
-
-    async def __aenter__(self) -> Modem:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def command(
         self,

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from types import TracebackType
 
+from hw.modem.lifecycle import AsyncClosing
 from hw.modem.simulator.commands.basic import BasicCommands
 from hw.modem.simulator.commands.clock import ClockCommands
 from hw.modem.simulator.commands.network import NetworkCommands
@@ -49,7 +49,7 @@ _EXTENDED = re.compile(r"^\+([A-Z0-9]+)(=\?|\?|=(.*))?$", re.DOTALL)
 
 
 class ModemSimulator(BasicCommands, SimCommands, NetworkCommands, PacketCommands,
-                     ClockCommands, PowerCommands):
+                     ClockCommands, PowerCommands, AsyncClosing):
     """A Quectel EC25 on a pty. See the package docstring for behaviour and knobs."""
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -88,16 +88,11 @@ class ModemSimulator(BasicCommands, SimCommands, NetworkCommands, PacketCommands
                 await task
         self._power = "off"
 
-    async def __aenter__(self) -> ModemSimulator:
+    async def _enter(self) -> None:
         await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """`stop()`, under the name `async with` closes the modem stack's resources by."""
         await self.stop()
 
     # -- knobs: the conversation ----------------------------------------------------------
