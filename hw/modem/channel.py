@@ -70,6 +70,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hw.lifecycle import AsyncClosing
 from hw.modem.errors import CommandError, CommandTimeout, ModemRebooted, PortClosed
 from hw.modem.exchange import (
     CTRL_Z,
@@ -86,7 +87,6 @@ from hw.modem.exchange import (
     response_prefixes,
 )
 from hw.modem.framing import AtFramer, Echo, Final, FinalKind, Garbage, Line, Prompt
-from hw.modem.lifecycle import AsyncClosing
 from hw.modem.transport import SerialTransport
 from hw.modem.urcs import (
     ALWAYS_URC,

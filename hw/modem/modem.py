@@ -58,6 +58,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
+from hw.lifecycle import AsyncClosing
 from hw.modem.bearer import Bearer
 from hw.modem.channel import AtChannel
 from hw.modem.core import REBOOT_RETRIES
@@ -72,7 +73,6 @@ from hw.modem.errors import (
 )
 from hw.modem.exchange import Response
 from hw.modem.exclusive import TaskLock
-from hw.modem.lifecycle import AsyncClosing
 from hw.modem.network import Network
 from hw.modem.parsers.identity import (
     ModemIdentity,

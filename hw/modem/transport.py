@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 import serial
 
+from hw.lifecycle import AsyncClosing
 from hw.modem.errors import PortClosed, PortOpenError
-from hw.modem.lifecycle import AsyncClosing
 
 __all__ = ["SerialTransport", "open_serial"]
 

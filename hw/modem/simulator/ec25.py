@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import re
 
-from hw.modem.lifecycle import AsyncClosing
+from hw.lifecycle import AsyncClosing
 from hw.modem.simulator.commands.basic import BasicCommands
 from hw.modem.simulator.commands.clock import ClockCommands
 from hw.modem.simulator.commands.network import NetworkCommands

@@ -1,9 +1,10 @@
-"""`AsyncClosing`: the `async with` protocol the modem stack's resources share.
+"""`AsyncClosing`: the `async with` protocol of objects that hold an OS resource.
 
-The serial transport, the AT channel, the modem and the simulator are all used as
-`async with x:`; each written out its own `__aenter__`/`__aexit__` pair, which said the same
-thing four times: entering makes the object ready and hands it back, leaving closes it
-whatever the exit, and an exception is never swallowed.
+The modem's serial transport, AT channel, the modem itself and its simulator, and failover's
+netlink `LinkWatcher` (failover may use hw, README "Imports") are all used as `async with x:`;
+each wrote out its own `__aenter__`/`__aexit__` pair, which said the same thing five times:
+entering makes the object ready and hands it back, leaving closes it whatever the exit, and
+an exception is never swallowed.
 """
 
 from __future__ import annotations
