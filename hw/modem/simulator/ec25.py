@@ -17,6 +17,7 @@ import contextlib
 import re
 
 from hw.lifecycle import AsyncClosing
+from hw.modem.framing import split_unquoted
 from hw.modem.simulator.commands.basic import BasicCommands
 from hw.modem.simulator.commands.clock import ClockCommands
 from hw.modem.simulator.commands.network import NetworkCommands
@@ -30,19 +31,7 @@ __all__ = ["ModemSimulator"]
 
 def _split_args(text: str) -> list[str]:
     """`1,"IP","a,b"` -> [`1`, `IP`, `a,b`] (quotes removed, commas inside kept)."""
-    args: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            args.append("".join(current).strip())
-            current = []
-        else:
-            current.append(char)
-    args.append("".join(current).strip())
-    return args
+    return [arg.replace('"', "").strip() for arg in split_unquoted(text, ",")]
 
 
 _EXTENDED = re.compile(r"^\+([A-Z0-9]+)(=\?|\?|=(.*))?$", re.DOTALL)
