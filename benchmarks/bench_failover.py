@@ -66,7 +66,7 @@ from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
 from failover.steer import SteerPolicy
 from failover.steering import Steering, SteerRoutes
 from lab.faults import FAULT_TABLE, nft
-from lab.shop import OTHER_IP, PORT, route_dev
+from lab.shop import OTHER_IP, PORT, recv_line, route_dev
 from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, build_shop
 from tests.failover.enginelab import (
     MONITOR,
@@ -361,12 +361,7 @@ async def _payment(box: str) -> tuple[float, float, str | None]:
     try:
         async with asyncio.timeout(PAYMENT_DEADLINE_S):
             await loop.sock_connect(s, (GATEWAY_IP, PORT))
-            greeting = b""
-            while not greeting.endswith(b"\n"):
-                chunk = await loop.sock_recv(s, 64)
-                if not chunk:
-                    raise ConnectionError("closed")
-                greeting += chunk
+            greeting = await recv_line(s, "greeting")
             await loop.sock_sendall(s, b"pay\n")
             echoed = await loop.sock_recv(s, 64)
             if not echoed:

@@ -29,6 +29,17 @@ def check_positive(name: str, value: float) -> None:
         raise DecisionConfigError(name, value, "must be a positive number")
 
 
+def check_non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise DecisionConfigError(name, value, "must be a number >= 0")
+
+
+def check_fraction(name: str, value: float) -> None:
+    """A share such as a loss rate: in (0, 1]."""
+    if not (isinstance(value, int | float) and 0 < value <= 1):
+        raise DecisionConfigError(name, value, "must be a fraction in (0, 1]")
+
+
 def check_count(name: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise DecisionConfigError(name, value, f"must be an integer >= {minimum}")
@@ -77,12 +88,10 @@ class MonitorConfig:
             )
         check_count("attempts", self.attempts)
         check_count("down_after_rounds", self.down_after_rounds)
-        if not (isinstance(self.stable_s, int | float) and self.stable_s >= 0):
-            raise DecisionConfigError("stable_s", self.stable_s, "must be >= 0")
+        check_non_negative("stable_s", self.stable_s)
         check_count("startup_rounds", self.startup_rounds)
         check_count("quality_rounds", self.quality_rounds)
-        if not 0 < self.degraded_loss <= 1:
-            raise DecisionConfigError("degraded_loss", self.degraded_loss, "must be in (0, 1]")
+        check_fraction("degraded_loss", self.degraded_loss)
         check_positive("degraded_latency_ms", self.degraded_latency_ms)
         if self.detector not in DETECTORS:
             raise DecisionConfigError("detector", self.detector, f"must be one of {DETECTORS}")
@@ -104,7 +113,5 @@ class SelectorConfig:
     startup_grace_s: float = 5.0  # at boot, wait this long for a wired verdict before LTE
 
     def __post_init__(self) -> None:
-        for name in ("failback_stable_s", "startup_grace_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise DecisionConfigError(name, value, "must be a number >= 0")
+        check_non_negative("failback_stable_s", self.failback_stable_s)
+        check_non_negative("startup_grace_s", self.startup_grace_s)

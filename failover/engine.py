@@ -81,9 +81,9 @@ from typing import Any, Protocol
 
 from failover import link
 from failover.budget import LTE_BUDGET_BYTES, LteBudget
-from failover.config import MonitorConfig, SelectorConfig
+from failover.config import MonitorConfig, SelectorConfig, check_positive
 from failover.decision import LinkMonitor
-from failover.errors import DecisionConfigError, ProbeConfigError, RouteConfigError
+from failover.errors import ProbeConfigError, RouteConfigError
 from failover.link import LinkChange, LinkStatus, Monotonic, RoundOutcome, Transition
 from failover.linkwatch import LinkWatcher
 from failover.probes.accounting import ByteCounter
@@ -145,11 +145,6 @@ LinkWatcherFactory = Callable[[Sequence[str]], CarrierSource]
 Targets = Sequence[ProbeTarget | str] | Mapping[UplinkName, Sequence[ProbeTarget | str]]
 
 
-def _positive(field: str, value: float) -> None:
-    if not (isinstance(value, int | float) and value > 0):
-        raise DecisionConfigError(field, value, "must be a positive number")
-
-
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """The engine's settings (module docs); seconds unless the name says otherwise.
@@ -176,13 +171,13 @@ class EngineConfig:
     sim_verdict_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        _positive("lte_budget_bytes", self.lte_budget_bytes)
+        check_positive("lte_budget_bytes", self.lte_budget_bytes)
         if self.standby_interval_s is not None:
-            _positive("standby_interval_s", self.standby_interval_s)
+            check_positive("standby_interval_s", self.standby_interval_s)
         for field in ("maintenance_interval_s", "round_slack_s", "switch_timeout_s",
                       "retry_initial_s", "retry_max_s", "sim_switch_timeout_s",
                       "sim_verdict_timeout_s"):
-            _positive(field, getattr(self, field))
+            check_positive(field, getattr(self, field))
 
     @property
     def backoff_max_s(self) -> float:

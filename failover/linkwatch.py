@@ -23,11 +23,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any, NamedTuple
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
+
+from hw.lifecycle import AsyncClosing
 
 __all__ = ["IFF_LOWER_UP", "CarrierEvent", "LinkWatcher"]
 
@@ -44,7 +45,7 @@ class CarrierEvent(NamedTuple):
 _CLOSED = object()
 
 
-class LinkWatcher:
+class LinkWatcher(AsyncClosing):
     """Carrier changes of ``interfaces``; use ``async with`` and ``async for``.
 
     ``netns`` watches another network namespace (tests; pyroute2 opens the
@@ -98,17 +99,8 @@ class LinkWatcher:
             self._ipr.close()
         self._queue.put_nowait(_CLOSED)
 
-    async def __aenter__(self) -> LinkWatcher:
+    async def _enter(self) -> None:
         await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __aiter__(self) -> LinkWatcher:
         return self

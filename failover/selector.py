@@ -50,25 +50,11 @@ class UplinkSelector:
         if active is Uplink.WIRED:
             if wired.usable:
                 return None
-            if lte.usable:
-                return self._switch(
-                    TransitionKind.FAILOVER, Uplink.LTE, f"wired down: {wired.reason}"
-                )
-            return self._switch(
-                TransitionKind.OFFLINE_MODE,
-                Uplink.NONE,
-                f"wired down: {wired.reason}; lte down: {lte.reason}",
-            )
+            return self._active_down(wired, lte, TransitionKind.FAILOVER, Uplink.LTE)
         if active is Uplink.LTE:
             if not lte.usable:
-                if wired.usable:
-                    return self._switch(
-                        TransitionKind.FAILBACK, Uplink.WIRED, f"lte down: {lte.reason}; wired up"
-                    )
-                return self._switch(
-                    TransitionKind.OFFLINE_MODE,
-                    Uplink.NONE,
-                    f"lte down: {lte.reason}; wired down: {wired.reason}",
+                return self._active_down(
+                    lte, wired, TransitionKind.FAILBACK, Uplink.WIRED, taken_over="; wired up"
                 )
             stable = wired.stable_for(now)
             if wired.usable and stable >= self.config.failback_stable_s:
@@ -87,6 +73,17 @@ class UplinkSelector:
                 TransitionKind.RECOVERED, Uplink.LTE, f"lte {lte.state}; wired: {wired.reason}"
             )
         return None
+
+    def _active_down(self, down: LinkStatus, other: LinkStatus, kind: TransitionKind,
+                     to: Uplink, *, taken_over: str = "") -> Transition:
+        """The active uplink is `down`: `kind` to the other one (`to`) when it is usable
+        (the reason ends in `taken_over`), offline mode when not (the reason names both)."""
+        reason = f"{self._active} down: {down.reason}"
+        if other.usable:
+            return self._switch(kind, to, reason + taken_over)
+        return self._switch(
+            TransitionKind.OFFLINE_MODE, Uplink.NONE, f"{reason}; {to} down: {other.reason}"
+        )
 
     def _switch(self, kind: TransitionKind, to: Uplink, reason: str) -> Transition:
         t = Transition(kind, self._active, to, reason, self._monotonic())

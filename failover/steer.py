@@ -48,6 +48,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from failover.config import check_count, check_fraction, check_non_negative, check_positive
 from failover.errors import DecisionConfigError
 from failover.link import Monotonic
 
@@ -70,17 +71,11 @@ class SteerConfig:
 
     def __post_init__(self) -> None:
         for name in ("steer_loss", "unsteer_loss"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value <= 1:
-                raise DecisionConfigError(name, value, "must be a fraction in (0, 1]")
+            check_fraction(name, getattr(self, name))
         for name in ("steer_latency_ms", "unsteer_latency_ms", "window_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise DecisionConfigError(name, value, "must be a positive number")
+            check_positive(name, getattr(self, name))
         for name in ("steer_after_s", "unsteer_after_s", "steer_min_interval_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
-                raise DecisionConfigError(name, value, "must be 0 or more")
+            check_non_negative(name, getattr(self, name))
         if self.unsteer_loss > self.steer_loss:
             raise DecisionConfigError("unsteer_loss", self.unsteer_loss,
                                       f"must not exceed steer_loss ({self.steer_loss})")
@@ -88,9 +83,7 @@ class SteerConfig:
             raise DecisionConfigError(
                 "unsteer_latency_ms", self.unsteer_latency_ms,
                 f"must not exceed steer_latency_ms ({self.steer_latency_ms})")
-        if isinstance(self.min_probes, bool) or not isinstance(self.min_probes, int) \
-                or self.min_probes < 1:
-            raise DecisionConfigError("min_probes", self.min_probes, "must be 1 or more")
+        check_count("min_probes", self.min_probes)
 
 
 @dataclass(frozen=True, slots=True)

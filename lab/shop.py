@@ -19,6 +19,7 @@ namespaces created here and deleted on exit; the host is never touched.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import socket
@@ -126,6 +127,20 @@ def connect(ns: str, host: str, port: int = PORT, *, device: str | None = None,
         s.close()
         raise
     return s, seen.decode().strip()
+
+
+async def recv_line(s: socket.socket, what: str) -> bytes:
+    """One line from an `EchoServer` over the non-blocking `s` (its greeting, naming the
+    source it saw, or an echo), without blocking the loop; `ConnectionError` naming `what`
+    when the server closes first."""
+    loop = asyncio.get_running_loop()
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await loop.sock_recv(s, 64)
+        if not chunk:
+            raise ConnectionError(f"closed before the {what}")
+        line += chunk
+    return line
 
 
 def seen_source(ns: str, host: str, port: int = PORT, *, device: str | None = None) -> str:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from firmware.cli import drill_cmd, fleet_cmd, outages_cmd, selftest, token_cmd
@@ -237,31 +237,25 @@ def _line_of(lines: dict[str, int], key: str) -> int:
     return 1
 
 
+#: `storebox <command>` -> what runs it (the subparsers in `_parser`).
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "modem": cmd_modem,
+    "keys": cmd_keys,
+    "queue": cmd_queue,
+    "config": cmd_config_check,
+    "drill": drill_cmd.cmd_drill,
+    "token": token_cmd.cmd_token,
+    "selftest": selftest.cmd_selftest,
+    "outages": outages_cmd.cmd_outages,
+    "fleet": fleet_cmd.cmd_fleet,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        return cmd_run(args)
-    if args.command == "status":
-        return cmd_status(args)
-    if args.command == "modem":
-        return cmd_modem(args)
-    if args.command == "keys":
-        return cmd_keys(args)
-    if args.command == "queue":
-        return cmd_queue(args)
-    if args.command == "config":
-        return cmd_config_check(args)
-    if args.command == "drill":
-        return drill_cmd.cmd_drill(args)
-    if args.command == "token":
-        return token_cmd.cmd_token(args)
-    if args.command == "selftest":
-        return selftest.cmd_selftest(args)
-    if args.command == "outages":
-        return outages_cmd.cmd_outages(args)
-    if args.command == "fleet":
-        return fleet_cmd.cmd_fleet(args)
-    raise AssertionError(args.command)
+    return _COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

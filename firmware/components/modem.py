@@ -33,7 +33,6 @@ log = logging.getLogger("storebox.modem")
 FOLLOW_EVERY_S = 1.0
 DATA_RETRY_S = 5.0
 _SEVERITY = {"fault": "error", "modem_reset": "warning", "carrier_overlap": "warning"}
-_SIMULATED_SIMS = {"KT": SimCard.kt, "SKT": SimCard.skt, "LGU": SimCard.lgu}
 
 
 def set_system_clock(when: datetime) -> None:
@@ -170,7 +169,7 @@ async def build_modem(context: BoxContext) -> ModemComponent:
     port = config.lte.port
     if config.lte.simulator:
         second = SimCard.lgu() if config.lte.dual_sim else SimCard.absent()
-        simulator = ModemSimulator(sims=[_SIMULATED_SIMS[config.lte.simulator](), second],
+        simulator = ModemSimulator(sims=[SimCard.preset(config.lte.simulator), second],
                                    data_interface=None)
         await simulator.start()
         context.closers.append(simulator.stop)

@@ -8,6 +8,7 @@ returns an error message for a bad value, or ``None``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,13 @@ def doc(text: str, default: Any = ..., check: Check | None = None) -> Any:
         table = dict(default)
         return field(default_factory=lambda: dict(table), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def each(check: Callable[[str], str | None]) -> Callable[[list[str]], str | None]:
+    """The check of a list from its entries' own: the first entry's problem, or None."""
+    def check_all(value: list[str]) -> str | None:
+        return next((problem for problem in map(check, value) if problem), None)
+    return check_all
 
 
 def positive(value: Any) -> str | None:
@@ -92,58 +100,49 @@ def interface_name(value: str) -> str | None:
     return f"must be a network interface name of 1-15 characters, got {value!r}"
 
 
-def probe_target(value: list[str]) -> str | None:
-    pattern = re.compile(
-        r"^(tcp:[^:\s]+:\d{1,5}|dns:[^:\s]+:[^:\s]+|icmp:[^:\s]+|https?://\S+)$"
-    )
-    for target in value:
-        if not pattern.match(target):
-            return (f"target {target!r} is not one of tcp:HOST:PORT, dns:SERVER:NAME, "
-                    f"icmp:HOST or an http(s):// URL")
+_PROBE_TARGET = re.compile(
+    r"^(tcp:[^:\s]+:\d{1,5}|dns:[^:\s]+:[^:\s]+|icmp:[^:\s]+|https?://\S+)$"
+)
+
+
+@each
+def probe_target(target: str) -> str | None:
+    if _PROBE_TARGET.match(target):
+        return None
+    return (f"target {target!r} is not one of tcp:HOST:PORT, dns:SERVER:NAME, "
+            f"icmp:HOST or an http(s):// URL")
+
+
+interface_names = each(interface_name)
+
+
+@each
+def cidrs(item: str) -> str | None:
+    try:
+        ipaddress.ip_network(item, strict=True)
+    except ValueError as exc:
+        return f"entry {item!r} is not an IP address or CIDR: {exc}"
     return None
 
 
-def interface_names(value: list[str]) -> str | None:
-    for name in value:
-        problem = interface_name(name)
-        if problem:
-            return problem
+@each
+def ip_addresses(item: str) -> str | None:
+    try:
+        ipaddress.ip_address(item)
+    except ValueError:
+        return f"entry {item!r} is not an IP address"
     return None
 
 
-def cidrs(value: list[str]) -> str | None:
-    import ipaddress
-
-    for item in value:
-        try:
-            ipaddress.ip_network(item, strict=True)
-        except ValueError as exc:
-            return f"entry {item!r} is not an IP address or CIDR: {exc}"
-    return None
-
-
-def ip_addresses(value: list[str]) -> str | None:
-    import ipaddress
-
-    for item in value:
-        try:
-            ipaddress.ip_address(item)
-        except ValueError:
-            return f"entry {item!r} is not an IP address"
-    return None
-
-
-def dhcp_ranges(value: list[str]) -> str | None:
-    import ipaddress
-
-    for item in value:
-        first, sep, last = item.partition("-")
-        try:
-            low, high = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
-        except ValueError:
-            return f"entry {item!r} must be FIRST-LAST, two IPv4 addresses"
-        if not sep or low > high:
-            return f"entry {item!r} must be FIRST-LAST with FIRST <= LAST"
+@each
+def dhcp_ranges(item: str) -> str | None:
+    first, sep, last = item.partition("-")
+    try:
+        low, high = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
+    except ValueError:
+        return f"entry {item!r} must be FIRST-LAST, two IPv4 addresses"
+    if not sep or low > high:
+        return f"entry {item!r} must be FIRST-LAST with FIRST <= LAST"
     return None
 
 
@@ -202,11 +201,11 @@ def currency_limit_tables(value: dict[str, dict[str, int]]) -> str | None:
     return None
 
 
-def bins(value: list[str]) -> str | None:
-    for item in value:
-        lo, _, hi = item.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()) or not 1 <= len(lo) <= 8:
-            return f"entry {item!r} must be a BIN prefix of 1-8 digits or a range LOW-HIGH"
+@each
+def bins(item: str) -> str | None:
+    lo, _, hi = item.partition("-")
+    if not lo.isdigit() or (hi and not hi.isdigit()) or not 1 <= len(lo) <= 8:
+        return f"entry {item!r} must be a BIN prefix of 1-8 digits or a range LOW-HIGH"
     return None
 
 

@@ -68,9 +68,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
+from hw.lifecycle import AsyncClosing
 from hw.modem.errors import CommandError, CommandTimeout, ModemRebooted, PortClosed
 from hw.modem.exchange import (
     CTRL_Z,
@@ -131,7 +131,7 @@ class _Answer:
     outcome: Outcome = "cancelled"
 
 
-class AtChannel:
+class AtChannel(AsyncClosing):
     """One AT command at a time over `transport`; URCs to subscribers. See module doc.
 
     `default_timeout` applies to `command()` calls without their own; `urc_prefixes`
@@ -226,17 +226,8 @@ class AtChannel:
             self._to_pending(closed)
         self._urcs.end_all(self._failure)
 
-    async def __aenter__(self) -> AtChannel:
+    async def _enter(self) -> None:
         self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- properties --------------------------------------------------------------------
     @property

@@ -127,7 +127,7 @@ class Pending:
         self.marker = marker
         self.marker_seen = False
         self._inbox: deque[Item] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._pushed = asyncio.Event()
 
     def claims(self, line: str) -> bool:
         return any(line.startswith(p) for p in self.prefixes)
@@ -146,14 +146,10 @@ class Pending:
 
     def push(self, item: Item) -> None:
         self._inbox.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._pushed.set()
 
     async def next(self) -> Item:
         while not self._inbox:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            self._pushed.clear()
+            await self._pushed.wait()
         return self._inbox.popleft()

@@ -342,18 +342,23 @@ def split_glued_final(line: str) -> tuple[str, str] | None:
     return match.group(1).strip(), match.group(2)
 
 
-def split_concatenated(body: str) -> list[str]:
-    """`+CSQ;+COPS?` -> [`+CSQ`, `+COPS?`]; `;` inside quotes is kept."""
+def split_unquoted(text: str, sep: str) -> list[str]:
+    """`text` cut at every `sep` outside double quotes; the quotes stay in the parts."""
     parts: list[str] = []
     current: list[str] = []
     quoted = False
-    for char in body:
+    for char in text:
         if char == '"':
             quoted = not quoted
-        if char == ";" and not quoted:
+        if char == sep and not quoted:
             parts.append("".join(current))
             current = []
         else:
             current.append(char)
     parts.append("".join(current))
     return parts
+
+
+def split_concatenated(body: str) -> list[str]:
+    """`+CSQ;+COPS?` -> [`+CSQ`, `+COPS?`]; `;` inside quotes is kept."""
+    return split_unquoted(body, ";")

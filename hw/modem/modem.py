@@ -58,6 +58,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
+from hw.lifecycle import AsyncClosing
 from hw.modem.bearer import Bearer
 from hw.modem.channel import AtChannel
 from hw.modem.core import REBOOT_RETRIES
@@ -124,7 +125,7 @@ def _replayable(command: str) -> bool:
     return not text.startswith(_NEVER_REPLAYED)
 
 
-class Modem:
+class Modem(AsyncClosing):
     """An LTE modem behind `channel` (which the modem owns from now on: `close()` closes it).
 
     `pin`: the SIM PIN from the config (4..8 digits; "" or None: none). `apn`: default APN
@@ -256,12 +257,6 @@ class Modem:
     async def close(self) -> None:
         self._remove_callback()
         await self._channel.close()
-
-    async def __aenter__(self) -> Modem:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def command(
         self,

@@ -33,11 +33,11 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any, Literal
 
 import serial
 
+from hw.lifecycle import AsyncClosing
 from hw.modem.errors import PortClosed, PortOpenError
 
 __all__ = ["SerialTransport", "open_serial"]
@@ -84,7 +84,7 @@ async def open_serial(
     )
 
 
-class SerialTransport:
+class SerialTransport(AsyncClosing):
     """An open serial port as an asyncio byte stream; create with `SerialTransport.open()`.
 
     The transport owns the port (and, in thread mode, its reader thread and writer
@@ -319,17 +319,6 @@ class SerialTransport:
         await self._loop.run_in_executor(executor, port.close)
         executor.shutdown(wait=False)
         _close_spy_log(port)
-
-    async def __aenter__(self) -> SerialTransport:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open"

@@ -91,7 +91,7 @@ class Subscription:
         self.prefixes = prefixes
         self._maxsize = maxsize
         self._queue: deque[Urc] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._changed = asyncio.Event()  # set by push() and end()
         self._ended = False
         self._error: BaseException | None = None
         self.dropped = 0
@@ -107,18 +107,14 @@ class Subscription:
             self._queue.popleft()
             self.dropped += 1
         self._queue.append(urc)
-        self._wake()
+        self._changed.set()
 
     def end(self, error: BaseException | None = None) -> None:
         """No more URCs: iteration ends (raising `error`, when given, once drained)."""
         if not self._ended:
             self._ended = True
             self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._changed.set()
 
     def get_nowait(self) -> Urc | None:
         """The oldest waiting URC, or None."""
@@ -131,11 +127,8 @@ class Subscription:
                 if self._error is not None:
                     raise self._error
                 raise PortClosed(self._url, "subscription closed")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            self._changed.clear()
+            await self._changed.wait()
         return self._queue.popleft()
 
     def __aiter__(self) -> AsyncIterator[Urc]:

@@ -48,6 +48,7 @@ from failover.steering import Steering
 from failover.sticky import StickyRoutes
 from failover.targets import parse_targets
 from lab.faults import heal
+from lab.shop import recv_line
 from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, PORT, WIRED_ADDR, Shop, ipn
 from tests.failover.netlab import (
     RESOLVER,
@@ -152,20 +153,9 @@ class LanClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await loop.sock_connect(s, (self.host, self.port))
-                greeting = b""
-                while not greeting.endswith(b"\n"):
-                    chunk = await loop.sock_recv(s, 64)
-                    if not chunk:
-                        raise ConnectionError("closed before the greeting")
-                    greeting += chunk
-                source = greeting.decode().strip()
+                source = (await recv_line(s, "greeting")).decode().strip()
                 await loop.sock_sendall(s, b"ping\n")
-                echo = b""
-                while not echo.endswith(b"\n"):
-                    chunk = await loop.sock_recv(s, 64)
-                    if not chunk:
-                        raise ConnectionError("closed before the echo")
-                    echo += chunk
+                await recv_line(s, "echo")
         except TimeoutError:
             error = f"no answer within {self.timeout_s} s"
         except OSError as exc:

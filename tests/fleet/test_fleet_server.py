@@ -42,6 +42,21 @@ def state(isp: str, region: str, wired: str = "up", lte: str = "standby",
             "config_version": "abc"}
 
 
+#: Ten shops on each of three ISPs, as `(device, isp)`.
+THREE_ISPS = [(f"{isp.lower()}-{i}", isp) for isp in ("KT", "SKT", "LG") for i in range(10)]
+
+
+def online_model(config: dict[str, Any], boxes: list[tuple[str, str]]) -> FleetModel:
+    """A fleet model with `config` in which every `(device, isp)` of `boxes` came online at
+    T0 (boot `<device>-1`), its wired line up, in Seoul."""
+    model = FleetModel(from_dict(config))
+    for device, isp in boxes:
+        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-1", T0),
+                     T0)
+        model.handle(f"storebox/{device}/state", json.dumps(state(isp, "Seoul")).encode(), T0)
+    return model
+
+
 class Simulator:
     """Many boxes over one MQTT connection (no Will: presence tests use their own)."""
 
@@ -198,12 +213,9 @@ async def test_a_carrier_outage_is_one_incident_with_the_right_counts(
 
 
 def test_an_incident_closes_when_90_percent_are_back_and_stable() -> None:
-    config = from_dict({"incident_stable_s": 60.0, "incident_window_s": 120.0})
-    model = FleetModel(config)
     devices = [f"kt-{i}" for i in range(10)]
-    for d in devices:
-        model.handle(f"storebox/{d}/status", status_payload("online", f"{d}-1", T0), T0)
-        model.handle(f"storebox/{d}/state", json.dumps(state("KT", "Seoul")).encode(), T0)
+    model = online_model({"incident_stable_s": 60.0, "incident_window_s": 120.0},
+                         [(d, "KT") for d in devices])
     for i, d in enumerate(devices):  # one a minute: the sliding window still groups them
         model.handle(f"storebox/{d}/state",
                      json.dumps(state("KT", "Seoul", wired="down", lte="up")).encode(),
@@ -287,14 +299,9 @@ def test_most_of_the_fleet_lost_at_once_is_one_fleet_incident_not_one_per_isp() 
     """The broker's (or the operator's) network fails: the Wills of most boxes arrive
     within seconds, across every ISP. One fleet-wide incident, and the shop incident one
     ISP had already opened from the first of those Wills is folded into it."""
-    config = from_dict({"incident_min_boxes": 3, "incident_min_share": 0.02,
-                        "incident_stable_s": 0.0, "fleet_lost_share": 0.5})
-    model = FleetModel(config)
-    boxes = [(f"{isp.lower()}-{i}", isp) for isp in ("KT", "SKT", "LG") for i in range(10)]
-    for device, isp in boxes:
-        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-1", T0),
-                     T0)
-        model.handle(f"storebox/{device}/state", json.dumps(state(isp, "Seoul")).encode(), T0)
+    boxes = THREE_ISPS
+    model = online_model({"incident_min_boxes": 3, "incident_min_share": 0.02,
+                          "incident_stable_s": 0.0, "fleet_lost_share": 0.5}, boxes)
     for n, (device, _) in enumerate(boxes[:20]):  # KT's ten first, then SKT's: 20 of 30
         model.handle(f"storebox/{device}/status",
                      status_payload("offline", f"{device}-1", T0),
@@ -316,13 +323,8 @@ def test_most_of_the_fleet_lost_at_once_is_one_fleet_incident_not_one_per_isp() 
 
 
 def test_a_tenth_of_the_fleet_offline_stays_a_shop_incident() -> None:
-    config = from_dict({"incident_min_boxes": 3, "fleet_lost_share": 0.5})
-    model = FleetModel(config)
-    boxes = [(f"{isp.lower()}-{i}", isp) for isp in ("KT", "SKT", "LG") for i in range(10)]
-    for device, isp in boxes:
-        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-1", T0),
-                     T0)
-        model.handle(f"storebox/{device}/state", json.dumps(state(isp, "Seoul")).encode(), T0)
+    boxes = THREE_ISPS
+    model = online_model({"incident_min_boxes": 3, "fleet_lost_share": 0.5}, boxes)
     for device, _ in boxes[:3]:  # three KT shops lose power or their line
         model.handle(f"storebox/{device}/status", status_payload("offline", f"{device}-1", T0),
                      T0)
@@ -332,13 +334,8 @@ def test_a_tenth_of_the_fleet_offline_stays_a_shop_incident() -> None:
 
 def test_one_isps_shops_offline_together_are_that_isps_outage_even_when_most() -> None:
     """Two thirds of the fleet, but all on KT (and the drill's fleet of one): KT's."""
-    config = from_dict({"incident_min_boxes": 1, "fleet_lost_share": 0.5})
-    model = FleetModel(config)
     boxes = [(f"kt-{i}", "KT") for i in range(10)] + [(f"skt-{i}", "SKT") for i in range(5)]
-    for device, isp in boxes:
-        model.handle(f"storebox/{device}/status", status_payload("online", f"{device}-1", T0),
-                     T0)
-        model.handle(f"storebox/{device}/state", json.dumps(state(isp, "Seoul")).encode(), T0)
+    model = online_model({"incident_min_boxes": 1, "fleet_lost_share": 0.5}, boxes)
     for device, _ in boxes[:10]:
         model.handle(f"storebox/{device}/status", status_payload("offline", f"{device}-1", T0),
                      T0)

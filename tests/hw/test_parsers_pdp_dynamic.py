@@ -24,39 +24,32 @@ def params(cid: int, bearer_id: int, apn: str | None, local: str | None = None,
     return PdpDynamicParams(cid, bearer_id, apn, local, subnet, gateway, dns1, dns2)
 
 
+#: TIM Italy's answer after the APN: address, mask, gateway, primary and secondary DNS.
+TIM_VALUES = ("2.197.17.49", "255.255.255.255", "2.197.17.49", "10.207.43.46", "10.206.56.132")
+#: What ModemManager's "every field" cases add after the secondary DNS in each layout.
+TIM_TAILS = {"post-v9.4.0": ',"0.0.0.0","0.0.0.0",0', "pre-v9.4.0": ',"0.0.0.0","0.0.0.0"'}
+
+
+def tim(layout: str, kept: int) -> tuple[str, PdpDynamicParams]:
+    """TIM Italy's answer up to its `kept`-th value in `layout` (ModemManager's TIM cases
+    are these prefixes): post-v9.4.0 joins address and mask in one dotted field, pre-v9.4.0
+    gives the mask its own; the whole answer ends in `TIM_TAILS`."""
+    values = TIM_VALUES[:kept]
+    fields = [".".join(values[:2]), *values[2:]] if layout == "post-v9.4.0" else list(values)
+    tail = TIM_TAILS[layout] if kept == len(TIM_VALUES) else ""
+    text = f'+CGCONTRDP: 4,5,"{TIM}",' + ",".join(f'"{v}"' for v in fields) + tail
+    return text, params(4, 5, TIM, *values)
+
+
 @pytest.mark.parametrize(("source", "text", "expected"), [
-    (f"{MM}: post-v9.4.0, every field",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49.255.255.255.255","2.197.17.49","10.207.43.46",'
-     '"10.206.56.132","0.0.0.0","0.0.0.0",0',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255", "2.197.17.49", "10.207.43.46",
-            "10.206.56.132")),
-    (f"{MM}: post-v9.4.0, primary DNS only",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49.255.255.255.255","2.197.17.49","10.207.43.46"',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255", "2.197.17.49", "10.207.43.46")),
-    (f"{MM}: post-v9.4.0, up to the gateway",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49.255.255.255.255","2.197.17.49"',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255", "2.197.17.49")),
-    (f"{MM}: post-v9.4.0, address and mask only",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49.255.255.255.255"',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255")),
-    (f"{MM}: pre-v9.4.0 (mask in its own field), every field",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49","255.255.255.255","2.197.17.49",'
-     '"10.207.43.46","10.206.56.132","0.0.0.0","0.0.0.0"',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255", "2.197.17.49", "10.207.43.46",
-            "10.206.56.132")),
-    (f"{MM}: pre-v9.4.0, primary DNS only",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49","255.255.255.255","2.197.17.49",'
-     '"10.207.43.46"',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255", "2.197.17.49", "10.207.43.46")),
-    (f"{MM}: pre-v9.4.0, up to the gateway",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49","255.255.255.255","2.197.17.49"',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255", "2.197.17.49")),
-    (f"{MM}: pre-v9.4.0, address and mask",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49","255.255.255.255"',
-     params(4, 5, TIM, "2.197.17.49", "255.255.255.255")),
-    (f"{MM}: pre-v9.4.0, address only",
-     f'+CGCONTRDP: 4,5,"{TIM}","2.197.17.49"',
-     params(4, 5, TIM, "2.197.17.49")),
+    *((f"{MM}: {layout}, {what}", *tim(layout, kept))
+      for layout, cases in (
+          ("post-v9.4.0", ((5, "every field"), (4, "primary DNS only"),
+                           (3, "up to the gateway"), (2, "address and mask only"))),
+          ("pre-v9.4.0", ((5, "every field (mask in its own field)"), (4, "primary DNS only"),
+                          (3, "up to the gateway"), (2, "address and mask"),
+                          (1, "address only"))))
+      for kept, what in cases),
     (f"{MM}: IPv6 in 16 dotted octets, empty gateway",
      '+CGCONTRDP: 1,5,"internetipv6.mnc003.mcc260.gprs",'
      '"254.128.0.0.0.0.0.0.0.0.0.37.88.136.248.1","",'

@@ -116,11 +116,6 @@ def _next(script: dict[str, Script], pid: str) -> BaseException | GatewayResult 
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[AsyncStore]:
     s = await AsyncStore.open(tmp_path / "state", tmp_path / "state" / "kek.key",
                               wall=clock.wall, monotonic=clock.monotonic, pending_grace_s=60)

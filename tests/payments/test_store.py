@@ -68,11 +68,6 @@ def request(i: int = 0, amount: int = 1000, **overrides: object) -> PaymentReque
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.tokens import payload, single_line, split_fields, to_int
+from hw.modem.parsers.tokens import line_fields, payload, single_line, to_int
 
 # --- network time: +CCLK (clause 8.15) --------------------------------------------------
 
@@ -115,8 +115,7 @@ class TimeZoneReport:
 def parse_ctze(text: str) -> TimeZoneReport:
     """The time zone URC (`AT+CTZR=2`). The time is UTC (the network's universal time),
     returned in the reported zone."""
-    line = single_line(text, "+CTZE")
-    fields = split_fields(payload(line, "+CTZE"), "+CTZE", line)
+    line, fields = line_fields(text, "+CTZE")
     if len(fields) < 2:
         raise ParseError("+CTZE", line, 'expected "<tz>",<dst>[,"<time>"]')
     quarters = to_int(fields[0].text.replace(" ", ""), "+CTZE", line, "<tz>")

@@ -21,6 +21,8 @@ from hw.modem.parsers.identity import parse_iccid
 from hw.modem.parsers.registration import split_mcc_mnc
 from hw.modem.parsers.tokens import (
     Field,
+    int_fields,
+    line_fields,
     optional_hex,
     optional_int,
     payload,
@@ -121,8 +123,7 @@ def parse_qcsq(text: str) -> QuectelSignal:
 
     EG21-G reports the LTE RSSI as a positive magnitude (`"LTE",77,...` for -77 dBm, per
     Quectel support); a positive RSSI is therefore negated."""
-    line = single_line(text, "+QCSQ")
-    fields = split_fields(payload(line, "+QCSQ"), "+QCSQ", line)
+    line, fields = line_fields(text, "+QCSQ")
     try:
         sysmode = _SYSMODES[fields[0].text.upper()]
     except KeyError:
@@ -438,8 +439,7 @@ class QuectelUsbNet(IntEnum):
 
 def parse_qcfg_usbnet(text: str) -> QuectelUsbNet:
     """`+QCFG: "usbnet",<net>`."""
-    line = single_line(text, "+QCFG")
-    fields = split_fields(payload(line, "+QCFG"), "+QCFG", line)
+    line, fields = line_fields(text, "+QCFG")
     if fields[0].text.lower() != "usbnet" or len(fields) != 2:
         raise ParseError("+QCFG", line, 'expected "usbnet",<net>')
     value = to_int(fields[1].text, "+QCFG", line, "<net>")
@@ -511,12 +511,7 @@ class QuectelSimStatus:
 
 def parse_qsimstat(text: str) -> QuectelSimStatus:
     """`AT+QSIMSTAT?` read response (the URC has the same shape)."""
-    line = single_line(text, "+QSIMSTAT")
-    fields = split_fields(payload(line, "+QSIMSTAT"), "+QSIMSTAT", line)
-    if len(fields) != 2:
-        raise ParseError("+QSIMSTAT", line, "expected <enable>,<inserted_status>")
-    enable = to_int(fields[0].text, "+QSIMSTAT", line, "<enable>")
-    status = to_int(fields[1].text, "+QSIMSTAT", line, "<inserted_status>")
+    line, (enable, status) = int_fields(text, "+QSIMSTAT", "<enable>", "<inserted_status>")
     if enable not in (0, 1) or status not in (0, 1, 2):
         raise ParseError("+QSIMSTAT", line, "value out of range")
     return QuectelSimStatus(report_enabled=enable == 1,
@@ -540,8 +535,7 @@ class QuectelIpUrc:
 def parse_qiurc(text: str) -> QuectelIpUrc:
     """`+QIURC: "pdpdeact",<contextID>` and the other `+QIURC` kinds (`recv`, `closed`,
     `incoming full`...: `context_id` None)."""
-    line = single_line(text, "+QIURC")
-    fields = split_fields(payload(line, "+QIURC"), "+QIURC", line)
+    line, fields = line_fields(text, "+QIURC")
     kind = fields[0].text.strip().lower()
     if not kind:
         raise ParseError("+QIURC", line, "no URC kind")

@@ -10,7 +10,12 @@ from enum import StrEnum
 from typing import Final
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.tokens import payload, response_lines, single_line, split_fields, to_int
+from hw.modem.parsers.tokens import (
+    line_fields,
+    payload,
+    response_lines,
+    to_int,
+)
 
 # --- why it cannot connect: +CFUN (clause 8.2), +CEER (6.10) -----------------------------
 
@@ -38,8 +43,7 @@ _RADIO_BY_FUN: Final[Mapping[int, RadioMode]] = {
 
 def parse_cfun(text: str) -> RadioMode:
     """`+CFUN: <fun>[,<rst>]` (the read answer and Quectel's URC after a change)."""
-    line = single_line(text, "+CFUN")
-    fields = split_fields(payload(line, "+CFUN"), "+CFUN", line)
+    line, fields = line_fields(text, "+CFUN")
     fun = to_int(fields[0].text, "+CFUN", line, "<fun>")
     if fun < 0:
         raise ParseError("+CFUN", line, f"<fun> {fun} is negative")

@@ -22,10 +22,10 @@ from hw.modem.parsers.tokens import (
     HEX_RE,
     INT_RE,
     Field,
+    line_fields,
     optional_int,
     payload,
     response_lines,
-    single_line,
     split_fields,
     to_int,
 )
@@ -397,8 +397,7 @@ def parse_cops(text: str, *, charset: str | None = None) -> Operator:
     """`+COPS: <mode>[,<format>,<oper>[,<AcT>]]` (e.g. `+COPS: 0` with no operator). An
     alphanumeric `<oper>` is decoded per `decode_operator_name` (`charset`: the +CSCS in
     use, None when unknown)."""
-    line = single_line(text, "+COPS")
-    fields = split_fields(payload(line, "+COPS"), "+COPS", line)
+    line, fields = line_fields(text, "+COPS")
     mode = to_int(fields[0].text, "+COPS", line, "<mode>")
     if not 0 <= mode <= 4:
         raise ParseError("+COPS", line, f"<mode> {mode} is outside 0..4")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw.modem.errors import ParseError
-from hw.modem.parsers.tokens import payload, single_line, split_fields, to_int
+from hw.modem.parsers.tokens import int_fields
 
 # --- +CSQ (clause 8.5) ------------------------------------------------------------------
 
@@ -33,12 +33,7 @@ def csq_rssi_to_dbm(rssi: int) -> int | None:
 
 def parse_csq(text: str) -> SignalQuality:
     """`+CSQ: <rssi>,<ber>`."""
-    line = single_line(text, "+CSQ")
-    fields = split_fields(payload(line, "+CSQ"), "+CSQ", line)
-    if len(fields) != 2:
-        raise ParseError("+CSQ", line, "expected <rssi>,<ber>")
-    rssi = to_int(fields[0].text, "+CSQ", line, "<rssi>")
-    ber = to_int(fields[1].text, "+CSQ", line, "<ber>")
+    line, (rssi, ber) = int_fields(text, "+CSQ", "<rssi>", "<ber>")
     try:
         dbm = csq_rssi_to_dbm(rssi)
     except ValueError as exc:
@@ -79,14 +74,8 @@ def parse_cesq(text: str) -> ExtendedSignalQuality:
 
     rxlev 0..63 -> -111 + n dBm; rscp 0..96 -> -121 + n dBm; ecno 0..49 -> -24.5 + n/2 dB;
     rsrq 0..34 -> -20 + n/2 dB; rsrp 0..97 -> -141 + n dBm; 99 / 255 -> None."""
-    line = single_line(text, "+CESQ")
-    fields = split_fields(payload(line, "+CESQ"), "+CESQ", line)
-    if len(fields) != 6:
-        raise ParseError("+CESQ", line, "expected six fields")
-    rxlev, ber, rscp, ecno, rsrq, rsrp = (
-        to_int(f.text, "+CESQ", line, name)
-        for f, name in zip(fields, ("<rxlev>", "<ber>", "<rscp>", "<ecno>", "<rsrq>", "<rsrp>"),
-                           strict=True))
+    line, (rxlev, ber, rscp, ecno, rsrq, rsrp) = int_fields(
+        text, "+CESQ", "<rxlev>", "<ber>", "<rscp>", "<ecno>", "<rsrq>", "<rsrp>")
     rxlev_l = _level(rxlev, 63, 99, "<rxlev>", line)
     ber_l = _level(ber, 7, 99, "<ber>", line)
     rscp_l = _level(rscp, 96, 255, "<rscp>", line)

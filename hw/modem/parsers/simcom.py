@@ -20,6 +20,7 @@ from hw.modem.parsers.clock import quarter_hours
 from hw.modem.parsers.identity import parse_iccid
 from hw.modem.parsers.registration import AccessTechnology, split_mcc_mnc
 from hw.modem.parsers.tokens import (
+    line_fields,
     optional_hex,
     optional_int,
     payload,
@@ -172,8 +173,7 @@ class SimcomNetworkMode:
 
 def parse_cnsmod(text: str) -> SimcomNetworkMode:
     """`+CNSMOD: <n>,<stat>` (read) or `+CNSMOD: <stat>` (URC)."""
-    line = single_line(text, "+CNSMOD")
-    fields = split_fields(payload(line, "+CNSMOD"), "+CNSMOD", line)
+    line, fields = line_fields(text, "+CNSMOD")
     if len(fields) not in (1, 2):
         raise ParseError("+CNSMOD", line, "expected [<n>,]<stat>")
     reporting: bool | None = None
@@ -226,8 +226,7 @@ class SimcomNtpResult:
 
 def parse_cntp_server(text: str) -> SimcomNtpServer:
     """`+CNTP: "pool.ntp.org",32` (zone in quarter hours; see `quarter_hours`)."""
-    line = single_line(text, "+CNTP")
-    fields = split_fields(payload(line, "+CNTP"), "+CNTP", line)
+    line, fields = line_fields(text, "+CNTP")
     if len(fields) != 2 or not fields[0].quoted or not fields[0].text:
         raise ParseError("+CNTP", line, 'expected "<host>",<timezone>')
     quarters = to_int(fields[1].text, "+CNTP", line, "<timezone>")

@@ -66,6 +66,23 @@ def split_fields(text: str, command: str, line: str | None = None) -> list[Field
     return fields
 
 
+def line_fields(text: str, prefix: str) -> tuple[str, list[Field]]:
+    """The only line of a one-line `prefix:` response and its fields (how most parsers
+    start)."""
+    line = single_line(text, prefix)
+    return line, split_fields(payload(line, prefix), prefix, line)
+
+
+def int_fields(text: str, prefix: str, *names: str) -> tuple[str, list[int]]:
+    """The only line of a one-line `prefix:` response and its integer fields, exactly one
+    per name (`"<rssi>", "<ber>"`); `ParseError` saying which fields were expected, or
+    naming the one that is not an integer."""
+    line, fields = line_fields(text, prefix)
+    if len(fields) != len(names):
+        raise ParseError(prefix, line, f"expected {','.join(names)}")
+    return line, [to_int(f.text, prefix, line, name) for f, name in zip(fields, names, strict=True)]
+
+
 INT_RE: Final = re.compile(r"[+-]?\d+")
 HEX_RE: Final = re.compile(r"(?:0[xX])?([0-9A-Fa-f]+)")
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from types import TracebackType
 
+from hw.lifecycle import AsyncClosing
+from hw.modem.framing import split_unquoted
 from hw.modem.simulator.commands.basic import BasicCommands
 from hw.modem.simulator.commands.clock import ClockCommands
 from hw.modem.simulator.commands.network import NetworkCommands
@@ -30,26 +31,14 @@ __all__ = ["ModemSimulator"]
 
 def _split_args(text: str) -> list[str]:
     """`1,"IP","a,b"` -> [`1`, `IP`, `a,b`] (quotes removed, commas inside kept)."""
-    args: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            args.append("".join(current).strip())
-            current = []
-        else:
-            current.append(char)
-    args.append("".join(current).strip())
-    return args
+    return [arg.replace('"', "").strip() for arg in split_unquoted(text, ",")]
 
 
 _EXTENDED = re.compile(r"^\+([A-Z0-9]+)(=\?|\?|=(.*))?$", re.DOTALL)
 
 
 class ModemSimulator(BasicCommands, SimCommands, NetworkCommands, PacketCommands,
-                     ClockCommands, PowerCommands):
+                     ClockCommands, PowerCommands, AsyncClosing):
     """A Quectel EC25 on a pty. See the package docstring for behaviour and knobs."""
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -88,16 +77,11 @@ class ModemSimulator(BasicCommands, SimCommands, NetworkCommands, PacketCommands
                 await task
         self._power = "off"
 
-    async def __aenter__(self) -> ModemSimulator:
+    async def _enter(self) -> None:
         await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """`stop()`, under the name `async with` closes the modem stack's resources by."""
         await self.stop()
 
     # -- knobs: the conversation ----------------------------------------------------------

@@ -5,7 +5,6 @@ data: tests change them at run time."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,31 +41,43 @@ class SimCard:
         return self.mcc + self.mnc
 
     @classmethod
+    def preset(cls, carrier: str, **changes: Any) -> SimCard:
+        """A SIM of `carrier` (a key of `OPERATORS`), with `changes` on top."""
+        return cls(**{**_PRESETS[carrier], **changes})
+
+    @classmethod
     def kt(cls, **changes: Any) -> SimCard:
         """A KT SIM (450-08)."""
-        return dataclasses.replace(cls(), **changes)
+        return cls.preset("KT", **changes)
 
     @classmethod
     def skt(cls, **changes: Any) -> SimCard:
         """An SK Telecom SIM (450-05)."""
-        base = cls(operator="SKTelecom", short_name="SKT", mnc="05", imsi="450051234567890",
-                   iccid="89820512345678901234", tac=0x2B3C, cell_id=0x2B3E002, pci=211,
-                   earfcn=1350, band=3, dns=("210.220.163.82", "219.250.36.130"))
-        return dataclasses.replace(base, **changes)
+        return cls.preset("SKT", **changes)
 
     @classmethod
     def lgu(cls, **changes: Any) -> SimCard:
         """An LG U+ SIM (450-06)."""
-        base = cls(operator="LG U+", short_name="LGU+", mnc="06", imsi="450061234567890",
-                   iccid="89820612345678901234", tac=0x3C4D, cell_id=0x3C4F003, pci=307,
-                   earfcn=2600, band=7, dns=("164.124.101.2", "203.248.252.2"))
-        return dataclasses.replace(base, **changes)
+        return cls.preset("LGU", **changes)
 
     @classmethod
     def absent(cls) -> SimCard:
         """An empty slot."""
         return cls(present=False)
 
+
+#: What each carrier's SIM and network differ in from `SimCard`'s defaults (which are KT's).
+_PRESETS: dict[str, dict[str, Any]] = {
+    "KT": {},
+    "SKT": {"operator": "SKTelecom", "short_name": "SKT", "mnc": "05",
+            "imsi": "450051234567890", "iccid": "89820512345678901234", "tac": 0x2B3C,
+            "cell_id": 0x2B3E002, "pci": 211, "earfcn": 1350, "band": 3,
+            "dns": ("210.220.163.82", "219.250.36.130")},
+    "LGU": {"operator": "LG U+", "short_name": "LGU+", "mnc": "06",
+            "imsi": "450061234567890", "iccid": "89820612345678901234", "tac": 0x3C4D,
+            "cell_id": 0x3C4F003, "pci": 307, "earfcn": 2600, "band": 7,
+            "dns": ("164.124.101.2", "203.248.252.2")},
+}
 
 OPERATORS: dict[str, Callable[..., SimCard]] = {
     "KT": SimCard.kt,
