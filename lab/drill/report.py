@@ -9,6 +9,8 @@ returns a `Report`. The drill fails (`Report.failures`) on any of:
   declined offline that reached the gateway anyway;
 - failover slower than `max_failover_s` (5 s), or none at all during the blackhole;
 - any failover during the loss phase;
+- the brownout (`brownout`): no steer of the gateway's traffic to LTE within the limit,
+  a failover, payments p95 above 2 s, no unsteer once it is over;
 - offline mode never reached while both uplinks were down;
 - the box not back on wired with an empty queue at the end;
 - with a seal key (docs/gateway-protocol.md, `seal_kid`): an offline forward that arrived with its
@@ -21,30 +23,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+from lab.drill import brownout
+from lab.drill.observed import (
+    PlayedPhase,
+    Sample,
+    count_events,
+    first_event,
+    phase_named,
+    seconds_after,
+)
 from lab.pos import Sale
 
 MAX_FAILOVER_S = 5.0
-
-
-@dataclass(frozen=True)
-class PlayedPhase:
-    name: str
-    started: float  # monotonic
-    ended: float
-    started_at: datetime  # wall clock, to compare with the box's event times
-    ended_at: datetime
-
-
-@dataclass(frozen=True)
-class Sample:
-    """The box's active uplink as the drill saw it at monotonic time `at`."""
-
-    at: float
-    active: str
+MAX_STEER_S = brownout.steer_limit_s(5.0, 5.0)  # `[steer]`'s defaults; the drill passes its own
 
 
 @dataclass(frozen=True)
@@ -76,6 +70,8 @@ class Report:
     final: dict[str, Any] = field(default_factory=dict)
     #: what the fleet server (`fleet serve`) holds of the box (`lab.fleet.FleetView.to_json`)
     fleet: dict[str, Any] = field(default_factory=dict)
+    #: the brownout section (`brownout.judge`); empty when no brownout was played
+    brownout: dict[str, Any] = field(default_factory=dict)
     #: how the offline forwards arrived (see `_sealing`); empty without a seal key
     sealing: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -88,28 +84,14 @@ class Report:
         return {"passed": self.passed, "failures": self.failures, "phases": self.phases,
                 "failover_s": self.failover_s, "offline_after_s": self.offline_after_s,
                 "offline_s": round(self.offline_s, 2), "failback_s": self.failback_s,
-                "failovers_in_loss": self.failovers_in_loss, "payments": self.payments,
+                "failovers_in_loss": self.failovers_in_loss, "brownout": self.brownout,
+                "payments": self.payments,
                 "exactly_once": {"forwarded_once": self.forwarded_once, "lost": self.lost,
                                  "duplicated": self.duplicated,
                                  "declined_offline_but_forwarded": self.leaked,
                                  "gateway_count_per_payment": self.gateway_counts},
                 "failed_requests": self.failed_requests, "final": self.final,
                 "fleet": self.fleet, "sealing": self.sealing}
-
-
-def _event_time(event: Mapping[str, Any]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(event["at"]))
-    except (KeyError, ValueError):
-        return None
-
-
-def _first_event(events: Sequence[Mapping[str, Any]], kind: str, after: datetime,
-                 before: datetime | None = None) -> datetime | None:
-    times = [t for e in events if e.get("kind") == kind
-             and (t := _event_time(e)) is not None and t >= after
-             and (before is None or t < before)]
-    return min(times) if times else None
 
 
 def _first_sample(samples: Sequence[Sample], active: str, after: float) -> float | None:
@@ -125,44 +107,43 @@ def offline_seconds(samples: Sequence[Sample], start: float) -> float:
     return total
 
 
-def _seconds(later: datetime | None, earlier: datetime) -> float | None:
-    return None if later is None else round((later - earlier).total_seconds(), 3)
-
-
 def _seconds_to_event(events: Sequence[Mapping[str, Any]], kind: str,
                       phase: PlayedPhase) -> float | None:
     """Seconds from the start of `phase` to the box's first `kind` event at or after it
     (None: no such event), on the wall clock the box stamps its events with."""
-    return _seconds(_first_event(events, kind, phase.started_at), phase.started_at)
-
-
-def _phase(phases: Sequence[PlayedPhase], name: str) -> PlayedPhase | None:
-    return next((p for p in phases if p.name == name), None)
+    return seconds_after(first_event(events, kind, phase.started_at), phase.started_at)
 
 
 def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
                  events: Sequence[Mapping[str, Any]], sales: Sequence[Sale],
                  gateway_counts: Mapping[str, int], final: Mapping[str, Any],
                  arrivals: Mapping[str, Arrival] | None = None, seal_kid: str | None = None,
-                 card_refused_422: int = 0, max_failover_s: float = MAX_FAILOVER_S) -> Report:
+                 card_refused_422: int = 0, max_failover_s: float = MAX_FAILOVER_S,
+                 steer_routes: Mapping[str, str] | None = None,
+                 max_steer_s: float = MAX_STEER_S, brownout_pct: int | None = None) -> Report:
     """`arrivals`: every authorization the gateway stored, by payment id; `seal_kid`: the
     kid of the seal key the box was given (None: no seal key, no sealing verdict);
-    `card_refused_422`: sealed cards the gateway could not open."""
+    `card_refused_422`: sealed cards the gateway could not open; `steer_routes`,
+    `max_steer_s`, `brownout_pct`: for the brownout (`brownout.judge`)."""
     report = Report()
     report.phases = [{"name": p.name, "seconds": round(p.ended - p.started, 2)}
                      for p in phases]
     first = phases[0].started if phases else 0.0
 
-    loss = _phase(phases, "loss")
+    loss = phase_named(phases, "loss")
     if loss is not None:
-        report.failovers_in_loss = sum(
-            1 for e in events if e.get("kind") == "failover"
-            and (t := _event_time(e)) is not None and loss.started_at <= t < loss.ended_at)
+        report.failovers_in_loss = count_events(events, "failover", loss.started_at,
+                                                loss.ended_at)
         if report.failovers_in_loss:
             report.failures.append(f"{report.failovers_in_loss} failover(s) during the "
                                    "loss phase (random loss must not fail over)")
 
-    blackhole = _phase(phases, "blackhole")
+    report.brownout, failures = brownout.judge(
+        phases=phases, samples=samples, events=events, sales=sales, routes=steer_routes,
+        max_steer_s=max_steer_s, loss_pct=brownout_pct)
+    report.failures += failures
+
+    blackhole = phase_named(phases, "blackhole")
     if blackhole is not None:
         report.failover_s = _seconds_to_event(events, "failover", blackhole)
         if report.failover_s is None:
@@ -171,14 +152,14 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
             report.failures.append(f"failover took {report.failover_s:.2f} s "
                                    f"(more than {max_failover_s:g} s)")
 
-    lte_down = _phase(phases, "lte_down")
+    lte_down = phase_named(phases, "lte_down")
     if lte_down is not None:
         report.offline_after_s = _seconds_to_event(events, "offline_mode", lte_down)
         if report.offline_after_s is None:
             report.failures.append("offline mode never reached with both uplinks down")
     report.offline_s = offline_seconds(samples, first)
 
-    recovery = _phase(phases, "recovery")
+    recovery = phase_named(phases, "recovery")
     if recovery is not None:
         back = _first_sample(samples, "wired", recovery.started)
         report.failback_s = None if back is None else round(back - recovery.started, 3)
@@ -313,6 +294,7 @@ def render(report: Report) -> str:
         f"  failback      {secs(report.failback_s)} from the recovery to wired active "
         "(includes the stability window)",
         f"  loss phase    {report.failovers_in_loss} failover(s)",
+        *(brownout.lines(report.brownout) if report.brownout else []),
         f"  payments      {p.get('total', 0)}: {p.get('approved_online', 0)} online, "
         f"{p.get('approved_offline', 0)} offline, {p.get('declined', 0)} declined, "
         f"{p.get('failed', 0)} failed",
