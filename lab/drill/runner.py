@@ -29,7 +29,8 @@ from lab.box import BoxDaemon, SealKeyPair, new_secret, write_config, write_seal
 from lab.drill import live
 from lab.drill.brownout import steer_limit_s
 from lab.drill.config import API_PORT, DEVICE_ID, GATEWAY_PORT, drill_config
-from lab.drill.report import Arrival, PlayedPhase, Report, Sample, build_report, render
+from lab.drill.observed import PlayedPhase, Sample
+from lab.drill.report import Arrival, Report, build_report, render
 from lab.drill.timeline import Faults, Options, Phase, plan
 from lab.errors import DrillError
 from lab.fleet import FleetBroker

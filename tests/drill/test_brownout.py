@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from lab.drill.brownout import STEERED_ROUTES, latency, steer_limit_s
-from lab.drill.report import PlayedPhase, Report, Sample, build_report, render
+from lab.drill.observed import PlayedPhase, Sample
+from lab.drill.report import Report, build_report, render
 from lab.pos import Sale
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)

@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-from lab.drill.report import (
-    Arrival,
-    PlayedPhase,
-    Sample,
-    build_report,
-    offline_seconds,
-    render,
-)
+from lab.drill.observed import PlayedPhase, Sample
+from lab.drill.report import Arrival, build_report, offline_seconds, render
 from lab.pos import Sale
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
