@@ -22,14 +22,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lab.drill.observed import (
-    PlayedPhase,
-    Sample,
-    count_events,
-    first_event,
-    phase_named,
-    seconds_after,
-)
+from lab.drill import observed
+from lab.drill.observed import PlayedPhase, Sample
 from lab.pos import Sale
 
 MAX_PAYMENT_P95_S = 2.0
@@ -62,8 +56,8 @@ def _payments(sales: Sequence[Sale], steered_at: float | None) -> dict[str, Any]
     """The POS's sales started in the brownout: online or stood in, and their latency
     (whole phase, and before/after the steer at monotonic `steered_at`)."""
     modes = [(s.answer or {}).get("mode") for s in sales]
-    after = [] if steered_at is None else [s for s in sales if s.started >= steered_at]
-    before = [s for s in sales if s not in after]
+    after = [s for s in sales if steered_at is not None and s.started >= steered_at]
+    before = [s for s in sales if steered_at is None or s.started < steered_at]
     return {"total": len(sales), "online": modes.count("online"),
             "stood_in": modes.count("offline"),
             "failed": sum(1 for s in sales if s.outcome == "failed"),
@@ -79,16 +73,16 @@ def judge(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
     """The brownout section and its failures; ({}, []) when no brownout was played.
     `routes`: the interface of each of STEERED_ROUTES' routes while steered (None: the
     drill never saw the box steered)."""
-    loss = phase_named(phases, "brownout")
+    loss = observed.phase_named(phases, "brownout")
     if loss is None:
         return {}, []
-    back = phase_named(phases, "unsteer")
+    back = observed.phase_named(phases, "unsteer")
     end = back or loss
-    steer = first_event(events, "steer", loss.started_at, loss.ended_at)
-    steered_after_s = seconds_after(steer, loss.started_at)
-    flapped = first_event(events, "unsteer", loss.started_at, loss.ended_at)
-    unsteer = None if back is None else first_event(events, "unsteer", back.started_at,
-                                                     back.ended_at)
+    steer = observed.first_event(events, "steer", loss.started_at, loss.ended_at)
+    steered_after_s = observed.seconds_after(steer, loss.started_at)
+    flapped = observed.first_event(events, "unsteer", loss.started_at, loss.ended_at)
+    unsteer = None if back is None else observed.first_event(
+        events, "unsteer", back.started_at, back.ended_at)
     active = sorted({s.active for s in samples if loss.started <= s.at < end.ended})
     section: dict[str, Any] = {
         "loss_pct_each_way": loss_pct, "began_at": loss.started_at.isoformat(),
@@ -96,10 +90,10 @@ def judge(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
         "steered_after_s": steered_after_s, "max_steer_s": max_steer_s,
         "steer_reason": None if steer is None else steer.get("reason", steer.get("message")),
         "unsteered_in_loss": flapped is not None,
-        "unsteered_after_heal_s": seconds_after(unsteer, loss.ended_at),
+        "unsteered_after_heal_s": observed.seconds_after(unsteer, loss.ended_at),
         "unsteer_reason": None if unsteer is None else unsteer.get("reason"),
         "unsteer_wait_s": None if back is None else round(back.ended - back.started, 2),
-        "failovers": count_events(events, "failover", loss.started_at, end.ended_at),
+        "failovers": observed.count_events(events, "failover", loss.started_at, end.ended_at),
         "active_uplinks": active, "routes_while_steered": dict(routes or {}),
         "payments": _payments(
             [s for s in sales if s.phase == "brownout"],

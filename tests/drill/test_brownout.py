@@ -3,7 +3,7 @@ in the phase, the shop left on wired, and each failure it must catch."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from lab.drill.brownout import STEERED_ROUTES, latency, steer_limit_s
 from lab.drill.observed import PlayedPhase, Sample
 from lab.drill.report import Report, build_report, render
 from lab.pos import Sale
+from tests.drill.synthetic import assert_fails_with, box_event, played
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 # normal 0-5 s, brownout (the loss) 5-35 s, unsteer 35-49 s (ended once unsteered), recovery
@@ -20,17 +21,11 @@ LIMIT = steer_limit_s(5.0, 5.0)
 
 
 def phases() -> list[PlayedPhase]:
-    played, at = [], 0.0
-    for name, seconds in LENGTHS:
-        played.append(PlayedPhase(name, at, at + seconds, T0 + timedelta(seconds=at),
-                                  T0 + timedelta(seconds=at + seconds)))
-        at += seconds
-    return played
+    return played(LENGTHS, T0)
 
 
 def event(kind: str, second: float, **extra: Any) -> dict[str, Any]:
-    return {"seq": int(second * 10), "kind": kind, "message": kind,
-            "at": (T0 + timedelta(seconds=second)).isoformat(), **extra}
+    return box_event(T0, kind, second, int(second * 10), **extra)
 
 
 STEER = event("steer", 5 + 7.5, reason="brownout: wired probe loss 14% for 5.0s")
@@ -114,10 +109,7 @@ def test_a_clean_brownout_shows_the_steer_payments_and_unsteer() -> None:
                           "brownout ended"),
 ])
 def test_each_brownout_failure_fails_the_drill(changes: dict[str, Any], failure: str) -> None:
-    r = report(**changes)
-    assert not r.passed
-    assert any(failure in f for f in r.failures), r.failures
-    assert f"FAILED: {r.failures[0]}" in render(r)
+    assert_fails_with(report(**changes), failure)
 
 
 def test_without_a_brownout_there_is_no_section() -> None:
