@@ -6,7 +6,9 @@ returns a `Report`. The drill fails (`Report.failures`) on any of:
 
 - a POS request that got no answer or an error;
 - a payment lost (approved but never at the gateway) or forwarded twice, or a payment
-  declined offline that reached the gateway anyway;
+  declined offline that reached the gateway anyway -- unless its online attempt got there
+  (the answer lost, e.g. a connection the brownout's steer closed mid-request) and the box
+  flagged it (`fault` `approved_after_declined_offline`: "check for a double payment");
 - failover slower than `max_failover_s` (5 s), or none at all during the blackhole;
 - any failover during the loss phase;
 - the brownout (`brownout`): no steer of the gateway's traffic to LTE within the limit,
@@ -64,6 +66,9 @@ class Report:
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     leaked: list[str] = field(default_factory=list)
+    #: declined offline, but their online attempt had reached the gateway (answer lost)
+    #: and the box flagged each: the shop must check for a double payment
+    flagged: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
     #: the gateway simulator's count per answered payment: the proof behind the totals
     gateway_counts: dict[str, int] = field(default_factory=dict)
@@ -89,6 +94,7 @@ class Report:
                 "exactly_once": {"forwarded_once": self.forwarded_once, "lost": self.lost,
                                  "duplicated": self.duplicated,
                                  "declined_offline_but_forwarded": self.leaked,
+                                 "declined_offline_approved_online_flagged": self.flagged,
                                  "gateway_count_per_payment": self.gateway_counts},
                 "failed_requests": self.failed_requests, "final": self.final,
                 "fleet": self.fleet, "sealing": self.sealing}
@@ -164,7 +170,8 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
         back = _first_sample(samples, "wired", recovery.started)
         report.failback_s = None if back is None else round(back - recovery.started, 3)
 
-    _payments(report, sales, gateway_counts)
+    _payments(report, sales, gateway_counts, _online_after_decline(
+        events, arrivals or {}))
 
     _final(report, final)
     if seal_kid is not None:
@@ -237,7 +244,17 @@ def _sealing_line(s: Mapping[str, Any]) -> str:
                if online else ""))
 
 
-def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) -> None:
+def _online_after_decline(events: Sequence[Mapping[str, Any]],
+                          arrivals: Mapping[str, Arrival]) -> set[str]:
+    """Payments whose online attempt reached the gateway (an online arrival) and which
+    the box flagged as approved there after it had declined them offline."""
+    flagged = {str(e.get("payment_id")) for e in events if e.get("kind") == "fault"
+               and e.get("reason") == "approved_after_declined_offline"}
+    return {pid for pid in flagged if (a := arrivals.get(pid)) is not None and not a.offline}
+
+
+def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int],
+              flagged: set[str]) -> None:
     outcomes = Counter(s.outcome for s in sales)
     report.payments = {"total": len(sales), "approved_online": outcomes["approved"],
                        "approved_offline": outcomes["approved_offline"],
@@ -255,9 +272,11 @@ def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) 
         count = counts.get(payment, 0)
         report.gateway_counts[payment] = count
         if sale.outcome == "declined_offline":
-            if count:
-                report.leaked.append(payment)
-            continue
+            if not count or payment not in flagged:
+                if count:
+                    report.leaked.append(payment)
+                continue
+            report.flagged.append(payment)  # at the gateway by its online attempt: counted
         if count == 0:
             report.lost.append(payment)
         elif count > 1:
@@ -273,7 +292,8 @@ def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) 
         report.failures.append(f"{len(report.duplicated)} payment(s) forwarded more than once")
     if report.leaked:
         report.failures.append(f"{len(report.leaked)} payment(s) declined offline reached "
-                               "the gateway")
+                               "the gateway (forwarded, or online without the box flagging "
+                               "it)")
 
 
 def render(report: Report) -> str:
@@ -299,7 +319,10 @@ def render(report: Report) -> str:
         f"{p.get('approved_offline', 0)} offline, {p.get('declined', 0)} declined, "
         f"{p.get('failed', 0)} failed",
         f"  exactly once  {report.forwarded_once} at the gateway exactly once, "
-        f"{len(report.lost)} lost, {len(report.duplicated)} duplicated",
+        f"{len(report.lost)} lost, {len(report.duplicated)} duplicated"
+        + (f"; {len(report.flagged)} declined offline but approved online (the answer "
+           "lost), each flagged by the box: check for a double payment"
+           if report.flagged else ""),
         f"  at the end    active {report.final.get('active')}, "
         f"{report.final.get('queued')} queued, "
         f"{report.final.get('forwarded_total')} forwarded after offline "

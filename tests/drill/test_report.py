@@ -82,6 +82,7 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
     assert "every offline card sealed" in text
     assert r.to_json()["exactly_once"] == {
         "forwarded_once": 4, "lost": [], "duplicated": [], "declined_offline_but_forwarded": [],
+        "declined_offline_approved_online_flagged": [],
         "gateway_count_per_payment": {"pay_1": 1, "pay_2": 1, "pay_3": 1, "pay_4": 0,
                                       "pay_5": 1}}
 
@@ -118,6 +119,36 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
 ])
 def test_each_failure_fails_the_drill(changes: dict[str, Any], failure: str) -> None:
     assert_fails_with(report(**changes), failure)
+
+
+FLAGGED = box_event(T0, "fault", 12.0, 9, reason="approved_after_declined_offline",
+                    payment_id="pay_4")
+
+
+def test_a_decline_offline_approved_online_and_flagged_is_no_leak() -> None:
+    """The online attempt reached the gateway, its answer was lost (a connection closed
+    mid-request), the box declined offline and later found it approved: it flags it for
+    the shop (a double payment to check), and it is at the gateway once."""
+    r = report(gateway_counts={**GOOD_COUNTS, "pay_4": 1}, events=[*GOOD_EVENTS, FLAGGED],
+               arrivals={**GOOD_ARRIVALS, "pay_4": Arrival(False, None)})
+    assert r.passed, r.failures
+    assert r.flagged == ["pay_4"] and r.leaked == [] and r.forwarded_once == 5
+    assert r.to_json()["exactly_once"]["declined_offline_approved_online_flagged"] == ["pay_4"]
+    assert ("; 1 declined offline but approved online (the answer lost), each flagged by the "
+            "box: check for a double payment") in render(r)
+
+
+@pytest.mark.parametrize("changes", [
+    {"events": GOOD_EVENTS},  # not flagged by the box
+    {"arrivals": {**GOOD_ARRIVALS, "pay_4": Arrival(True, KID)}},  # forwarded offline
+])
+def test_a_decline_offline_at_the_gateway_otherwise_is_a_leak(changes: dict[str, Any]) -> None:
+    args = {"gateway_counts": {**GOOD_COUNTS, "pay_4": 1}, "events": [*GOOD_EVENTS, FLAGGED],
+            "arrivals": {**GOOD_ARRIVALS, "pay_4": Arrival(False, None)}, **changes}
+    r = report(**args)
+    assert r.leaked == ["pay_4"] and r.flagged == []
+    assert_fails_with(r, "1 payment(s) declined offline reached the gateway (forwarded, or "
+                         "online without the box flagging it)")
 
 
 def test_a_failed_request_is_listed_with_its_reason() -> None:
