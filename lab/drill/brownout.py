@@ -37,8 +37,8 @@ def steer_limit_s(steer_after_s: float, window_s: float) -> float:
     """How soon after the loss begins the box must have steered: the window fills with
     the loss (`window_s`), the loss must then hold past the threshold for `steer_after_s`,
     and one more window for the window's noise around the 10 % threshold: at 37 % each
-    way a probe of the sequential detector fails 13-22 % of the time (13 % for a single
-    exchange, failover/steer.py; the drill's steers reported 16-22 %), and a window that dips
+    way a probe of the sequential detector fails about 13-24 % of the time (13 % for a single
+    exchange, failover/steer.py; the drill's steers reported 12-24 %), and a window that dips
     below 10 % restarts the `steer_after_s` hold. The drills run for #13 steered after
     6.5-9.6 s."""
     return steer_after_s + 2 * window_s
