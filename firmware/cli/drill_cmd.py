@@ -16,13 +16,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Build a shop in network namespaces (the box, an ISP, an LTE carrier, "
                     "an internet with the gateway simulator, a POS on the LAN), run the real "
                     "daemon and play: normal trading, random loss on wired (no failover "
-                    "wanted), a blackhole at the ISP with the link up, the LTE carrier "
-                    "failing as well, recovery. Exit 0 when every sale was answered, every "
-                    "payment reached the gateway exactly once, failover took at most 5 s and "
-                    "the loss phase caused none; 1 otherwise; 2 when it could not run.")
+                    "wanted), a brownout on wired (the gateway's traffic steered to LTE and "
+                    "back, the shop stays on wired), a blackhole at the ISP with the link "
+                    "up, the LTE carrier failing as well, recovery. Exit 0 when every sale "
+                    "was answered, every payment reached the gateway exactly once, failover "
+                    "took at most 5 s and the loss phase caused none, and the brownout was "
+                    "steered in time without a failover and with payments p95 at most 2 s; "
+                    "1 otherwise; 2 when it could not run.")
     drill.add_argument("--short", action="store_true",
-                       help="about a minute and a half (CI): short phases, quick failback")
+                       help="about two minutes (CI): short phases, quick failback and "
+                            "unsteer")
     for name, what in (("normal", "normal trading"), ("loss", "the random-loss phase"),
+                       ("brownout", "the brownout (its loss; the unsteer follows)"),
                        ("blackhole", "the wired blackhole"),
                        ("lte-down", "both uplinks down (offline mode)")):
         drill.add_argument(f"--{name}-s", type=float, default=None, metavar="S",
@@ -32,11 +37,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                             "with an empty queue)")
     drill.add_argument("--loss", type=int, default=None, metavar="PCT",
                        help="random loss on the wired line, each way (default 20)")
+    drill.add_argument("--brownout", type=int, default=None, metavar="PCT",
+                       help="the brownout's loss on the wired line, each way (default 37: "
+                            "60 %% of round trips)")
     drill.add_argument("--faults", default=None, metavar="LIST",
-                       help="which faults to play, comma-separated, of loss,blackhole,lte_down "
-                            "(default all)")
+                       help="which faults to play, comma-separated, of "
+                            "loss,brownout,blackhole,lte_down (default all)")
     drill.add_argument("--failback-after-s", type=float, default=None, metavar="S",
                        help="the box's failback stability window for the drill")
+    drill.add_argument("--unsteer-after-s", type=float, default=None, metavar="S",
+                       help="the box's steer.unsteer_after_s for the drill (default 30, "
+                            "--short 10)")
     drill.add_argument("--pos-interval-s", type=float, default=None, metavar="S",
                        help="seconds between sales per terminal")
     drill.add_argument("--terminals", type=int, default=None, help="POS terminals (default 2)")

@@ -16,6 +16,7 @@ from firmware.config.schema import (
     PaymentsConfig,
     ProbesConfig,
     RoutingConfig,
+    SteerConfig,
     WiredConfig,
 )
 from lab.box import write_secret
@@ -28,10 +29,12 @@ DEVICE_ID = "store-drill"
 
 
 def drill_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: str,
-                 failback_after_s: float, seal_key_file: Path | None = None) -> Config:
+                 failback_after_s: float, unsteer_after_s: float = 30.0,
+                 seal_key_file: Path | None = None) -> Config:
     """The drill's box, its secrets written in `workdir` (0600) and its state there. With
     `seal_key_file` (the gateway's *public* key) the box seals every card it keeps for an
-    offline payment."""
+    offline payment. `[steer]` keeps the product's thresholds (docs/config.md) but
+    `unsteer_after_s`, so that `--short` need not wait 30 s for the brownout's unsteer."""
     (workdir / "state").mkdir(mode=0o700, exist_ok=True)
     tokens = write_secret(workdir / "pos-tokens", token)
     key_file = write_secret(workdir / "merchant-key", merchant_key)
@@ -52,6 +55,7 @@ def drill_config(workdir: Path, *, merchant_key: str, token: str, lte_carrier: s
             seal_key_file="" if seal_key_file is None else str(seal_key_file)),
         api=ApiConfig(listen=f"{LAN_BOX}:{API_PORT}", tokens_file=str(tokens),
                       admin_socket=str(workdir / "api.sock")),
+        steer=SteerConfig(unsteer_after_s=unsteer_after_s),
         hw=HwConfig(pin_factory="mock"),
         fleet=FleetConfig(mqtt_url=f"mqtt://{BROKER_IP}:{BROKER_PORT}", keepalive_s=5,
                           reconnect_max_s=2.0),

@@ -15,6 +15,7 @@ from lab.pos import Sale
 
 LED_GLYPHS = {"on": "●", "off": "○"}
 BLINK_GLYPHS = ("◉", "○")  # a blinking LED alternates from one frame to the next
+BLINKING = {"blink": "", "blink_fast": " (fast)"}  # lte's fast blink: the payments steered
 
 
 def _health(doc: Mapping[str, Any], name: str) -> str:
@@ -30,15 +31,29 @@ def _health(doc: Mapping[str, Any], name: str) -> str:
 
 
 def leds(doc: Mapping[str, Any], tick: int) -> str:
-    """The LED panel, e.g. `● wired  ◉ lte  ○ offline  ○ alert`."""
+    """The LED panel, e.g. `● wired  ◉ lte (fast)  ○ offline  ○ alert`."""
     panel = doc.get("leds") or {}
     if not panel:
         return "(no LEDs reported)"
     cells = []
     for name, state in panel.items():
-        glyph = BLINK_GLYPHS[tick % 2] if state == "blink" else LED_GLYPHS.get(state, "?")
-        cells.append(f"{glyph} {name}")
+        if state in BLINKING:
+            cells.append(f"{BLINK_GLYPHS[tick % 2]} {name}{BLINKING[state]}")
+        else:
+            cells.append(f"{LED_GLYPHS.get(state, '?')} {name}")
     return "  ".join(cells)
+
+
+def steer(doc: Mapping[str, Any]) -> str | None:
+    """Where the payment gateway's traffic goes (`uplink.steer`, docs/schemas/status.json);
+    None when the box reports no steering."""
+    state = doc.get("uplink", {}).get("steer")
+    if not state:
+        return None
+    if state.get("steered"):
+        return (f"the gateway's traffic BY LTE since {str(state.get('since') or '')[11:19]}"
+                f", the shop on wired: {state.get('reason')}")
+    return f"the gateway's traffic with the shop ({state.get('steers_total', 0)} steer(s) so far)"
 
 
 def _sale(sale: Sale) -> str:
@@ -70,6 +85,7 @@ def frame(*, phase: str, story: str, elapsed: float, length: float,
             f"  wired          {_health(doc, 'wired')}",
             f"  lte            {_health(doc, 'lte')}   modem: {modem.get('operator') or '?'}"
             f" {modem.get('rat') or ''} {modem.get('signal_dbm') or ''} dBm",
+            *([f"  steer          {steered}"] if (steered := steer(doc)) else []),
             f"  LEDs           {leds(doc, tick)}",
             f"  queue          {payments.get('queued', 0)} queued, "
             f"{payments.get('queued_amount', 0):,} KRW"

@@ -6,9 +6,13 @@ returns a `Report`. The drill fails (`Report.failures`) on any of:
 
 - a POS request that got no answer or an error;
 - a payment lost (approved but never at the gateway) or forwarded twice, or a payment
-  declined offline that reached the gateway anyway;
+  declined offline that reached the gateway anyway -- unless its online attempt got there
+  (the answer lost, e.g. a connection the brownout's steer closed mid-request) and the box
+  flagged it (`fault` `approved_after_declined_offline`: "check for a double payment");
 - failover slower than `max_failover_s` (5 s), or none at all during the blackhole;
 - any failover during the loss phase;
+- the brownout (`brownout`): no steer of the gateway's traffic to LTE within the limit,
+  a failover, payments p95 above 2 s, no unsteer once it is over;
 - offline mode never reached while both uplinks were down;
 - the box not back on wired with an empty queue at the end;
 - with a seal key (docs/gateway-protocol.md, `seal_kid`): an offline forward that arrived with its
@@ -21,30 +25,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+from lab.drill import brownout
+from lab.drill.observed import (
+    PlayedPhase,
+    Sample,
+    count_events,
+    first_event,
+    phase_named,
+    seconds_after,
+)
 from lab.pos import Sale
 
 MAX_FAILOVER_S = 5.0
-
-
-@dataclass(frozen=True)
-class PlayedPhase:
-    name: str
-    started: float  # monotonic
-    ended: float
-    started_at: datetime  # wall clock, to compare with the box's event times
-    ended_at: datetime
-
-
-@dataclass(frozen=True)
-class Sample:
-    """The box's active uplink as the drill saw it at monotonic time `at`."""
-
-    at: float
-    active: str
+MAX_STEER_S = brownout.steer_limit_s(5.0, 5.0)  # `[steer]`'s defaults; the drill passes its own
 
 
 @dataclass(frozen=True)
@@ -70,12 +66,17 @@ class Report:
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     leaked: list[str] = field(default_factory=list)
+    #: declined offline, but their online attempt had reached the gateway (answer lost)
+    #: and the box flagged each: the shop must check for a double payment
+    flagged: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
     #: the gateway simulator's count per answered payment: the proof behind the totals
     gateway_counts: dict[str, int] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
     #: what the fleet server (`fleet serve`) holds of the box (`lab.fleet.FleetView.to_json`)
     fleet: dict[str, Any] = field(default_factory=dict)
+    #: the brownout section (`brownout.judge`); empty when no brownout was played
+    brownout: dict[str, Any] = field(default_factory=dict)
     #: how the offline forwards arrived (see `_sealing`); empty without a seal key
     sealing: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -88,28 +89,15 @@ class Report:
         return {"passed": self.passed, "failures": self.failures, "phases": self.phases,
                 "failover_s": self.failover_s, "offline_after_s": self.offline_after_s,
                 "offline_s": round(self.offline_s, 2), "failback_s": self.failback_s,
-                "failovers_in_loss": self.failovers_in_loss, "payments": self.payments,
+                "failovers_in_loss": self.failovers_in_loss, "brownout": self.brownout,
+                "payments": self.payments,
                 "exactly_once": {"forwarded_once": self.forwarded_once, "lost": self.lost,
                                  "duplicated": self.duplicated,
                                  "declined_offline_but_forwarded": self.leaked,
+                                 "declined_offline_approved_online_flagged": self.flagged,
                                  "gateway_count_per_payment": self.gateway_counts},
                 "failed_requests": self.failed_requests, "final": self.final,
                 "fleet": self.fleet, "sealing": self.sealing}
-
-
-def _event_time(event: Mapping[str, Any]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(event["at"]))
-    except (KeyError, ValueError):
-        return None
-
-
-def _first_event(events: Sequence[Mapping[str, Any]], kind: str, after: datetime,
-                 before: datetime | None = None) -> datetime | None:
-    times = [t for e in events if e.get("kind") == kind
-             and (t := _event_time(e)) is not None and t >= after
-             and (before is None or t < before)]
-    return min(times) if times else None
 
 
 def _first_sample(samples: Sequence[Sample], active: str, after: float) -> float | None:
@@ -125,44 +113,43 @@ def offline_seconds(samples: Sequence[Sample], start: float) -> float:
     return total
 
 
-def _seconds(later: datetime | None, earlier: datetime) -> float | None:
-    return None if later is None else round((later - earlier).total_seconds(), 3)
-
-
 def _seconds_to_event(events: Sequence[Mapping[str, Any]], kind: str,
                       phase: PlayedPhase) -> float | None:
     """Seconds from the start of `phase` to the box's first `kind` event at or after it
     (None: no such event), on the wall clock the box stamps its events with."""
-    return _seconds(_first_event(events, kind, phase.started_at), phase.started_at)
-
-
-def _phase(phases: Sequence[PlayedPhase], name: str) -> PlayedPhase | None:
-    return next((p for p in phases if p.name == name), None)
+    return seconds_after(first_event(events, kind, phase.started_at), phase.started_at)
 
 
 def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
                  events: Sequence[Mapping[str, Any]], sales: Sequence[Sale],
                  gateway_counts: Mapping[str, int], final: Mapping[str, Any],
                  arrivals: Mapping[str, Arrival] | None = None, seal_kid: str | None = None,
-                 card_refused_422: int = 0, max_failover_s: float = MAX_FAILOVER_S) -> Report:
+                 card_refused_422: int = 0, max_failover_s: float = MAX_FAILOVER_S,
+                 steer_routes: Mapping[str, str] | None = None,
+                 max_steer_s: float = MAX_STEER_S, brownout_pct: int | None = None) -> Report:
     """`arrivals`: every authorization the gateway stored, by payment id; `seal_kid`: the
     kid of the seal key the box was given (None: no seal key, no sealing verdict);
-    `card_refused_422`: sealed cards the gateway could not open."""
+    `card_refused_422`: sealed cards the gateway could not open; `steer_routes`,
+    `max_steer_s`, `brownout_pct`: for the brownout (`brownout.judge`)."""
     report = Report()
     report.phases = [{"name": p.name, "seconds": round(p.ended - p.started, 2)}
                      for p in phases]
     first = phases[0].started if phases else 0.0
 
-    loss = _phase(phases, "loss")
+    loss = phase_named(phases, "loss")
     if loss is not None:
-        report.failovers_in_loss = sum(
-            1 for e in events if e.get("kind") == "failover"
-            and (t := _event_time(e)) is not None and loss.started_at <= t < loss.ended_at)
+        report.failovers_in_loss = count_events(events, "failover", loss.started_at,
+                                                loss.ended_at)
         if report.failovers_in_loss:
             report.failures.append(f"{report.failovers_in_loss} failover(s) during the "
                                    "loss phase (random loss must not fail over)")
 
-    blackhole = _phase(phases, "blackhole")
+    report.brownout, failures = brownout.judge(
+        phases=phases, samples=samples, events=events, sales=sales, routes=steer_routes,
+        max_steer_s=max_steer_s, loss_pct=brownout_pct)
+    report.failures += failures
+
+    blackhole = phase_named(phases, "blackhole")
     if blackhole is not None:
         report.failover_s = _seconds_to_event(events, "failover", blackhole)
         if report.failover_s is None:
@@ -171,19 +158,20 @@ def build_report(*, phases: Sequence[PlayedPhase], samples: Sequence[Sample],
             report.failures.append(f"failover took {report.failover_s:.2f} s "
                                    f"(more than {max_failover_s:g} s)")
 
-    lte_down = _phase(phases, "lte_down")
+    lte_down = phase_named(phases, "lte_down")
     if lte_down is not None:
         report.offline_after_s = _seconds_to_event(events, "offline_mode", lte_down)
         if report.offline_after_s is None:
             report.failures.append("offline mode never reached with both uplinks down")
     report.offline_s = offline_seconds(samples, first)
 
-    recovery = _phase(phases, "recovery")
+    recovery = phase_named(phases, "recovery")
     if recovery is not None:
         back = _first_sample(samples, "wired", recovery.started)
         report.failback_s = None if back is None else round(back - recovery.started, 3)
 
-    _payments(report, sales, gateway_counts)
+    _payments(report, sales, gateway_counts, _online_after_decline(
+        events, arrivals or {}))
 
     _final(report, final)
     if seal_kid is not None:
@@ -256,7 +244,17 @@ def _sealing_line(s: Mapping[str, Any]) -> str:
                if online else ""))
 
 
-def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) -> None:
+def _online_after_decline(events: Sequence[Mapping[str, Any]],
+                          arrivals: Mapping[str, Arrival]) -> set[str]:
+    """Payments whose online attempt reached the gateway (an online arrival) and which
+    the box flagged as approved there after it had declined them offline."""
+    flagged = {str(e.get("payment_id")) for e in events if e.get("kind") == "fault"
+               and e.get("reason") == "approved_after_declined_offline"}
+    return {pid for pid in flagged if (a := arrivals.get(pid)) is not None and not a.offline}
+
+
+def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int],
+              flagged: set[str]) -> None:
     outcomes = Counter(s.outcome for s in sales)
     report.payments = {"total": len(sales), "approved_online": outcomes["approved"],
                        "approved_offline": outcomes["approved_offline"],
@@ -274,9 +272,11 @@ def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) 
         count = counts.get(payment, 0)
         report.gateway_counts[payment] = count
         if sale.outcome == "declined_offline":
-            if count:
-                report.leaked.append(payment)
-            continue
+            if not count or payment not in flagged:
+                if count:
+                    report.leaked.append(payment)
+                continue
+            report.flagged.append(payment)  # at the gateway by its online attempt: counted
         if count == 0:
             report.lost.append(payment)
         elif count > 1:
@@ -292,7 +292,8 @@ def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int]) 
         report.failures.append(f"{len(report.duplicated)} payment(s) forwarded more than once")
     if report.leaked:
         report.failures.append(f"{len(report.leaked)} payment(s) declined offline reached "
-                               "the gateway")
+                               "the gateway (forwarded, or online without the box flagging "
+                               "it)")
 
 
 def render(report: Report) -> str:
@@ -313,11 +314,15 @@ def render(report: Report) -> str:
         f"  failback      {secs(report.failback_s)} from the recovery to wired active "
         "(includes the stability window)",
         f"  loss phase    {report.failovers_in_loss} failover(s)",
+        *(brownout.lines(report.brownout) if report.brownout else []),
         f"  payments      {p.get('total', 0)}: {p.get('approved_online', 0)} online, "
         f"{p.get('approved_offline', 0)} offline, {p.get('declined', 0)} declined, "
         f"{p.get('failed', 0)} failed",
         f"  exactly once  {report.forwarded_once} at the gateway exactly once, "
-        f"{len(report.lost)} lost, {len(report.duplicated)} duplicated",
+        f"{len(report.lost)} lost, {len(report.duplicated)} duplicated"
+        + (f"; {len(report.flagged)} declined offline but approved online (the answer "
+           "lost), each flagged by the box: check for a double payment"
+           if report.flagged else ""),
         f"  at the end    active {report.final.get('active')}, "
         f"{report.final.get('queued')} queued, "
         f"{report.final.get('forwarded_total')} forwarded after offline "

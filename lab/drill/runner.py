@@ -27,15 +27,17 @@ from firmware.fleet.topics import EVENT_KINDS
 from lab import faults
 from lab.box import BoxDaemon, SealKeyPair, new_secret, write_config, write_seal_keys
 from lab.drill import live
+from lab.drill.brownout import steer_limit_s
 from lab.drill.config import API_PORT, DEVICE_ID, GATEWAY_PORT, drill_config
-from lab.drill.report import Arrival, PlayedPhase, Report, Sample, build_report, render
+from lab.drill.observed import PlayedPhase, Sample
+from lab.drill.report import Arrival, Report, build_report, render
 from lab.drill.timeline import Faults, Options, Phase, plan
 from lab.errors import DrillError
 from lab.fleet import FleetBroker
 from lab.gateway_sim import DeclineRules, GatewaySimulator
 from lab.netns import inside
 from lab.pos import DECLINED_AMOUNT, Terminals
-from lab.shop import GATEWAY_IP, LAN_BOX, Shop, build_shop
+from lab.shop import GATEWAY_IP, LAN_BOX, LAN_CLIENT, OTHER_IP, Shop, build_shop, route_dev
 from payments_cache.sealing import SealOpener
 
 TOOLS = ("ip", "nft", "conntrack")
@@ -127,6 +129,29 @@ def _recovered(doc: dict[str, Any]) -> bool:
     return _on_wired(doc) and doc.get("payments", {}).get("queued") == 0
 
 
+def _steered(doc: dict[str, Any]) -> bool:
+    return bool((doc.get("uplink", {}).get("steer") or {}).get("steered"))
+
+
+def _unsteered(doc: dict[str, Any]) -> bool:
+    return not _steered(doc)
+
+
+#: what ends a phase early (`timeline.UNTIL_PHASES`): the box got where it should
+_UNTIL: dict[str, Callable[[dict[str, Any]], bool]] = {"unsteer": _unsteered,
+                                                       "recovery": _recovered}
+
+
+def steer_routes(box: str) -> dict[str, str]:
+    """The routes that show a steer (`brownout.STEERED_ROUTES`): the box's own connections
+    to the gateway, and the shop's LAN traffic forwarded by the box (failover/steering.py:
+    `iif lo` rules)."""
+    lan = ("from", LAN_CLIENT, "iif", "lan0")
+    return {"box_to_gateway": route_dev(box, GATEWAY_IP),
+            "shop_to_gateway": route_dev(box, GATEWAY_IP, *lan),
+            "shop_to_internet": route_dev(box, OTHER_IP, *lan)}
+
+
 async def _fleet_caught_up(fleet: FleetBroker, observer: Observer, within_s: float) -> bool:
     """Whether, within `within_s`, the fleet server has seen the box online again, back
     on its active uplink, with every event of the fleet's kinds the box emitted (those of
@@ -176,6 +201,8 @@ class Drill:
         self.current: Phase = self.phases[0]
         self.phase_started = time.monotonic()
         self.played: list[PlayedPhase] = []
+        self.steer_routes: dict[str, str] | None = None  # read once steered in the brownout
+        self.max_steer_s = 0.0  # what the drill's `[steer]` promises (`steer_limit_s`)
 
     async def run(self, shop: Shop, workdir: Path) -> Report:
         with _logs_to(workdir / "gateway.log", "lab.gateway_sim"):
@@ -194,10 +221,14 @@ class Drill:
         fleet = FleetBroker(shop.internet, workdir)
         try:
             await asyncio.to_thread(fleet.wait_listening)
-            config = write_config(workdir / "storebox.toml", drill_config(
+            box_config = drill_config(
                 workdir, merchant_key=self.merchant_key, token=self.token,
                 lte_carrier=self.lte_carrier, failback_after_s=self.options.failback_after_s,
-                seal_key_file=seal.public), by="`storebox drill`")
+                unsteer_after_s=self.options.unsteer_after_s, seal_key_file=seal.public)
+            self.max_steer_s = steer_limit_s(box_config.steer.steer_after_s,
+                                             box_config.steer.window_s)
+            config = write_config(workdir / "storebox.toml", box_config,
+                                  by="`storebox drill`")
             daemon = BoxDaemon(shop.box, config)
             try:
                 await asyncio.to_thread(daemon.wait_ready)
@@ -249,7 +280,10 @@ class Drill:
                               events=observer.ordered_events(), sales=terminals.sales,
                               gateway_counts=counts, final=observer.latest or {},
                               arrivals=arrivals, seal_kid=seal.kid,
-                              card_refused_422=sim.stats().card_refused_422)
+                              card_refused_422=sim.stats().card_refused_422,
+                              steer_routes=self.steer_routes,
+                              max_steer_s=self.max_steer_s,
+                              brownout_pct=self.options.brownout_pct)
         try:
             seen = (await asyncio.to_thread(fleet.seen, _device_id(observer))).to_json()
         except DrillError as exc:
@@ -264,12 +298,22 @@ class Drill:
             applied = phase.faults
             self.current, self.phase_started = phase, time.monotonic()
             started_at = datetime.now(UTC)
-            if phase.name == "recovery":
-                await observer.until(_recovered, phase.seconds)
+            if phase.name in _UNTIL:
+                await observer.until(_UNTIL[phase.name], phase.seconds)
+            elif phase.name == "brownout":
+                await self._brownout(shop, observer, phase)
             else:
                 await asyncio.sleep(phase.seconds)
             self.played.append(PlayedPhase(phase.name, self.phase_started, time.monotonic(),
                                            started_at, datetime.now(UTC)))
+
+    async def _brownout(self, shop: Shop, observer: Observer, phase: Phase) -> None:
+        """The brownout's `seconds`; once the box says it steered, the routes are read
+        (the proof that only the gateway's traffic moved)."""
+        end = self.phase_started + phase.seconds
+        if await observer.until(_steered, phase.seconds):
+            self.steer_routes = await asyncio.to_thread(steer_routes, shop.box)
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
 
     @staticmethod
     def _apply(shop: Shop, before: Faults, after: Faults) -> None:
@@ -298,9 +342,10 @@ class Drill:
                               elapsed=elapsed, length=self.current.seconds, doc=doc,
                               sales=terminals.sales, events=events, tick=tick)
             active = doc.get("uplink", {}).get("active") if doc else None
+            steered = " (the gateway's traffic by LTE)" if doc and _steered(doc) else ""
             last = events[-1] if events else {}
             summary = (f"phase {self.current.name}: "
-                       f"active {active}; last event {last.get('kind')}: "
+                       f"active {active}{steered}; last event {last.get('kind')}: "
                        f"{last.get('message')}")
             self.screen.show(text, summary)
             await asyncio.sleep(0.5)

@@ -1,11 +1,14 @@
 """`storebox drill --short`: the end-to-end acceptance test of the whole box.
 
 The real daemon in a shop made of namespaces, with the modem simulator, mock LEDs and the
-gateway simulator; a POS on the LAN; 20 % loss, a KT-style blackhole, the LTE carrier
-failing too, recovery. It fails on any unanswered sale, lost or duplicated payment,
-failover slower than 5 s, or failover during the loss phase. The box seals every card it
-keeps to a seal key made for the run (docs/gateway-protocol.md): every offline forward must arrive
-sealed under that key's kid and be opened by the gateway simulator.
+gateway simulator; a POS on the LAN; 20 % loss, a brownout (37 % loss each way: the
+gateway's traffic steered to LTE and back, the shop on wired), a KT-style blackhole, the
+LTE carrier failing too, recovery. It fails on any unanswered sale, lost or duplicated
+payment, failover slower than 5 s, failover during the loss phase or the brownout, a
+steer later than `[steer]` promises, or payments p95 above 2 s in the brownout. The box
+seals every card it keeps to a seal key made for the run (docs/gateway-protocol.md): every
+offline forward must arrive sealed under that key's kid and be opened by the gateway
+simulator.
 """
 
 from __future__ import annotations
@@ -41,9 +44,25 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     assert report["passed"] and report["failures"] == []
     assert [p["name"] for p in report["phases"]] == [
-        "normal", "loss", "blackhole", "lte_down", "recovery"]
+        "normal", "loss", "brownout", "unsteer", "blackhole", "lte_down", "recovery"]
     assert report["failover_s"] < 5.0
     assert report["failovers_in_loss"] == 0
+    # the brownout: the gateway's traffic by LTE in time, the shop left on wired, payments
+    # online and quick, and back on wired after the hysteresis
+    brownout = report["brownout"]
+    assert brownout["steered_after_s"] is not None
+    assert brownout["steered_after_s"] <= brownout["max_steer_s"] == 15.0
+    assert brownout["failovers"] == 0 and brownout["active_uplinks"] == ["wired"]
+    assert brownout["routes_while_steered"] == {
+        "box_to_gateway": "wwan0", "shop_to_gateway": "wan0", "shop_to_internet": "wan0"}
+    in_phase = brownout["payments"]
+    assert in_phase["total"] > 0 and in_phase["failed"] == 0
+    assert in_phase["online"] > in_phase["stood_in"]
+    assert in_phase["latency"]["p95_s"] <= 2.0
+    assert not brownout["unsteered_in_loss"]
+    assert brownout["unsteered_after_heal_s"] is not None
+    assert f"    steered     {brownout['steered_after_s']:.2f} s after the loss began" \
+        in proc.stdout
     assert report["offline_after_s"] is not None and report["offline_s"] > 0
     payments = report["payments"]
     assert payments["failed"] == 0
@@ -77,7 +96,7 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     fleet = report["fleet"]
     assert fleet["caught_up"] is True and fleet["status"] == "online"
     assert fleet["malformed"] == 0
-    assert {"failover", "offline_mode", "failback"} <= set(fleet["kinds"])
+    assert {"failover", "offline_mode", "failback", "steer", "unsteer"} <= set(fleet["kinds"])
     assert fleet["active"] == "wired" and fleet["state_changes"] >= 2
     assert fleet["incidents"] == 1
     title = fleet["incident"]["title"]

@@ -75,3 +75,25 @@ def test_screen_prints_one_line_per_change_elsewhere() -> None:
     lines = out.getvalue().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == ["a", "b", "a"]
     assert all(re.fullmatch(r"\[\d\d:\d\d:\d\d\] .", line) for line in lines)
+
+
+def test_frame_shows_the_steer_and_the_fast_blinking_lte_led() -> None:
+    doc = {**DOC, "uplink": {
+        "active": "wired", "failovers_total": 0, "failbacks_total": 0,
+        "wired": {"state": "degraded", "loss_pct": 14.0},
+        "lte": {"state": "up", "latency_ms": 30.0},
+        "steer": {"steered": True, "since": "2021-10-25T11:20:12+00:00",
+                  "reason": "brownout: wired probe loss 14% for 5.0s", "steers_total": 1}},
+        "leds": {"wired": "on", "lte": "blink_fast", "offline": "off", "alert": "off"}}
+    text = frame(phase="brownout", story="brownout", elapsed=9.0, length=30, doc=doc,
+                 sales=[], events=[], tick=0)
+    assert ("  steer          the gateway's traffic BY LTE since 11:20:12, the shop on wired: "
+            "brownout: wired probe loss 14% for 5.0s") in text
+    assert "● wired  ◉ lte (fast)  ○ offline  ○ alert" in text
+    assert "○ lte (fast)" in frame(phase="brownout", story="", elapsed=9.0, length=30,
+                                   doc=doc, sales=[], events=[], tick=1)
+    back = {**doc, "uplink": {**doc["uplink"], "steer": {"steered": False, "steers_total": 1}}}
+    assert "the gateway's traffic with the shop (1 steer(s) so far)" in frame(
+        phase="unsteer", story="", elapsed=1.0, length=40, doc=back, sales=[], events=[])
+    assert "steer " not in frame(phase="normal", story="", elapsed=1.0, length=5, doc=DOC,
+                                 sales=[], events=[])

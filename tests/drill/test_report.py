@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from lab.drill.report import (
-    Arrival,
-    PlayedPhase,
-    Sample,
-    build_report,
-    offline_seconds,
-    render,
-)
+from lab.drill.observed import PlayedPhase, Sample
+from lab.drill.report import Arrival, build_report, offline_seconds, render
 from lab.pos import Sale
+from tests.drill.synthetic import assert_fails_with, box_event, played
 
 T0 = datetime(2021, 10, 25, 11, 20, tzinfo=UTC)
 LENGTHS = [("normal", 5), ("loss", 15), ("blackhole", 10), ("lte_down", 8), ("recovery", 6)]
 
 
 def phases() -> list[PlayedPhase]:
-    played, at = [], 0.0
-    for name, seconds in LENGTHS:
-        played.append(PlayedPhase(name, at, at + seconds, T0 + timedelta(seconds=at),
-                                  T0 + timedelta(seconds=at + seconds)))
-        at += seconds
-    return played
+    return played(LENGTHS, T0)
 
 
 def event(kind: str, second: float, seq: int) -> dict[str, Any]:
-    return {"seq": seq, "kind": kind, "message": kind,
-            "at": (T0 + timedelta(seconds=second)).isoformat()}
+    return box_event(T0, kind, second, seq)
 
 
 def sale(n: int, status: str, phase: str = "normal", http: int = 200,
@@ -93,6 +82,7 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
     assert "every offline card sealed" in text
     assert r.to_json()["exactly_once"] == {
         "forwarded_once": 4, "lost": [], "duplicated": [], "declined_offline_but_forwarded": [],
+        "declined_offline_approved_online_flagged": [],
         "gateway_count_per_payment": {"pay_1": 1, "pay_2": 1, "pay_3": 1, "pay_4": 0,
                                       "pay_5": 1}}
 
@@ -128,10 +118,37 @@ def test_a_clean_drill_passes_with_its_numbers() -> None:
      "kid 'fedcba9876543210', not sealed under 0123456789abcdef"),
 ])
 def test_each_failure_fails_the_drill(changes: dict[str, Any], failure: str) -> None:
-    r = report(**changes)
-    assert not r.passed
-    assert any(failure in f for f in r.failures), r.failures
-    assert f"FAILED: {r.failures[0]}" in render(r)
+    assert_fails_with(report(**changes), failure)
+
+
+FLAGGED = box_event(T0, "fault", 12.0, 9, reason="approved_after_declined_offline",
+                    payment_id="pay_4")
+
+
+def test_a_decline_offline_approved_online_and_flagged_is_no_leak() -> None:
+    """The online attempt reached the gateway, its answer was lost (a connection closed
+    mid-request), the box declined offline and later found it approved: it flags it for
+    the shop (a double payment to check), and it is at the gateway once."""
+    r = report(gateway_counts={**GOOD_COUNTS, "pay_4": 1}, events=[*GOOD_EVENTS, FLAGGED],
+               arrivals={**GOOD_ARRIVALS, "pay_4": Arrival(False, None)})
+    assert r.passed, r.failures
+    assert r.flagged == ["pay_4"] and r.leaked == [] and r.forwarded_once == 5
+    assert r.to_json()["exactly_once"]["declined_offline_approved_online_flagged"] == ["pay_4"]
+    assert ("; 1 declined offline but approved online (the answer lost), each flagged by the "
+            "box: check for a double payment") in render(r)
+
+
+@pytest.mark.parametrize("changes", [
+    {"events": GOOD_EVENTS},  # not flagged by the box
+    {"arrivals": {**GOOD_ARRIVALS, "pay_4": Arrival(True, KID)}},  # forwarded offline
+])
+def test_a_decline_offline_at_the_gateway_otherwise_is_a_leak(changes: dict[str, Any]) -> None:
+    args = {"gateway_counts": {**GOOD_COUNTS, "pay_4": 1}, "events": [*GOOD_EVENTS, FLAGGED],
+            "arrivals": {**GOOD_ARRIVALS, "pay_4": Arrival(False, None)}, **changes}
+    r = report(**args)
+    assert r.leaked == ["pay_4"] and r.flagged == []
+    assert_fails_with(r, "1 payment(s) declined offline reached the gateway (forwarded, or "
+                         "online without the box flagging it)")
 
 
 def test_a_failed_request_is_listed_with_its_reason() -> None:
