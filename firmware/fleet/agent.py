@@ -50,6 +50,7 @@ from firmware.fleet.auth import brief
 from firmware.fleet.broker import Broker
 from firmware.fleet.commands import CommandSet
 from firmware.fleet.desired import DesiredConfig
+from firmware.fleet.mqtt import Client
 from firmware.fleet.store import FleetStore, Pending, boot_id
 from firmware.fleet.topics import (
     DESIRED_CONFIG,
@@ -265,7 +266,7 @@ class FleetAgent:
         # a new session for every connection: its birth and its Will carry it
         self.session = f"{self.boot}-{self.store.next_connection()}"
         self.session_since = self.state.wall()
-        client = aiomqtt.Client(
+        client = Client(
             b.host, b.port, username=b.username, password=b.password, identifier=b.client_id,
             will=aiomqtt.Will(self.topics.status, self._status("offline"), qos=1,
                               retain=True),

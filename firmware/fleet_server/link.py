@@ -19,6 +19,7 @@ from typing import Any
 
 import aiomqtt
 
+from firmware.fleet.mqtt import Client
 from firmware.fleet.topics import split_topic
 from firmware.fleet_server.config import FleetServerConfig, broker_of
 
@@ -42,7 +43,7 @@ def mqtt_client(config: FleetServerConfig, identifier: str, *, clean_session: bo
         text = Path(config.password_file).read_text(encoding="utf-8")
         password = text.splitlines()[0] if text else ""
     context = ssl.create_default_context(cafile=config.ca_file or None) if tls else None
-    return aiomqtt.Client(host, port, identifier=identifier,
+    return Client(host, port, identifier=identifier,
                           username=config.username or None, password=password,
                           tls_context=context, clean_session=clean_session, **options)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiomqtt
 
+from firmware.fleet.mqtt import Client
 from tests.support.schemas import ContractViolation, check_fleet
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -183,7 +184,7 @@ class Operator:
         return self._queues.setdefault(suffix, asyncio.Queue())
 
     async def connect(self) -> None:
-        client = aiomqtt.Client(
+        client = Client(
             self.host, self.port, identifier=self.client_id,
             clean_session=self.client_id is None, username=self.username,
             password=self.password, tls_context=self.tls_context)
