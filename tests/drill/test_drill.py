@@ -29,16 +29,26 @@ from lab.errors import DrillError
 REPO = Path(__file__).resolve().parents[2]
 
 
+def namespaces_of(pid: int) -> list[str]:
+    """The network namespaces drill `pid` made (`sbd<role>-<pid>-<n>`) still there; another
+    drill running on the machine meanwhile is not this one's leak."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line for line in listed.splitlines()
+            if line.startswith("sbd") and f"-{pid}-" in line.split()[0]]
+
+
 @pytest.mark.timeout(300)
 def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the drill builds network namespaces: root only (CI runs as root)")
     report_path = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "firmware", "drill", "--short", "--no-live",
-         "--json", str(report_path)],
-        capture_output=True, text=True, timeout=280, cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    with subprocess.Popen(
+            [sys.executable, "-m", "firmware", "drill", "--short", "--no-live",
+             "--json", str(report_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO))) as drill:
+        out, err = drill.communicate(timeout=280)
+    proc = subprocess.CompletedProcess(drill.args, drill.returncode, out, err)
     print(proc.stdout[-6000:], proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -103,8 +113,7 @@ def test_short_drill_passes_end_to_end(tmp_path: Path) -> None:
     assert title.startswith("KT wired down at 1 shop"), title
     assert f"incident      #{fleet['incident']['id']} {title}" in proc.stdout
     # the drill leaves no namespace behind
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not [line for line in left.splitlines() if line.startswith("sbd")], left
+    assert namespaces_of(drill.pid) == []
 
 
 def test_without_root_the_drill_explains_what_it_needs(mocker: object) -> None:
@@ -164,8 +173,7 @@ def test_ctrl_c_tears_everything_down() -> None:
     rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not [line for line in left.splitlines() if line.startswith("sbd")], left
+    assert namespaces_of(proc.pid) == []
     daemons = subprocess.run(["pgrep", "-f", "firmware run --config /tmp/storebox-drill-"],
                              capture_output=True, text=True).stdout
     assert daemons == ""
