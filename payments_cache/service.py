@@ -38,13 +38,24 @@ from payments_cache.errors import (
     UnknownOutcome,
 )
 from payments_cache.gateway import AuthorizationPayload, Gateway
-from payments_cache.models import ForwardState, Payment, PaymentRequest, PaymentStatus, QueueStats
+from payments_cache.models import (
+    ForwardState,
+    GatewayResult,
+    Payment,
+    PaymentRequest,
+    PaymentStatus,
+    QueueStats,
+)
 from payments_cache.risk import CardVelocity, QueueSnapshot, RiskDecision, RiskLimits, evaluate
 from payments_cache.uplinks import UplinkSignal
 from payments_cache.validation import parse_idempotency_key, parse_payment_request
 from payments_cache.wallclock import wall_unset
 
 log = logging.getLogger(__name__)
+
+#: A lost answer is asked for again only while this much of the online deadline is left:
+#: a new connection (over the other uplink, perhaps with a TLS handshake) needs about that.
+REPLAY_MIN_S = 0.3
 
 EventCallback = Callable[..., None]
 
@@ -85,6 +96,9 @@ class ServiceSettings:
     #: reach the gateway (queued in a load balancer or proxy): before then, the gateway's
     #: "not found" proves nothing.
     lost_attempt_lifetime_s: float = 60.0
+    #: How many times an answer lost with its connection is asked for again (see
+    #: `PaymentService._authorize`); 0: never.
+    online_replays: int = 2
     limits: RiskLimits = field(default_factory=RiskLimits)
 
 
@@ -154,6 +168,7 @@ class PaymentService:
     def __init__(self, store: AsyncStore, gateway: Gateway, uplinks: UplinkSignal,
                  settings: ServiceSettings, *,
                  wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
                  on_event: EventCallback | None = None,
                  on_change: Callable[[], None] | None = None,
                  can_protect: Callable[[], bool] = lambda: True,
@@ -173,6 +188,7 @@ class PaymentService:
         self.uplinks = uplinks
         self.settings = settings
         self._wall = wall
+        self._monotonic = monotonic
         self._on_event = on_event
         self._on_change = on_change
         self._keys = _KeyLocks()
@@ -312,7 +328,7 @@ class PaymentService:
             reference=request.reference)
         path = self.uplinks.generation
         try:
-            result = await self.gateway.authorize(payload, self.settings.online_deadline_s)
+            result = await self._authorize(payload)
         except GatewayUnavailable as exc:
             log.info("payment %s: gateway unavailable online (%s)", payment.id, exc.reason)
             if exc.status is None:  # never connected: nothing was sent
@@ -341,6 +357,29 @@ class PaymentService:
             return await self.store.settle_online(payment.id, result)
         except InvalidTransition:
             return await self._current(payment.id)
+
+    async def _authorize(self, payload: AuthorizationPayload) -> GatewayResult:
+        """The gateway's answer within the online deadline. An answer lost with its
+        connection (reset or closed, not a timeout: e.g. the route to the gateway moved to
+        the other uplink and the box closed the old path's sockets) is asked for again on a
+        new connection while enough of the deadline is left. The same key and body make it
+        a replay: the gateway returns the stored result and never charges twice
+        (docs/gateway-protocol.md, Idempotency), as payment SDKs retry a lost connection
+        under an idempotency key. Without it a sale the gateway approved would be stood in,
+        and perhaps declined offline while the customer is charged."""
+        deadline = self._monotonic() + self.settings.online_deadline_s
+        replays = 0
+        while True:
+            try:
+                return await self.gateway.authorize(payload, deadline - self._monotonic())
+            except UnknownOutcome as exc:
+                left = deadline - self._monotonic()
+                if (exc.timed_out or exc.malformed or left < REPLAY_MIN_S
+                        or replays >= self.settings.online_replays):
+                    raise
+                replays += 1
+                log.info("payment %s: answer lost (%s); asking again under the same key "
+                         "(%.1f s left)", payload.payment_id, exc.reason, left)
 
     async def _stand_in(self, payment: Payment, request: PaymentRequest,
                         lost_until: datetime | None,

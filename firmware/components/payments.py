@@ -54,6 +54,7 @@ def settings_from(config: Config) -> ServiceSettings:
     p = config.payments
     return ServiceSettings(
         merchant_id=p.merchant_id, online_deadline_s=p.online_deadline_s,
+        online_replays=p.online_replays,
         lost_attempt_lifetime_s=p.lost_attempt_lifetime_s,
         limits=RiskLimits(
             max_amount=p.offline_max_amount, max_total=p.offline_max_total,

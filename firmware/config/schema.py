@@ -412,6 +412,10 @@ class SteerConfig:
         "More IPs/CIDRs steered with the gateway (e.g. the POS vendor's API the box calls); "
         "the gateway's own addresses are resolved from payments.gateway_url at each steer.",
         [], cidrs)
+    include_fleet: bool = doc(
+        "Steer the fleet broker's addresses (fleet.mqtt_url) too: the fleet session would "
+        "time out on the lossy line and the operator see the shop drop off (it reconnects "
+        "once, over LTE, at the steer).", True)
 
 
 @dataclass(frozen=True)
@@ -475,6 +479,11 @@ class PaymentsConfig:
                                  2000000, positive)
     offline_max_count: int = doc("Most payments queued at once.", 500, positive)
     online_deadline_s: float = doc("Overall deadline of an online attempt.", 3.0, positive)
+    online_replays: int = doc(
+        "How many times an online answer lost with its connection (reset or closed, not a "
+        "timeout) is asked for again under the same Idempotency-Key within the deadline: "
+        "the gateway replays its stored result, so a charged sale is answered as charged. "
+        "0: never.", 2, non_negative)
     lost_attempt_lifetime_s: float = doc(
         "How long after its deadline an online attempt whose answer was lost may still "
         "reach the gateway (its load balancer's request timeout): before then the "

@@ -35,7 +35,9 @@ async def test_lossy_gateway_and_concurrent_drain_forward_each_payment_once(
         answers = await pay_many(box, "lossy", 150, rng)
         statuses = [a["status"] for a in answers.values()]
         assert statuses.count("approved") > 50
-        assert statuses.count("approved_offline") > 20  # dropped answers and 5xx stood in
+        # 5xx stood in, and dropped answers whose replays (payments.online_replays) were
+        # dropped as well; most dropped answers came back by a replay
+        assert statuses.count("approved_offline") > 5
         # the gateway goes away and comes back while the POS keeps paying and the
         # forwarder drains: new offline payments join a queue that is being emptied
         await box.sim.set_faults(down=True, down_mode="refuse")
@@ -59,4 +61,4 @@ async def test_lossy_gateway_and_concurrent_drain_forward_each_payment_once(
         assert [p for p in arrived if box.sim.processed_count(p) != 1] == []
         stats = box.sim.stats()
         assert stats.conflicts_422 == 0
-        assert stats.dropped_answers > 0 and stats.injected_5xx > 0
+        assert stats.dropped_answers > 0 and stats.injected_5xx > 0 and stats.replays > 0
