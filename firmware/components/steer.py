@@ -2,10 +2,11 @@
 
 The decision (`failover.steer`) and its application (`failover.steering`) know nothing
 of the box: here they get their thresholds from `[steer]`, their destinations from
-`payments.gateway_url` (resolved at every steer: a gateway's addresses move) and
-`steer.destinations`, and a closer that removes the rules when the daemon stops. The
-failover component (`firmware.components.failover`) hands the result to the engine and
-turns its changes into `uplink.steer`, the LED and the `steer`/`unsteer` events.
+`payments.gateway_url` (resolved at every steer: a gateway's addresses move),
+`steer.destinations` and the fleet broker (`steer.include_fleet`), and a closer that
+removes the rules when the daemon stops. The failover component
+(`firmware.components.failover`) hands the result to the engine and turns its changes into
+`uplink.steer`, the LED and the `steer`/`unsteer` events.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from firmware.components.context import BoxContext, remove_then_close
 from firmware.config import Config
 from firmware.errors import FirmwareError
 
-__all__ = ["build_steering", "gateway_destinations", "steer_config"]
+__all__ = ["build_steering", "fleet_destinations", "gateway_destinations", "steer_config"]
 
 log = logging.getLogger("storebox.steer")
 
@@ -51,26 +52,42 @@ def steer_config(config: Config) -> SteerConfig:
         steer_min_interval_s=steer.steer_min_interval_s, window_s=steer.window_s)
 
 
+async def _addresses(url: str, default_port: int) -> list[str]:
+    """The addresses of `url`'s host: itself when it is one, else resolved now."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, parts.port or default_port, type=socket.SOCK_STREAM)
+        return sorted({str(info[4][0]) for info in infos})
+
+
 async def gateway_destinations(gateway_url: str, extra: Sequence[str]) -> list[str]:
     """The gateway's addresses (the URL's host, resolved now) and `extra`."""
-    parts = urlsplit(gateway_url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     found: list[str] = []
     try:
-        found = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            if not extra:
-                raise SteerDestinationError(host, str(exc)) from exc
-            log.warning("steer: gateway host %r not resolved (%s): steering %s only",
-                        host, exc, ", ".join(extra))
-        else:
-            found = sorted({str(info[4][0]) for info in infos})
+        found = await _addresses(gateway_url, 443 if gateway_url.startswith("https") else 80)
+    except OSError as exc:
+        host = urlsplit(gateway_url).hostname or ""
+        if not extra:
+            raise SteerDestinationError(host, str(exc)) from exc
+        log.warning("steer: gateway host %r not resolved (%s): steering %s only",
+                    host, exc, ", ".join(extra))
     return [*found, *(e for e in extra if e not in found)]
+
+
+async def fleet_destinations(mqtt_url: str) -> list[str]:
+    """The fleet broker's addresses: its session goes with the payments, or it would time
+    out on the lossy line and the operator would see the shop drop off. Unresolved, it
+    stays where it is (the payments are what matters)."""
+    try:
+        return await _addresses(mqtt_url, 8883 if mqtt_url.startswith("mqtts") else 1883)
+    except OSError as exc:
+        log.warning("steer: fleet broker %r not resolved (%s): not steered",
+                    urlsplit(mqtt_url).hostname, exc)
+        return []
 
 
 def build_steering(context: BoxContext, lte: Uplink, on_steer: OnSteer) -> Steering | None:
@@ -81,8 +98,12 @@ def build_steering(context: BoxContext, lte: Uplink, on_steer: OnSteer) -> Steer
     routes = SteerRoutes(lte)
     extra = list(config.steer.destinations)
 
+    fleet = config.fleet.mqtt_url if config.steer.include_fleet else ""
+
     async def destinations() -> list[str]:
-        return await gateway_destinations(config.payments.gateway_url, extra)
+        found = await gateway_destinations(config.payments.gateway_url, extra)
+        more = await fleet_destinations(fleet) if fleet else []
+        return [*found, *(a for a in more if a not in found)]
 
     steering = Steering(SteerPolicy(steer_config(config)), routes, destinations,
                         on_steer=on_steer)

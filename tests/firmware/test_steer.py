@@ -13,6 +13,7 @@ from firmware.components.leds import led_pattern
 from firmware.components.steer import (
     SteerDestinationError,
     build_steering,
+    fleet_destinations,
     gateway_destinations,
     steer_config,
 )
@@ -82,6 +83,26 @@ async def test_gateway_destinations() -> None:
     assert await gateway_destinations("https://gw.invalid", ["203.0.113.7"]) == ["203.0.113.7"]
     with pytest.raises(SteerDestinationError, match=r"gw\.invalid"):
         await gateway_destinations("https://gw.invalid", [])
+
+
+async def test_fleet_destinations() -> None:
+    assert await fleet_destinations("mqtts://192.0.2.5:8883") == ["192.0.2.5"]
+    assert await fleet_destinations("mqtt://broker.invalid") == []  # stays where it is
+
+
+@pytest.mark.parametrize(("table", "steered"), [
+    ('[fleet]\nmqtt_url = "mqtt://192.0.2.5"\n', ["198.51.100.10", "192.0.2.5"]),
+    ('[fleet]\nmqtt_url = "mqtt://192.0.2.5"\n[steer]\ninclude_fleet = false\n',
+     ["198.51.100.10"]),
+    ("", ["198.51.100.10"]),  # no fleet agent
+])
+async def test_the_fleet_broker_is_steered_with_the_gateway(
+        tmp_path: Path, table: str, steered: list[str]) -> None:
+    config = MINIMAL.replace("https://gateway.example", "https://198.51.100.10") + table
+    context = context_for(config, tmp_path)
+    steering = build_steering(context, Uplink("lte", "wwan0"), lambda *change: None)
+    assert steering is not None
+    assert await steering._destinations() == steered
 
 
 def test_build_steering_needs_route_control(tmp_path: Path) -> None:
