@@ -25,6 +25,7 @@ from typing import Any
 import aiomqtt
 from aiohttp import web
 
+from firmware.fleet.mqtt_client import cancel_all
 from firmware.fleet.topics import DESIRED_CONFIG_RESULT
 from firmware.fleet_server.backends import Backend
 from firmware.fleet_server.config import FleetServerConfig
@@ -83,9 +84,7 @@ class Operations:
         await self.link.run()
 
     async def stop(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_all(self.tasks)  # a job's own clean-up (`JobRunner.run`) never awaits
 
     # ------------------------------------------------------------------ jobs
 

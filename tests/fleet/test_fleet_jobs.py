@@ -34,6 +34,8 @@ from tests.fleet.test_fleet_server import Simulator
 from tests.support.mosquitto import Mosquitto
 
 FAST = Backoff(initial_s=0.05, cap_s=0.3, healthy_after_s=60.0)
+#: A box says `offline` and disconnects in at most 3 s (agent.GOODBYE_TIMEOUT_S twice).
+TEARDOWN_S = 30.0
 
 
 @pytest.fixture
@@ -115,11 +117,13 @@ async def fleet(tmp: Path, database: str, broker: Mosquitto, key: tuple[Path, Pa
         await until(server, lambda: sum(b.online and bool(b.state)
                                         for b in server.model.boxes.values()) >= len(boxes))
         yield server, boxes
-    finally:
+    finally:  # bounded: a stop that hangs fails here, naming itself (test_mqtt_cancel.py)
         for box in boxes:
             box.task.cancel()
-        await asyncio.gather(*(b.task for b in boxes), return_exceptions=True)
-        await server.stop()
+        async with asyncio.timeout(TEARDOWN_S):
+            await asyncio.gather(*(b.task for b in boxes), return_exceptions=True)
+        async with asyncio.timeout(TEARDOWN_S):
+            await server.stop()
 
 
 async def until(server: FleetServer, check: Any, timeout: float = 15.0) -> None:
