@@ -83,6 +83,11 @@ class Operations:
     async def run(self) -> None:
         await self.link.run()
 
+    def flush(self) -> None:
+        """Write what waits for the database (desired-config refusals); with the
+        server's batches."""
+        self.desired.flush()
+
     async def stop(self) -> None:
         await cancel_all(self.tasks)  # a job's own clean-up (`JobRunner.run`) never awaits
 

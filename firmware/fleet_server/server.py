@@ -165,6 +165,7 @@ class FleetServer:
                 self.db.flush()
             except Exception:
                 log.exception("fleet server: cannot write the database")
+            self.operations.flush()
             self._touch()
 
     # ------------------------------------------------------------------ HTTP
@@ -227,6 +228,8 @@ class FleetServer:
         await self.operations.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
+        self.operations.flush()
         self.db.close()
 
     @property
