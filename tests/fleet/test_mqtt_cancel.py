@@ -97,3 +97,12 @@ async def test_cancel_all_cancels_again_a_task_that_swallowed_the_first() -> Non
     async with asyncio.timeout(10):
         await cancel_all([task], recancel_s=0.05)
     assert swallowed == [1] and task.cancelled()
+
+
+def test_the_product_makes_its_mqtt_clients_with_mqtt_client() -> None:
+    """Every client of the fleet agent and the fleet server is an MqttClient: aiomqtt's
+    own would bring the swallowed cancellation back."""
+    root = Path(__file__).resolve().parents[2] / "firmware"
+    direct = [str(p.relative_to(root)) for p in root.rglob("*.py")
+              if "aiomqtt.Client(" in p.read_text(encoding="utf-8")]
+    assert direct == []
