@@ -45,8 +45,8 @@ def mqtt_client(config: FleetServerConfig, identifier: str, *, clean_session: bo
         password = text.splitlines()[0] if text else ""
     context = ssl.create_default_context(cafile=config.ca_file or None) if tls else None
     return MqttClient(host, port, identifier=identifier,
-                          username=config.username or None, password=password,
-                          tls_context=context, clean_session=clean_session, **options)
+                      username=config.username or None, password=password,
+                      tls_context=context, clean_session=clean_session, **options)
 
 
 class OperationsLink:
