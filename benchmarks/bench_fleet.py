@@ -1,7 +1,10 @@
 """Issue 12: `storebox fleet serve` with 10,000 boxes, on loopback, bounded (~6 min).
 
 One mosquitto (tests/support/mosquitto.py, persistence on, the open-file limit raised)
-and one `fleet serve` (a subprocess: SQLite, the operator's signing key); the boxes are
+and one `fleet serve` (a subprocess: SQLite, or with STOREBOX_BENCH_FLEET_DATABASE=
+postgresql a PostgreSQL server of its own, started as tests/support/postgres.py starts
+one, default settings: fsync and synchronous_commit on; the operator's signing key);
+the boxes are
 simulated by `fleet_sim.py` in STOREBOX_BENCH_FLEET_WORKERS processes (default 2, one per
 core), each holding its share of STOREBOX_BENCH_FLEET_BOXES (default 10,000) raw MQTT
 connections; 20 dashboards read `/api/stream` in one more process. Phases, in order:
@@ -24,15 +27,16 @@ connections; 20 dashboards read `/api/stream` in one more process. Phases, in or
    checks each signature with the operator's public key), until the job is done.
 
 CPU (utime+stime from /proc) and RSS of the broker and of `fleet serve` per phase.
-Results: benchmarks/results/fleet.json and the table printed; BENCHMARKS.md "Fleet".
+Results: benchmarks/results/fleet.json (fleet-postgresql.json) and the table printed;
+BENCHMARKS.md "Fleet".
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -50,7 +54,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks import fleet_sim
 from benchmarks.report import record
+from firmware.fleet_server.backends import open_backend
 from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.timeout(1500)
 BOXES = int(os.environ.get("STOREBOX_BENCH_FLEET_BOXES", "10000"))
@@ -61,6 +67,8 @@ RAMP_S = float(os.environ.get("STOREBOX_BENCH_FLEET_RAMP_S", "10"))
 PHASE_S = float(os.environ.get("STOREBOX_BENCH_FLEET_PHASE_S", "30"))
 #: The phases after the state rates to run (all by default; "" stops after them).
 STEPS = os.environ.get("STOREBOX_BENCH_FLEET_STEPS", "incident,kill,broker,command")
+#: `fleet serve`'s database: "sqlite" (a file) or "postgresql" (a server of the bench's own).
+DATABASE = os.environ.get("STOREBOX_BENCH_FLEET_DATABASE", "sqlite")
 #: A file to write `fleet serve`'s cProfile to (for finding what is slow).
 PROFILE = os.environ.get("STOREBOX_BENCH_FLEET_PROFILE", "")
 INCIDENT_SHOPS = min(2000, BOXES // 5)
@@ -82,6 +90,44 @@ def memory_mb(pid: int, key: str = "VmRSS") -> float:
     return float("nan")
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants now (PostgreSQL: the postmaster's backends, WAL writer,
+    checkpointer... each a process of its own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            ppid = int(text[text.rindex(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU of `pid` and its descendants, those that ended included (cutime, cstime)."""
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += sum(int(x) for x in fields[11:15]) / TICKS
+    return total
+
+
+def tree_memory_mb(pid: int, key: str = "VmRSS") -> float:
+    """RSS of `pid` and its descendants (shared buffers counted in each that touched
+    them: an upper bound)."""
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            total += memory_mb(p, key)
+    return total
+
+
 @dataclass
 class Usage:
     """CPU share and RSS of a process per phase (a restarted broker: its new process)."""
@@ -90,24 +136,31 @@ class Usage:
     pid: Callable[[], int]
     phases: list[tuple[str, float, float, float]] = field(default_factory=list)
     _mark: tuple[int, float, float] = (0, 0.0, 0.0)
+    #: The process and its descendants (PostgreSQL), each peak RSS summed.
+    whole_tree: bool = False
 
     def start(self) -> None:
         pid = self.pid()
-        self._mark = (pid, cpu_s(pid), time.monotonic())
+        self._mark = (pid, self._cpu(pid), time.monotonic())
+
+    def _cpu(self, pid: int) -> float:
+        return tree_cpu_s(pid) if self.whole_tree else cpu_s(pid)
 
     def end(self, phase: str) -> None:
         pid, cpu0, t0 = self._mark
         now = self.pid()
-        cpu = cpu_s(now) - (cpu0 if now == pid else 0.0)
+        cpu = self._cpu(now) - (cpu0 if now == pid else 0.0)
+        memory = tree_memory_mb if self.whole_tree else memory_mb
         self.phases.append((phase, 100 * cpu / max(1e-6, time.monotonic() - t0),
-                            memory_mb(now), memory_mb(now, "VmHWM")))
+                            memory(now), memory(now, "VmHWM")))
         self.start()
 
 
 class Fleet:
     """The broker, the server, the simulators and the viewers of one run."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, database: str) -> None:
+        """`database`: `fleet_server.database`, a SQLite path or a PostgreSQL DSN."""
         self.tmp = tmp
         self.broker = Mosquitto(tmp, log_types=("error", "warning", "notice", "information"),
                                 extra=("max_queued_messages 0", "max_inflight_messages 0",
@@ -119,7 +172,7 @@ class Fleet:
             serialization.NoEncryption()))
         self.public_pem = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.database = tmp / "fleet.sqlite3"
+        self.database = database
         (tmp / "fleet.toml").write_text(
             "[fleet_server]\n"
             f'mqtt_url = "{self.broker.url}"\nlisten = "127.0.0.1:{self.port}"\n'
@@ -378,8 +431,12 @@ def _broker_restart(fleet: Fleet, out: Results) -> None:
     time.sleep(3)  # the server's batch (flush_s) is written
 
     def stored() -> int:
-        with sqlite3.connect(f"file:{fleet.database}?mode=ro", uri=True) as db:
-            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+        backend = open_backend(fleet.database)
+        try:
+            ((n,),) = backend.execute("SELECT count(*) FROM events")
+            return int(n)
+        finally:
+            backend.close()
 
     fleet.until(lambda: stored() >= stats["events_generated"], 30, "events stored")
     last = {r["device_id"]: r["last_seq"] for r in fleet.boxes()}
@@ -407,14 +464,32 @@ def _command(fleet: Fleet, out: Results) -> None:
 
 
 def test_fleet_10k_boxes(tmp_path: Path) -> None:
-    fleet = Fleet(tmp_path)
+    if DATABASE not in ("sqlite", "postgresql"):
+        raise ValueError(f"STOREBOX_BENCH_FLEET_DATABASE: sqlite or postgresql, got "
+                         f"{DATABASE!r}")
+    with contextlib.ExitStack() as stack:
+        usage: list[Usage] = []
+        if DATABASE == "postgresql":
+            postgres = stack.enter_context(PostgresServer())
+            database = postgres.create_database()
+            assert postgres.proc is not None
+            pg_pid = postgres.proc.pid
+            usage.append(Usage("postgresql (all its processes)", lambda: pg_pid,
+                               whole_tree=True))
+        else:
+            database = str(tmp_path / "fleet.sqlite3")
+        _run(Fleet(tmp_path, database), usage)
+
+
+def _run(fleet: Fleet, usage: list[Usage]) -> None:
     out = Results()
+    out.add("fleet serve's database", DATABASE)
     try:
         fleet.start()
         assert fleet.server is not None
         server_pid = fleet.server.pid
         usage = [Usage("broker", lambda: fleet.broker.proc.pid),  # type: ignore[union-attr]
-                 Usage("fleet serve", lambda: server_pid)]
+                 Usage("fleet serve", lambda: server_pid), *usage]
         for u in usage:
             u.start()
         _connect(fleet, out)
@@ -438,4 +513,4 @@ def test_fleet_10k_boxes(tmp_path: Path) -> None:
         fleet.stop()
         print(f"  (at {datetime.now(UTC).isoformat(timespec='seconds')}, "
               f"load {os.getloadavg()[0]:.1f})")
-    record("fleet", out.rows)
+    record("fleet" if DATABASE == "sqlite" else f"fleet-{DATABASE}", out.rows)

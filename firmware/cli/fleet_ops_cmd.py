@@ -235,7 +235,8 @@ def _config_status(args: argparse.Namespace) -> int:
           f"{status['pending']} pending, {status['offline']} offline, "
           f"{len(status['refused'])} refused")
     for r in status["refused"][:50]:
-        print(f"  {r['device_id']:20} {r['code']}: {r['message']}")
+        field = f" ({r['field']})" if r.get("field") else ""
+        print(f"  {r['device_id']:20} {r['code']}{field}: {r['message']}")
     return EXIT_OK
 
 

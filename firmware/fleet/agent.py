@@ -50,7 +50,7 @@ from firmware.fleet.auth import brief
 from firmware.fleet.broker import Broker
 from firmware.fleet.commands import CommandSet
 from firmware.fleet.desired import DesiredConfig
-from firmware.fleet.mqtt import Client
+from firmware.fleet.mqtt_client import MqttClient, cancel_all, stopping
 from firmware.fleet.store import FleetStore, Pending, boot_id
 from firmware.fleet.topics import (
     DESIRED_CONFIG,
@@ -238,6 +238,8 @@ class FleetAgent:
                 await self._session()
                 reason = "the broker closed the connection"
             except _LINK_ERRORS as exc:
+                if stopping():  # aiomqtt's exit failed while we were being cancelled
+                    raise asyncio.CancelledError from exc
                 reason = _describe(exc)
             if self._up_at is not None and \
                     loop.time() - self._up_at >= self.backoff.healthy_after_s:
@@ -266,7 +268,7 @@ class FleetAgent:
         # a new session for every connection: its birth and its Will carry it
         self.session = f"{self.boot}-{self.store.next_connection()}"
         self.session_since = self.state.wall()
-        client = Client(
+        client = MqttClient(
             b.host, b.port, username=b.username, password=b.password, identifier=b.client_id,
             will=aiomqtt.Will(self.topics.status, self._status("offline"), qos=1,
                               retain=True),
@@ -481,9 +483,7 @@ async def _close(client: aiomqtt.Client) -> None:
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_all(tasks)  # none of them cleans up: a second cancel never hurries one
 
 
 __all__ = ["FleetAgent", "FleetLinkError"]

@@ -34,6 +34,7 @@ MIGRATIONS: list[Migration] = [
         # device -> [down_at, back_at]: what reopening an incident after a restart needs
         "ALTER TABLE incidents ADD COLUMN members TEXT"]),
     jobs_store.MIGRATION,  # command jobs, their results, desired configs, the audit log
+    jobs_store.REFUSALS_MIGRATION,  # each box's latest refusal of a desired config
 ]
 
 _UPSERT_BOX = (

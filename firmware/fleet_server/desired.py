@@ -5,14 +5,16 @@ the table's key, so two workers pushing at once cannot both issue it), signs it 
 operator's key (`firmware.fleet_server.signing`), stores it, publishes it retained at
 QoS 1 on `DESIRED_CONFIG` and writes the audit log. The boxes apply it themselves
 (`firmware.fleet.desired`); a box converged when its state's `config_version` is the
-version. Boxes answer each version once on `cmd_result` (`name` `desired-config`):
-refusals are kept here, per box, for the status (in memory: after a restart of the
-server a box's refusal is not asked again; its `config_version` still tells).
+version. Boxes answer each version once on `cmd_result` (`name` `desired-config`) and
+are not asked again: each box's latest refusal is kept, for the status, in memory and in
+the database (`config_refusals`, written with the server's batches, `flush`; read back
+when the server starts), so a restart of `fleet serve` still shows who refused what.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -21,8 +23,12 @@ from firmware.fleet.topics import DESIRED_CONFIG
 from firmware.fleet_server.jobs_store import OperationsStore
 from firmware.fleet_server.signing import OperatorKey
 
+log = logging.getLogger("storebox.fleet_server")
+
 Select = Callable[[list[tuple[str, str]]], list[dict[str, Any]]]
 MAX_SETTINGS = 64
+#: A refusal's message is the box's text: kept this long at most.
+MAX_MESSAGE = 500
 
 
 def check_settings(settings: Any) -> dict[str, Any]:
@@ -52,7 +58,9 @@ class DesiredConfigs:
         self.select = select
         self.wall = wall
         #: device -> the box's refusal of a version: {"version", "code", "message", ...}
-        self.refusals: dict[str, dict[str, Any]] = {}
+        self.refusals: dict[str, dict[str, Any]] = store.refusals()
+        #: Boxes whose refusal (or its end) is not yet in the database.
+        self.dirty: set[str] = set()
 
     async def push(self, settings: Any, actor: str) -> dict[str, Any]:
         """Issue, store and publish the next version; ValueError when it cannot be."""
@@ -73,13 +81,34 @@ class DesiredConfigs:
     def answer(self, device: str, doc: dict[str, Any]) -> None:
         """A box's `cmd_result` about a desired-config version."""
         if doc.get("ok") is True:
-            self.refusals.pop(device, None)
+            if self.refusals.pop(device, None) is not None:
+                self.dirty.add(device)
             return
         raw = doc.get("error")
         error = raw if isinstance(raw, dict) else {}
-        self.refusals[device] = {"device_id": device, "version": doc.get("version"),
-                                 "code": error.get("code"), "message": error.get("message"),
-                                 "field": error.get("field")}
+        version = doc.get("version")
+        self.refusals[device] = {
+            "device_id": device,
+            "version": version if isinstance(version, int) and
+            not isinstance(version, bool) else None,
+            "code": _text(error.get("code")), "message": _text(error.get("message")),
+            "field": _text(error.get("field")), "at": self.wall().isoformat()}
+        self.dirty.add(device)
+
+    def flush(self) -> None:
+        """Write the refusals that changed since the last flush (one transaction); kept
+        for the next one when the database cannot be written."""
+        if not self.dirty:
+            return
+        dirty, self.dirty = self.dirty, set()
+        refused = [self.refusals[d] for d in sorted(dirty) if d in self.refusals]
+        accepted = sorted(d for d in dirty if d not in self.refusals)
+        try:
+            self.store.save_refusals(refused, accepted)
+        except Exception:
+            self.dirty |= dirty
+            log.exception("fleet server: cannot record %d desired-config refusals",
+                          len(refused))
 
     def status(self) -> dict[str, Any]:
         """The latest version and how far the fleet is with it."""
@@ -105,3 +134,8 @@ class DesiredConfigs:
                 "boxes": converged + pending + offline + len(refused),
                 "converged": converged, "pending": pending, "offline": offline,
                 "refused": refused}
+
+
+def _text(value: Any) -> str | None:
+    """A field of a box's answer as stored: text (bounded), or None."""
+    return None if value is None else str(value)[:MAX_MESSAGE]

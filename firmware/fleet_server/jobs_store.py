@@ -1,6 +1,8 @@
 """The tables of fleet operations: command jobs and each box's result, desired-config
 documents, and the audit log (who did what, when). Same portable SQL as `db.py`
-(SQLite and PostgreSQL), migration `0003_jobs`.
+(SQLite and PostgreSQL), migrations `0003_jobs` and `0004_config_refusals` (each box's
+latest refusal of a desired-config version, so that `fleet config status` shows it after
+a restart of the server: a box answers each version once and is not asked again).
 
 The audit log is append-only: this module only ever INSERTs into it, and it has no
 key a caller could update by.
@@ -34,6 +36,17 @@ MIGRATION: Migration = ("0003_jobs", [
     """CREATE TABLE desired_config (
         version INTEGER PRIMARY KEY, issued_at TEXT NOT NULL, actor TEXT NOT NULL,
         doc TEXT NOT NULL)"""])
+
+REFUSALS_MIGRATION: Migration = ("0004_config_refusals", [
+    """CREATE TABLE config_refusals (
+        device_id TEXT PRIMARY KEY, version INTEGER, code TEXT, message TEXT,
+        field TEXT, at TEXT NOT NULL)"""])
+_REFUSAL_COLUMNS = ("device_id", "version", "code", "message", "field", "at")
+_SELECT_REFUSALS = "SELECT device_id, version, code, message, field, at FROM config_refusals"
+_UPSERT_REFUSAL = (
+    "INSERT INTO config_refusals VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) "
+    "DO UPDATE SET version = excluded.version, code = excluded.code, "
+    "message = excluded.message, field = excluded.field, at = excluded.at")
 
 #: The columns of `jobs`, in the order `_job` reads them.
 _SELECT_JOBS = (
@@ -109,6 +122,21 @@ class OperationsStore:
             return None
         doc, actor = rows[0]
         return {**json.loads(doc), "actor": actor}
+
+    def save_refusals(self, refused: Sequence[dict[str, Any]],
+                      accepted: Sequence[str]) -> None:
+        """Each box's latest refusal (`refused`: rows of `_REFUSAL_COLUMNS`), and no row
+        for the boxes that applied a version since (`accepted`), in one transaction."""
+        with self.backend.transaction():
+            self.backend.executemany(_UPSERT_REFUSAL, [
+                tuple(r.get(c) for c in _REFUSAL_COLUMNS) for r in refused])
+            self.backend.executemany("DELETE FROM config_refusals WHERE device_id = ?",
+                                     [(d,) for d in accepted])
+
+    def refusals(self) -> dict[str, dict[str, Any]]:
+        """device -> its latest refusal, as `save_refusals` was given it."""
+        rows = self.backend.execute(_SELECT_REFUSALS)
+        return {row[0]: dict(zip(_REFUSAL_COLUMNS, row, strict=True)) for row in rows}
 
     # ------------------------------------------------------------------ audit
 

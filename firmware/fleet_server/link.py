@@ -19,7 +19,7 @@ from typing import Any
 
 import aiomqtt
 
-from firmware.fleet.mqtt import Client
+from firmware.fleet.mqtt_client import MqttClient, stopping
 from firmware.fleet.topics import split_topic
 from firmware.fleet_server.config import FleetServerConfig, broker_of
 
@@ -36,16 +36,17 @@ def mqtt_client(config: FleetServerConfig, identifier: str, *, clean_session: bo
                 **options: Any) -> aiomqtt.Client:
     """A client for the broker of `config`, with its credentials and TLS; with
     `clean_session` False the broker keeps its subscriptions and QoS 1 messages while
-    it is away (a broker with persistence: across the broker's restart too)."""
+    it is away (a broker with persistence: across the broker's restart too). Its waits
+    always end when the task is cancelled (`firmware.fleet.mqtt_client`)."""
     host, port, tls = broker_of(config)
     password = None
     if config.password_file:
         text = Path(config.password_file).read_text(encoding="utf-8")
         password = text.splitlines()[0] if text else ""
     context = ssl.create_default_context(cafile=config.ca_file or None) if tls else None
-    return Client(host, port, identifier=identifier,
-                          username=config.username or None, password=password,
-                          tls_context=context, clean_session=clean_session, **options)
+    return MqttClient(host, port, identifier=identifier,
+                      username=config.username or None, password=password,
+                      tls_context=context, clean_session=clean_session, **options)
 
 
 class OperationsLink:
@@ -70,6 +71,8 @@ class OperationsLink:
                     async for message in client.messages:
                         self._result(str(message.topic), message.payload)
             except aiomqtt.MqttError as exc:
+                if stopping():  # the exit failed while we were being cancelled
+                    raise asyncio.CancelledError from exc
                 log.warning("fleet server: operations link: %s; again in %.1fs", exc, delay)
             finally:
                 self._up.clear()

@@ -25,6 +25,7 @@ from typing import Any
 import aiomqtt
 from aiohttp import web
 
+from firmware.fleet.mqtt_client import cancel_all
 from firmware.fleet.topics import DESIRED_CONFIG_RESULT
 from firmware.fleet_server.backends import Backend
 from firmware.fleet_server.config import FleetServerConfig
@@ -82,10 +83,13 @@ class Operations:
     async def run(self) -> None:
         await self.link.run()
 
+    def flush(self) -> None:
+        """Write what waits for the database (desired-config refusals); with the
+        server's batches."""
+        self.desired.flush()
+
     async def stop(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_all(self.tasks)  # a job's own clean-up (`JobRunner.run`) never awaits
 
     # ------------------------------------------------------------------ jobs
 

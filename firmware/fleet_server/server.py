@@ -19,6 +19,7 @@ from typing import Any
 import aiomqtt
 from aiohttp import web
 
+from firmware.fleet.mqtt_client import cancel_all, stopping
 from firmware.fleet_server.config import FleetServerConfig, broker_of
 from firmware.fleet_server.db import FleetDb
 from firmware.fleet_server.link import mqtt_client
@@ -31,6 +32,8 @@ from firmware.fleet_server.where import matches, parse_where
 log = logging.getLogger("storebox.fleet_server")
 
 TICK_S = 1.0
+#: A stopping task still running after this long is cancelled again (`cancel_all`).
+STOP_RECANCEL_S = 2.0
 
 
 def _now() -> datetime:
@@ -146,6 +149,8 @@ class FleetServer:
                         self._touch()
             except aiomqtt.MqttError as exc:
                 self.mqtt_up = False
+                if stopping():  # the exit failed while we were being cancelled
+                    raise asyncio.CancelledError from exc
                 log.warning("fleet server: broker %s:%d: %s; again in %.1fs", host, port,
                             exc, delay)
             await asyncio.sleep(delay)
@@ -160,6 +165,7 @@ class FleetServer:
                 self.db.flush()
             except Exception:
                 log.exception("fleet server: cannot write the database")
+            self.operations.flush()
             self._touch()
 
     # ------------------------------------------------------------------ HTTP
@@ -216,12 +222,14 @@ class FleetServer:
         log.info("fleet server: http://%s:%d/", host, self.port)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # the ingest's and the link's DISCONNECTs take milliseconds: a task still running
+        # after STOP_RECANCEL_S lost its cancellation and is cancelled again
+        await cancel_all(self._tasks, recancel_s=STOP_RECANCEL_S)
         await self.operations.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
+        self.operations.flush()
         self.db.close()
 
     @property

@@ -34,6 +34,8 @@ from tests.fleet.test_fleet_server import Simulator
 from tests.support.mosquitto import Mosquitto
 
 FAST = Backoff(initial_s=0.05, cap_s=0.3, healthy_after_s=60.0)
+#: A box says `offline` and disconnects in at most 3 s (agent.GOODBYE_TIMEOUT_S twice).
+TEARDOWN_S = 30.0
 
 
 @pytest.fixture
@@ -115,11 +117,13 @@ async def fleet(tmp: Path, database: str, broker: Mosquitto, key: tuple[Path, Pa
         await until(server, lambda: sum(b.online and bool(b.state)
                                         for b in server.model.boxes.values()) >= len(boxes))
         yield server, boxes
-    finally:
+    finally:  # bounded: a stop that hangs fails here, naming itself (test_mqtt_cancel.py)
         for box in boxes:
             box.task.cancel()
-        await asyncio.gather(*(b.task for b in boxes), return_exceptions=True)
-        await server.stop()
+        async with asyncio.timeout(TEARDOWN_S):
+            await asyncio.gather(*(b.task for b in boxes), return_exceptions=True)
+        async with asyncio.timeout(TEARDOWN_S):
+            await server.stop()
 
 
 async def until(server: FleetServer, check: Any, timeout: float = 15.0) -> None:
@@ -310,3 +314,47 @@ async def test_cli_cmd_follows_the_job_and_config_push_and_status(
         assert "2 of 3 boxes converged" in capsys.readouterr().out
         assert await asyncio.to_thread(main, ["fleet", "jobs", "--server", server.url]) == 0
         assert "queue_drain" in capsys.readouterr().out
+
+
+async def test_refusals_are_recorded_and_shown_after_a_restart_of_the_server(
+        tmp_path: Path, database: str, broker: Mosquitto, operator_key: tuple[Path, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    async with fleet(tmp_path, database, broker, operator_key, signed=2, unsigned=1) as (
+            server, _):
+        store = server.operations.store
+        await api(server, "POST", "/api/config", {
+            "settings": {"payments.offline_max_amount": 30000}}, status=201)
+        await until(server, lambda: server.operations.desired.status()["converged"] == 2
+                    and "shop-02" in store.refusals())
+        await api(server, "POST", "/api/config", {
+            "settings": {"fleet.mqtt_url": "mqtt://evil.example"}}, status=201)
+        await until(server, lambda: sorted(
+            (d, r["version"]) for d, r in store.refusals().items()) == [
+            ("shop-00", 2), ("shop-01", 2), ("shop-02", 2)])
+        before = (await api(server, "GET", "/api/config"))["refused"]
+        await server.stop()  # `fleet serve` restarts; the boxes answered version 2 once
+        again = FleetServer(server.config)
+        await again.start()
+        try:
+            status = await api(again, "GET", "/api/config")
+            refused = {r["device_id"]: r for r in status["refused"]}
+            assert (status["version"], status["converged"], len(refused)) == (2, 0, 3)
+            assert refused == {r["device_id"]: r for r in before}
+            assert (refused["shop-00"]["code"], refused["shop-00"]["field"]) == (
+                "not_remote", "settings.fleet.mqtt_url")
+            assert "'fleet.mqtt_url'" in refused["shop-00"]["message"]
+            assert refused["shop-02"]["code"] == "unauthorized"
+            capsys.readouterr()
+            assert await asyncio.to_thread(main, [
+                "fleet", "config", "status", "--server", again.url]) == 0
+            out = capsys.readouterr().out
+            assert "0 of 3 boxes converged, 0 pending, 0 offline, 3 refused" in out
+            assert "shop-01" in out and "not_remote (settings.fleet.mqtt_url): " in out
+            # a version applied ends a box's refusal, in the database too
+            await api(again, "POST", "/api/config", {
+                "settings": {"payments.offline_max_count": 5}}, status=201)
+            await until(again, lambda: again.operations.desired.status()["converged"] == 2
+                        and list(again.operations.store.refusals()) == ["shop-02"])
+            assert again.operations.store.refusals()["shop-02"]["version"] == 3
+        finally:
+            await again.stop()

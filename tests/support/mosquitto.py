@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 
-from firmware.fleet.mqtt import Client
+from firmware.fleet.mqtt_client import MqttClient
 from tests.support.schemas import ContractViolation, check_fleet
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -184,7 +184,7 @@ class Operator:
         return self._queues.setdefault(suffix, asyncio.Queue())
 
     async def connect(self) -> None:
-        client = Client(
+        client = MqttClient(
             self.host, self.port, identifier=self.client_id,
             clean_session=self.client_id is None, username=self.username,
             password=self.password, tls_context=self.tls_context)
