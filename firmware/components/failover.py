@@ -189,6 +189,7 @@ async def _forwarding(context: BoxContext, uplinks: list[Uplink]) -> LanForwardi
                                api_ports=api_ports(context.config),
                                modem_management=routing.modem_management,
                                lan_services=context.config.lan.enabled)
+    context.closers.append(forwarding.close)  # its netlink socket (the LTE gateway's)
     try:
         await forwarding.guard()
     except NftError as exc:
