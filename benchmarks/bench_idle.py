@@ -67,11 +67,13 @@ def cpu_ticks(pid: int) -> int:
     return sum(int(x) for x in fields[11:15])
 
 
-def daemon_health(daemon: BoxDaemon, token: str) -> tuple[str, str, float | None]:
-    """The wired and LTE uplinks' states as the daemon shows them, and wired's probe loss
-    (0 when every target answers: the CPU measured is that of probes that work)."""
+def daemon_health(daemon: BoxDaemon, token: str) -> tuple[str, str, float | None, str]:
+    """The wired and LTE uplinks' states as the daemon shows them, wired's probe loss (0
+    when every target answers: the CPU measured is that of probes that work), and the
+    status's uplink section (to show when they are not as expected)."""
     uplink = get_json(f"unix:{daemon.admin_socket}", "/v1/status", token)["uplink"]
-    return uplink["wired"]["state"], uplink["lte"]["state"], uplink["wired"]["loss_pct"]
+    return (uplink["wired"]["state"], uplink["lte"]["state"], uplink["wired"]["loss_pct"],
+            str(uplink))
 
 
 def idle_config(workdir: Path, token: str) -> Path:
@@ -157,10 +159,15 @@ def test_idle_cpu_while_probing(tmp_path: Path) -> None:
         (f"daemon CPU while probing ({DETECTOR} detector, {TARGETS} targets), "
          f"{t1 - t0:.0f} s (% of one core)",
          round(cpu, 2), "<= 1 %"),
+        ("LTE at the end", health[1], "standby"),
         ("load average at start / end", f"{load0:.2f} / {os.getloadavg()[0]:.2f}",
          "shared machine"),
     ])
-    assert health == ("up", "standby", 0.0), health  # every target answered
+    # every wired target answered; LTE is standby, or with HTTPS-only targets may still
+    # await its verdict (a failed boot round ends the fast probing, and three HTTPS probes
+    # a round leave the 5 MB budget one standby round in hours: failover.engine)
+    assert health[0] == "up" and health[2] == 0.0, health[3]
+    assert health[1] == "standby" or TARGETS == "https", health[3]
     if TARGETS == "tcp":  # the targets of record (issue 11); the others are measured
         assert ready_s <= 2.0
         assert cpu <= 1.0
