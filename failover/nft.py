@@ -149,24 +149,26 @@ is active, before any allowlist, and from the daemon's start, even when a table 
 its previous run still forwards the LAN. The sets hold `modem_management` (the daemon passes
 `routing.modem_management`: by default 192.168.225.0/24, 192.168.8.0/24, 192.168.0.1 and
 192.168.1.1) and the LTE interface's default gateway when it is a private address
-(looked up by `guard()` and `refresh_modem_gateway()`, which the daemon runs every 10 s:
-a modem's reconnect may bring another); a public gateway is the carrier's, and a
-link-local one is never forwarded.
+(looked up over netlink by `guard()` and `refresh_modem_gateway()`, which the daemon runs
+every 10 s: a modem's reconnect may bring another); a public gateway is the carrier's, and
+a link-local one is never forwarded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_address, ip_network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from failover.errors import NftConfigError, NftError
 from failover.routes import UPLINK_NAMES, Uplink, UplinkName, interface_name_problem
 from failover.sticky import FLOW_MARK_MASK, FLOW_MARKS
+
+if TYPE_CHECKING:
+    from failover.routes_netlink import Netlink
 
 TABLE = "storebox"
 FAMILY = "inet"
@@ -227,9 +229,9 @@ def _uplinks(uplinks: Iterable[Uplink] | Mapping[UplinkName, str]) -> dict[Uplin
 
 
 def private_gateways(routes: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The private gateway addresses of `ip -j route` entries (a modem's own, in ECM/RNDIS
-    mode: 192.168.225.1); public ones are the carrier's and link-local ones never cross
-    the forward path."""
+    """The private gateway addresses of route entries (`{"gateway": ADDRESS}`, the shape of
+    `ip -j route`'s): a modem's own, in ECM/RNDIS mode (192.168.225.1). Public ones are
+    the carrier's and link-local ones never cross the forward path."""
     found = []
     for route in routes:
         try:
@@ -285,6 +287,7 @@ class LanForwarding:
         self.also: tuple[UplinkName, ...] = ()
         self.applied = False
         self._lock = asyncio.Lock()  # one transaction at a time: the engine's, the watcher's
+        self._netlink: Netlink | None = None  # the gateway lookups' (`_lookup_gateways`)
 
     def render(self, active: UplinkName | None, also: Sequence[UplinkName] = ()) -> str:
         """The whole transaction that makes `active` (None: no uplink) the LAN's way out.
@@ -515,34 +518,47 @@ class LanForwarding:
 
     async def watch_modem_gateway(self, interval_s: float = 10.0) -> None:
         """`refresh_modem_gateway` every `interval_s`, for ever (cancel to stop); failures
-        are logged and retried at the next turn."""
+        are logged and retried at the next turn. One netlink dump a turn (no `ip` spawned:
+        issue #13's idle CPU); the socket is closed when the watch ends."""
         if not self.modem_gateway or "lte" not in self.uplinks:
             return
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.refresh_modem_gateway()
-            except (NftError, OSError) as exc:
-                log.error("LAN forwarding: the LTE gateway's block: %s", exc)
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await self.refresh_modem_gateway()
+                except (NftError, OSError) as exc:
+                    log.error("LAN forwarding: the LTE gateway's block: %s", exc)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the netlink socket the gateway lookups keep (opened again when needed)."""
+        if self._netlink is not None:
+            netlink, self._netlink = self._netlink, None
+            await netlink.close()
 
     async def _lookup_gateways(self) -> None:
         """`lte_gateways`: the private gateways of the LTE interface's default routes
-        (main table, both families); () when there is none or `ip` cannot tell."""
+        (main table, both families, read over netlink); () when there is none, unchanged
+        when netlink cannot tell."""
         interface = self.uplinks.get("lte")
         if interface is None:
             return
-        found: list[str] = []
-        for family in ("-4", "-6"):
-            try:
-                code, out, _ = await self._run(
-                    ["route", "show", "default", "dev", interface], None,
-                    program=["ip", "-j", family])
-            except NftError as exc:
-                log.warning("LAN forwarding: the LTE gateway is unknown: %s", exc)
-                return
-            if code == 0 and out.strip():
-                with contextlib.suppress(ValueError, AttributeError):
-                    found += private_gateways(json.loads(out))
+        # imported here: pyroute2 only for a box that forwards a LAN (as route control)
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        from failover.routes_netlink import Netlink
+
+        if self._netlink is None:
+            self._netlink = Netlink(self.netns)
+        try:
+            gateways = await self._netlink.default_gateways(interface)
+        except (NetlinkError, OSError) as exc:
+            log.warning("LAN forwarding: the LTE gateway is unknown: %s", exc)
+            await self.close()  # a fresh socket next time
+            return
+        found = private_gateways({"gateway": g} for g in gateways)
         self.lte_gateways = tuple(dict.fromkeys(found))
 
     async def set_lte_allowlist(self, entries: Iterable[str] | None) -> None:
@@ -587,10 +603,9 @@ class LanForwarding:
         if code != 0:
             raise NftError(operation, code, err)
 
-    async def _run(self, args: list[str], stdin: str | None,
-                   program: Sequence[str] | None = None) -> tuple[int | None, str, str]:
-        """`nft ARGS` (or `PROGRAM ARGS`) in the namespace: (exit code, stdout, stderr)."""
-        command = [*(program or [self.nft]), *args]
+    async def _run(self, args: list[str], stdin: str | None) -> tuple[int | None, str, str]:
+        """`nft ARGS` in the namespace: (exit code, stdout, stderr)."""
+        command = [self.nft, *args]
         if self.netns is not None:
             path = self.netns if "/" in self.netns else f"/run/netns/{self.netns}"
             command = ["nsenter", f"--net={path}", "--", *command]

@@ -244,6 +244,21 @@ class Netlink:
         async with self._io:
             await ipr.rule(command, **spec)
 
+    async def default_gateways(self, interface: str) -> list[str]:
+        """The gateways of `interface`'s default routes in the main table, IPv4 then IPv6
+        (what `ip route show default dev IFACE` lists; multipath and device routes have
+        none); [] when there is no such interface."""
+        index = next((int(m["index"]) for m in await self._dump("link")
+                      if m.get("ifname") == interface), None)
+        found: list[str] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in await self._dump("route", family=family):
+                route = _route_from_msg(msg)
+                if route is not None and index is not None and route.oif == index \
+                        and route.gateway is not None:
+                    found.append(route.gateway)
+        return found
+
     async def dump(self, what: str, **spec: Any) -> list[Any]:
         """Raw netlink messages of a dump (`what`: "route", "rule", "addr", "link")."""
         return await self._dump(what, **spec)

@@ -32,6 +32,7 @@ from firmware.components.ledger import build_ledger
 from firmware.components.leds import build_leds
 from firmware.components.modem import build_modem
 from firmware.components.payments import build_payments
+from firmware.components.resolvers import build_uplink_resolvers
 from firmware.config import Config, load_config
 from firmware.config.listeners import api_problems, is_loopback, wants_tls
 from firmware.errors import ConfigError, FirmwareError
@@ -84,13 +85,17 @@ async def compose(context: BoxContext, *,
     it follows the uplink states the failover component writes), the LEDs, and the fleet
     agent with the payments' `drain_queue` and the daemon's `reload_config`. The LAN's
     DHCP and DNS (`lan.enabled`) come before the failover engine, which is handed their
-    `follow`: the LAN's upstream resolvers switch with the active uplink."""
+    `follow`: the LAN's upstream resolvers switch with the active uplink. Both take each
+    uplink's resolvers from one `UplinkResolvers` (probe names resolve through the
+    uplink probed, with what it learnt)."""
     config = context.config
     payments = await build_payments(context)
     modem = await build_modem(context)
-    lan = await build_lan_services(context)
+    resolvers = build_uplink_resolvers(context)
+    lan = await build_lan_services(context, resolvers=resolvers)
     failover = await build_failover(
-        context, switch_sim=modem.switch_sim if config.lte.dual_sim else None,
+        context, resolvers=resolvers,
+        switch_sim=modem.switch_sim if config.lte.dual_sim else None,
         on_switch=lan.follow if lan is not None else None)
     await build_ledger(context)
     leds = await build_leds(context)

@@ -70,6 +70,9 @@ class DnsResponder:
                 self._sock.sendto(response, peer)
 
     def close(self) -> None:
+        """Stop answering (a test "kills" a resolver this way); again is harmless."""
+        if not self._thread.is_alive():
+            return
         self._wake_w.send(b"x")
         self._thread.join(5)
         for s in (self._sock, self._wake_r, self._wake_w):

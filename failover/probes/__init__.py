@@ -25,8 +25,10 @@ being watched for recovery), not only the active one:
   with strict mode (1) the answers to a probe on the non-default uplink fail
   the reverse-path check and are dropped, and that uplink looks dead;
 * a probe target given by name needs a resolver reached over the same uplink:
-  pass that uplink's DNS servers in ``ProbeOptions.dns_servers``. Without them
-  names go through the system resolver, i.e. over the default route, and a
+  pass that uplink's DNS servers in ``ProbeOptions.dns_servers`` (configured) or
+  ``ProbeOptions.resolvers`` (a callable read at every resolution: those the
+  uplink learnt from DHCP or its modem, which change while the box runs). Without
+  them names go through the system resolver, i.e. over the default route, and a
   dead active uplink would make the standby's name-based probes fail too.
 
 Probes never raise for network failures: they return ``ProbeResult`` with

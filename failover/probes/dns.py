@@ -126,8 +126,9 @@ async def resolve_a(
 ) -> list[str]:
     """Addresses for ``host``: itself if an IP, else A records via the uplink's resolvers.
 
-    Without ``options.dns_servers`` this falls back to the system resolver,
-    which is *not* bound to the interface (see module docs).
+    The resolvers are ``options.servers()`` (configured, then learnt), asked in
+    turn; without any this falls back to the system resolver, which is *not* bound
+    to the interface (see module docs).
     """
     try:
         ipaddress.ip_address(host)
@@ -135,11 +136,12 @@ async def resolve_a(
     except ValueError:
         pass
     wire = wire if wire is not None else [0, 0]
-    if not options.dns_servers:
+    servers = options.servers()
+    if not servers:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
     last: ProbeFailed | None = None
-    for server in options.dns_servers:
+    for server in servers:
         answer = await dns_query(server, host, interface, options, wire)
         if answer.rcode == 0 and answer.addresses:
             return list(answer.addresses)

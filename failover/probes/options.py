@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from failover.errors import ProbeConfigError
@@ -19,7 +20,10 @@ class ProbeOptions:
     an ``ssl.SSLContext`` (e.g. trusting a test CA) is used as given; False
     disables verification — for tests only.
     ``dns_servers``: resolvers reachable over the probed uplink, used (bound to
-    it) for targets given by host name. Empty → the system resolver.
+    it) for targets given by host name. ``resolvers``: more of them, read at every
+    resolution (those the uplink learnt: DHCP, its modem's data call; they change
+    while the box runs), asked after ``dns_servers``. With neither → the system
+    resolver.
     """
 
     attempts: int = 3
@@ -29,6 +33,7 @@ class ProbeOptions:
     icmp_payload: int = 16
     http_max_body: int = 4096
     user_agent: str = "storebox-probe/1"
+    resolvers: Callable[[], Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -42,3 +47,18 @@ class ProbeOptions:
                 ipaddress.ip_address(server)
             except ValueError:
                 raise ProbeConfigError("dns_servers", server, "must be an IP address") from None
+
+    def servers(self) -> tuple[str, ...]:
+        """The resolvers to ask now: ``dns_servers``, then the learnt ``resolvers`` that
+        are IP addresses (what a provider gives is not checked on construction), once
+        each."""
+        learnt = tuple(self.resolvers()) if self.resolvers is not None else ()
+        return tuple(dict.fromkeys((*self.dns_servers, *filter(_is_address, learnt))))
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

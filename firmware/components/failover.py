@@ -41,6 +41,7 @@ from firmware.components.context import BoxContext, remove_then_close
 from firmware.components.steer import build_steering
 from firmware.config import Config
 from firmware.state import BoxState, LinkHealth
+from firmware.uplink_dns import UplinkResolvers
 from payments_cache.uplinks import UplinkSignal
 
 log = logging.getLogger("storebox.failover")
@@ -75,11 +76,14 @@ class FailoverComponent:
 
     def __init__(self, state: BoxState, signal: UplinkSignal, build: Any,
                  forwarding: LanForwarding | None = None,
-                 on_switch: Callable[[str], None] | None = None) -> None:
+                 on_switch: Callable[[str], None] | None = None,
+                 resolvers: UplinkResolvers | None = None) -> None:
         self.state = state
         self.signal = signal
         self._build = build
         self.forwarding = forwarding
+        #: Each uplink's resolvers, which its probes read; learnt again while it runs.
+        self.resolvers = resolvers
         #: Told the uplink ("wired", "lte", "none") after every transition (the LAN's DNS).
         self._on_switch = on_switch
         self.engine: FailoverEngine | None = None
@@ -87,15 +91,20 @@ class FailoverComponent:
 
     async def run(self) -> None:
         self.engine = self._build(self)
-        # the LTE gateway is blocked for the LAN as it changes (failover.nft)
-        watcher = (asyncio.create_task(self.forwarding.watch_modem_gateway(),
-                                       name="failover-modem-gateway")
-                   if self.forwarding is not None else None)
+        watchers = []
+        if self.forwarding is not None:
+            # the LTE gateway is blocked for the LAN as it changes (failover.nft)
+            watchers.append(asyncio.create_task(self.forwarding.watch_modem_gateway(),
+                                                name="failover-modem-gateway"))
+        if self.resolvers is not None and self.resolvers.polls:
+            # a DHCP renewal's new resolvers reach the probes (firmware.uplink_dns)
+            watchers.append(asyncio.create_task(self.resolvers.follow(),
+                                                name="failover-resolvers"))
         try:
             await self.engine.run()
         finally:
             self.engine = None
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
@@ -180,6 +189,7 @@ async def _forwarding(context: BoxContext, uplinks: list[Uplink]) -> LanForwardi
                                api_ports=api_ports(context.config),
                                modem_management=routing.modem_management,
                                lan_services=context.config.lan.enabled)
+    context.closers.append(forwarding.close)  # its netlink socket (the LTE gateway's)
     try:
         await forwarding.guard()
     except NftError as exc:
@@ -191,29 +201,35 @@ async def _forwarding(context: BoxContext, uplinks: list[Uplink]) -> LanForwardi
     return forwarding
 
 
-def _probe_options(config: Config) -> dict[UplinkName, ProbeOptions]:
+def probe_options(config: Config, resolvers: UplinkResolvers
+                  ) -> dict[UplinkName, ProbeOptions]:
     """Each uplink's probe options: names in probe targets resolve through that uplink's
-    own resolvers (`wired.dns`, `lte.dns`; `failover.probes.dns`, bound to it), and the
-    sequential detector's wired probes retry faster."""
-    wired = ProbeOptions(dns_servers=tuple(config.wired.dns))
+    own resolvers (configured `wired.dns`/`lte.dns`, else learnt: `firmware.uplink_dns`,
+    read at every resolution; `failover.probes.dns` asks them bound to the uplink), and
+    the sequential detector's wired probes retry faster."""
+    wired = ProbeOptions(resolvers=resolvers.for_probes("wired"))
     if config.probes.detector == "sequential":
         wired = ProbeOptions(attempts=4, retry_after_s=SEQUENTIAL_RETRY_AFTER_S,
-                             dns_servers=tuple(config.wired.dns))
-    return {"wired": wired, "lte": ProbeOptions(dns_servers=tuple(config.lte.dns))}
+                             resolvers=resolvers.for_probes("wired"))
+    return {"wired": wired, "lte": ProbeOptions(resolvers=resolvers.for_probes("lte"))}
 
 
 async def build_failover(
         context: BoxContext, *,
+        resolvers: UplinkResolvers | None = None,
         switch_sim: Callable[[], Awaitable[bool]] | None = None,
         on_switch: Callable[[str], None] | None = None) -> FailoverComponent | None:
-    """The failover component; `switch_sim` (the modem's, with `lte.dual_sim`) is the
-    engine's last resort before offline mode; `on_switch` is told every new active
-    uplink (the LAN's DNS follows it)."""
+    """The failover component; its probes resolve names with `resolvers` (each uplink's
+    own, `firmware.uplink_dns`; by default configured or the modem's); `switch_sim` (the
+    modem's, with `lte.dual_sim`) is the engine's last resort before offline mode;
+    `on_switch` is told every new active uplink (the LAN's DNS follows it)."""
     config = context.config
     if not config.routing.failover:
         log.warning("failover is off (routing.failover = false): uplinks are not watched")
         return None
     uplinks = [Uplink("wired", config.wired.interface), Uplink("lte", config.lte.interface)]
+    if resolvers is None:
+        resolvers = UplinkResolvers(config, context.state)
     probes = config.probes
     rounds = MonitorConfig(
         round_interval_s=probes.interval_s, probe_timeout_s=probes.timeout_s,
@@ -246,7 +262,7 @@ async def build_failover(
         return FailoverEngine(
             uplinks, targets, routes,
             EngineConfig(monitor=monitor, selector=selector,
-                         probe_options=_probe_options(config),
+                         probe_options=probe_options(config, resolvers),
                          lte_budget_bytes=probes.lte_budget_mb_per_month * 1_000_000),
             forwarding=forwarding, conntrack=conntrack, sticky=sticky,
             switch_sim=switch_sim, steering=steering,
@@ -255,5 +271,6 @@ async def build_failover(
 
     for health in (context.state.uplink.wired, context.state.uplink.lte):
         context.state.update(health, state="unknown")
-    component = FailoverComponent(context.state, context.uplinks, build, forwarding, on_switch)
+    component = FailoverComponent(context.state, context.uplinks, build, forwarding, on_switch,
+                                  resolvers)
     return component

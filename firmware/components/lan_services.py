@@ -8,8 +8,9 @@ failover engine: the failover component calls `follow` on every transition
 dnsmasq told with SIGHUP, which keeps every lease. Before the engine's first decision
 the LAN forwards to wired's resolvers (the uplink the box prefers); in offline mode the
 last upstream stays (nothing answers anyway, and the cache still does). Every few
-seconds the component re-reads the learnt resolvers (a DHCP renewal may change them)
-and the modem's (the LTE data call's, `modem.dns` in the state), asks the uplink's own
+seconds the component re-reads the uplink's resolvers (`firmware.uplink_dns`, the
+probes' too: NetworkManager's, which a DHCP renewal may change, and the modem's, the LTE
+data call's, `modem.dns` in the state), asks the uplink's own
 resolvers whether they answer (`firmware.lan.resolvers`: while none does, the fallback
 goes first) and counts the leases for the status.
 """
@@ -27,15 +28,9 @@ from collections.abc import Awaitable, Callable
 from firmware.components.context import BoxContext
 from firmware.config import Config
 from firmware.lan.dnsmasq import DnsmasqExited, LanFiles, count_leases, render_conf, render_servers
-from firmware.lan.resolvers import (
-    Learn,
-    NetworkManagerResolvers,
-    Uplink,
-    Upstream,
-    answering,
-    upstream_for,
-)
+from firmware.lan.resolvers import Upstream, answering, upstream_for
 from firmware.state import BoxState
+from firmware.uplink_dns import Uplink, UplinkResolvers
 
 __all__ = ["LanServices", "build_lan_services"]
 
@@ -52,7 +47,7 @@ class LanServices:
     name = "lan"
 
     def __init__(self, config: Config, state: BoxState, files: LanFiles, *,
-                 learn: Learn | None = None,
+                 resolvers: UplinkResolvers | None = None,
                  check: Callable[[tuple[str, ...], str], Awaitable[bool]] = answering,
                  program: str = "dnsmasq",
                  refresh_s: float = REFRESH_S,
@@ -60,7 +55,8 @@ class LanServices:
         self.config = config
         self.state = state
         self.files = files
-        self._learn = learn
+        self._resolvers = resolvers if resolvers is not None else UplinkResolvers(config,
+                                                                                  state)
         self._check = check
         self._program = program
         self._refresh_s = refresh_s
@@ -115,12 +111,11 @@ class LanServices:
 
     async def _upstream(self) -> Upstream:
         uplink: Uplink = "lte" if self._uplink == "lte" else "wired"
-        interface = (self.config.lte if uplink == "lte" else self.config.wired).interface
-        learnt = await self._learn(interface) if self._learn is not None else ()
-        modem = self.state.modem
-        upstream = upstream_for(self.config, uplink, learnt,
-                                tuple(modem.dns) if modem.data_up else ())
-        if upstream.fallback and not await self._check(upstream.own, interface):
+        resolvers = self._resolvers
+        await resolvers.refresh()  # NetworkManager's, when they are old (a DHCP renewal)
+        upstream = upstream_for(self.config, uplink, resolvers.learnt(uplink),
+                                resolvers.modem())
+        if upstream.fallback and not await self._check(upstream.own, upstream.interface):
             upstream = dataclasses.replace(upstream, own_answering=False)
         return upstream
 
@@ -163,9 +158,10 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def build_lan_services(context: BoxContext) -> LanServices | None:
-    """The LAN's DHCP and DNS when `lan.enabled`; resolvers learnt from NetworkManager
-    when it owns the uplinks."""
+async def build_lan_services(context: BoxContext, *,
+                             resolvers: UplinkResolvers) -> LanServices | None:
+    """The LAN's DHCP and DNS when `lan.enabled`, forwarding to the active uplink's
+    `resolvers` (`firmware.uplink_dns`, shared with the probes)."""
     config = context.config
     lan = context.state.lan
     context.state.update(lan, enabled=config.lan.enabled,
@@ -173,10 +169,5 @@ async def build_lan_services(context: BoxContext) -> LanServices | None:
                          dhcp=config.lan.enabled and bool(config.lan.dhcp_ranges))
     if not config.lan.enabled:
         return None
-    learn = None
-    if config.routing.backend == "networkmanager":
-        nm = NetworkManagerResolvers()
-        context.closers.append(nm.close)
-        learn = nm
     return LanServices(config, context.state, LanFiles.under(config.device.state_dir),
-                       learn=learn)
+                       resolvers=resolvers)

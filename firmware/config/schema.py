@@ -236,9 +236,11 @@ class WiredConfig:
                    "sent in the state's `site` and the outage ledger; \"\" falls back to "
                    "wired.carrier.", "")
     dns: list[str] = doc(
-        "The wired ISP's resolvers (IP addresses), which the shop LAN's DNS forwards to "
-        "while wired is active (lan.enabled); [] learns them from NetworkManager "
-        "(routing.backend = \"networkmanager\") and otherwise leaves only lan.fallback_dns.",
+        "The wired ISP's resolvers (IP addresses): the wired probes resolve target names "
+        "through them (over wired), and the shop LAN's DNS forwards to them while wired is "
+        "active (lan.enabled); [] learns them from NetworkManager (routing.backend = "
+        "\"networkmanager\") and otherwise leaves the probes the system resolver and the "
+        "LAN only lan.fallback_dns.",
         [], ip_addresses)
 
 
@@ -264,11 +266,12 @@ class LteConfig:
         "The modem has a second SIM (Quectel AT+QDSIM): when LTE fails while it carries "
         "traffic, switch SIM before going offline. Best on another carrier.", False)
     dns: list[str] = doc(
-        "The LTE carrier's resolvers (IP addresses; those of the PDP context), which the "
-        "shop LAN's DNS forwards to while LTE is active (lan.enabled); [] learns them from "
+        "The LTE carrier's resolvers (IP addresses; those of the PDP context): the LTE "
+        "probes resolve target names through them (over LTE), and the shop LAN's DNS "
+        "forwards to them while LTE is active (lan.enabled); [] learns them from "
         "NetworkManager (routing.backend = \"networkmanager\") or else takes those the "
-        "modem reports for its data call (AT+CGCONTRDP), and without either leaves only "
-        "lan.fallback_dns.", [], ip_addresses)
+        "modem reports for its data call (AT+CGCONTRDP), and without either leaves the "
+        "probes the system resolver and the LAN only lan.fallback_dns.", [], ip_addresses)
     simulator: Literal["", "KT", "SKT", "LGU"] = doc(
         "Run the built-in EC25 simulator (hw.modem.simulator) with a SIM of this carrier "
         "instead of a real modem; \"\" for real hardware.", "")

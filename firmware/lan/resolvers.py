@@ -1,14 +1,9 @@
 """Which resolvers the LAN's DNS forwards to: the active uplink's own, then public ones.
 
-Each uplink's resolvers are configured (`wired.dns`, `lte.dns`) or, when NetworkManager
-owns the uplinks (`routing.backend = "networkmanager"`), learnt from it: the nameservers
-of the device's IP4Config are what DHCP on that uplink (or the static profile, or the
-modem's PDP context through ModemManager) gave it. LTE's are otherwise those the box's
-own modem reports for its data call (`AT+CGCONTRDP`, TS 27.007 §10.1.23: the PDP
-context's DNS servers, in the status as `modem.dns`), since NetworkManager does not see
-a modem the box drives over AT itself. Configured wins, then NetworkManager's, then the
-modem's. They are read again every time the LAN's upstream is decided, so a DHCP
-renewal (or a new data call) that changes them is followed.
+Each uplink's own resolvers (configured, else learnt from NetworkManager, else for LTE
+the modem's data call's) are `firmware.uplink_dns`'s, the same the probes use. They are
+read again every time the LAN's upstream is decided, so a DHCP renewal (or a new data
+call) that changes them is followed.
 
 The upstream while an uplink is active is that uplink's resolvers, each asked through
 that uplink's interface (dnsmasq's `server=ADDRESS@INTERFACE`, SO_BINDTODEVICE, as the
@@ -39,9 +34,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dbus_fast.aio import MessageBus
@@ -51,15 +45,12 @@ from failover.errors import FailoverError
 from failover.probes.dns import dns_query
 from failover.probes.options import ProbeOptions
 from firmware.config import Config
+from firmware.uplink_dns import Learn, Uplink, own_resolvers
 
 __all__ = ["Learn", "NetworkManagerResolvers", "Uplink", "Upstream", "answering",
            "upstream_for"]
 
 log = logging.getLogger("storebox.lan")
-
-Uplink = Literal["wired", "lte"]
-#: The resolvers an uplink's interface was given (learnt), () when none are known.
-Learn = Callable[[str], Awaitable[tuple[str, ...]]]
 
 NM_BUS = "org.freedesktop.NetworkManager"
 
@@ -106,11 +97,12 @@ async def answering(servers: tuple[str, ...], interface: str, timeout_s: float =
 
 def upstream_for(config: Config, uplink: Uplink, learnt: tuple[str, ...] = (),
                  modem: tuple[str, ...] = ()) -> Upstream:
-    """The upstream while `uplink` is active: its configured resolvers, else the `learnt`
-    (NetworkManager's), else for LTE the `modem`'s (its data call's, `AT+CGCONTRDP`)."""
+    """The upstream while `uplink` is active: its own resolvers (`own_resolvers`: its
+    configured ones, else the `learnt`, NetworkManager's, else for LTE the `modem`'s, its
+    data call's, `AT+CGCONTRDP`), then `lan.fallback_dns`."""
     link = config.wired if uplink == "wired" else config.lte
-    own = tuple(link.dns) or learnt or (modem if uplink == "lte" else ())
-    return Upstream(uplink, link.interface, own, tuple(config.lan.fallback_dns))
+    return Upstream(uplink, link.interface, own_resolvers(config, uplink, learnt, modem),
+                    tuple(config.lan.fallback_dns))
 
 
 class NetworkManagerResolvers:

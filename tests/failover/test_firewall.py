@@ -16,7 +16,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp import web
 
 from failover.errors import NftConfigError
 from failover.nft import LanForwarding, private_gateways
@@ -26,6 +25,7 @@ from failover.routes import Uplink, UplinkName, switch_uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.targets import parse_target
 from firmware.config.schema import RoutingConfig
+from lab.health import serve_health
 from lab.netns import inside
 from tests.failover.conftest import (
     GATEWAY_IP,
@@ -197,15 +197,7 @@ async def far_services(shop: Shop) -> AsyncIterator[None]:
         udp.bind((GATEWAY_IP, 53))
         http = socket.create_server((OTHER_IP, 80))
     transport, _ = await loop.create_datagram_endpoint(lambda: _DnsProtocol([]), sock=udp)
-
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.SockSite(runner, http).start()
+    runner = await serve_health(http)
     yield
     await runner.cleanup()
     transport.close()

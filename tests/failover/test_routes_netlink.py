@@ -282,3 +282,20 @@ async def test_one_socket_serves_concurrent_callers(shop: Shop) -> None:
         assert all("wan0" in s.links and s.defaults[socket.AF_INET] for s in states)
     finally:
         await netlink.close()
+
+
+async def test_default_gateways_are_read_as_ip_route_shows_them(shop: Shop) -> None:
+    """What the LAN forwarding's modem guard reads every 10 s (no `ip` spawned)."""
+    netlink = Netlink(shop.box)
+    try:
+        assert await netlink.default_gateways("wwan0") == [LTE_GW]
+        ipn(shop.box, "route", "add", "default", "via", "10.2.0.9", "dev", "wwan0",
+            "metric", "900")
+        assert sorted(await netlink.default_gateways("wwan0")) == sorted([LTE_GW, "10.2.0.9"])
+        assert await netlink.default_gateways("wan0") == [WIRED_GW]
+        ipn(shop.box, "route", "del", "default", "dev", "wwan0", "metric", "900")
+        ipn(shop.box, "route", "del", "default", "via", LTE_GW, "dev", "wwan0")
+        assert await netlink.default_gateways("wwan0") == []
+        assert await netlink.default_gateways("nosuch0") == []
+    finally:
+        await netlink.close()

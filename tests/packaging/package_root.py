@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.failover.test_lan_services import resolve
+
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 DEB = REPO / "dist" / f"storebox_{VERSION}_amd64.deb"
@@ -258,6 +260,73 @@ def test_selftest_on_the_booted_box_commits(booted: Booted) -> None:
     status = json.loads(booted.run("storebox status --json").stdout)
     assert status["payments"]["key_provider"] == "systemd-creds"
     assert status["api"]["tls"] is True and len(status["api"]["cert_sha256"]) == 64
+
+
+def test_the_lans_dnsmasq_serves_under_the_hardened_unit(booted: Booted,
+                                                         tmp_path: Path) -> None:
+    """`lan.enabled`: the daemon's dnsmasq, started by the daemon inside the unit (its
+    capabilities, system-call filter, read-only system), gives a LAN client a lease and
+    answers its DNS (the lease's host name under `lan.domain`)."""
+    if shutil.which("udhcpc") is None:
+        pytest.fail("udhcpc missing: apt-get install udhcpc (make deps does)")
+    client = f"sbxpkgcli-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", client], check=True)
+    try:
+        subprocess.run(["ip", "link", "add", "sbxpkglan0", "type", "veth", "peer", "name",
+                        "eth0", "netns", client], check=True)
+        subprocess.run(["ip", "link", "set", "sbxpkglan0", "netns", str(booted.init), "name",
+                        "lan0"], check=True)
+        subprocess.run(["ip", "-n", client, "link", "set", "eth0", "up"], check=True)
+        booted.run("ip addr add 192.168.50.1/24 dev lan0 && ip link set lan0 up")
+        booted.run("sed -i 's/^lan_interfaces = \\[\\]/lan_interfaces = [\"lan0\"]/' "
+                   "/etc/storebox/storebox.toml && printf '%s\\n' '[lan]' 'enabled = true' "
+                   "'dhcp_ranges = [\"192.168.50.100-192.168.50.150\"]' "
+                   "'domain = \"shop.lan\"' >> /etc/storebox/storebox.toml && "
+                   "storebox config check && systemctl restart storebox")
+        dnsmasq = _wait_for_dnsmasq(booted)
+        status = booted.run(f"grep -E '^(Uid|CapEff|CapAmb|NoNewPrivs|Seccomp):' "
+                            f"/proc/{dnsmasq}/status").stdout
+        fields = {k: v.strip() for k, v in (line.split(":", 1) for line in status.splitlines())}
+        assert fields["CapEff"] == fields["CapAmb"] == "0000000000003400", fields
+        assert fields["NoNewPrivs"] == "1" and fields["Seccomp"] == "2", fields
+        assert booted.run(f"stat -c %U /proc/{dnsmasq}").stdout.strip() == "storebox"
+        script = tmp_path / "udhcpc.sh"
+        script.write_text(f"#!/bin/sh\n[ \"$1\" = bound ] && env > {tmp_path}/lease.env\n"
+                          "exit 0\n")
+        script.chmod(0o755)
+        subprocess.run(["ip", "netns", "exec", client, "udhcpc", "-i", "eth0", "-f", "-q",
+                        "-n", "-t", "10", "-T", "1", "-x", "hostname:till-1", "-s",
+                        str(script)], check=True, capture_output=True, timeout=60)
+        lease = dict(line.split("=", 1) for line in
+                     (tmp_path / "lease.env").read_text().splitlines() if "=" in line)
+        assert lease["ip"].startswith("192.168.50.") and lease["dns"] == "192.168.50.1", lease
+        leases = booted.run("cat /var/lib/storebox/lan/dnsmasq.leases").stdout
+        assert lease["ip"] in leases and "till-1" in leases, leases
+        subprocess.run(["ip", "-n", client, "addr", "add", f"{lease['ip']}/24", "dev",
+                        "eth0"], check=True)
+        answer = resolve(client, "till-1.shop.lan", server="192.168.50.1")
+        assert answer == lease["ip"], answer
+        unit = booted.unit("ActiveState", "NRestarts")
+        assert unit == {"ActiveState": "active", "NRestarts": "0"}, unit
+    finally:
+        subprocess.run(["ip", "netns", "del", client], check=False)
+
+
+def _wait_for_dnsmasq(booted: Booted, timeout: float = 60) -> int:
+    """dnsmasq's pid once the restarted daemon runs it (in storebox.service's cgroup)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = booted.run("systemctl show -p MainPID --value storebox && "
+                          "pgrep -x dnsmasq || true").stdout.split()
+        parent = booted.run(f"ps -o ppid= -p {pids[1]}", check=False).stdout.strip() \
+            if len(pids) == 2 else ""
+        if parent:  # (a dnsmasq that ended at once is restarted: look again)
+            assert parent == pids[0], (pids, parent)  # the daemon's child
+            return int(pids[1])
+        time.sleep(0.2)
+    journal = booted.run("journalctl -u storebox --no-pager | grep -i -e lan -e dnsmasq "
+                         "| tail -20", check=False)
+    raise AssertionError(f"no dnsmasq under storebox.service:\n{journal.stdout}")
 
 
 def test_remove_keeps_state_and_purge_erases_it(booted: Booted, installed: Path) -> None:
