@@ -186,7 +186,8 @@ def test_dotted_keys_are_located() -> None:
         "pkcs11_token_label, pkcs11_pin_file, pkcs11_key_label, systemd_credential, "
         "key_cryptoperiod_days, retention_days, currency, currency_limits, offline_max_amount, "
         "offline_max_total, "
-        "offline_max_count, online_deadline_s, lost_attempt_lifetime_s, offline_max_age_s, "
+        "offline_max_count, online_deadline_s, online_replays, lost_attempt_lifetime_s, "
+        "offline_max_age_s, "
         "velocity_window_s, velocity_max_count, velocity_max_amount, blocked_bins, "
         "forward_concurrency",
     ]
