@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import ssl
 import time
@@ -29,10 +28,7 @@ from tests.failover.netlab import (
     Pki,
     Services,
     blackhole,
-    make_pki,
-    start_services,
-    stop_services,
-    topology,
+    serving_topology,
 )
 from tests.support.clock import ManualClock
 from tests.support.netns import inside
@@ -89,18 +85,9 @@ class Rig:
         return await probe(KEPT, "up1", timeout_s, options=self.options, counter=ByteCounter())
 
 
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return make_pki()
-
-
 @pytest.fixture
 async def rig(pki: Pki, tmp_path: object) -> AsyncIterator[Rig]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    with topology() as lab:
-        server_ssl = pki.server_context(str(tmp_path))
-        services, handles = await start_services(lab.isp["up1"], server_ssl)
+    async with serving_topology(pki, str(tmp_path)) as (lab, server_ssl, services):
         with inside(lab.isp["up1"]):
             sock = socket.create_server((SERVER, PORT))
         keep = KeepAliveServer()
@@ -111,12 +98,11 @@ async def rig(pki: Pki, tmp_path: object) -> AsyncIterator[Rig]:
                                connections=connections)
         try:
             with inside(lab.box):
-                yield Rig(lab, keep, services, clock, connections, options)
+                yield Rig(lab, keep, services["up1"], clock, connections, options)
         finally:
             await connections.close()
             server.close()
             await keep.closed()
-            await stop_services(handles)
 
 
 async def test_successive_probes_share_one_connection_and_one_resolution(rig: Rig) -> None:
