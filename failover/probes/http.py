@@ -4,6 +4,7 @@ up. With ``ProbeOptions.connections`` the connection is kept between probes
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -11,7 +12,7 @@ import aiohttp
 
 from failover.probes.dns import resolve_kept
 from failover.probes.failures import ProbeFailed
-from failover.probes.keep import Kept, StaticResolver, close_session
+from failover.probes.keep import Kept, StaticResolver, close_kept
 from failover.probes.options import ProbeOptions
 from failover.probes.retry import hedged
 from failover.probes.sockets import KeptBytes, accounting_socket
@@ -53,30 +54,25 @@ def _new_kept(
     return Kept(session, sink, resolver)
 
 
-async def _get_once(session: aiohttp.ClientSession, url: str, options: ProbeOptions) -> None:
+async def _get(session: aiohttp.ClientSession, url: str, options: ProbeOptions) -> None:
+    """One GET. aiohttp sends it again once on a fresh connection when a kept one turns
+    out closed or reset (the server or a middlebox ended it while idle: no answer about
+    the target), and closes a connection whose request failed: the next probe
+    connects afresh."""
     async with session.get(url, allow_redirects=False) as resp:
         await resp.content.read(options.http_max_body)
         if not 200 <= resp.status < 300:
             raise ProbeFailed(f"HTTP {resp.status}")
 
 
-async def _get(session: aiohttp.ClientSession, url: str, options: ProbeOptions) -> None:
-    """One GET; once more when a kept connection turned out closed or reset (the
-    server or a middlebox ended it while idle: not an answer about the target).
-    A failure to connect afresh is an answer and is not retried here."""
-    try:
-        await _get_once(session, url, options)
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            raise
-        await _get_once(session, url, options)
-
-
 async def probe_http(
     target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
 ) -> None:
     """GET ``target.url`` through ``interface``; hedged attempts may open more
-    connections. A failed probe closes its target's kept connections."""
+    connections. A failed probe forgets the addresses its name resolved to; one cut
+    by its deadline also closes its target's kept session at once (aiohttp would
+    close the connection with a TLS close_notify, and wait 30 s for the peer's on a
+    dead path)."""
     assert target.url is not None
     url: str = target.url
     addresses = await resolve_kept(target.host, interface, options, wire)
@@ -87,16 +83,20 @@ async def probe_http(
     else:
         kept = owner.kept(key, lambda: _new_kept(target, interface, options, addresses))
         kept.resolver.addresses = addresses
-    failed = True
     try:
         await hedged(lambda: _get(kept.session, url, options), options.attempts,
                      options.retry_after_s)
-        failed = False
+    except asyncio.CancelledError:
+        if owner is not None:  # the deadline: the path may be dead; no TLS goodbye
+            await owner.discard(key, kept)
+        raise
+    except BaseException:
+        if owner is not None:
+            owner.forget(interface, target.host)
+        raise
     finally:
         if owner is None:
-            await close_session(kept.session)
-        elif failed:
-            await owner.discard(key, target.host)
+            await close_kept(kept)
         sent, received = kept.sink.take()
         wire[0] += sent
         wire[1] += received

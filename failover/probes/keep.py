@@ -6,9 +6,10 @@ A steady-state HTTPS probe is then one GET on an open TLS connection instead of 
 resolution, a TCP and a TLS handshake (~2.8 ms of CPU each, 5 per second, and as
 many handshakes on the gateway's health endpoint per box). Still end to end and
 bound to the uplink: the connection's socket is bound to it, and a GET on a kept
-connection whose path is gone times out like a fresh one. The owner (the engine,
+connection whose path is gone times out like a fresh one; a probe cut by its deadline
+closes its target's session. The owner (the engine,
 ``FailoverEngine.run``) calls ``close()`` when probing stops and ``drop(interface)``
-when an uplink goes down; a probe that fails drops its target's session itself.
+when an uplink goes down.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from failover.probes.sockets import KeptBytes, family_of
 
-__all__ = ["Kept", "ProbeConnections", "StaticResolver"]
+__all__ = ["Kept", "ProbeConnections", "StaticResolver", "close_kept"]
 
 Key = tuple[str, str]  # (interface, target text or host name)
 
@@ -35,13 +36,13 @@ class StaticResolver(AbstractResolver):
     is updated when they are resolved again)."""
 
     def __init__(self, host: str, addresses: list[str]) -> None:
-        self._host = host
+        self.host = host
         self.addresses = addresses
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        if host != self._host:
+        if host != self.host:
             raise OSError(errno.EHOSTUNREACH, f"unexpected host {host!r}")
         return [
             ResolveResult(
@@ -68,14 +69,15 @@ class Kept:
     resolver: StaticResolver
 
 
-async def close_session(session: aiohttp.ClientSession) -> None:
-    """Close ``session``'s connections without a TLS close_notify exchange (the path
-    may be dead: the socket must not wait for it); returns when the sockets are
-    closed (and accounted)."""
-    connector = session.connector
+async def close_kept(kept: Kept) -> None:
+    """Close ``kept``'s connections without a TLS close_notify exchange (the path may
+    be dead: a socket must not wait 30 s for the peer's), those aiohttp is closing
+    already too; returns when its sockets are closed (and accounted)."""
+    connector = kept.session.connector
     if connector is not None:
         await connector.close(abort_ssl=True)
-    await session.close()
+    await kept.session.close()
+    kept.sink.shut_down()
 
 
 class ProbeConnections:
@@ -107,19 +109,24 @@ class ProbeConnections:
             kept = self._kept[key] = make()
         return kept
 
-    async def discard(self, key: Key, host: str) -> None:
-        """Close ``key``'s session and forget ``host``'s addresses (a probe failed)."""
-        self._addresses.pop((key[0], host), None)
-        kept = self._kept.pop(key, None)
-        if kept is not None:
-            await close_session(kept.session)
+    def forget(self, interface: str, host: str) -> None:
+        """Resolve ``host`` afresh next time (a probe failed: its addresses may be stale)."""
+        self._addresses.pop((interface, host), None)
+
+    async def discard(self, key: Key, kept: Kept) -> None:
+        """Close ``kept`` (``key``'s session, unless replaced since) and forget its host's
+        addresses: a probe on it ran out of time."""
+        self.forget(key[0], kept.resolver.host)
+        if self._kept.get(key) is kept:
+            del self._kept[key]
+        await close_kept(kept)
 
     def drop(self, interface: str) -> None:
         """Forget everything of ``interface`` (it went down); the sockets close now."""
         for key in [k for k in self._addresses if k[0] == interface]:
             del self._addresses[key]
         for key in [k for k in self._kept if k[0] == interface]:
-            closing = asyncio.ensure_future(close_session(self._kept.pop(key).session))
+            closing = asyncio.ensure_future(close_kept(self._kept.pop(key)))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
 

@@ -3,6 +3,7 @@ that report their wire bytes from ``TCP_INFO`` before they close."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -105,6 +106,15 @@ class KeptBytes(TcpBytes):
         delta = (max(0, sent - self._taken[0]), max(0, received - self._taken[1]))
         self._taken = (max(sent, self._taken[0]), max(received, self._taken[1]))
         return delta
+
+    def shut_down(self) -> None:
+        """Shut every open socket down (a FIN now): a transport still waiting for the
+        peer's TLS close_notify over a dead path (30 s in asyncio) sees the end at once
+        and closes its socket."""
+        for sock in self._open:
+            if sock.fileno() >= 0:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def tcp_wire_bytes(sock: socket.socket, *, closing: bool) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import time
@@ -31,7 +32,7 @@ from tests.failover.netlab import (
     serving_topology,
 )
 from tests.support.clock import ManualClock
-from tests.support.netns import inside
+from tests.support.netns import inside, run
 
 PORT = 8443
 KEPT = parse_target(f"https://{TLS_NAME}:{PORT}/health")
@@ -120,6 +121,7 @@ async def test_successive_probes_share_one_connection_and_one_resolution(rig: Ri
 
 async def test_a_blackhole_fails_the_probe_on_the_kept_connection(rig: Rig) -> None:
     assert (await rig.probe()).ok
+    assert our_sockets(rig.lab) == 1  # kept
     blackhole(rig.lab.isp["up1"], "isp1")
     timeout = 0.6
     started = time.monotonic()
@@ -129,6 +131,19 @@ async def test_a_blackhole_fails_the_probe_on_the_kept_connection(rig: Rig) -> N
     assert timeout <= elapsed < timeout + 0.3
     assert rig.server.accepted == 1  # the hedged connections never got through
     assert result.bytes_sent > 0
+    await sockets_closed(rig.lab)  # the kept connection too: the next probe connects afresh
+
+
+def our_sockets(lab: Lab) -> int:
+    """Sockets this process holds open to the server (the kernel's view, ``ss``)."""
+    out = run("ip", "netns", "exec", lab.box, "ss", "-tnpH", "dst", f"{SERVER}:{PORT}")
+    return out.stdout.count(f"pid={os.getpid()},")
+
+
+async def sockets_closed(lab: Lab, within: float = 2.0) -> None:
+    async with asyncio.timeout(within):
+        while our_sockets(lab):
+            await asyncio.sleep(0.05)
 
 
 async def test_a_connection_the_server_closed_while_idle_is_reopened(rig: Rig) -> None:
