@@ -108,9 +108,10 @@ class HttpsSite:
         await runner.cleanup()
 
     def handshakes(self) -> int:
-        """TLS handshakes the site has started (each a new HTTPS connection: #13 keeps
-        the probe's connection, so few while the daemon probes)."""
-        return int(self._ssl.session_stats()["accept"])
+        """TLS handshakes the site completed (each a new HTTPS connection: #13 keeps the
+        probe's connection, so few while the daemon probes). Not ``accept``: that counts
+        the TCP target's bare connects to the same port too."""
+        return int(self._ssl.session_stats()["accept_good"])
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
