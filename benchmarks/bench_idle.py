@@ -107,6 +107,12 @@ class HttpsSite:
         await self._stop.wait()
         await runner.cleanup()
 
+    def handshakes(self) -> int:
+        """TLS handshakes the site completed (each a new HTTPS connection: #13 keeps the
+        probe's connection, so few while the daemon probes). Not ``accept``: that counts
+        the TCP target's bare connects to the same port too."""
+        return int(self._ssl.session_stats()["accept_good"])
+
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(5)
@@ -114,8 +120,9 @@ class HttpsSite:
 
 
 @contextmanager
-def internet_services(shop: Shop, workdir: Path) -> Iterator[dict[str, str]]:
-    """The default targets' servers and each uplink's resolver; the daemon's extra env."""
+def internet_services(shop: Shop, workdir: Path) -> Iterator[tuple[dict[str, str], HttpsSite]]:
+    """The default targets' servers and each uplink's resolver: the daemon's extra env,
+    the HTTPS site."""
     pki = make_pki(HTTPS_NAMES)
     ca = workdir / "ca.pem"
     ca.write_bytes(pki.ca_pem)
@@ -126,8 +133,9 @@ def internet_services(shop: Shop, workdir: Path) -> Iterator[dict[str, str]]:
         for ns, address in ((shop.internet, RESOLVER), (shop.isp_wired, WIRED_DNS),
                             (shop.isp_lte, SKT_DNS)):
             stack.callback(DnsResponder(ns, address, SITE).close)
-        stack.callback(HttpsSite(shop.internet, pki.server_context(str(workdir))).close)
-        yield {"SSL_CERT_FILE": str(ca)}
+        site = HttpsSite(shop.internet, pki.server_context(str(workdir)))
+        stack.callback(site.close)
+        yield {"SSL_CERT_FILE": str(ca)}, site
 
 
 def test_idle_cpu_while_probing(tmp_path: Path) -> None:
@@ -137,7 +145,8 @@ def test_idle_cpu_while_probing(tmp_path: Path) -> None:
     with build_shop() as shop, ExitStack() as stack:
         workdir = tmp_path / "idle"
         workdir.mkdir()
-        env = stack.enter_context(internet_services(shop, workdir)) if TARGETS != "tcp" else {}
+        env, site = stack.enter_context(internet_services(shop, workdir)) if TARGETS != "tcp" \
+            else ({}, None)
         began = time.monotonic()
         token = new_secret()
         daemon = BoxDaemon(shop.box, idle_config(workdir, token), env=env)
@@ -147,8 +156,10 @@ def test_idle_cpu_while_probing(tmp_path: Path) -> None:
             time.sleep(SETTLE_S)  # measuring: the uplinks come up, LTE data is set up
             pid = daemon.proc.pid
             t0, c0 = time.monotonic(), cpu_ticks(pid)
+            h0 = site.handshakes() if site is not None else 0
             time.sleep(IDLE_S)  # measuring window
             t1, c1 = time.monotonic(), cpu_ticks(pid)
+            handshakes = site.handshakes() - h0 if site is not None else 0
             assert daemon.proc.poll() is None, daemon.log_tail()
             health = daemon_health(daemon, token)
         finally:
@@ -160,6 +171,8 @@ def test_idle_cpu_while_probing(tmp_path: Path) -> None:
          f"{t1 - t0:.0f} s (% of one core)",
          round(cpu, 2), "<= 1 %"),
         ("LTE at the end", health[1], "standby"),
+        ("TLS handshakes at the HTTPS site in the window (kept connections: few)",
+         handshakes, "-"),
         ("load average at start / end", f"{load0:.2f} / {os.getloadavg()[0]:.2f}",
          "shared machine"),
     ])

@@ -76,7 +76,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from failover import link
@@ -87,6 +87,7 @@ from failover.errors import ProbeConfigError, RouteConfigError
 from failover.link import LinkChange, LinkStatus, Monotonic, RoundOutcome, Transition
 from failover.linkwatch import LinkWatcher
 from failover.probes.accounting import ByteCounter
+from failover.probes.keep import ProbeConnections
 from failover.probes.options import ProbeOptions
 from failover.probes.round import probe_round
 from failover.route_applier import RouteApplier, RouteTiming, StickySync
@@ -245,6 +246,14 @@ def _checked_uplinks(uplinks: Sequence[Uplink], routes: RouteController,
     return by_name
 
 
+def _keeping(options: ProbeOptions | None, connections: ProbeConnections) -> ProbeOptions:
+    """``options`` whose HTTP(S) probes keep their connections between rounds in the
+    engine's (probes.keep, #13: closed when ``run`` ends, an uplink's on carrier loss)."""
+    options = options if options is not None else ProbeOptions()
+    return options if options.connections is not None else replace(
+        options, connections=connections)
+
+
 def _targets_for(name: UplinkName, targets: Targets,
                  config: MonitorConfig) -> tuple[ProbeTarget, ...]:
     chosen = targets.get(name) if isinstance(targets, Mapping) else targets
@@ -292,9 +301,9 @@ class FailoverEngine:
         names = list(self._uplinks)
         self._configs = {n: cfg.monitor_for(n) for n in names}
         self._targets = {n: _targets_for(n, targets, self._configs[n]) for n in names}
-        self._options = {n: cfg.options_for(n) for n in names}
-        self._counter = counter
-        self._monotonic = monotonic
+        self._connections = ProbeConnections(monotonic=monotonic)
+        self._options = {n: _keeping(cfg.options_for(n), self._connections) for n in names}
+        self._counter, self._monotonic = counter, monotonic
         self._round_fn = round_fn
         self._link_watcher = link_watcher
         self._on_link, self._on_error, self._on_round = on_link, on_error, on_round
@@ -445,6 +454,7 @@ class FailoverEngine:
         finally:
             self._tg = None
             self._running = False
+            await self._connections.close()
 
     # ------------------------------------------------------------------ probing
 
@@ -557,6 +567,8 @@ class FailoverEngine:
         if name == "lte" and up and self._carrier[name] is False:
             self._lte_verdict_pending = not self._monitors[name].status().usable
         self._carrier[name] = up
+        if not up:
+            self._connections.drop(self._uplinks[name].interface)
         change = self._monitors[name].carrier(up)
         self._publish(name, change)
         self._decide()

@@ -56,13 +56,20 @@ Byte accounting (IP-level bytes, what an LTE operator bills)
   dominated by the server's certificate chain (~3.3 KB with a one-certificate
   EC chain in the tests, 5-8 KB with a real RSA chain); keep HTTPS off the LTE
   standby target list.
+* Kept HTTP(S) connections (``ProbeOptions.connections``, ``keep``): a probe counts
+  what its connections moved since the previous probe of that target (``TCP_INFO``
+  read live, ``KeptBytes``): the first one the handshake, the next ones their GET and
+  response (~160 bytes out, ~230 in in the tests: one TLS record and segment each
+  way, ACKs mostly delayed into the next probe). The close of a
+  connection dropped with its uplink or at the engine's stop is not counted.
 Link-layer framing is not counted. Totals are kept per interface in a
 ``ByteCounter`` (``default_counter()`` unless one is passed).
 
 Modules
 -------
 ``round`` (``probe``, ``probe_round`` and their results: the entry points),
-``kinds`` (one probe per target kind), ``dns`` (the codec and the uplink's
+``kinds`` (one probe per target kind), ``http`` (the HTTP(S) probe), ``keep``
+(connections and addresses kept between probes), ``dns`` (the codec and the uplink's
 resolver), ``sockets`` (bound sockets, TCP byte accounting), ``retry``
 (retransmission and hedging), ``accounting`` (the byte figures above,
 ``ByteCounter``), ``options`` (``ProbeOptions``), ``failures`` (error texts).

@@ -24,6 +24,7 @@ __all__ = [
     "dns_query",
     "parse_dns_response",
     "resolve_a",
+    "resolve_kept",
 ]
 
 
@@ -151,3 +152,14 @@ async def resolve_a(
         )
     assert last is not None
     raise last
+
+
+async def resolve_kept(
+    host: str, interface: str, options: ProbeOptions, wire: list[int]
+) -> list[str]:
+    """``resolve_a``, through ``options.connections``' cache when there is one (#13):
+    a name need not be resolved over the uplink every round."""
+    kept = options.connections
+    if kept is None:
+        return await resolve_a(host, interface, options, wire)
+    return await kept.addresses(interface, host, lambda: resolve_a(host, interface, options, wire))

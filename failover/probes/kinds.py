@@ -10,14 +10,11 @@ import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from failover.probes.accounting import ip_header
-from failover.probes.dns import RCODES, dns_query, resolve_a
+from failover.probes.dns import RCODES, dns_query, resolve_kept
 from failover.probes.failures import ProbeFailed
+from failover.probes.http import probe_http
 from failover.probes.options import ProbeOptions
 from failover.probes.retry import hedged, udp_exchange
 from failover.probes.sockets import TcpBytes, accounting_socket, bound_socket, family_of
@@ -39,7 +36,7 @@ async def _probe_tcp(
     target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
 ) -> None:
     assert target.port is not None
-    addr = (await resolve_a(target.host, interface, options, wire))[0]
+    addr = (await resolve_kept(target.host, interface, options, wire))[0]
     family = family_of(addr)
     sink = TcpBytes()
     loop = asyncio.get_running_loop()
@@ -84,7 +81,7 @@ def _icmp_socket(family: int, interface: str) -> tuple[socket.socket, bool]:
 async def _probe_icmp(
     target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
 ) -> None:
-    addr = (await resolve_a(target.host, interface, options, wire))[0]
+    addr = (await resolve_kept(target.host, interface, options, wire))[0]
     family = family_of(addr)
     v6 = family == socket.AF_INET6
     echo_request, echo_reply = (128, 129) if v6 else (8, 0)
@@ -122,85 +119,10 @@ async def _probe_icmp(
         sock.close()
 
 
-class _StaticResolver(AbstractResolver):
-    """Hands aiohttp the addresses we already resolved over the probed uplink."""
-
-    def __init__(self, host: str, addresses: list[str]) -> None:
-        self._host = host
-        self._addresses = addresses
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host != self._host:
-            raise OSError(errno.EHOSTUNREACH, f"unexpected host {host!r}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=a,
-                port=port,
-                family=family_of(a),
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for a in self._addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-async def _probe_http(
-    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
-) -> None:
-    assert target.url is not None
-    url: str = target.url
-    addresses = await resolve_a(target.host, interface, options, wire)
-    sinks: list[TcpBytes] = []
-
-    async def get_once() -> None:
-        sink = TcpBytes()  # one per attempt: a winner's snapshot must not freeze a loser's
-        sinks.append(sink)
-
-        def factory(addr_info: Any) -> socket.socket:
-            family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
-            return accounting_socket(family, type_, proto, interface, sink)
-
-        connector = aiohttp.TCPConnector(
-            socket_factory=factory,
-            resolver=_StaticResolver(target.host, addresses),
-            ssl=options.ssl if target.kind is TargetKind.HTTPS else False,
-            force_close=True,
-            use_dns_cache=False,
-            happy_eyeballs_delay=None,
-        )
-        async with (
-            aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None),
-                headers={"User-Agent": options.user_agent},
-                skip_auto_headers=("Accept-Encoding",),
-            ) as session,
-            session.get(url, allow_redirects=False) as resp,
-        ):
-            await resp.content.read(options.http_max_body)
-            sink.finish()
-            if not 200 <= resp.status < 300:
-                raise ProbeFailed(f"HTTP {resp.status}")
-
-    try:
-        await hedged(get_once, options.attempts, options.retry_after_s)
-    finally:
-        for sink in sinks:
-            sink.finish()
-            wire[0] += sink.sent
-            wire[1] += sink.received
-
-
 PROBES: dict[TargetKind, Callable[[ProbeTarget, str, ProbeOptions, list[int]], Awaitable[None]]] = {
     TargetKind.TCP: _probe_tcp,
     TargetKind.DNS: _probe_dns,
-    TargetKind.HTTP: _probe_http,
-    TargetKind.HTTPS: _probe_http,
+    TargetKind.HTTP: probe_http,
+    TargetKind.HTTPS: probe_http,
     TargetKind.ICMP: _probe_icmp,
 }

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from failover.errors import ProbeConfigError
+from failover.probes.keep import ProbeConnections
 
 __all__ = ["ProbeOptions"]
 
@@ -23,7 +24,9 @@ class ProbeOptions:
     it) for targets given by host name. ``resolvers``: more of them, read at every
     resolution (those the uplink learnt: DHCP, its modem's data call; they change
     while the box runs), asked after ``dns_servers``. With neither → the system
-    resolver.
+    resolver. ``connections``: where HTTP(S) probes keep their connection between
+    probes and names their addresses for a while (``probes.keep``, #13); its owner
+    closes it. None: every probe resolves and connects afresh.
     """
 
     attempts: int = 3
@@ -34,6 +37,7 @@ class ProbeOptions:
     http_max_body: int = 4096
     user_agent: str = "storebox-probe/1"
     resolvers: Callable[[], Sequence[str]] | None = None
+    connections: ProbeConnections | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1:

@@ -31,6 +31,7 @@ from lab.shop import (
     sh,
     sysctl,
 )
+from tests.failover.netlab import Pki, make_pki
 
 __all__ = [
     "GATEWAY_IP", "LAN_BOX", "LAN_CLIENT", "LTE_ADDR", "LTE_ADDR6", "LTE_GW", "LTE_GW6",
@@ -53,3 +54,9 @@ def shop6() -> Iterator[Shop]:
         pytest.skip("network namespaces need root (CI runs as root)")
     with build_shop(ipv6=True) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    """A throw-away CA and server certificate for the HTTPS probe tests (netlab)."""
+    return make_pki()

@@ -20,11 +20,12 @@ import os
 import socket
 import ssl
 import struct
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
+import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -249,3 +250,21 @@ async def stop_services(handles: list[object]) -> None:
             await h.cleanup()
         else:  # asyncio.Server, the DNS responder's datagram transport
             cast(asyncio.BaseTransport, h).close()
+
+
+@asynccontextmanager
+async def serving_topology(
+    pki: Pki, tmp_dir: str
+) -> AsyncIterator[tuple[Lab, ssl.SSLContext, dict[str, Services]]]:
+    """``topology()`` with the far-side services on both ISPs: (lab, the servers' TLS
+    context, box interface -> that ISP's services). Skips the test without root."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    with topology() as lab:
+        server_ssl = pki.server_context(tmp_dir)
+        svc_a, h_a = await start_services(lab.isp["up0"], server_ssl)
+        svc_b, h_b = await start_services(lab.isp["up1"], server_ssl)
+        try:
+            yield lab, server_ssl, {"up0": svc_a, "up1": svc_b}
+        finally:
+            await stop_services(h_a + h_b)

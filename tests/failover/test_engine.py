@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 
 from failover.budget import estimate_round_bytes, standby_probe_interval_s
@@ -27,7 +28,9 @@ from failover.errors import ProbeConfigError, RouteConfigError, RouteError
 from failover.link import LinkState, LinkStatus, Transition, TransitionKind
 from failover.link import Uplink as Choice
 from failover.probes.accounting import ByteCounter
+from failover.probes.keep import Kept, StaticResolver
 from failover.probes.options import ProbeOptions
+from failover.probes.sockets import KeptBytes
 from failover.routes import MetricScheme, RouteProblem, SwitchReport, Uplink, UplinkName
 from failover.targets import ProbeTarget, parse_targets
 from tests.support.clock import loop_time as now
@@ -60,12 +63,14 @@ class FakeNet:
     latency_s: float = 0.02
     bytes_per_probe: int = 80
     rounds: list[tuple[str, float]] = field(default_factory=list)  # (interface, start)
+    options: dict[str, ProbeOptions | None] = field(default_factory=dict)  # the last, by interface
     finished: list[tuple[str, float, bool]] = field(default_factory=list)
 
     async def round(self, targets: Sequence[ProbeTarget], interface: str, timeout_s: float,
                     quorum: int, *, options: ProbeOptions | None = None,
                     counter: ByteCounter | None = None) -> FakeRound:
         self.rounds.append((interface, now()))
+        self.options[interface] = options
         mode = self.mode[interface]
         n = len(targets)
         if mode == "blackhole":
@@ -340,6 +345,36 @@ def test_carrier_loss_fails_over_at_once() -> None:
             assert took < 0.05, took  # no rounds involved: the route change only
             assert r.transitions[-1][1].reason.endswith("carrier lost")
             assert r.engine.links()["wired"].carrier is False
+
+    simulate(main)
+
+
+async def closes(session: aiohttp.ClientSession, within: float = 1.0) -> None:
+    async with asyncio.timeout(within):
+        while not session.closed:
+            await asyncio.sleep(0.01)
+
+
+def test_kept_probe_connections_close_on_carrier_loss_and_when_the_engine_stops() -> None:
+    """The engine owns the HTTP(S) probes' kept connections (probes.keep, #13)."""
+
+    def kept_session(r: Rig, interface: str) -> aiohttp.ClientSession:
+        options = r.net.options[interface]
+        assert options is not None and options.connections is not None
+
+        def make() -> Kept:
+            return Kept(aiohttp.ClientSession(), KeptBytes(), StaticResolver("t", []))
+
+        return options.connections.kept((interface, "https://t/"), make).session
+
+    async def main() -> None:
+        async with rig() as r:
+            await booted(r)
+            wired, lte = kept_session(r, "wan0"), kept_session(r, "wwan0")
+            r.carrier.set("wan0", False)
+            await closes(wired)
+            assert not lte.closed
+        await closes(lte)  # run() ended
 
     simulate(main)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 import time
@@ -31,12 +30,9 @@ from tests.failover.netlab import (
     Pki,
     Services,
     blackhole,
-    make_pki,
     nft_drops,
     random_loss,
-    start_services,
-    stop_services,
-    topology,
+    serving_topology,
 )
 from tests.support.clock import ManualClock
 from tests.support.netns import inside, run
@@ -57,24 +53,11 @@ class Env:
         self.options = ProbeOptions(ssl=pki.client_context(), dns_servers=(RESOLVER,))
 
 
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return make_pki()
-
-
 @pytest.fixture
 async def env(pki: Pki, tmp_path: object) -> AsyncIterator[Env]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    with topology() as lab:
-        server_ssl = pki.server_context(str(tmp_path))
-        svc_a, h_a = await start_services(lab.isp["up0"], server_ssl)
-        svc_b, h_b = await start_services(lab.isp["up1"], server_ssl)
-        try:
-            with inside(lab.box):  # the probes' sockets are created in the box
-                yield Env(lab, pki, {"up0": svc_a, "up1": svc_b})
-        finally:
-            await stop_services(h_a + h_b)
+    async with serving_topology(pki, str(tmp_path)) as (lab, _, services):
+        with inside(lab.box):  # the probes' sockets are created in the box
+            yield Env(lab, pki, services)
 
 
 def carrier_up(lab: Lab, iface: str) -> bool:
