@@ -43,9 +43,11 @@ do not affect detection). A LAN client opens a connection to the payment gateway
   heal the time until the gateway's traffic is back on wired. STOREBOX_BENCH_BROWNOUTS
   (default "60% loss,+2 s latency") picks them: 60 % exchange loss (37 % each way,
   random: steered, the rest of the shop stays on wired) and +2 s on every round trip
-  (`lab.latency`: each packet from the box held 2 s at the ISP). A probe answered after
-  2 s is past its deadline (1 s rounds, 0.6 s sequential), so every probe fails and the
-  detector says down: a failover, not a steer (failover/steer.py, "Latency").
+  (`lab.latency`: each packet from the box held 2 s at the ISP; "+S s latency" for
+  another S). A probe answered after 2 s is past its deadline (1 s rounds, 0.6 s
+  sequential), so every probe fails and the detector says down: a failover, not a steer
+  (failover/steer.py, "Latency"); "+0.5 s latency" is under both deadlines and over
+  `steer_latency_ms`: steered.
 """
 
 from __future__ import annotations
@@ -91,7 +93,6 @@ OTHER_RUNS = int(os.environ.get("STOREBOX_BENCH_OTHER_RUNS", "10"))
 LOSS_S = float(os.environ.get("STOREBOX_BENCH_LOSS_S", "120"))
 BROWNOUT_S = float(os.environ.get("STOREBOX_BENCH_BROWNOUT_S", "300"))
 BROWNOUT_EACH_WAY = 37  # % each way: 1 - 0.63² = 60 % of exchanges lost
-BROWNOUT_LATENCY_S = 2.0
 BROWNOUTS = [b for b in os.environ.get(
     "STOREBOX_BENCH_BROWNOUTS", "60% loss,+2 s latency").split(",") if b]
 PAYMENT_DEADLINE_S = 3.0
@@ -403,11 +404,20 @@ async def _collect(box: str, done: list[tuple[float, float, str | None]]) -> Non
 
 
 def _brownout(shop: Shop, what: str) -> Latency | None:
-    """Start brownout `what` on the wired ISP; the latency relay, when it is one."""
+    """Start brownout `what` ("60% loss", "+S s latency") on the wired ISP; the latency
+    relay, when it is one."""
     if what == "60% loss":
         random_loss(shop.isp_wired, "cust0", BROWNOUT_EACH_WAY)
         return None
-    return add_latency(shop.isp_wired, "cust0", BROWNOUT_LATENCY_S)
+    return add_latency(shop.isp_wired, "cust0", _latency_s(what))
+
+
+def _latency_s(what: str) -> float:
+    seconds, unit, name = what.lstrip("+").split()
+    if (unit, name) != ("s", "latency"):
+        raise ValueError(f"STOREBOX_BENCH_BROWNOUTS: {what!r} is not '60% loss' nor "
+                         "'+S s latency'")
+    return float(seconds)
 
 
 async def _brownout_run(detector: str, what: str) -> list[tuple[str, object, str]]:
@@ -470,7 +480,9 @@ def _brownout_rows(detector: str, what: str, lab: Harness,
     failbacks = sum(1 for at, k in kinds if at < t1 and k is TransitionKind.FAILBACK)
     via_lte = sum(1 for t, _, src in done if t0 <= t < t1 and src == LTE_ADDR)
     back = min(t for t, _, src in done if t >= t1 and src == WIRED_ADDR)
-    latency = relay is not None
+    # past the wired deadline (0.6 s sequential, 1 s rounds) every probe fails: down
+    deadline = DETECTORS[detector][0].probe_timeout_s
+    fails_over = relay is not None and relay.delay_s >= deadline
     rows: list[tuple[str, object, str]] = [
         (f"[{detector}] brownout {BROWNOUT_S / 60:.1f} min, {what}: payments "
          f"p95 (s, n={len(during)})", percentile(during, 95), "<= 2 s"),
@@ -483,9 +495,9 @@ def _brownout_rows(detector: str, what: str, lab: Harness,
         ("  p95 after that (s)", percentile(after, 95), ""),
         ("  steers during the brownout", steers, "<= 1 per 5 min"),
         ("  failovers / failbacks during the brownout", f"{failovers} / {failbacks}",
-         "1 / 0: every probe past its deadline" if latency
+         "1 / 0: every probe past its deadline" if fails_over
          else "0 (the detector's brownout band)"),
-        ("  another destination routed via", other, "wwan0 (failed over)" if latency
+        ("  another destination routed via", other, "wwan0 (failed over)" if fails_over
          else "wan0"),
     ]
     if len(changes) >= 2:
@@ -498,7 +510,7 @@ def _brownout_rows(detector: str, what: str, lab: Harness,
     ]
     if relay is not None:
         rows.append(("  packets delayed / dropped by the relay",
-                     f"{relay.passed} / {relay.dropped}", f"+{BROWNOUT_LATENCY_S:g} s each"))
+                     f"{relay.passed} / {relay.dropped}", f"+{relay.delay_s:g} s each"))
     return rows
 
 
