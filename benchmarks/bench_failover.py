@@ -41,7 +41,7 @@ do not affect detection). A LAN client opens a connection to the payment gateway
   `payments.online_deadline_s`): the payments' p95 latency over the whole brownout,
   the steers, failovers and failbacks in it, another destination's route, and after the
   heal the time until the gateway's traffic is back on wired. STOREBOX_BENCH_BROWNOUTS
-  (default "60% loss,+2 s latency") picks them: 60 % exchange loss (37 % each way,
+  (default "60% loss,+2 s latency,+0.5 s latency") picks them: 60 % exchange loss (37 % each way,
   random: steered, the rest of the shop stays on wired) and +2 s on every round trip
   (`lab.latency`: each packet from the box held 2 s at the ISP; "+S s latency" for
   another S). A probe answered after 2 s is past its deadline (1 s rounds, 0.6 s
@@ -94,7 +94,7 @@ LOSS_S = float(os.environ.get("STOREBOX_BENCH_LOSS_S", "120"))
 BROWNOUT_S = float(os.environ.get("STOREBOX_BENCH_BROWNOUT_S", "300"))
 BROWNOUT_EACH_WAY = 37  # % each way: 1 - 0.63² = 60 % of exchanges lost
 BROWNOUTS = [b for b in os.environ.get(
-    "STOREBOX_BENCH_BROWNOUTS", "60% loss,+2 s latency").split(",") if b]
+    "STOREBOX_BENCH_BROWNOUTS", "60% loss,+2 s latency,+0.5 s latency").split(",") if b]
 PAYMENT_DEADLINE_S = 3.0
 DNS_S = float(os.environ.get("STOREBOX_BENCH_DNS_S", "30"))
 FAULTS = [f for f in os.environ.get(
