@@ -29,6 +29,15 @@ Hysteresis, and why it does not flap:
   ``unsteer_latency_ms`` (300 ms) -- continuously for ``unsteer_after_s`` (30 s); at
   once when LTE stops being usable or wired stops carrying the traffic (a failover
   moved everything anyway).
+* *resume* after such a failover: the payments never came back to wired, so the failback
+  to a wired line that is still bad is not a new steer for the interval to hold back.
+  While failed over the window keeps being judged (the wired probes go on); at the
+  failback, if it has been bad for ``steer_after_s``, the gateway is steered again at
+  once, whatever ``steer_min_interval_s`` says. A good window meanwhile ends it (the
+  brownout is over). Measured: the rounds detector at 60 % exchange loss failed over
+  after 4 minutes of steering and back 6 s later; with the interval in the way the
+  payments then spent the brownout's last 50 s on wired, 55 of them failed
+  (bench_failover, BENCHMARKS.md).
 
 Between the thresholds nothing changes. Under constant 60 % loss the window's loss
 stays near 21.6 % (13 %): with 30 probes in a 5 s window (rounds of 0.5 s) its
@@ -145,6 +154,7 @@ class SteerPolicy:
         self._last_steer: float | None = None
         self._bad_since: float | None = None
         self._good_since: float | None = None
+        self._resume = False  # steered when a failover took everything (module docs)
 
     def quality(self) -> tuple[float | None, float | None]:
         """(loss, latency ms) of the window; loss None while it holds too few probes."""
@@ -196,27 +206,33 @@ class SteerPolicy:
 
     def _while_unsteered(self, now: float, lte_healthy: bool,
                          wired_active: bool) -> SteerChange | None:
-        bad = self._bad() if wired_active else None
+        if self._resume and self._good():
+            self._resume = False  # the brownout ended while failed over
+        bad = self._bad() if wired_active or self._resume else None
         if bad is None:
             self._bad_since = None
             return None
         if self._bad_since is None:
             self._bad_since = now
         cfg = self.config
-        if now - self._bad_since < cfg.steer_after_s or not lte_healthy:
+        if now - self._bad_since < cfg.steer_after_s or not lte_healthy or not wired_active:
             return None
-        if self._last_steer is not None and now - self._last_steer < cfg.steer_min_interval_s:
+        if not self._resume and self._last_steer is not None \
+                and now - self._last_steer < cfg.steer_min_interval_s:
             return None
         self._last_steer = now
         self.steers += 1
-        return self._set(True, f"brownout: {bad} for {now - self._bad_since:.1f}s", now)
+        again = " (again, after the failback)" if self._resume else ""
+        return self._set(True, f"brownout: {bad} for {now - self._bad_since:.1f}s{again}", now)
 
     def _while_steered(self, now: float, lte_healthy: bool,
                        wired_active: bool) -> SteerChange | None:
         if not lte_healthy:
             return self._set(False, "LTE is not usable", now)
         if not wired_active:
-            return self._set(False, "wired no longer carries the traffic", now)
+            change = self._set(False, "wired no longer carries the traffic", now)
+            self._resume = True
+            return change
         if not self._good():
             self._good_since = None
             return None
@@ -236,4 +252,5 @@ class SteerPolicy:
         self.reason = reason
         self._bad_since = None
         self._good_since = None
+        self._resume = False
         return SteerChange(steered, reason, now)

@@ -81,6 +81,24 @@ def test_leave_at_once_when_lte_fails_or_wired_fails_over() -> None:
         assert feed(policy, clock, 0.5, 1, lte=lte, wired=wired) == [False]
 
 
+def test_steered_again_at_once_after_a_failover_and_a_failback_to_a_bad_line() -> None:
+    """Steered, then a failover takes everything to LTE (unsteer), then the failback
+    while wired is still bad: steered again at the failback, not held back by
+    steer_min_interval_s (the payments never came back to wired in between)."""
+    clock = ManualClock()
+    policy = SteerPolicy(CFG, clock.monotonic)
+    assert feed(policy, clock, 6.0, 1) == [True]
+    assert feed(policy, clock, 0.5, 3, None, wired=False) == [False]
+    assert feed(policy, clock, 20.0, 1, wired=False) == []  # failed over, wired still bad
+    assert feed(policy, clock, 0.5, 1) == [True]  # the failback: at once
+    assert "again, after the failback" in policy.reason
+    # a second failover whose wired line heals meanwhile: nothing to resume
+    assert feed(policy, clock, 0.5, 3, None, wired=False) == [False]
+    assert feed(policy, clock, 40.0, 0, wired=False) == []
+    assert feed(policy, clock, 10.0, 0) == []
+    assert feed(policy, clock, 10.0, 1) == []  # a new brownout: within the interval
+
+
 def test_at_most_one_steer_per_interval() -> None:
     clock = ManualClock()
     policy = SteerPolicy(CFG, clock.monotonic)
