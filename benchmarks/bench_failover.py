@@ -70,7 +70,7 @@ from failover.probes.options import ProbeOptions
 from failover.routes import Uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
-from failover.steer import SteerPolicy
+from failover.steer import SteerChange, SteerPolicy
 from failover.steering import Steering, SteerRoutes
 from lab.faults import FAULT_TABLE, nft
 from lab.latency import Latency, add_latency
@@ -423,7 +423,7 @@ def _latency_s(what: str) -> float:
 async def _brownout_run(detector: str, what: str) -> list[tuple[str, object, str]]:
     """BROWNOUT_S of `what` while the box pays every 0.5 s: how its payments fared."""
     monitor, options = DETECTORS[detector]
-    changes: list[tuple[float, bool]] = []
+    changes: list[tuple[float, SteerChange]] = []
 
     async def destinations() -> list[str]:
         return [GATEWAY_IP]
@@ -432,8 +432,7 @@ async def _brownout_run(detector: str, what: str) -> list[tuple[str, object, str
         routes = NetlinkRoutes(UPLINKS, netns=shop.box)
         steering = Steering(SteerPolicy(), SteerRoutes(Uplink("lte", "wwan0"), netns=shop.box),
                             destinations,
-                            on_steer=lambda c, _d, _b: changes.append((time.monotonic(),
-                                                                       c.steered)))
+                            on_steer=lambda c, _d, _b: changes.append((time.monotonic(), c)))
         try:
             async with running_engine(
                     shop, routes, steering=steering, monitor={"wired": monitor, "lte": MONITOR},
@@ -468,13 +467,15 @@ async def _brownout_run(detector: str, what: str) -> list[tuple[str, object, str
 
 def _brownout_rows(detector: str, what: str, lab: Harness,
                    done: list[tuple[float, float, str | None]],
-                   changes: list[tuple[float, bool]], times: tuple[float, float, float],
+                   changes: list[tuple[float, SteerChange]],
+                   times: tuple[float, float, float],
                    other: str, steered_bytes: int, relay: Latency | None,
                    ) -> list[tuple[str, object, str]]:
     t0, reacted, t1 = times
     during = [d for t, d, _ in done if t0 <= t < t1]
     after = [d for t, d, _ in done if reacted <= t < t1]
-    steers = sum(1 for t, s in changes if s and t0 <= t < t1)
+    steers = [c for t, c in changes if c.steered and t0 <= t < t1]
+    unsteered = [t for t, c in changes if not c.steered and t >= t1]
     kinds = [(at, t.kind) for at, t, _ in lab.transitions if at >= t0]
     failovers = sum(1 for at, k in kinds if at < t1 and k is TransitionKind.FAILOVER)
     failbacks = sum(1 for at, k in kinds if at < t1 and k is TransitionKind.FAILBACK)
@@ -488,20 +489,23 @@ def _brownout_rows(detector: str, what: str, lab: Harness,
          f"p95 (s, n={len(during)})", percentile(during, 95), "<= 2 s"),
         ("  median / max (s)", f"{statistics.median(during):.3f} / {max(during):.2f}",
          f"deadline {PAYMENT_DEADLINE_S} s"),
-        ("  brownout -> " + ("failed over" if failovers else "steered") + " (s)",
-         reacted - t0, "detection bounds" if failovers else "steer_after_s 5 + window"),
+        ("  brownout -> " + ("steered" if changes and changes[0][0] == reacted
+                             else "failed over") + " (s)",
+         reacted - t0, "steer_after_s 5 + window" if not fails_over else "detection bounds"),
         ("  payments via LTE / failed", f"{via_lte} / {sum(1 for d in during if d >= 3.0)}",
          ""),
         ("  p95 after that (s)", percentile(after, 95), ""),
-        ("  steers during the brownout", steers, "<= 1 per 5 min"),
+        ("  steers during the brownout (of them after a failback)",
+         f"{len(steers)} ({sum(1 for c in steers if 'after the failback' in c.reason)})",
+         "<= 1 per 5 min, + 1 per failback"),
         ("  failovers / failbacks during the brownout", f"{failovers} / {failbacks}",
          "1 / 0: every probe past its deadline" if fails_over
          else "0 (the detector's brownout band)"),
         ("  another destination routed via", other, "wwan0 (failed over)" if fails_over
          else "wan0"),
     ]
-    if len(changes) >= 2:
-        rows.append(("  heal -> unsteered (s)", changes[1][0] - t1,
+    if unsteered:
+        rows.append(("  heal -> unsteered (s)", unsteered[0] - t1,
                      "unsteer_after_s 30 + window"))
     rows += [
         ("  heal -> payments via wired again (s)", back - t1,
