@@ -24,7 +24,7 @@ Hysteresis, and why it does not flap:
   ``steer_latency_ms`` (450 ms) -- continuously for ``steer_after_s`` (5 s), wired
   carries the traffic, LTE is healthy (``up``: not degraded, not awaiting a verdict),
   and the last steer is at least ``steer_min_interval_s`` (300 s) ago: at most one
-  steer per 5 minutes, whatever the line does;
+  steer per 5 minutes, whatever the line does (but for *resume*, below);
 * *unsteer* when the window is good -- loss < ``unsteer_loss`` (3 %) and latency <
   ``unsteer_latency_ms`` (300 ms) -- continuously for ``unsteer_after_s`` (30 s); at
   once when LTE stops being usable or wired stops carrying the traffic (a failover
