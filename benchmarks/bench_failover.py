@@ -35,12 +35,19 @@ do not affect detection). A LAN client opens a connection to the payment gateway
 * LTE standby: the interval the budget allows, the measured bytes of an LTE round, the
   bytes per hour and per month that makes, and what standby actually spent under loss;
 * brownout (`test_brownout_benchmark`, each detector in a fresh shop, steering with the
-  `[steer]` defaults): STOREBOX_BENCH_BROWNOUT_S (default 300) seconds of 60 % exchange
-  loss on wired (37 % each way, random), while the box makes an "online payment" to the
-  gateway every 0.5 s (TCP connect, the server's greeting, one echoed line; 3 s deadline,
-  `payments.online_deadline_s`): the payments' p95 latency over the whole loss phase,
-  the steers and failovers in it, another destination's route (wired), and after the
-  heal the time until the gateway's traffic is back on wired.
+  `[steer]` defaults): STOREBOX_BENCH_BROWNOUT_S (default 300) seconds of a brownout on
+  wired, while the box makes an "online payment" to the gateway every 0.5 s (TCP
+  connect, the server's greeting, one echoed line; 3 s deadline,
+  `payments.online_deadline_s`): the payments' p95 latency over the whole brownout,
+  the steers, failovers and failbacks in it, another destination's route, and after the
+  heal the time until the gateway's traffic is back on wired. STOREBOX_BENCH_BROWNOUTS
+  (default "60% loss,+2 s latency,+0.5 s latency") picks them: 60 % exchange loss (37 % each way,
+  random: steered, the rest of the shop stays on wired) and +2 s on every round trip
+  (`lab.latency`: each packet from the box held 2 s at the ISP; "+S s latency" for
+  another S). A probe answered after 2 s is past its deadline (1 s rounds, 0.6 s
+  sequential), so every probe fails and the detector says down: a failover, not a steer
+  (failover/steer.py, "Latency"); "+0.5 s latency" is under both deadlines and over
+  `steer_latency_ms`: steered.
 """
 
 from __future__ import annotations
@@ -63,10 +70,11 @@ from failover.probes.options import ProbeOptions
 from failover.routes import Uplink
 from failover.routes_netlink import NetlinkRoutes
 from failover.sequential import SEQUENTIAL_RETRY_AFTER_S, sequential_monitor
-from failover.steer import SteerPolicy
+from failover.steer import SteerChange, SteerPolicy
 from failover.steering import Steering, SteerRoutes
 from lab.faults import FAULT_TABLE, nft
-from lab.shop import OTHER_IP, PORT, recv_line, route_dev
+from lab.latency import Latency, add_latency
+from lab.shop import OTHER_IP, PORT, WIRED_ADDR, Shop, recv_line, route_dev
 from tests.failover.conftest import GATEWAY_IP, LTE_ADDR, build_shop
 from tests.failover.enginelab import (
     MONITOR,
@@ -85,6 +93,8 @@ OTHER_RUNS = int(os.environ.get("STOREBOX_BENCH_OTHER_RUNS", "10"))
 LOSS_S = float(os.environ.get("STOREBOX_BENCH_LOSS_S", "120"))
 BROWNOUT_S = float(os.environ.get("STOREBOX_BENCH_BROWNOUT_S", "300"))
 BROWNOUT_EACH_WAY = 37  # % each way: 1 - 0.63² = 60 % of exchanges lost
+BROWNOUTS = [b for b in os.environ.get(
+    "STOREBOX_BENCH_BROWNOUTS", "60% loss,+2 s latency,+0.5 s latency").split(",") if b]
 PAYMENT_DEADLINE_S = 3.0
 DNS_S = float(os.environ.get("STOREBOX_BENCH_DNS_S", "30"))
 FAULTS = [f for f in os.environ.get(
@@ -388,9 +398,27 @@ async def _collect(box: str, done: list[tuple[float, float, str | None]]) -> Non
     done.append(await _payment(box))
 
 
-async def _brownout_run(detector: str) -> list[tuple[str, object, str]]:
+def _brownout(shop: Shop, what: str) -> Latency | None:
+    """Start brownout `what` ("60% loss", "+S s latency") on the wired ISP; the latency
+    relay, when it is one."""
+    if what == "60% loss":
+        random_loss(shop.isp_wired, "cust0", BROWNOUT_EACH_WAY)
+        return None
+    return add_latency(shop.isp_wired, "cust0", _latency_s(what))
+
+
+def _latency_s(what: str) -> float:
+    seconds, unit, name = what.lstrip("+").split()
+    if (unit, name) != ("s", "latency"):
+        raise ValueError(f"STOREBOX_BENCH_BROWNOUTS: {what!r} is not '60% loss' nor "
+                         "'+S s latency'")
+    return float(seconds)
+
+
+async def _brownout_run(detector: str, what: str) -> list[tuple[str, object, str]]:
+    """BROWNOUT_S of `what` while the box pays every 0.5 s: how its payments fared."""
     monitor, options = DETECTORS[detector]
-    changes: list[tuple[float, bool]] = []
+    changes: list[tuple[float, SteerChange]] = []
 
     async def destinations() -> list[str]:
         return [GATEWAY_IP]
@@ -399,8 +427,7 @@ async def _brownout_run(detector: str) -> list[tuple[str, object, str]]:
         routes = NetlinkRoutes(UPLINKS, netns=shop.box)
         steering = Steering(SteerPolicy(), SteerRoutes(Uplink("lte", "wwan0"), netns=shop.box),
                             destinations,
-                            on_steer=lambda c, _d, _b: changes.append((time.monotonic(),
-                                                                       c.steered)))
+                            on_steer=lambda c, _d, _b: changes.append((time.monotonic(), c)))
         try:
             async with running_engine(
                     shop, routes, steering=steering, monitor={"wired": monitor, "lte": MONITOR},
@@ -411,38 +438,79 @@ async def _brownout_run(detector: str) -> list[tuple[str, object, str]]:
                 payer = asyncio.create_task(_payments(shop.box, stop, done))
                 await _pause(10.0)
                 t0 = time.monotonic()
-                random_loss(shop.isp_wired, "cust0", BROWNOUT_EACH_WAY)
-                await lab.wait_for(lambda: bool(changes), 60.0)
+                relay = await asyncio.to_thread(_brownout, shop, what)
+                # the box reacts: the gateway steered to LTE, or everything failed over
+                await lab.wait_for(lambda: bool(changes) or TransitionKind.FAILOVER
+                                   in lab.kinds(after=t0), 60.0)
+                reacted = min([at for at, _ in changes[:1]] + [
+                    at for at, t, _ in lab.transitions
+                    if at >= t0 and t.kind is TransitionKind.FAILOVER][:1])
                 other = route_dev(shop.box, OTHER_IP)
                 await _pause(max(0.0, t0 + BROWNOUT_S - time.monotonic()))
                 t1 = time.monotonic()
-                clear_faults(shop.isp_wired)
-                await lab.wait_for(lambda: len(changes) >= 2, 120.0)
+                await asyncio.to_thread(clear_faults, shop.isp_wired)
+                await lab.wait_for(lambda: any(t >= t1 and src == WIRED_ADDR
+                                               for t, _, src in done), 120.0)
                 stop.set()
                 await payer
                 steered_bytes = lab.engine.describe()["lte_standby"]["steered_bytes"]
         finally:
             await routes.close()
+    return _brownout_rows(detector, what, lab, done, changes, (t0, reacted, t1), other,
+                          steered_bytes, relay)
+
+
+def _brownout_rows(detector: str, what: str, lab: Harness,
+                   done: list[tuple[float, float, str | None]],
+                   changes: list[tuple[float, SteerChange]],
+                   times: tuple[float, float, float],
+                   other: str, steered_bytes: int, relay: Latency | None,
+                   ) -> list[tuple[str, object, str]]:
+    t0, reacted, t1 = times
     during = [d for t, d, _ in done if t0 <= t < t1]
-    after_steer = [d for t, d, _ in done if changes[0][0] <= t < t1]
-    steers = sum(1 for t, s in changes if s and t0 <= t < t1)
-    failovers = sum(1 for k in lab.kinds(after=t0) if k is TransitionKind.FAILOVER)
+    after = [d for t, d, _ in done if reacted <= t < t1]
+    steers = [c for t, c in changes if c.steered and t0 <= t < t1]
+    unsteered = [t for t, c in changes if not c.steered and t >= t1]
+    kinds = [(at, t.kind) for at, t, _ in lab.transitions if at >= t0]
+    failovers = sum(1 for at, k in kinds if at < t1 and k is TransitionKind.FAILOVER)
+    failbacks = sum(1 for at, k in kinds if at < t1 and k is TransitionKind.FAILBACK)
     via_lte = sum(1 for t, _, src in done if t0 <= t < t1 and src == LTE_ADDR)
-    return [
-        (f"[{detector}] brownout {BROWNOUT_S / 60:.1f} min, 60 % exchange loss: payments "
+    back = min(t for t, _, src in done if t >= t1 and src == WIRED_ADDR)
+    # past the wired deadline (0.6 s sequential, 1 s rounds) every probe fails: down
+    deadline = DETECTORS[detector][0].probe_timeout_s
+    fails_over = relay is not None and relay.delay_s >= deadline
+    rows: list[tuple[str, object, str]] = [
+        (f"[{detector}] brownout {BROWNOUT_S / 60:.1f} min, {what}: payments "
          f"p95 (s, n={len(during)})", percentile(during, 95), "<= 2 s"),
         ("  median / max (s)", f"{statistics.median(during):.3f} / {max(during):.2f}",
          f"deadline {PAYMENT_DEADLINE_S} s"),
-        ("  loss -> steered (s)", changes[0][0] - t0, "steer_after_s 5 + window"),
+        ("  brownout -> " + ("steered" if changes and changes[0][0] == reacted
+                             else "failed over") + " (s)",
+         reacted - t0, "steer_after_s 5 + window" if not fails_over else "detection bounds"),
         ("  payments via LTE / failed", f"{via_lte} / {sum(1 for d in during if d >= 3.0)}",
          ""),
-        ("  p95 after the steer (s)", percentile(after_steer, 95), ""),
-        ("  steers during the loss phase", steers, "<= 1 per 5 min"),
-        ("  failovers during the loss phase", failovers, "0 (the detector's brownout band)"),
-        ("  another destination routed via", other, "wan0"),
-        ("  heal -> unsteered (s)", changes[1][0] - t1, "unsteer_after_s 30 + window"),
+        ("  p95 after that (s)", percentile(after, 95), ""),
+        ("  steers during the brownout (of them after a failback)",
+         f"{len(steers)} ({sum(1 for c in steers if 'after the failback' in c.reason)})",
+         "<= 1 per 5 min, + 1 per failback"),
+        ("  failovers / failbacks during the brownout", f"{failovers} / {failbacks}",
+         "1 / 0: every probe past its deadline" if fails_over
+         else "0 (the detector's brownout band)"),
+        ("  another destination routed via", other, "wwan0 (failed over)" if fails_over
+         else "wan0"),
+    ]
+    if unsteered:
+        rows.append(("  heal -> unsteered (s)", unsteered[0] - t1,
+                     "unsteer_after_s 30 + window"))
+    rows += [
+        ("  heal -> payments via wired again (s)", back - t1,
+         "failback_after_s (3 s here, 30 s default)" if failovers else ""),
         ("  steered LTE bytes (budget)", steered_bytes, ""),
     ]
+    if relay is not None:
+        rows.append(("  packets delayed / dropped by the relay",
+                     f"{relay.passed} / {relay.dropped}", f"+{relay.delay_s:g} s each"))
+    return rows
 
 
 async def test_brownout_benchmark() -> None:
@@ -450,7 +518,8 @@ async def test_brownout_benchmark() -> None:
         pytest.skip("network namespaces need root (CI runs as root)")
     rows: list[tuple[str, object, str]] = [("load average at start", os.getloadavg()[0], "< 1.5")]
     chosen = os.environ.get("STOREBOX_BENCH_DETECTORS", ",".join(DETECTORS)).split(",")
-    for detector in chosen:
-        rows += await _brownout_run(detector)
+    for what in BROWNOUTS:
+        for detector in chosen:
+            rows += await _brownout_run(detector, what)
     rows.append(("load average at end", os.getloadavg()[0], ""))
     record("failover_brownout", rows)

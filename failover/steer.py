@@ -1,6 +1,6 @@
 """Payments steered around a brownout: when to move the gateway's traffic to LTE (pure).
 
-A brownout is wired up but bad: 40-70 % of packets lost, or seconds of latency. The
+A brownout is wired up but bad: 40-70 % of packets lost, or slow. The
 failover detector (``failover.decision``) rides it out by design -- it is tuned not to
 cry wolf below the loss it promises to survive -- so the whole shop stays on wired and
 an online payment, a few TCP and TLS round trips, runs into retransmission timeouts and
@@ -21,14 +21,23 @@ detector's design loss (20 % each way, 36 % exchange loss) with 4.7 % and 1.7 %.
 Hysteresis, and why it does not flap:
 
 * *steer* when the window is bad -- loss ≥ ``steer_loss`` (10 %) or latency ≥
-  ``steer_latency_ms`` (600 ms) -- continuously for ``steer_after_s`` (5 s), wired
+  ``steer_latency_ms`` (450 ms) -- continuously for ``steer_after_s`` (5 s), wired
   carries the traffic, LTE is healthy (``up``: not degraded, not awaiting a verdict),
   and the last steer is at least ``steer_min_interval_s`` (300 s) ago: at most one
-  steer per 5 minutes, whatever the line does;
+  steer per 5 minutes, whatever the line does (but for *resume*, below);
 * *unsteer* when the window is good -- loss < ``unsteer_loss`` (3 %) and latency <
   ``unsteer_latency_ms`` (300 ms) -- continuously for ``unsteer_after_s`` (30 s); at
   once when LTE stops being usable or wired stops carrying the traffic (a failover
   moved everything anyway).
+* *resume* after such a failover: the payments never came back to wired, so the failback
+  to a wired line that is still bad is not a new steer for the interval to hold back.
+  While failed over the window keeps being judged (the wired probes go on); at the
+  failback, if it has been bad for ``steer_after_s``, the gateway is steered again at
+  once, whatever ``steer_min_interval_s`` says. A good window meanwhile ends it (the
+  brownout is over). Measured: the rounds detector at 60 % exchange loss failed over
+  after 4 minutes of steering and back 6 s later; with the interval in the way the
+  payments then spent the brownout's last 50 s on wired, 55 of them failed
+  (bench_failover, BENCHMARKS.md).
 
 Between the thresholds nothing changes. Under constant 60 % loss the window's loss
 stays near 21.6 % (13 %): with 30 probes in a 5 s window (rounds of 0.5 s) its
@@ -36,6 +45,26 @@ standard deviation is 7.5 points, the 3 % exit needs 0 failed probes in 34 -- a
 chance of 2.5e-4 per window and it must hold for 30 s: steered stays steered. At the
 design loss the 10 % entry needs 3 failed of 30 (16 % of windows) held for 5 s (10
 overlapping windows) -- rare, and then held back for 5 minutes by the interval.
+
+Latency. A probe answered after its deadline is a failed probe, so the latency the
+window sees is always below the wired deadline: 0.6 s with the sequential detector
+(the default), 1 s with the rounds detector. Hence the two bands:
+
+* latency from ``steer_latency_ms`` up to the deadline: probes answer, slowly; the
+  detector stays quiet (nothing fails), the window's latency steers. 450 ms because
+  a payment is 3-4 round trips (TCP, TLS, the request): 1.35-1.8 s at 450 ms, inside the
+  2 s the payments' p95 is held to; at 600 ms it would be 1.8-2.4 s. The threshold must
+  stay below the deadline or this path can never fire (600 ms, the old default, never
+  could with the sequential detector's 0.6 s: the config loader refuses it now).
+* latency past the deadline (seconds of it: ``lab.latency``'s +2 s in
+  bench_failover's brownout): every probe fails, to the detector it is a blackhole and
+  wired goes down in its detection time (1.2-1.4 s sequential, 2.5-3 s rounds), before
+  ``steer_after_s``. The whole shop fails over, not only the payments, and that is
+  right: at 2 s a round trip a payment (3 s deadline) cannot complete on wired, and
+  nothing interactive in the shop works either. Steering then stays out of it (wired
+  does not carry the traffic); wired comes back only after ``stable_s`` of answered
+  rounds, which a line still 2 s slow never gives, so there is one failover and no
+  flapping; once healed, failback, and steering judges wired afresh.
 
 Time is injected (``monotonic=``); nothing here does I/O.
 """
@@ -60,7 +89,7 @@ class SteerConfig:
     """The steering policy's thresholds (module docs); seconds unless named otherwise."""
 
     steer_loss: float = 0.10
-    steer_latency_ms: float = 600.0
+    steer_latency_ms: float = 450.0
     unsteer_loss: float = 0.03
     unsteer_latency_ms: float = 300.0
     steer_after_s: float = 5.0
@@ -118,6 +147,7 @@ class SteerPolicy:
         self._last_steer: float | None = None
         self._bad_since: float | None = None
         self._good_since: float | None = None
+        self._resume = False  # steered when a failover took everything (module docs)
 
     def quality(self) -> tuple[float | None, float | None]:
         """(loss, latency ms) of the window; loss None while it holds too few probes."""
@@ -169,27 +199,33 @@ class SteerPolicy:
 
     def _while_unsteered(self, now: float, lte_healthy: bool,
                          wired_active: bool) -> SteerChange | None:
-        bad = self._bad() if wired_active else None
+        if self._resume and self._good():
+            self._resume = False  # the brownout ended while failed over
+        bad = self._bad() if wired_active or self._resume else None
         if bad is None:
             self._bad_since = None
             return None
         if self._bad_since is None:
             self._bad_since = now
         cfg = self.config
-        if now - self._bad_since < cfg.steer_after_s or not lte_healthy:
+        if now - self._bad_since < cfg.steer_after_s or not lte_healthy or not wired_active:
             return None
-        if self._last_steer is not None and now - self._last_steer < cfg.steer_min_interval_s:
+        if not self._resume and self._last_steer is not None \
+                and now - self._last_steer < cfg.steer_min_interval_s:
             return None
         self._last_steer = now
         self.steers += 1
-        return self._set(True, f"brownout: {bad} for {now - self._bad_since:.1f}s", now)
+        again = " (again, after the failback)" if self._resume else ""
+        return self._set(True, f"brownout: {bad} for {now - self._bad_since:.1f}s{again}", now)
 
     def _while_steered(self, now: float, lte_healthy: bool,
                        wired_active: bool) -> SteerChange | None:
         if not lte_healthy:
             return self._set(False, "LTE is not usable", now)
         if not wired_active:
-            return self._set(False, "wired no longer carries the traffic", now)
+            change = self._set(False, "wired no longer carries the traffic", now)
+            self._resume = True
+            return change
         if not self._good():
             self._good_since = None
             return None
@@ -209,4 +245,5 @@ class SteerPolicy:
         self.reason = reason
         self._bad_since = None
         self._good_since = None
+        self._resume = False
         return SteerChange(steered, reason, now)

@@ -3,7 +3,8 @@
 - `blackhole`: everything arriving from the box is dropped; the link stays up (KT 2021).
 - `random_loss`: `percent` % of packets dropped each way (nft `numgen`; this kernel has no
   netem).
-- `heal`: all faults of that namespace gone.
+- `heal`: all faults of that namespace gone, a latency (`lab.latency`) too.
+- latency: `lab.latency.add_latency` (a userspace relay: nft cannot delay a packet).
 
 Every fault lives in one table, `inet sbxlab`, of the ISP's namespace. Setting a fault
 replaces that table in one nft transaction (the previous fault of that ISP ends at the
@@ -13,6 +14,7 @@ same instant); `heal` deletes it.
 from __future__ import annotations
 
 from lab.errors import DrillError
+from lab.latency import remove_latency
 from lab.netns import run
 
 FAULT_TABLE = "sbxlab"
@@ -58,6 +60,7 @@ def random_loss(ns: str, ifname: str, percent: int) -> None:
 
 def heal(ns: str) -> None:
     """Remove every fault from namespace `ns` (nothing to do when there is none)."""
+    remove_latency(ns)
     run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", FAULT_TABLE, check=False)
 
 

@@ -10,6 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from failover.sequential import sequential_monitor
 from firmware.config.listeners import api_problems
 from firmware.config.locate import key_lines
 from firmware.config.overlay import lay_over, with_overlay
@@ -111,7 +112,23 @@ def _steer_checks(config: Config) -> Problems:
     return [*_at_most("steer.unsteer_loss_pct", steer.unsteer_loss_pct,
                       "steer.steer_loss_pct", steer.steer_loss_pct),
             *_at_most("steer.unsteer_latency_ms", steer.unsteer_latency_ms,
-                      "steer.steer_latency_ms", steer.steer_latency_ms)]
+                      "steer.steer_latency_ms", steer.steer_latency_ms),
+            *_latency_steer_reachable(config)]
+
+
+def _latency_steer_reachable(config: Config) -> Problems:
+    """A probe answered after its deadline counts as lost, so the wired probes never see
+    a latency at or past it: a threshold there could never steer (failover/steer.py,
+    "Latency")."""
+    probes = config.probes
+    deadline_s = sequential_monitor().probe_timeout_s if probes.detector == "sequential" \
+        else probes.timeout_s
+    if config.steer.steer_latency_ms < deadline_s * 1000:
+        return []
+    return [("steer.steer_latency_ms",
+             f"must be below the wired probe deadline ({deadline_s * 1000:g} ms with "
+             f"probes.detector {probes.detector!r}): later answers count as lost, the "
+             f"latency could never steer; got {config.steer.steer_latency_ms!r}")]
 
 
 def _fleet_checks(config: Config) -> Problems:

@@ -395,7 +395,9 @@ class SteerConfig:
         "retries: at 60 % packet loss a probe with 3 tries fails 21.6 % of the time, at "
         "20 % each way 4.7 %).", 10.0, percent)
     steer_latency_ms: float = doc(
-        "...or when the wired probes' median latency over the window reaches this.", 600.0,
+        "...or when the wired probes' median latency over the window reaches this; below "
+        "the wired probe deadline (0.6 s sequential, probes.timeout_s rounds): a probe "
+        "answered later counts as lost, and seconds of latency fail over.", 450.0,
         positive)
     unsteer_loss_pct: float = doc(
         "Come back only when the probe loss is below this (and the latency below "

@@ -7,8 +7,9 @@ import random
 import pytest
 
 from failover.config import MonitorConfig, exchange_failure_probability
-from failover.decision import simulate_false_downs
+from failover.decision import LinkMonitor, detection_time_bounds_s, simulate_false_downs
 from failover.errors import DecisionConfigError
+from failover.link import LinkState, RoundSample
 from failover.rounds import false_down_rate_for
 from failover.sequential import sequential_monitor
 from failover.steer import SteerConfig, SteerPolicy
@@ -80,6 +81,24 @@ def test_leave_at_once_when_lte_fails_or_wired_fails_over() -> None:
         assert feed(policy, clock, 0.5, 1, lte=lte, wired=wired) == [False]
 
 
+def test_steered_again_at_once_after_a_failover_and_a_failback_to_a_bad_line() -> None:
+    """Steered, then a failover takes everything to LTE (unsteer), then the failback
+    while wired is still bad: steered again at the failback, not held back by
+    steer_min_interval_s (the payments never came back to wired in between)."""
+    clock = ManualClock()
+    policy = SteerPolicy(CFG, clock.monotonic)
+    assert feed(policy, clock, 6.0, 1) == [True]
+    assert feed(policy, clock, 0.5, 3, None, wired=False) == [False]
+    assert feed(policy, clock, 20.0, 1, wired=False) == []  # failed over, wired still bad
+    assert feed(policy, clock, 0.5, 1) == [True]  # the failback: at once
+    assert "again, after the failback" in policy.reason
+    # a second failover whose wired line heals meanwhile: nothing to resume
+    assert feed(policy, clock, 0.5, 3, None, wired=False) == [False]
+    assert feed(policy, clock, 40.0, 0, wired=False) == []
+    assert feed(policy, clock, 10.0, 0) == []
+    assert feed(policy, clock, 10.0, 1) == []  # a new brownout: within the interval
+
+
 def test_at_most_one_steer_per_interval() -> None:
     clock = ManualClock()
     policy = SteerPolicy(CFG, clock.monotonic)
@@ -117,6 +136,67 @@ def test_detectors_stay_quiet_in_the_brownout_band() -> None:
     # rounds detector: ~1.4 false downs an hour at 37 % each way (the brownout band's edge)
     assert 0.1 < false_down_rate_for(MonitorConfig(), 0.368) < 10.0
     assert false_down_rate_for(MonitorConfig(), 0.30) < 0.1
+
+
+@pytest.mark.parametrize("monitor", [sequential_monitor(), MonitorConfig()],
+                         ids=["sequential", "rounds"])
+def test_latency_below_the_probe_deadline_steers(monitor: MonitorConfig) -> None:
+    """Slow but answered probes (every one in 90 % of the wired deadline, nothing lost):
+    the default threshold lies under both detectors' deadlines, so the latency steers.
+    (600 ms, the old default, never could with the sequential 0.6 s deadline.)"""
+    deadline_ms = monitor.probe_timeout_s * 1000
+    assert SteerConfig().steer_latency_ms < 0.9 * deadline_ms
+    clock = ManualClock()
+    policy = SteerPolicy(SteerConfig(), clock.monotonic)
+    assert feed(policy, clock, 4.5, 0, 0.9 * deadline_ms,
+                interval=monitor.round_interval_s) == []
+    assert feed(policy, clock, 10.0, 0, 0.9 * deadline_ms,
+                interval=monitor.round_interval_s) == [True]
+    assert "wired latency" in policy.reason
+
+
+@pytest.mark.parametrize("monitor", [sequential_monitor(stable_s=30.0),
+                                     MonitorConfig(stable_s=30.0)], ids=["sequential", "rounds"])
+def test_seconds_of_latency_fail_over_before_steering_and_never_flap(
+        monitor: MonitorConfig) -> None:
+    """+2 s on every round trip (bench_failover's latency brownout): no probe answers by
+    its deadline, so to the detector it is a blackhole. Wired goes down within the
+    detection bounds, before steer_after_s; steering stays out (wired does not carry the
+    traffic), wired stays down for the whole 5 minutes (no failback, no flapping), and
+    after the heal it comes back and nothing is steered."""
+    clock = ManualClock()
+    link = LinkMonitor(monitor, clock.monotonic)
+    policy = SteerPolicy(SteerConfig(), clock.monotonic)
+    interval = monitor.round_interval_s
+    states, steers = [], []
+
+    def rounds(seconds: float, succeeded: int, latency: float | None) -> None:
+        for _ in range(round(seconds / interval)):
+            clock.advance(interval)
+            change = link.observe_round(RoundSample(succeeded, 3, 2, latency))
+            if change is not None:
+                states.append((clock.monotonic(), change.new))
+            policy.add_round(3 - succeeded, 3, latency)
+            verdict = policy.evaluate(lte_healthy=True,
+                                      wired_active=link.state is not LinkState.DOWN)
+            if verdict is not None:
+                steers.append(verdict.steered)
+
+    rounds(5.0, 3, 20.0)  # boot: wired up
+    assert link.state is LinkState.UP
+    start = clock.monotonic()
+    # the rounds started from the fault on fail at their deadline, an interval apart
+    clock.advance(monitor.probe_timeout_s - interval)
+    rounds(300.0, 0, None)
+    downs = [at for at, state in states if state is LinkState.DOWN]
+    assert len(downs) == 1
+    assert downs[0] - start <= detection_time_bounds_s(monitor)[1] + 1e-9
+    assert downs[0] - start < SteerConfig().steer_after_s
+    assert link.state is LinkState.DOWN
+    assert steers == []
+    rounds(40.0, 3, 20.0)  # healed
+    assert link.state is LinkState.UP
+    assert steers == []
 
 
 @pytest.mark.parametrize(("field", "value"), [

@@ -76,6 +76,19 @@ def test_steer_config_is_checked(table: str, key: str) -> None:
         load_config_text(MINIMAL + f"[steer]\n{table}\n")
 
 
+def test_steer_latency_must_be_below_the_wired_probe_deadline() -> None:
+    """A probe answered after its deadline counts as lost: a latency threshold at or past
+    it could never steer (failover/steer.py, "Latency")."""
+    assert steer_config(load_config_text(MINIMAL)).steer_latency_ms < 600.0
+    with pytest.raises(ConfigError, match=r"steer\.steer_latency_ms.*600 ms.*600\.0"):
+        load_config_text(MINIMAL + "[steer]\nsteer_latency_ms = 600.0\n")
+    rounds = MINIMAL + '[probes]\ndetector = "rounds"\n'
+    assert steer_config(load_config_text(
+        rounds + "[steer]\nsteer_latency_ms = 600.0\n")).steer_latency_ms == 600.0
+    with pytest.raises(ConfigError, match=r"1000 ms with probes\.detector 'rounds'"):
+        load_config_text(rounds + "timeout_s = 1.0\n[steer]\nsteer_latency_ms = 1000\n")
+
+
 async def test_gateway_destinations() -> None:
     assert await gateway_destinations("https://198.51.100.10:8443/v1", []) == ["198.51.100.10"]
     assert await gateway_destinations("http://198.51.100.10", ["203.0.113.0/24"]) == [
