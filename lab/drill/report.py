@@ -6,11 +6,9 @@ returns a `Report`. The drill fails (`Report.failures`) on any of:
 
 - a POS request that got no answer or an error;
 - a payment lost (approved but never at the gateway) or forwarded twice, or a payment
-  declined offline that reached the gateway anyway: forwarded (a leak), or charged by its
-  online attempt whose answer was lost (the box flags that one, `fault`
-  `approved_after_declined_offline`, and the report lists it apart; the box asks a lost
-  answer again under the same key, so the POS should never be told "declined" for a
-  charged sale);
+  declined offline that reached the gateway anyway -- unless its online attempt got there
+  (the answer lost, e.g. a connection the brownout's steer closed mid-request) and the box
+  flagged it (`fault` `approved_after_declined_offline`: "check for a double payment");
 - failover slower than `max_failover_s` (5 s), or none at all during the blackhole;
 - any failover during the loss phase;
 - the brownout (`brownout`): no steer of the gateway's traffic to LTE within the limit,
@@ -296,9 +294,6 @@ def _payments(report: Report, sales: Sequence[Sale], counts: Mapping[str, int],
         report.failures.append(f"{len(report.leaked)} payment(s) declined offline reached "
                                "the gateway (forwarded, or online without the box flagging "
                                "it)")
-    if report.flagged:
-        report.failures.append(f"{len(report.flagged)} sale(s) charged online but answered "
-                               "declined offline (the answer lost; flagged by the box)")
 
 
 def render(report: Report) -> str:

@@ -125,15 +125,13 @@ FLAGGED = box_event(T0, "fault", 12.0, 9, reason="approved_after_declined_offlin
                     payment_id="pay_4")
 
 
-def test_a_decline_offline_approved_online_and_flagged_is_no_leak_but_fails() -> None:
+def test_a_decline_offline_approved_online_and_flagged_is_no_leak() -> None:
     """The online attempt reached the gateway, its answer was lost (a connection closed
     mid-request), the box declined offline and later found it approved: it flags it for
-    the shop (a double payment to check) and it is at the gateway once, not a leak; but a
-    charged sale answered "declined" fails the drill all the same."""
+    the shop (a double payment to check), and it is at the gateway once."""
     r = report(gateway_counts={**GOOD_COUNTS, "pay_4": 1}, events=[*GOOD_EVENTS, FLAGGED],
                arrivals={**GOOD_ARRIVALS, "pay_4": Arrival(False, None)})
-    assert_fails_with(r, "1 sale(s) charged online but answered declined offline (the "
-                         "answer lost; flagged by the box)")
+    assert r.passed, r.failures
     assert r.flagged == ["pay_4"] and r.leaked == [] and r.forwarded_once == 5
     assert r.to_json()["exactly_once"]["declined_offline_approved_online_flagged"] == ["pay_4"]
     assert ("; 1 declined offline but approved online (the answer lost), each flagged by the "
