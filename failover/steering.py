@@ -48,6 +48,7 @@ from failover.budget import LteBudget
 from failover.errors import RouteConfigError, RouteError, UplinkUnavailableError
 from failover.link import LinkState, LinkStatus, Monotonic, RoundOutcome
 from failover.link import Uplink as Choice
+from failover.probes.round import RoundResult
 from failover.routes import Uplink
 from failover.routes_netlink import (
     RT_SCOPE_LINK,
@@ -59,6 +60,7 @@ from failover.routes_netlink import (
 )
 from failover.steer import SteerChange, SteerPolicy
 from failover.sticky import DEFAULT_TABLES, TABLE_METRIC
+from failover.targets import TargetKind
 
 __all__ = ["STEER_PRIORITY", "Destinations", "SteerRoutes", "SteerRouting", "Steering",
            "parse_destinations"]
@@ -244,6 +246,26 @@ def lte_healthy(status: LinkStatus) -> bool:
         status.state is LinkState.DEGRADED and status.consecutive_failures == 0)
 
 
+#: Probes whose connection is kept between rounds (`failover.probes.keep`): TCP resends a
+#: lost segment on it within the probe's deadline, so packet loss shows there as latency,
+#: not as a failed probe.
+KEPT_KINDS = frozenset({TargetKind.HTTP, TargetKind.HTTPS})
+
+
+def loss_evidence(outcome: RoundOutcome) -> tuple[int, int]:
+    """(failed, attempted) probes of a round, as the steer's loss. Only the probes that are
+    a fresh exchange each time (a TCP connect, a DNS query, an ICMP echo) count when the
+    round has any: `failover.steer`'s arithmetic (a probe fails with e^attempts) holds for
+    them, while a kept HTTP(S) connection rides out the loss (the drill's 60 % brownout
+    then read ~9 % against a 10 % threshold, and the steer came after 18-26 s instead of
+    6-10). Their latency still counts."""
+    if isinstance(outcome, RoundResult):
+        fresh = [r for r in outcome.results if r.target.kind not in KEPT_KINDS]
+        if fresh:
+            return sum(1 for r in fresh if not r.ok), len(fresh)
+    return outcome.attempted - outcome.succeeded, outcome.attempted
+
+
 class Steering:
     """The policy fed by the engine, applied by a worker task (module docs).
 
@@ -279,8 +301,8 @@ class Steering:
         return self
 
     def add_round(self, outcome: RoundOutcome) -> None:
-        self.policy.add_round(outcome.attempted - outcome.succeeded, outcome.attempted,
-                              outcome.median_latency_ms)
+        failed, attempted = loss_evidence(outcome)
+        self.policy.add_round(failed, attempted, outcome.median_latency_ms)
 
     def evaluate(self, wired: LinkStatus, lte: LinkStatus, active: Choice) -> None:
         """After every round and link change: the policy's verdict, applied by ``run``."""

@@ -10,9 +10,12 @@ from failover.config import MonitorConfig, exchange_failure_probability
 from failover.decision import LinkMonitor, detection_time_bounds_s, simulate_false_downs
 from failover.errors import DecisionConfigError
 from failover.link import LinkState, RoundSample
+from failover.probes.round import ProbeResult, RoundResult
 from failover.rounds import false_down_rate_for
 from failover.sequential import sequential_monitor
 from failover.steer import SteerConfig, SteerPolicy
+from failover.steering import loss_evidence
+from failover.targets import parse_target
 from tests.support.clock import ManualClock
 
 CFG = SteerConfig(steer_after_s=5.0, unsteer_after_s=30.0, steer_min_interval_s=300.0,
@@ -207,3 +210,26 @@ def test_seconds_of_latency_fail_over_before_steering_and_never_flap(
 def test_config_is_checked(field: str, value: float) -> None:
     with pytest.raises(DecisionConfigError, match=field):
         SteerConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def _round(*outcomes: tuple[str, bool]) -> RoundResult:
+    return RoundResult("wan0", 2, tuple(
+        ProbeResult(parse_target(target), "wan0", ok, 5.0 if ok else None,
+                    None if ok else "no answer") for target, ok in outcomes))
+
+
+@pytest.mark.parametrize(("outcomes", "evidence"), [
+    # a kept HTTP(S) connection rides out packet loss: only the fresh exchanges count
+    ((("https://gw.example/health", True), ("tcp:192.0.2.1:443", False),
+      ("icmp:192.0.2.1", True)), (1, 2)),
+    ((("http://192.0.2.1/health", False), ("dns:192.0.2.53:gw.example", True)), (0, 1)),
+    # with no fresh exchange in the round, every probe counts
+    ((("https://gw.example/health", False), ("https://other.example/", True)), (1, 2)),
+])
+def test_the_steers_loss_counts_fresh_exchanges(
+        outcomes: tuple[tuple[str, bool], ...], evidence: tuple[int, int]) -> None:
+    assert loss_evidence(_round(*outcomes)) == evidence
+
+
+def test_a_plain_round_sample_counts_as_it_is() -> None:
+    assert loss_evidence(RoundSample(succeeded=2, attempted=3, quorum=2)) == (1, 3)
