@@ -10,8 +10,10 @@ stays on wired, and brings it back with hysteresis.
 
 What is measured. Each wired probe round reports its failed probes and the median
 latency of the probes that answered (``failover.probes``). Both are judged over the
-last ``window_s`` seconds of rounds: the *loss* is failed / attempted probes, the
-*latency* the median of the rounds' medians. A probe retries (3 or 4 attempts), so
+last ``window_s`` seconds of rounds: the *loss* is failed / attempted probes (those
+that are a fresh exchange each round: a kept HTTP(S) connection rides out loss by TCP
+resends, `failover.steering.loss_evidence`), the *latency* the median of the rounds'
+medians. A probe retries (3 or 4 attempts), so
 its loss is far below the packet loss: at ``e`` loss of an exchange it fails with
 ``e^attempts`` and, when it answers, its latency grows by a retry interval for every
 lost attempt. At 60 % exchange loss (37 % each way) a rounds-detector probe (3
