@@ -31,12 +31,17 @@ def add_extra_route(shop: Shop) -> None:
     ipn(shop.box, "route", "add", "default", "via", EXTRA_GW, "dev", "wwan0", "metric", "900")
 
 
+async def read_then_change(shop: Shop, netlink: Netlink) -> None:
+    """Read LTE's gateways (in a scope: shared from now on), then add a route outside."""
+    assert await netlink.default_gateways("wwan0") == [LTE_GW]
+    add_extra_route(shop)
+
+
 async def test_a_scope_reads_each_dump_once_for_every_socket(
         shop: Shop, sockets: tuple[Netlink, Netlink, Netlink]) -> None:
     first, second, polling = sockets
     with netlink_reads.shared_reads():
-        assert await first.default_gateways("wwan0") == [LTE_GW]
-        add_extra_route(shop)
+        await read_then_change(shop, first)
         # the other socket shares the first's read; the opted-out one reads the kernel
         assert await second.default_gateways("wwan0") == [LTE_GW]
         assert sorted(await polling.default_gateways("wwan0")) == sorted([LTE_GW, EXTRA_GW])
@@ -48,8 +53,7 @@ async def test_a_write_through_any_socket_makes_the_scope_read_again(
         shop: Shop, sockets: tuple[Netlink, Netlink, Netlink]) -> None:
     first, second, _ = sockets
     with netlink_reads.shared_reads():
-        assert await first.default_gateways("wwan0") == [LTE_GW]
-        add_extra_route(shop)
+        await read_then_change(shop, first)
         await second.route("del", dst="0.0.0.0/0", gateway=EXTRA_GW, oif=_index(shop),
                            priority=900, family=socket.AF_INET)
         add_extra_route(shop)
@@ -68,8 +72,7 @@ async def test_other_tasks_read_the_kernel_during_a_scope(
 
     task = asyncio.create_task(switch())  # started before the scope: not in it
     with netlink_reads.shared_reads():
-        assert await first.default_gateways("wwan0") == [LTE_GW]
-        add_extra_route(shop)
+        await read_then_change(shop, first)
         outside.set()
         await asyncio.wait_for(task, 10)
         assert await first.default_gateways("wwan0") == [LTE_GW]
