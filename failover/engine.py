@@ -45,6 +45,7 @@ Tasks
   copy the uplinks' default routes; also run after every switch), and
   ``conntrack.addresses_of`` for every usable uplink, so that a flush after it died
   still knows the addresses it had (a dead uplink has often lost its DHCP address).
+  The pass reads each kernel dump once for all three (``failover.netlink_reads``).
 
 The selector (``UplinkSelector``) is consulted after every round and carrier event.
 
