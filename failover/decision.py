@@ -96,12 +96,21 @@ class LinkMonitor:
         # (loss, median latency) of the window: asked for several times a round (status,
         # the selector, the LTE rate), computed once per round
         self._quality_cache: tuple[float | None, float | None] | None = None
+        # the status itself: read 5-10 times a round (the engine's publish and decisions,
+        # the steering, the status API) and changed only by a round or a carrier event
+        # (#13's idle CPU); LinkStatus is frozen, so sharing one is safe
+        self._status_cache: LinkStatus | None = None
 
     @property
     def state(self) -> LinkState:
         return self._state
 
     def status(self) -> LinkStatus:
+        if self._status_cache is None:
+            self._status_cache = self._new_status()
+        return self._status_cache
+
+    def _new_status(self) -> LinkStatus:
         loss, latency = self._quality()
         return LinkStatus(
             state=self._state,
@@ -119,6 +128,7 @@ class LinkMonitor:
 
     def carrier(self, up: bool) -> LinkChange | None:
         """A carrier event from netlink. Loss is down at once; return only re-arms."""
+        self._status_cache = None
         if up:
             self._carrier = True
             return None
@@ -135,6 +145,7 @@ class LinkMonitor:
 
     def observe_round(self, outcome: RoundOutcome) -> LinkChange | None:
         """Feed one completed round (in completion order)."""
+        self._status_cache = None
         now = self._monotonic()
         if not self._carrier:
             return None  # stale: answers cannot have come over a link without carrier

@@ -45,6 +45,7 @@ Tasks
   copy the uplinks' default routes; also run after every switch), and
   ``conntrack.addresses_of`` for every usable uplink, so that a flush after it died
   still knows the addresses it had (a dead uplink has often lost its DHCP address).
+  The pass reads each kernel dump once for all three (``failover.netlink_reads``).
 
 The selector (``UplinkSelector``) is consulted after every round and carrier event.
 
@@ -79,7 +80,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from failover import link
+from failover import link, netlink_reads
 from failover.budget import LTE_BUDGET_BYTES, LteBudget
 from failover.config import MonitorConfig, SelectorConfig, check_positive
 from failover.decision import LinkMonitor
@@ -661,12 +662,15 @@ class FailoverEngine:
             await asyncio.sleep(self._config.maintenance_interval_s)
 
     async def _maintain(self) -> None:
-        watched = [n for n, m in self._monitors.items() if m.status().carrier]
-        if watched:
-            await self._applier.ensure_present(watched, self._config.switch_timeout_s)
-        await self._applier.sync_sticky()
-        await self._applier.remember_addresses(
-            [n for n, m in self._monitors.items() if m.status().usable])
+        # One read of the kernel's routes, rules, links and addresses for the whole pass
+        # (its readers have their own sockets; writes in it read again): #13's idle CPU.
+        with netlink_reads.shared_reads():
+            watched = [n for n, m in self._monitors.items() if m.status().carrier]
+            if watched:
+                await self._applier.ensure_present(watched, self._config.switch_timeout_s)
+            await self._applier.sync_sticky()
+            await self._applier.remember_addresses(
+                [n for n, m in self._monitors.items() if m.status().usable])
 
     # ------------------------------------------------------------------ errors
 

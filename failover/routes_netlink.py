@@ -41,6 +41,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 
+from failover import netlink_reads
 from failover.errors import RouteConfigError, RouteError, UplinkUnavailableError
 from failover.routes import (
     MetricScheme,
@@ -171,8 +172,11 @@ class Netlink:
     runs (EBUSY), and callers share sockets (the engine's maintenance and a late
     conntrack flush, `describe` during a switch)."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, share: bool = True) -> None:
         self.netns = netns
+        # share=False: always read the kernel, even in a `shared_reads()` scope (a reader
+        # that polls for a change made elsewhere: NetworkManager's settle)
+        self.share = share
         self._ipr: Any = None
         self._lock = asyncio.Lock()
         self._io = asyncio.Lock()
@@ -190,6 +194,21 @@ class Netlink:
             return self._ipr
 
     async def _dump(self, what: str, **spec: Any) -> list[Any]:
+        """A dump's messages; within `netlink_reads.shared_reads()` read once a scope
+        (unless a write came since: see that module). Callers only read them."""
+        memo = netlink_reads.shared() if self.share else None
+        if memo is None:
+            return await self._read(what, **spec)
+        key = (self.netns, what, tuple(sorted(spec.items())))
+        hit = memo.get(key)
+        if hit is not None and hit[0] == netlink_reads.writes():
+            return list(hit[1])
+        generation = netlink_reads.writes()
+        messages = await self._read(what, **spec)
+        memo[key] = (generation, messages)
+        return list(messages)
+
+    async def _read(self, what: str, **spec: Any) -> list[Any]:
         ipr = await self._socket()
         async with self._io:
             for _ in range(5):
@@ -235,14 +254,19 @@ class Netlink:
         return KernelState(links=links, defaults=defaults)
 
     async def route(self, command: str, **spec: Any) -> None:
-        ipr = await self._socket()
-        async with self._io:
-            await ipr.route(command, **spec)
+        await self._write("route", command, spec)
 
     async def rule(self, command: str, **spec: Any) -> None:
+        await self._write("rule", command, spec)
+
+    async def _write(self, what: str, command: str, spec: dict[str, Any]) -> None:
         ipr = await self._socket()
-        async with self._io:
-            await ipr.rule(command, **spec)
+        netlink_reads.bump_writes()
+        try:
+            async with self._io:
+                await getattr(ipr, what)(command, **spec)
+        finally:
+            netlink_reads.bump_writes()
 
     async def default_gateways(self, interface: str) -> list[str]:
         """The gateways of `interface`'s default routes in the main table, IPv4 then IPv6

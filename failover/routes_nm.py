@@ -41,6 +41,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from failover import netlink_reads
 from failover.errors import (
     NetworkManagerError,
     RouteError,
@@ -104,7 +105,7 @@ class NetworkManagerRoutes(MetricRouteControl):
         self.bus_address = bus_address  # None: DBUS_SYSTEM_BUS_ADDRESS or the default
         self.call_timeout = call_timeout
         self.settle_timeout = settle_timeout
-        self.netlink = Netlink(netns)
+        self.netlink = Netlink(netns, share=False)  # it polls for NetworkManager's work
         self._bus: MessageBus | None = None
         self._bus_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
@@ -164,7 +165,15 @@ class NetworkManagerRoutes(MetricRouteControl):
             await self._set_metric("activate", name, self.metrics.active)
 
     async def _set_metric(self, operation: str, name: UplinkName, metric: int) -> None:
-        """Reapply `name`'s connection with `metric`, then wait for the kernel to agree."""
+        """Reapply `name`'s connection with `metric`, then wait for the kernel to agree
+        (a route write: dumps shared before it are read again, `failover.netlink_reads`)."""
+        netlink_reads.bump_writes()
+        try:
+            await self._reapply_metric(operation, name, metric)
+        finally:
+            netlink_reads.bump_writes()
+
+    async def _reapply_metric(self, operation: str, name: UplinkName, metric: int) -> None:
         uplink = self.uplinks[name]
         before = await self.netlink.state(_FAMILIES)
         link = before.links.get(uplink.interface)

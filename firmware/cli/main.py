@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     harden_memory()  # before the daemon reads its tokens and keys
 
     async def main() -> int:
-        return await Daemon(config).run()
+        return await Daemon(config, freeze_heap=True).run()
 
     return asyncio.run(main())
 

@@ -208,3 +208,20 @@ def test_watchdog_is_withheld_while_the_loop_is_stalled(netns: str, tmp_path: Pa
         assert "withholding watchdog ping" in proc.log()
     finally:
         assert proc.stop() == 0
+
+
+def test_start_up_heap_is_frozen_only_when_asked() -> None:
+    """#13's idle CPU: full collections skip what start-up built (`storebox run` only:
+    the card-data scans of tests/payments/test_cvc_scope.py need `gc.get_objects()`)."""
+    import gc
+
+    from firmware.daemon import Daemon, freeze_startup_heap
+
+    assert Daemon.__init__.__kwdefaults__["freeze_heap"] is False
+    before = gc.get_freeze_count()
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > before
+        assert not any(o is freeze_startup_heap for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
