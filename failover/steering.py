@@ -48,6 +48,7 @@ from failover.budget import LteBudget
 from failover.errors import RouteConfigError, RouteError, UplinkUnavailableError
 from failover.link import LinkState, LinkStatus, Monotonic, RoundOutcome
 from failover.link import Uplink as Choice
+from failover.probes.keep import KEPT_KINDS
 from failover.probes.round import RoundResult
 from failover.routes import Uplink
 from failover.routes_netlink import (
@@ -60,7 +61,6 @@ from failover.routes_netlink import (
 )
 from failover.steer import SteerChange, SteerPolicy
 from failover.sticky import DEFAULT_TABLES, TABLE_METRIC
-from failover.targets import TargetKind
 
 __all__ = ["STEER_PRIORITY", "Destinations", "SteerRoutes", "SteerRouting", "Steering",
            "parse_destinations"]
@@ -244,12 +244,6 @@ def lte_healthy(status: LinkStatus) -> bool:
         return False
     return status.state is LinkState.UP or (
         status.state is LinkState.DEGRADED and status.consecutive_failures == 0)
-
-
-#: Probes whose connection is kept between rounds (`failover.probes.keep`): TCP resends a
-#: lost segment on it within the probe's deadline, so packet loss shows there as latency,
-#: not as a failed probe.
-KEPT_KINDS = frozenset({TargetKind.HTTP, TargetKind.HTTPS})
 
 
 def loss_evidence(outcome: RoundOutcome) -> tuple[int, int]:

@@ -25,8 +25,14 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from failover.probes.sockets import KeptBytes, family_of
+from failover.targets import TargetKind
 
-__all__ = ["Kept", "ProbeConnections", "StaticResolver", "close_kept"]
+__all__ = ["KEPT_KINDS", "Kept", "ProbeConnections", "StaticResolver", "close_kept"]
+
+#: The probe kinds whose connection is kept between rounds: TCP resends a lost segment on
+#: it within the probe's deadline, so packet loss shows there as latency, not as a failed
+#: probe (`failover.steering.loss_evidence` counts loss on the other kinds).
+KEPT_KINDS = frozenset({TargetKind.HTTP, TargetKind.HTTPS})
 
 Key = tuple[str, str]  # (interface, target text or host name)
 
