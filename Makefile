@@ -47,7 +47,11 @@ box: deps
 test: deps
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
+# the fleet bench builds a mosquitto with a per-second keepalive check (benchmarks/broker/)
+BENCH_APT_PACKAGES = gcc make libssl-dev dpkg-dev patch
+
 bench: deps
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(PY) -m pytest -q -s benchmarks $(PYTEST_ARGS)
 
 # The Debian package (CONTRACTS §9): dist/storebox_<version>_<arch>.deb, ARCH=arm64 (the Pi)

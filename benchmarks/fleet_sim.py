@@ -448,8 +448,9 @@ class Viewers:
         self.ingest: dict[str, list[float]] = {}
         self.updates: dict[str, list[int]] = {}
         self.incidents: list[tuple[float, str, bytes]] = []
-        #: when viewer 0 first saw each box offline (wall time)
+        #: when viewer 0 last saw each box go offline (wall time), and those it sees offline
         self.offline: dict[str, float] = {}
+        self._down: set[str] = set()
         #: viewer 0's newest ingest lag, and when
         self.last_lag = (0.0, 0.0)
         self.connected = 0
@@ -478,10 +479,8 @@ class Viewers:
         if event != b"box":
             return
         counts[k] += 1
-        if k == 0 and b'"online":false' in line:
-            device = _DEVICE.search(line)
-            if device is not None:
-                self.offline.setdefault(device.group(1).decode(), now)
+        if k == 0:
+            self._presence(line, now)
         sent = _SENT.search(line)
         if sent is None:
             return
@@ -494,6 +493,20 @@ class Viewers:
                 lag = datetime.fromisoformat(at.group(1).decode()).timestamp() - t
                 self.ingest.setdefault(self.phase, []).append(lag)
                 self.last_lag = (now, lag)
+
+    def _presence(self, line: bytes, now: float) -> None:
+        """Viewer 0's latest online -> offline change of each box (a box killed twice, or
+        gone with the broker before it was killed, is timed from its latest change)."""
+        device = _DEVICE.search(line)
+        if device is None:
+            return
+        name = device.group(1).decode()
+        if b'"online":false' in line:
+            if name not in self._down:
+                self._down.add(name)
+                self.offline[name] = now
+        elif b'"online":true' in line:
+            self._down.discard(name)
 
     def report(self) -> dict[str, Any]:
         def pct(values: list[float], p: float) -> float:

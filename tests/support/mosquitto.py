@@ -44,12 +44,14 @@ class Mosquitto:
     fleet broker would; `users` turns anonymous access off and uses a password file;
     `log_types` (mosquitto's `log_type`s) and `extra` (more config lines) are for the
     fleet benchmark's 10,000 connections (which also raises the open-file limit it
-    inherits)."""
+    inherits); `binary` another build of mosquitto (the benchmark's per-second keepalive
+    check, benchmarks/broker/), which may be swapped between a stop and a start."""
 
     def __init__(self, tmp: Path, port: int | None = None, netns: str | None = None,
                  users: dict[str, str] | None = None, tls: TlsFiles | None = None,
                  persistence: bool = True, log_types: tuple[str, ...] = ("all",),
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), binary: str = MOSQUITTO) -> None:
+        self.binary = binary
         self.dir = tmp / f"mosquitto-{id(self)}"
         self.dir.mkdir(parents=True)
         self.port = port or free_port()
@@ -83,7 +85,7 @@ class Mosquitto:
         """Start and wait until it listens (its own "running" log line)."""
         assert self.proc is None or self.proc.poll() is not None
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.proc = subprocess.Popen([*prefix, MOSQUITTO, "-c", str(self.conf)],
+        self.proc = subprocess.Popen([*prefix, self.binary, "-c", str(self.conf)],
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True)
         self._lines = queue.Queue()  # this run's lines
