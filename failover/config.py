@@ -76,6 +76,11 @@ class MonitorConfig:
     dead_probe_failure: float = 0.99  # H1: P(a probe fails) on a dead uplink
     false_alarms_per_hour: float = 1e-6  # at design_loss: sets the threshold
     min_outage_s: float = 0.5  # the evidence must be this old (burst tolerance)
+    # quiet pacing (failover.quiet): rounds every quiet_interval_s while the line answers
+    # every probe within quiet_late_s for quiet_after_rounds rounds; None: always full rate
+    quiet_interval_s: float | None = None
+    quiet_late_s: float = 0.1
+    quiet_after_rounds: int = 5
 
     def __post_init__(self) -> None:
         check_positive("round_interval_s", self.round_interval_s)
@@ -105,6 +110,10 @@ class MonitorConfig:
         check_positive("false_alarms_per_hour", self.false_alarms_per_hour)
         if not (isinstance(self.min_outage_s, int | float) and 0 <= self.min_outage_s < 60):
             raise DecisionConfigError("min_outage_s", self.min_outage_s, "must be in [0, 60)")
+        if self.quiet_interval_s is not None:
+            check_positive("quiet_interval_s", self.quiet_interval_s)
+        check_positive("quiet_late_s", self.quiet_late_s)
+        check_count("quiet_after_rounds", self.quiet_after_rounds)
 
 
 @dataclass(frozen=True, slots=True)

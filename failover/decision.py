@@ -240,9 +240,13 @@ def rounds_to_detect(config: MonitorConfig) -> int:
 
 
 def detection_time_bounds_s(config: MonitorConfig) -> tuple[float, float]:
-    """(best, worst) seconds from a blackhole to ``down`` (rounds not waiting on each other)."""
+    """(best, worst) seconds from a blackhole to ``down`` (rounds not waiting on each other).
+
+    The first failing round starts within one interval of the blackhole: the quiet one
+    when the line was quiet (``failover.quiet``), after which the rounds run at full rate."""
     n, i, t = rounds_to_detect(config), config.round_interval_s, config.probe_timeout_s
-    return (n - 1) * i + t, n * i + t
+    first = max(i, config.quiet_interval_s or i)
+    return (n - 1) * i + t, (n - 1) * i + t + first
 
 
 def _geometric(rng: random.Random, q: float) -> int:

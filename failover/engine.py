@@ -91,6 +91,7 @@ from failover.probes.accounting import ByteCounter
 from failover.probes.keep import ProbeConnections
 from failover.probes.options import ProbeOptions
 from failover.probes.round import probe_round
+from failover.quiet import QuietPace
 from failover.route_applier import RouteApplier, RouteTiming, StickySync
 from failover.routes import (
     ConnectionFlusher,
@@ -319,6 +320,7 @@ class FailoverEngine:
         self._rounds_started: dict[UplinkName, int] = dict.fromkeys(names, 0)
         self._in_flight: dict[UplinkName, int] = dict.fromkeys(names, 0)
         self._last_round: dict[UplinkName, _LastRound | None] = dict.fromkeys(names)
+        self._pace = {n: QuietPace.of(c, self._wake[n].set) for n, c in self._configs.items()}
         self._lte_full_rate = True
         self._lte_verdict_pending = True  # boot: until LTE is usable or a round fails
         self._budget = LteBudget(
@@ -425,6 +427,7 @@ class FailoverEngine:
             "loss": st.loss,
             "median_latency_ms": st.median_latency_ms,
             "probe_interval_s": self._interval(name),
+            "pace": self._pace[name].describe(),
             "rounds_started": self._rounds_started[name],
             "rounds_in_flight": self._in_flight[name],
             "targets": [t.text for t in self._targets[name]],
@@ -462,7 +465,7 @@ class FailoverEngine:
     def _interval(self, name: UplinkName) -> float:
         if name == "lte" and not self._lte_full_rate:
             return self.standby_interval_s
-        return self._configs[name].round_interval_s
+        return self._pace[name].interval(self._configs[name].round_interval_s)
 
     def _wants_full_rate_lte(self) -> bool:
         if "lte" not in self._monitors:
@@ -505,6 +508,7 @@ class FailoverEngine:
         lte_idle = name == "lte" and self._selector.active is not link.Uplink.LTE
         started = self._monotonic()
         self._in_flight[name] += 1
+        late = self._pace[name].watch()  # failover.quiet
         try:
             try:
                 async with asyncio.timeout(cfg.probe_timeout_s + self._config.round_slack_s):
@@ -520,6 +524,8 @@ class FailoverEngine:
             return
         finally:
             self._in_flight[name] -= 1
+            if late is not None:
+                late.cancel()
         if name == "lte":
             self._budget.account(outcome.bytes_sent + outcome.bytes_received, outcome.ok,
                                  idle=lte_idle, standby=standby)
@@ -527,6 +533,8 @@ class FailoverEngine:
             started, self._monotonic(), outcome.ok, outcome.succeeded, outcome.attempted,
             outcome.median_latency_ms, standby)
         change = self._monitors[name].observe_round(outcome)
+        self._pace[name].round_done(outcome, self._monitors[name].status(),
+                                    self._monotonic() - started)
         if name == "wired" and self._steering is not None:
             self._steering.add_round(outcome)
         if name == "lte" and not outcome.ok:

@@ -32,6 +32,7 @@ from failover.probes.keep import Kept, StaticResolver
 from failover.probes.options import ProbeOptions
 from failover.probes.sockets import KeptBytes
 from failover.routes import MetricScheme, RouteProblem, SwitchReport, Uplink, UplinkName
+from failover.sequential import sequential_monitor
 from failover.targets import ProbeTarget, parse_targets
 from tests.support.clock import loop_time as now
 from tests.support.clock import simulate
@@ -331,6 +332,67 @@ def test_blackhole_fails_over_within_three_seconds() -> None:
             assert any(t0 < s < at for s in r.net.starts("wwan0"))
             links = [(name, s.state) for _, name, s in r.links]
             assert ("wired", LinkState.DOWN) in links
+
+    simulate(main)
+
+
+QUIET = sequential_monitor(stable_s=3.0)
+
+
+def test_a_quiet_line_is_probed_at_half_rate_until_a_round_is_late() -> None:
+    async def main() -> None:
+        async with rig(monitor=QUIET) as r:
+            await booted(r)
+            await r.hold(2.0)  # 5 clean rounds and more: quiet
+            t0 = now()
+            await r.hold(2.0)
+            gaps = [b - a for a, b in itertools.pairwise(r.net.starts("wan0", after=t0))]
+            assert gaps and all(abs(g - 0.4) < 1e-6 for g in gaps), gaps
+            assert r.engine.describe()["links"]["wired"]["pace"]["quiet"] is True
+            assert r.engine.describe()["links"]["wired"]["probe_interval_s"] == 0.4
+            await r.hold(0.13)  # not aligned with the round schedule
+            r.net.mode["wan0"] = "blackhole"
+            t1 = now()
+            failover = await r.wait_transition(TransitionKind.FAILOVER, within=5.0)
+            at = next(at for at, t, _ in r.transitions if t is failover)
+            best, worst = detection_time_bounds_s(QUIET)
+            assert (best, worst) == pytest.approx((1.2, 1.6))
+            assert best <= at - t1 <= worst + 0.05, at - t1
+            # the first round after the blackhole was late 0.1 s after its start: the
+            # next one started 0.2 s after it, and so on at the full rate
+            starts = r.net.starts("wan0", after=t1)
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
+            assert len(gaps) >= 3 and all(abs(g - 0.2) < 1e-6 for g in gaps[:3]), gaps
+            assert r.engine.describe()["links"]["wired"]["pace"]["quiet"] is False
+
+    simulate(main)
+
+
+@pytest.mark.parametrize(("mode", "latency_s"), [("dns-dead", 0.02), ("ok", 0.15)])
+def test_a_line_that_misses_a_probe_or_answers_late_stays_at_the_full_rate(
+        mode: str, latency_s: float) -> None:
+    async def main() -> None:
+        async with rig(monitor=QUIET) as r:
+            r.net.latency_s = latency_s
+            r.net.mode["wan0"] = mode
+            await r.wait_for(lambda: r.engine.links()["wired"].usable, within=3.0)
+            t0 = now()
+            await r.hold(3.0)
+            gaps = [b - a for a, b in itertools.pairwise(r.net.starts("wan0", after=t0))]
+            assert gaps and all(abs(g - 0.2) < 1e-6 for g in gaps), gaps
+            assert r.engine.describe()["links"]["wired"]["pace"]["quiet"] is False
+
+    simulate(main)
+
+
+def test_quiet_pacing_off_keeps_the_full_rate() -> None:
+    async def main() -> None:
+        async with rig(monitor=sequential_monitor(stable_s=3.0, quiet_interval_s=None)) as r:
+            await booted(r)
+            t0 = now()
+            await r.hold(3.0)
+            gaps = [b - a for a, b in itertools.pairwise(r.net.starts("wan0", after=t0))]
+            assert gaps and all(abs(g - 0.2) < 1e-6 for g in gaps), gaps
 
     simulate(main)
 
