@@ -181,6 +181,8 @@ def test_idle_cpu_while_probing(tmp_path: Path) -> None:
     # a round leave the 5 MB budget one standby round in hours: failover.engine)
     assert health[0] == "up" and health[2] == 0.0, health[3]
     assert health[1] == "standby" or TARGETS == "https", health[3]
-    if TARGETS == "tcp":  # the targets of record (issue 11); the others are measured
+    # the targets of record: issue 11's TCP set and the schema's default (issue 13, with
+    # quiet pacing: failover/quiet.py); three HTTPS targets are measured only
+    if TARGETS in ("tcp", "default"):
         assert ready_s <= 2.0
         assert cpu <= 1.0

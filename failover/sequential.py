@@ -8,7 +8,10 @@ same question with more evidence per second and weighs it properly:
   probe with 4 attempts 0.1 s apart (``SEQUENTIAL_RETRY_AFTER_S``) and a
   0.6 s deadline (the last attempt still has 0.3 s for its answer; an answer
   to an earlier attempt counts too). Without loss a probe sends one attempt:
-  the traffic is 15 small exchanges a second on the (unbilled) wired line.
+  the traffic is 15 small exchanges a second on the (unbilled) wired line, 7.5
+  while the line is *quiet* (``failover.quiet``: every probe answered within
+  0.1 s for 5 rounds, the test at rest): rounds then start every 0.4 s, and the
+  first late or failed round brings back the 0.2 s schedule.
 * a CUSUM (Page's test) on the number ``k`` of failed probes of each round.
   H0 is the worst line we promise to ride out: ``design_loss`` = 20 % loss
   each way, independent, so a probe fails with p0 = (1-0.8²)⁴ = 0.36⁴ =
@@ -25,7 +28,8 @@ likelihood ratio: the mean time to a false alarm is at least e^h rounds. So
 ``h = ln(rounds_per_hour / false_alarms_per_hour)`` = ln(18000 / 1e-6) =
 23.61 guarantees ≤ 1e-6 false failovers per hour at 20 % loss, and at any
 smaller loss (E[e^llr] ≤ 1 for every p ≤ p0: the statistic is a
-supermartingale). The duration guard only postpones alarms, it never adds
+supermartingale); quiet pacing runs fewer rounds an hour, never more. The
+duration guard only postpones alarms, it never adds
 one; under independent loss it alone makes them far rarer still, the threshold
 is what holds when it is set to 0. With the guard an alarm needs evidence over
 at least 4 rounds; the likeliest ways there at 20 % loss (P(k=2) = 8.3e-4,
@@ -70,9 +74,13 @@ Detection. A blackhole fails every probe (k = 3: +12.23 a round), so S ≥ h
 after 2 rounds; the duration guard then needs rounds completing ≥ 0.5 s
 after the first failed one, i.e. the 4th failed round (completions 0.2 s
 apart: 0.6 ≥ 0.5 > 0.4). The first round started after the blackhole fails
-at its deadline: detection takes ``D + 3·I`` to ``D + 4·I`` = 1.2-1.4 s
-(``decision.detection_time_bounds_s``), against 2.5-3.0 s (in the test shop, LAN
-traffic on LTE after 1.33 s median, 1.45 s max, n = 40; bench_failover). Two of three targets dead
+at its deadline: detection takes ``D + 3·I`` to ``D + 4·I`` = 1.2-1.4 s at the
+full rate, and ``D + 3·I`` to ``D + 3·I + I_q`` = 1.2-1.6 s from a quiet line
+(its first round after the blackhole starts within ``I_q`` = 0.4 s and is late
+0.1 s later, so the next starts ``I`` after it; ``decision.detection_time_bounds_s``),
+against 2.5-3.0 s for the rounds detector (in the test shop, LAN traffic on LTE
+after 1.33 s median, 1.45 s max, n = 40, before quiet pacing; with it QUIET_BENCH;
+bench_failover). Two of three targets dead
 (k = 2, +3.56 a round): 7 rounds, 1.8-2.0 s; one dead target (k = 1,
 -5.10) never fails over and the link shows ``degraded``. Carrier loss is
 still down at once.
