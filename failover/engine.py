@@ -306,8 +306,7 @@ class FailoverEngine:
         self._connections = ProbeConnections(monotonic=monotonic)
         self._options = {n: _keeping(cfg.options_for(n), self._connections) for n in names}
         self._counter, self._monotonic = counter, monotonic
-        self._round_fn = round_fn
-        self._link_watcher = link_watcher
+        self._round_fn, self._link_watcher = round_fn, link_watcher
         self._on_link, self._on_error, self._on_round = on_link, on_error, on_round
         self._monitors = {n: LinkMonitor(self._configs[n], monotonic) for n in names}
         # Without an LTE uplink the selector sees one that never comes up.

@@ -241,8 +241,7 @@ async def build_failover(
         monitor = {"wired": sequential_monitor(
             targets=len(probes.targets), quorum=probes.effective_quorum,
             stable_s=config.routing.failback_after_s, min_outage_s=probes.min_outage_s,
-            quiet_interval_s=probes.quiet_interval_s or None),
-            "lte": rounds}
+            quiet_interval_s=probes.quiet_interval_s or None), "lte": rounds}
     selector = SelectorConfig(failback_stable_s=config.routing.failback_after_s)
     routes = route_controller(config, uplinks)
     context.closers.append(routes.close)
