@@ -84,6 +84,17 @@ async def test_failover_is_handed_the_modems_switch_sim_only_with_dual_sim(
             assert seen["switch_sim"] is None
 
 
+@pytest.mark.parametrize(("quiet", "wired_quiet"), [(None, 0.4), (0.6, 0.6), (0, None)])
+async def test_the_wired_lines_quiet_pacing_comes_from_probes_quiet_interval_s(
+        tmp_path: Path, quiet: float | None, wired_quiet: float | None) -> None:
+    probes = {} if quiet is None else {"quiet_interval_s": quiet}
+    async with composed(tmp_path, probes=probes) as daemon:
+        component = next(c for c in daemon.components if isinstance(c, FailoverComponent))
+        engine = component._build(component)
+        assert engine._configs["wired"].quiet_interval_s == wired_quiet
+        assert engine._configs["lte"].quiet_interval_s is None  # LTE: the rounds test
+
+
 async def test_the_fleet_agent_is_handed_the_queue_drain_and_the_reload(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = spy_on(monkeypatch, "build_fleet")
