@@ -313,17 +313,24 @@ def test_rounds_start_on_the_interval_without_waiting_for_the_previous_one() -> 
     simulate(main)
 
 
+async def blackhole_failover(r: Rig, monitor: MonitorConfig, offset: float) -> tuple[float, float]:
+    """Blackhole wired `offset` s from now (off the round schedule): (when, failover's
+    time), the failover within `monitor`'s detection bounds."""
+    await r.hold(offset)
+    r.net.mode["wan0"] = "blackhole"
+    t0 = now()
+    failover = await r.wait_transition(TransitionKind.FAILOVER, within=5.0)
+    at = next(at for at, t, _ in r.transitions if t is failover)
+    best, worst = detection_time_bounds_s(monitor)
+    assert best <= at - t0 <= worst + 0.05, at - t0
+    return t0, at
+
+
 def test_blackhole_fails_over_within_three_seconds() -> None:
     async def main() -> None:
         async with rig() as r:
             await booted(r)
-            await r.hold(0.23)  # not aligned with the round schedule
-            r.net.mode["wan0"] = "blackhole"
-            t0 = now()
-            failover = await r.wait_transition(TransitionKind.FAILOVER, within=5.0)
-            at = next(at for at, t, _ in r.transitions if t is failover)
-            best, worst = detection_time_bounds_s(FAST_RECOVERY)
-            assert best <= at - t0 <= worst + 0.05, at - t0
+            t0, at = await blackhole_failover(r, FAST_RECOVERY, 0.23)
             assert r.engine.active is Choice.LTE
             assert r.routes.switches()[-1] == ("activate", "lte")
             assert r.forwarding.applied[-1] == "lte"
@@ -350,14 +357,8 @@ def test_a_quiet_line_is_probed_at_half_rate_until_a_round_is_late() -> None:
             assert gaps and all(abs(g - 0.4) < 1e-6 for g in gaps), gaps
             assert r.engine.describe()["links"]["wired"]["pace"]["quiet"] is True
             assert r.engine.describe()["links"]["wired"]["probe_interval_s"] == 0.4
-            await r.hold(0.13)  # not aligned with the round schedule
-            r.net.mode["wan0"] = "blackhole"
-            t1 = now()
-            failover = await r.wait_transition(TransitionKind.FAILOVER, within=5.0)
-            at = next(at for at, t, _ in r.transitions if t is failover)
-            best, worst = detection_time_bounds_s(QUIET)
-            assert (best, worst) == pytest.approx((1.2, 1.6))
-            assert best <= at - t1 <= worst + 0.05, at - t1
+            assert detection_time_bounds_s(QUIET) == pytest.approx((1.2, 1.6))
+            t1, _ = await blackhole_failover(r, QUIET, 0.13)
             # the first round after the blackhole was late 0.1 s after its start: the
             # next one started 0.2 s after it, and so on at the full rate
             starts = r.net.starts("wan0", after=t1)
