@@ -497,11 +497,14 @@ class Viewers:
     def _presence(self, line: bytes, now: float) -> None:
         """Viewer 0's latest online -> offline change of each box (a box killed twice, or
         gone with the broker before it was killed, is timed from its latest change)."""
+        offline = b'"online":false' in line
+        if not offline and not self._down:
+            return  # the common frame: an online box while none is seen offline
         device = _DEVICE.search(line)
         if device is None:
             return
         name = device.group(1).decode()
-        if b'"online":false' in line:
+        if offline:
             if name not in self._down:
                 self._down.add(name)
                 self.offline[name] = now

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from failover.config import MonitorConfig
 from failover.link import LinkStatus, RoundOutcome
@@ -49,7 +49,7 @@ class QuietPace:
     interval_s: float | None
     late_s: float
     after_rounds: int
-    wake: Callable[[], None] = field(default=lambda: None)
+    wake: Callable[[], None]
     quiet: bool = False
     clean: int = 0  # consecutive rounds answered in full, promptly, at rest
 
