@@ -8,17 +8,36 @@ stands in. Steering moves *only* the payment gateway's traffic (``failover.steer
 a policy rule to the LTE table for the gateway's addresses) while the rest of the shop
 stays on wired, and brings it back with hysteresis.
 
-What is measured. Each wired probe round reports its failed probes and the median
-latency of the probes that answered (``failover.probes``). Both are judged over the
-last ``window_s`` seconds of rounds: the *loss* is failed / attempted probes (those
-that are a fresh exchange each round: a kept HTTP(S) connection rides out loss by TCP
-resends, `failover.steering.loss_evidence`), the *latency* the median of the rounds'
-medians. A probe retries (3 or 4 attempts), so
-its loss is far below the packet loss: at ``e`` loss of an exchange it fails with
-``e^attempts`` and, when it answers, its latency grows by a retry interval for every
-lost attempt. At 60 % exchange loss (37 % each way) a rounds-detector probe (3
-attempts) fails with 0.6³ = 21.6 %, a sequential one (4 attempts) with 13 %; at the
-detector's design loss (20 % each way, 36 % exchange loss) with 4.7 % and 1.7 %.
+What is measured. Each wired probe round reports, for its probes that are a fresh
+exchange each round (TCP connect, DNS query, ICMP echo: a kept HTTP(S) connection rides
+out loss by TCP resends), how many round trips their attempts made and how many of them
+went unanswered (``failover.steering.loss_evidence``, ``failover.probes.retry``), and
+the median latency of the probes that answered. Both are judged over the last
+``window_s`` seconds of rounds: the *loss* is lost / exchanged round trips, the
+*latency* the median of the rounds' medians.
+
+Why round trips and not probes. A probe retries (3 or 4 attempts), so its failures
+are far below the packet loss: at ``e`` loss of an exchange it fails with
+``e^attempts``. At 60 % exchange loss (37 % each way) a sequential-detector probe (4
+attempts) still succeeds 87 % of the time; the steer once judged that 13 % against a 10 %
+threshold and, with ~50 fresh probes in a window, the window dipped under it often
+enough that the drill's brownout steered after 7-24 s (its limit is 15 s). The attempts
+see the loss itself: 60 % of them are lost, ~110 round trips a window, and that is also
+what a payment's 3-4 round trips meet. A late answer is not a lost one: attempts are
+0.1 s apart, so on a slow line the first attempt still answers first (latency has its
+own threshold, below). The thresholds are therefore in round-trip loss:
+
+* ``steer_loss`` 25 %: about 13 % each way. A payment then meets a lost round trip
+  (a TCP retransmission, 0.2-1 s) two times in three; at the failover detector's design
+  loss (20 % each way, 36 % of exchanges) the detector rightly keeps the shop on wired,
+  but the payments are better off on LTE, and they go.
+* ``unsteer_loss`` 10 %: between the two nothing changes.
+
+Measured in virtual time (2 fresh probes per 0.2 s round, 1,000 onsets each): 60 %
+exchange loss steers after 6.4 s median, 7.2 s p95, 7.8 s at most; 36 % after 8.2 s
+median, 12.8 s p95; 15 % loss never in 2 hours, 20 % about 17 times an hour before the
+interval below holds it to one per 5 minutes. With the probe-level rule the 60 % onset
+took 9.8 s median, 21 s p95, and 19 % of onsets took more than 15 s.
 
 Hysteresis, and why it does not flap:
 
@@ -41,12 +60,11 @@ Hysteresis, and why it does not flap:
   payments then spent the brownout's last 50 s on wired, 55 of them failed
   (bench_failover, BENCHMARKS.md).
 
-Between the thresholds nothing changes. Under constant 60 % loss the window's loss
-stays near 21.6 % (13 %): with 30 probes in a 5 s window (rounds of 0.5 s) its
-standard deviation is 7.5 points, the 3 % exit needs 0 failed probes in 34 -- a
-chance of 2.5e-4 per window and it must hold for 30 s: steered stays steered. At the
-design loss the 10 % entry needs 3 failed of 30 (16 % of windows) held for 5 s (10
-overlapping windows) -- rare, and then held back for 5 minutes by the interval.
+Between the thresholds nothing changes. Under constant 60 % exchange loss the window's
+loss stays near 60 % (standard deviation ~5 points over ~110 round trips): the 10 % exit
+is out of reach, steered stays steered. A healthy line loses well under 1 % of its
+round trips; the 25 % entry needs 28 lost of 110, held for 5 s: it does not happen, and
+when a line really sits near the threshold the interval allows one steer per 5 minutes.
 
 Latency. A probe answered after its deadline is a failed probe, so the latency the
 window sees is always below the wired deadline: 0.6 s with the sequential detector
@@ -90,15 +108,15 @@ __all__ = ["SteerChange", "SteerConfig", "SteerPolicy"]
 class SteerConfig:
     """The steering policy's thresholds (module docs); seconds unless named otherwise."""
 
-    steer_loss: float = 0.10
+    steer_loss: float = 0.25
     steer_latency_ms: float = 450.0
-    unsteer_loss: float = 0.03
+    unsteer_loss: float = 0.10
     unsteer_latency_ms: float = 300.0
     steer_after_s: float = 5.0
     unsteer_after_s: float = 30.0
     steer_min_interval_s: float = 300.0
     window_s: float = 5.0
-    min_probes: int = 6  # a window judges nothing with fewer attempted probes
+    min_probes: int = 6  # a window judges nothing with fewer round trips
 
     def __post_init__(self) -> None:
         for name in ("steer_loss", "unsteer_loss"):
@@ -152,7 +170,7 @@ class SteerPolicy:
         self._resume = False  # steered when a failover took everything (module docs)
 
     def quality(self) -> tuple[float | None, float | None]:
-        """(loss, latency ms) of the window; loss None while it holds too few probes."""
+        """(loss, latency ms) of the window; loss None while it holds too few round trips."""
         attempted = sum(r.attempted for r in self._window)
         failed = sum(r.failed for r in self._window)
         latencies = [r.latency_ms for r in self._window if r.latency_ms is not None]
@@ -160,7 +178,8 @@ class SteerPolicy:
         return loss, (statistics.median(latencies) if latencies else None)
 
     def add_round(self, failed: int, attempted: int, latency_ms: float | None) -> None:
-        """One completed wired round (failed of attempted probes, median latency)."""
+        """One completed wired round: ``failed`` of ``attempted`` round trips lost
+        (`failover.steering.loss_evidence`), the median latency of its answers."""
         now = self._monotonic()
         self._window.append(_Round(now, failed, attempted, latency_ms))
         while self._window and self._window[0].at <= now - self.config.window_s:
@@ -188,7 +207,7 @@ class SteerPolicy:
         loss, latency = self.quality()
         problems = []
         if loss is not None and loss >= cfg.steer_loss:
-            problems.append(f"wired probe loss {loss:.0%}")
+            problems.append(f"wired round-trip loss {loss:.0%}")
         if latency is not None and latency >= cfg.steer_latency_ms:
             problems.append(f"wired latency {latency:.0f}ms")
         return ", ".join(problems) or None
@@ -238,7 +257,7 @@ class SteerPolicy:
             return None
         loss, latency = self.quality()
         shown = "" if latency is None else f", latency {latency:.0f}ms"
-        return self._set(False, f"wired recovered: probe loss {loss or 0.0:.0%}{shown} "
+        return self._set(False, f"wired recovered: round-trip loss {loss or 0.0:.0%}{shown} "
                                 f"for {held:.1f}s", now)
 
     def _set(self, steered: bool, reason: str, now: float) -> SteerChange:

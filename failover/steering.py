@@ -247,16 +247,20 @@ def lte_healthy(status: LinkStatus) -> bool:
 
 
 def loss_evidence(outcome: RoundOutcome) -> tuple[int, int]:
-    """(failed, attempted) probes of a round, as the steer's loss. Only the probes that are
-    a fresh exchange each time (a TCP connect, a DNS query, an ICMP echo) count when the
-    round has any: `failover.steer`'s arithmetic (a probe fails with e^attempts) holds for
-    them, while a kept HTTP(S) connection rides out the loss (the drill's 60 % brownout
-    then read ~9 % against a 10 % threshold, and the steer came after 18-26 s instead of
-    6-10). Their latency still counts."""
+    """(lost, exchanged) round trips of a round, as the steer's loss: the attempts of the
+    probes that are a fresh exchange each time (a TCP connect, a DNS query, an ICMP
+    echo), each attempt before the one that answered lost, all of a probe's attempts when
+    none did (`failover.probes.retry`). That is the packet-level loss the probes' retries
+    hide, the loss a payment's round trips meet: at 60 % exchange loss a 4-attempt probe
+    still succeeds 87 % of the time, while 60 % of its attempts are lost
+    (`failover.steer`). A kept HTTP(S) connection rides out loss by TCP resends and says
+    nothing of it, so those probes count only when the round has no fresh one (then as
+    the probe: one exchange, lost when it failed); their latency still counts."""
     if isinstance(outcome, RoundResult):
         fresh = [r for r in outcome.results if r.target.kind not in KEPT_KINDS]
         if fresh:
-            return sum(1 for r in fresh if not r.ok), len(fresh)
+            counts = [r.exchange_loss() for r in fresh]
+            return sum(lost for lost, _ in counts), sum(n for _, n in counts)
     return outcome.attempted - outcome.succeeded, outcome.attempted
 
 

@@ -14,7 +14,7 @@ from failover.errors import ProbeConfigError
 from failover.probes.accounting import UDP_HEADER, ip_header
 from failover.probes.failures import ProbeFailed
 from failover.probes.options import ProbeOptions
-from failover.probes.retry import udp_exchange
+from failover.probes.retry import Attempts, udp_exchange
 from failover.probes.sockets import bound_socket, family_of
 
 __all__ = [
@@ -102,21 +102,47 @@ def parse_dns_response(data: bytes, query: bytes) -> DnsAnswer | None:
     return DnsAnswer(rcode, tuple(addresses))
 
 
+def _query_ids(count: int) -> list[int]:
+    """``count`` different random query ids: every resend is a new query, so a reply
+    names the send it answers (`failover.probes.retry`)."""
+    ids: list[int] = []
+    while len(ids) < count:
+        qid = secrets.randbits(16)
+        if qid not in ids:
+            ids.append(qid)
+    return ids
+
+
 async def dns_query(
-    server: str, qname: str, interface: str, options: ProbeOptions, wire: list[int]
+    server: str, qname: str, interface: str, options: ProbeOptions, wire: list[int],
+    tally: Attempts | None = None,
 ) -> DnsAnswer:
+    """Ask ``server`` for ``qname``'s A records through ``interface``, resending a new
+    query every ``options.retry_after_s`` up to ``options.attempts``."""
     family = family_of(server)
-    query = build_dns_query(secrets.randbits(16), qname)
+    queries = [build_dns_query(qid, qname) for qid in _query_ids(max(options.attempts, 1))]
+    ids = {struct.unpack_from("!H", query)[0]: n for n, query in enumerate(queries)}
+
+    def sent(data: bytes) -> int:
+        return ids.get(struct.unpack_from("!H", data)[0], -1) if len(data) >= 2 else -1
+
+    def accept(data: bytes) -> DnsAnswer | None:
+        n = sent(data)
+        return parse_dns_response(data, queries[n]) if n >= 0 else None
+
     sock = bound_socket(family, socket.SOCK_DGRAM, 0, interface)
     try:
         sock.connect((server, 53))  # UDP: no handshake, only sets the peer filter
         return await udp_exchange(
             sock,
-            query,
-            lambda data: parse_dns_response(data, query),
+            queries[0],
+            accept,
             options,
             wire,
             UDP_HEADER + ip_header(family),
+            make_payload=lambda n: queries[min(n, len(queries) - 1)],
+            tally=tally,
+            answered_by=sent,
         )
     finally:
         sock.close()

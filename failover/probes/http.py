@@ -14,7 +14,7 @@ from failover.probes.dns import resolve_kept
 from failover.probes.failures import ProbeFailed
 from failover.probes.keep import Kept, StaticResolver, close_kept
 from failover.probes.options import ProbeOptions
-from failover.probes.retry import hedged
+from failover.probes.retry import Attempts, hedged
 from failover.probes.sockets import KeptBytes, accounting_socket
 from failover.targets import ProbeTarget, TargetKind
 
@@ -66,7 +66,8 @@ async def _get(session: aiohttp.ClientSession, url: str, options: ProbeOptions) 
 
 
 async def probe_http(
-    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int],
+    tally: Attempts | None = None,
 ) -> None:
     """GET ``target.url`` through ``interface``; hedged attempts may open more
     connections. A failed probe forgets the addresses its name resolved to; one cut
@@ -85,7 +86,7 @@ async def probe_http(
         kept.resolver.addresses = addresses
     try:
         await hedged(lambda: _get(kept.session, url, options), options.attempts,
-                     options.retry_after_s)
+                     options.retry_after_s, tally)
     except asyncio.CancelledError:
         if owner is not None:  # the deadline: the path may be dead; no TLS goodbye
             await owner.discard(key, kept)

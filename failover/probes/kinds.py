@@ -16,7 +16,7 @@ from failover.probes.dns import RCODES, dns_query, resolve_kept
 from failover.probes.failures import ProbeFailed
 from failover.probes.http import probe_http
 from failover.probes.options import ProbeOptions
-from failover.probes.retry import hedged, udp_exchange
+from failover.probes.retry import Attempts, hedged, udp_exchange
 from failover.probes.sockets import TcpBytes, accounting_socket, bound_socket, family_of
 from failover.targets import ProbeTarget, TargetKind
 
@@ -24,16 +24,18 @@ __all__ = ["PROBES"]
 
 
 async def _probe_dns(
-    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int],
+    tally: Attempts,
 ) -> None:
     assert target.qname is not None
-    answer = await dns_query(target.host, target.qname, interface, options, wire)
+    answer = await dns_query(target.host, target.qname, interface, options, wire, tally)
     if answer.rcode != 0:
         raise ProbeFailed(f"DNS {RCODES.get(answer.rcode, f'rcode {answer.rcode}')}")
 
 
 async def _probe_tcp(
-    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int],
+    tally: Attempts,
 ) -> None:
     assert target.port is not None
     addr = (await resolve_kept(target.host, interface, options, wire))[0]
@@ -49,7 +51,7 @@ async def _probe_tcp(
             sock.close()
 
     try:
-        await hedged(connect_once, options.attempts, options.retry_after_s)
+        await hedged(connect_once, options.attempts, options.retry_after_s, tally)
     finally:
         sink.finish()
         wire[0] += sink.sent
@@ -79,7 +81,8 @@ def _icmp_socket(family: int, interface: str) -> tuple[socket.socket, bool]:
 
 
 async def _probe_icmp(
-    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int]
+    target: ProbeTarget, interface: str, options: ProbeOptions, wire: list[int],
+    tally: Attempts,
 ) -> None:
     addr = (await resolve_kept(target.host, interface, options, wire))[0]
     family = family_of(addr)
@@ -100,9 +103,11 @@ async def _probe_icmp(
             csum = 0 if v6 else _checksum(header + body)
             return struct.pack("!BBHHH", echo_request, 0, csum, ident, seq) + body
 
+        def icmp(data: bytes) -> bytes:
+            return data[(data[0] & 0x0F) * 4 :] if raw and not v6 and data else data
+
         def accept(data: bytes) -> bool | None:
-            if raw and not v6:
-                data = data[(data[0] & 0x0F) * 4 :] if data else data
+            data = icmp(data)
             if len(data) < 8:
                 return None
             kind, _code, _csum, rid, rseq = struct.unpack_from("!BBHHH", data)
@@ -112,14 +117,20 @@ async def _probe_icmp(
                 return None
             return True
 
+        def answered_by(data: bytes) -> int:
+            return (int(struct.unpack_from("!H", icmp(data), 6)[0]) - seq0) & 0xFFFF
+
         header = ip_header(family)
         recv_header = 0 if raw and not v6 else header
-        await udp_exchange(sock, b"", accept, options, wire, header, make, recv_header)
+        await udp_exchange(sock, b"", accept, options, wire, header, make, recv_header,
+                           tally, answered_by)
     finally:
         sock.close()
 
 
-PROBES: dict[TargetKind, Callable[[ProbeTarget, str, ProbeOptions, list[int]], Awaitable[None]]] = {
+#: kind -> probe(target, interface, options, wire bytes [sent, received], attempts tally)
+PROBES: dict[TargetKind, Callable[[ProbeTarget, str, ProbeOptions, list[int], Attempts],
+                                  Awaitable[None]]] = {
     TargetKind.TCP: _probe_tcp,
     TargetKind.DNS: _probe_dns,
     TargetKind.HTTP: probe_http,

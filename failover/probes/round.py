@@ -16,6 +16,7 @@ from failover.probes.accounting import ByteCounter, default_counter
 from failover.probes.failures import ProbeFailed, describe_failure
 from failover.probes.kinds import PROBES
 from failover.probes.options import ProbeOptions
+from failover.probes.retry import Attempts
 from failover.probes.sockets import check_interface
 from failover.targets import ProbeTarget
 
@@ -33,6 +34,17 @@ class ProbeResult:
     error: str | None
     bytes_sent: int = 0
     bytes_received: int = 0
+    #: round trips of the probe's own attempts (`failover.probes.retry`): those up to the
+    #: one that answered, of which all but it were lost; all started when none did.
+    #: None (a result not made by `probe`): one exchange, lost when the probe failed.
+    exchanges: int | None = None
+    exchanges_lost: int | None = None
+
+    def exchange_loss(self) -> tuple[int, int]:
+        """(lost, exchanges) of this probe's round trips (field docs)."""
+        if self.exchanges is None or self.exchanges_lost is None:
+            return (0 if self.ok else 1), 1
+        return self.exchanges_lost, self.exchanges
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +109,13 @@ async def probe(
     _check_timeout(timeout_s)
     opts = options if options is not None else ProbeOptions()
     wire = [0, 0]
+    tally = Attempts()
     loop = asyncio.get_running_loop()
     started = loop.time()
     error: str | None = None
     try:
         async with asyncio.timeout(timeout_s):
-            await PROBES[target.kind](target, interface, opts, wire)
+            await PROBES[target.kind](target, interface, opts, wire, tally)
     except TimeoutError:
         error = f"no answer within {timeout_s:g}s"
     except (OSError, aiohttp.ClientError, ProbeFailed) as exc:
@@ -114,6 +127,7 @@ async def probe(
         error = f"internal error: {type(exc).__name__}: {exc}"
     elapsed_ms = (loop.time() - started) * 1000.0
     (counter if counter is not None else default_counter()).add(interface, wire[0], wire[1])
+    lost, exchanges = tally.lost()
     return ProbeResult(
         target=target,
         interface=interface,
@@ -122,6 +136,8 @@ async def probe(
         error=error,
         bytes_sent=wire[0],
         bytes_received=wire[1],
+        exchanges=exchanges,
+        exchanges_lost=lost,
     )
 
 

@@ -28,8 +28,8 @@ def event(kind: str, second: float, **extra: Any) -> dict[str, Any]:
     return box_event(T0, kind, second, int(second * 10), **extra)
 
 
-STEER = event("steer", 5 + 7.5, reason="brownout: wired probe loss 14% for 5.0s")
-UNSTEER = event("unsteer", 35 + 13.6, reason="wired recovered: probe loss 0% for 10.0s")
+STEER = event("steer", 5 + 7.5, reason="brownout: wired round-trip loss 58% for 5.0s")
+UNSTEER = event("unsteer", 35 + 13.6, reason="wired recovered: round-trip loss 0% for 10.0s")
 
 
 def sale(n: int, started: float, seconds: float, mode: str = "online",
@@ -65,7 +65,7 @@ def test_a_clean_brownout_shows_the_steer_payments_and_unsteer() -> None:
     b = r.to_json()["brownout"]
     assert b["steered_after_s"] == pytest.approx(7.5) and b["max_steer_s"] == 15.0
     assert b["unsteered_after_heal_s"] == pytest.approx(13.6)
-    assert b["steer_reason"] == "brownout: wired probe loss 14% for 5.0s"
+    assert b["steer_reason"] == "brownout: wired round-trip loss 58% for 5.0s"
     assert b["failovers"] == 0 and b["active_uplinks"] == ["wired"]
     assert b["routes_while_steered"] == {"box_to_gateway": "wwan0",
                                          "shop_to_gateway": "wan0", "shop_to_internet": "wan0"}
@@ -78,8 +78,8 @@ def test_a_clean_brownout_shows_the_steer_payments_and_unsteer() -> None:
     assert p["after_steer"]["p95_s"] == pytest.approx(0.04)
     text = render(r)
     assert "  brownout      began 11:20:05, 37 % loss each way for 30 s" in text
-    assert ("    steered     7.50 s after the loss began (limit 15 s): brownout: wired probe "
-            "loss 14% for 5.0s") in text
+    assert ("    steered     7.50 s after the loss began (limit 15 s): brownout: wired "
+            "round-trip loss 58% for 5.0s") in text
     assert "    payments    60: 59 online, 1 stood in, 0 failed; p50 0.04 s" in text
     assert "(limit 2 s), max 3.05 s; after the steer p95 0.04 s (n=45)" in text
     assert "    unsteered   13.60 s after the loss ended: wired recovered" in text

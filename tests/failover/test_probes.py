@@ -30,6 +30,7 @@ from tests.failover.netlab import (
     Pki,
     Services,
     blackhole,
+    nft,
     nft_drops,
     random_loss,
     serving_topology,
@@ -172,6 +173,29 @@ async def test_twenty_percent_random_loss_does_not_fail_rounds(env: Env) -> None
         clock.advance(config.round_interval_s)
         monitor.observe_round(rr)
         assert monitor.status().state is not LinkState.DOWN
+
+
+async def test_each_probe_reports_the_round_trips_its_retries_lost(env: Env) -> None:
+    """The ISP drops the first two of every four SYNs, DNS queries and echo requests
+    (nft's per-rule packet counter, so the drops are exact): every fresh probe still
+    answers, on its third attempt, and reports 2 of its 3 round trips lost -- the loss the
+    steer judges (failover/steer.py). On a clean line each reports 0 of 1."""
+    options = ProbeOptions(ssl=env.pki.client_context(), dns_servers=(RESOLVER,),
+                           attempts=4, retry_after_s=0.1)
+    clean = [await probe(t, "up0", 1.0, options=options, counter=ByteCounter()) for t in CHEAP]
+    assert [(r.ok, r.exchange_loss()) for r in clean] == [(True, (0, 1))] * 3, clean
+    nft(env.lab.isp["up0"], """
+        table inet lossy {
+          chain in { type filter hook prerouting priority -300; policy accept;
+            iifname "isp0" tcp flags syn numgen inc mod 4 < 2 counter drop
+            iifname "isp0" udp dport 53 numgen inc mod 4 < 2 counter drop
+            iifname "isp0" icmp type echo-request numgen inc mod 4 < 2 counter drop
+          }
+        }
+        """)
+    lossy = [await probe(t, "up0", 1.0, options=options, counter=ByteCounter()) for t in CHEAP]
+    assert [(r.ok, r.exchanges, r.exchanges_lost) for r in lossy] == [(True, 3, 2)] * 3, lossy
+    assert all(r.latency_ms is not None and r.latency_ms >= 150.0 for r in lossy)
 
 
 # --------------------------------------------------------------------------- answers that say no
