@@ -12,59 +12,62 @@ What is measured. Each wired probe round reports, for its probes that are a fres
 exchange each round (TCP connect, DNS query, ICMP echo: a kept HTTP(S) connection rides
 out loss by TCP resends), how many round trips their attempts made and how many of them
 went unanswered (``failover.steering.loss_evidence``, ``failover.probes.retry``), and
-the median latency of the probes that answered. Both are judged over the last
-``window_s`` seconds of rounds: the *loss* is lost / exchanged round trips, the
-*latency* the median of the rounds' medians.
+the median latency of the probes that answered. The *loss* of a span of rounds is lost /
+exchanged round trips, its *latency* the median of the rounds' medians.
 
 Why round trips and not probes. A probe retries (3 or 4 attempts), so its failures
 are far below the packet loss: at ``e`` loss of an exchange it fails with
 ``e^attempts``. At 60 % exchange loss (37 % each way) a sequential-detector probe (4
-attempts) still succeeds 87 % of the time; the steer once judged that 13 % against a 10 %
-threshold and, with ~50 fresh probes in a window, the window dipped under it often
-enough that the drill's brownout steered after 7-24 s (its limit is 15 s). The attempts
-see the loss itself: 60 % of them are lost, ~110 round trips a window, and that is also
-what a payment's 3-4 round trips meet. A late answer is not a lost one: attempts are
-0.1 s apart, so on a slow line the first attempt still answers first (latency has its
-own threshold, below). The thresholds are therefore in round-trip loss:
-
-* ``steer_loss`` 25 %: about 13 % each way. A payment then meets a lost round trip
-  (a TCP retransmission, 0.2-1 s) two times in three; at the failover detector's design
-  loss (20 % each way, 36 % of exchanges) the detector rightly keeps the shop on wired,
-  but the payments are better off on LTE, and they go.
-* ``unsteer_loss`` 10 %: between the two nothing changes.
-
-Measured in virtual time (2 fresh probes per 0.2 s round, 1,000 onsets each): 60 %
-exchange loss steers after 6.4 s median, 7.2 s p95, 7.8 s at most; 36 % after 8.2 s
-median, 12.8 s p95; 15 % loss never in 2 hours, 20 % about 17 times an hour before the
-interval below holds it to one per 5 minutes. With the probe-level rule the 60 % onset
-took 9.8 s median, 21 s p95, and 19 % of onsets took more than 15 s.
+attempts) still succeeds 87 % of the time. The steer once judged those 13 % against a
+10 % threshold, every 5 s window of ~50 probes held bad for 5 s: the windows dipped
+under the threshold often enough that the drill's brownout steered after 7-24 s (its
+limit is 15 s), and a fifth of simulated onsets took longer than 15 s. The attempts see
+the loss itself: 60 % of them are lost, ~220 round trips in 10 s, and that is what a
+payment's 3-4 round trips meet. A late answer is not a lost one: attempts are 0.1 s
+apart, so on a slow line the first attempt still answers first (latency has its own
+threshold, below).
 
 Hysteresis, and why it does not flap:
 
-* *steer* when the window is bad -- loss ≥ ``steer_loss`` (10 %) or latency ≥
-  ``steer_latency_ms`` (450 ms) -- continuously for ``steer_after_s`` (5 s), wired
-  carries the traffic, LTE is healthy (``up``: not degraded, not awaiting a verdict),
-  and the last steer is at least ``steer_min_interval_s`` (300 s) ago: at most one
-  steer per 5 minutes, whatever the line does (but for *resume*, below);
-* *unsteer* when the window is good -- loss < ``unsteer_loss`` (3 %) and latency <
-  ``unsteer_latency_ms`` (300 ms) -- continuously for ``unsteer_after_s`` (30 s); at
-  once when LTE stops being usable or wired stops carrying the traffic (a failover
-  moved everything anyway).
+* *steer* when the rounds of the last ``window_s + steer_after_s`` (5 + 5 s), taken
+  together, are bad -- round-trip loss ≥ ``steer_loss`` (50 %) or latency ≥
+  ``steer_latency_ms`` (450 ms) -- wired carries the traffic, LTE is healthy (``up``:
+  not degraded, not awaiting a verdict), and the last steer is at least
+  ``steer_min_interval_s`` (300 s) ago: at most one steer per 5 minutes, whatever the
+  line does (but for *resume*, below). One span judged as a whole, not every window of
+  it in turn: a line near the threshold then crosses it on the evidence of 10 s of
+  rounds, instead of flickering in and out of 5 s windows and restarting a hold.
+* *unsteer* when the last ``window_s`` is good -- loss < ``unsteer_loss`` (10 %) and
+  latency < ``unsteer_latency_ms`` (300 ms) -- continuously for ``unsteer_after_s``
+  (30 s); at once when LTE stops being usable or wired stops carrying the traffic (a
+  failover moved everything anyway).
 * *resume* after such a failover: the payments never came back to wired, so the failback
   to a wired line that is still bad is not a new steer for the interval to hold back.
-  While failed over the window keeps being judged (the wired probes go on); at the
-  failback, if it has been bad for ``steer_after_s``, the gateway is steered again at
-  once, whatever ``steer_min_interval_s`` says. A good window meanwhile ends it (the
-  brownout is over). Measured: the rounds detector at 60 % exchange loss failed over
-  after 4 minutes of steering and back 6 s later; with the interval in the way the
-  payments then spent the brownout's last 50 s on wired, 55 of them failed
-  (bench_failover, BENCHMARKS.md).
+  While failed over the rounds keep being judged (the wired probes go on); at the
+  failback, if the span is bad, the gateway is steered again at once, whatever
+  ``steer_min_interval_s`` says. A good window meanwhile ends it (the brownout is
+  over). Measured: the rounds detector at 60 % exchange loss failed over after 4
+  minutes of steering and back 6 s later; with the interval in the way the payments
+  then spent the brownout's last 50 s on wired, 55 of them failed (bench_failover,
+  BENCHMARKS.md).
 
-Between the thresholds nothing changes. Under constant 60 % exchange loss the window's
-loss stays near 60 % (standard deviation ~5 points over ~110 round trips): the 10 % exit
-is out of reach, steered stays steered. A healthy line loses well under 1 % of its
-round trips; the 25 % entry needs 28 lost of 110, held for 5 s: it does not happen, and
-when a line really sits near the threshold the interval allows one steer per 5 minutes.
+Where the thresholds sit. 50 % of round trips (30 % each way) steers; the failover
+detector's design loss, 20 % each way (36 % of round trips: the drill's loss phase),
+does not: there the detector shows it rides loss out, and a payment's round trips mostly
+get through on the first or second try. Over 10 s of 2 fresh probes per 0.2 s round
+(the drill's TCP and ICMP targets; ~180-220 round trips) the span's loss has a standard
+deviation of ~3.5 points, so 36 % and 60 % lie 4 deviations either side of 50 %.
+Measured with this policy in virtual time (tests/failover/test_steer.py has the model):
+
+* 60 % from a clean line: steered after 7.0 s median, 8.6 s p95, 10.4 s at most of
+  1,000 onsets; after 15 s at 36 % (the drill's order): 5.0 s median, 10.4 s at most,
+  and none steered during those 15 s;
+* constant loss, steers an hour with the interval set to 0: 0 at 0-36 % (4 h each),
+  5 at 40 %, 83 at 45 % (the interval holds those to one per 5 minutes).
+
+Between the thresholds nothing changes. Under constant 60 % loss the window's loss
+stays near 60 %: the 10 % exit is out of reach, steered stays steered. A healthy line
+loses well under 1 % of its round trips.
 
 Latency. A probe answered after its deadline is a failed probe, so the latency the
 window sees is always below the wired deadline: 0.6 s with the sequential detector
@@ -108,7 +111,7 @@ __all__ = ["SteerChange", "SteerConfig", "SteerPolicy"]
 class SteerConfig:
     """The steering policy's thresholds (module docs); seconds unless named otherwise."""
 
-    steer_loss: float = 0.25
+    steer_loss: float = 0.50
     steer_latency_ms: float = 450.0
     unsteer_loss: float = 0.10
     unsteer_latency_ms: float = 300.0
@@ -159,21 +162,30 @@ class SteerPolicy:
                  monotonic: Monotonic = time.monotonic) -> None:
         self.config = config if config is not None else SteerConfig()
         self._monotonic = monotonic
-        self._window: deque[_Round] = deque()
+        self._rounds: deque[_Round] = deque()  # the hold's span (``hold_s``)
+        self._first_round: float | None = None
         self.steered = False
         self.since: float | None = None  # of the current steered/unsteered state
         self.reason = "not steered"
         self.steers = 0
         self._last_steer: float | None = None
-        self._bad_since: float | None = None
         self._good_since: float | None = None
         self._resume = False  # steered when a failover took everything (module docs)
 
-    def quality(self) -> tuple[float | None, float | None]:
-        """(loss, latency ms) of the window; loss None while it holds too few round trips."""
-        attempted = sum(r.attempted for r in self._window)
-        failed = sum(r.failed for r in self._window)
-        latencies = [r.latency_ms for r in self._window if r.latency_ms is not None]
+    @property
+    def hold_s(self) -> float:
+        """The span a steer judges: ``window_s + steer_after_s`` (module docs)."""
+        return self.config.window_s + self.config.steer_after_s
+
+    def quality(self, span_s: float | None = None) -> tuple[float | None, float | None]:
+        """(loss, latency ms) of the rounds of the last ``span_s`` (default ``window_s``);
+        loss None while they hold too few round trips."""
+        now = self._monotonic()
+        span = self.config.window_s if span_s is None else span_s
+        rounds = [r for r in self._rounds if r.at > now - span]
+        attempted = sum(r.attempted for r in rounds)
+        failed = sum(r.failed for r in rounds)
+        latencies = [r.latency_ms for r in rounds if r.latency_ms is not None]
         loss = failed / attempted if attempted >= self.config.min_probes else None
         return loss, (statistics.median(latencies) if latencies else None)
 
@@ -181,9 +193,12 @@ class SteerPolicy:
         """One completed wired round: ``failed`` of ``attempted`` round trips lost
         (`failover.steering.loss_evidence`), the median latency of its answers."""
         now = self._monotonic()
-        self._window.append(_Round(now, failed, attempted, latency_ms))
-        while self._window and self._window[0].at <= now - self.config.window_s:
-            self._window.popleft()
+        if self._first_round is None:
+            self._first_round = now
+        self._rounds.append(_Round(now, failed, attempted, latency_ms))
+        keep = max(self.hold_s, self.config.window_s)
+        while self._rounds and self._rounds[0].at <= now - keep:
+            self._rounds.popleft()
 
     def evaluate(self, *, lte_healthy: bool, wired_active: bool) -> SteerChange | None:
         """Decide on the window and the links now (after every round and link change)."""
@@ -202,9 +217,12 @@ class SteerPolicy:
 
     # -- internals
 
-    def _bad(self) -> str | None:
+    def _bad(self, now: float) -> str | None:
+        """What is wrong with the hold's span, once the rounds cover it."""
         cfg = self.config
-        loss, latency = self.quality()
+        if self._first_round is None or now - self._first_round < self.hold_s - 1e-9:
+            return None
+        loss, latency = self.quality(self.hold_s)
         problems = []
         if loss is not None and loss >= cfg.steer_loss:
             problems.append(f"wired round-trip loss {loss:.0%}")
@@ -222,22 +240,17 @@ class SteerPolicy:
                          wired_active: bool) -> SteerChange | None:
         if self._resume and self._good():
             self._resume = False  # the brownout ended while failed over
-        bad = self._bad() if wired_active or self._resume else None
-        if bad is None:
-            self._bad_since = None
+        bad = self._bad(now) if wired_active or self._resume else None
+        if bad is None or not lte_healthy or not wired_active:
             return None
-        if self._bad_since is None:
-            self._bad_since = now
         cfg = self.config
-        if now - self._bad_since < cfg.steer_after_s or not lte_healthy or not wired_active:
-            return None
         if not self._resume and self._last_steer is not None \
                 and now - self._last_steer < cfg.steer_min_interval_s:
             return None
         self._last_steer = now
         self.steers += 1
         again = " (again, after the failback)" if self._resume else ""
-        return self._set(True, f"brownout: {bad} for {now - self._bad_since:.1f}s{again}", now)
+        return self._set(True, f"brownout: {bad} over {self.hold_s:.1f}s{again}", now)
 
     def _while_steered(self, now: float, lte_healthy: bool,
                        wired_active: bool) -> SteerChange | None:
@@ -264,7 +277,6 @@ class SteerPolicy:
         self.steered = steered
         self.since = now
         self.reason = reason
-        self._bad_since = None
         self._good_since = None
         self._resume = False
         return SteerChange(steered, reason, now)

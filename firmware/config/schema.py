@@ -398,11 +398,12 @@ class SteerConfig:
         "in a brownout and LTE is healthy. Needs routing.backend netlink or networkmanager.",
         True)
     steer_loss_pct: float = doc(
-        "Steer when the share of the wired probes' round trips lost over the last window_s "
-        "reaches this: each attempt of a TCP, DNS or ICMP probe before the one that "
-        "answered, all of them when none did (a probe retries: at 60 % packet loss a probe "
-        "with 4 tries still succeeds 87 % of the time, while 60 % of its round trips are "
-        "lost).", 25.0, percent)
+        "Steer when the share of the wired probes' round trips lost over the last "
+        "window_s + steer_after_s reaches this: each attempt of a TCP, DNS or ICMP probe "
+        "before the one that answered, all of them when none did (a probe retries: at 60 % "
+        "packet loss a probe with 4 tries still succeeds 87 % of the time, while 60 % of its "
+        "round trips are lost). 50 % is 30 % each way; 20 % each way (36 %) rides on wired.",
+        50.0, percent)
     steer_latency_ms: float = doc(
         "...or when the wired probes' median latency over the window reaches this; below "
         "the wired probe deadline (0.6 s sequential, probes.timeout_s rounds): a probe "
@@ -413,14 +414,16 @@ class SteerConfig:
         "unsteer_latency_ms) for unsteer_after_s.", 10.0, percent)
     unsteer_latency_ms: float = doc("The latency below which wired counts as recovered.",
                                     300.0, positive)
-    steer_after_s: float = doc("Wired must be past a steer threshold this long first.", 5.0,
-                               non_negative)
+    steer_after_s: float = doc(
+        "A steer judges the rounds of window_s + this, taken together: wired must be past a "
+        "steer threshold over that span.", 5.0, non_negative)
     unsteer_after_s: float = doc("Wired must be below both unsteer thresholds this long "
                                  "before the gateway's traffic comes back.", 30.0, non_negative)
     steer_min_interval_s: float = doc(
         "At most one steer this often, whatever the line does (no flapping).", 300.0,
         non_negative)
-    window_s: float = doc("The window the round-trip loss and latency are judged over.", 5.0,
+    window_s: float = doc("The window the round-trip loss and latency are shown and judged "
+                          "over (a steer's span adds steer_after_s).", 5.0,
                           positive)
     destinations: list[str] = doc(
         "More IPs/CIDRs steered with the gateway (e.g. the POS vendor's API the box calls); "

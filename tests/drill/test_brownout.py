@@ -28,7 +28,7 @@ def event(kind: str, second: float, **extra: Any) -> dict[str, Any]:
     return box_event(T0, kind, second, int(second * 10), **extra)
 
 
-STEER = event("steer", 5 + 7.5, reason="brownout: wired round-trip loss 58% for 5.0s")
+STEER = event("steer", 5 + 7.5, reason="brownout: wired round-trip loss 58% over 10.0s")
 UNSTEER = event("unsteer", 35 + 13.6, reason="wired recovered: round-trip loss 0% for 10.0s")
 
 
@@ -65,7 +65,7 @@ def test_a_clean_brownout_shows_the_steer_payments_and_unsteer() -> None:
     b = r.to_json()["brownout"]
     assert b["steered_after_s"] == pytest.approx(7.5) and b["max_steer_s"] == 15.0
     assert b["unsteered_after_heal_s"] == pytest.approx(13.6)
-    assert b["steer_reason"] == "brownout: wired round-trip loss 58% for 5.0s"
+    assert b["steer_reason"] == "brownout: wired round-trip loss 58% over 10.0s"
     assert b["failovers"] == 0 and b["active_uplinks"] == ["wired"]
     assert b["routes_while_steered"] == {"box_to_gateway": "wwan0",
                                          "shop_to_gateway": "wan0", "shop_to_internet": "wan0"}

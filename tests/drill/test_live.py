@@ -83,12 +83,12 @@ def test_frame_shows_the_steer_and_the_fast_blinking_lte_led() -> None:
         "wired": {"state": "degraded", "loss_pct": 14.0},
         "lte": {"state": "up", "latency_ms": 30.0},
         "steer": {"steered": True, "since": "2021-10-25T11:20:12+00:00",
-                  "reason": "brownout: wired round-trip loss 58% for 5.0s", "steers_total": 1}},
+                  "reason": "brownout: wired round-trip loss 58% over 10.0s", "steers_total": 1}},
         "leds": {"wired": "on", "lte": "blink_fast", "offline": "off", "alert": "off"}}
     text = frame(phase="brownout", story="brownout", elapsed=9.0, length=30, doc=doc,
                  sales=[], events=[], tick=0)
     assert ("  steer          the gateway's traffic BY LTE since 11:20:12, the shop on wired: "
-            "brownout: wired round-trip loss 58% for 5.0s") in text
+            "brownout: wired round-trip loss 58% over 10.0s") in text
     assert "● wired  ◉ lte (fast)  ○ offline  ○ alert" in text
     assert "○ lte (fast)" in frame(phase="brownout", story="", elapsed=9.0, length=30,
                                    doc=doc, sales=[], events=[], tick=1)

@@ -36,7 +36,7 @@ def test_steer_and_unsteer_show_in_status_leds_and_events() -> None:
     component = steered_box()
     state = component.state
     generation = component.signal.generation
-    component.on_steer(SteerChange(True, "brownout: wired round-trip loss 58% for 5.0s", 10.0),
+    component.on_steer(SteerChange(True, "brownout: wired round-trip loss 58% over 10.0s", 10.0),
                        ["198.51.100.10/32"], 0)
     steer = state.uplink.steer
     assert steer.steered and steer.steers_total == 1 and steer.since is not None
@@ -60,14 +60,14 @@ def test_steer_config_defaults_and_mapping() -> None:
     config = load_config_text(MINIMAL)
     assert config.steer.enabled
     policy = steer_config(config)
-    assert policy.steer_loss == pytest.approx(0.25)
+    assert policy.steer_loss == pytest.approx(0.50)
     assert policy.unsteer_loss == pytest.approx(0.10)
     assert policy.steer_min_interval_s == 300.0
 
 
 @pytest.mark.parametrize(("table", "key"), [
     ("steer_loss_pct = 0", "steer.steer_loss_pct"),
-    ("unsteer_loss_pct = 30", "steer.unsteer_loss_pct"),
+    ("unsteer_loss_pct = 60", "steer.unsteer_loss_pct"),
     ("unsteer_latency_ms = 900", "steer.unsteer_latency_ms"),
     ('destinations = ["nope"]', "steer.destinations"),
 ])
