@@ -79,7 +79,7 @@ def test_a_clean_brownout_shows_the_steer_payments_and_unsteer() -> None:
     text = render(r)
     assert "  brownout      began 11:20:05, 37 % loss each way for 30 s" in text
     assert ("    steered     7.50 s after the loss began (limit 15 s): brownout: wired "
-            "round-trip loss 58% for 5.0s") in text
+            "round-trip loss 58% over 10.0s") in text
     assert "    payments    60: 59 online, 1 stood in, 0 failed; p50 0.04 s" in text
     assert "(limit 2 s), max 3.05 s; after the steer p95 0.04 s (n=45)" in text
     assert "    unsteered   13.60 s after the loss ended: wired recovered" in text
