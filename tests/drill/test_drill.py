@@ -157,10 +157,13 @@ def test_bad_drill_options_exit_2_naming_the_value(
 def test_ctrl_c_tears_everything_down() -> None:
     if os.geteuid() != 0:
         pytest.skip("the drill builds network namespaces: root only (CI runs as root)")
+    # SIGINT as a terminal delivers it: a suite started in the background by a shell
+    # without job control inherits SIGINT ignored, and Python then keeps it ignored
     proc = subprocess.Popen(
         [sys.executable, "-m", "firmware", "drill", "--short", "--no-live"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)))
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:  # the drill is selling: the box, POS and simulators all run
