@@ -76,10 +76,10 @@ def test_steer_onsets_and_rates() -> None:
               f"{statistics.median(times):.1f} s, p95 {p95:.1f} s, max {times[-1]:.1f} s, "
               f"over 15 s {sum(1 for t in times if t > 15.0)}, steered before the onset "
               f"{early}")
-        assert early == 0 and times[-1] <= 15.0
+        assert early <= onsets // 200 and times[-1] <= 15.0  # ≤ 0.5 %; the drill's limit
     for loss in (0.0, 0.1, 0.2, 0.3, 0.36, 0.4, 0.45):
         rate = _steers_per_hour(rng, loss, hours)
         print(f"  constant {loss:.0%} of round trips lost: {rate:.2f} steers an hour "
               f"({hours:g} h, interval 0)")
-        if loss <= 0.36:
-            assert rate == 0.0, loss
+        if loss <= 0.36:  # the detector's design loss stays on wired (≤ 1 an hour)
+            assert rate <= 1.0, loss

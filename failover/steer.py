@@ -57,13 +57,15 @@ does not: there the detector shows it rides loss out, and a payment's round trip
 get through on the first or second try. Over 10 s of 2 fresh probes per 0.2 s round
 (the drill's TCP and ICMP targets; ~180-220 round trips) the span's loss has a standard
 deviation of ~3.5 points, so 36 % and 60 % lie 4 deviations either side of 50 %.
-Measured with this policy in virtual time (tests/failover/test_steer.py has the model):
+Measured with this policy in virtual time (benchmarks/bench_steer_onsets.py, on the line
+model of tests/failover/test_steer.py; two runs of 1,000 onsets a case):
 
-* 60 % from a clean line: steered after 7.0 s median, 8.6 s p95, 10.4 s at most of
-  1,000 onsets; after 15 s at 36 % (the drill's order): 5.0 s median, 10.4 s at most,
-  and none steered during those 15 s;
-* constant loss, steers an hour with the interval set to 0: 0 at 0-36 % (4 h each),
-  5 at 40 %, 83 at 45 % (the interval holds those to one per 5 minutes).
+* 60 % from a clean line: steered after 7.0 s median, 8.6-8.8 s p95, 10.4-13.6 s at
+  most; after 15 s at 36 % (the drill's order): 5.0 s median, 10.4-13.8 s at most, and
+  1 of the 2,000 steered during those 15 s (the drill's loss phase: about one drill in a
+  thousand steers early);
+* constant loss, steers an hour with the interval set to 0: 0 at 0-36 % (4 h each,
+  twice), 5-6 at 40 %, 83-85 at 45 % (the interval holds those to one per 5 minutes).
 
 Between the thresholds nothing changes. Under constant 60 % loss the window's loss
 stays near 60 %: the 10 % exit is out of reach, steered stays steered. A healthy line

@@ -37,10 +37,11 @@ def steer_limit_s(steer_after_s: float, window_s: float) -> float:
     """How soon after the loss begins the box must have steered: the window fills with
     the loss (`window_s`), the loss must then hold past the threshold for `steer_after_s`,
     and one more window of margin. At 37 % each way 60 % of the probes' round trips are
-    lost against the 25 % threshold (failover/steer.py): in virtual time the onset
-    steers after 6.4 s median, 7.8 s at most of 1,000. (Judged by failed probes, 13 % of
-    them against 10 %, the drill's steers came after 7-24 s and a third of the short
-    drills failed this limit.)"""
+    lost against the 50 % threshold, judged over `window_s + steer_after_s`
+    (failover/steer.py): in virtual time the onset steers after 5.0 s median, 13.8 s at
+    most of 1,000 after the drill's loss phase. (Judged by failed probes, 13 % of them
+    against 10 %, the drill's steers came after 7-24 s and a third of the short drills
+    failed this limit.)"""
     return steer_after_s + 2 * window_s
 
 
