@@ -58,7 +58,7 @@ get through on the first or second try. Over 10 s of 2 fresh probes per 0.2 s ro
 (the drill's TCP and ICMP targets; ~180-220 round trips) the span's loss has a standard
 deviation of ~3.5 points, so 36 % and 60 % lie 4 deviations either side of 50 %.
 Measured with this policy in virtual time (benchmarks/bench_steer_onsets.py, on the line
-model of tests/failover/test_steer.py; two runs of 1,000 onsets a case):
+model of tests/failover/test_steer.py; 1,000 onsets a case, two seeds):
 
 * 60 % from a clean line: steered after 7.0 s median, 8.6-8.8 s p95, 10.4-13.6 s at
   most; after 15 s at 36 % (the drill's order): 5.0 s median, 10.4-13.8 s at most, and
@@ -76,7 +76,7 @@ window sees is always below the wired deadline: 0.6 s with the sequential detect
 (the default), 1 s with the rounds detector. Hence the two bands:
 
 * latency from ``steer_latency_ms`` up to the deadline: probes answer, slowly; the
-  detector stays quiet (nothing fails), the window's latency steers. 450 ms because
+  detector stays quiet (nothing fails), the span's median latency steers. 450 ms because
   a payment is 3-4 round trips (TCP, TLS, the request): 1.35-1.8 s at 450 ms, inside the
   2 s the payments' p95 is held to; at 600 ms it would be 1.8-2.4 s. The threshold must
   stay below the deadline or this path can never fire (600 ms, the old default, never
