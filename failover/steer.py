@@ -198,8 +198,7 @@ class SteerPolicy:
         if self._first_round is None:
             self._first_round = now
         self._rounds.append(_Round(now, failed, attempted, latency_ms))
-        keep = max(self.hold_s, self.config.window_s)
-        while self._rounds and self._rounds[0].at <= now - keep:
+        while self._rounds and self._rounds[0].at <= now - self.hold_s:  # ⊇ window_s
             self._rounds.popleft()
 
     def evaluate(self, *, lte_healthy: bool, wired_active: bool) -> SteerChange | None:
