@@ -120,27 +120,31 @@ async def dns_query(
     """Ask ``server`` for ``qname``'s A records through ``interface``, resending a new
     query every ``options.retry_after_s`` up to ``options.attempts``."""
     family = family_of(server)
-    queries = [build_dns_query(qid, qname) for qid in _query_ids(max(options.attempts, 1))]
-    ids = {struct.unpack_from("!H", query)[0]: n for n, query in enumerate(queries)}
+    ids = _query_ids(max(options.attempts, 1))
+    first = build_dns_query(ids[0], qname)
+    index = {qid: n for n, qid in enumerate(ids)}
+
+    def query(n: int) -> bytes:  # the n-th send: the same question under its own id
+        return first if n == 0 else ids[n].to_bytes(2, "big") + first[2:]
 
     def sent(data: bytes) -> int:
-        return ids.get(struct.unpack_from("!H", data)[0], -1) if len(data) >= 2 else -1
+        return index.get(int.from_bytes(data[:2], "big"), -1) if len(data) >= 2 else -1
 
     def accept(data: bytes) -> DnsAnswer | None:
         n = sent(data)
-        return parse_dns_response(data, queries[n]) if n >= 0 else None
+        return parse_dns_response(data, query(n)) if n >= 0 else None
 
     sock = bound_socket(family, socket.SOCK_DGRAM, 0, interface)
     try:
         sock.connect((server, 53))  # UDP: no handshake, only sets the peer filter
         return await udp_exchange(
             sock,
-            queries[0],
+            first,
             accept,
             options,
             wire,
             UDP_HEADER + ip_header(family),
-            make_payload=lambda n: queries[min(n, len(queries) - 1)],
+            make_payload=query,
             tally=tally,
             answered_by=sent,
         )
